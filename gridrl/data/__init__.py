@@ -1,0 +1,1 @@
+"""Site signals: sources, loaders, validation and units."""

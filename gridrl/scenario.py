@@ -1,0 +1,383 @@
+"""Scenario configuration: sites, data sources, workload, grid, reward weights.
+
+A scenario is one YAML file in ``envs/``. It is validated by pydantic at load time;
+every error names the YAML path of the offending key (``sites[1].battery.power_kw``).
+Every number the simulation, the data sources or the environment use lives here
+(or in a file the scenario names), never as a constant in code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import numpy as np
+import pandas as pd
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+NonNeg = Annotated[float, Field(ge=0.0)]
+Positive = Annotated[float, Field(gt=0.0)]
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class ScenarioError(ValueError):
+    """A scenario file is missing, unreadable or invalid; the message names the key path."""
+
+
+class StrictModel(BaseModel):
+    """Base for config models: unknown keys are errors, instances are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------- sources
+
+
+class WeatherSource(StrictModel):
+    """Weather behind PV, wind, temperature-driven load and the carbon/price models.
+
+    ``source: pvlib_tmy`` reads one of the typical-meteorological-year files that ship
+    inside pvlib (``723170TYA.CSV``, ``703165TY.csv``, ``12839.tm2``); ``source: csv``
+    reads a file with a column mapping.
+    """
+
+    source: Literal["pvlib_tmy", "csv"] = "pvlib_tmy"
+    file: str
+    columns: dict[str, str] = Field(default_factory=dict)
+
+
+class PVConfig(StrictModel):
+    """Fixed-tilt PV array modelled with pvlib (PVWatts DC + inverter)."""
+
+    kwp: NonNeg = 0.0
+    tilt_deg: Annotated[float, Field(ge=0.0, le=90.0)] = 25.0
+    azimuth_deg: Annotated[float, Field(ge=0.0, lt=360.0)] = 180.0
+    gamma_pdc_per_c: float = -0.004
+    system_loss_fraction: Fraction = 0.14
+    inverter_efficiency: Annotated[float, Field(gt=0.0, le=1.0)] = 0.96
+
+
+class WindConfig(StrictModel):
+    """Wind turbines: TMY wind speed extrapolated to hub height through a power curve."""
+
+    capacity_kw: NonNeg = 0.0
+    turbine_type: str = "E-82/2350"
+    hub_height_m: Positive = 100.0
+    measurement_height_m: Positive = 10.0
+    roughness_length_m: Positive = 0.1
+
+
+class BatteryConfig(StrictModel):
+    """Stationary battery; SoC limits are fractions of ``capacity_kwh``."""
+
+    capacity_kwh: NonNeg = 0.0
+    power_kw: NonNeg = 0.0
+    round_trip_efficiency: Annotated[float, Field(gt=0.0, le=1.0)] = 0.9
+    soc_min_fraction: Fraction = 0.1
+    soc_max_fraction: Fraction = 0.9
+    soc_initial_fraction: Fraction = 0.5
+
+    @model_validator(mode="after")
+    def _soc_order(self) -> BatteryConfig:
+        if not self.soc_min_fraction <= self.soc_initial_fraction <= self.soc_max_fraction:
+            raise ValueError(
+                "expected soc_min_fraction <= soc_initial_fraction <= soc_max_fraction"
+            )
+        return self
+
+
+class EventProcess(StrictModel):
+    """Random events (congestion, outages): Poisson starts, geometric durations."""
+
+    rate_per_year: NonNeg = 0.0
+    mean_duration_h: Positive = 4.0
+    depth_fraction: Fraction = 1.0  # share of feeder capacity lost while the event lasts
+
+
+class GridConfig(StrictModel):
+    """Grid connection: headroom = capacity x (1 - events) - background load - reserve.
+
+    Background load is temperature-driven: ``base + heating * max(T_h - T, 0) +
+    cooling * max(T - T_c, 0)``, times a daily/weekly shape.
+    """
+
+    feeder_capacity_kw: Positive
+    reserve_fraction: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.05
+    background_base_kw: NonNeg = 0.0
+    background_heating_kw_per_c: NonNeg = 0.0
+    background_cooling_kw_per_c: NonNeg = 0.0
+    heating_threshold_c: float = 15.0
+    cooling_threshold_c: float = 22.0
+    background_daily_amplitude_fraction: Fraction = 0.3
+    congestion: EventProcess = EventProcess()
+    outages: EventProcess = EventProcess()
+
+
+class CarbonConfig(StrictModel):
+    """Grid carbon intensity: a weather-driven regional-mix model or a real CSV."""
+
+    source: Literal["model", "csv"] = "model"
+    file: str | None = None
+    column: str | None = None
+    base_g_per_kwh: NonNeg = 400.0
+    solar_displacement_g_per_kwh: NonNeg = 150.0  # at regional clear-sky noon
+    wind_displacement_g_per_kwh: NonNeg = 150.0  # at rated regional wind
+    peak_load_g_per_kwh: NonNeg = 80.0  # extra marginal fossil at peak demand
+    noise_g_per_kwh: NonNeg = 20.0
+
+
+class PriceConfig(StrictModel):
+    """Wholesale price: a merit-order model driven by the same weather, or a real CSV."""
+
+    source: Literal["model", "csv"] = "model"
+    file: str | None = None
+    column: str | None = None
+    base_per_mwh: float = 60.0
+    carbon_slope_per_mwh_per_g: float = 0.1
+    peak_adder_per_mwh: float = 30.0
+    noise_per_mwh: NonNeg = 5.0
+
+
+class WorkloadConfig(StrictModel):
+    """Inference demand (GPUs, latency-sensitive) and flexible work (GPU-h with deadlines)."""
+
+    source: Literal["generator", "alibaba"] = "generator"
+    trace_file: str | None = None
+    inference_peak_fraction: Fraction = 0.4  # of the site's GPUs at the daily peak
+    inference_trough_fraction: Fraction = 0.15
+    weekend_factor: Positive = 0.8
+    flexible_utilisation_fraction: Fraction = 0.35  # mean GPU share the flexible work needs
+    deadline_slack_h_min: Annotated[int, Field(ge=0)] = 4
+    deadline_slack_h_max: Annotated[int, Field(ge=1)] = 24
+    noise_fraction: Fraction = 0.1
+
+    @model_validator(mode="after")
+    def _slack_order(self) -> WorkloadConfig:
+        if self.deadline_slack_h_min > self.deadline_slack_h_max:
+            raise ValueError("expected deadline_slack_h_min <= deadline_slack_h_max")
+        return self
+
+
+# --------------------------------------------------------------------------- sites
+
+
+class SiteConfig(StrictModel):
+    """One site: accelerators, facility, local generation, storage, grid, signals, workload."""
+
+    name: str
+    weather: WeatherSource
+    gpus: Annotated[int, Field(gt=0)]
+    gpu_idle_kw: NonNeg
+    gpu_max_kw: Positive
+    pue: Annotated[float, Field(ge=1.0)] = 1.2
+    pue_temp_slope_per_c: NonNeg = 0.0  # PUE rises above pue_temp_threshold_c
+    pue_temp_threshold_c: float = 20.0
+    pv: PVConfig = PVConfig()
+    wind: WindConfig = WindConfig()
+    battery: BatteryConfig = BatteryConfig()
+    grid: GridConfig
+    carbon: CarbonConfig = CarbonConfig()
+    price: PriceConfig = PriceConfig()
+    workload: WorkloadConfig = WorkloadConfig()
+
+    @model_validator(mode="after")
+    def _power_order(self) -> SiteConfig:
+        if self.gpu_idle_kw > self.gpu_max_kw:
+            raise ValueError("expected gpu_idle_kw <= gpu_max_kw")
+        return self
+
+
+class SiteGroup(StrictModel):
+    """``count`` sites made from one template, each parameter in ``vary`` drawn uniformly in
+    ``value * (1 ± vary[key])`` with the scenario seed. Keys are dotted paths
+    (``pv.kwp``, ``grid.feeder_capacity_kw``); names are ``{prefix}{index:02d}``."""
+
+    prefix: str
+    count: Annotated[int, Field(gt=0)]
+    template: dict[str, Any]
+    vary: dict[str, Fraction] = Field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- environment
+
+
+class ThrottleCurve(StrictModel):
+    """GPU power cap (fraction of max power) -> throughput (fraction of uncapped).
+
+    Interpolated linearly; must be increasing and end at (1, 1). ``source`` cites the
+    measurement the points come from.
+    """
+
+    cap_fraction: list[float]
+    throughput_fraction: list[float]
+    source: str
+
+    @model_validator(mode="after")
+    def _curve(self) -> ThrottleCurve:
+        cap = np.asarray(self.cap_fraction)
+        thr = np.asarray(self.throughput_fraction)
+        if cap.size < 2 or cap.size != thr.size:
+            raise ValueError("expected >= 2 points and equal lengths for cap and throughput")
+        if np.any(np.diff(cap) <= 0) or np.any(np.diff(thr) < 0):
+            raise ValueError("expected increasing cap_fraction and non-decreasing throughput")
+        if cap[-1] != 1.0 or thr[-1] != 1.0 or cap[0] <= 0 or thr[0] <= 0:
+            raise ValueError("expected the curve to end at (1, 1) and start above 0")
+        return self
+
+
+class RewardWeights(StrictModel):
+    """Reward weights.
+
+    ``reward = -(w_c carbon_kg + w_e cost + w_s slo_gpu_h + w_o overdue_gpu_h
+    + w_g overdraw_kwh) / scale``.
+    """
+
+    carbon_per_kg: NonNeg = 1.0
+    cost_per_unit: NonNeg = 1.0
+    slo_per_gpu_h: NonNeg = 10.0
+    overdue_per_gpu_h: NonNeg = 5.0
+    overdraw_per_kwh: NonNeg = 20.0
+    scale: Positive = 1.0  # divides the reward to keep it near unit range for learning
+
+
+class EnvConfig(StrictModel):
+    """Decision model: queue resolution, limits, costs and observation layout."""
+
+    slack_buckets: Annotated[int, Field(ge=2)] = 25
+    cap_min_fraction: Annotated[float, Field(gt=0.0, le=1.0)] = 0.6
+    migration_kwh_per_gpu_h: NonNeg = 0.5
+    max_migration_fraction: Fraction = 0.5
+    inference_remote_fraction_max: Fraction = 0.0
+    inference_remote_penalty_per_gpu_h: NonNeg = 0.0
+    battery_action: bool = False
+    forecast_horizons_h: list[Annotated[int, Field(ge=1)]] = [1, 2, 4, 8, 12, 24]
+    observation_slack_edges_h: list[Annotated[int, Field(ge=1)]] = [2, 6, 12]
+    episode_hours: Annotated[int, Field(gt=0)] = 168
+
+
+class Period(StrictModel):
+    """A date range in UTC: ``start`` 00:00 up to and including the whole ``end`` day."""
+
+    start: str
+    end: str
+
+    def hours(self, index: pd.DatetimeIndex) -> np.ndarray:
+        """Integer positions of ``index`` (hourly, UTC) inside this period."""
+        start = pd.Timestamp(self.start, tz="UTC")
+        end = pd.Timestamp(self.end, tz="UTC") + pd.Timedelta(days=1)
+        return np.flatnonzero((index >= start) & (index < end))
+
+
+class Periods(StrictModel):
+    """Train and test periods, each a list of date ranges (blocks).
+
+    Test blocks spread over the year (one week per month, say) keep evaluation from
+    seeing only one season; an episode always lies inside one block.
+    """
+
+    train: list[Period]
+    test: list[Period]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _single_to_list(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            data = {k: [v] if isinstance(v, dict) else v for k, v in data.items()}
+        return data
+
+
+class Scenario(StrictModel):
+    """A whole scenario file. ``sites`` is the expanded list (groups resolved)."""
+
+    name: str
+    description: str = ""
+    seed: int = 0
+    year: int = 2021  # calendar year the TMY files are mapped onto
+    sites: list[SiteConfig] = Field(default_factory=list)
+    site_groups: list[SiteGroup] = Field(default_factory=list)
+    throttle: ThrottleCurve
+    reward: RewardWeights = RewardWeights()
+    env: EnvConfig = EnvConfig()
+    periods: Periods
+
+    @model_validator(mode="after")
+    def _has_sites(self) -> Scenario:
+        if not self.sites and not self.site_groups:
+            raise ValueError("expected at least one entry in sites or site_groups")
+        return self
+
+    def expanded_sites(self) -> list[SiteConfig]:
+        """All sites: explicit ones, then each group's members with seeded variation."""
+        rng = np.random.default_rng(self.seed)
+        out = list(self.sites)
+        for g, group in enumerate(self.site_groups):
+            for i in range(group.count):
+                data = json.loads(json.dumps(group.template))
+                for key, spread in group.vary.items():
+                    node = data
+                    *parents, leaf = key.split(".")
+                    for p in parents:
+                        node = node.setdefault(p, {})
+                    if leaf not in node:
+                        raise ScenarioError(
+                            f"site_groups[{g}].vary.{key}: key not set in the template"
+                        )
+                    node[leaf] = float(node[leaf]) * (1.0 + rng.uniform(-spread, spread))
+                data["name"] = f"{group.prefix}{i:02d}"
+                try:
+                    out.append(SiteConfig.model_validate(data))
+                except ValidationError as exc:
+                    raise ScenarioError(
+                        _format_errors(exc, f"site_groups[{g}].template", "<memory>")
+                    ) from None
+        names = [s.name for s in out]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ScenarioError(f"site names must be unique; repeated: {sorted(dup)}")
+        return out
+
+    def content_hash(self) -> str:
+        """A stable hash of the validated scenario, for caches and bundle manifests."""
+        payload = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        return hashlib.sha256(payload).hexdigest()[:16]
+
+
+def _format_errors(exc: ValidationError, prefix: str, source: str) -> str:
+    lines = []
+    for err in exc.errors():
+        path = prefix
+        for part in err["loc"]:
+            path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+        got = err.get("input")
+        got_txt = "" if isinstance(got, dict) else f" (got {got!r})"
+        lines.append(f"{source}: {path or '<root>'}: {err['msg']}{got_txt}")
+    return "\n".join(lines)
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    """Read and validate a scenario YAML file.
+
+    Raises
+    ------
+    ScenarioError
+        naming the file and the YAML path of every bad key (unknown key, wrong type,
+        out-of-range value such as a negative capacity).
+    """
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ScenarioError(f"{path}: scenario file not found") from None
+    except yaml.YAMLError as exc:
+        raise ScenarioError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ScenarioError(f"{path}: expected a mapping at the top level")
+    try:
+        scenario = Scenario.model_validate(raw)
+    except ValidationError as exc:
+        raise ScenarioError(_format_errors(exc, "", str(path))) from None
+    scenario.expanded_sites()  # group templates are validated here too
+    return scenario
