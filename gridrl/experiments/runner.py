@@ -1,0 +1,314 @@
+"""Run a study: plan its units, fan them out on a backend, keep results, write the report.
+
+One unit = (agent, seed, forecast mode). An SB3 unit trains on the native VecEnv and is
+then evaluated; a reference unit is evaluated only. Evaluation always goes through the
+shared harness in :mod:`gridrl.agents`, on the study's evaluation period and episodes,
+with the evaluation seed ``seed + evaluation.seed_offset`` so that every policy of a
+seed meets the same episodes.
+
+Each unit writes its own result and done marker (:class:`~gridrl.experiments.store.RunStore`)
+before it returns, so a killed run loses at most the units that were running; ``resume``
+skips every unit with a done marker.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from gridrl.experiments.backends import run_units
+from gridrl.experiments.schema import (
+    BackendSpec,
+    ReferenceAgentSpec,
+    SB3AgentSpec,
+    Study,
+    dump_study,
+    load_study,
+    mode_slug,
+)
+from gridrl.experiments.store import RunStore
+from gridrl.io import write_text_atomic
+from gridrl.scenario import load_scenario
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One unit of work: an agent, a seed and a forecast mode."""
+
+    agent: str
+    seed: int
+    forecast_mode: str
+
+    @property
+    def unit_id(self) -> str:
+        """Folder name of the unit (and policy id of an SB3 unit)."""
+        return f"{self.agent}-seed{self.seed}-{mode_slug(self.forecast_mode)}"
+
+
+def plan_units(study: Study) -> list[Unit]:
+    """Every unit of the study, agents in file order, then seeds, then forecast modes."""
+    base = study.forecast.mode
+    ablated = set()
+    modes: list[str] = [base]
+    if study.ablation is not None:
+        modes = list(dict.fromkeys([*study.ablation.forecast_modes]))
+        ablated = set(study.ablation.agents or [a.name for a in study.agents])
+    units = []
+    for agent in study.agents:
+        agent_modes = modes if agent.name in ablated else [base]
+        for seed in study.seeds:
+            for mode in agent_modes:
+                units.append(Unit(agent.name, seed, mode))
+    return units
+
+
+def write_run_scenario(study: Study, run_dir: Path) -> Path:
+    """Write the scenario the run uses (study periods override applied) into the run folder.
+
+    Every unit reads this copy, so the scenario cannot change under a running study and
+    the policy metadata points at a file that stays with the run.
+    """
+    raw = yaml.safe_load(Path(study.scenario).read_text())
+    if study.periods is not None:
+        raw["periods"] = study.periods.model_dump(mode="json")
+    path = run_dir / "scenario.yaml"
+    write_text_atomic(path, yaml.safe_dump(raw, sort_keys=False))
+    load_scenario(path)  # the override must still make a valid scenario
+    return path
+
+
+# --------------------------------------------------------------------------- unit work
+
+
+def execute_unit(payload: dict[str, Any]) -> dict[str, Any]:
+    """Train (SB3) and evaluate one unit, write its result and done marker.
+
+    Runs in a worker process (local pool or Ray). ``payload`` holds the study as a
+    dict, the unit and the run folder; the return value is the done-marker summary.
+    """
+    study = Study.model_validate(payload["study"])
+    unit = Unit(**payload["unit"])
+    store = RunStore(payload["run_dir"])
+    scenario_path = Path(payload["scenario_path"])
+    threads = study.training.torch_threads
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    import torch
+
+    torch.set_num_threads(threads)
+    agent = study.agent(unit.agent)
+    unit_dir = store.unit_dir(unit.unit_id)
+    unit_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    summary: dict[str, Any] = {"agent": unit.agent, "seed": unit.seed}
+    summary["forecast_mode"] = unit.forecast_mode
+    if isinstance(agent, SB3AgentSpec):
+        from gridrl.agents.train import load_policy, train_policy
+
+        info = train_policy(
+            scenario_path=scenario_path,
+            algo=agent.algo,
+            out_dir=unit_dir,
+            seed=unit.seed,
+            timesteps=agent.timesteps or study.training.timesteps,
+            n_envs=agent.n_envs or study.training.n_envs,
+            forecast_mode=unit.forecast_mode,
+            forecast_config=study.forecast.config,
+            policy=agent.policy_name,
+            hyperparameters=agent.hyperparameters,
+            policy_kwargs=agent.policy_kwargs,
+            vecnormalize=study.training.vecnormalize if agent.vecnormalize else None,
+            checkpoint_every_steps=study.training.checkpoint_every_steps,
+            tensorboard=study.training.tensorboard,
+            progress_bar=False,  # the driver shows unit progress from progress.json
+            progress=lambda done, total: store.write_progress(unit.unit_id, done, total),
+        )
+        summary.update(
+            kind="sb3",
+            algo=agent.algo,
+            train_wall_s=info["wall_time_s"],
+            env_steps_per_s=info["env_steps_per_s"],
+            timesteps=info["timesteps"],
+        )
+        policy = load_policy(unit_dir)
+    else:
+        assert isinstance(agent, ReferenceAgentSpec)
+        policy = _make_reference(agent, scenario_path, unit.forecast_mode, study)
+        summary.update(kind="reference", algo=agent.reference)
+    t_eval = time.perf_counter()
+    kpis = _evaluate(policy, scenario_path, unit, study)
+    summary["eval_wall_s"] = time.perf_counter() - t_eval
+    summary["wall_s"] = time.perf_counter() - t0
+    result = kpis.copy()
+    result.insert(0, "policy", unit.agent)
+    result.insert(1, "kind", summary["kind"])
+    result.insert(2, "algo", summary["algo"])
+    result.insert(3, "seed", unit.seed)
+    result.insert(4, "forecast_mode", unit.forecast_mode)
+    result.insert(5, "unit_id", unit.unit_id)
+    store.write_unit(unit.unit_id, result, summary)
+    return summary
+
+
+def _make_reference(
+    agent: ReferenceAgentSpec, scenario_path: Path, forecast_mode: str, study: Study
+) -> Any:
+    from gridrl.agents import references
+
+    return references.make_reference(agent.reference, **agent.params)
+
+
+def _evaluate(policy: Any, scenario_path: Path, unit: Unit, study: Study) -> pd.DataFrame:
+    from gridrl.agents.harness import evaluate
+
+    return evaluate(
+        policy,
+        scenario_path,
+        forecast_mode=unit.forecast_mode,
+        forecast_config=study.forecast.config,
+        period=study.evaluation.period,
+        episodes=study.evaluation.episodes,
+        seed=unit.seed + study.evaluation.seed_offset,
+        deterministic=study.evaluation.deterministic,
+    )
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def default_run_dir(study: Study) -> Path:
+    """``output_dir`` of the study, else ``runs/<name>``."""
+    return Path(study.output_dir or Path("runs") / study.name).resolve()
+
+
+def run_study(
+    study: Study | str | Path,
+    *,
+    out_dir: str | Path | None = None,
+    backend: str | None = None,
+    address: str | None = None,
+    resume: bool = False,
+    report: bool = True,
+    unit_fn: Callable[[dict[str, Any]], dict[str, Any]] = execute_unit,
+    console: Any = None,
+) -> Path:
+    """Run every unfinished unit of a study and write results (and the report).
+
+    Parameters
+    ----------
+    study
+        A validated :class:`Study` or the path of a study YAML file (validated here,
+        before any work).
+    out_dir
+        Run folder; default ``output_dir`` of the study or ``runs/<name>``.
+    backend, address
+        Override ``backend.kind`` and ``backend.address`` of the study.
+    resume
+        Continue a run folder: finished units are skipped.
+    report
+        Write ``report.md`` and its plots at the end.
+    unit_fn
+        The per-unit function (module level, picklable); default :func:`execute_unit`.
+
+    Returns
+    -------
+    Path
+        The run folder.
+
+    Raises
+    ------
+    RuntimeError
+        naming the failed units (their tracebacks are in ``<unit>/ERROR.txt``) after
+        every other unit has finished and been saved.
+    """
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    console = console or Console(stderr=True)
+    if not isinstance(study, Study):
+        study = load_study(study)
+    if backend is not None or address is not None:
+        spec = study.backend.model_dump()
+        spec.update({k: v for k, v in (("kind", backend), ("address", address)) if v is not None})
+        study = study.model_copy(update={"backend": BackendSpec.model_validate(spec)})
+    run_dir = Path(out_dir).resolve() if out_dir else default_run_dir(study)
+    store = RunStore(run_dir)
+    # backend and output folder do not change results: leave them out of the resume check
+    hashed = study.model_copy(update={"backend": BackendSpec(), "output_dir": None})
+    store.start(dump_study(study), hashed.content_hash(), resume=resume)
+    scenario_path = write_run_scenario(study, run_dir)
+    units = plan_units(study)
+    todo = [u for u in units if not store.is_done(u.unit_id)]
+    skipped = len(units) - len(todo)
+    console.print(
+        f"[bold]{study.name}[/]: {len(units)} units, {skipped} already finished, "
+        f"{len(todo)} to run on backend [cyan]{study.backend.kind}[/] -> {run_dir}"
+    )
+    payloads = [
+        {
+            "study": study.model_dump(mode="json"),
+            "unit": asdict(u),
+            "run_dir": str(run_dir),
+            "scenario_path": str(scenario_path),
+        }
+        for u in todo
+    ]
+    failed: list[str] = []
+    t0 = time.perf_counter()
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed:,.0f}/{task.total:,.0f}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    ) as progress:
+        overall = progress.add_task("units", total=len(units), completed=skipped)
+        tasks: dict[str, Any] = {}
+
+        def poll() -> None:
+            for u in todo:
+                p = store.read_progress(u.unit_id)
+                if p is None or store.is_done(u.unit_id):
+                    continue
+                if u.unit_id not in tasks:
+                    tasks[u.unit_id] = progress.add_task(f"  train {u.unit_id}", total=p[1])
+                progress.update(tasks[u.unit_id], completed=p[0], total=p[1])
+
+        for index, _summary, error in run_units(
+            unit_fn,
+            payloads,
+            kind=study.backend.kind,
+            max_workers=study.backend.max_workers,
+            address=study.backend.address,
+            poll=poll,
+        ):
+            unit = todo[index]
+            if error is not None:
+                store.write_error(unit.unit_id, error)
+                failed.append(unit.unit_id)
+                console.print(f"[red]unit {unit.unit_id} failed[/] (see {unit.unit_id}/ERROR.txt)")
+            else:
+                if unit.unit_id in tasks:
+                    progress.remove_task(tasks.pop(unit.unit_id))
+                store.merge()  # results.parquet always holds every finished unit
+            progress.advance(overall)
+    store.merge()
+    console.print(f"units finished in {time.perf_counter() - t0:,.1f} s")
+    if report:
+        from gridrl.experiments.report import write_report
+
+        path = write_report(run_dir)
+        console.print(f"report: {path}")
+    if failed:
+        raise RuntimeError(
+            f"{len(failed)} unit(s) failed: {', '.join(failed)}; finished units are saved, "
+            "fix the cause and rerun with --resume"
+        )
+    return run_dir

@@ -1,0 +1,447 @@
+"""Study configuration: one YAML file = one reproducible study.
+
+A study names a scenario, a forecaster and its mode, the agents (stable-baselines3
+algorithms with their hyperparameters, or reference controllers by name), the seeds,
+the training budget, the evaluation protocol, the backend and the output folder. It is
+validated completely (including the scenario file it names and every SB3
+hyperparameter name) before any work starts; every error names the study file and the
+YAML key path (``agents[0].hyperparameters.n_step``).
+
+Relative paths in a study are resolved against the current directory first and then
+against the directory of the study file; the resolved study stores absolute paths.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from gridrl.scenario import Periods, ScenarioError, load_scenario
+
+SB3_ALGOS = ("PPO", "SAC", "TD3", "A2C", "RecurrentPPO")
+# Names of the reference controllers of DESIGN.md section 7; the registry in
+# gridrl.agents is consulted too when it exists, so new references validate as well.
+REFERENCE_NAMES = (
+    "run_now",
+    "carbon_aware",
+    "follow_renewables",
+    "headroom_guard",
+    "mpc",
+    "lp_bound",
+)
+_MODE_RE = re.compile(r"^(lightgbm|perfect|persistence|none|noisy\((\d+(\.\d*)?|\.\d+)\))$")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.]*$")
+
+
+class StudyError(ValueError):
+    """A study file is missing, unreadable or invalid; the message names file and key path."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_mode(mode: str) -> str:
+    if not _MODE_RE.match(mode):
+        raise ValueError(
+            "expected a forecast mode: lightgbm, perfect, persistence, none or noisy(SIGMA)"
+        )
+    return mode
+
+
+def mode_slug(mode: str) -> str:
+    """File-name-safe form of a forecast mode (``noisy(0.2)`` -> ``noisy0.2``)."""
+    return re.sub(r"[()]", "", mode)
+
+
+class ForecastSpec(_Strict):
+    """Forecaster config file (``forecasts/*.yaml``) and the mode the env uses."""
+
+    config: str = "forecasts/default.yaml"
+    mode: str = "lightgbm"
+
+    @field_validator("mode")
+    @classmethod
+    def _mode(cls, v: str) -> str:
+        return _check_mode(v)
+
+
+class SB3AgentSpec(_Strict):
+    """An SB3 agent: algorithm, policy, constructor hyperparameters and ``policy_kwargs``.
+
+    ``timesteps`` and ``n_envs`` override the study's training budget for this agent.
+    ``hyperparameters`` are passed to the algorithm's constructor; their names are
+    checked against it before any work starts.
+    """
+
+    name: str
+    algo: Literal["PPO", "SAC", "TD3", "A2C", "RecurrentPPO"]
+    policy: str | None = None  # default: MlpPolicy (MlpLstmPolicy for RecurrentPPO)
+    hyperparameters: dict[str, Any] = Field(default_factory=dict)
+    policy_kwargs: dict[str, Any] = Field(default_factory=dict)
+    timesteps: Annotated[int, Field(gt=0)] | None = None
+    n_envs: Annotated[int, Field(gt=0)] | None = None
+    vecnormalize: bool = True
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _NAME_RE.match(v):
+            raise ValueError("expected letters, digits, '_' or '.' (it names folders)")
+        return v
+
+    @field_validator("hyperparameters")
+    @classmethod
+    def _known_hyperparameters(cls, v: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        algo = info.data.get("algo")
+        if algo is None:
+            return v  # the algo error is reported on its own key
+        params = inspect.signature(algo_class(algo).__init__).parameters
+        reserved = {"self", "policy", "env", "seed", "policy_kwargs", "tensorboard_log"}
+        accepted = {p for p in params if not p.startswith("_")} - reserved
+        unknown = sorted(set(v) - accepted)
+        if unknown:
+            raise ValueError(
+                f"unknown {algo} hyperparameter(s) {unknown}; accepted: {sorted(accepted)}"
+            )
+        return v
+
+    @property
+    def kind(self) -> str:
+        """``"sb3"``."""
+        return "sb3"
+
+    @property
+    def policy_name(self) -> str:
+        """SB3 policy class name used for this agent."""
+        if self.policy:
+            return self.policy
+        return "MlpLstmPolicy" if self.algo == "RecurrentPPO" else "MlpPolicy"
+
+
+class ReferenceAgentSpec(_Strict):
+    """A reference controller by name (``run_now``, ``mpc``, ...) with its parameters."""
+
+    name: str
+    reference: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _NAME_RE.match(v):
+            raise ValueError("expected letters, digits, '_' or '.' (it names folders)")
+        return v
+
+    @field_validator("reference")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        known = reference_names()
+        if v not in known:
+            raise ValueError(f"unknown reference controller; expected one of {sorted(known)}")
+        return v
+
+    @property
+    def kind(self) -> str:
+        """``"reference"``."""
+        return "reference"
+
+
+def _agent_tag(data: Any) -> str | None:
+    if isinstance(data, dict):
+        if "algo" in data:
+            return "sb3"
+        if "reference" in data:
+            return "reference"
+        return None
+    return "sb3" if isinstance(data, SB3AgentSpec) else "reference"
+
+
+AgentSpec = Annotated[
+    Annotated[SB3AgentSpec, Tag("sb3")] | Annotated[ReferenceAgentSpec, Tag("reference")],
+    Discriminator(
+        _agent_tag,
+        custom_error_type="agent_kind",
+        custom_error_message="expected an agent with either 'algo' (SB3) or 'reference'",
+    ),
+]
+
+
+class VecNormalizeSpec(_Strict):
+    """Arguments of SB3's ``VecNormalize`` (used by agents with ``vecnormalize: true``)."""
+
+    norm_obs: bool = True
+    norm_reward: bool = True
+    clip_obs: Annotated[float, Field(gt=0.0)] = 10.0
+    clip_reward: Annotated[float, Field(gt=0.0)] = 10.0
+    gamma: Annotated[float, Field(gt=0.0, le=1.0)] = 0.99
+
+
+class TrainingSpec(_Strict):
+    """Training budget and logging shared by every SB3 agent of the study."""
+
+    timesteps: Annotated[int, Field(gt=0)] = 100_000
+    n_envs: Annotated[int, Field(gt=0)] = 16  # episodes stepped together by the VecEnv
+    checkpoint_every_steps: Annotated[int, Field(gt=0)] = 50_000
+    progress_bar: bool = True
+    tensorboard: bool = True
+    vecnormalize: VecNormalizeSpec = VecNormalizeSpec()
+    torch_threads: Annotated[int, Field(gt=0)] = 1  # per unit: workers share the cores
+
+
+class EvaluationSpec(_Strict):
+    """Evaluation protocol: ``episodes`` episodes of ``period`` per (agent, seed).
+
+    Every policy is evaluated on the same episodes for a given seed, so comparisons
+    (and gap closed) are paired.
+    """
+
+    episodes: Annotated[int, Field(gt=0)] = 4
+    period: Literal["train", "test"] = "test"
+    deterministic: bool = True
+    seed_offset: Annotated[int, Field(ge=0)] = 10_000  # eval seed = seed + offset
+
+
+class BackendSpec(_Strict):
+    """Where units run: ``local`` (process pool) or ``ray`` (``address``: ``auto`` or host:port)."""
+
+    kind: Literal["local", "ray"] = "local"
+    max_workers: Annotated[int, Field(gt=0)] = 2
+    address: str = "auto"
+
+
+class AblationSpec(_Strict):
+    """Forecast ablation: each listed agent is trained/evaluated once per mode."""
+
+    forecast_modes: list[str]
+    agents: list[str] | None = None  # default: every agent of the study
+
+    @field_validator("forecast_modes")
+    @classmethod
+    def _modes(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("expected at least one forecast mode")
+        for m in v:
+            _check_mode(m)
+        if len(set(v)) != len(v):
+            raise ValueError("forecast modes must be unique")
+        return v
+
+
+class ReportSpec(_Strict):
+    """What the report shows beyond the leaderboard."""
+
+    dispatch_week: bool = True  # dispatch plot of one test week for the best policy
+    learning_curve_window: Annotated[int, Field(gt=0)] = 20  # episodes in the rolling mean
+    confidence: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.95
+
+
+class Study(_Strict):
+    """A whole study file (see the module docstring and ``experiments/*.yaml``)."""
+
+    name: str
+    description: str = ""
+    scenario: str
+    forecast: ForecastSpec = ForecastSpec()
+    periods: Periods | None = None  # overrides the scenario's train/test periods
+    agents: list[AgentSpec]
+    seeds: list[int]
+    training: TrainingSpec = TrainingSpec()
+    evaluation: EvaluationSpec = EvaluationSpec()
+    backend: BackendSpec = BackendSpec()
+    output_dir: str | None = None  # default: runs/<name>
+    ablation: AblationSpec | None = None
+    report: ReportSpec = ReportSpec()
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _NAME_RE.match(v):
+            raise ValueError("expected letters, digits, '_' or '.' (it names folders)")
+        return v
+
+    @field_validator("seeds", mode="before")
+    @classmethod
+    def _seed_count(cls, v: Any) -> Any:
+        # ``seeds: 5`` is shorthand for seeds 0..4
+        if isinstance(v, int) and not isinstance(v, bool):
+            if v <= 0:
+                raise ValueError("expected a positive seed count or a list of seeds")
+            return list(range(v))
+        return v
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v: list[int]) -> list[int]:
+        if not v:
+            raise ValueError("expected at least one seed")
+        if len(set(v)) != len(v):
+            raise ValueError("seeds must be unique")
+        return v
+
+    @model_validator(mode="after")
+    def _agents(self) -> Study:
+        names = [a.name for a in self.agents]
+        if not names:
+            raise ValueError("expected at least one agent")
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"agent names must be unique; repeated: {dup}")
+        if self.ablation and self.ablation.agents:
+            missing = sorted(set(self.ablation.agents) - set(names))
+            if missing:
+                raise ValueError(f"ablation.agents names unknown agents {missing}")
+        return self
+
+    def agent(self, name: str) -> SB3AgentSpec | ReferenceAgentSpec:
+        """The agent called ``name``."""
+        for a in self.agents:
+            if a.name == name:
+                return a
+        raise KeyError(name)
+
+    def content_hash(self) -> str:
+        """Hash of the resolved study: a resumed run must match the run it continues."""
+        payload = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        return hashlib.sha256(payload).hexdigest()[:16]
+
+
+def algo_class(algo: str) -> type:
+    """The SB3 / sb3-contrib class for an algorithm name (``"PPO"``, ``"RecurrentPPO"``)."""
+    if algo == "RecurrentPPO":
+        from sb3_contrib import RecurrentPPO
+
+        return RecurrentPPO
+    import stable_baselines3
+
+    if algo not in SB3_ALGOS:
+        raise ValueError(f"unknown algorithm {algo!r}; expected one of {SB3_ALGOS}")
+    return getattr(stable_baselines3, algo)
+
+
+def reference_names() -> set[str]:
+    """Reference controllers a study may name (the registry in gridrl.agents when present)."""
+    names = set(REFERENCE_NAMES)
+    try:
+        from gridrl.agents import references  # type: ignore[attr-defined]
+
+        names |= set(getattr(references, "REFERENCES", {}))
+    except ImportError:
+        pass
+    return names
+
+
+def _format(exc: ValidationError, source: str) -> str:
+    lines = []
+    for err in exc.errors():
+        path = ""
+        prev: Any = None
+        for part in err["loc"]:
+            tag = part in ("sb3", "reference") and isinstance(prev, int)
+            prev = part
+            if tag:
+                continue  # discriminator tags are not YAML keys
+            path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+        got = err.get("input")
+        got_txt = "" if isinstance(got, dict | list) else f" (got {got!r})"
+        msg = err["msg"].removeprefix("Value error, ")
+        lines.append(f"{source}: {path or '<root>'}: {msg}{got_txt}")
+    return "\n".join(lines)
+
+
+def _resolve(value: str, study_dir: Path, key: str, source: Path) -> str:
+    p = Path(value).expanduser()
+    if p.is_absolute():
+        candidates = [p]
+    else:
+        candidates = [Path.cwd() / p, study_dir / p]
+    for c in candidates:
+        if c.exists():
+            return str(c.resolve())
+    tried = ", ".join(str(c) for c in candidates)
+    raise StudyError(f"{source}: {key}: file not found (tried {tried})")
+
+
+def load_study(path: str | Path, *, check_files: bool = True) -> Study:
+    """Read, validate and resolve a study YAML file.
+
+    Parameters
+    ----------
+    path
+        Study file (``experiments/*.yaml``).
+    check_files
+        Also resolve and validate the files the study names: the scenario (loaded and
+        validated with :func:`gridrl.scenario.load_scenario`) and the forecaster config.
+
+    Returns
+    -------
+    Study
+        With absolute ``scenario`` and ``forecast.config`` paths when ``check_files``.
+
+    Raises
+    ------
+    StudyError
+        naming the study file and the YAML path of every bad key, or the file and key
+        of a missing/invalid scenario or forecaster config.
+    """
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise StudyError(f"{path}: study file not found") from None
+    except yaml.YAMLError as exc:
+        raise StudyError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise StudyError(f"{path}: expected a mapping at the top level")
+    try:
+        study = Study.model_validate(raw)
+    except ValidationError as exc:
+        raise StudyError(_format(exc, str(path))) from None
+    if not check_files:
+        return study
+    study_dir = path.resolve().parent
+    scenario_path = _resolve(study.scenario, study_dir, "scenario", path)
+    try:
+        load_scenario(scenario_path)
+    except ScenarioError as exc:
+        raise StudyError(f"{path}: scenario: invalid scenario file:\n{exc}") from None
+    forecast = study.forecast
+    needs_forecaster = any(
+        _mode_needs_forecaster(m)
+        for m in [forecast.mode, *(study.ablation.forecast_modes if study.ablation else [])]
+    )
+    config_path = forecast.config
+    if needs_forecaster or (study_dir / forecast.config).exists() or Path(forecast.config).exists():
+        config_path = _resolve(forecast.config, study_dir, "forecast.config", path)
+    return study.model_copy(
+        update={
+            "scenario": scenario_path,
+            "forecast": forecast.model_copy(update={"config": config_path}),
+        }
+    )
+
+
+def _mode_needs_forecaster(mode: str) -> bool:
+    return mode == "lightgbm"
+
+
+def dump_study(study: Study) -> str:
+    """The study as YAML text (``config.resolved.yaml``)."""
+    return yaml.safe_dump(study.model_dump(mode="json"), sort_keys=False)

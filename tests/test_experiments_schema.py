@@ -1,0 +1,120 @@
+"""Study files are validated completely before any work, with the YAML path in errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from gridrl.experiments.runner import Unit, plan_units
+from gridrl.experiments.schema import StudyError, load_study
+
+TINY_SCENARIO = {
+    "name": "tiny",
+    "sites": [
+        {
+            "name": "a",
+            "weather": {"file": "723170TYA.CSV"},
+            "gpus": 8,
+            "gpu_idle_kw": 0.1,
+            "gpu_max_kw": 0.7,
+            "grid": {"feeder_capacity_kw": 50.0},
+        }
+    ],
+    "throttle": {
+        "cap_fraction": [0.6, 1.0],
+        "throughput_fraction": [0.8, 1.0],
+        "source": "test curve",
+    },
+    "periods": {
+        "train": {"start": "2021-01-01", "end": "2021-01-31"},
+        "test": {"start": "2021-02-01", "end": "2021-02-14"},
+    },
+}
+
+
+def _study(tmp_path: Path, **over: object) -> Path:
+    scenario = tmp_path / "tiny.yaml"
+    scenario.write_text(yaml.safe_dump(TINY_SCENARIO))
+    data = {
+        "name": "t",
+        "scenario": str(scenario),
+        "forecast": {"mode": "perfect"},
+        "agents": [
+            {"name": "ppo", "algo": "PPO", "hyperparameters": {"n_steps": 64}},
+            {"name": "run_now", "reference": "run_now"},
+        ],
+        "seeds": 2,
+    }
+    data.update(over)
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_valid_study_resolves_paths_and_plans_units(tmp_path: Path) -> None:
+    study = load_study(_study(tmp_path))
+    assert Path(study.scenario).is_absolute()
+    assert study.seeds == [0, 1]
+    units = plan_units(study)
+    assert [u.unit_id for u in units] == [
+        "ppo-seed0-perfect",
+        "ppo-seed1-perfect",
+        "run_now-seed0-perfect",
+        "run_now-seed1-perfect",
+    ]
+
+
+def test_ablation_multiplies_only_the_ablated_agents(tmp_path: Path) -> None:
+    study = load_study(
+        _study(tmp_path, ablation={"forecast_modes": ["perfect", "none"], "agents": ["ppo"]})
+    )
+    units = plan_units(study)
+    assert Unit("ppo", 1, "none") in units
+    assert Unit("run_now", 0, "none") not in units
+    assert len(units) == 2 * 2 + 2
+
+
+@pytest.mark.parametrize(
+    ("over", "expected"),
+    [
+        (
+            {"agents": [{"name": "p", "algo": "PPO", "hyperparameters": {"n_step": 8}}]},
+            "agents[0].hyperparameters: unknown PPO hyperparameter(s) ['n_step']",
+        ),
+        ({"agents": [{"name": "p", "algo": "DQN"}]}, "agents[0].algo"),
+        ({"agents": [{"name": "x", "reference": "oracle"}]}, "agents[0].reference"),
+        ({"agents": [{"name": "x"}]}, "agents[0]: expected an agent with either"),
+        ({"seeds": [1, 1]}, "seeds: seeds must be unique"),
+        ({"forecast": {"mode": "noisy(abc)"}}, "forecast.mode"),
+        ({"training": {"timesteps": -5}}, "training.timesteps"),
+        ({"backend": {"kind": "slurm"}}, "backend.kind"),
+        ({"evaluation": {"episodes": 0, "bogus": 1}}, "evaluation.bogus"),
+        ({"ablation": {"forecast_modes": ["perfect"], "agents": ["nobody"]}}, "ablation.agents"),
+    ],
+)
+def test_bad_study_names_file_and_yaml_path(tmp_path: Path, over: dict, expected: str) -> None:
+    path = _study(tmp_path, **over)
+    with pytest.raises(StudyError) as err:
+        load_study(path)
+    msg = str(err.value)
+    assert str(path) in msg
+    assert expected in msg
+
+
+def test_missing_and_invalid_scenario_fail_before_work(tmp_path: Path) -> None:
+    path = _study(tmp_path, scenario="nowhere/geo.yaml")
+    with pytest.raises(StudyError, match=r"scenario: file not found"):
+        load_study(path)
+    bad = tmp_path / "bad_scenario.yaml"
+    bad.write_text(yaml.safe_dump({**TINY_SCENARIO, "sites": [{"name": "a", "gpus": -1}]}))
+    path = _study(tmp_path, scenario=str(bad))
+    with pytest.raises(StudyError, match=r"sites\[0\]\.gpus"):
+        load_study(path)
+
+
+def test_periods_override_is_validated(tmp_path: Path) -> None:
+    path = _study(tmp_path, periods={"train": {"start": "2021-03-01"}})
+    with pytest.raises(StudyError, match=r"periods\.train"):
+        load_study(path)

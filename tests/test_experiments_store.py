@@ -1,0 +1,102 @@
+"""Run folder, merge, statistics and report on hand-made result tables."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from gridrl.experiments.backends import run_local
+from gridrl.experiments.report import add_gap_closed, seed_means, t_interval
+from gridrl.experiments.store import RunDirError, RunStore
+
+
+def _rows(policy: str, algo: str, seed: int, j: list[float]) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "policy": policy,
+            "kind": "reference",
+            "algo": algo,
+            "seed": seed,
+            "forecast_mode": "perfect",
+            "unit_id": f"{policy}-seed{seed}-perfect",
+            "episode": np.arange(len(j)),
+            "J": j,
+            "carbon_kg": np.abs(j),
+        }
+    )
+
+
+def test_unit_is_done_only_after_result_and_marker(tmp_path: Path) -> None:
+    store = RunStore(tmp_path / "run")
+    store.start("name: x\n", "h1", resume=False)
+    assert not store.is_done("a-seed0-perfect")
+    store.write_unit("a-seed0-perfect", _rows("a", "run_now", 0, [1.0, 2.0]), {"kind": "x"})
+    assert store.is_done("a-seed0-perfect")
+    store.result_path("a-seed0-perfect").unlink()  # a marker without its result is not done
+    assert not store.is_done("a-seed0-perfect")
+
+
+def test_fresh_run_refuses_a_used_folder_and_resume_refuses_another_study(
+    tmp_path: Path,
+) -> None:
+    store = RunStore(tmp_path / "run")
+    store.start("name: x\n", "h1", resume=False)
+    store.write_unit("u", _rows("a", "run_now", 0, [1.0]), {})
+    with pytest.raises(RunDirError, match="--resume"):
+        store.start("name: x\n", "h1", resume=False)
+    with pytest.raises(RunDirError, match="different study"):
+        store.start("name: x\n", "h2", resume=True)
+    store.start("name: x\n", "h1", resume=True)
+
+
+def test_merge_keeps_every_row_of_every_finished_unit(tmp_path: Path) -> None:
+    store = RunStore(tmp_path / "run")
+    store.start("name: x\n", "h", resume=False)
+    for seed in range(3):
+        store.write_unit(f"a-seed{seed}", _rows("a", "run_now", seed, [1.0, 2.0, 3.0]), {})
+    (tmp_path / "run" / "half-seed0").mkdir()  # a killed unit: no marker, not merged
+    merged = store.merge()
+    assert len(merged) == 9
+    assert sorted(merged["seed"].unique()) == [0, 1, 2]
+    assert len(pd.read_parquet(store.results_path)) == 9
+    assert len(pd.read_parquet(store.units_path)) == 3
+
+
+def test_gap_closed_is_paired_per_seed() -> None:
+    results = pd.concat(
+        [
+            _rows("run_now", "run_now", 0, [-10.0, -14.0]),  # mean -12
+            _rows("lp_bound", "lp_bound", 0, [-2.0, -2.0]),  # mean -2
+            _rows("mpc", "mpc", 0, [-4.0, -6.0]),  # mean -5 -> (7 / 10)
+            _rows("run_now", "run_now", 1, [-20.0]),
+            _rows("lp_bound", "lp_bound", 1, [0.0]),
+            _rows("mpc", "mpc", 1, [-10.0]),  # 10 / 20
+        ]
+    )
+    per_seed = add_gap_closed(seed_means(results))
+    gap = per_seed.set_index(["policy", "seed"])["gap_closed"]
+    assert gap["mpc", 0] == pytest.approx(0.7)
+    assert gap["mpc", 1] == pytest.approx(0.5)
+    assert gap["run_now", 0] == pytest.approx(0.0)
+    assert gap["lp_bound", 1] == pytest.approx(1.0)
+
+
+def test_t_interval_matches_scipy() -> None:
+    v = np.array([0.5, 0.7, 0.65, 0.4, 0.55])
+    mean, half = t_interval(v, 0.95)
+    lo, hi = stats.t.interval(0.95, df=4, loc=v.mean(), scale=stats.sem(v))
+    assert mean == pytest.approx(v.mean())
+    assert half == pytest.approx((hi - lo) / 2)
+    assert math.isnan(t_interval(np.array([1.0]), 0.95)[1])
+
+
+def test_local_pool_runs_every_payload_and_reports_errors() -> None:
+    out = {i: (r, e) for i, r, e in run_local(math.factorial, [3, 5, -1], max_workers=2)}
+    assert out[0] == (6, None)
+    assert out[1] == (120, None)
+    assert out[2][0] is None and "ValueError" in out[2][1]
