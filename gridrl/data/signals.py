@@ -545,15 +545,23 @@ def _provenance(frame: pd.DataFrame) -> list[dict[str, Any]]:
 
 
 def _resample(
-    frame: pd.DataFrame, method: ResampleMethod, source: str, origin: Origin
+    frame: pd.DataFrame,
+    method: ResampleMethod,
+    source: str,
+    origin: Origin,
+    *,
+    allow_empty: bool = False,
 ) -> pd.DataFrame:
-    """Resample to hourly steps; record what was done; empty hours are errors."""
-    steps = pd.Series(np.diff(frame.index.asi8)).map(lambda ns: _fmt_step(pd.Timedelta(ns)))
+    """Resample to hourly steps; record what was done.
+
+    An hour with no value is an error unless ``allow_empty`` (an explicit fill follows).
+    """
+    steps = pd.Series(np.diff(frame.index.asi8)).value_counts()
     record: dict[str, Any] = {
         "step": "resample",
         "method": method,
         "rows_in": int(len(frame)),
-        "steps_in": {str(k): int(v) for k, v in steps.value_counts().items()},
+        "steps_in": {_fmt_step(pd.Timedelta(int(k))): int(v) for k, v in steps.items()},
     }
     empty_cells = frame.isna().sum()
     if int(empty_cells.sum()):
@@ -565,19 +573,21 @@ def _resample(
         counts = grouped.count()
         out = grouped.mean() if method == "mean" else grouped.sum(min_count=1)
         empty = counts.to_numpy() == 0
-        if empty.any():
+        if empty.any() and not allow_empty:
             j = int(np.flatnonzero(empty.any(axis=0))[0])
             r = int(np.argmax(empty[:, j]))
-            hour = out.index[r]
-            raise SignalError(
+            raise _fail(
                 source,
-                f"hour {hour} has no values to {method} after resampling to 1h "
+                Origin(None, origin.raw_columns),
+                f"hour has no values to {method} after resampling to 1h "
                 f"({int(empty.sum())} empty hour-cells in total; source empty cells "
-                "are excluded, never filled)",
-                column=_column_label(frame.columns[j]),
-                row=r + 1,
-                timestamp=hour,
+                "are excluded, never filled; row counts hours of the resampled table)",
+                column=frame.columns[j],
+                position=r,
+                index=out.index,
             )
+        if empty.any():
+            record["empty_hour_cells"] = int(empty.sum())
         # Per-hour sample counts vary with the source step; keep the distribution.
         per_hour = counts.iloc[:, 0].value_counts().sort_index()
         record["samples_per_hour"] = {str(int(k)): int(v) for k, v in per_hour.items()}
@@ -598,6 +608,42 @@ def _resample(
     record["rows_out"] = int(len(out))
     out.attrs["provenance"] = _provenance(frame) + [record]
     return out
+
+
+def _fill(frame: pd.DataFrame, max_fill_h: int | None) -> pd.DataFrame:
+    """Fill empty cells by time-linear interpolation between their neighbours.
+
+    Only interior runs of at most ``max_fill_h`` hours are filled (leading/trailing
+    empties and longer runs stay empty, so ``validate`` reports them). Every filled cell
+    is counted in the provenance record.
+    """
+    before = frame.isna()
+    if not before.to_numpy().any():
+        return frame
+    filled = frame.interpolate(method="time", limit_area="inside")
+    if max_fill_h is not None:
+        # Keep runs longer than max_fill_h empty: label runs and measure their length.
+        for col in before.columns[before.any().to_numpy()]:
+            na = before[col].to_numpy()
+            run_id = np.cumsum(~na)
+            run_len = pd.Series(na).groupby(run_id).transform("sum").to_numpy()
+            too_long = na & (run_len > max_fill_h)
+            if too_long.any():
+                values = filled[col].to_numpy(copy=True)
+                values[too_long] = np.nan
+                filled[col] = values
+    done = before & filled.notna()
+    per_col = done.sum()
+    first = done.any(axis=1)
+    record = {
+        "step": "fill",
+        "method": "interpolate",
+        "max_fill_h": max_fill_h,
+        "cells_filled": {_column_label(c): int(n) for c, n in per_col.items() if n},
+        "first_filled": str(frame.index[first.to_numpy()][0]) if first.any() else None,
+    }
+    filled.attrs["provenance"] = _provenance(frame) + [record]
+    return filled
 
 
 # --------------------------------------------------------------------------- Signals
@@ -639,6 +685,8 @@ class Signals:
         time_column: str | None = None,
         assume_tz: str | None = None,
         resample: ResampleMethod | None = None,
+        fill: Literal["interpolate"] | None = None,
+        max_fill_h: int | None = None,
         _line_offset: int | None = None,
     ) -> Signals:
         """Build validated signals from a pandas frame.
@@ -670,6 +718,14 @@ class Signals:
             upsample coarser data by time-linear interpolation. Without it a
             non-hourly step is an error. What was done is appended to
             ``frame.attrs["provenance"]``.
+        fill : {"interpolate"}, optional
+            Explicit opt-in to fill empty cells (after resampling, if any) by
+            time-linear interpolation between the neighbouring values. Without it an
+            empty cell is an error. Missing *rows* (gaps in the time index) are never
+            filled. Filled cells are counted per column in the provenance.
+        max_fill_h : int, optional
+            With ``fill``: the longest run of empty hours to fill; longer runs stay
+            empty and are reported by ``validate``.
 
         Returns
         -------
@@ -760,10 +816,16 @@ class Signals:
             if resample not in ("mean", "sum", "interpolate"):
                 raise SignalError(source, f"unknown resample method {resample!r}")
             _check_index(frame, source, origin, hourly=False)
-            frame = _resample(frame, resample, source, origin)
+            frame = _resample(frame, resample, source, origin, allow_empty=fill is not None)
             frame.index.name = TIME_NAME
             # Rows of the hourly table no longer map to file lines.
             origin = Origin(None, raw_of, origin.time_column)
+        if fill is not None:
+            if fill != "interpolate":
+                raise SignalError(source, f"unknown fill method {fill!r}")
+            # Interpolating across a gap or a jump backwards would invent data: check first.
+            _check_index(frame, source, origin, hourly=True)
+            frame = _fill(frame, max_fill_h)
         return cls(frame, source, origin).validate()
 
     @classmethod
