@@ -1,0 +1,240 @@
+"""Forecaster configuration (``forecasts/*.yaml``), validated by pydantic.
+
+Every number the forecasting layer uses lives here; the defaults below are the ones
+documented in ``forecasts/default.yaml``. Unknown keys are errors and every error names
+the YAML path of the offending key (``lightgbm.num_leaves``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+PosInt = Annotated[int, Field(ge=1)]
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class ForecastConfigError(ValueError):
+    """A forecaster config file is missing, unreadable or invalid (message names the key)."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FeatureConfig(_Strict):
+    """What the models see: all of it known at the issue time.
+
+    ``lags_h`` are values ``y[t - lag]`` relative to the issue time ``t``;
+    ``seasonal_lags_h`` are values at the *target* hour one day / one week earlier
+    (``y[t + h - 24 ceil(h/24)]``, ``y[t + h - 168 ceil(h/168)]``), always at or before
+    ``t``; ``rolling_windows_h`` are trailing means and standard deviations ending at ``t``;
+    ``profile_days`` is the number of past days averaged at the target hour of day.
+    """
+
+    lags_h: list[PosInt] = [1, 2, 3, 6, 12, 24]
+    seasonal_lags_h: list[PosInt] = [24, 168]
+    rolling_windows_h: list[PosInt] = [6, 24, 168]
+    profile_days: PosInt = 7
+    calendar: list[Literal["hour", "weekday"]] = ["hour", "weekday"]
+    solar: bool = True  # solar elevation and clear-sky GHI of the target hour (pvlib)
+    site_categorical: bool = True  # one global model per signal with the site as a category
+
+
+class WeatherCovariate(_Strict):
+    """A weather forecast of a signal, used at the target hour.
+
+    Where no real forecast product exists it is simulated from the observed signal with
+    an error that grows with the lead time: ``relative`` errors multiply the truth by
+    ``1 + e`` (irradiance, wind speed), ``additive`` ones add ``e`` in the signal's unit
+    (temperature). ``e`` is Gaussian with standard deviation ``error_at_24h *
+    sqrt(lead_h / 24)``, correlated hour to hour with coefficient ``autocorrelation`` the
+    way numerical-weather-prediction errors are. Zero error makes it a perfect forecast.
+    """
+
+    signal: str
+    leads_h: list[PosInt] = [6, 12, 24, 48]
+    error: Literal["relative", "additive"] = "relative"
+    error_at_24h: Annotated[float, Field(ge=0.0)] = 0.25
+    autocorrelation: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.9
+
+
+class PVConfig(_Strict):
+    """PV is forecast as a clear-sky index times the clear-sky power of the target hour.
+
+    ``clearsky_power_quantile`` scales clear-sky GHI into clear-sky power when the site
+    geometry is not known (national fleets): the ratio ``pv / ghi_clearsky`` at this
+    quantile over the training data. ``min_clearsky_fraction`` is the share of the peak
+    clear-sky power below which the index is not defined (sunrise/sunset) and the
+    forecast falls back to zero index weight.
+    """
+
+    signals: list[str] = ["pv_kw"]
+    clearsky_power_quantile: Fraction = 0.98
+    min_clearsky_fraction: Fraction = 0.02
+    max_clearsky_index: Annotated[float, Field(gt=0.0)] = 1.5
+
+
+class BoundsConfig(_Strict):
+    """Physical bounds applied to every forecast (all modes), then quantiles are sorted.
+
+    Signals the registry (:func:`gridrl.data.signals.signal_spec`) calls nonnegative are
+    clipped at 0, and so are those listed in ``nonnegative`` and (with
+    ``nonnegative_from_data``) any signal that is never negative in the data;
+    ``zero_at_night`` signals are 0 when the sun stays below the horizon for the whole
+    target hour (pvlib solar position of the site); ``upper`` maps a signal to
+    the signal that caps it (its largest value in the data: the nominal capacity).
+    """
+
+    nonnegative: list[str] = []
+    nonnegative_from_data: bool = True
+    zero_at_night: list[str] = ["pv_kw"]
+    upper: dict[str, str] = {"headroom_kw": "feeder_capacity_kw"}
+
+
+class LightGBMConfig(_Strict):
+    """LightGBM parameters (kept small: every geo3 model and the cube fit in a minute)."""
+
+    num_threads: PosInt = 2
+    n_estimators: PosInt = 150
+    learning_rate: Annotated[float, Field(gt=0.0, le=1.0)] = 0.08
+    num_leaves: Annotated[int, Field(ge=2)] = 31
+    min_data_in_leaf: PosInt = 40
+    feature_fraction: Annotated[float, Field(gt=0.0, le=1.0)] = 0.9
+    bagging_fraction: Annotated[float, Field(gt=0.0, le=1.0)] = 0.8
+    bagging_freq: Annotated[int, Field(ge=0)] = 1
+    max_bin: Annotated[int, Field(ge=2)] = 63
+    lambda_l2: Annotated[float, Field(ge=0.0)] = 1.0
+
+
+class TrainingConfig(_Strict):
+    """Which (issue time, horizon) pairs are used to fit.
+
+    Every hour is an issue time but, to keep fitting fast, each issue time contributes
+    ``horizons_per_issue`` horizons drawn at random (seeded) from 1..H; the test and
+    the cube always predict every horizon.
+    """
+
+    horizons_per_issue: PosInt = 4
+    min_history_h: PosInt = 168  # issue times with less history than this are not used
+
+
+class CalibrationConfig(_Strict):
+    """Conformalised quantile regression of the outer quantiles, on a rolling window.
+
+    The band ``[q_low, q_high]`` is widened (or narrowed) by the ``coverage`` quantile of
+    the conformity scores ``max(q_low - y, y - q_high)`` of the latest ``window_h`` issue
+    times (one score per horizon group), computed with data known at the issue time
+    only. ``method: none`` keeps the raw LightGBM quantiles.
+    """
+
+    method: Literal["rolling_cqr", "none"] = "rolling_cqr"
+    window_h: PosInt = 720
+    coverage: Fraction = 0.8
+    horizon_groups_h: list[PosInt] = [1, 3, 6, 12, 24, 48]
+    min_scores: PosInt = 48
+
+
+class CrossFitConfig(_Strict):
+    """Cross-fitting: ``folds`` contiguous time blocks; each is forecast by a model trained
+    on the others, with ``gap_h`` hours removed on each side of the block so that no
+    training target overlaps the block's issue times."""
+
+    folds: Annotated[int, Field(ge=2)] = 4
+    gap_h: Annotated[int, Field(ge=0)] = 48
+
+
+class BacktestConfig(_Strict):
+    """Rolling origin: the model is refit every ``refit_every_h`` hours on all data before
+    the origin (at least ``initial_train_h``) and forecasts the next block."""
+
+    initial_train_h: PosInt = 24 * 120
+    refit_every_h: PosInt = 24 * 61
+
+
+class ForecastConfig(_Strict):
+    """A whole forecaster config file."""
+
+    name: str = "default"
+    description: str = ""
+    targets: list[str] = [
+        "pv_kw",
+        "wind_kw",
+        "headroom_kw",
+        "carbon_g_per_kwh",
+        "price_per_mwh",
+        "inference_gpus",
+    ]
+    max_horizon_h: Annotated[int, Field(ge=1, le=168)] = 24
+    quantiles: list[Annotated[float, Field(gt=0.0, lt=1.0)]] = [0.1, 0.5, 0.9]
+    features: FeatureConfig = FeatureConfig()
+    weather: list[WeatherCovariate] = []
+    weather_for: dict[str, list[str]] = {}  # target -> weather covariates it uses
+    pv: PVConfig = PVConfig()
+    bounds: BoundsConfig = BoundsConfig()
+    lightgbm: LightGBMConfig = LightGBMConfig()
+    training: TrainingConfig = TrainingConfig()
+    calibration: CalibrationConfig = CalibrationConfig()
+    crossfit: CrossFitConfig = CrossFitConfig()
+    backtest: BacktestConfig = BacktestConfig()
+
+    @model_validator(mode="after")
+    def _check(self) -> ForecastConfig:
+        q = self.quantiles
+        if sorted(q) != q or len(set(q)) != len(q):
+            raise ValueError("expected strictly increasing quantiles")
+        if 0.5 not in q:
+            raise ValueError("expected 0.5 among the quantiles (the point forecast)")
+        names = {w.signal for w in self.weather}
+        for target, covs in self.weather_for.items():
+            for c in covs:
+                if c not in names:
+                    raise ValueError(
+                        f"weather_for.{target}: covariate {c!r} is not listed under weather"
+                    )
+        return self
+
+    @property
+    def horizons_h(self) -> tuple[int, ...]:
+        """Horizons 1..max_horizon_h (hours)."""
+        return tuple(range(1, self.max_horizon_h + 1))
+
+
+def _format_errors(exc: ValidationError, source: str) -> str:
+    lines = []
+    for err in exc.errors():
+        path = ""
+        for part in err["loc"]:
+            path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+        got = err.get("input")
+        got_txt = "" if isinstance(got, dict) else f" (got {got!r})"
+        lines.append(f"{source}: {path or '<root>'}: {err['msg']}{got_txt}")
+    return "\n".join(lines)
+
+
+def load_forecast_config(path: str | Path) -> ForecastConfig:
+    """Read and validate a forecaster YAML file.
+
+    Raises
+    ------
+    ForecastConfigError
+        naming the file and the YAML path of every bad key.
+    """
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ForecastConfigError(f"{path}: forecaster config not found") from None
+    except yaml.YAMLError as exc:
+        raise ForecastConfigError(f"{path}: not valid YAML: {exc}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ForecastConfigError(f"{path}: expected a mapping at the top level")
+    try:
+        return ForecastConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ForecastConfigError(_format_errors(exc, str(path))) from None

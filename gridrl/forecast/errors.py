@@ -1,0 +1,7 @@
+"""Errors of the forecasting layer."""
+
+from __future__ import annotations
+
+
+class ForecastError(ValueError):
+    """Bad input to a forecaster: the message names the site, the signal and what was expected."""
