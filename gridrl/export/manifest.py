@@ -1,0 +1,238 @@
+"""Bundle manifest: what a policy bundle contains and what its numbers mean.
+
+A bundle is a folder with ``policy.onnx``, ``manifest.json`` and ``checksums.sha256``.
+The manifest carries everything a scheduler needs to call the policy without the
+training code: the observation layout (names, units, how raw values are scaled), the
+action layout (which site and component each output drives and how [-1, 1] maps to a
+physical decision), the decision semantics in words, versions, the scenario hash and the
+training metadata.
+
+This module imports only the standard library and pydantic, so the torch-free runtime
+can use it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+BUNDLE_FORMAT = "gridrl-policy-bundle/1"
+ONNX_FILE = "policy.onnx"
+MANIFEST_FILE = "manifest.json"
+CHECKSUM_FILE = "checksums.sha256"
+
+ActionComponent = Literal["run", "cap", "route", "migrate", "battery"]
+
+# What each action component means once mapped to its physical range; copied into every
+# manifest so a bundle documents itself.
+COMPONENT_SEMANTICS: dict[str, str] = {
+    "run": (
+        "run_share in [0, 1]: share of the site's runnable flexible work to start now, "
+        "earliest deadline first; the rest waits (deferred) until the next decision."
+    ),
+    "cap": (
+        "power_cap_fraction in [cap_min, 1]: GPU power cap as a fraction of maximum "
+        "board power for the site's flexible work (throttle)."
+    ),
+    "route": (
+        "route_weight: softmax over sites of the route scores; the share of new and "
+        "migrating flexible work sent to each site. Weights of one decision sum to 1."
+    ),
+    "migrate": (
+        "migrate_share in [0, max_migration_fraction]: share of the site's queued "
+        "flexible work that may move to other sites, split by route weight."
+    ),
+    "battery": ("battery_kw: battery setpoint in kW, positive charges, negative discharges."),
+}
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ObservationField(_Model):
+    """One entry of the observation vector.
+
+    ``observation = (value - offset) / scale`` where ``value`` is the raw quantity in
+    ``unit``. ``site`` is None for features shared by all sites (calendar features).
+    ``key`` is the quantity's name without the site (``carbon_g_per_kwh``).
+    """
+
+    name: str
+    key: str
+    site: str | None = None
+    unit: str = "1"
+    offset: float = 0.0
+    scale: float = 1.0
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _scale_nonzero(self) -> ObservationField:
+        if self.scale == 0.0:
+            raise ValueError(f"observation field {self.name!r}: scale must not be 0")
+        return self
+
+
+class ActionField(_Model):
+    """One entry of the action vector, in [``low``, ``high``] (the policy's Box).
+
+    The physical value is the affine map of [low, high] onto
+    [``physical_low``, ``physical_high``]; for ``route`` that value is a score that a
+    softmax across sites turns into routing weights.
+    """
+
+    name: str
+    site: str
+    component: ActionComponent
+    low: float = -1.0
+    high: float = 1.0
+    physical_low: float
+    physical_high: float
+    unit: str = "1"
+
+    @model_validator(mode="after")
+    def _ranges(self) -> ActionField:
+        if not self.high > self.low:
+            raise ValueError(f"action field {self.name!r}: expected high > low")
+        return self
+
+
+class ObservationLayout(_Model):
+    """The observation vector, in order."""
+
+    fields: list[ObservationField]
+
+    @model_validator(mode="after")
+    def _unique(self) -> ObservationLayout:
+        names = [f.name for f in self.fields]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"observation field names must be unique; repeated: {dup}")
+        return self
+
+    @property
+    def dim(self) -> int:
+        """Length of the observation vector."""
+        return len(self.fields)
+
+
+class ActionLayout(_Model):
+    """The action vector, in order, and the sites it controls (in decision order)."""
+
+    sites: list[str]
+    fields: list[ActionField]
+
+    @model_validator(mode="after")
+    def _complete(self) -> ActionLayout:
+        seen: set[tuple[str, str]] = set()
+        for f in self.fields:
+            if f.site not in self.sites:
+                raise ValueError(f"action field {f.name!r}: unknown site {f.site!r}")
+            if (f.site, f.component) in seen:
+                raise ValueError(f"action field {f.name!r}: {f.component} repeated for {f.site}")
+            seen.add((f.site, f.component))
+        for site in self.sites:
+            for comp in ("run", "cap", "route", "migrate"):
+                if (site, comp) not in seen:
+                    raise ValueError(f"action layout: site {site!r} has no {comp!r} component")
+        return self
+
+    @property
+    def dim(self) -> int:
+        """Length of the action vector."""
+        return len(self.fields)
+
+    @property
+    def has_battery(self) -> bool:
+        """True when the policy sets battery power (otherwise a rule dispatches it)."""
+        return any(f.component == "battery" for f in self.fields)
+
+
+class OnnxInfo(_Model):
+    """How to call ``policy.onnx``."""
+
+    file: str = ONNX_FILE
+    opset: int
+    input_name: str
+    output_name: str
+    observation_dim: int
+    action_dim: int
+    dtype: Literal["float32"] = "float32"
+    normalisation: str  # what was folded in front of the network, in words
+    action_postprocess: Literal["clip", "tanh_unscale", "unscale"]
+
+
+class ScenarioRef(_Model):
+    """The scenario the policy was trained on."""
+
+    path: str | None = None
+    hash: str | None = None
+
+
+class Manifest(_Model):
+    """``manifest.json``."""
+
+    format: Literal["gridrl-policy-bundle/1"] = BUNDLE_FORMAT
+    gridrl_version: str
+    created_utc: str
+    algo: str
+    scenario: ScenarioRef
+    forecast_mode: str | None = None
+    observation: ObservationLayout
+    action: ActionLayout
+    onnx: OnnxInfo
+    decision_semantics: dict[str, str]
+    training: dict[str, Any] = Field(default_factory=dict)
+    versions: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _dims(self) -> Manifest:
+        if self.onnx.observation_dim != self.observation.dim:
+            raise ValueError(
+                f"onnx.observation_dim {self.onnx.observation_dim} != "
+                f"{self.observation.dim} observation fields"
+            )
+        if self.onnx.action_dim != self.action.dim:
+            raise ValueError(
+                f"onnx.action_dim {self.onnx.action_dim} != {self.action.dim} action fields"
+            )
+        return self
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def checksum_text(
+    bundle_dir: str | Path, files: tuple[str, ...] = (ONNX_FILE, MANIFEST_FILE)
+) -> str:
+    """The ``checksums.sha256`` content for ``files`` (``sha256sum -c`` format)."""
+    bundle_dir = Path(bundle_dir)
+    return "".join(f"{sha256_file(bundle_dir / name)}  {name}\n" for name in files)
+
+
+def parse_checksums(text: str, source: str = CHECKSUM_FILE) -> dict[str, str]:
+    """Parse ``sha256sum`` lines into ``{file name: hex digest}``.
+
+    Raises
+    ------
+    ValueError
+        naming the line that is not ``<64 hex digits>  <name>``.
+    """
+    out: dict[str, str] = {}
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        digest, sep, name = line.partition("  ")
+        if not sep or len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+            raise ValueError(f"{source}: line {lineno}: expected '<sha256 hex>  <file>'")
+        out[name.strip()] = digest
+    return out
