@@ -275,8 +275,16 @@ def _fmt_step(step: pd.Timedelta) -> str:
 
 
 def _steps_summary(steps: pd.Series) -> str:
+    """``"30min x 15171 (first at row 2), 15min x 6808 (first at row 15170)"``.
+
+    ``steps`` holds the step *into* each row, indexed by 0-based row position.
+    """
     counts = steps.value_counts()
-    return ", ".join(f"{_fmt_step(s)} x {n}" for s, n in counts.items())
+    first = steps.reset_index(drop=True).drop_duplicates()
+    first_row = {v: int(i) + 1 for i, v in first.items()}
+    return ", ".join(
+        f"{_fmt_step(s)} x {n} (first at row {first_row[s] + 1})" for s, n in counts.items()
+    )
 
 
 # --------------------------------------------------------------------------- checks
@@ -751,8 +759,11 @@ class Signals:
             times = _parse_times(frame[time_column], source, origin)
             frame = frame.drop(columns=[time_column])
         else:
-            if frame.index.name is not None:
-                origin = Origin(_line_offset, time_column=str(frame.index.name))
+            # An unnamed index is the file's first column (ENTSO-E exports leave it blank).
+            name = frame.index.name
+            unnamed = "first column" if _line_offset is not None else "index"
+            label = str(name) if name is not None else unnamed
+            origin = Origin(_line_offset, time_column=label)
             times = _parse_times(frame.index, source, origin)
         if times.tz is None and assume_tz is not None:
             try:

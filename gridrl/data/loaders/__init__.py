@@ -1,0 +1,25 @@
+"""Loaders for real public data sets into ``Signals`` (paths are always given by the caller)."""
+
+from gridrl.data.loaders.alibaba import QOS_CLASSES, PodTrace, load_alibaba_pods
+from gridrl.data.loaders.citylearn import CITYLEARN_FORECAST_HORIZONS_H, load_citylearn
+from gridrl.data.loaders.eia930 import EIA930_NAMES, load_eia930
+from gridrl.data.loaders.entsoe import (
+    ENTSOE_PRODUCTION_NAMES,
+    entsoe_production_columns,
+    load_entsoe_carbon,
+    load_entsoe_production,
+)
+
+__all__ = [
+    "CITYLEARN_FORECAST_HORIZONS_H",
+    "EIA930_NAMES",
+    "ENTSOE_PRODUCTION_NAMES",
+    "QOS_CLASSES",
+    "PodTrace",
+    "entsoe_production_columns",
+    "load_alibaba_pods",
+    "load_citylearn",
+    "load_eia930",
+    "load_entsoe_carbon",
+    "load_entsoe_production",
+]
