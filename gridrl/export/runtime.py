@@ -1,0 +1,351 @@
+"""Torch-free policy runtime: load a bundle with onnxruntime and turn observations into
+per-site decisions.
+
+Imports only numpy, onnxruntime, pydantic and the standard library (never torch or
+stable-baselines3), so it runs inside a scheduler's environment.
+
+>>> rt = PolicyRuntime("bundle/")                       # doctest: +SKIP
+>>> rt.decide(obs)            # one observation -> list[SiteDecision]   # doctest: +SKIP
+>>> rt.decide(obs_batch)      # [B, D] -> DecisionBatch (arrays [B, sites])   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+from pydantic import ValidationError
+
+from gridrl.export.manifest import (
+    CHECKSUM_FILE,
+    MANIFEST_FILE,
+    ONNX_FILE,
+    Manifest,
+    parse_checksums,
+    sha256_file,
+)
+
+
+class BundleError(ValueError):
+    """A bundle is incomplete, corrupt (checksum mismatch) or its manifest is invalid."""
+
+
+class InputError(ValueError):
+    """An observation does not fit the bundle's manifest.
+
+    ``errors`` lists ``{"loc": [...], "msg": str, "type": str}`` entries (the shape
+    FastAPI uses for 422 responses); the message joins them.
+    """
+
+    def __init__(self, errors: list[dict[str, Any]]) -> None:
+        self.errors = errors
+        super().__init__("; ".join(f"{'/'.join(map(str, e['loc']))}: {e['msg']}" for e in errors))
+
+
+@dataclass(frozen=True)
+class SiteDecision:
+    """What the policy decides for one site.
+
+    Attributes
+    ----------
+    run_share
+        Share (0-1) of runnable flexible work to start now, earliest deadline first;
+        the rest is deferred to the next decision.
+    power_cap_fraction
+        GPU power cap as a fraction (cap_min-1) of maximum board power.
+    route_weight
+        Share (0-1) of new and migrating flexible work sent to this site (softmax over
+        sites; sums to 1 over the sites of one decision).
+    migrate_share
+        Share (0-max_migration_fraction) of this site's queued flexible work that may
+        move to other sites.
+    battery_kw
+        Battery setpoint in kW (+ charge, - discharge), None when a rule dispatches it.
+    """
+
+    site: str
+    run_share: float
+    power_cap_fraction: float
+    route_weight: float
+    migrate_share: float
+    battery_kw: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (JSON-ready)."""
+        return {
+            "site": self.site,
+            "run_share": self.run_share,
+            "power_cap_fraction": self.power_cap_fraction,
+            "route_weight": self.route_weight,
+            "migrate_share": self.migrate_share,
+            "battery_kw": self.battery_kw,
+        }
+
+
+@dataclass(frozen=True)
+class DecisionBatch:
+    """Decisions for B observations; every array is ``[B, n_sites]`` in ``sites`` order."""
+
+    sites: tuple[str, ...]
+    run_share: np.ndarray
+    power_cap_fraction: np.ndarray
+    route_weight: np.ndarray
+    migrate_share: np.ndarray
+    battery_kw: np.ndarray | None
+    action: np.ndarray  # [B, action_dim], the policy's raw output in its Box
+
+    def __len__(self) -> int:
+        return int(self.action.shape[0])
+
+    def site_decisions(self, i: int) -> list[SiteDecision]:
+        """Decisions of observation ``i``, one per site."""
+        bat = self.battery_kw
+        return [
+            SiteDecision(
+                site=s,
+                run_share=float(self.run_share[i, j]),
+                power_cap_fraction=float(self.power_cap_fraction[i, j]),
+                route_weight=float(self.route_weight[i, j]),
+                migrate_share=float(self.migrate_share[i, j]),
+                battery_kw=None if bat is None else float(bat[i, j]),
+            )
+            for j, s in enumerate(self.sites)
+        ]
+
+    def to_columns(self) -> dict[str, Any]:
+        """Columnar JSON-ready dict: each decision field is a list of B rows of n_sites."""
+        return {
+            "sites": list(self.sites),
+            "run_share": self.run_share.tolist(),
+            "power_cap_fraction": self.power_cap_fraction.tolist(),
+            "route_weight": self.route_weight.tolist(),
+            "migrate_share": self.migrate_share.tolist(),
+            "battery_kw": None if self.battery_kw is None else self.battery_kw.tolist(),
+        }
+
+
+def load_manifest(bundle_dir: str | Path, *, verify_checksum: bool = True) -> Manifest:
+    """Read and validate a bundle's manifest, checking both files' SHA-256 first.
+
+    Raises
+    ------
+    BundleError
+        naming the missing file, the file whose checksum differs, or the bad manifest key.
+    """
+    bundle_dir = Path(bundle_dir)
+    if not bundle_dir.is_dir():
+        raise BundleError(f"{bundle_dir}: bundle folder not found")
+    for name in (ONNX_FILE, MANIFEST_FILE, CHECKSUM_FILE):
+        if not (bundle_dir / name).is_file():
+            raise BundleError(f"{bundle_dir}: missing {name}")
+    if verify_checksum:
+        try:
+            sums = parse_checksums(
+                (bundle_dir / CHECKSUM_FILE).read_text(), str(bundle_dir / CHECKSUM_FILE)
+            )
+        except ValueError as exc:
+            raise BundleError(str(exc)) from None
+        for name in (ONNX_FILE, MANIFEST_FILE):
+            if name not in sums:
+                raise BundleError(f"{bundle_dir / CHECKSUM_FILE}: no entry for {name}")
+            got = sha256_file(bundle_dir / name)
+            if got != sums[name]:
+                raise BundleError(
+                    f"{bundle_dir / name}: SHA-256 {got[:12]}... does not match "
+                    f"{CHECKSUM_FILE} ({sums[name][:12]}...): the bundle was modified or is corrupt"
+                )
+    try:
+        return Manifest.model_validate(json.loads((bundle_dir / MANIFEST_FILE).read_text()))
+    except json.JSONDecodeError as exc:
+        raise BundleError(f"{bundle_dir / MANIFEST_FILE}: not valid JSON: {exc}") from None
+    except ValidationError as exc:
+        msgs = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in exc.errors()
+        )
+        raise BundleError(f"{bundle_dir / MANIFEST_FILE}: {msgs}") from None
+
+
+class PolicyRuntime:
+    """A loaded bundle: validated observations in, per-site decisions out.
+
+    Parameters
+    ----------
+    bundle_dir
+        Folder with ``policy.onnx``, ``manifest.json`` and ``checksums.sha256``.
+    verify_checksum
+        Check both files against ``checksums.sha256`` before loading (default).
+    threads
+        onnxruntime intra-op threads. One is fastest for single decisions (no thread
+        hand-off); more help only for large batches.
+    """
+
+    def __init__(
+        self, bundle_dir: str | Path, *, verify_checksum: bool = True, threads: int = 1
+    ) -> None:
+        self.bundle_dir = Path(bundle_dir)
+        self.manifest = load_manifest(self.bundle_dir, verify_checksum=verify_checksum)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            self._session = ort.InferenceSession(
+                str(self.bundle_dir / ONNX_FILE),
+                sess_options=opts,
+                providers=["CPUExecutionProvider"],
+            )
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise BundleError(
+                f"{self.bundle_dir / ONNX_FILE}: onnxruntime cannot load it: {exc}"
+            ) from None
+        onnx_info = self.manifest.onnx
+        self._input = onnx_info.input_name
+        self._output = onnx_info.output_name
+        self.observation_dim = onnx_info.observation_dim
+        self.action_dim = onnx_info.action_dim
+        self.observation_names = tuple(f.name for f in self.manifest.observation.fields)
+        self._obs_index = {name: i for i, name in enumerate(self.observation_names)}
+        self._obs_offset = np.array([f.offset for f in self.manifest.observation.fields])
+        self._obs_scale = np.array([f.scale for f in self.manifest.observation.fields])
+
+        act = self.manifest.action
+        self.sites = tuple(act.sites)
+        low = np.array([f.low for f in act.fields], dtype=np.float64)
+        high = np.array([f.high for f in act.fields], dtype=np.float64)
+        plow = np.array([f.physical_low for f in act.fields], dtype=np.float64)
+        phigh = np.array([f.physical_high for f in act.fields], dtype=np.float64)
+        self._act_low = low
+        self._phys_low = plow
+        self._phys_slope = (phigh - plow) / (high - low)
+        pos = {(f.site, f.component): i for i, f in enumerate(act.fields)}
+        self._idx = {
+            comp: np.array([pos[(s, comp)] for s in self.sites], dtype=np.intp)
+            for comp in ("run", "cap", "route", "migrate")
+        }
+        if act.has_battery:
+            self._idx["battery"] = np.array(
+                [pos[(s, "battery")] for s in self.sites], dtype=np.intp
+            )
+
+    # ------------------------------------------------------------------ inputs
+
+    def validate(self, obs: Any) -> np.ndarray:
+        """Check ``obs`` against the manifest; return it as float32 ``[B, D]``.
+
+        Accepts one observation (length D) or a batch (B x D), as a sequence or array.
+
+        Raises
+        ------
+        InputError
+            on a wrong shape, a non-number, or a non-finite value (NaN, inf, or a number
+            too large for float32); the message names the row, index and field.
+        """
+        try:
+            arr = np.asarray(obs, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise InputError(
+                [
+                    {
+                        "loc": ["observation"],
+                        "msg": "expected numbers in a list (D) or a list of lists (B x D)",
+                        "type": "type_error",
+                    }
+                ]
+            ) from None
+        if arr.ndim == 1:
+            arr = arr[None, :]
+        if arr.ndim != 2 or arr.shape[1] != self.observation_dim or arr.shape[0] == 0:
+            raise InputError(
+                [
+                    {
+                        "loc": ["observation"],
+                        "msg": f"expected shape ({self.observation_dim},) or "
+                        f"(B, {self.observation_dim}) with B >= 1, got {tuple(np.shape(obs))}",
+                        "type": "shape_error",
+                    }
+                ]
+            )
+        with np.errstate(over="ignore"):  # overflow to inf is reported just below
+            out = arr.astype(np.float32)
+        finite = np.isfinite(out)
+        if not finite.all():
+            rows, cols = np.nonzero(~finite)
+            errors = [
+                {
+                    "loc": ["observation", int(r), int(c)],
+                    "msg": f"{self.observation_names[c]} = {float(arr[r, c])!r} "
+                    "is not a finite float32",
+                    "type": "finite_number",
+                }
+                for r, c in zip(rows[:10].tolist(), cols[:10].tolist(), strict=True)
+            ]
+            raise InputError(errors)
+        return out
+
+    def observation_from_values(self, values: Mapping[str, float]) -> np.ndarray:
+        """Build one observation from raw values by field name, applying the manifest's
+        scaling ``(value - offset) / scale``.
+
+        Raises
+        ------
+        InputError
+            listing missing and unknown field names.
+        """
+        missing = [n for n in self.observation_names if n not in values]
+        unknown = sorted(set(values) - set(self._obs_index))
+        errors = [
+            {"loc": ["values", n], "msg": "missing observation field", "type": "missing"}
+            for n in missing
+        ] + [
+            {
+                "loc": ["values", n],
+                "msg": "not an observation field of this bundle",
+                "type": "extra",
+            }
+            for n in unknown
+        ]
+        if errors:
+            raise InputError(errors)
+        raw = np.array([values[n] for n in self.observation_names], dtype=np.float64)
+        return ((raw - self._obs_offset) / self._obs_scale).astype(np.float32)
+
+    # ------------------------------------------------------------------ outputs
+
+    def actions(self, obs: Any) -> np.ndarray:
+        """Raw policy actions ``[B, action_dim]`` (in the policy's Box) for validated ``obs``."""
+        x = self.validate(obs)
+        out = self._session.run([self._output], {self._input: x})[0]
+        if not np.isfinite(out).all():
+            raise BundleError(
+                f"{self.bundle_dir / ONNX_FILE}: the policy produced a non-finite action"
+            )
+        return out
+
+    def decide_batch(self, obs: Any) -> DecisionBatch:
+        """Decisions for a batch ``[B, D]`` (or one observation, as B = 1)."""
+        action = self.actions(obs)
+        phys = self._phys_low + (action.astype(np.float64) - self._act_low) * self._phys_slope
+        score = phys[:, self._idx["route"]]
+        score = np.exp(score - score.max(axis=1, keepdims=True))
+        route = score / score.sum(axis=1, keepdims=True)
+        return DecisionBatch(
+            sites=self.sites,
+            run_share=phys[:, self._idx["run"]],
+            power_cap_fraction=phys[:, self._idx["cap"]],
+            route_weight=route,
+            migrate_share=phys[:, self._idx["migrate"]],
+            battery_kw=phys[:, self._idx["battery"]] if "battery" in self._idx else None,
+            action=action,
+        )
+
+    def decide(self, obs: Sequence[float] | np.ndarray) -> list[SiteDecision] | DecisionBatch:
+        """One observation (length D) -> list of SiteDecision; a batch (B x D) -> DecisionBatch."""
+        batch = self.decide_batch(obs)
+        if np.ndim(obs) == 1:
+            return batch.site_decisions(0)
+        return batch

@@ -1,0 +1,194 @@
+"""Bundle writer and torch-free runtime: files, manifest, checksums, decisions, validation."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from export_helpers import random_policy_dir, two_site_layouts
+
+from gridrl import __version__
+from gridrl.export.bundle import ExportOptions, export_bundle
+from gridrl.export.manifest import CHECKSUM_FILE, MANIFEST_FILE, ONNX_FILE
+from gridrl.export.onnx_export import ExportError, load_obs_normalisation, load_sb3_model
+from gridrl.export.policy_dir import PolicyDirError, read_policy_dir
+from gridrl.export.runtime import BundleError, InputError, PolicyRuntime
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module", params=["PPO", "SAC"])
+def exported(request, tmp_path_factory):
+    root = tmp_path_factory.mktemp(f"bundle_{request.param}")
+    pdir = random_policy_dir(root / "policy", two_site_layouts(), seed=3, algo=request.param)
+    manifest = export_bundle(pdir, root / "bundle")
+    return request.param, pdir, root / "bundle", manifest
+
+
+def test_bundle_has_three_files_and_a_complete_manifest(exported):
+    algo, _, bundle, manifest = exported
+    assert sorted(os.listdir(bundle)) == sorted([ONNX_FILE, MANIFEST_FILE, CHECKSUM_FILE])
+    data = json.loads((bundle / MANIFEST_FILE).read_text())
+    assert data["gridrl_version"] == __version__
+    assert data["algo"] == algo
+    assert data["onnx"]["opset"] >= 13
+    assert data["onnx"]["input_name"] == "observation"
+    assert "VecNormalize" in data["onnx"]["normalisation"]
+    expected_post = {"PPO": "clip", "SAC": "unscale"}[algo]
+    assert data["onnx"]["action_postprocess"] == expected_post
+    assert [f["name"] for f in data["observation"]["fields"]][:2] == ["hour_sin", "hour_cos"]
+    carbon = next(f for f in data["observation"]["fields"] if f["name"] == "dc_a.carbon_g_per_kwh")
+    assert (carbon["unit"], carbon["offset"], carbon["scale"]) == ("g/kWh", 300.0, 200.0)
+    assert data["action"]["sites"] == ["dc_a", "dc_b"]
+    assert {"run", "cap", "route", "migrate", "cadence"} <= set(data["decision_semantics"])
+    assert "[0.6, 1]" in data["decision_semantics"]["cap"]
+    assert data["training"]["seed"] == 3
+    assert data["training"]["export_check"]["max_abs_error"] <= 1e-5
+    assert {"torch", "onnxruntime", "stable_baselines3"} <= set(data["versions"])
+    # sha256sum -c understands the checksum file
+    out = subprocess.run(
+        ["sha256sum", "-c", CHECKSUM_FILE], cwd=bundle, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_runtime_decisions_match_sb3_and_the_manifest_scaling(exported):
+    algo, pdir, bundle, _ = exported
+    rt = PolicyRuntime(bundle)
+    model = load_sb3_model(algo, pdir / "model.zip")
+    norm = load_obs_normalisation(pdir / "vecnormalize.pkl")
+    obs = (
+        np.random.default_rng(7)
+        .normal(scale=2.0, size=(1000, rt.observation_dim))
+        .astype(np.float32)
+    )
+    batch = rt.decide(obs)
+    want, _ = model.predict(norm.apply(obs), deterministic=True)
+    np.testing.assert_allclose(batch.action, want, atol=1e-5, rtol=0)
+    # physical mapping: [-1, 1] -> ranges of the layout, route -> softmax over sites
+    a = want.reshape(1000, 2, 4).astype(np.float64)
+    np.testing.assert_allclose(batch.run_share, (a[..., 0] + 1) / 2, atol=1e-5)
+    np.testing.assert_allclose(batch.power_cap_fraction, 0.6 + 0.4 * (a[..., 1] + 1) / 2, atol=1e-5)
+    logits = 2.0 * a[..., 2]
+    soft = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(batch.route_weight, soft, atol=1e-5)
+    np.testing.assert_allclose(batch.migrate_share, 0.5 * (a[..., 3] + 1) / 2, atol=1e-5)
+    assert batch.battery_kw is None
+    # a single observation gives a list of per-site decisions equal to the batch row
+    single = rt.decide(obs[17])
+    assert [d.site for d in single] == ["dc_a", "dc_b"]
+    assert single[1].power_cap_fraction == pytest.approx(batch.power_cap_fraction[17, 1], abs=1e-6)
+    assert sum(d.route_weight for d in single) == pytest.approx(1.0)
+
+
+def test_observation_from_named_raw_values(exported):
+    _, _, bundle, _ = exported
+    rt = PolicyRuntime(bundle)
+    values = {n: 1.0 for n in rt.observation_names}
+    values["dc_a.carbon_g_per_kwh"] = 500.0
+    obs = rt.observation_from_values(values)
+    assert obs[rt.observation_names.index("dc_a.carbon_g_per_kwh")] == pytest.approx(1.0)
+    assert obs[rt.observation_names.index("dc_b.headroom_kw")] == pytest.approx(1e-3)
+    del values["dc_b.cap"]
+    values["nonsense"] = 3.0
+    with pytest.raises(InputError, match=r"dc_b\.cap: missing.*nonsense: not an observation field"):
+        rt.observation_from_values(values)
+
+
+@pytest.mark.parametrize(
+    ("bad", "match"),
+    [
+        ([0.0] * 3, r"expected shape \(14,\) or \(B, 14\)"),
+        ([[0.0] * 14, [0.0] * 13], "expected numbers"),
+        ([[]], r"got \(1, 0\)"),
+        (np.zeros((0, 14)), r"B >= 1"),
+        ("abc", "expected numbers"),
+        ([0.0] * 13 + [float("nan")], r"observation/0/13: dc_b\.cap = nan is not a finite"),
+        ([float("inf")] + [0.0] * 13, "hour_sin = inf"),
+        ([0.0, 1e39] + [0.0] * 12, r"hour_cos = 1e\+39 is not a finite float32"),
+    ],
+)
+def test_invalid_inputs_are_refused_with_a_clear_message(exported, bad, match):
+    rt = PolicyRuntime(exported[2])
+    with pytest.raises(InputError, match=match):
+        rt.decide(bad)
+
+
+def test_tampered_or_incomplete_bundles_are_refused(exported, tmp_path):
+    import shutil
+
+    bundle = tmp_path / "b"
+    shutil.copytree(exported[2], bundle)
+    manifest = json.loads((bundle / MANIFEST_FILE).read_text())
+    manifest["action"]["fields"][1]["physical_low"] = 0.1  # a silent change of the cap range
+    (bundle / MANIFEST_FILE).write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match=r"manifest.json: SHA-256 .* does not match"):
+        PolicyRuntime(bundle)
+    PolicyRuntime(bundle, verify_checksum=False)  # explicit opt-out still loads
+    (bundle / CHECKSUM_FILE).write_text("not a checksum\n")
+    with pytest.raises(BundleError, match="line 1: expected"):
+        PolicyRuntime(bundle)
+    (bundle / ONNX_FILE).unlink()
+    with pytest.raises(BundleError, match="missing policy.onnx"):
+        PolicyRuntime(bundle)
+
+
+def test_export_refuses_to_overwrite_and_checks_the_policy_dir(exported, tmp_path):
+    _, pdir, bundle, _ = exported
+    with pytest.raises(ExportError, match="already exists"):
+        export_bundle(pdir, bundle)
+    export_bundle(pdir, bundle, ExportOptions(overwrite=True))
+    PolicyRuntime(bundle)
+    with pytest.raises(PolicyDirError, match="missing model.zip"):
+        read_policy_dir(tmp_path)
+    (tmp_path / "model.zip").write_bytes(b"")
+    (tmp_path / "meta.json").write_text('{"algo": "PPO"}')
+    with pytest.raises(PolicyDirError, match="meta.json: observation_layout: Field required"):
+        read_policy_dir(tmp_path)
+
+
+def test_export_checks_layout_against_the_model(tmp_path):
+    obs_layout, act_layout = two_site_layouts()
+    pdir = random_policy_dir(tmp_path / "p", (obs_layout, act_layout))
+    meta = json.loads((pdir / "meta.json").read_text())
+    meta["observation_layout"]["fields"] = meta["observation_layout"]["fields"][:-1]
+    (pdir / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(ExportError, match="model observes 14 values, layout has 13"):
+        export_bundle(pdir, tmp_path / "bundle")
+    assert not (tmp_path / "bundle").exists()
+
+
+def test_runtime_runs_with_torch_and_sb3_unimportable(exported):
+    bundle = exported[2]
+    script = textwrap.dedent(
+        f"""
+        import sys
+        class Block:
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in ("torch", "stable_baselines3", "sb3_contrib", "gymnasium"):
+                    raise ImportError("blocked: " + name)
+                return None
+        sys.meta_path.insert(0, Block())
+        from gridrl.export.runtime import PolicyRuntime
+        rt = PolicyRuntime({str(bundle)!r})
+        ds = rt.decide([0.1] * rt.observation_dim)
+        b = rt.decide([[0.1] * rt.observation_dim] * 4)
+        assert len(ds) == 2 and len(b) == 4
+        loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "stable_baselines3"))
+        assert not loaded, loaded
+        try:
+            import torch  # noqa: F401
+        except ImportError as exc:
+            print("torch blocked:", exc)
+        print("ok", ds[0].power_cap_fraction)
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO)
+    assert out.returncode == 0, out.stderr
+    assert "torch blocked" in out.stdout and "ok" in out.stdout
