@@ -338,3 +338,40 @@ def test_validate_catches_later_corruption():
     frame.iloc[3, 0] = -2.0
     with pytest.raises(SignalError, match="negative"):
         Signals(frame, "edited").validate()
+
+
+# ------------------------------------------------------------------ time parsing
+
+
+def test_mixed_utc_offsets_are_converted_and_recorded():
+    times = ["2021-03-28 00:00+01:00", "2021-03-28 01:00+01:00", "2021-03-28 03:00+02:00"]
+    s = Signals.from_frame(
+        pd.DataFrame({"time": times, "pv_kw": [1.0, 2.0, 3.0]}), time_column="time", site="a"
+    )
+    assert s.index[0] == pd.Timestamp("2021-03-27 23:00", tz="UTC")
+    assert s.provenance == [{"step": "tz_convert", "from": "mixed UTC offsets", "to": "UTC"}]
+
+
+@pytest.mark.parametrize(
+    ("times", "row", "problem"),
+    [
+        (["2021-03-28 00:00+01:00", "2021-03-28 01:00"], 2, "has no UTC offset"),
+        (["2021-01-01 00:00Z", "01/02/2021 1am"], 2, "cannot parse timestamp"),
+        (["2021-01-01 00:00Z", None], 2, "missing timestamp"),
+    ],
+)
+def test_bad_timestamps_are_named(tmp_path, times, row, problem):
+    path = tmp_path / "t.csv"
+    pd.DataFrame({"time": times, "pv_kw": [1.0, 2.0]}).to_csv(path, index=False)
+    with pytest.raises(SignalError, match=problem) as exc:
+        _load(path)
+    _assert_names(exc.value, path, "time", row)
+
+
+def test_local_time_that_does_not_exist(tmp_path):
+    path = tmp_path / "paris.csv"
+    times = ["2021-03-28 00:00", "2021-03-28 01:00", "2021-03-28 02:00"]
+    pd.DataFrame({"time": times, "pv_kw": [1.0, 2.0, 3.0]}).to_csv(path, index=False)
+    with pytest.raises(SignalError, match="does not exist or is ambiguous") as exc:
+        _load(path, assume_tz="Europe/Paris")
+    _assert_names(exc.value, path, "time", 3)

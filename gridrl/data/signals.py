@@ -16,6 +16,7 @@ was done is recorded in ``frame.attrs["provenance"]``.
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,6 +103,8 @@ UNIT_SUFFIXES: dict[str, tuple[str, bool]] = {
 _SUFFIXES_LONGEST_FIRST = sorted(UNIT_SUFFIXES, key=len, reverse=True)
 # A forecast made N hours ahead keeps the unit of its base signal: ``temp_c_fcst_6h``.
 _QUALIFIER = re.compile(r"_fcst_\d+h$")
+# An ISO timestamp that names its zone: "Z" or a UTC offset at the end.
+_ZONE_SUFFIX = r"(?:Z|[+-]\d\d:?\d\d)$"
 # Net quantities (pumped storage, cross-border exchange) are signed by nature.
 _SIGNED = re.compile(r"(^|_)net(_|$)")
 
@@ -476,27 +479,50 @@ def _check_values(
 # --------------------------------------------------------------------------- building
 
 
-def _parse_times(raw: pd.Series | pd.Index, source: str, origin: Origin) -> pd.DatetimeIndex:
-    """Parse timestamps; every unparseable or missing one is an error naming its row."""
+def _parse_times(
+    raw: pd.Series | pd.Index, source: str, origin: Origin
+) -> tuple[pd.DatetimeIndex, dict[str, Any] | None]:
+    """Parse timestamps; every unparseable or missing one is an error naming its row.
+
+    Returns the index and, when mixed UTC offsets were normalised to UTC, a provenance
+    record saying so.
+    """
     if isinstance(raw, pd.DatetimeIndex):
-        return raw
+        return raw, None
     if pd.api.types.is_datetime64_any_dtype(getattr(raw, "dtype", None)):
-        return pd.DatetimeIndex(raw)
+        return pd.DatetimeIndex(raw), None
     values = pd.Series(np.asarray(raw, dtype=object))
     missing = values.isna().to_numpy()
-    try:
-        parsed = pd.to_datetime(values, errors="coerce", format="ISO8601")
-    except (ValueError, TypeError) as err:
-        # Mixed UTC offsets (e.g. "+01:00" and "+02:00"): local time with DST. Normalise
-        # through UTC — lossless, each timestamp carries its own offset.
+    with warnings.catch_warnings():
+        # pandas 2 warns (and returns objects) on mixed UTC offsets; handled below.
+        warnings.simplefilter("ignore", FutureWarning)
         try:
-            parsed = pd.to_datetime(values, errors="coerce", format="ISO8601", utc=True)
-        except (ValueError, TypeError):
+            parsed = pd.to_datetime(values, errors="coerce", format="ISO8601")
+        except ValueError:
+            parsed = None
+    mixed = parsed is None or parsed.dtype == object
+    if mixed or getattr(parsed.dt, "tz", None) is not None:
+        # pandas gives zone-less strings the offset of the others without a word; a
+        # timestamp without a zone among zoned ones is an error.
+        text = values.astype("string").str.strip()
+        zoned = text.str.contains(_ZONE_SUFFIX, regex=True, na=False).to_numpy()
+        as_utc = pd.to_datetime(values, errors="coerce", format="ISO8601", utc=True)
+        # Unparseable strings are reported below as such, not as zone-less.
+        naive = np.flatnonzero(~zoned & ~missing & as_utc.notna().to_numpy())
+        if naive.size:
+            p = int(naive[0])
             raise _fail(
-                source, origin, f"cannot parse timestamps: {err}", column=origin.time_column
-            ) from err
-    if parsed.dtype == object:  # mixed offsets under pandas 2 without raising
-        parsed = pd.to_datetime(values, errors="coerce", format="ISO8601", utc=True)
+                source,
+                origin,
+                f"timestamp {values.iloc[p]!r} has no UTC offset while others have one "
+                f"({naive.size} such rows)",
+                column=origin.time_column,
+                position=p,
+            )
+    if mixed:
+        # Mixed UTC offsets ("+01:00" and "+02:00": local time with DST). Each timestamp
+        # carries its own offset, so going through UTC is lossless.
+        parsed = as_utc
     unparsed = np.flatnonzero(parsed.isna().to_numpy() & ~missing)
     if unparsed.size:
         p = int(unparsed[0])
@@ -516,7 +542,30 @@ def _parse_times(raw: pd.Series | pd.Index, source: str, origin: Origin) -> pd.D
             column=origin.time_column,
             position=p,
         )
-    return pd.DatetimeIndex(parsed)
+    note = {"step": "tz_convert", "from": "mixed UTC offsets", "to": "UTC"} if mixed else None
+    return pd.DatetimeIndex(parsed), note
+
+
+def _localize(times: pd.DatetimeIndex, tz: str, source: str, origin: Origin) -> pd.DatetimeIndex:
+    """Localise naive local times; nonexistent or ambiguous (DST) times are errors."""
+    try:
+        out = times.tz_localize(tz, ambiguous="NaT", nonexistent="NaT")
+    except Exception as err:  # unknown zone names raise several exception types
+        raise _fail(
+            source, origin, f"cannot localise to {tz!r}: {err}", column=origin.time_column
+        ) from err
+    bad = np.flatnonzero(np.asarray(out.isna()))
+    if bad.size:
+        p = int(bad[0])
+        raise _fail(
+            source,
+            origin,
+            f"local time {times[p]} does not exist or is ambiguous in {tz} (daylight "
+            f"saving change; {bad.size} such rows); give timestamps with UTC offsets",
+            column=origin.time_column,
+            position=p,
+        )
+    return out
 
 
 def _to_float(frame: pd.DataFrame, source: str, origin: Origin) -> pd.DataFrame:
@@ -756,7 +805,7 @@ class Signals:
                     f"time column not found; columns are {list(frame.columns)}",
                     column=time_column,
                 )
-            times = _parse_times(frame[time_column], source, origin)
+            times, note = _parse_times(frame[time_column], source, origin)
             frame = frame.drop(columns=[time_column])
         else:
             # An unnamed index is the file's first column (ENTSO-E exports leave it blank).
@@ -764,17 +813,11 @@ class Signals:
             unnamed = "first column" if _line_offset is not None else "index"
             label = str(name) if name is not None else unnamed
             origin = Origin(_line_offset, time_column=label)
-            times = _parse_times(frame.index, source, origin)
+            times, note = _parse_times(frame.index, source, origin)
+        if note is not None:
+            provenance.append(note)
         if times.tz is None and assume_tz is not None:
-            try:
-                times = times.tz_localize(assume_tz, ambiguous="raise", nonexistent="raise")
-            except Exception as err:  # pytz/zoneinfo raise several types for DST trouble
-                raise _fail(
-                    source,
-                    origin,
-                    f"cannot localise naive timestamps to {assume_tz}: {err}",
-                    column=origin.time_column,
-                ) from err
+            times = _localize(times, assume_tz, source, origin)
             provenance.append({"step": "localize", "assume_tz": assume_tz})
         if times.tz is not None and str(times.tz) != "UTC":
             provenance.append({"step": "tz_convert", "from": str(times.tz), "to": "UTC"})
