@@ -58,6 +58,12 @@ class PVConfig(StrictModel):
     gamma_pdc_per_c: float = -0.004
     system_loss_fraction: Fraction = 0.14
     inverter_efficiency: Annotated[float, Field(gt=0.0, le=1.0)] = 0.96
+    dc_ac_ratio: Positive = 1.2  # kWp DC per kW of inverter AC rating (PVWatts default)
+    albedo: Fraction = 0.2  # ground reflectance seen by the tilted array
+    temperature_model: Literal[
+        "open_rack_glass_glass", "close_mount_glass_glass", "open_rack_glass_polymer",
+        "insulated_back_glass_polymer",
+    ] = "open_rack_glass_polymer"  # pvlib SAPM cell-temperature parameter set
 
 
 class WindConfig(StrictModel):
@@ -112,6 +118,8 @@ class GridConfig(StrictModel):
     heating_threshold_c: float = 15.0
     cooling_threshold_c: float = 22.0
     background_daily_amplitude_fraction: Fraction = 0.3
+    background_peak_hour_local: Annotated[float, Field(ge=0.0, lt=24.0)] = 18.0
+    background_weekend_factor: Positive = 0.9  # weekend load relative to weekdays
     congestion: EventProcess = EventProcess()
     outages: EventProcess = EventProcess()
 
@@ -127,6 +135,22 @@ class CarbonConfig(StrictModel):
     wind_displacement_g_per_kwh: NonNeg = 150.0  # at rated regional wind
     peak_load_g_per_kwh: NonNeg = 80.0  # extra marginal fossil at peak demand
     noise_g_per_kwh: NonNeg = 20.0
+    noise_ar1: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.9  # hour-to-hour persistence
+    regional_clearsky_weight: Fraction = 0.5  # regional solar between clear-sky and local
+    min_g_per_kwh: NonNeg = 0.0  # floor of the mix (lifecycle emissions of the cleanest)
+    time_column: str = "time"  # for source: csv
+
+    @model_validator(mode="after")
+    def _carbon(self) -> CarbonConfig:
+        if self.source == "csv" and (self.file is None or self.column is None):
+            raise ValueError("source: csv needs file and column")
+        floor = self.base_g_per_kwh - self.solar_displacement_g_per_kwh
+        if floor - self.wind_displacement_g_per_kwh < self.min_g_per_kwh:
+            raise ValueError(
+                "expected base_g_per_kwh - solar_displacement_g_per_kwh - "
+                "wind_displacement_g_per_kwh >= min_g_per_kwh"
+            )
+        return self
 
 
 class PriceConfig(StrictModel):
@@ -139,6 +163,14 @@ class PriceConfig(StrictModel):
     carbon_slope_per_mwh_per_g: float = 0.1
     peak_adder_per_mwh: float = 30.0
     noise_per_mwh: NonNeg = 5.0
+    noise_ar1: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.8  # hour-to-hour persistence
+    time_column: str = "time"  # for source: csv
+
+    @model_validator(mode="after")
+    def _csv(self) -> PriceConfig:
+        if self.source == "csv" and (self.file is None or self.column is None):
+            raise ValueError("source: csv needs file and column")
+        return self
 
 
 class WorkloadConfig(StrictModel):
@@ -153,6 +185,10 @@ class WorkloadConfig(StrictModel):
     deadline_slack_h_min: Annotated[int, Field(ge=0)] = 4
     deadline_slack_h_max: Annotated[int, Field(ge=1)] = 24
     noise_fraction: Fraction = 0.1
+    noise_ar1: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.7  # hour-to-hour persistence
+    inference_peak_hour_local: Annotated[float, Field(ge=0.0, lt=24.0)] = 14.0
+    flexible_peak_hour_local: Annotated[float, Field(ge=0.0, lt=24.0)] = 11.0
+    flexible_daily_amplitude_fraction: Fraction = 0.3  # submissions peak in working hours
 
     @model_validator(mode="after")
     def _slack_order(self) -> WorkloadConfig:
@@ -168,6 +204,9 @@ class SiteConfig(StrictModel):
     """One site: accelerators, facility, local generation, storage, grid, signals, workload."""
 
     name: str
+    # Sites with the same region share the carbon/price noise of the regional mix
+    # (default: the site's own name, i.e. a region of its own).
+    region: str | None = None
     weather: WeatherSource
     gpus: Annotated[int, Field(gt=0)]
     gpu_idle_kw: NonNeg
@@ -206,6 +245,11 @@ class SiteGroup(StrictModel):
 
 class ThrottleCurve(StrictModel):
     """GPU power cap (fraction of max power) -> throughput (fraction of uncapped).
+
+    ``cap_fraction`` is the board power limit as a fraction of the GPU's *maximum* power
+    ``gpu_max_kw`` (what ``nvidia-smi -pl`` sets: 150 W / 250 W = 0.6 on a V100), not a
+    fraction of the dynamic range above idle. A busy GPU capped at ``c`` draws at most
+    ``c * gpu_max_kw``. Energy per unit of work falls while ``throughput / cap > 1``.
 
     Interpolated linearly; must be increasing and end at (1, 1). ``source`` cites the
     measurement the points come from.
@@ -264,6 +308,16 @@ class Period(StrictModel):
     start: str
     end: str
 
+    @model_validator(mode="after")
+    def _dates(self) -> Period:
+        try:
+            start, end = pd.Timestamp(self.start), pd.Timestamp(self.end)
+        except ValueError as exc:
+            raise ValueError(f"expected dates like 2021-03-01: {exc}") from None
+        if end < start:
+            raise ValueError("expected start <= end")
+        return self
+
     def hours(self, index: pd.DatetimeIndex) -> np.ndarray:
         """Integer positions of ``index`` (hourly, UTC) inside this period."""
         start = pd.Timestamp(self.start, tz="UTC")
@@ -320,12 +374,20 @@ class Scenario(StrictModel):
                     node = data
                     *parents, leaf = key.split(".")
                     for p in parents:
-                        node = node.setdefault(p, {})
-                    if leaf not in node:
+                        node = node.get(p) if isinstance(node, dict) else None
+                    if not isinstance(node, dict) or leaf not in node:
                         raise ScenarioError(
                             f"site_groups[{g}].vary.{key}: key not set in the template"
                         )
-                    node[leaf] = float(node[leaf]) * (1.0 + rng.uniform(-spread, spread))
+                    value = node[leaf]
+                    if isinstance(value, bool) or not isinstance(value, (int, float)):
+                        raise ScenarioError(
+                            f"site_groups[{g}].vary.{key}: expected a number in the "
+                            f"template, got {value!r}"
+                        )
+                    varied = float(value) * (1.0 + rng.uniform(-spread, spread))
+                    # Integer parameters (GPU counts) stay integers after variation.
+                    node[leaf] = int(round(varied)) if isinstance(value, int) else varied
                 data["name"] = f"{group.prefix}{i:02d}"
                 try:
                     out.append(SiteConfig.model_validate(data))
@@ -379,5 +441,9 @@ def load_scenario(path: str | Path) -> Scenario:
         scenario = Scenario.model_validate(raw)
     except ValidationError as exc:
         raise ScenarioError(_format_errors(exc, "", str(path))) from None
-    scenario.expanded_sites()  # group templates are validated here too
+    try:
+        scenario.expanded_sites()  # group templates are validated here too
+    except ScenarioError as exc:
+        lines = [line.removeprefix("<memory>: ") for line in str(exc).splitlines()]
+        raise ScenarioError("\n".join(f"{path}: {line}" for line in lines)) from None
     return scenario
