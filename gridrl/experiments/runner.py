@@ -69,19 +69,37 @@ def plan_units(study: Study) -> list[Unit]:
     return units
 
 
-def write_run_scenario(study: Study, run_dir: Path) -> Path:
-    """Write the scenario the run uses (study periods override applied) into the run folder.
+def run_scenario_path(study: Study, run_dir: Path) -> Path:
+    """The scenario file the run's units read.
 
-    Every unit reads this copy, so the scenario cannot change under a running study and
-    the policy metadata points at a file that stays with the run.
+    Without a periods override that is the study's scenario file itself. With one, the
+    scenario is copied into the run folder with the study's periods, and relative file
+    references that exist beside the original (CSV sources) are made absolute so that
+    the copy reads the same data.
     """
-    raw = yaml.safe_load(Path(study.scenario).read_text())
-    if study.periods is not None:
-        raw["periods"] = study.periods.model_dump(mode="json")
+    if study.periods is None:
+        return Path(study.scenario)
+    src = Path(study.scenario)
+    raw = yaml.safe_load(src.read_text())
+    raw["periods"] = study.periods.model_dump(mode="json")
     path = run_dir / "scenario.yaml"
-    write_text_atomic(path, yaml.safe_dump(raw, sort_keys=False))
+    write_text_atomic(path, yaml.safe_dump(_absolute_files(raw, src.parent), sort_keys=False))
     load_scenario(path)  # the override must still make a valid scenario
     return path
+
+
+def _absolute_files(node: Any, base: Path) -> Any:
+    if isinstance(node, dict):
+        out = {}
+        for k, v in node.items():
+            if isinstance(v, str) and (k == "file" or k.endswith("_file")):
+                p = Path(v)
+                v = str((base / p).resolve()) if not p.is_absolute() and (base / p).exists() else v
+            out[k] = _absolute_files(v, base)
+        return out
+    if isinstance(node, list):
+        return [_absolute_files(v, base) for v in node]
+    return node
 
 
 # --------------------------------------------------------------------------- unit work
@@ -242,7 +260,7 @@ def run_study(
     # backend and output folder do not change results: leave them out of the resume check
     hashed = study.model_copy(update={"backend": BackendSpec(), "output_dir": None})
     store.start(dump_study(study), hashed.content_hash(), resume=resume)
-    scenario_path = write_run_scenario(study, run_dir)
+    scenario_path = run_scenario_path(study, run_dir)
     units = plan_units(study)
     todo = [u for u in units if not store.is_done(u.unit_id)]
     skipped = len(units) - len(todo)
