@@ -850,6 +850,10 @@ class Signals:
                 raw_of[key] = str(raw)
             frame.columns = pd.MultiIndex.from_tuples(keys, names=COLUMN_LEVELS)
         elif isinstance(frame.columns, pd.MultiIndex):
+            if site is not None:
+                raise SignalError(
+                    source, "site= names the site of flat columns; these already have sites"
+                )
             if frame.columns.nlevels != 2:
                 raise SignalError(
                     source, f"{frame.columns.nlevels}-level columns; expected (site, signal)"
