@@ -36,6 +36,52 @@ def main(
 
 # ---------------------------------------------------------------- signals (gridrl.data)
 
+
+@app.command("signals")
+def signals_cmd(
+    scenario: str = typer.Argument(..., help="Scenario YAML file (envs/*.yaml)."),
+    plot: str = typer.Option(None, "--plot", help="Write a PNG of one week of every signal."),
+    week_start: str = typer.Option(
+        None, "--week-start",
+        help="First day of the plotted week (UTC); default: the first test block.",
+    ),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Rebuild, ignore the cache."),
+) -> None:
+    """Build a scenario's hourly site signals; print a per-site summary, plot a week."""
+    from pathlib import Path
+
+    from rich.progress import Progress
+
+    from gridrl.data.build import build_signals, build_stats
+    from gridrl.data.signals import SignalError
+    from gridrl.data.summary import plot_week, site_summary, summary_tables
+    from gridrl.scenario import ScenarioError, load_scenario
+
+    try:
+        sc = load_scenario(scenario)
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task("building site signals", total=len(sc.expanded_sites()))
+            sig = build_signals(
+                sc, base_dir=Path(scenario).parent, cache=not no_cache,
+                on_site=lambda _name: progress.advance(task),
+            )
+        for table in summary_tables(site_summary(sc, sig), title=f"{sc.name} {sc.year}"):
+            console.print(table)
+        saturated = {k: v.saturated_hours for k, v in build_stats(sig).items()
+                     if v.saturated_hours}
+        if saturated:
+            console.print(
+                "hours with headroom 0 because background load + reserve reached the "
+                f"feeder capacity (not outages): {saturated}", highlight=False,
+            )
+        if plot is not None:
+            start = week_start or sc.periods.test[0].start
+            written = plot_week(sig, plot, start, title=f"{sc.name}: week from {start}")
+            console.print(f"plot: {written}")
+    except (ScenarioError, SignalError) as exc:
+        console.print(f"[red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+
 # ---------------------------------------------------------------- forecast (gridrl.forecast)
 
 # ---------------------------------------------------------------- evaluate (gridrl.agents)
