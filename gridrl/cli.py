@@ -140,5 +140,120 @@ def report_cmd(
 # ---------------------------------------------------------------- export / serve / slurm / replay
 
 
+@app.command("export")
+def export_cmd(
+    policy_dir: str = typer.Argument(..., help="Trained policy folder (RUN_DIR/units/POLICY)."),
+    out: str = typer.Option(..., "--out", help="Bundle folder to write."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing bundle."),
+) -> None:
+    """Export a trained policy as a bundle: policy.onnx, manifest.json, checksums.sha256."""
+    from gridrl.export.bundle import ExportOptions, export_bundle
+    from gridrl.export.onnx_export import ExportError
+    from gridrl.export.policy_dir import PolicyDirError
+
+    try:
+        with console.status("exporting and checking ONNX against stable-baselines3"):
+            manifest = export_bundle(policy_dir, out, ExportOptions(overwrite=overwrite))
+    except (PolicyDirError, ExportError) as exc:
+        console.print(f"[red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    check = manifest.training.get("export_check", {})
+    console.print(
+        f"bundle: {out}  ({manifest.algo}, sites {', '.join(manifest.action.sites)}, "
+        f"{manifest.onnx.observation_dim} observations -> {manifest.onnx.action_dim} actions, "
+        f"max |ONNX - SB3| = {check.get('max_abs_error', float('nan')):.2g} "
+        f"on {check.get('samples', 0)} observations)",
+        highlight=False,
+    )
+
+
+@app.command("serve")
+def serve_cmd(
+    bundle: str = typer.Argument(..., help="Bundle folder written by `gridrl export`."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
+    port: int = typer.Option(8000, "--port", help="TCP port."),
+    token: str = typer.Option(
+        None, "--token", envvar="GRIDRL_SERVE_TOKEN",
+        help="Require 'Authorization: Bearer TOKEN' on /v1/* (or set GRIDRL_SERVE_TOKEN).",
+    ),
+    max_body_bytes: int = typer.Option(None, "--max-body-bytes", help="Largest request body."),
+    max_batch: int = typer.Option(None, "--max-batch", help="Most observations per request."),
+    access_log: bool = typer.Option(False, "--access-log", help="Log every request."),
+) -> None:
+    """Serve a bundle over HTTP: POST /v1/decide, GET /healthz, OpenAPI at /docs."""
+    from gridrl.export.runtime import BundleError, PolicyRuntime
+    from gridrl.integrations.http_service import ServeConfig, serve
+
+    limits = {"max_body_bytes": max_body_bytes, "max_batch": max_batch}
+    try:
+        runtime = PolicyRuntime(bundle)
+        config = ServeConfig(token=token, **{k: v for k, v in limits.items() if v is not None})
+    except (BundleError, ValueError) as exc:
+        console.print(f"[red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    serve(runtime, host=host, port=port, config=config, access_log=access_log)
+
+
+@app.command("slurm")
+def slurm_cmd(
+    bundle: str = typer.Option(..., "--bundle", help="Bundle folder written by `gridrl export`."),
+    sites: str = typer.Option(..., "--sites", help="SITES.yaml: partitions, signals, options."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the commands, change nothing."),
+    once: bool = typer.Option(False, "--once", help="Decide once and exit."),
+    interval: float = typer.Option(
+        None, "--interval", help="Seconds between decisions; default: SITES.yaml's interval."
+    ),
+    list_inputs: bool = typer.Option(
+        False, "--list-inputs", help="List the observation keys each site must provide, exit."
+    ),
+) -> None:
+    """Drive Slurm with a policy: squeue -> observation -> decisions -> scontrol."""
+    from rich.table import Table
+
+    from gridrl.export.runtime import BundleError, PolicyRuntime
+    from gridrl.integrations.slurm import SlurmAdapter, TickResult, format_command
+    from gridrl.integrations.slurm_observation import ObservationError
+    from gridrl.integrations.slurm_queue import SlurmError
+    from gridrl.integrations.slurm_sites import SitesConfigError, load_sites
+
+    try:
+        runtime = PolicyRuntime(bundle)
+        if list_inputs:
+            table = Table("field", "site", "key", "unit", title=f"observation of {bundle}")
+            for f in runtime.manifest.observation.fields:
+                table.add_row(f.name, f.site or "-", f.key, f.unit)
+            console.print(table)
+            return
+        adapter = SlurmAdapter(runtime, load_sites(sites), dry_run=dry_run)
+    except (BundleError, SitesConfigError, ValueError) as exc:
+        console.print(f"[red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+
+    def show(result: TickResult) -> None:
+        table = Table("site", "run_share", "power_cap", "route_weight", "migrate_share")
+        for d in result.decisions:
+            table.add_row(
+                d.site, f"{d.run_share:.3f}", f"{d.power_cap_fraction:.3f}",
+                f"{d.route_weight:.3f}", f"{d.migrate_share:.3f}",
+            )
+        console.print(table)
+        console.print(f"jobs: {result.summary()}", highlight=False)
+        for argv in result.commands:
+            # plain print: a dry run's output is meant to be copied into a shell
+            print(("" if dry_run else "ran: ") + format_command(argv))
+        for err in result.errors:
+            console.print(f"[red]{err}[/]", highlight=False)
+
+    try:
+        results = adapter.run(interval_s=interval, once=once, on_tick=show)
+    except (SlurmError, ObservationError) as exc:
+        console.print(f"[red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        raise typer.Exit(0) from None
+    if any(r.errors for r in results):
+        raise typer.Exit(1)
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

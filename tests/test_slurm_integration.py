@@ -1,0 +1,232 @@
+"""The Slurm adapter against a real munged + slurmctld + slurmd on 127.0.0.1.
+
+Two partitions (site_a, site_b) are the bundle's two sites. A blocker job fills the
+node so submitted jobs stay pending on resources; the adapter runs once (the ``gridrl
+slurm --once`` command) and ``scontrol show job`` must show every decision: deferred
+start, moved partition, power-cap comment.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from export_helpers import fixed_action_policy_dir, two_site_layouts
+from typer.testing import CliRunner
+
+sys.path.insert(0, str(Path(__file__).parent / "slurm"))
+from cluster import LocalSlurm, missing_binaries  # noqa: E402
+
+from gridrl.cli import app  # noqa: E402
+from gridrl.export.bundle import export_bundle  # noqa: E402
+
+pytestmark = [
+    pytest.mark.skipif(
+        bool(missing_binaries()),
+        reason=f"Slurm/munge programs missing: {missing_binaries()} "
+        "(Debian: apt-get install slurm-wlm munge; see .ci/system-packages.sh)",
+    ),
+    pytest.mark.timeout(180),
+]
+
+INTERVAL_S = 3600
+# Fixed policy output, per site [run, cap, route, migrate] in [-1, 1]:
+# dc_a runs 40 % of what stays, caps at 0.8, sends half its queue away;
+# dc_b runs everything, caps at 0.6, attracts all migrating work, sends nothing.
+ACTION = np.array([-0.2, 0.0, -1.0, 1.0, 1.0, -1.0, 1.0, -1.0])
+
+
+def _bundle(tmp_path: Path, action: np.ndarray) -> Path:
+    pdir = fixed_action_policy_dir(tmp_path / "policy", two_site_layouts(), action)
+    out = tmp_path / "bundle"
+    export_bundle(pdir, out)
+    return out
+
+
+def _sites_yaml(tmp_path: Path, defer_mode: str) -> Path:
+    now = time.time()
+    signals = tmp_path / "signals_dc_a.csv"
+    rows = ["time,carbon_g_per_kwh,headroom_kw"]
+    for age_s, carbon in ((7200, 410.0), (1800, 380.0)):
+        t = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now - age_s))
+        rows.append(f"{t},{carbon},900")
+    signals.write_text("\n".join(rows) + "\n")
+    cfg = {
+        "decision_interval_s": INTERVAL_S,
+        "defer_mode": defer_mode,
+        "resource": "cpu",
+        "default_slack_h": 12,
+        "sites": [
+            {
+                "name": "dc_a",
+                "partitions": ["site_a"],
+                "gpus": 2,
+                "signals": {"file": signals.name},
+            },
+            {
+                "name": "dc_b",
+                "partitions": ["site_b"],
+                "gpus": 2,
+                "values": {"carbon_g_per_kwh": 120.0, "headroom_kw": 300.0},
+            },
+        ],
+    }
+    path = tmp_path / "sites.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _submit_queue(c: LocalSlurm) -> dict[str, list[int]]:
+    blocker = c.sbatch(
+        "-p", "site_a", "-n", "2", "-t", "10", "-o", "/dev/null", "--wrap", "sleep 120"
+    )
+    deadline = time.monotonic() + 30
+    while "RUNNING" not in c.show_job(blocker)["JobState"]:
+        assert time.monotonic() < deadline, "blocker job did not start"
+        time.sleep(0.2)
+    jobs = {"site_a": [], "site_b": []}
+    for i, (limit_min, deadline_h) in enumerate(
+        [(60, 3), (120, 6), (30, None), (90, 10), (60, None), (45, 8)]
+    ):
+        args = ["-p", "site_a", "-n", "1", "-t", str(limit_min), "-o", "/dev/null", "-J", f"a{i}"]
+        if deadline_h:
+            args.append(f"--deadline=now+{deadline_h}hours")
+        jobs["site_a"].append(c.sbatch(*args, "--comment=user note", "--wrap", "sleep 60"))
+    for i in range(2):
+        jobs["site_b"].append(
+            c.sbatch(
+                "-p",
+                "site_b",
+                "-n",
+                "1",
+                "-t",
+                "30",
+                "-o",
+                "/dev/null",
+                "-J",
+                f"b{i}",
+                "--wrap",
+                "sleep 60",
+            )
+        )
+    return jobs
+
+
+def _when(value: str) -> float:
+    return time.mktime(time.strptime(value, "%Y-%m-%dT%H:%M:%S"))
+
+
+def test_adapter_decisions_show_in_scontrol(tmp_path, monkeypatch):
+    bundle = _bundle(tmp_path, ACTION)
+    sites = _sites_yaml(tmp_path, "start_time")
+    with LocalSlurm(tmp_path / "cluster") as c:
+        monkeypatch.setenv("SLURM_CONF", c.env["SLURM_CONF"])
+        submitted = _submit_queue(c)
+        runner = CliRunner()
+        dry = runner.invoke(
+            app, ["slurm", "--bundle", str(bundle), "--sites", str(sites), "--once", "--dry-run"]
+        )
+        assert dry.exit_code == 0, dry.output
+        assert "scontrol update JobId=" in dry.output
+        # a dry run changed nothing
+        first = submitted["site_a"][0]
+        assert "gridrl." not in c.show_job(first)["Comment"]
+
+        from gridrl.export.runtime import PolicyRuntime
+        from gridrl.integrations.slurm import SlurmAdapter
+        from gridrl.integrations.slurm_queue import SlurmClient
+        from gridrl.integrations.slurm_sites import load_sites
+
+        t0 = time.time()
+        adapter = SlurmAdapter(PolicyRuntime(bundle), load_sites(sites), SlurmClient(env=c.env))
+        (result,) = adapter.run(once=True)
+        assert result.errors == []
+        plans = {p.job_id: p for p in result.plans}
+        managed = set(submitted["site_a"] + submitted["site_b"])
+        assert set(plans) == managed  # the running blocker is not managed
+        actions = {p.action for p in plans.values()}
+        assert actions == {"run", "defer", "move"}, actions
+        caps = {p.site: p.power_cap_fraction for p in plans.values() if p.action != "move"}
+        assert caps == {"dc_a": 0.8, "dc_b": 0.6}
+        moved = [p for p in plans.values() if p.action == "move"]
+        assert all(p.site == "dc_a" and p.to_site == "dc_b" for p in moved)
+
+        for job_id, plan in plans.items():
+            shown = c.show_job(job_id)
+            comment = shown["Comment"].strip()
+            assert f"gridrl.power_cap={plan.power_cap_fraction:.3f}" in comment, (job_id, comment)
+            if job_id in submitted["site_a"]:
+                assert comment.startswith("user note"), comment  # the user's text is kept
+            assert shown["JobState"] == "PENDING"
+            eligible = _when(shown["EligibleTime"]) if shown["EligibleTime"] != "Unknown" else 0.0
+            if plan.action == "run":
+                assert shown["Partition"] == {"dc_a": "site_a", "dc_b": "site_b"}[plan.site]
+                assert eligible <= time.time() + 1, shown["EligibleTime"]
+                assert "gridrl.deferred" not in comment
+            else:
+                assert eligible >= t0 + INTERVAL_S - 5, shown["EligibleTime"]
+                assert _when(shown["StartTime"]) >= t0 + INTERVAL_S - 5
+                assert "gridrl.deferred=start_time" in comment
+            if plan.action == "move":
+                assert shown["Partition"] == "site_b"
+
+        # Next decision: a policy that runs everything releases our own deferrals only.
+        run_all = ACTION.copy()
+        run_all[[0, 3, 4, 7]] = [1.0, -1.0, 1.0, -1.0]
+        bundle2 = _bundle(tmp_path / "second", run_all)
+        user_begin = c.sbatch(
+            "-p", "site_a", "-t", "30", "-o", "/dev/null", "--begin=now+2hours", "--wrap", "sleep 1"
+        )
+        (result2,) = SlurmAdapter(
+            PolicyRuntime(bundle2), load_sites(sites), SlurmClient(env=c.env)
+        ).run(once=True)
+        assert result2.errors == []
+        assert {p.action for p in result2.plans} == {"run"}
+        assert user_begin not in {
+            p.job_id for p in result2.plans
+        }  # the user's --begin is respected
+        for job_id in managed:
+            shown = c.show_job(job_id)
+            assert _when(shown["EligibleTime"]) <= time.time() + 1
+            assert "gridrl.deferred" not in shown["Comment"]
+        assert _when(c.show_job(user_begin)["EligibleTime"]) > time.time() + 3600
+
+
+def test_hold_mode_holds_and_releases(tmp_path):
+    from gridrl.export.runtime import PolicyRuntime
+    from gridrl.integrations.slurm import SlurmAdapter
+    from gridrl.integrations.slurm_queue import SlurmClient
+    from gridrl.integrations.slurm_sites import load_sites
+
+    defer_all = np.array([-1.0, 1.0, 0.0, -1.0, -1.0, 1.0, 0.0, -1.0])  # run nothing, move nothing
+    run_all = defer_all.copy()
+    run_all[[0, 4]] = 1.0
+    sites = load_sites(_sites_yaml(tmp_path, "hold"))
+    with LocalSlurm(tmp_path / "cluster") as c:
+        submitted = _submit_queue(c)
+        user_held = c.sbatch(
+            "-H", "-p", "site_b", "-t", "30", "-o", "/dev/null", "--wrap", "sleep 1"
+        )
+        client = SlurmClient(env=c.env)
+        rt = PolicyRuntime(_bundle(tmp_path / "defer", defer_all))
+        (res,) = SlurmAdapter(rt, sites, client).run(once=True)
+        assert res.errors == [] and {p.action for p in res.plans} == {"defer"}
+        assert user_held not in {p.job_id for p in res.plans}
+        for job_id in submitted["site_a"] + submitted["site_b"]:
+            shown = c.show_job(job_id)
+            assert shown["Reason"] in ("JobHeldAdmin", "JobHeldUser"), shown["Reason"]
+            assert "gridrl.deferred=hold" in shown["Comment"]
+            assert "gridrl.power_cap=1.000" in shown["Comment"]
+        rt2 = PolicyRuntime(_bundle(tmp_path / "run", run_all))
+        (res2,) = SlurmAdapter(rt2, sites, client).run(once=True)
+        assert res2.errors == [] and {p.action for p in res2.plans} == {"run"}
+        for job_id in submitted["site_a"] + submitted["site_b"]:
+            shown = c.show_job(job_id)
+            assert shown["Reason"] not in ("JobHeldAdmin", "JobHeldUser"), shown["Reason"]
+            assert "gridrl.deferred" not in shown["Comment"]
+        # someone else's hold is never released
+        assert c.show_job(user_held)["Reason"] == "JobHeldUser"
