@@ -278,8 +278,8 @@ def test_observation_sources_and_errors(tmp_path):
     fields = [
         ObservationField(name="hour_sin", key="hour_sin"),
         ObservationField(name="a.carbon", key="carbon_g_per_kwh", site="a"),
-        ObservationField(name="a.q0", key="queue_gpu_h_slack_0_2h", site="a"),
-        ObservationField(name="a.q2", key="queue_gpu_h_slack_2_infh", site="a"),
+        ObservationField(name="a.q0", key="queue_slack_0_2h", site="a"),
+        ObservationField(name="a.q2", key="queue_slack_2h_plus", site="a"),
         ObservationField(name="a.over", key="overdue_gpu_h", site="a"),
         ObservationField(name="a.cap", key="cap", site="a"),
     ]

@@ -29,21 +29,23 @@ ActionComponent = Literal["run", "cap", "route", "migrate", "battery"]
 # What each action component means once mapped to its physical range; copied into every
 # manifest so a bundle documents itself.
 COMPONENT_SEMANTICS: dict[str, str] = {
+    "migrate": (
+        "migrate_share in [0, max_migration_fraction]: applied first; this share of the "
+        "site's queued flexible work (the same share of every slack group) is sent to the "
+        "other sites and arrives there one step later."
+    ),
+    "route": (
+        "route_weight: softmax over sites of the route logits. Work migrating away from "
+        "site i goes to each site j != i in proportion route_weight[j] / (1 - route_weight[i])."
+    ),
     "run": (
-        "run_share in [0, 1]: share of the site's runnable flexible work to start now, "
-        "earliest deadline first; the rest waits (deferred) until the next decision."
+        "run_share in [0, 1]: applied after migration; this share of the work still "
+        "queued at the site is started now, earliest deadline first; the rest waits "
+        "(deferred) until the next decision."
     ),
     "cap": (
         "power_cap_fraction in [cap_min, 1]: GPU power cap as a fraction of maximum "
-        "board power for the site's flexible work (throttle)."
-    ),
-    "route": (
-        "route_weight: softmax over sites of the route scores; the share of new and "
-        "migrating flexible work sent to each site. Weights of one decision sum to 1."
-    ),
-    "migrate": (
-        "migrate_share in [0, max_migration_fraction]: share of the site's queued "
-        "flexible work that may move to other sites, split by route weight."
+        "board power for the site's work this step (throttle)."
     ),
     "battery": ("battery_kw: battery setpoint in kW, positive charges, negative discharges."),
 }

@@ -54,16 +54,17 @@ class SiteDecision:
     Attributes
     ----------
     run_share
-        Share (0-1) of runnable flexible work to start now, earliest deadline first;
-        the rest is deferred to the next decision.
+        Share (0-1) of the flexible work still queued after migration to start now,
+        earliest deadline first; the rest is deferred to the next decision.
     power_cap_fraction
         GPU power cap as a fraction (cap_min-1) of maximum board power.
     route_weight
-        Share (0-1) of new and migrating flexible work sent to this site (softmax over
-        sites; sums to 1 over the sites of one decision).
+        Softmax weight (0-1) of the site as a destination of migrated work (sums to 1 over
+        the sites of one decision); work leaving site i goes to j != i in proportion
+        ``route_weight[j] / (1 - route_weight[i])``.
     migrate_share
-        Share (0-max_migration_fraction) of this site's queued flexible work that may
-        move to other sites.
+        Share (0-max_migration_fraction) of this site's queued flexible work sent to
+        other sites (before ``run_share`` applies to what stays).
     battery_kw
         Battery setpoint in kW (+ charge, - discharge), None when a rule dispatches it.
     """

@@ -4,8 +4,8 @@ Every observation field of the bundle gets its raw value (in the field's unit) f
 the first source that knows its key:
 
 1. the clock (calendar features: hour of day and weekday as sin/cos);
-2. Slurm (per site: queued flexible work by slack bucket, overdue work, inference
-   demand, busy units, the power cap in force);
+2. Slurm (per site: queued flexible work by slack group, overdue work, arrivals of
+   the last step, inference demand, the power cap in force);
 3. the site's constant ``values`` in SITES.yaml;
 4. the site's signal CSV (the latest row at or before now).
 
@@ -30,8 +30,10 @@ from gridrl.integrations.slurm_sites import SignalFile, SitesConfig, SlurmSite
 
 HOURS_PER_DAY = 24.0
 DAYS_PER_WEEK = 7.0
-# queue_gpu_h_slack_{lo}_{hi}h: work with lo <= slack < hi hours ("inf" for no upper edge)
-_BUCKET_RE = re.compile(r"^queue_(?:gpu|cpu)_h_slack_(\d+(?:\.\d+)?)_(\d+(?:\.\d+)?|inf)h$")
+# queue_slack_{lo}_{hi}h: queued work with lo <= slack < hi hours; queue_slack_{lo}h_plus:
+# slack >= lo (the environment's coarse slack groups, gridrl.env.layout)
+_BUCKET_RE = re.compile(r"^queue_slack_(\d+)_(\d+)h$")
+_LAST_BUCKET_RE = re.compile(r"^queue_slack_(\d+)h_plus$")
 
 
 class ObservationError(ValueError):
@@ -39,15 +41,16 @@ class ObservationError(ValueError):
 
 
 def calendar_features(now_s: float) -> dict[str, float]:
-    """Hour-of-day and weekday on the unit circle (UTC)."""
+    """Hour-of-day and weekday of the current UTC hour on the unit circle, as the
+    environment computes them (whole hours, whole days)."""
     t = datetime.fromtimestamp(now_s, tz=timezone.utc)
-    hour = t.hour + t.minute / 60.0 + t.second / 3600.0
-    day = t.weekday() + hour / HOURS_PER_DAY
+    ang_h = 2 * math.pi * t.hour / HOURS_PER_DAY
+    ang_d = 2 * math.pi * t.weekday() / DAYS_PER_WEEK
     return {
-        "hour_sin": math.sin(2 * math.pi * hour / HOURS_PER_DAY),
-        "hour_cos": math.cos(2 * math.pi * hour / HOURS_PER_DAY),
-        "weekday_sin": math.sin(2 * math.pi * day / DAYS_PER_WEEK),
-        "weekday_cos": math.cos(2 * math.pi * day / DAYS_PER_WEEK),
+        "hour_sin": math.sin(ang_h),
+        "hour_cos": math.cos(ang_h),
+        "weekday_sin": math.sin(ang_d),
+        "weekday_cos": math.cos(ang_d),
     }
 
 
@@ -57,10 +60,15 @@ def queue_features(
     jobs: Sequence[SlurmJob],
     keys: Sequence[str],
     cfg: SitesConfig,
+    now_s: float,
 ) -> dict[str, float]:
     """Slurm-derived raw values of one site for the requested ``keys`` it can answer.
 
-    Work is units x time limit in hours (GPU-h, or CPU-h with ``resource: cpu``).
+    Work is units x time limit in hours (GPU-h, or CPU-h with ``resource: cpu``);
+    keys follow :mod:`gridrl.env.layout`: ``queue_slack_{lo}_{hi}h``,
+    ``queue_slack_{lo}h_plus``, ``overdue_gpu_h``, ``transit_gpu_h``, ``flexible_gpu_h``
+    (arrivals in the last decision step), ``inference_gpus`` (inflexible QOS jobs
+    running or pending), ``cap`` (mean cap of running jobs).
     """
     mine = [m for m in managed if m.site == site.name]
     slack = np.array([m.slack_h for m in mine])
@@ -79,22 +87,33 @@ def queue_features(
         for j in running
         if CAP_KEY in comment_tokens(j.comment, cfg.comment_prefix)[0]
     ]
+    recent = [
+        j
+        for j in jobs
+        if j.partition in parts
+        and j.qos not in cfg.inflexible_qos
+        and j.state in ("RUNNING", "PENDING")
+        and j.submit_time > now_s - cfg.decision_interval_s
+        and math.isfinite(j.time_limit_s)
+    ]
     out: dict[str, float] = {}
     for key in keys:
-        m = _BUCKET_RE.match(key)
+        m = _BUCKET_RE.match(key) or _LAST_BUCKET_RE.match(key)
         if m:
             lo = float(m.group(1))
-            hi = math.inf if m.group(2) == "inf" else float(m.group(2))
+            hi = float(m.group(2)) if m.re is _BUCKET_RE else math.inf
             out[key] = float(work[(slack >= lo) & (slack < hi)].sum()) if work.size else 0.0
-        elif key in ("overdue_gpu_h", "overdue_cpu_h"):
+        elif key == "overdue_gpu_h":
             out[key] = float(work[slack < 0].sum()) if work.size else 0.0
-        elif key in ("queued_gpu_h", "queued_cpu_h"):
-            out[key] = float(work.sum())
-        elif key in ("inference_gpus", "inference_cpus"):
+        elif key == "transit_gpu_h":
+            # a moved job joins its new partition's queue at once (and waits one step)
+            out[key] = 0.0
+        elif key == "flexible_gpu_h":
+            # arrivals of the last step: work of jobs submitted within it
+            out[key] = float(sum(j.units(cfg.resource) * j.time_limit_s / 3600.0 for j in recent))
+        elif key == "inference_gpus":
             out[key] = float(sum(j.units(cfg.resource) for j in inference))
-        elif key in ("busy_gpus", "busy_cpus"):
-            out[key] = float(sum(j.units(cfg.resource) for j in running))
-        elif key in ("cap", "cap_fraction", "power_cap_fraction"):
+        elif key == "cap":
             # the cap in force: mean over running jobs that carry one, else uncapped
             out[key] = float(np.mean(caps)) if caps else 1.0
     return out
@@ -167,7 +186,7 @@ def raw_observation(
     per_site: dict[str, dict[str, float]] = {}
     for name, site in sites.items():
         keys = [f.key for f in fields if f.site == name]
-        values = queue_features(site, managed, jobs, keys, cfg)
+        values = queue_features(site, managed, jobs, keys, cfg, now_s)
         values.update({k: v for k, v in site.values.items() if k not in values})
         if site.signals is not None and any(k not in values for k in keys):
             row = read_signal_row(site.signals, now_s, [k for k in keys if k not in values])
