@@ -177,7 +177,9 @@ class WorkloadConfig(StrictModel):
     """Inference demand (GPUs, latency-sensitive) and flexible work (GPU-h with deadlines)."""
 
     source: Literal["generator", "alibaba"] = "generator"
-    trace_file: str | None = None
+    trace_file: str | None = None  # pods.csv of the Alibaba GPU trace (source: alibaba)
+    trace_nodes_file: str | None = None  # its gpu_nodes.csv; default: beside trace_file
+    trace_window_days: Annotated[int, Field(gt=0)] = 28  # last whole days of the trace, tiled
     inference_peak_fraction: Fraction = 0.4  # of the site's GPUs at the daily peak
     inference_trough_fraction: Fraction = 0.15
     weekend_factor: Positive = 0.8
@@ -194,6 +196,8 @@ class WorkloadConfig(StrictModel):
     def _slack_order(self) -> WorkloadConfig:
         if self.deadline_slack_h_min > self.deadline_slack_h_max:
             raise ValueError("expected deadline_slack_h_min <= deadline_slack_h_max")
+        if self.source == "alibaba" and not self.trace_file:
+            raise ValueError("source 'alibaba' needs trace_file (the trace's pods.csv)")
         return self
 
 

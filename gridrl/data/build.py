@@ -171,11 +171,13 @@ def _csv_fingerprints(scenario: Scenario, base_dir: Path | None) -> list[Any]:
     """Size and mtime of every CSV the scenario names (part of the cache key)."""
     out = []
     for site in scenario.expanded_sites():
-        for cfg in (site.carbon, site.price):
-            if cfg.source == "csv" and cfg.file:
-                path = resolve_data_path(cfg.file, base_dir)
-                st = path.stat() if path.is_file() else None
-                out.append([str(path), st.st_size if st else None, st.st_mtime_ns if st else None])
+        files = [c.file for c in (site.carbon, site.price) if c.source == "csv" and c.file]
+        if site.workload.source == "alibaba":
+            files += [f for f in (site.workload.trace_file, site.workload.trace_nodes_file) if f]
+        for file in files:
+            path = resolve_data_path(file, base_dir)
+            st = path.stat() if path.is_file() else None
+            out.append([str(path), st.st_size if st else None, st.st_mtime_ns if st else None])
     return out
 
 

@@ -1,6 +1,12 @@
 """Loaders for real public data sets into ``Signals`` (paths are always given by the caller)."""
 
-from gridrl.data.loaders.alibaba import QOS_CLASSES, PodTrace, load_alibaba_pods
+from gridrl.data.loaders.alibaba import (
+    QOS_CLASSES,
+    PodTrace,
+    alibaba_workload,
+    load_alibaba_pods,
+    trace_cluster_gpus,
+)
 from gridrl.data.loaders.citylearn import CITYLEARN_FORECAST_HORIZONS_H, load_citylearn
 from gridrl.data.loaders.eia930 import EIA930_NAMES, load_eia930
 from gridrl.data.loaders.entsoe import (
@@ -16,10 +22,12 @@ __all__ = [
     "ENTSOE_PRODUCTION_NAMES",
     "QOS_CLASSES",
     "PodTrace",
+    "alibaba_workload",
     "entsoe_production_columns",
     "load_alibaba_pods",
     "load_citylearn",
     "load_eia930",
+    "trace_cluster_gpus",
     "load_entsoe_carbon",
     "load_entsoe_production",
 ]

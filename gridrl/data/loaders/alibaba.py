@@ -43,7 +43,7 @@ import pandas as pd
 from gridrl.data.loaders._common import read_csv, require_columns
 from gridrl.data.signals import COLUMN_LEVELS, TIME_NAME, SignalError, Signals
 
-__all__ = ["QOS_CLASSES", "PodTrace", "load_alibaba_pods"]
+__all__ = ["QOS_CLASSES", "PodTrace", "alibaba_workload", "load_alibaba_pods", "trace_cluster_gpus"]
 
 QOS_CLASSES: dict[str, str] = {
     "LS": "inference",
@@ -324,3 +324,78 @@ def load_alibaba_pods(
         }
     )
     return PodTrace(jobs, source, end)
+
+
+def trace_cluster_gpus(nodes_path: str | Path) -> int:
+    """Number of GPUs in the traced cluster (sum of ``gpu`` over ``gpu_nodes.csv``)."""
+    nodes_path = Path(nodes_path)
+    df = read_csv(nodes_path)
+    require_columns(df, ("gpu",), nodes_path)
+    gpus = _numeric(df, "gpu", str(nodes_path))
+    if np.any(gpus < 0):
+        raise _fail_row(str(nodes_path), "gpu", np.flatnonzero(gpus < 0), "negative GPU count")
+    return int(gpus.sum())
+
+
+def alibaba_workload(
+    site: Any, index: pd.DatetimeIndex, base_dir: Path | None = None
+) -> pd.DataFrame:
+    """A site's ``inference_gpus`` and ``flexible_gpu_h`` from the Alibaba GPU trace.
+
+    The trace is about four months long but holds only the pods alive in its last ~34
+    days (module notes), so the hourly series of its last ``trace_window_days`` whole days
+    is taken and repeated over ``index`` (day 0 of the window falls on ``index[0]``). The
+    traced cluster is scaled to the site: every value times ``site.gpus /
+    cluster_gpus`` (the GPU count of ``gpu_nodes.csv``), which keeps the trace's
+    utilisation.
+
+    Parameters
+    ----------
+    site : gridrl.scenario.SiteConfig
+        ``site.workload`` gives ``trace_file``, ``trace_nodes_file`` and
+        ``trace_window_days``; paths are relative to ``base_dir``.
+    index : pandas.DatetimeIndex
+        Hourly UTC index of the scenario.
+    base_dir : pathlib.Path, optional
+        Folder of the scenario file.
+
+    Raises
+    ------
+    SignalError
+        When the trace is shorter than the window (naming the file).
+    """
+    cfg = site.workload
+
+    def resolve(name: str) -> Path:
+        path = Path(name).expanduser()
+        return base_dir / path if not path.is_absolute() and base_dir is not None else path
+
+    pods_path = resolve(cfg.trace_file)
+    nodes_path = (
+        resolve(cfg.trace_nodes_file)
+        if cfg.trace_nodes_file
+        else pods_path.with_name("gpu_nodes.csv")
+    )
+    trace = load_alibaba_pods(pods_path)
+    hourly = trace.hourly(pd.Timestamp("1970-01-01", tz="UTC"), site=site.name).frame[site.name]
+    whole_hours = int(trace.trace_end_s // SECONDS_PER_HOUR)
+    window_h = cfg.trace_window_days * 24
+    if window_h > whole_hours:
+        raise SignalError(
+            str(pods_path),
+            f"trace_window_days={cfg.trace_window_days} needs {window_h} h, "
+            f"the trace has {whole_hours} whole hours",
+        )
+    window = hourly.iloc[whole_hours - window_h : whole_hours].to_numpy()
+    scale = site.gpus / trace_cluster_gpus(nodes_path)
+    tiled = np.resize(window, (len(index), window.shape[1])) * scale
+    frame = pd.DataFrame(tiled, index=index, columns=list(hourly.columns))
+    frame.attrs["provenance"] = [
+        {
+            "step": "alibaba_workload",
+            "source": str(pods_path),
+            "window_hours": window_h,
+            "scale_site_over_cluster_gpus": scale,
+        }
+    ]
+    return frame

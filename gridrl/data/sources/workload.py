@@ -26,8 +26,8 @@ fraction 1) the flexible work keeps a share ``U`` of the site's GPUs busy on ave
 Inference demand may exceed ``G`` in rare noisy peaks; that is unserved demand for the
 environment to count, not something to cut here.
 
-``source: alibaba`` takes both series from a GPU trace instead. That path is provided
-by ``gridrl.data.loaders`` (function ``alibaba_workload``), which must return a frame
+``source: alibaba`` takes both series from a GPU trace instead, through
+``gridrl.data.loaders.alibaba_workload``, which returns a frame
 indexed by the scenario's hourly UTC index with columns ``inference_gpus`` and
 ``flexible_gpu_h`` for the site; this module only dispatches to it.
 """
@@ -118,25 +118,15 @@ def workload_signals(
     """``inference_gpus`` and ``flexible_gpu_h`` of one site on the weather's index.
 
     Dispatches on ``site.workload.source``: ``generator`` (this module) or ``alibaba``
-    (``gridrl.data.loaders.alibaba_workload(site, index, base_dir=...)``, provided by
-    the trace loaders).
-
-    Raises
-    ------
-    NotImplementedError
-        For ``alibaba`` when the installed gridrl has no trace loader yet.
+    (``gridrl.data.loaders.alibaba_workload``: the real trace, tiled and scaled to
+    the site's GPUs).
     """
     index = weather.frame.index
     cfg = site.workload
     if cfg.source == "generator":
         inf, flex = generate_workload(cfg, site.gpus, weather, seed, site.name)
         return pd.DataFrame({"inference_gpus": inf, "flexible_gpu_h": flex}, index=index)
-    try:
-        from gridrl.data.loaders import alibaba_workload  # type: ignore[attr-defined]
-    except ImportError as err:
-        raise NotImplementedError(
-            f"site {site.name!r}: workload source 'alibaba' needs "
-            "gridrl.data.loaders.alibaba_workload, which this installation lacks"
-        ) from err
+    from gridrl.data.loaders import alibaba_workload
+
     frame = alibaba_workload(site, index, base_dir=base_dir)
     return frame.loc[:, ["inference_gpus", "flexible_gpu_h"]]
