@@ -294,6 +294,7 @@ class RewardWeights(StrictModel):
 class EnvConfig(StrictModel):
     """Decision model: queue resolution, limits, costs and observation layout."""
 
+    # Minimum hourly queue buckets; the queue grows to the longest deadline slack of any site.
     slack_buckets: Annotated[int, Field(ge=2)] = 25
     cap_min_fraction: Annotated[float, Field(gt=0.0, le=1.0)] = 0.6
     migration_kwh_per_gpu_h: NonNeg = 0.5
@@ -304,6 +305,27 @@ class EnvConfig(StrictModel):
     forecast_horizons_h: list[Annotated[int, Field(ge=1)]] = [1, 2, 4, 8, 12, 24]
     observation_slack_edges_h: list[Annotated[int, Field(ge=1)]] = [2, 6, 12]
     episode_hours: Annotated[int, Field(gt=0)] = 168
+    # Rule-dispatched battery (battery_action false): discharge covers grid import above
+    # this share of headroom (0 = self-consumption: any import; 1 = only import above
+    # headroom). Import above headroom (outages included) is always covered first.
+    battery_discharge_threshold_fraction: Fraction = 0.0
+    # route action a in [-1, 1] becomes the softmax logit a * route_logit_scale.
+    route_logit_scale: Positive = 4.0
+    # Signals the observation carries forecasts of (cube targets), and the quantiles the
+    # cube is built with: P50 = quantile 0.5, spread = highest minus lowest quantile.
+    forecast_targets: list[str] = [
+        "pv_kw", "wind_kw", "headroom_kw", "carbon_g_per_kwh", "price_per_mwh", "inference_gpus",
+    ]
+    forecast_quantiles: list[Annotated[float, Field(gt=0.0, lt=1.0)]] = [0.1, 0.5, 0.9]
+    # Observation scales of signals that have no per-site capacity to divide by.
+    obs_carbon_scale_g_per_kwh: Positive = 500.0
+    obs_price_scale_per_mwh: Positive = 100.0
+    obs_temp_scale_c: Positive = 30.0
+    # Work still queued or in transit when an episode ends is charged what running it at
+    # full power would cost at the episode's mean carbon and price ("none": not charged),
+    # so no policy gains by pushing work past the episode end.
+    terminal_queue_valuation: Literal["episode_mean", "none"] = "episode_mean"
+    discrete_action_levels: Annotated[int, Field(ge=2)] = 5  # per action, MultiDiscrete wrapper
 
 
 class Period(StrictModel):

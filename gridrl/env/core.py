@@ -1,0 +1,443 @@
+r"""Batched simulation core: ``reset`` and ``step`` as pure functions over numpy arrays.
+
+Every array has a leading batch axis ``B`` (independent episodes) and a site axis ``N``.
+Nothing here loops over episodes, sites, jobs or slack buckets; the cost of a step is
+linear in ``B * N * S``. One step is one hour, so a power in kW held for the step is the
+same number in kWh.
+
+Step equations
+==============
+
+Notation, per episode and site ``i`` (batch index omitted). Parameters
+(:class:`~gridrl.env.params.EnvParams`): ``G`` GPUs, ``P0`` idle kW per GPU, ``Pmax``
+busy uncapped kW per GPU, ``tau(c)`` the throttle curve (linear interpolation of the
+scenario's table), ``c_min``, ``S`` slack buckets, ``A[b]`` arrival split, ``kappa``
+migration kWh per GPU-h, ``m_max``, ``beta`` route logit scale, battery ``E_cap``, ``P_b``,
+``eta = sqrt(round-trip efficiency)``, ``soc_min``, ``soc_max``, ``theta`` rule discharge
+threshold. Exogenous inputs of hour ``t`` (``exo_t[..., k]``, order ``EXO_SIGNALS``):
+``pv``, ``wind`` (kW), ``h`` headroom (kW, 0 in an outage), ``carbon`` (g/kWh),
+``price`` (per MWh), ``D`` inference demand (GPUs of uncapped work), ``a`` flexible
+arrivals (GPU-h), ``temp`` (deg C). Work is measured in GPU-hours *of uncapped work*: a GPU
+capped at ``c`` does ``tau(c)`` of it per hour.
+
+Queue vector ``q`` (length ``S + 1``): ``q[0]`` overdue, ``q[1 + s]`` work that may still
+wait ``s`` hours (it must run in this hour or the next ``s``). ``z`` is work in transit to
+this site, already in the buckets it has on arrival.
+
+Actions ``u`` in [-1, 1] (clipped before the core), mapped affinely:
+``r = (u_run + 1)/2`` in [0, 1]; ``c = c_min + (u_cap + 1)/2 (1 - c_min)``;
+``rho = beta u_route``; ``m = m_max (u_migrate + 1)/2`` (0 when ``N = 1``);
+battery setpoint ``p_b = P_b u_battery`` (kW, + charges) when ``env.battery_action``.
+
+1. **Arrivals, transit**: ``q1 = q + z + a A`` (arrivals of hour ``t`` may run in hour
+   ``t``); ``z = 0``.
+2. **Migration** (proportional over buckets): ``M = m q1``, ``q2 = q1 - M``,
+   ``mu = sum(M)``. Destination shares exclude the source:
+   ``E_j = exp(rho_j - max rho)``, ``P[i->j] = E_j / (sum_k E_k - E_i)`` for ``j != i``.
+   In transit to ``j``: ``z'_j = sum_{i != j} P[i->j] M_i`` (computed in O(N) as
+   ``E_j (sum_i M_i/den_i - M_j/den_j)``). Migration energy ``e_mig = kappa mu`` kWh,
+   charged at the source in this hour and not curtailable.
+3. **Request**: ``Q = sum(q2)``, ``R = r Q`` (GPU-h requested, earliest deadline first).
+4. **Dispatch at cap c** (inference first, it cannot wait):
+   ``I = min(D, G tau(c))``; ``X = min(R, G tau(c) - I)``; ``busy = (I + X)/tau(c)``;
+   ``IT = busy (c Pmax - P0) + G P0`` (a busy GPU at cap ``c`` draws ``c Pmax``; idle
+   GPUs stay powered at ``P0``); ``PUE_t = pue + slope max(temp - T0, 0)``;
+   ``F = PUE_t IT + e_mig``.
+5. **Battery** (``gen = pv + wind``). Rule: ``ch* = max(gen - F, 0)``,
+   ``dis* = max(F - gen - theta h, 0)``. Action: ``ch* = min(max(p_b, 0), max(h + gen - F,
+   0))`` (grid charging never pushes import above headroom), ``dis* = max(-p_b, 0)``.
+   Limits: ``ch = min(ch*, P_b, max(soc_max - soc, 0)/eta)``,
+   ``dis = min(dis*, P_b, max(soc - soc_min, 0) eta)``.
+   ``excess0 = max(F - gen + ch - dis - h, 0)``.
+6. **Curtailment**, in a fixed order, each stage only as far as needed:
+
+   a. *cap to c_min*: dispatch (4.) again at ``c_min`` -> ``I_m, X_m, busy_m, IT_m``;
+      ``red = PUE_t (IT - IT_m)``; ``phi = clip(excess0 / red, 0, 1)`` if ``red > 0``
+      else 0. A share ``phi`` of the site's GPUs (and work) moves to ``c_min`` (power
+      caps are per GPU): every quantity ``v`` becomes ``v + phi (v_m - v)``;
+      ``excess1 = 0`` if ``0 < phi < 1`` else ``max(excess0 - phi red, 0)``. The mean
+      cap ``c_eff = c + phi (c_min - c)`` is what the observation shows next hour.
+   b. *pause flexible work*: ``c* = c_min`` if ``phi = 1`` else ``c`` (stages b and c
+      only act when stage a could not remove the excess, so all GPUs run at ``c*``);
+      each GPU-h paused saves ``k = PUE_t (c* Pmax - P0) / tau(c*)`` kW.
+      ``x = min(X1, excess1 / k)``, ``excess2 = excess1 - x k``.
+   c. *shed inference*: ``y = min(I1, excess2 / k)``, ``excess3 = excess2 - y k``.
+
+   Paused and shed GPUs go idle (they keep drawing ``P0``): idle power and migration
+   energy are never curtailed, so an outage that battery and local generation cannot
+   carry leaves ``overdraw = excess3 > 0``.
+7. **Grid**: ``X2 = X1 - x``, ``I2 = I1 - y``, ``IT2 = IT1 - (x + y)(c* Pmax - P0)/tau(c*)``,
+   ``F2 = PUE_t IT2 + e_mig``, ``net = F2 - gen + ch - dis``;
+   ``import = max(net, 0)``, ``export = max(-net, 0)`` (surplus generation spilled or
+   exported without pay), ``overdraw = excess3`` (= ``max(import - h, 0)``).
+   ``carbon_kg = import carbon / 1000``, ``cost = import price / 1000``.
+8. **Work**: ``slo = D - I2`` (GPU-h of inference not served). ``X2`` is taken from
+   ``q2`` earliest deadline first (overdue, then slack 0, 1, ...) with a cumulative sum:
+   ``take_b = min(q2_b, max(X2 - (cumsum(q2)_b - q2_b), 0))``; ``q3 = q2 - take``.
+9. **Ageing** (queue and transit): overdue keeps its work and receives slack 0
+   (``miss = q3[1] + z'[1]`` is the deadline-miss GPU-h of the hour); every other bucket
+   moves down one; the last bucket empties.
+   ``overdue = q'[0] + z''[0]`` is penalised in this hour's reward and every later hour
+   until it runs.
+10. **Battery**: ``soc' = soc + eta ch - dis / eta``.
+11. **Reward**: ``-(w . [carbon_kg, cost, slo, overdue, overdraw]) / scale`` summed over
+    sites. At the last hour of an episode the environments also subtract
+    ``sum_i leftover_i v_i / scale`` for work still queued or in transit
+    (:func:`terminal_value_per_gpu_h`), so pushing work past the end gains nothing.
+
+Given the caps, every equation is linear or piecewise linear (min/max) in the work and
+energy quantities, so a linear program can model it: with a fixed cap per hour the
+energy per GPU-h of work is ``e(c) = PUE_t c Pmax / tau(c)`` above the idle floor
+``PUE_t G P0``; mixing tabulated cap levels per hour is a convex relaxation of choosing
+one cap (per-GPU caps make that mixture physical, as stage 6a does).
+
+Invariants (property-tested): ``sum(q) + sum(z)`` changes by ``a - X2`` each hour (no work
+is lost); ``F2 + ch + export = import + pv + wind + dis``; ``soc_min <= soc <= soc_max``;
+queues are never negative; ``import <= h + overdraw``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from gridrl.env.params import EnvParams
+from gridrl.env.state import EnvState
+
+__all__ = [
+    "EXO_SIGNALS",
+    "OUTPUT_FIELDS",
+    "PhysicalAction",
+    "StepOutputs",
+    "physical_action",
+    "reset",
+    "reward",
+    "step",
+    "terminal_value_per_gpu_h",
+]
+
+#: Exogenous signals of an hour, in the order of the last axis of ``exo_t``.
+EXO_SIGNALS = (
+    "pv_kw",
+    "wind_kw",
+    "headroom_kw",
+    "carbon_g_per_kwh",
+    "price_per_mwh",
+    "inference_gpus",
+    "flexible_gpu_h",
+    "temp_c",
+)
+
+#: Per-site outputs of a step, in the order of the last axis of ``StepOutputs.values``.
+OUTPUT_FIELDS = (
+    "arrived_gpu_h",  # flexible work arriving at its home site this hour
+    "transit_in_gpu_h",  # migrated work joining this site's queue at the start of the hour
+    "migrated_gpu_h",  # work sent away from this site this hour
+    "work_done_gpu_h",  # flexible work done (uncapped GPU-h)
+    "inference_demand_gpu_h",
+    "inference_served_gpu_h",
+    "slo_gpu_h",  # inference demand not served (capacity or shed)
+    "deadline_miss_gpu_h",  # work whose deadline passed this hour
+    "overdue_gpu_h",  # overdue work held at the end of the hour (penalised)
+    "queued_gpu_h",  # work queued at the end of the hour (overdue included)
+    "transit_gpu_h",  # work in transit to this site at the end of the hour
+    "busy_gpus",
+    "cap",  # mean power cap fraction applied
+    "it_kwh",
+    "migration_kwh",
+    "facility_kwh",  # PUE x IT + migration
+    "pv_kwh",  # available
+    "wind_kwh",  # available
+    "battery_charge_kwh",  # bus side
+    "battery_discharge_kwh",  # bus side
+    "soc_kwh",  # end of hour
+    "grid_import_kwh",
+    "export_kwh",  # local generation not used (spilled or exported unpaid)
+    "overdraw_kwh",  # import above headroom that curtailment could not remove
+    "curtailed_kwh",  # facility energy removed by curtailment
+    "paused_gpu_h",  # flexible work paused by curtailment
+    "shed_gpu_h",  # inference shed by curtailment
+    "headroom_kw",
+    "carbon_kg",
+    "cost",
+    "headroom_violation",  # 1 when overdraw_kwh > 0, else 0
+)
+_F = {name: i for i, name in enumerate(OUTPUT_FIELDS)}
+
+KG_PER_G = 1e-3  # carbon intensity is in g/kWh, carbon in kg
+MWH_PER_KWH = 1e-3  # prices are per MWh, energy in kWh
+
+
+@dataclass(frozen=True, eq=False)
+class StepOutputs:
+    """What happened in one hour, per episode and site.
+
+    ``values[b, i, f]`` is field ``OUTPUT_FIELDS[f]`` of site ``i`` in episode ``b``
+    (float64); ``outputs["grid_import_kwh"]`` gives the ``[B, N]`` slice.
+    ``reward`` is ``[B]``.
+    """
+
+    values: np.ndarray
+    reward: np.ndarray
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.values[..., _F[name]]
+
+    def totals(self) -> np.ndarray:
+        """``[B, F]``: every field summed over sites."""
+        return self.values.sum(axis=1)
+
+
+@dataclass(frozen=True, eq=False)
+class PhysicalAction:
+    """Actions in physical units, ``[B, N]`` each.
+
+    Attributes
+    ----------
+    run : share of runnable flexible work requested now, [0, 1]
+    cap : power cap fraction, [cap_min, 1]
+    route_logit : softmax logit of each site as a migration destination
+    migrate : share of each site's queue sent away, [0, max_migration_fraction]
+    battery_kw : battery setpoint (+ charge), or None under the dispatch rule
+    """
+
+    run: np.ndarray
+    cap: np.ndarray
+    route_logit: np.ndarray
+    migrate: np.ndarray
+    battery_kw: np.ndarray | None
+
+
+def physical_action(params: EnvParams, action: np.ndarray) -> PhysicalAction:
+    """Map a normalised action ``[B, N, A]`` in [-1, 1] to physical units (see module doc)."""
+    half = (action + 1.0) * 0.5
+    migrate = half[..., 3] * params.max_migration_fraction
+    if params.n_sites == 1:
+        migrate = np.zeros_like(migrate)  # nowhere to go
+    return PhysicalAction(
+        run=half[..., 0],
+        cap=params.cap_min + half[..., 1] * (1.0 - params.cap_min),
+        route_logit=action[..., 2] * params.route_logit_scale,
+        migrate=migrate,
+        battery_kw=action[..., 4] * params.battery_power_kw if params.battery_action else None,
+    )
+
+
+def reset(params: EnvParams, batch_size: int) -> EnvState:
+    """Initial state of ``batch_size`` episodes: empty queues, nothing in transit, battery
+    at its initial state of charge, cap 1."""
+    n, s = params.n_sites, params.slack_buckets
+    return EnvState(
+        queue_gpu_h=np.zeros((batch_size, n, s + 1)),
+        transit_gpu_h=np.zeros((batch_size, n, s + 1)),
+        soc_kwh=np.broadcast_to(params.soc_initial_kwh, (batch_size, n)).copy(),
+        cap=np.ones((batch_size, n)),
+    )
+
+
+def reward(params: EnvParams, values: np.ndarray) -> np.ndarray:
+    """``[B]`` reward from step output values ``[B, N, F]`` (module doc, equation 11)."""
+    terms = values[..., _REWARD_IDX].sum(axis=1)  # [B, 5]
+    return -(terms @ params.reward_weights) / params.reward_scale
+
+
+_REWARD_IDX = np.array(
+    [_F["carbon_kg"], _F["cost"], _F["slo_gpu_h"], _F["overdue_gpu_h"], _F["overdraw_kwh"]]
+)
+
+
+def _age(x: np.ndarray) -> np.ndarray:
+    """Move every bucket down one hour; slack 0 joins overdue (index 0)."""
+    out = np.empty_like(x)
+    out[..., 0] = x[..., 0] + x[..., 1]
+    out[..., 1:-1] = x[..., 2:]
+    out[..., -1] = 0.0
+    return out
+
+
+def step(
+    params: EnvParams, state: EnvState, action: np.ndarray, exo_t: np.ndarray
+) -> tuple[EnvState, StepOutputs]:
+    """Advance ``B`` episodes by one hour.
+
+    Parameters
+    ----------
+    params : EnvParams
+    state : EnvState
+        State at the start of the hour (not modified).
+    action : ndarray
+        ``[B, N, A]`` normalised actions, finite and inside [-1, 1] (the callers
+        validate and clip).
+    exo_t : ndarray
+        ``[B, N, len(EXO_SIGNALS)]`` float64 signals of the hour.
+
+    Returns
+    -------
+    (EnvState, StepOutputs)
+        The state at the start of the next hour and what happened (module doc).
+    """
+    p = params
+    act = physical_action(p, action)
+    pv, wind, head = exo_t[..., 0], exo_t[..., 1], exo_t[..., 2]
+    carbon, price, demand = exo_t[..., 3], exo_t[..., 4], exo_t[..., 5]
+    arrivals, temp = exo_t[..., 6], exo_t[..., 7]
+    gpus, p_idle, p_max = p.gpus, p.gpu_idle_kw, p.gpu_max_kw
+
+    # 1. arrivals join their home queue; last hour's migrations arrive
+    transit_in = state.transit_gpu_h.sum(-1)
+    q1 = state.queue_gpu_h + state.transit_gpu_h + arrivals[..., None] * p.arrival_split
+
+    # 2. migration out, proportional over buckets, destinations by softmax without source
+    moved = act.migrate[..., None] * q1  # [B, N, S+1]
+    q2 = q1 - moved
+    mu = moved.sum(-1)
+    e = np.exp(act.route_logit - act.route_logit.max(axis=-1, keepdims=True))
+    den = e.sum(axis=-1, keepdims=True) - e
+    if p.n_sites > 1:
+        per_den = moved / den[..., None]
+        transit = e[..., None] * (per_den.sum(axis=1, keepdims=True) - per_den)
+    else:
+        transit = np.zeros_like(moved)
+    e_mig = p.migration_kwh_per_gpu_h * mu
+
+    # 3.-4. request and dispatch at the action's cap
+    cum = np.cumsum(q2, axis=-1)
+    request = act.run * cum[..., -1]
+    cap = act.cap
+    tau = np.interp(cap, p.throttle_cap, p.throttle_throughput)
+    gtau = gpus * tau
+    inf = np.minimum(demand, gtau)
+    flex = np.minimum(request, gtau - inf)
+    busy = (inf + flex) / tau
+    it = busy * (cap * p_max - p_idle) + gpus * p_idle
+    pue = p.pue + p.pue_temp_slope_per_c * np.maximum(temp - p.pue_temp_threshold_c, 0.0)
+    fac = pue * it + e_mig
+
+    # 5. battery
+    gen = pv + wind
+    eta = p.battery_eta
+    if p.battery_action:
+        ch_want = np.minimum(np.maximum(act.battery_kw, 0.0), np.maximum(head + gen - fac, 0.0))
+        dis_want = np.maximum(-act.battery_kw, 0.0)
+    else:
+        ch_want = np.maximum(gen - fac, 0.0)
+        dis_want = np.maximum(fac - gen - p.battery_discharge_threshold_fraction * head, 0.0)
+    soc = state.soc_kwh
+    room = np.maximum(p.soc_max_kwh - soc, 0.0) / eta
+    avail = np.maximum(soc - p.soc_min_kwh, 0.0) * eta
+    ch = np.minimum(np.minimum(ch_want, p.battery_power_kw), room)
+    dis = np.minimum(np.minimum(dis_want, p.battery_power_kw), avail)
+    excess0 = np.maximum(fac - gen + ch - dis - head, 0.0)
+
+    # 6a. curtailment: a share phi of the GPUs goes to cap_min
+    gtau_m = gpus * p.tau_min
+    inf_m = np.minimum(demand, gtau_m)
+    flex_m = np.minimum(request, gtau_m - inf_m)
+    busy_m = (inf_m + flex_m) / p.tau_min
+    it_m = busy_m * (p.cap_min * p_max - p_idle) + gpus * p_idle
+    red = pue * (it - it_m)
+    can = red > 0.0
+    phi = np.where(can, np.minimum(excess0 / np.where(can, red, 1.0), 1.0), 0.0)
+    inf1 = inf + phi * (inf_m - inf)
+    flex1 = flex + phi * (flex_m - flex)
+    busy1 = busy + phi * (busy_m - busy)
+    it1 = it - phi * (it - it_m)
+    cap_eff = cap + phi * (p.cap_min - cap)
+    full = phi >= 1.0
+    excess1 = np.where(can & ~full, 0.0, np.maximum(excess0 - phi * red, 0.0))
+
+    # 6b.-c. pause flexible work, then shed inference, all GPUs at c*
+    cap_s = np.where(full, p.cap_min, cap)
+    tau_s = np.where(full, p.tau_min, tau)
+    kw_per_gpu_h = (cap_s * p_max - p_idle) / tau_s  # IT kW saved per GPU-h stopped
+    k = pue * kw_per_gpu_h
+    pos = k > 0.0
+    inv_k = np.divide(1.0, k, out=np.zeros_like(k), where=pos)
+    x = np.minimum(flex1, excess1 * inv_k)
+    excess2 = np.where(x < flex1, 0.0, np.maximum(excess1 - x * k, 0.0))
+    y = np.minimum(inf1, excess2 * inv_k)
+    excess3 = np.where(y < inf1, 0.0, np.maximum(excess2 - y * k, 0.0))
+    stopped = x + y
+    flex2 = flex1 - x
+    inf2 = inf1 - y
+    busy2 = busy1 - stopped / tau_s
+    it2 = it1 - stopped * kw_per_gpu_h
+    fac2 = pue * it2 + e_mig
+
+    # 7. grid
+    net = fac2 - gen + ch - dis
+    grid = np.maximum(net, 0.0)
+    export = np.maximum(-net, 0.0)
+
+    # 8. earliest deadline first
+    take = np.minimum(q2, np.maximum(flex2[..., None] - (cum - q2), 0.0))
+    q3 = q2 - take
+
+    # 9. ageing
+    q_next = _age(q3)
+    z_next = _age(transit)
+    miss = q3[..., 1] + transit[..., 1]
+    overdue = q_next[..., 0] + z_next[..., 0]
+
+    soc_next = soc + eta * ch - dis / eta
+    values = np.stack(
+        [
+            arrivals + 0.0,
+            transit_in,
+            mu,
+            take.sum(-1),
+            demand + 0.0,
+            inf2,
+            demand - inf2,
+            miss,
+            overdue,
+            q_next.sum(-1),
+            z_next.sum(-1),
+            busy2,
+            cap_eff,
+            it2,
+            e_mig,
+            fac2,
+            pv + 0.0,
+            wind + 0.0,
+            ch,
+            dis,
+            soc_next,
+            grid,
+            export,
+            excess3,
+            fac - fac2,
+            x,
+            y,
+            head + 0.0,
+            grid * carbon * KG_PER_G,
+            grid * price * MWH_PER_KWH,
+            excess3 > 0.0,
+        ],
+        axis=-1,
+    )
+    new_state = EnvState(q_next, z_next, soc_next, cap_eff)
+    return new_state, StepOutputs(values, reward(p, values))
+
+
+def terminal_value_per_gpu_h(params: EnvParams, exo_episode: np.ndarray) -> np.ndarray:
+    """What one GPU-h of flexible work left at the end of an episode is charged (reward
+    units before ``reward.scale``), ``[..., N]``.
+
+    ``env.terminal_queue_valuation = "episode_mean"``: the marginal energy of running it
+    uncapped, ``pue * (gpu_max_kw - gpu_idle_kw)`` kWh per GPU-h (idle power is paid
+    anyway), priced at the episode's mean carbon and price:
+    ``e * (w_carbon * mean(carbon) / 1000 + w_cost * mean(price) / 1000)``. ``"none"``: 0.
+
+    Parameters
+    ----------
+    exo_episode : ndarray
+        ``[..., L, N, len(EXO_SIGNALS)]`` exogenous rows of the episode.
+    """
+    if params.scenario.env.terminal_queue_valuation == "none":
+        return np.zeros(exo_episode.shape[:-3] + (params.n_sites,))
+    mean = exo_episode[..., [3, 4]].mean(axis=-3)  # [..., N, 2]
+    e_kwh = params.pue * (params.gpu_max_kw - params.gpu_idle_kw)
+    w = params.reward_weights
+    return e_kwh * (w[0] * mean[..., 0] * KG_PER_G + w[1] * mean[..., 1] * MWH_PER_KWH)

@@ -1,0 +1,327 @@
+"""Compiled step: the equations of :mod:`gridrl.env.core`, fused into one numba kernel.
+
+``core.step`` is the readable reference (numpy, one array operation per equation). At
+small batch sizes its cost is the per-call overhead of some 150 numpy operations, so the
+environments step through this kernel instead: the same equations in the same order,
+compiled, writing into preallocated arrays. Tests check that both give the same numbers.
+
+Parameters are packed once per scenario (:class:`PackedParams`) so a call passes few
+arguments: numba's argument checking costs per argument.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+
+from gridrl.env.core import EXO_SIGNALS, KG_PER_G, MWH_PER_KWH, OUTPUT_FIELDS, StepOutputs
+from gridrl.env.params import EnvParams
+from gridrl.env.state import EnvState
+
+__all__ = ["PackedParams", "StepBuffers", "pack", "step", "step_into"]
+
+# Columns of PackedParams.site
+_GPUS, _IDLE, _PMAX, _PUE, _SLOPE, _T0, _BPOW, _ETA, _SOCMIN, _SOCMAX = range(10)
+# Entries of PackedParams.scalar
+_CAPMIN, _TAUMIN, _KAPPA, _MMAX, _BETA, _BACT, _THETA, _W0 = range(8)
+_SCALE = _W0 + 5
+_N_OUT = len(OUTPUT_FIELDS)
+if len(EXO_SIGNALS) != 8 or len(OUTPUT_FIELDS) != 31:  # the kernel indexes them by position
+    raise ImportError("kernel field positions are out of date")
+
+
+@dataclass(frozen=True, eq=False)
+class PackedParams:
+    """``EnvParams`` as four arrays: per-site ``[N, 10]``, scalars, arrival split, curve."""
+
+    site: np.ndarray
+    scalar: np.ndarray
+    split: np.ndarray
+    curve: np.ndarray  # [2, P]: cap points, throughput points
+
+
+def pack(params: EnvParams) -> PackedParams:
+    """Pack parameters for the kernel."""
+    p = params
+    site = np.stack(
+        [p.gpus, p.gpu_idle_kw, p.gpu_max_kw, p.pue, p.pue_temp_slope_per_c,
+         p.pue_temp_threshold_c, p.battery_power_kw, p.battery_eta, p.soc_min_kwh,
+         p.soc_max_kwh],
+        axis=1,
+    )
+    scalar = np.concatenate(
+        [
+            [p.cap_min, p.tau_min, p.migration_kwh_per_gpu_h,
+             p.max_migration_fraction if p.n_sites > 1 else 0.0, p.route_logit_scale,
+             1.0 if p.battery_action else 0.0, p.battery_discharge_threshold_fraction],
+            p.reward_weights,
+            [p.reward_scale],
+        ]
+    )
+    curve = np.stack([p.throttle_cap, p.throttle_throughput])
+    return PackedParams(np.ascontiguousarray(site), scalar, np.ascontiguousarray(p.arrival_split),
+                        np.ascontiguousarray(curve))
+
+
+@numba.njit(cache=True, inline="always")
+def _interp(x: float, xp: np.ndarray, fp: np.ndarray) -> float:
+    # np.interp semantics: clamped at both ends, linear in between.
+    n = xp.shape[0]
+    if x <= xp[0]:
+        return fp[0]
+    if x >= xp[n - 1]:
+        return fp[n - 1]
+    j = 0
+    while xp[j + 1] < x:
+        j += 1
+    slope = (fp[j + 1] - fp[j]) / (xp[j + 1] - xp[j])
+    return slope * (x - xp[j]) + fp[j]
+
+
+@numba.njit(cache=True)
+def _kernel(site, scalar, split, curve, queue, transit, soc_in, action, exo, rows,
+            q_out, z_out, soc_out, cap_out, values, reward):  # pragma: no cover - compiled
+    # exo is [T, N, K]; episode b reads row rows[b].
+    n_b, n_s, n_k = queue.shape
+    cap_min = scalar[_CAPMIN]
+    tau_min = scalar[_TAUMIN]
+    kappa = scalar[_KAPPA]
+    m_max = scalar[_MMAX]
+    beta = scalar[_BETA]
+    b_act = scalar[_BACT] > 0.5
+    theta = scalar[_THETA]
+    xp = curve[0]
+    fp = curve[1]
+    q2 = np.empty((n_s, n_k))
+    moved = np.empty((n_s, n_k))
+    acc = np.empty(n_k)
+    e = np.empty(n_s)
+    den = np.empty(n_s)
+    for b in range(n_b):
+        # route weights (softmax without the source)
+        mx = -np.inf
+        for i in range(n_s):
+            lg = action[b, i, 2] * beta
+            if lg > mx:
+                mx = lg
+        esum = 0.0
+        for i in range(n_s):
+            e[i] = np.exp(action[b, i, 2] * beta - mx)
+            esum += e[i]
+        for i in range(n_s):
+            den[i] = esum - e[i]
+        # 1.-2. arrivals, transit in, migration out
+        for k in range(n_k):
+            acc[k] = 0.0
+        for i in range(n_s):
+            arr = exo[rows[b], i, 6]
+            m = (action[b, i, 3] + 1.0) * 0.5 * m_max
+            tin = 0.0
+            for k in range(n_k):
+                tin += transit[b, i, k]
+                q1 = queue[b, i, k] + transit[b, i, k] + arr * split[i, k]
+                mv = m * q1
+                moved[i, k] = mv
+                q2[i, k] = q1 - mv
+                if n_s > 1:
+                    acc[k] += mv / den[i]
+            values[b, i, 1] = tin
+        for i in range(n_s):
+            # transit to i, aged on the way (step 9)
+            if n_s > 1:
+                zk1 = e[i] * (acc[1] - moved[i, 1] / den[i])
+                z_out[b, i, 0] = e[i] * (acc[0] - moved[i, 0] / den[i]) + zk1
+                for k in range(1, n_k - 1):
+                    z_out[b, i, k] = e[i] * (acc[k + 1] - moved[i, k + 1] / den[i])
+                z_out[b, i, n_k - 1] = 0.0
+            else:
+                zk1 = 0.0
+                for k in range(n_k):
+                    z_out[b, i, k] = 0.0
+            gpus = site[i, _GPUS]
+            p_idle = site[i, _IDLE]
+            p_max = site[i, _PMAX]
+            pv = exo[rows[b], i, 0]
+            wind = exo[rows[b], i, 1]
+            head = exo[rows[b], i, 2]
+            demand = exo[rows[b], i, 5]
+            temp = exo[rows[b], i, 7]
+            mu = 0.0
+            total = 0.0
+            for k in range(n_k):
+                mu += moved[i, k]
+                total += q2[i, k]
+            e_mig = kappa * mu
+            # 3.-4. request and dispatch
+            request = (action[b, i, 0] + 1.0) * 0.5 * total
+            cap = cap_min + (action[b, i, 1] + 1.0) * 0.5 * (1.0 - cap_min)
+            tau = _interp(cap, xp, fp)
+            gtau = gpus * tau
+            inf = min(demand, gtau)
+            flex = min(request, gtau - inf)
+            busy = (inf + flex) / tau
+            it = busy * (cap * p_max - p_idle) + gpus * p_idle
+            pue = site[i, _PUE] + site[i, _SLOPE] * max(temp - site[i, _T0], 0.0)
+            fac = pue * it + e_mig
+            # 5. battery
+            gen = pv + wind
+            eta = site[i, _ETA]
+            bpow = site[i, _BPOW]
+            soc = soc_in[b, i]
+            if b_act:
+                pb = action[b, i, 4] * bpow
+                ch_want = min(max(pb, 0.0), max(head + gen - fac, 0.0))
+                dis_want = max(-pb, 0.0)
+            else:
+                ch_want = max(gen - fac, 0.0)
+                dis_want = max(fac - gen - theta * head, 0.0)
+            ch = min(min(ch_want, bpow), max(site[i, _SOCMAX] - soc, 0.0) / eta)
+            dis = min(min(dis_want, bpow), max(soc - site[i, _SOCMIN], 0.0) * eta)
+            excess0 = max(fac - gen + ch - dis - head, 0.0)
+            # 6a. share phi of GPUs to cap_min
+            gtau_m = gpus * tau_min
+            inf_m = min(demand, gtau_m)
+            flex_m = min(request, gtau_m - inf_m)
+            busy_m = (inf_m + flex_m) / tau_min
+            it_m = busy_m * (cap_min * p_max - p_idle) + gpus * p_idle
+            red = pue * (it - it_m)
+            can = red > 0.0
+            phi = min(excess0 / red, 1.0) if can else 0.0
+            inf1 = inf + phi * (inf_m - inf)
+            flex1 = flex + phi * (flex_m - flex)
+            busy1 = busy + phi * (busy_m - busy)
+            it1 = it - phi * (it - it_m)
+            cap_eff = cap + phi * (cap_min - cap)
+            full = phi >= 1.0
+            excess1 = 0.0 if (can and not full) else max(excess0 - phi * red, 0.0)
+            # 6b.-c. pause flexible work, shed inference
+            cap_s = cap_min if full else cap
+            tau_s = tau_min if full else tau
+            kw_per = (cap_s * p_max - p_idle) / tau_s
+            kk = pue * kw_per
+            inv_k = 1.0 / kk if kk > 0.0 else 0.0
+            x = min(flex1, excess1 * inv_k)
+            excess2 = 0.0 if x < flex1 else max(excess1 - x * kk, 0.0)
+            y = min(inf1, excess2 * inv_k)
+            excess3 = 0.0 if y < inf1 else max(excess2 - y * kk, 0.0)
+            stopped = x + y
+            flex2 = flex1 - x
+            inf2 = inf1 - y
+            busy2 = busy1 - stopped / tau_s
+            it2 = it1 - stopped * kw_per
+            fac2 = pue * it2 + e_mig
+            # 7. grid
+            net = fac2 - gen + ch - dis
+            grid = max(net, 0.0)
+            export = max(-net, 0.0)
+            # 8. earliest deadline first, 9. ageing
+            cum = 0.0
+            done = 0.0
+            queued = 0.0
+            q3_1 = 0.0
+            for k in range(n_k):
+                qk = q2[i, k]
+                prev = cum
+                cum += qk
+                take = min(qk, max(flex2 - prev, 0.0))
+                done += take
+                q3 = qk - take
+                if k == 0:
+                    q_out[b, i, 0] = q3
+                elif k == 1:
+                    q_out[b, i, 0] += q3
+                    q3_1 = q3
+                else:
+                    q_out[b, i, k - 1] = q3
+                queued += q3
+            q_out[b, i, n_k - 1] = 0.0
+            soc_next = soc + eta * ch - dis / eta
+            soc_out[b, i] = soc_next
+            cap_out[b, i] = cap_eff
+            ztot = 0.0
+            for k in range(n_k):
+                ztot += z_out[b, i, k]
+            v = values[b, i]
+            v[0] = exo[rows[b], i, 6]
+            v[2] = mu
+            v[3] = done
+            v[4] = demand
+            v[5] = inf2
+            v[6] = demand - inf2
+            v[7] = q3_1 + zk1
+            v[8] = q_out[b, i, 0] + z_out[b, i, 0]
+            v[9] = queued
+            v[10] = ztot
+            v[11] = busy2
+            v[12] = cap_eff
+            v[13] = it2
+            v[14] = e_mig
+            v[15] = fac2
+            v[16] = pv
+            v[17] = wind
+            v[18] = ch
+            v[19] = dis
+            v[20] = soc_next
+            v[21] = grid
+            v[22] = export
+            v[23] = excess3
+            v[24] = fac - fac2
+            v[25] = x
+            v[26] = y
+            v[27] = head
+            v[28] = grid * exo[rows[b], i, 3] * KG_PER_G
+            v[29] = grid * exo[rows[b], i, 4] * MWH_PER_KWH
+            v[30] = 1.0 if excess3 > 0.0 else 0.0
+        # 11. reward
+        r = 0.0
+        for i in range(n_s):
+            r += (scalar[_W0] * values[b, i, 28] + scalar[_W0 + 1] * values[b, i, 29]
+                  + scalar[_W0 + 2] * values[b, i, 6] + scalar[_W0 + 3] * values[b, i, 8]
+                  + scalar[_W0 + 4] * values[b, i, 23])
+        reward[b] = -r / scalar[_SCALE]
+
+
+@dataclass(eq=False)
+class StepBuffers:
+    """Preallocated outputs of one batched step (reused: copy what you keep)."""
+
+    queue_gpu_h: np.ndarray
+    transit_gpu_h: np.ndarray
+    soc_kwh: np.ndarray
+    cap: np.ndarray
+    values: np.ndarray
+    reward: np.ndarray
+
+    @classmethod
+    def empty(cls, batch_size: int, n_sites: int, slack_buckets: int) -> StepBuffers:
+        """Buffers for ``batch_size`` episodes."""
+        b, n, k = batch_size, n_sites, slack_buckets + 1
+        return cls(np.empty((b, n, k)), np.empty((b, n, k)), np.empty((b, n)),
+                   np.empty((b, n)), np.empty((b, n, _N_OUT)), np.empty(b))
+
+
+def step_into(pp: PackedParams, state: EnvState, action: np.ndarray, exo_t: np.ndarray,
+              out: StepBuffers) -> None:
+    """Advance ``B`` episodes by one hour, writing into ``out`` (``state`` unchanged).
+
+    ``action`` ``[B, N, A]`` must be float64, finite and inside [-1, 1]; ``exo_t``
+    ``[B, N, 8]`` float64. ``out`` must not share memory with ``state``.
+    """
+    rows = np.arange(exo_t.shape[0])
+    _kernel(pp.site, pp.scalar, pp.split, pp.curve, state.queue_gpu_h, state.transit_gpu_h,
+            state.soc_kwh, action, exo_t, rows, out.queue_gpu_h, out.transit_gpu_h,
+            out.soc_kwh, out.cap, out.values, out.reward)
+
+
+def step(params: EnvParams | PackedParams, state: EnvState, action: np.ndarray,
+         exo_t: np.ndarray) -> tuple[EnvState, StepOutputs]:
+    """Same contract as :func:`gridrl.env.core.step`, computed by the compiled kernel."""
+    pp = params if isinstance(params, PackedParams) else pack(params)
+    b, n, k = state.queue_gpu_h.shape
+    out = StepBuffers.empty(b, n, k - 1)
+    step_into(pp, state, np.ascontiguousarray(action, dtype=np.float64),
+              np.ascontiguousarray(exo_t, dtype=np.float64), out)
+    return (EnvState(out.queue_gpu_h, out.transit_gpu_h, out.soc_kwh, out.cap),
+            StepOutputs(out.values, out.reward))

@@ -1,0 +1,269 @@
+"""Static parameters of the simulation core, built from a :class:`~gridrl.scenario.Scenario`.
+
+``EnvParams`` holds per-site numpy arrays (shape ``[N]``) and scalars; the core broadcasts
+them against the batch axis. Building them validates everything the simulation needs
+beyond what the scenario schema checks, and raises :class:`~gridrl.scenario.ScenarioError`
+naming the key (``site 'pv01': a GPU capped at env.cap_min_fraction ...``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from gridrl.scenario import Scenario, ScenarioError, SiteConfig
+
+__all__ = [
+    "ACTION_NAMES", "REWARD_TERMS", "EnvParams", "arrival_split", "build_params", "slack_buckets",
+]
+
+#: Per-site action components, in layout order (``battery`` only with ``env.battery_action``).
+ACTION_NAMES = ("run", "cap", "route", "migrate", "battery")
+
+#: Reward terms, in the order of ``EnvParams.reward_weights``.
+REWARD_TERMS = ("carbon_kg", "cost", "slo_gpu_h", "overdue_gpu_h", "overdraw_kwh")
+
+
+@dataclass(frozen=True, eq=False)
+class EnvParams:
+    """Everything constant during an episode. Arrays are float64 of shape ``[N]``.
+
+    Attributes
+    ----------
+    site_names : tuple of str
+    slack_buckets : int
+        ``S``: queue slack buckets ``0..S-1`` hours (plus an overdue bucket); see
+        :func:`slack_buckets`.
+    gpus : ndarray
+        ``G_i`` accelerators per site.
+    gpu_idle_kw, gpu_max_kw : ndarray
+        Power of an idle GPU and of a busy uncapped GPU (kW).
+    pue, pue_temp_slope_per_c, pue_temp_threshold_c : ndarray
+        ``PUE_t = pue + slope * max(temp_c - threshold, 0)``.
+    battery_capacity_kwh, battery_power_kw : ndarray
+        Energy capacity and charge/discharge power limit (bus side).
+    battery_eta : ndarray
+        One-way efficiency ``sqrt(round_trip_efficiency)``.
+    soc_min_kwh, soc_max_kwh, soc_initial_kwh : ndarray
+    arrival_split : ndarray
+        ``[N, S + 1]``: share of an hour's flexible arrivals entering each queue bucket
+        (index 0 = overdue gets none; index ``1 + d`` = slack ``d`` hours).
+    throttle_cap, throttle_throughput : ndarray
+        The throttle curve points (cap fraction -> throughput fraction), interpolated
+        linearly.
+    cap_min : float
+        Lowest power cap fraction an action (or curtailment) can set.
+    tau_min : float
+        Throughput at ``cap_min``.
+    migration_kwh_per_gpu_h : float
+        Energy charged at the source per GPU-hour of work moved.
+    max_migration_fraction : float
+        Upper end of the ``migrate`` action.
+    route_logit_scale : float
+        ``route`` action ``a`` becomes the softmax logit ``a * route_logit_scale``.
+    battery_action : bool
+        Battery follows an action (True) or the dispatch rule (False).
+    battery_discharge_threshold_fraction : float
+        Rule mode: discharge covers import above this share of headroom.
+    reward_weights : ndarray
+        ``[5]`` weights of ``REWARD_TERMS``.
+    reward_scale : float
+        The weighted sum is divided by it.
+    ref_kw : ndarray
+        ``G * gpu_max_kw * pue``: the per-site power that observations are scaled by.
+    scenario : Scenario
+        The scenario the parameters came from.
+    """
+
+    site_names: tuple[str, ...]
+    slack_buckets: int
+    gpus: np.ndarray
+    gpu_idle_kw: np.ndarray
+    gpu_max_kw: np.ndarray
+    pue: np.ndarray
+    pue_temp_slope_per_c: np.ndarray
+    pue_temp_threshold_c: np.ndarray
+    battery_capacity_kwh: np.ndarray
+    battery_power_kw: np.ndarray
+    battery_eta: np.ndarray
+    soc_min_kwh: np.ndarray
+    soc_max_kwh: np.ndarray
+    soc_initial_kwh: np.ndarray
+    arrival_split: np.ndarray
+    throttle_cap: np.ndarray
+    throttle_throughput: np.ndarray
+    cap_min: float
+    tau_min: float
+    migration_kwh_per_gpu_h: float
+    max_migration_fraction: float
+    route_logit_scale: float
+    battery_action: bool
+    battery_discharge_threshold_fraction: float
+    reward_weights: np.ndarray
+    reward_scale: float
+    ref_kw: np.ndarray
+    scenario: Scenario = field(repr=False)
+
+    @property
+    def n_sites(self) -> int:
+        """Number of sites ``N``."""
+        return len(self.site_names)
+
+    @property
+    def action_names(self) -> tuple[str, ...]:
+        """Per-site action components in layout order."""
+        return ACTION_NAMES if self.battery_action else ACTION_NAMES[:4]
+
+    @property
+    def n_actions_per_site(self) -> int:
+        """Action components per site (4, or 5 with the battery action)."""
+        return len(self.action_names)
+
+    def throughput(self, cap: np.ndarray | float) -> np.ndarray:
+        """Throughput fraction at power cap fraction ``cap`` (the throttle curve)."""
+        return np.interp(cap, self.throttle_cap, self.throttle_throughput)
+
+    def gpu_kw(self, cap: np.ndarray | float) -> np.ndarray:
+        """Power of one busy GPU at cap ``cap`` (kW): ``cap * gpu_max_kw``."""
+        return np.asarray(cap) * self.gpu_max_kw
+
+    def to_dict(self) -> dict:
+        """Arrays as lists (for manifests, logs and other solvers)."""
+        out: dict = {}
+        for name in self.__dataclass_fields__:
+            if name == "scenario":
+                continue
+            value = getattr(self, name)
+            out[name] = value.tolist() if isinstance(value, np.ndarray) else value
+        return out
+
+
+def arrival_split(site: SiteConfig, slack_buckets: int) -> np.ndarray:
+    """Share of an hour's flexible arrivals per queue bucket ``[S + 1]``.
+
+    Work arriving in hour ``t`` gets a deadline slack ``d`` drawn over the integers
+    ``workload.deadline_slack_h_min .. deadline_slack_h_max`` in equal shares
+    (deterministic split, no sampling): it may run in hours ``t .. t + d`` and enters
+    bucket ``1 + d`` (bucket 0 is overdue).
+    """
+    w = site.workload
+    split = np.zeros(slack_buckets + 1)
+    lo, hi = w.deadline_slack_h_min, w.deadline_slack_h_max
+    split[1 + lo : 2 + hi] = 1.0 / (hi - lo + 1)
+    return split
+
+
+def slack_buckets(scenario: Scenario) -> int:
+    """Hourly queue buckets ``S``: ``env.slack_buckets``, or more if a site's longest
+    deadline slack needs them (``max deadline_slack_h_max + 1``).
+
+    ``env.slack_buckets`` is a minimum: a queue with fewer buckets than the longest
+    slack would have to lump or cut deadlines, so the queue grows instead (nothing else
+    depends on ``S``: observations use slack edges in hours).
+    """
+    longest = max(s.workload.deadline_slack_h_max for s in scenario.expanded_sites())
+    return max(scenario.env.slack_buckets, longest + 1)
+
+
+def _site_checks(site: SiteConfig, scenario: Scenario) -> None:
+    env = scenario.env
+    if env.cap_min_fraction * site.gpu_max_kw < site.gpu_idle_kw:
+        raise ScenarioError(
+            f"site {site.name!r}: a GPU capped at env.cap_min_fraction = "
+            f"{env.cap_min_fraction} draws {env.cap_min_fraction * site.gpu_max_kw:g} kW, "
+            f"below its idle power gpu_idle_kw = {site.gpu_idle_kw:g} kW; raise "
+            "env.cap_min_fraction or lower gpu_idle_kw"
+        )
+
+
+def build_params(scenario: Scenario) -> EnvParams:
+    """Build the core's parameters from a validated scenario.
+
+    Raises
+    ------
+    ScenarioError
+        A power cap below
+        idle power; ``env.cap_min_fraction`` outside the throttle curve; remote inference
+        (``env.inference_remote_fraction_max > 0``, not modelled); bad observation edges
+        or horizons.
+    """
+    env = scenario.env
+    sites = scenario.expanded_sites()
+    curve = scenario.throttle
+    cap_x = np.asarray(curve.cap_fraction, dtype=np.float64)
+    thr_y = np.asarray(curve.throughput_fraction, dtype=np.float64)
+    if env.cap_min_fraction < cap_x[0]:
+        raise ScenarioError(
+            f"env.cap_min_fraction = {env.cap_min_fraction} lies below the throttle curve's "
+            f"first point throttle.cap_fraction[0] = {cap_x[0]}: the curve must cover every "
+            "cap an action can set"
+        )
+    if env.inference_remote_fraction_max > 0.0:
+        raise ScenarioError(
+            "env.inference_remote_fraction_max > 0: serving inference at another site is not "
+            "modelled by gridrl.env (inference runs at its home site); set it to 0"
+        )
+    n_slack = slack_buckets(scenario)
+    edges = env.observation_slack_edges_h
+    if any(b <= a for a, b in zip(edges, edges[1:], strict=False)) or (
+        edges and edges[-1] >= n_slack
+    ):
+        raise ScenarioError(
+            f"env.observation_slack_edges_h = {edges}: expected increasing values below "
+            f"the {n_slack} queue slack buckets"
+        )
+    hz = env.forecast_horizons_h
+    if any(b <= a for a, b in zip(hz, hz[1:], strict=False)):
+        raise ScenarioError(f"env.forecast_horizons_h = {hz}: expected increasing values")
+    qs = env.forecast_quantiles
+    if 0.5 not in qs or any(b <= a for a, b in zip(qs, qs[1:], strict=False)):
+        raise ScenarioError(
+            f"env.forecast_quantiles = {qs}: expected increasing levels that include 0.5"
+        )
+    for site in sites:
+        _site_checks(site, scenario)
+
+    def arr(get) -> np.ndarray:
+        return np.array([float(get(s)) for s in sites], dtype=np.float64)
+
+    cap = arr(lambda s: s.battery.capacity_kwh)
+    rw = scenario.reward
+    gpus = arr(lambda s: s.gpus)
+    gpu_max = arr(lambda s: s.gpu_max_kw)
+    pue = arr(lambda s: s.pue)
+    return EnvParams(
+        site_names=tuple(s.name for s in sites),
+        slack_buckets=n_slack,
+        gpus=gpus,
+        gpu_idle_kw=arr(lambda s: s.gpu_idle_kw),
+        gpu_max_kw=gpu_max,
+        pue=pue,
+        pue_temp_slope_per_c=arr(lambda s: s.pue_temp_slope_per_c),
+        pue_temp_threshold_c=arr(lambda s: s.pue_temp_threshold_c),
+        battery_capacity_kwh=cap,
+        # A battery without energy cannot move power either.
+        battery_power_kw=np.where(cap > 0, arr(lambda s: s.battery.power_kw), 0.0),
+        battery_eta=np.sqrt(arr(lambda s: s.battery.round_trip_efficiency)),
+        soc_min_kwh=cap * arr(lambda s: s.battery.soc_min_fraction),
+        soc_max_kwh=cap * arr(lambda s: s.battery.soc_max_fraction),
+        soc_initial_kwh=cap * arr(lambda s: s.battery.soc_initial_fraction),
+        arrival_split=np.stack([arrival_split(s, n_slack) for s in sites]),
+        throttle_cap=cap_x,
+        throttle_throughput=thr_y,
+        cap_min=float(env.cap_min_fraction),
+        tau_min=float(np.interp(env.cap_min_fraction, cap_x, thr_y)),
+        migration_kwh_per_gpu_h=float(env.migration_kwh_per_gpu_h),
+        max_migration_fraction=float(env.max_migration_fraction),
+        route_logit_scale=float(env.route_logit_scale),
+        battery_action=bool(env.battery_action),
+        battery_discharge_threshold_fraction=float(env.battery_discharge_threshold_fraction),
+        reward_weights=np.array(
+            [rw.carbon_per_kg, rw.cost_per_unit, rw.slo_per_gpu_h, rw.overdue_per_gpu_h,
+             rw.overdraw_per_kwh],
+            dtype=np.float64,
+        ),
+        reward_scale=float(rw.scale),
+        ref_kw=gpus * gpu_max * pue,
+        scenario=scenario,
+    )

@@ -1,0 +1,236 @@
+"""Hand-computed checks of the simulation core on tiny one- and two-site scenarios."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from env_helpers import scenario, site
+
+from gridrl.env import core
+from gridrl.env.core import EXO_SIGNALS
+from gridrl.env.params import build_params
+from gridrl.scenario import ScenarioError
+
+K = {s: i for i, s in enumerate(EXO_SIGNALS)}
+
+
+def exo(n_sites: int, hours: int, **signals) -> np.ndarray:
+    """``[T, N, K]`` with big headroom, 400 g/kWh and 100/MWh unless given."""
+    x = np.zeros((hours, n_sites, len(EXO_SIGNALS)))
+    x[..., K["headroom_kw"]] = 1000.0
+    x[..., K["carbon_g_per_kwh"]] = 400.0
+    x[..., K["price_per_mwh"]] = 100.0
+    x[..., K["temp_c"]] = 10.0
+    for name, value in signals.items():
+        x[..., K[name]] = np.broadcast_to(np.asarray(value, dtype=float).reshape(
+            (hours, -1) if np.ndim(value) else ()), (hours, n_sites)) if np.ndim(value) else value
+    return x
+
+
+def act(n_sites: int, run=1.0, cap=1.0, route=0.0, migrate=0.0, cap_min=0.6, max_mig=0.5):
+    """Normalised action ``[1, N, 4]`` from physical values (scalars or per-site)."""
+    a = np.zeros((1, n_sites, 4))
+    a[..., 0] = 2 * np.asarray(run) - 1
+    a[..., 1] = 2 * (np.asarray(cap) - cap_min) / (1 - cap_min) - 1
+    a[..., 2] = route
+    a[..., 3] = 2 * np.asarray(migrate) / max_mig - 1
+    return a
+
+
+def run_episode(params, x, actions):
+    state = core.reset(params, 1)
+    outs = []
+    for t, a in enumerate(actions):
+        state, out = core.step(params, state, a, x[t][None])
+        outs.append(out)
+    return state, outs
+
+
+def test_deferring_into_pv_surplus_lowers_import_and_carbon_exactly():
+    # 10 GPUs, idle 0.1 kW, busy 1 kW, PUE 1. 5 GPU-h arrive at hour 0 (slack 2..4 h);
+    # 20 kW of PV in hour 1 only.
+    p = build_params(scenario(1))
+    arrivals = np.array([5.0, 0.0, 0.0])
+    x = exo(1, 3, pv_kw=np.array([0.0, 20.0, 0.0]), flexible_gpu_h=arrivals)
+    _, now = run_episode(p, x, [act(1, run=1), act(1, run=1), act(1, run=1)])
+    _, later = run_episode(p, x, [act(1, run=0), act(1, run=1), act(1, run=1)])
+    imp_now = sum(o["grid_import_kwh"].sum() for o in now)
+    imp_later = sum(o["grid_import_kwh"].sum() for o in later)
+    # run now: hour 0 = 5 busy x 1 kW + 5 idle x 0.1 kW = 5.5 kW; hours 1, 2: idle 1 kW
+    # (hour 1 covered by PV). Deferred: hour 0 idle 1 kW, hour 1 5.5 kW under PV.
+    assert imp_now == pytest.approx(5.5 + 0.0 + 1.0)
+    assert imp_later == pytest.approx(1.0 + 0.0 + 1.0)
+    saved_kwh = 5.0 * (1.0 - 0.1)  # GPU-h moved x (busy - idle) kW x PUE 1
+    assert imp_now - imp_later == pytest.approx(saved_kwh)
+    carbon_now = sum(o["carbon_kg"].sum() for o in now)
+    carbon_later = sum(o["carbon_kg"].sum() for o in later)
+    assert carbon_now - carbon_later == pytest.approx(saved_kwh * 0.4)
+    # same work done, nothing overdue
+    assert sum(o["work_done_gpu_h"].sum() for o in later) == pytest.approx(5.0)
+    assert all(o["overdue_gpu_h"].sum() == 0 for o in later)
+
+
+@pytest.mark.parametrize("cap,tau", [(1.0, 1.0), (0.8, 0.95), (0.7, 0.9), (0.6, 0.85)])
+@pytest.mark.parametrize("pue", [1.0, 1.3])
+def test_throttling_changes_energy_per_gpu_hour_as_the_curve_says(cap, tau, pue):
+    # All 10 GPUs busy on a deep queue: work = 10 tau(c) GPU-h, IT = 10 c kW.
+    sc = scenario(sites=[site("a", pue=pue, workload={"deadline_slack_h_min": 6,
+                                                     "deadline_slack_h_max": 6})])
+    p = build_params(sc)
+    x = exo(1, 1, flexible_gpu_h=50.0)
+    _, (out,) = run_episode(p, x, [act(1, run=1, cap=cap)])
+    work = out["work_done_gpu_h"].item()
+    assert work == pytest.approx(10 * tau)
+    assert out["facility_kwh"].item() / work == pytest.approx(pue * cap * 1.0 / tau)
+    assert out["cap"].item() == pytest.approx(cap)
+
+
+def test_migration_arrives_one_step_later_and_charges_energy_at_the_source():
+    sc = scenario(2, env={"migration_kwh_per_gpu_h": 0.5, "max_migration_fraction": 0.5})
+    p = build_params(sc)
+    arrivals = np.zeros((3, 2))
+    arrivals[0, 0] = 4.0
+    x = exo(2, 3, flexible_gpu_h=arrivals)
+    a0 = act(2, run=0, migrate=[0.5, 0.0])
+    state, out0 = core.step(p, core.reset(p, 1), a0, x[0][None])
+    # half of site 0's 4 GPU-h leave; site 1 gets nothing yet
+    assert out0["migrated_gpu_h"][0].tolist() == pytest.approx([2.0, 0.0])
+    assert out0["migration_kwh"][0].tolist() == pytest.approx([1.0, 0.0])
+    # facility = idle 1 kW + migration 1 kWh at the source
+    assert out0["facility_kwh"][0].tolist() == pytest.approx([2.0, 1.0])
+    assert out0["transit_gpu_h"][0].tolist() == pytest.approx([0.0, 2.0])
+    assert state.queue_gpu_h[0, 1].sum() == 0.0
+    # slack 2..4 h split in thirds, aged one hour while in transit
+    assert state.transit_gpu_h[0, 1, 1 + 1 : 1 + 4].tolist() == pytest.approx([2 / 3] * 3)
+    state, out1 = core.step(p, state, act(2, run=0), x[1][None])
+    assert out1["transit_in_gpu_h"][0].tolist() == pytest.approx([0.0, 2.0])
+    assert state.queue_gpu_h[0, 1, 1:4].tolist() == pytest.approx([2 / 3] * 3)
+    # run everything at site 1 in the next hour
+    state, out2 = core.step(p, state, act(2, run=1), x[2][None])
+    assert out2["work_done_gpu_h"][0].tolist() == pytest.approx([2.0, 2.0])
+    assert state.work_gpu_h().sum() == pytest.approx(0.0)
+
+
+def test_route_softmax_splits_migrating_work_over_other_sites():
+    p = build_params(scenario(3, env={"route_logit_scale": 1.0}))
+    arrivals = np.zeros((1, 3))
+    arrivals[0, 0] = 6.0
+    x = exo(3, 1, flexible_gpu_h=arrivals)
+    route = np.array([1.0, 0.0, np.log(2.0)])  # logits: destinations 1 and 2 weigh 1 : 2
+    state, out = core.step(p, core.reset(p, 1), act(3, run=0, route=route, migrate=0.5),
+                           x[0][None])
+    assert out["transit_gpu_h"][0].tolist() == pytest.approx([0.0, 1.0, 2.0])
+
+
+def test_missed_deadline_becomes_overdue_and_is_penalised_until_it_runs():
+    sc = scenario(sites=[site("a", workload={"deadline_slack_h_min": 2,
+                                            "deadline_slack_h_max": 2})],
+                  reward={"overdue_per_gpu_h": 5.0, "carbon_per_kg": 0.0, "cost_per_unit": 0.0})
+    p = build_params(sc)
+    arrivals = np.zeros(6)
+    arrivals[0] = 3.0
+    x = exo(1, 6, flexible_gpu_h=arrivals)
+    runs = [0, 0, 0, 0, 1, 1]
+    _, outs = run_episode(p, x, [act(1, run=r) for r in runs])
+    overdue = [o["overdue_gpu_h"].item() for o in outs]
+    miss = [o["deadline_miss_gpu_h"].item() for o in outs]
+    rewards = [o.reward.item() for o in outs]
+    # may run in hours 0, 1, 2; overdue from the end of hour 2 until it runs in hour 4
+    assert overdue == pytest.approx([0, 0, 3, 3, 0, 0])
+    assert miss == pytest.approx([0, 0, 3, 0, 0, 0])
+    assert rewards == pytest.approx([0, 0, -15, -15, 0, 0])
+    assert outs[4]["work_done_gpu_h"].item() == pytest.approx(3.0)
+
+
+def test_earliest_deadline_first():
+    sc = scenario(sites=[site("a", workload={"deadline_slack_h_min": 0,
+                                            "deadline_slack_h_max": 3})])
+    p = build_params(sc)
+    x = exo(1, 1, flexible_gpu_h=8.0)
+    state, out = core.step(p, core.reset(p, 1), act(1, run=0.5), x[0][None])
+    # 2 GPU-h per slack 0..3; running 4 takes slack 0 and 1 entirely
+    assert out["work_done_gpu_h"].item() == pytest.approx(4.0)
+    assert out["deadline_miss_gpu_h"].item() == 0.0
+    assert state.queue_gpu_h[0, 0].tolist()[:4] == pytest.approx([0, 0, 2, 2])
+
+
+def test_curtailment_caps_first_then_pauses_then_sheds():
+    p = build_params(scenario(1))
+    # 10 GPUs: 4 busy with inference, 6 with flexible work at cap 1 -> 10 kW.
+    base = dict(inference_gpus=4.0, flexible_gpu_h=20.0)
+    # at cap 0.6: inference 4 GPU-h needs 4/0.85 GPUs, flexible fills the rest: 10 x 0.6 = 6 kW
+    for head, want in [(8.0, "cap"), (5.0, "pause"), (2.0, "shed"), (0.0, "overdraw")]:
+        x = exo(1, 1, headroom_kw=head, **base)
+        _, out = core.step(p, core.reset(p, 1), act(1, run=1, cap=1.0), x[0][None])
+        imp = out["grid_import_kwh"].item()
+        if want == "cap":
+            # share phi of GPUs to cap_min removes exactly 2 kW of the 4 kW it can
+            assert imp == pytest.approx(8.0)
+            assert out["cap"].item() == pytest.approx(1.0 - 0.5 * 0.4)
+            assert out["paused_gpu_h"].item() == 0.0
+        elif want == "pause":
+            assert imp == pytest.approx(5.0)
+            assert out["cap"].item() == pytest.approx(0.6)
+            assert out["paused_gpu_h"].item() > 0 and out["shed_gpu_h"].item() == 0
+            assert out["slo_gpu_h"].item() == 0.0
+        elif want == "shed":
+            assert imp == pytest.approx(2.0)
+            assert out["work_done_gpu_h"].item() == 0.0
+            # 1 kW idle floor; each shed GPU-h saves (0.6 - 0.1)/0.85 kW
+            assert out["slo_gpu_h"].item() == pytest.approx(4.0 - (2.0 - 1.0) * 0.85 / 0.5)
+        else:
+            assert out["inference_served_gpu_h"].item() == 0.0
+            assert out["overdraw_kwh"].item() == pytest.approx(1.0)  # idle power
+            assert out["slo_gpu_h"].item() == pytest.approx(4.0)
+        assert out["overdraw_kwh"].item() == pytest.approx(max(imp - head, 0.0))
+
+
+def test_outage_battery_carries_what_it_can():
+    sc = scenario(sites=[site("a", battery={"capacity_kwh": 10.0, "power_kw": 3.0,
+                                           "round_trip_efficiency": 0.81,
+                                           "soc_min_fraction": 0.0, "soc_max_fraction": 1.0,
+                                           "soc_initial_fraction": 0.5})])
+    p = build_params(sc)
+    x = exo(1, 1, headroom_kw=0.0, inference_gpus=6.0, pv_kw=0.5)
+    state, out = core.step(p, core.reset(p, 1), act(1, run=1, cap=1.0), x[0][None])
+    # battery discharges its 3 kW limit; PV 0.5; 3.5 kW carry idle 1 kW + inference
+    assert out["battery_discharge_kwh"].item() == pytest.approx(3.0)
+    assert out["grid_import_kwh"].item() == pytest.approx(0.0, abs=1e-12)
+    assert out["overdraw_kwh"].item() == 0.0
+    assert state.soc_kwh.item() == pytest.approx(5.0 - 3.0 / 0.9)
+    served = out["inference_served_gpu_h"].item()
+    assert 0 < served < 6.0
+    # 2.5 kW above the idle floor at cap_min: served GPU-h x (0.6 - 0.1)/0.85
+    assert served * 0.5 / 0.85 == pytest.approx(2.5)
+
+
+def test_battery_rule_charges_from_surplus_with_efficiency():
+    sc = scenario(sites=[site("a", battery={"capacity_kwh": 10.0, "power_kw": 4.0,
+                                           "round_trip_efficiency": 0.64,
+                                           "soc_min_fraction": 0.1, "soc_max_fraction": 0.9,
+                                           "soc_initial_fraction": 0.5})])
+    p = build_params(sc)
+    x = exo(1, 2, pv_kw=np.array([3.0, 0.0]))
+    state, out = core.step(p, core.reset(p, 1), act(1, run=0), x[0][None])
+    assert out["battery_charge_kwh"].item() == pytest.approx(2.0)  # 3 kW PV - 1 kW idle
+    assert state.soc_kwh.item() == pytest.approx(5.0 + 0.8 * 2.0)
+    state, out = core.step(p, state, act(1, run=0), x[1][None])
+    assert out["battery_discharge_kwh"].item() == pytest.approx(1.0)
+    assert state.soc_kwh.item() == pytest.approx(6.6 - 1.0 / 0.8)
+
+
+def test_bad_scenarios_raise_clear_errors():
+    with pytest.raises(ScenarioError, match="observation_slack_edges_h"):
+        build_params(scenario(1, env={"observation_slack_edges_h": [4, 2]}))
+    with pytest.raises(ScenarioError, match="below its idle power"):
+        build_params(scenario(sites=[site("a", gpu_idle_kw=0.7)]))
+    with pytest.raises(ScenarioError, match="throttle curve's first point"):
+        build_params(scenario(1, env={"cap_min_fraction": 0.3}))
+    with pytest.raises(ScenarioError, match="not modelled"):
+        build_params(scenario(1, env={"inference_remote_fraction_max": 0.2}))
+
+
+def test_queue_grows_to_the_longest_deadline_slack():
+    p = build_params(scenario(sites=[site("a", workload={"deadline_slack_h_max": 30})]))
+    assert p.slack_buckets == 31  # env.slack_buckets = 8 is a minimum
+    assert p.arrival_split[0, 1 + 30] > 0 and p.arrival_split.sum() == pytest.approx(1.0)

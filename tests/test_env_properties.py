@@ -1,0 +1,162 @@
+"""Property tests of the simulation core (hypothesis): conservation, balances, bounds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from env_helpers import scenario, site, synthetic_exo
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gridrl.env import core, kernel
+from gridrl.env.params import build_params
+
+BATTERY = {"capacity_kwh": 20.0, "power_kw": 4.0, "round_trip_efficiency": 0.85,
+           "soc_min_fraction": 0.1, "soc_max_fraction": 0.9, "soc_initial_fraction": 0.5}
+
+
+def _params(n_sites: int, battery: bool, battery_action: bool, threshold: float, pue_slope: float):
+    sites = [site(f"s{i}", pue=1.0 + 0.2 * i, pue_temp_slope_per_c=pue_slope,
+                  battery=BATTERY if battery else {},
+                  workload={"deadline_slack_h_min": i, "deadline_slack_h_max": 3 + 2 * i})
+             for i in range(n_sites)]
+    return build_params(scenario(sites=sites, env={
+        "battery_action": battery_action, "battery_discharge_threshold_fraction": threshold,
+        "migration_kwh_per_gpu_h": 0.3}))
+
+
+cases = st.fixed_dictionaries({
+    "n_sites": st.integers(1, 3),
+    "batch": st.integers(1, 3),
+    "battery": st.booleans(),
+    "battery_action": st.booleans(),
+    "threshold": st.sampled_from([0.0, 0.5, 1.0]),
+    "pue_slope": st.sampled_from([0.0, 0.01]),
+    "seed": st.integers(0, 2**31 - 1),
+    "hours": st.integers(1, 30),
+})
+
+
+def _rollout(c):
+    p = _params(c["n_sites"], c["battery"], c["battery_action"], c["threshold"], c["pue_slope"])
+    rng = np.random.default_rng(c["seed"])
+    exo = synthetic_exo(c["n_sites"], 48, seed=c["seed"])
+    # stress: deep outages, huge arrivals, tight headroom
+    exo[..., 2] *= rng.choice([0.0, 0.3, 1.0, 5.0], size=exo.shape[:2])
+    exo[..., 6] *= rng.choice([0.0, 1.0, 4.0], size=exo.shape[:2])
+    rows = rng.integers(0, 48, (c["hours"], c["batch"]))
+    acts = rng.uniform(-1, 1, (c["hours"], c["batch"], c["n_sites"], p.n_actions_per_site))
+    acts[rng.random(acts.shape) < 0.2] = rng.choice([-1.0, 1.0])  # the bounds themselves
+    return p, exo, rows, acts
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cases)
+def test_invariants_hold_every_hour(c):
+    p, exo, rows, acts = _rollout(c)
+    state = core.reset(p, c["batch"])
+    tol = 1e-9
+    held0 = state.work_gpu_h().sum(axis=1)
+    arrived = np.zeros(c["batch"])
+    done = np.zeros(c["batch"])
+    for t in range(c["hours"]):
+        x = exo[rows[t]]
+        new, out = core.step(p, state, acts[t], x)
+        assert np.isfinite(out.values).all() and np.isfinite(out.reward).all()
+        # no negative queues
+        assert (new.queue_gpu_h >= 0).all() and (new.transit_gpu_h >= 0).all()
+        # work conserved (fleet: migration moves work between sites)
+        arrived += out["arrived_gpu_h"].sum(1)
+        done += out["work_done_gpu_h"].sum(1)
+        held = new.work_gpu_h().sum(axis=1)
+        np.testing.assert_allclose(held0 + arrived - done, held, rtol=1e-10, atol=1e-9)
+        np.testing.assert_allclose(held, out["queued_gpu_h"].sum(1) + out["transit_gpu_h"].sum(1),
+                                   rtol=1e-10, atol=1e-9)
+        # energy balance at every site
+        lhs = out["facility_kwh"] + out["battery_charge_kwh"] + out["export_kwh"]
+        rhs = (out["grid_import_kwh"] + out["pv_kwh"] + out["wind_kwh"]
+               + out["battery_discharge_kwh"])
+        np.testing.assert_allclose(lhs, rhs, rtol=1e-10, atol=1e-9)
+        np.testing.assert_allclose(
+            out["facility_kwh"],
+            np.maximum(p.pue + p.pue_temp_slope_per_c * np.maximum(
+                x[..., 7] - p.pue_temp_threshold_c, 0), 0) * out["it_kwh"]
+            + out["migration_kwh"], rtol=1e-10)
+        # SoC in bounds and consistent with the flows
+        assert (new.soc_kwh >= p.soc_min_kwh - tol).all()
+        assert (new.soc_kwh <= p.soc_max_kwh + tol).all()
+        np.testing.assert_allclose(
+            new.soc_kwh, state.soc_kwh + p.battery_eta * out["battery_charge_kwh"]
+            - out["battery_discharge_kwh"] / p.battery_eta, atol=1e-9)
+        # import above headroom is curtailed away or counted as overdraw
+        head = x[..., 2]
+        np.testing.assert_allclose(out["overdraw_kwh"],
+                                   np.maximum(out["grid_import_kwh"] - head, 0), atol=1e-8)
+        od = out["overdraw_kwh"] > 1e-9
+        # overdraw only once curtailment is exhausted: no work left running
+        assert (out["work_done_gpu_h"][od] < 1e-9).all()
+        assert (out["inference_served_gpu_h"][od] < 1e-9).all()
+        assert ((out["headroom_violation"] > 0) == (out["overdraw_kwh"] > 0)).all()
+        # curtailment only when import would exceed headroom, and then down to it
+        cut = out["curtailed_kwh"] > 1e-9
+        np.testing.assert_allclose(out["grid_import_kwh"][cut],
+                                   head[cut] + out["overdraw_kwh"][cut], atol=1e-8)
+        # caps and GPUs within limits; inference never exceeds demand
+        assert (out["cap"] >= p.cap_min - tol).all() and (out["cap"] <= 1 + tol).all()
+        assert (out["busy_gpus"] <= p.gpus + 1e-9).all() and (out["busy_gpus"] >= -1e-9).all()
+        assert (out["slo_gpu_h"] >= -1e-12).all()
+        state = new
+
+
+@settings(max_examples=40, deadline=None)
+@given(cases)
+def test_kernel_matches_the_numpy_reference(c):
+    p, exo, rows, acts = _rollout(c)
+    pp = kernel.pack(p)
+    a = b = core.reset(p, c["batch"])
+    for t in range(c["hours"]):
+        a, out_a = core.step(p, a, acts[t], exo[rows[t]])
+        b, out_b = kernel.step(pp, b, acts[t], exo[rows[t]])
+        np.testing.assert_allclose(out_b.values, out_a.values, rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(out_b.reward, out_a.reward, rtol=1e-9, atol=1e-9)
+        for name in ("queue_gpu_h", "transit_gpu_h", "soc_kwh", "cap"):
+            np.testing.assert_allclose(getattr(b, name), getattr(a, name), rtol=1e-9, atol=1e-9)
+
+
+@settings(max_examples=30, deadline=None)
+@given(cases)
+def test_outages_behave_as_documented(c):
+    """Headroom 0: nothing is imported except what local generation, battery and
+    curtailment cannot remove, which is overdraw; that is at most the idle floor plus
+    migration energy."""
+    p, exo, rows, acts = _rollout(c)
+    exo[..., 2] = 0.0
+    state = core.reset(p, c["batch"])
+    for t in range(c["hours"]):
+        x = exo[rows[t]]
+        state, out = core.step(p, state, acts[t], x)
+        np.testing.assert_allclose(out["grid_import_kwh"], out["overdraw_kwh"], atol=1e-9)
+        pue = p.pue + p.pue_temp_slope_per_c * np.maximum(x[..., 7] - p.pue_temp_threshold_c, 0)
+        floor = pue * p.gpus * p.gpu_idle_kw + out["migration_kwh"]
+        assert (out["overdraw_kwh"] <= floor + 1e-9).all()
+        covered = x[..., 0] + x[..., 1] + out["battery_discharge_kwh"] >= floor + 1e-9
+        assert (out["overdraw_kwh"][covered] < 1e-9).all()
+
+
+@pytest.mark.parametrize("n_sites", [1, 2, 5])
+def test_batch_equals_single_episodes(n_sites):
+    p = _params(n_sites, True, False, 0.0, 0.01)
+    rng = np.random.default_rng(3)
+    exo = synthetic_exo(n_sites, 48, seed=3)
+    b = 4
+    rows = rng.integers(0, 48, (20, b))
+    acts = rng.uniform(-1.2, 1.2, (20, b, n_sites, 4)).clip(-1, 1)
+    batch = core.reset(p, b)
+    singles = [core.reset(p, 1) for _ in range(b)]
+    for t in range(20):
+        batch, out = core.step(p, batch, acts[t], exo[rows[t]])
+        for j in range(b):
+            singles[j], o = core.step(p, singles[j], acts[t, j : j + 1], exo[rows[t, j : j + 1]])
+            np.testing.assert_allclose(out.values[j], o.values[0], rtol=1e-12, atol=1e-12)
+            np.testing.assert_allclose(batch.queue_gpu_h[j], singles[j].queue_gpu_h[0],
+                                       rtol=1e-12, atol=1e-12)
