@@ -1,0 +1,100 @@
+"""Episode windows inside a scenario period (train or test blocks).
+
+An episode lies inside one block of the period: ``env.episode_hours`` rows, or the whole
+block when the block is shorter (such an episode is truncated at the block end).
+
+- ``random`` starts: uniform over every valid start hour of every block (a block with
+  ``len`` hours offers ``len - episode_hours + 1`` starts, a short block one).
+- ``fixed`` starts: each block tiled from its first hour by whole episodes (a block
+  shorter than an episode gives one short episode; a remainder shorter than an episode
+  after the last whole one is not used), in block order. Evaluation cycles through them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from gridrl.scenario import Period, Scenario, ScenarioError
+
+__all__ = ["EpisodeWindows", "Window"]
+
+
+@dataclass(frozen=True)
+class Window:
+    """Rows ``start .. start + hours - 1`` of the data."""
+
+    start: int
+    hours: int
+
+
+class EpisodeWindows:
+    """The episodes a period allows.
+
+    Parameters
+    ----------
+    index : pandas.DatetimeIndex
+        Rows of the data (hourly UTC).
+    scenario : Scenario
+    period : {"train", "test"}
+        Which ``scenario.periods`` entry.
+
+    Raises
+    ------
+    ScenarioError
+        Unknown period, or a block with no hour inside the data (names the block).
+    """
+
+    def __init__(self, index: pd.DatetimeIndex, scenario: Scenario, period: str) -> None:
+        if period not in ("train", "test"):
+            raise ScenarioError(f"period must be 'train' or 'test', got {period!r}")
+        blocks: list[Period] = getattr(scenario.periods, period)
+        self.episode_hours = int(scenario.env.episode_hours)
+        self.blocks: list[tuple[int, int]] = []
+        for j, block in enumerate(blocks):
+            rows = block.hours(index)
+            if rows.size == 0:
+                raise ScenarioError(
+                    f"periods.{period}[{j}] ({block.start} .. {block.end}) has no hour inside "
+                    f"the data ({index[0]} .. {index[-1]})"
+                )
+            if rows.size != rows[-1] - rows[0] + 1:
+                raise ScenarioError(f"periods.{period}[{j}]: data rows are not contiguous")
+            self.blocks.append((int(rows[0]), int(rows[-1]) + 1))
+        counts = np.array([max(b - a - self.episode_hours + 1, 1) for a, b in self.blocks])
+        self._cum = np.cumsum(counts)
+        self.fixed: list[Window] = []
+        for a, b in self.blocks:
+            if b - a < self.episode_hours:
+                self.fixed.append(Window(a, b - a))
+                continue
+            for s in range(a, b - self.episode_hours + 1, self.episode_hours):
+                self.fixed.append(Window(s, self.episode_hours))
+
+    @property
+    def n_starts(self) -> int:
+        """Number of distinct random starts."""
+        return int(self._cum[-1])
+
+    def sample(self, rng: np.random.Generator) -> Window:
+        """A uniformly random episode window."""
+        u = int(rng.integers(self.n_starts))
+        j = int(np.searchsorted(self._cum, u, side="right"))
+        a, b = self.blocks[j]
+        offset = u - (int(self._cum[j - 1]) if j else 0)
+        return Window(a + offset, min(self.episode_hours, b - a))
+
+    def at(self, start: int) -> Window:
+        """The episode starting at data row ``start`` (must lie inside a block).
+
+        Raises
+        ------
+        ValueError
+            When ``start`` is outside every block of the period.
+        """
+        for a, b in self.blocks:
+            if a <= start < b:
+                return Window(start, min(self.episode_hours, b - start))
+        raise ValueError(f"start row {start} lies outside every block of the period")

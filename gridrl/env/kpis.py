@@ -1,0 +1,122 @@
+"""Key performance indicators: one definition, used for every policy and every report.
+
+An episode's KPIs are computed from the per-site sums of the step outputs
+(``core.OUTPUT_FIELDS``) over the episode, plus the work held at its start and end.
+``KPIS`` names each KPI with its unit and definition; :func:`episode_kpis` computes them
+all for one site, or for the whole fleet when given sums over sites.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from gridrl.env.core import OUTPUT_FIELDS
+
+__all__ = ["KPIS", "Kpi", "episode_kpis", "kpi_table"]
+
+
+@dataclass(frozen=True)
+class Kpi:
+    """A KPI: name, unit and definition in words."""
+
+    name: str
+    unit: str
+    definition: str
+
+
+KPIS: tuple[Kpi, ...] = (
+    Kpi("hours", "h", "hours simulated in the episode"),
+    Kpi("energy_kwh", "kWh", "facility energy: PUE x IT energy plus migration energy"),
+    Kpi("it_energy_kwh", "kWh", "IT energy of the GPUs (busy and idle)"),
+    Kpi("grid_import_kwh", "kWh", "energy imported from the grid"),
+    Kpi("export_kwh", "kWh", "local generation not used (spilled or exported unpaid)"),
+    Kpi("carbon_kg", "kg CO2e", "grid import x grid carbon intensity of the hour"),
+    Kpi("cost", "currency", "grid import x price of the hour"),
+    Kpi("renewable_share", "1",
+        "share of facility energy not imported from the grid, i.e. met by local PV and "
+        "wind directly or through the battery: 1 - grid_import / energy (0 when no energy)"),
+    Kpi("useful_gpu_h", "GPU h", "work done: flexible work plus inference served"),
+    Kpi("energy_per_useful_gpu_h", "kWh/GPU h", "energy_kwh / useful_gpu_h"),
+    Kpi("carbon_per_useful_gpu_h", "kg/GPU h", "carbon_kg / useful_gpu_h"),
+    Kpi("work_done_gpu_h", "GPU h", "flexible work done (GPU-h of uncapped work)"),
+    Kpi("arrived_gpu_h", "GPU h", "flexible work that arrived during the episode"),
+    Kpi("deadline_miss_gpu_h", "GPU h", "flexible work whose deadline passed before it ran"),
+    Kpi("overdue_gpu_h", "GPU h", "overdue work summed over the hours it stayed overdue"),
+    Kpi("slo_violation_gpu_h", "GPU h", "inference demand not served (capacity or shed)"),
+    Kpi("inference_demand_gpu_h", "GPU h", "inference demand"),
+    Kpi("headroom_violation_h", "site h", "site-hours with import above headroom (overdraw)"),
+    Kpi("overdraw_kwh", "kWh", "import above headroom that curtailment could not remove"),
+    Kpi("curtailed_kwh", "kWh", "facility energy removed by curtailment"),
+    Kpi("migrated_gpu_h", "GPU h", "flexible work moved between sites"),
+    Kpi("migration_kwh", "kWh", "energy spent moving work"),
+    Kpi("mean_cap", "1", "mean power cap fraction over the hours"),
+    Kpi("leftover_gpu_h", "GPU h", "flexible work still queued or in transit at the end"),
+    Kpi("work_lost_gpu_h", "GPU h",
+        "work held at start + arrived - done - held at end; must be 0 (conservation)"),
+)
+
+_IDX = {name: i for i, name in enumerate(OUTPUT_FIELDS)}
+
+
+def episode_kpis(sums: np.ndarray, hours: int, start_work_gpu_h: float | np.ndarray,
+                 end_work_gpu_h: float | np.ndarray) -> dict[str, float]:
+    """KPIs of one episode.
+
+    Parameters
+    ----------
+    sums : ndarray
+        ``[F]`` (fleet) or ``[N, F]`` (per site) sums of step outputs over the episode,
+        fields in ``OUTPUT_FIELDS`` order. Per-site input gives fleet KPIs (sites summed;
+        ``mean_cap`` averaged over sites).
+    hours : int
+        Hours simulated.
+    start_work_gpu_h, end_work_gpu_h : float or ndarray
+        Flexible work held (queued plus in transit) at the start and the end.
+    """
+    sums = np.asarray(sums, dtype=np.float64)
+    n_sites = 1 if sums.ndim == 1 else sums.shape[0]
+    tot = sums if sums.ndim == 1 else sums.sum(axis=0)
+
+    def f(name: str) -> float:
+        return float(tot[_IDX[name]])
+
+    energy = f("facility_kwh")
+    grid = f("grid_import_kwh")
+    useful = f("work_done_gpu_h") + f("inference_served_gpu_h")
+    start = float(np.sum(start_work_gpu_h))
+    end = float(np.sum(end_work_gpu_h))
+    return {
+        "hours": float(hours),
+        "energy_kwh": energy,
+        "it_energy_kwh": f("it_kwh"),
+        "grid_import_kwh": grid,
+        "export_kwh": f("export_kwh"),
+        "carbon_kg": f("carbon_kg"),
+        "cost": f("cost"),
+        "renewable_share": 1.0 - grid / energy if energy > 0 else 0.0,
+        "useful_gpu_h": useful,
+        "energy_per_useful_gpu_h": energy / useful if useful > 0 else float("nan"),
+        "carbon_per_useful_gpu_h": f("carbon_kg") / useful if useful > 0 else float("nan"),
+        "work_done_gpu_h": f("work_done_gpu_h"),
+        "arrived_gpu_h": f("arrived_gpu_h"),
+        "deadline_miss_gpu_h": f("deadline_miss_gpu_h"),
+        "overdue_gpu_h": f("overdue_gpu_h"),
+        "slo_violation_gpu_h": f("slo_gpu_h"),
+        "inference_demand_gpu_h": f("inference_demand_gpu_h"),
+        "headroom_violation_h": f("headroom_violation"),
+        "overdraw_kwh": f("overdraw_kwh"),
+        "curtailed_kwh": f("curtailed_kwh"),
+        "migrated_gpu_h": f("migrated_gpu_h"),
+        "migration_kwh": f("migration_kwh"),
+        "mean_cap": f("cap") / (hours * n_sites) if hours > 0 else float("nan"),
+        "leftover_gpu_h": end,
+        "work_lost_gpu_h": start + f("arrived_gpu_h") - f("work_done_gpu_h") - end,
+    }
+
+
+def kpi_table() -> list[Mapping[str, str]]:
+    """KPI names, units and definitions as rows (for reports and docs)."""
+    return [{"name": k.name, "unit": k.unit, "definition": k.definition} for k in KPIS]

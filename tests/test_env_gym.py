@@ -1,0 +1,282 @@
+"""The Gymnasium env, the native VecEnv, the discrete wrapper, layouts and KPIs."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pandas as pd
+import pytest
+from env_helpers import index, scenario, site, synthetic_exo
+from gymnasium.utils.env_checker import check_env as gym_check_env
+from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+import gridrl.env
+from gridrl.data.signals import Signals
+from gridrl.env.batch import InvalidActionError
+from gridrl.env.core import EXO_SIGNALS, OUTPUT_FIELDS, terminal_value_per_gpu_h
+from gridrl.env.gym_env import GridEnv
+from gridrl.env.inputs import EnvData, EnvDataError
+from gridrl.env.kpis import KPIS
+from gridrl.env.vec_env import DiscreteVecActions, GridVecEnv
+from gridrl.env.wrappers import DiscreteActions
+
+BATTERY = {"capacity_kwh": 20.0, "power_kw": 4.0}
+
+
+def _signals(sc, hours=24 * 14, seed=0) -> Signals:
+    names = [s.name for s in sc.expanded_sites()]
+    exo = synthetic_exo(len(names), hours, seed=seed)
+    cols = pd.MultiIndex.from_product([names, EXO_SIGNALS], names=["site", "signal"])
+    return Signals.from_frame(pd.DataFrame(exo.reshape(hours, -1), index=index(hours),
+                                           columns=cols))
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    sc = scenario(sites=[site("a", battery=BATTERY), site("b"), site("c", gpus=20)])
+    return sc, _signals(sc)
+
+
+@pytest.fixture(scope="module")
+def tiny_env(tiny):
+    sc, sig = tiny
+    return GridEnv(sc, signals=sig, forecast_mode="perfect", seed=0)
+
+
+def _rollout(env, actions, seed):
+    obs, _ = env.reset(seed=seed)
+    out = [obs]
+    rewards, infos = [], []
+    for a in actions:
+        obs, r, term, trunc, info = env.step(a)
+        out.append(obs)
+        rewards.append(r)
+        infos.append(info)
+        if term or trunc:
+            obs, _ = env.reset()
+            out.append(obs)
+    return np.array(out), np.array(rewards), infos
+
+
+def test_checkers_pass(tiny_env):
+    gym_check_env(tiny_env, skip_render_check=True)
+    sb3_check_env(tiny_env, warn=False)
+
+
+def test_registered_id_makes_the_env(tiny):
+    sc, sig = tiny
+    env = gym.make(gridrl.env.ENV_ID, scenario=sc, signals=sig, forecast_mode="persistence")
+    obs, _ = env.reset(seed=1)
+    assert env.observation_space.contains(obs)
+    obs, reward, term, trunc, info = env.step(env.action_space.sample())
+    assert np.isfinite(reward) and not term
+
+
+def test_same_seed_same_episode(tiny_env):
+    acts = np.random.default_rng(0).uniform(-1, 1, (60, tiny_env.action_space.shape[0]))
+    o1, r1, i1 = _rollout(tiny_env, acts, seed=7)
+    o2, r2, i2 = _rollout(tiny_env, acts, seed=7)
+    np.testing.assert_array_equal(o1, o2)
+    np.testing.assert_array_equal(r1, r2)
+    assert [i["row"] for i in i1] == [i["row"] for i in i2]
+    o3, _, _ = _rollout(tiny_env, acts, seed=8)
+    assert not np.array_equal(o1[0], o3[0])
+
+
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+def test_vecenv_equals_single_envs(tiny, backend):
+    sc, sig = tiny
+    b, steps = 3, 60  # episodes of 24 h: two auto-resets
+    venv = GridVecEnv(sc, b, signals=sig, forecast_mode="perfect", seed=11, backend=backend)
+    singles = [GridEnv(sc, data=venv.data) for _ in range(b)]
+    acts = np.random.default_rng(1).uniform(-1.3, 1.3, (steps, b, venv.action_space.shape[0]))
+    obs = venv.reset()
+    single_obs = np.stack([e.reset(seed=11 + j)[0] for j, e in enumerate(singles)])
+    np.testing.assert_allclose(obs, single_obs, rtol=1e-6, atol=1e-6)
+    for t in range(steps):
+        obs, rew, dones, infos = venv.step(acts[t].astype(np.float32))
+        for j, env in enumerate(singles):
+            o, r, term, trunc, info = env.step(acts[t, j].astype(np.float32))
+            assert dones[j] == (term or trunc)
+            assert rew[j] == pytest.approx(r, rel=1e-6, abs=1e-6)
+            for key in ("grid_import_kwh", "work_done_gpu_h", "action_clipped", "row"):
+                assert infos[j][key] == pytest.approx(info[key], rel=1e-9, abs=1e-9)
+            if dones[j]:
+                np.testing.assert_allclose(infos[j]["terminal_observation"], o, rtol=1e-6,
+                                           atol=1e-6)
+                assert infos[j]["TimeLimit.truncated"]
+                assert infos[j]["episode_summary"]["kpis"]["return"] == pytest.approx(
+                    info["episode_summary"]["kpis"]["return"], rel=1e-9)
+                o, _ = env.reset()
+            np.testing.assert_allclose(obs[j], o, rtol=1e-6, atol=1e-6)
+
+
+def test_backends_agree(tiny):
+    sc, sig = tiny
+    fast = GridEnv(sc, signals=sig, seed=3)
+    ref = GridEnv(sc, data=fast.data, backend="numpy", seed=3)
+    acts = np.random.default_rng(2).uniform(-1, 1, (50, fast.action_space.shape[0]))
+    of, rf, inf_f = _rollout(fast, acts, seed=3)
+    orf, rr, inf_r = _rollout(ref, acts, seed=3)
+    np.testing.assert_allclose(of, orf, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(rf, rr, rtol=1e-9, atol=1e-9)
+
+
+def test_bad_actions(tiny_env):
+    env = tiny_env
+    env.reset(seed=0)
+    dim = env.action_space.shape[0]
+    bad = np.zeros(dim, dtype=np.float32)
+    bad[5] = np.nan
+    with pytest.raises(InvalidActionError, match=r"NaN at env 0, index 5 \(b\.cap\)"):
+        env.step(bad)
+    with pytest.raises(InvalidActionError, match="shape"):
+        env.step(np.zeros(dim + 1, dtype=np.float32))
+    with pytest.raises(InvalidActionError, match="shape"):
+        env.step(np.zeros((1, dim), dtype=np.float32))
+    # out of bounds: clipped to [-1, 1], counted in info
+    env.reset(seed=0)
+    row = env.window.start
+    wild = np.linspace(-3, 3, dim).astype(np.float32)
+    _, r1, _, _, info1 = env.step(wild)
+    env.reset(options={"start": row})
+    _, r2, _, _, info2 = env.step(np.clip(wild, -1, 1))
+    assert r1 == r2
+    assert info1["action_clipped"] == int((np.abs(wild) > 1).sum()) > 0
+    assert info2["action_clipped"] == 0
+
+
+def test_step_before_reset_and_after_end_raise(tiny):
+    sc, sig = tiny
+    env = GridEnv(sc, signals=sig)
+    with pytest.raises(RuntimeError, match="reset"):
+        env.step(env.action_space.sample())
+    env.reset(seed=0)
+    for _ in range(sc.env.episode_hours):
+        *_, trunc, _ = env.step(env.action_space.sample())
+    assert trunc
+    with pytest.raises(RuntimeError, match="reset"):
+        env.step(env.action_space.sample())
+
+
+def test_info_and_episode_summary(tiny_env):
+    env = tiny_env
+    env.reset(seed=5)
+    rng = np.random.default_rng(5)
+    total_r = 0.0
+    sums = dict.fromkeys(OUTPUT_FIELDS, 0.0)
+    while True:
+        _, r, _, trunc, info = env.step(rng.uniform(-1, 1, env.action_space.shape[0]))
+        total_r += r
+        for k in OUTPUT_FIELDS:
+            sums[k] += info[k]
+        terms = sum(info[k] for k in info if k.startswith("reward_"))
+        assert r == pytest.approx(terms, rel=1e-9, abs=1e-9)
+        if trunc:
+            break
+    summary = info["episode_summary"]
+    kpis = summary["kpis"]
+    assert set(k.name for k in KPIS) <= set(kpis)
+    assert kpis["return"] == pytest.approx(total_r)
+    assert kpis["work_lost_gpu_h"] == pytest.approx(0.0, abs=1e-9)
+    assert kpis["energy_kwh"] == pytest.approx(sums["facility_kwh"])
+    assert kpis["energy_per_useful_gpu_h"] == pytest.approx(
+        sums["facility_kwh"] / (sums["work_done_gpu_h"] + sums["inference_served_gpu_h"]))
+    assert kpis["carbon_per_useful_gpu_h"] == pytest.approx(
+        sums["carbon_kg"] / (sums["work_done_gpu_h"] + sums["inference_served_gpu_h"]))
+    assert kpis["renewable_share"] == pytest.approx(
+        1 - sums["grid_import_kwh"] / sums["facility_kwh"])
+    assert kpis["headroom_violation_h"] == sums["headroom_violation"]
+    assert set(summary["kpis_per_site"]) == {"a", "b", "c"}
+    per_site = sum(v["energy_kwh"] for v in summary["kpis_per_site"].values())
+    assert per_site == pytest.approx(kpis["energy_kwh"])
+    # the terminal charge is the leftover work valued at the episode's mean carbon/price
+    left = env.state.work_gpu_h()[0]
+    value = terminal_value_per_gpu_h(env.params, env.episode_exo())
+    assert kpis["terminal_charge"] == pytest.approx(float(left @ value))
+    assert info["reward_terminal"] == pytest.approx(-kpis["terminal_charge"] /
+                                                   env.params.reward_scale)
+
+
+def test_fixed_starts_tile_the_test_blocks(tiny):
+    sc, sig = tiny
+    env = GridEnv(sc, signals=sig, period="test", start="fixed")
+    starts = []
+    for _ in range(len(env.windows.fixed) + 1):
+        _, info = env.reset()
+        starts.append(info["row"])
+    assert starts[-1] == starts[0]  # cycles
+    test_rows = sc.periods.test[0].hours(env.data.index)
+    assert starts[:-1] == list(range(test_rows[0], test_rows[-1] + 2 - 24, 24))
+
+
+def test_discrete_wrappers(tiny):
+    sc, sig = tiny
+    env = DiscreteActions(GridEnv(sc, signals=sig, seed=0))
+    assert env.action_space.nvec.tolist() == [5] * 12
+    np.testing.assert_allclose(env.action(np.array([0, 1, 2, 3, 4] * 2 + [0, 4])),
+                               [-1, -0.5, 0, 0.5, 1] * 2 + [-1, 1])
+    env.reset(seed=0)
+    env.step(env.action_space.sample())
+    with pytest.raises(ValueError, match="0..4"):
+        env.step(np.full(12, 5))
+    venv = DiscreteVecActions(GridVecEnv(sc, 2, signals=sig, seed=0), n_levels=3)
+    venv.reset()
+    obs, rew, dones, infos = venv.step(np.full((2, 12), 2))
+    assert obs.shape == (2, venv.observation_space.shape[0])
+
+
+def test_layouts_name_every_entry(tiny_env):
+    env = tiny_env
+    obs_layout = env.observation_layout
+    assert obs_layout.dim == env.observation_space.shape[0]
+    names = obs_layout.names
+    assert len(set(names)) == len(names)
+    assert names[:4] == ["hour_sin", "hour_cos", "weekday_sin", "weekday_cos"]
+    assert "c.fc_pv_kw_h4_p50" in names and "a.queue_slack_4h_plus" in names
+    obs, _ = env.reset(seed=0)
+    raw = env.data.exo[env.window.start]
+    i = names.index("c.headroom_kw")
+    ref = 20 * 1.0 * 1.0  # GPUs x gpu_max_kw x pue
+    assert obs[i] == pytest.approx(raw[2, 2] / ref, rel=1e-6)
+    act = env.action_layout
+    assert act.dim == env.action_space.shape[0]
+    assert [f.name for f in act.fields[:4]] == ["a.run", "a.cap", "a.route", "a.migrate"]
+    assert act.fields[1].physical_low == pytest.approx(0.6)
+    manifest = pytest.importorskip("gridrl.export.manifest")
+    manifest.ObservationLayout.model_validate(obs_layout.to_dict())
+    manifest.ActionLayout.model_validate(act.to_dict())
+
+
+def test_observation_state_features_follow_the_queue(tiny):
+    sc, sig = tiny
+    env = GridEnv(sc, signals=sig, seed=0)
+    env.reset(seed=0)
+    names = env.observation_layout.names
+    for _ in range(5):  # defer everything: the queue fills
+        obs, *_ = env.step(np.tile([-1, 1, 0, -1], 3).astype(np.float32))
+    q = env.state.queue_gpu_h[0, 0]
+    groups = [q[1:3].sum(), q[3:5].sum(), q[5:].sum()]
+    got = [obs[names.index(f"a.{n}")] for n in
+           ("queue_slack_0_2h", "queue_slack_2_4h", "queue_slack_4h_plus")]
+    np.testing.assert_allclose(got, np.array(groups) / 10, rtol=1e-6)
+    assert obs[names.index("a.overdue_gpu_h")] == pytest.approx(q[0] / 10, rel=1e-6)
+
+
+def test_bad_inputs_raise_clear_errors():
+    sc = scenario(2)
+    exo = synthetic_exo(2, 48)
+    exo[7, 1, 2] = -5.0
+    with pytest.raises(EnvDataError, match=r"site 's1', signal 'headroom_kw', row 7 .*negative"):
+        EnvData.from_arrays(index(48), exo, ["s0", "s1"])
+    exo[7, 1, 2] = np.nan
+    with pytest.raises(EnvDataError, match="not finite"):
+        EnvData.from_arrays(index(48), exo, ["s0", "s1"])
+    with pytest.raises(EnvDataError, match="shape"):
+        EnvData.from_arrays(index(48), exo[:, :1], ["s0", "s1"])
+    good = EnvData.from_arrays(index(24 * 14), synthetic_exo(2, 24 * 14), ["s0", "s1"])
+    with pytest.raises(ValueError, match="differ from scenario sites"):
+        GridEnv(scenario(3), data=good)
+    with pytest.raises(Exception, match="periods.test"):
+        GridEnv(sc, data=EnvData.from_arrays(index(48), synthetic_exo(2, 48), ["s0", "s1"]),
+                period="test")
