@@ -1,0 +1,342 @@
+"""HTTP decision service: a policy bundle behind FastAPI (``gridrl serve BUNDLE``).
+
+Endpoints
+---------
+``POST /v1/decide``
+    ``{"observation": [D floats]}`` -> ``{"batch_size": 1, "decisions": [one per site]}``;
+    ``{"observations": [[D floats], ...]}`` -> ``{"batch_size": B, "batch": {columns}}``
+    where each decision field is a ``B x n_sites`` list.
+``GET /v1/manifest``
+    The bundle's manifest (layouts, units, semantics, versions).
+``GET /healthz``
+    Liveness and what is loaded (no token needed, for load balancers).
+``GET /openapi.json``, ``/docs``
+    The OpenAPI spec (request schemas carry the bundle's observation length).
+
+Bad input gets 422 with a message naming the field; a missing or wrong bearer token
+gets 401; a body above ``max_body_bytes`` gets 413. Nothing a client sends causes a 5xx.
+"""
+
+# No "from __future__ import annotations": FastAPI must see the real types of the
+# closures in create_app (the per-bundle request model, the bearer dependency).
+
+import hmac
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import HTTPException
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
+
+from gridrl import __version__
+from gridrl.export.runtime import InputError, PolicyRuntime
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+MAX_ERRORS = 20  # a 422 lists this many problems, then a count (bodies may hold 1e5 values)
+
+
+class ServeConfig(BaseModel):
+    """Service limits and access.
+
+    Attributes
+    ----------
+    token
+        Bearer token required on ``/v1/*`` (None: no authentication).
+    max_body_bytes
+        Largest request body accepted (413 above).
+    max_batch
+        Most observations in one request (422 above).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    token: str | None = None
+    max_body_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
+    max_batch: int = Field(default=20_000, gt=0)
+
+
+class SiteDecisionOut(BaseModel):
+    """One site's decision (units in the field names' meaning; see the manifest)."""
+
+    site: str
+    run_share: float = Field(description="share (0-1) of queued flexible work started now")
+    power_cap_fraction: float = Field(description="GPU power cap, fraction of max board power")
+    route_weight: float = Field(description="softmax weight as a migration destination")
+    migrate_share: float = Field(description="share of queued flexible work sent away")
+    battery_kw: float | None = Field(description="battery setpoint kW (+ charge), or null")
+
+
+class BatchDecisionsOut(BaseModel):
+    """Decisions of B observations; every field is B rows of n_sites values (site order)."""
+
+    sites: list[str]
+    run_share: list[list[float]]
+    power_cap_fraction: list[list[float]]
+    route_weight: list[list[float]]
+    migrate_share: list[list[float]]
+    battery_kw: list[list[float]] | None
+
+
+class DecideResponse(BaseModel):
+    """``decisions`` for one observation, ``batch`` for a batch."""
+
+    batch_size: int
+    decisions: list[SiteDecisionOut] | None = None
+    batch: BatchDecisionsOut | None = None
+
+
+class Health(BaseModel):
+    """What the service has loaded."""
+
+    status: str
+    gridrl_version: str
+    algo: str
+    scenario_hash: str | None
+    sites: list[str]
+    observation_dim: int
+    action_dim: int
+
+
+class ErrorItem(BaseModel):
+    """One validation problem."""
+
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ErrorOut(BaseModel):
+    """Error body (422 lists every problem; 401/413 a message)."""
+
+    detail: list[ErrorItem] | str
+
+
+def _request_model(dim: int, max_batch: int) -> Any:
+    """The /v1/decide body schema for observations of length ``dim``: one observation or
+    a batch (an OpenAPI ``anyOf`` of two closed objects, so exactly one key is given)."""
+    value = Annotated[float, Field(ge=-FLOAT32_MAX, le=FLOAT32_MAX, allow_inf_nan=False)]
+    row = Annotated[list[value], Field(min_length=dim, max_length=dim)]
+    closed = ConfigDict(extra="forbid")
+    one = create_model(
+        "DecideOne",
+        __config__=closed,
+        __doc__=f"One observation: {dim} numbers, the observation vector in manifest order.",
+        observation=(row, ...),
+    )
+    batch = create_model(
+        "DecideBatch",
+        __config__=closed,
+        __doc__=f"A batch of 1 to {max_batch} observations of {dim} numbers each.",
+        observations=(Annotated[list[row], Field(min_length=1, max_length=max_batch)], ...),
+    )
+    return one | batch
+
+
+def _errors(exc: ValidationError) -> list[dict[str, Any]]:
+    """FastAPI-style 422 items (without echoing the input), at most MAX_ERRORS of them."""
+    items = [
+        {"loc": ["body", *e["loc"]], "msg": e["msg"], "type": e["type"]}
+        for e in exc.errors(include_url=False, include_input=False)[:MAX_ERRORS]
+    ]
+    if exc.error_count() > MAX_ERRORS:
+        items.append(
+            {
+                "loc": ["body"],
+                "msg": f"... {exc.error_count() - MAX_ERRORS} more errors",
+                "type": "too_many",
+            }
+        )
+    return items
+
+
+class BodySizeLimit:
+    """ASGI middleware: answer 413 to bodies above ``max_bytes`` (declared or streamed).
+
+    The body is read here (up to the limit) and replayed to the app, so an oversized
+    chunked upload is refused before any parsing.
+    """
+
+    def __init__(self, app: Any, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            await self._reject(send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body = message.get("body", b"")
+            size += len(body)
+            if size > self.max_bytes:
+                await self._reject(send)
+                return
+            chunks.append(body)
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        sent = False
+
+        async def replay() -> dict:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _reject(self, send: Any) -> None:
+        payload = f'{{"detail":"request body larger than {self.max_bytes} bytes"}}'.encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(payload)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": payload})
+
+
+def create_app(runtime: PolicyRuntime, config: ServeConfig | None = None) -> FastAPI:
+    """The FastAPI app serving ``runtime`` with ``config``'s limits and token."""
+    config = config or ServeConfig()
+    manifest = runtime.manifest
+    request_model = _request_model(runtime.observation_dim, config.max_batch)
+    bearer = HTTPBearer(
+        auto_error=False, description="Bearer token given to `gridrl serve --token`"
+    )
+    token = config.token.encode() if config.token else None
+
+    def authorize(
+        creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    ) -> None:
+        if token is None:
+            return
+        if creds is None or not hmac.compare_digest(creds.credentials.encode(), token):
+            raise HTTPException(
+                status_code=401,
+                detail="missing or wrong bearer token",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+
+    app = FastAPI(
+        title="gridrl decision service",
+        version=__version__,
+        description=(
+            f"Policy {manifest.algo} for sites {', '.join(runtime.sites)} "
+            f"(scenario {manifest.scenario.hash}). Decision semantics: "
+            + " ".join(f"[{k}] {v}" for k, v in manifest.decision_semantics.items())
+        ),
+    )
+    app.add_middleware(BodySizeLimit, max_bytes=config.max_body_bytes)
+    errors: dict[int | str, dict[str, Any]] = {
+        413: {"model": ErrorOut, "description": "request body too large"},
+        422: {"model": ErrorOut, "description": "invalid observation"},
+    }
+    if token is not None:
+        errors[401] = {"model": ErrorOut, "description": "missing or wrong bearer token"}
+
+    @app.exception_handler(InputError)
+    async def _input_error(request: Request, exc: InputError) -> JSONResponse:
+        return JSONResponse(status_code=422, content={"detail": exc.errors})
+
+    @app.get("/healthz", response_model=Health, responses={413: errors[413]})
+    async def healthz() -> Health:
+        """Liveness and what is loaded."""
+        return Health(
+            status="ok",
+            gridrl_version=__version__,
+            algo=manifest.algo,
+            scenario_hash=manifest.scenario.hash,
+            sites=list(runtime.sites),
+            observation_dim=runtime.observation_dim,
+            action_dim=runtime.action_dim,
+        )
+
+    @app.get("/v1/manifest", dependencies=[Depends(authorize)], responses=errors)
+    async def get_manifest() -> dict[str, Any]:
+        """The bundle's manifest.json."""
+        return manifest.model_dump(mode="json")
+
+    body_adapter = TypeAdapter(request_model)
+    body_schema = body_adapter.json_schema(ref_template="#/components/schemas/{model}")
+
+    @app.post(
+        "/v1/decide",
+        response_model=DecideResponse,
+        response_model_exclude_none=True,
+        dependencies=[Depends(authorize)],
+        responses=errors,
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": {"anyOf": body_schema["anyOf"]}}},
+            }
+        },
+    )
+    async def decide(request: Request) -> JSONResponse:
+        """Per-site decisions for one observation or a batch."""
+        # The body is parsed and validated in one pass by pydantic's JSON parser: faster
+        # than json.loads + validation for large batches, and any bytes (not JSON, not
+        # UTF-8) become a 422 that says what is wrong.
+        try:
+            body = body_adapter.validate_json(await request.body())
+        except ValidationError as exc:
+            return JSONResponse(status_code=422, content={"detail": _errors(exc)})
+        if hasattr(body, "observation"):
+            batch = runtime.decide_batch([body.observation])
+            return JSONResponse(
+                {"batch_size": 1, "decisions": [d.to_dict() for d in batch.site_decisions(0)]}
+            )
+        batch = runtime.decide_batch(body.observations)
+        return JSONResponse({"batch_size": len(batch), "batch": batch.to_columns()})
+
+    base_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            spec = base_openapi()
+            spec.setdefault("components", {}).setdefault("schemas", {}).update(
+                body_schema.get("$defs", {})
+            )
+            app.openapi_schema = spec
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app
+
+
+def serve(
+    runtime: PolicyRuntime,
+    *,
+    host: str,
+    port: int,
+    config: ServeConfig | None = None,
+    access_log: bool = False,
+    log_level: str = "info",
+) -> None:
+    """Run the service with uvicorn until interrupted."""
+    import uvicorn
+
+    uvicorn.run(
+        create_app(runtime, config),
+        host=host,
+        port=port,
+        access_log=access_log,
+        log_level=log_level,
+    )
