@@ -38,6 +38,15 @@ def algo_class(algo: str) -> type:
     return _algo_class(algo)
 
 
+def load_forecaster(forecast_config: str | Path | None) -> Any:
+    """The forecaster config object of a ``forecasts/*.yaml`` path (None: defaults)."""
+    if forecast_config is None:
+        return None
+    from gridrl.forecast.config import load_forecast_config
+
+    return load_forecast_config(forecast_config)
+
+
 def make_training_env(
     scenario_path: str | Path,
     *,
@@ -47,25 +56,24 @@ def make_training_env(
     forecast_config: str | Path | None,
     period: str = "train",
 ) -> Any:
-    """The native batched VecEnv of the scenario, ``n_envs`` episodes stepped together."""
+    """The native batched VecEnv of the scenario: ``n_envs`` episodes stepped together,
+    random episode starts in ``period``, per-step infos only at episode ends."""
     from gridrl.env import GridVecEnv
 
-    return GridVecEnv.from_yaml(
+    return GridVecEnv(
         scenario_path,
-        num_envs=n_envs,
+        n_envs,
         forecast_mode=forecast_mode,
-        forecast_config=forecast_config,
+        forecast_config=load_forecaster(forecast_config),
         period=period,
+        start="random",
+        info_mode="episode",  # training reads rewards only; KPIs come from evaluation
         seed=seed,
     )
 
 
 def _layouts(venv: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-    layout = venv.layout
-    data = layout.to_dict()
-    if "observation" in data and "action" in data:
-        return data["observation"], data["action"]
-    return data, data
+    return venv.observation_layout.to_dict(), venv.action_layout.to_dict()
 
 
 def _make_progress_callback(

@@ -105,73 +105,119 @@ def _absolute_files(node: Any, base: Path) -> Any:
 # --------------------------------------------------------------------------- unit work
 
 
+@dataclass(frozen=True)
+class UnitContext:
+    """What a worker needs to run one unit (built from the picklable payload)."""
+
+    study: Study
+    unit: Unit
+    store: RunStore
+    scenario_path: Path
+
+    @property
+    def unit_dir(self) -> Path:
+        """The unit's folder (the policy folder of an SB3 unit)."""
+        return self.store.unit_dir(self.unit.unit_id)
+
+
+def unit_context(payload: dict[str, Any]) -> UnitContext:
+    """Rebuild the unit context in a worker and pin its torch thread count."""
+    study = Study.model_validate(payload["study"])
+    threads = study.training.torch_threads
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    import torch
+
+    torch.set_num_threads(threads)
+    ctx = UnitContext(
+        study=study,
+        unit=Unit(**payload["unit"]),
+        store=RunStore(payload["run_dir"]),
+        scenario_path=Path(payload["scenario_path"]),
+    )
+    ctx.unit_dir.mkdir(parents=True, exist_ok=True)
+    return ctx
+
+
+def train_unit(ctx: UnitContext) -> dict[str, Any]:
+    """Train an SB3 unit into its folder (policy directory); returns the training summary."""
+    from gridrl.agents.train import train_policy
+
+    study, unit, agent = ctx.study, ctx.unit, ctx.study.agent(ctx.unit.agent)
+    assert isinstance(agent, SB3AgentSpec)
+    info = train_policy(
+        scenario_path=ctx.scenario_path,
+        algo=agent.algo,
+        out_dir=ctx.unit_dir,
+        seed=unit.seed,
+        timesteps=agent.timesteps or study.training.timesteps,
+        n_envs=agent.n_envs or study.training.n_envs,
+        forecast_mode=unit.forecast_mode,
+        forecast_config=study.forecast.config,
+        policy=agent.policy_name,
+        hyperparameters=agent.hyperparameters,
+        policy_kwargs=agent.policy_kwargs,
+        vecnormalize=study.training.vecnormalize if agent.vecnormalize else None,
+        checkpoint_every_steps=study.training.checkpoint_every_steps,
+        tensorboard=study.training.tensorboard,
+        progress_bar=False,  # the driver shows unit progress from progress.json
+        progress=lambda done, total: ctx.store.write_progress(unit.unit_id, done, total),
+    )
+    return {
+        "kind": "sb3",
+        "algo": agent.algo,
+        "train_wall_s": info["wall_time_s"],
+        "env_steps_per_s": info["env_steps_per_s"],
+        "timesteps": info["timesteps"],
+    }
+
+
+def finish_unit(ctx: UnitContext, kpis: pd.DataFrame, summary: dict[str, Any]) -> dict[str, Any]:
+    """Prefix the unit's identity columns to its KPI rows and write result + done marker."""
+    unit = ctx.unit
+    summary = {
+        "agent": unit.agent,
+        "seed": unit.seed,
+        "forecast_mode": unit.forecast_mode,
+        **summary,
+    }
+    result = kpis.copy()
+    ids = {
+        "policy": unit.agent,
+        "kind": summary["kind"],
+        "algo": summary["algo"],
+        "seed": unit.seed,
+        "forecast_mode": unit.forecast_mode,
+        "unit_id": unit.unit_id,
+    }
+    for i, (k, v) in enumerate(ids.items()):
+        result.insert(i, k, v)
+    ctx.store.write_unit(unit.unit_id, result, summary)
+    return summary
+
+
 def execute_unit(payload: dict[str, Any]) -> dict[str, Any]:
     """Train (SB3) and evaluate one unit, write its result and done marker.
 
     Runs in a worker process (local pool or Ray). ``payload`` holds the study as a
     dict, the unit and the run folder; the return value is the done-marker summary.
     """
-    study = Study.model_validate(payload["study"])
-    unit = Unit(**payload["unit"])
-    store = RunStore(payload["run_dir"])
-    scenario_path = Path(payload["scenario_path"])
-    threads = study.training.torch_threads
-    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
-    import torch
-
-    torch.set_num_threads(threads)
-    agent = study.agent(unit.agent)
-    unit_dir = store.unit_dir(unit.unit_id)
-    unit_dir.mkdir(parents=True, exist_ok=True)
+    ctx = unit_context(payload)
+    agent = ctx.study.agent(ctx.unit.agent)
     t0 = time.perf_counter()
-    summary: dict[str, Any] = {"agent": unit.agent, "seed": unit.seed}
-    summary["forecast_mode"] = unit.forecast_mode
     if isinstance(agent, SB3AgentSpec):
-        from gridrl.agents.train import load_policy, train_policy
+        from gridrl.agents.train import load_policy
 
-        info = train_policy(
-            scenario_path=scenario_path,
-            algo=agent.algo,
-            out_dir=unit_dir,
-            seed=unit.seed,
-            timesteps=agent.timesteps or study.training.timesteps,
-            n_envs=agent.n_envs or study.training.n_envs,
-            forecast_mode=unit.forecast_mode,
-            forecast_config=study.forecast.config,
-            policy=agent.policy_name,
-            hyperparameters=agent.hyperparameters,
-            policy_kwargs=agent.policy_kwargs,
-            vecnormalize=study.training.vecnormalize if agent.vecnormalize else None,
-            checkpoint_every_steps=study.training.checkpoint_every_steps,
-            tensorboard=study.training.tensorboard,
-            progress_bar=False,  # the driver shows unit progress from progress.json
-            progress=lambda done, total: store.write_progress(unit.unit_id, done, total),
-        )
-        summary.update(
-            kind="sb3",
-            algo=agent.algo,
-            train_wall_s=info["wall_time_s"],
-            env_steps_per_s=info["env_steps_per_s"],
-            timesteps=info["timesteps"],
-        )
-        policy = load_policy(unit_dir)
+        summary = train_unit(ctx)
+        policy = load_policy(ctx.unit_dir)
     else:
         assert isinstance(agent, ReferenceAgentSpec)
-        policy = _make_reference(agent, scenario_path, unit.forecast_mode, study)
-        summary.update(kind="reference", algo=agent.reference)
+        policy = _make_reference(agent, ctx.scenario_path, ctx.unit.forecast_mode, ctx.study)
+        summary = {"kind": "reference", "algo": agent.reference}
     t_eval = time.perf_counter()
-    kpis = _evaluate(policy, scenario_path, unit, study)
+    kpis = _evaluate(policy, ctx.scenario_path, ctx.unit, ctx.study)
     summary["eval_wall_s"] = time.perf_counter() - t_eval
     summary["wall_s"] = time.perf_counter() - t0
-    result = kpis.copy()
-    result.insert(0, "policy", unit.agent)
-    result.insert(1, "kind", summary["kind"])
-    result.insert(2, "algo", summary["algo"])
-    result.insert(3, "seed", unit.seed)
-    result.insert(4, "forecast_mode", unit.forecast_mode)
-    result.insert(5, "unit_id", unit.unit_id)
-    store.write_unit(unit.unit_id, result, summary)
-    return summary
+    return finish_unit(ctx, kpis, summary)
 
 
 def _make_reference(

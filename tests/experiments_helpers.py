@@ -1,0 +1,65 @@
+"""Helpers for the experiments tests: small real studies on geo3 and a training-only unit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+GEO3 = REPO / "envs" / "geo3.yaml"
+
+# Tiny budgets: these studies check the runner, not the learning.
+TINY_PPO = {
+    "name": "ppo",
+    "algo": "PPO",
+    "hyperparameters": {"n_steps": 32, "batch_size": 64, "n_epochs": 2},
+    "policy_kwargs": {"net_arch": [16]},
+}
+TINY_A2C = {
+    "name": "a2c",
+    "algo": "A2C",
+    "hyperparameters": {"n_steps": 8},
+    "policy_kwargs": {"net_arch": [16]},
+}
+
+
+def write_study(path: Path, **over: Any) -> Path:
+    """A small study on geo3 (perfect forecasts, 2 seeds) written to ``path``."""
+    data: dict[str, Any] = {
+        "name": "tiny",
+        "scenario": str(GEO3),
+        "forecast": {"mode": "perfect"},
+        "agents": [TINY_PPO],
+        "seeds": [0, 1],
+        "training": {
+            "timesteps": 384,  # 192 steps per env: one whole 168 h episode each
+            "n_envs": 2,
+            "checkpoint_every_steps": 192,
+            "tensorboard": False,
+        },
+        "evaluation": {"episodes": 2},
+        "backend": {"kind": "local", "max_workers": 2},
+    }
+    data.update(over)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def training_only_unit(payload: dict[str, Any]) -> dict[str, Any]:
+    """A unit that trains for real and reports its training episodes as result rows.
+
+    Used where the runner's mechanics (backends, resume) are under test: the rows are
+    the real training returns, so a different seed or a lost row shows.
+    """
+    from gridrl.experiments.runner import finish_unit, train_unit, unit_context
+
+    ctx = unit_context(payload)
+    summary = train_unit(ctx)
+    mon = pd.read_csv(ctx.unit_dir / "monitor.csv", skiprows=1)
+    rows = pd.DataFrame(
+        {"episode": range(len(mon)), "J": mon["r"].to_numpy(), "steps": mon["l"].to_numpy()}
+    )
+    return finish_unit(ctx, rows, summary)
