@@ -74,7 +74,7 @@ def mode_slug(mode: str) -> str:
 class ForecastSpec(_Strict):
     """Forecaster config file (``forecasts/*.yaml``) and the mode the env uses."""
 
-    config: str = "forecasts/default.yaml"
+    config: str | None = "forecasts/default.yaml"  # needed by mode lightgbm only
     mode: str = "lightgbm"
 
     @field_validator("mode")
@@ -427,9 +427,23 @@ def load_study(path: str | Path, *, check_files: bool = True) -> Study:
         _mode_needs_forecaster(m)
         for m in [forecast.mode, *(study.ablation.forecast_modes if study.ablation else [])]
     )
-    config_path = forecast.config
-    if needs_forecaster or (study_dir / forecast.config).exists() or Path(forecast.config).exists():
-        config_path = _resolve(forecast.config, study_dir, "forecast.config", path)
+    config_path: str | None = None
+    if forecast.config is not None:
+        try:
+            config_path = _resolve(forecast.config, study_dir, "forecast.config", path)
+        except StudyError:
+            if needs_forecaster:
+                raise
+            config_path = None  # modes without a forecaster do not read it
+    if config_path is not None:
+        from gridrl.forecast.config import ForecastConfigError, load_forecast_config
+
+        try:
+            load_forecast_config(config_path)
+        except ForecastConfigError as exc:
+            raise StudyError(
+                f"{path}: forecast.config: invalid forecaster config:\n{exc}"
+            ) from None
     return study.model_copy(
         update={
             "scenario": scenario_path,
