@@ -118,3 +118,14 @@ def test_periods_override_is_validated(tmp_path: Path) -> None:
     path = _study(tmp_path, periods={"train": {"start": "2021-03-01"}})
     with pytest.raises(StudyError, match=r"periods\.train"):
         load_study(path)
+
+
+def test_invalid_forecaster_config_fails_before_work(tmp_path: Path) -> None:
+    bad = tmp_path / "forecaster.yaml"
+    bad.write_text("name: x\nmax_horizon_h: -3\n")
+    path = _study(tmp_path, forecast={"mode": "lightgbm", "config": str(bad)})
+    with pytest.raises(StudyError, match=r"forecast\.config: invalid forecaster config"):
+        load_study(path)
+    path = _study(tmp_path, forecast={"mode": "lightgbm", "config": "nowhere.yaml"})
+    with pytest.raises(StudyError, match=r"forecast\.config: file not found"):
+        load_study(path)

@@ -47,6 +47,29 @@ def load_forecaster(forecast_config: str | Path | None) -> Any:
     return load_forecast_config(forecast_config)
 
 
+def env_inputs(
+    scenario_path: str | Path, forecast_mode: str, forecast_config: str | Path | None
+) -> Any:
+    """Signals and forecast cube of a scenario (:class:`gridrl.env.EnvData`), built once.
+
+    The forecast cube is seeded with the scenario's own ``seed``, not the training
+    seed: forecasts are part of the scenario's data, so every training seed (and every
+    policy) sees the same forecasts, and a LightGBM cube is fitted once per scenario,
+    config and mode (then read from the disk cache).
+    """
+    from gridrl.env import load_env_data
+    from gridrl.scenario import load_scenario
+
+    scenario = load_scenario(scenario_path)
+    return load_env_data(
+        scenario,
+        forecast_mode,
+        base_dir=Path(scenario_path).parent,
+        forecast_config=load_forecaster(forecast_config),
+        seed=scenario.seed,
+    )
+
+
 def make_training_env(
     scenario_path: str | Path,
     *,
@@ -57,14 +80,14 @@ def make_training_env(
     period: str = "train",
 ) -> Any:
     """The native batched VecEnv of the scenario: ``n_envs`` episodes stepped together,
-    random episode starts in ``period``, per-step infos only at episode ends."""
+    random episode starts in ``period`` seeded by ``seed``, per-step infos only at
+    episode ends."""
     from gridrl.env import GridVecEnv
 
     return GridVecEnv(
         scenario_path,
         n_envs,
-        forecast_mode=forecast_mode,
-        forecast_config=load_forecaster(forecast_config),
+        data=env_inputs(scenario_path, forecast_mode, forecast_config),
         period=period,
         start="random",
         info_mode="episode",  # training reads rewards only; KPIs come from evaluation

@@ -246,6 +246,21 @@ def _evaluate(policy: Any, scenario_path: Path, unit: Unit, study: Study) -> pd.
 # --------------------------------------------------------------------------- the run
 
 
+def prepare_inputs(study: Study, scenario_path: Path, modes: set[str], console: Any) -> None:
+    """Fit the LightGBM forecast cubes the units need, once, before fanning out.
+
+    The cubes land in the on-disk forecast cache, where every unit then finds them;
+    without this step parallel units would fit the same cube side by side.
+    """
+    from gridrl.agents.train import env_inputs
+
+    for mode in sorted(m for m in modes if m == "lightgbm"):
+        t0 = time.perf_counter()
+        console.print(f"forecasts: building the {mode} cube (cached after the first run)")
+        env_inputs(scenario_path, mode, study.forecast.config)
+        console.print(f"forecasts: {mode} ready in {time.perf_counter() - t0:,.1f} s")
+
+
 def default_run_dir(study: Study) -> Path:
     """``output_dir`` of the study, else ``runs/<name>``."""
     return Path(study.output_dir or Path("runs") / study.name).resolve()
@@ -314,6 +329,7 @@ def run_study(
         f"[bold]{study.name}[/]: {len(units)} units, {skipped} already finished, "
         f"{len(todo)} to run on backend [cyan]{study.backend.kind}[/] -> {run_dir}"
     )
+    prepare_inputs(study, scenario_path, {u.forecast_mode for u in todo}, console)
     payloads = [
         {
             "study": study.model_dump(mode="json"),
