@@ -1,7 +1,7 @@
 """``BatchSim``: B episodes of one scenario stepped together (shared by the Gymnasium env
 and the native VecEnv).
 
-It owns the state (double-buffered so a step never allocates), the data row and end row
+It owns the state (updated in place, so a step never allocates), the data row and end row
 of every episode, the running sums of step outputs per episode and site, and the
 terminal charge for work left at the end (``core.terminal_value_per_gpu_h``). Episodes
 end independently; the caller restarts them with :meth:`begin`.
@@ -17,9 +17,9 @@ import numpy as np
 from gridrl.env import core, kernel
 from gridrl.env.episodes import Window
 from gridrl.env.inputs import EnvData
-from gridrl.env.kernel import _SCALE, _W0, _kernel
-from gridrl.env.kpis import episode_kpis
-from gridrl.env.layout import ObservationBuilder, _fill
+from gridrl.env.kernel import _SCALE, _W0, FAST_MATH, _scratch, _step_env
+from gridrl.env.kpis import kpi_arrays
+from gridrl.env.layout import ObservationBuilder, _fill_env
 from gridrl.env.params import EnvParams
 from gridrl.env.state import EnvState
 
@@ -65,21 +65,23 @@ def _sanitize(a, out, clipped):  # pragma: no cover - compiled
     return -1
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, fastmath=FAST_MATH)
 def _advance(site, scalar, split, curve, q, z, soc, action, exo, rows, q2, z2, soc2, cap2,
              values, reward, end, sums, returns, tvalue, charge, done, totals,
-             calendar, site_exo, obs_rows, inv_scale, group_end, obs):  # pragma: no cover
-    # One hour for every episode: the kernel step into (q2, z2, soc2, cap2, values,
-    # reward), then the bookkeeping (sums, rows, terminal charge, returns, per-episode
-    # totals over sites with weighted reward terms) and the next observations.
-    _kernel(site, scalar, split, curve, q, z, soc, action, exo, rows, q2, z2, soc2, cap2,
-            values, reward)
+             calendar, site_exo, inv_scale, group_end, obs):  # pragma: no cover
+    # One hour for every episode, one episode at a time (its arrays stay in cache): the
+    # kernel step into (q2, z2, soc2, cap2, values, reward), the bookkeeping (sums, rows,
+    # terminal charge, returns, totals over sites with weighted reward terms) and the
+    # observation of the new state.
     n_b, n_s, n_f = values.shape
     n_k = q2.shape[2]
     inv = 1.0 / scalar[_SCALE]
     last = exo.shape[0] - 1
     any_done = False
+    s_q2, s_moved, s_acc, s_e, s_inv_den, s_mu, s_total = _scratch(n_s, n_k)
     for b in range(n_b):
+        _step_env(b, site, scalar, split, curve, q, z, soc, action, exo, rows, q2, z2, soc2,
+                  cap2, values, reward, s_q2, s_moved, s_acc, s_e, s_inv_den, s_mu, s_total)
         for f in range(n_f):
             totals[b, f] = 0.0
         for i in range(n_s):
@@ -105,8 +107,8 @@ def _advance(site, scalar, split, curve, q, z, soc, action, exo, rows, q2, z2, s
         for j in range(5):
             totals[b, n_f + j] = -scalar[_W0 + j] * totals[b, _TERM_COLS[j]] * inv
         totals[b, n_f + 5] = -c * inv
-        obs_rows[b] = min(rows[b], last)
-    _fill(calendar, site_exo, obs_rows, q2, z2, soc2, cap2, inv_scale, group_end, obs)
+        _fill_env(b, calendar, site_exo, min(rows[b], last), q2, z2, soc2, cap2, inv_scale,
+                  group_end, obs)
     return any_done
 
 
@@ -152,16 +154,19 @@ class BatchSim:
         self.n_act = params.n_actions_per_site
         self.packed = kernel.pack(params)
         self.obs = ObservationBuilder(params, data)
-        self._bufs = [kernel.StepBuffers.empty(b, n, s), kernel.StepBuffers.empty(b, n, s)]
-        self._cur = 0
+        # One buffer: the kernel updates the state in place (it reads all of an episode's
+        # queues before writing them), which halves the memory traffic of a step.
+        self._buf = buf = kernel.StepBuffers.empty(b, n, s)
         init = core.reset(params, b)
-        buf = self._bufs[0]
         buf.queue_gpu_h[:] = init.queue_gpu_h
         buf.transit_gpu_h[:] = init.transit_gpu_h
         buf.soc_kwh[:] = init.soc_kwh
         buf.cap[:] = init.cap
-        self._states = [self._state_of(self._bufs[0]), self._state_of(self._bufs[1])]
-        self.state = self._states[0]
+        buf.values[:] = 0.0
+        buf.reward[:] = 0.0
+        self.state = self._state_of(buf)
+        self.values = buf.values
+        self.reward = buf.reward
         self._done = np.zeros(b, dtype=np.bool_)
         self.any_done = False
         self.rows = np.zeros(b, dtype=np.int64)
@@ -171,8 +176,6 @@ class BatchSim:
         self.returns = np.zeros(b)
         self.start_work = np.zeros((b, n))
         self.terminal_value = np.zeros((b, n))
-        self.values = np.zeros((b, n, len(core.OUTPUT_FIELDS)))
-        self.reward = np.zeros(b)
         self.terminal_charge = np.zeros(b)  # this hour's charge for work left (at episode ends)
         self.clipped = np.zeros(b, dtype=np.int64)
         self._act = np.zeros((b, n * self.n_act))
@@ -180,7 +183,6 @@ class BatchSim:
         self._last_row = data.hours - 1
         self.totals = np.zeros((b, len(INFO_FIELDS)))
         self.obs_buffer = np.zeros((b, self.obs.dim), dtype=np.float32)
-        self._obs_rows = np.zeros(b, dtype=np.int64)
         self._t_carbon_price = np.concatenate(
             [np.zeros((1, n, 2)), np.cumsum(data.exo[..., [3, 4]], axis=0)])
 
@@ -193,21 +195,37 @@ class BatchSim:
     def begin(self, envs: np.ndarray | list[int], windows: list[Window]) -> None:
         """Start new episodes in batch rows ``envs`` at ``windows`` (state reset)."""
         p = self.params
+        envs = np.asarray(envs, dtype=np.int64)
+        start = np.array([w.start for w in windows], dtype=np.int64)
+        hours = np.array([w.hours for w in windows], dtype=np.int64)
+        if envs.shape != start.shape:
+            raise ValueError("one window per env expected")
+        if ((hours < 1) | (start < 0) | (start + hours > self.data.hours)).any():
+            raise ValueError(f"episode windows outside the data rows: {windows}")
         st = self.state
-        for b, w in zip(envs, windows, strict=True):
-            if w.hours < 1 or w.start < 0 or w.start + w.hours > self.data.hours:
-                raise ValueError(f"episode window {w} outside the data rows")
-            st.queue_gpu_h[b] = 0.0
-            st.transit_gpu_h[b] = 0.0
-            st.soc_kwh[b] = p.soc_initial_kwh
-            st.cap[b] = 1.0
-            self.rows[b] = self.start[b] = w.start
-            self.end[b] = w.start + w.hours
-            self.sums[b] = 0.0
-            self.returns[b] = 0.0
-            self.start_work[b] = 0.0
-            self.terminal_value[b] = core.terminal_value_per_gpu_h(
-                p, self.data.exo[w.start : w.start + w.hours])
+        st.queue_gpu_h[envs] = 0.0
+        st.transit_gpu_h[envs] = 0.0
+        st.soc_kwh[envs] = p.soc_initial_kwh
+        st.cap[envs] = 1.0
+        self.rows[envs] = start
+        self.start[envs] = start
+        self.end[envs] = start + hours
+        self.sums[envs] = 0.0
+        self.returns[envs] = 0.0
+        self.start_work[envs] = 0.0
+        self.terminal_value[envs] = self._terminal_values(start, hours)
+
+    def _terminal_values(self, start: np.ndarray, hours: np.ndarray) -> np.ndarray:
+        """``core.terminal_value_per_gpu_h`` of windows, from running sums (O(1) each)."""
+        p = self.params
+        if p.scenario.env.terminal_queue_valuation == "none":
+            return np.zeros((len(start), p.n_sites))
+        csum = self._t_carbon_price
+        mean = (csum[start + hours] - csum[start]) / hours[:, None, None]  # [E, N, 2]
+        e_kwh = p.pue * (p.gpu_max_kw - p.gpu_idle_kw)
+        w = p.reward_weights
+        return e_kwh * (w[0] * mean[..., 0] * core.KG_PER_G + w[1] * mean[..., 1]
+                        * core.MWH_PER_KWH)
 
     def episode_exo(self, env: int = 0) -> np.ndarray:
         """``[L, N, K]`` exogenous rows of episode ``env`` (a view, do not modify)."""
@@ -237,8 +255,7 @@ class BatchSim:
         ``totals`` (``INFO_FIELDS``) hold this hour's outputs and ``obs_buffer`` the
         observations of the new state (reused: copy what you keep).
         """
-        nxt = 1 - self._cur
-        buf = self._bufs[nxt]
+        buf = self._buf
         st = self.state
         pp = self.packed
         ob = self.obs
@@ -248,14 +265,10 @@ class BatchSim:
                 st.soc_kwh, self._act3, self.data.exo, self.rows, buf.queue_gpu_h,
                 buf.transit_gpu_h, buf.soc_kwh, buf.cap, buf.values, buf.reward, self.end,
                 self.sums, self.returns, self.terminal_value, self.terminal_charge,
-                self._done, self.totals, ob.calendar, ob.site_exo, self._obs_rows,
-                ob._inv_scale, ob._group_end, self.obs_buffer)
+                self._done, self.totals, ob.calendar, ob.site_exo, ob._inv_scale,
+                ob._group_end, self.obs_buffer)
         else:
             self._advance_numpy(buf)
-        self._cur = nxt
-        self.state = self._states[nxt]
-        self.values = buf.values
-        self.reward = buf.reward
         return self._done
 
     def _advance_numpy(self, buf: kernel.StepBuffers) -> None:
@@ -291,6 +304,12 @@ class BatchSim:
         rows = np.minimum(self.rows, self._last_row)
         return self.obs.build(rows, self.state, out)
 
+    def observe_envs(self, envs: np.ndarray) -> np.ndarray:
+        """Observations ``[E, dim]`` of the episodes in batch rows ``envs`` only."""
+        envs = np.asarray(envs, dtype=np.int64)
+        rows = np.minimum(self.rows[envs], self._last_row)
+        return self.obs.build(rows, self.state.select(envs))
+
     def step_info(self, env: int) -> dict[str, float]:
         """This hour of episode ``env``: every output field summed over sites, the
         weighted reward terms (``reward_*``, reward units), the clipped-action count and
@@ -300,21 +319,41 @@ class BatchSim:
         info["row"] = int(self.rows[env]) - 1
         return info
 
-    def episode_summary(self, env: int) -> dict:
-        """KPIs of episode ``env`` (fleet and per site), its return and window."""
-        hours = int(self.rows[env] - self.start[env])
+    def episode_summaries(self, envs: np.ndarray | list[int]) -> list[dict]:
+        """KPIs (fleet and per site, :mod:`gridrl.env.kpis`), return, terminal charge and
+        window of the episodes in batch rows ``envs`` (computed together)."""
+        envs = np.asarray(envs, dtype=np.int64)
+        if envs.size == 0:
+            return []
+        hours = (self.rows[envs] - self.start[envs]).astype(np.float64)
         st = self.state
-        end_work = st.queue_gpu_h[env].sum(-1) + st.transit_gpu_h[env].sum(-1)
-        kpis = episode_kpis(self.sums[env], hours, self.start_work[env], end_work)
-        kpis["return"] = float(self.returns[env])
-        kpis["terminal_charge"] = float(self.terminal_charge[env])
-        per_site = {
-            name: episode_kpis(self.sums[env, i], hours, self.start_work[env, i], end_work[i])
-            for i, name in enumerate(self.params.site_names)
-        }
-        return {
-            "kpis": kpis,
-            "kpis_per_site": per_site,
-            "start": str(self.data.index[self.start[env]]),
-            "hours": hours,
-        }
+        end_work = st.queue_gpu_h[envs].sum(-1) + st.transit_gpu_h[envs].sum(-1)  # [E, N]
+        sums = self.sums[envs]  # [E, N, F]
+        n = self.params.n_sites
+        fleet = kpi_arrays(sums.sum(axis=1), hours, self.start_work[envs].sum(-1),
+                           end_work.sum(-1), n)
+        fleet["return"] = self.returns[envs]
+        fleet["terminal_charge"] = self.terminal_charge[envs]
+        sites = kpi_arrays(sums, hours[:, None], self.start_work[envs], end_work, 1)
+        f_names = list(fleet)
+        f_rows = np.stack([np.broadcast_to(fleet[k], envs.shape) for k in f_names], -1).tolist()
+        s_names = list(sites)
+        s_rows = np.stack([sites[k] for k in s_names], -1).tolist()  # [E, N, K]
+        names = self.params.site_names
+        index = self.data.index
+        out = []
+        for j, b in enumerate(envs.tolist()):
+            out.append({
+                "kpis": dict(zip(f_names, f_rows[j], strict=True)),
+                "kpis_per_site": {
+                    name: dict(zip(s_names, s_rows[j][i], strict=True))
+                    for i, name in enumerate(names)
+                },
+                "start": str(index[self.start[b]]),
+                "hours": int(hours[j]),
+            })
+        return out
+
+    def episode_summary(self, env: int) -> dict:
+        """KPIs of episode ``env`` (see :meth:`episode_summaries`)."""
+        return self.episode_summaries([env])[0]

@@ -20,7 +20,12 @@ from gridrl.env.core import EXO_SIGNALS, KG_PER_G, MWH_PER_KWH, OUTPUT_FIELDS, S
 from gridrl.env.params import EnvParams
 from gridrl.env.state import EnvState
 
-__all__ = ["PackedParams", "StepBuffers", "pack", "step", "step_into"]
+__all__ = ["FAST_MATH", "PackedParams", "StepBuffers", "pack", "step", "step_into"]
+
+#: LLVM may reassociate sums (vectorised reductions), fuse multiply-adds and use
+#: reciprocals; results differ from the numpy reference in the last bits only. NaN and
+#: infinity semantics are kept (inputs are validated, not assumed finite).
+FAST_MATH = {"reassoc", "nsz", "arcp", "contract"}
 
 # Columns of PackedParams.site
 _GPUS, _IDLE, _PMAX, _PUE, _SLOPE, _T0, _BPOW, _ETA, _SOCMIN, _SOCMAX = range(10)
@@ -80,11 +85,12 @@ def _interp(x: float, xp: np.ndarray, fp: np.ndarray) -> float:
     return slope * (x - xp[j]) + fp[j]
 
 
-@numba.njit(cache=True)
-def _kernel(site, scalar, split, curve, queue, transit, soc_in, action, exo, rows,
-            q_out, z_out, soc_out, cap_out, values, reward):  # pragma: no cover - compiled
-    # exo is [T, N, K]; episode b reads row rows[b].
-    n_b, n_s, n_k = queue.shape
+@numba.njit(cache=True, fastmath=FAST_MATH)
+def _step_env(b, site, scalar, split, curve, queue, transit, soc_in, action, exo, rows,
+              q_out, z_out, soc_out, cap_out, values, reward, q2, moved, acc, e, inv_den,
+              mu_s, total_s):  # pragma: no cover - compiled
+    # One episode (batch row b) of the step; q2 ... total_s are scratch arrays.
+    n_s, n_k = queue.shape[1], queue.shape[2]
     cap_min = scalar[_CAPMIN]
     tau_min = scalar[_TAUMIN]
     kappa = scalar[_KAPPA]
@@ -94,193 +100,220 @@ def _kernel(site, scalar, split, curve, queue, transit, soc_in, action, exo, row
     theta = scalar[_THETA]
     xp = curve[0]
     fp = curve[1]
-    q2 = np.empty((n_s, n_k))
-    moved = np.empty((n_s, n_k))
-    acc = np.empty(n_k)
-    e = np.empty(n_s)
-    den = np.empty(n_s)
-    for b in range(n_b):
-        # route weights (softmax without the source)
-        mx = -np.inf
-        for i in range(n_s):
-            lg = action[b, i, 2] * beta
-            if lg > mx:
-                mx = lg
-        esum = 0.0
-        for i in range(n_s):
-            e[i] = np.exp(action[b, i, 2] * beta - mx)
-            esum += e[i]
-        for i in range(n_s):
-            den[i] = esum - e[i]
-        # 1.-2. arrivals, transit in, migration out
+    multi = n_s > 1
+    # route weights (softmax without the source)
+    mx = -np.inf
+    for i in range(n_s):
+        lg = action[b, i, 2] * beta
+        if lg > mx:
+            mx = lg
+    esum = 0.0
+    for i in range(n_s):
+        e[i] = np.exp(action[b, i, 2] * beta - mx)
+        esum += e[i]
+    for i in range(n_s):
+        inv_den[i] = 1.0 / (esum - e[i]) if multi else 0.0
+    # 1.-2. arrivals, transit in, migration out
+    for k in range(n_k):
+        acc[k] = 0.0
+    for i in range(n_s):
+        arr = exo[rows[b], i, 6]
+        m = (action[b, i, 3] + 1.0) * 0.5 * m_max
+        w = inv_den[i]
+        tin = 0.0
+        mu = 0.0
+        tot = 0.0
         for k in range(n_k):
-            acc[k] = 0.0
-        for i in range(n_s):
-            arr = exo[rows[b], i, 6]
-            m = (action[b, i, 3] + 1.0) * 0.5 * m_max
-            tin = 0.0
+            zk = transit[b, i, k]
+            tin += zk
+            q1 = queue[b, i, k] + zk + arr * split[i, k]
+            mv = m * q1
+            moved[i, k] = mv
+            q2k = q1 - mv
+            q2[i, k] = q2k
+            mu += mv
+            tot += q2k
+            acc[k] += mv * w
+        values[b, i, 1] = tin
+        mu_s[i] = mu
+        total_s[i] = tot
+    for i in range(n_s):
+        # transit to i, aged on the way (step 9)
+        ei = e[i]
+        w = inv_den[i]
+        ztot = 0.0
+        if multi:
+            zk1 = ei * (acc[1] - moved[i, 1] * w)
+            z0 = ei * (acc[0] - moved[i, 0] * w) + zk1
+            z_out[b, i, 0] = z0
+            ztot = z0
+            for k in range(1, n_k - 1):
+                zk = ei * (acc[k + 1] - moved[i, k + 1] * w)
+                z_out[b, i, k] = zk
+                ztot += zk
+            z_out[b, i, n_k - 1] = 0.0
+        else:
+            zk1 = 0.0
             for k in range(n_k):
-                tin += transit[b, i, k]
-                q1 = queue[b, i, k] + transit[b, i, k] + arr * split[i, k]
-                mv = m * q1
-                moved[i, k] = mv
-                q2[i, k] = q1 - mv
-                if n_s > 1:
-                    acc[k] += mv / den[i]
-            values[b, i, 1] = tin
-        for i in range(n_s):
-            # transit to i, aged on the way (step 9)
-            if n_s > 1:
-                zk1 = e[i] * (acc[1] - moved[i, 1] / den[i])
-                z_out[b, i, 0] = e[i] * (acc[0] - moved[i, 0] / den[i]) + zk1
-                for k in range(1, n_k - 1):
-                    z_out[b, i, k] = e[i] * (acc[k + 1] - moved[i, k + 1] / den[i])
-                z_out[b, i, n_k - 1] = 0.0
-            else:
-                zk1 = 0.0
-                for k in range(n_k):
-                    z_out[b, i, k] = 0.0
-            gpus = site[i, _GPUS]
-            p_idle = site[i, _IDLE]
-            p_max = site[i, _PMAX]
-            pv = exo[rows[b], i, 0]
-            wind = exo[rows[b], i, 1]
-            head = exo[rows[b], i, 2]
-            demand = exo[rows[b], i, 5]
-            temp = exo[rows[b], i, 7]
-            mu = 0.0
-            total = 0.0
-            for k in range(n_k):
-                mu += moved[i, k]
-                total += q2[i, k]
-            e_mig = kappa * mu
-            # 3.-4. request and dispatch
-            request = (action[b, i, 0] + 1.0) * 0.5 * total
-            cap = cap_min + (action[b, i, 1] + 1.0) * 0.5 * (1.0 - cap_min)
-            tau = _interp(cap, xp, fp)
-            gtau = gpus * tau
-            inf = min(demand, gtau)
-            flex = min(request, gtau - inf)
-            busy = (inf + flex) / tau
-            it = busy * (cap * p_max - p_idle) + gpus * p_idle
-            pue = site[i, _PUE] + site[i, _SLOPE] * max(temp - site[i, _T0], 0.0)
-            fac = pue * it + e_mig
-            # 5. battery
-            gen = pv + wind
-            eta = site[i, _ETA]
-            bpow = site[i, _BPOW]
-            soc = soc_in[b, i]
-            if b_act:
-                pb = action[b, i, 4] * bpow
-                ch_want = min(max(pb, 0.0), max(head + gen - fac, 0.0))
-                dis_want = max(-pb, 0.0)
-            else:
-                ch_want = max(gen - fac, 0.0)
-                dis_want = max(fac - gen - theta * head, 0.0)
-            ch = min(min(ch_want, bpow), max(site[i, _SOCMAX] - soc, 0.0) / eta)
-            dis = min(min(dis_want, bpow), max(soc - site[i, _SOCMIN], 0.0) * eta)
-            excess0 = max(fac - gen + ch - dis - head, 0.0)
-            # 6a. share phi of GPUs to cap_min
-            gtau_m = gpus * tau_min
-            inf_m = min(demand, gtau_m)
-            flex_m = min(request, gtau_m - inf_m)
-            busy_m = (inf_m + flex_m) / tau_min
-            it_m = busy_m * (cap_min * p_max - p_idle) + gpus * p_idle
-            red = pue * (it - it_m)
-            can = red > 0.0
-            phi = min(excess0 / red, 1.0) if can else 0.0
-            inf1 = inf + phi * (inf_m - inf)
-            flex1 = flex + phi * (flex_m - flex)
-            busy1 = busy + phi * (busy_m - busy)
-            it1 = it - phi * (it - it_m)
-            cap_eff = cap + phi * (cap_min - cap)
-            full = phi >= 1.0
-            excess1 = 0.0 if (can and not full) else max(excess0 - phi * red, 0.0)
-            # 6b.-c. pause flexible work, shed inference
-            cap_s = cap_min if full else cap
-            tau_s = tau_min if full else tau
-            kw_per = (cap_s * p_max - p_idle) / tau_s
-            kk = pue * kw_per
-            inv_k = 1.0 / kk if kk > 0.0 else 0.0
-            x = min(flex1, excess1 * inv_k)
-            excess2 = 0.0 if x < flex1 else max(excess1 - x * kk, 0.0)
-            y = min(inf1, excess2 * inv_k)
-            excess3 = 0.0 if y < inf1 else max(excess2 - y * kk, 0.0)
-            stopped = x + y
-            flex2 = flex1 - x
-            inf2 = inf1 - y
-            busy2 = busy1 - stopped / tau_s
-            it2 = it1 - stopped * kw_per
-            fac2 = pue * it2 + e_mig
-            # 7. grid
-            net = fac2 - gen + ch - dis
-            grid = max(net, 0.0)
-            export = max(-net, 0.0)
-            # 8. earliest deadline first, 9. ageing
-            cum = 0.0
-            done = 0.0
-            queued = 0.0
-            q3_1 = 0.0
-            for k in range(n_k):
-                qk = q2[i, k]
-                prev = cum
-                cum += qk
-                take = min(qk, max(flex2 - prev, 0.0))
-                done += take
-                q3 = qk - take
-                if k == 0:
-                    q_out[b, i, 0] = q3
-                elif k == 1:
-                    q_out[b, i, 0] += q3
-                    q3_1 = q3
-                else:
-                    q_out[b, i, k - 1] = q3
-                queued += q3
-            q_out[b, i, n_k - 1] = 0.0
-            soc_next = soc + eta * ch - dis / eta
-            soc_out[b, i] = soc_next
-            cap_out[b, i] = cap_eff
-            ztot = 0.0
-            for k in range(n_k):
-                ztot += z_out[b, i, k]
-            v = values[b, i]
-            v[0] = exo[rows[b], i, 6]
-            v[2] = mu
-            v[3] = done
-            v[4] = demand
-            v[5] = inf2
-            v[6] = demand - inf2
-            v[7] = q3_1 + zk1
-            v[8] = q_out[b, i, 0] + z_out[b, i, 0]
-            v[9] = queued
-            v[10] = ztot
-            v[11] = busy2
-            v[12] = cap_eff
-            v[13] = it2
-            v[14] = e_mig
-            v[15] = fac2
-            v[16] = pv
-            v[17] = wind
-            v[18] = ch
-            v[19] = dis
-            v[20] = soc_next
-            v[21] = grid
-            v[22] = export
-            v[23] = excess3
-            v[24] = fac - fac2
-            v[25] = x
-            v[26] = y
-            v[27] = head
-            v[28] = grid * exo[rows[b], i, 3] * KG_PER_G
-            v[29] = grid * exo[rows[b], i, 4] * MWH_PER_KWH
-            v[30] = 1.0 if excess3 > 0.0 else 0.0
-        # 11. reward
-        r = 0.0
-        for i in range(n_s):
-            r += (scalar[_W0] * values[b, i, 28] + scalar[_W0 + 1] * values[b, i, 29]
-                  + scalar[_W0 + 2] * values[b, i, 6] + scalar[_W0 + 3] * values[b, i, 8]
-                  + scalar[_W0 + 4] * values[b, i, 23])
-        reward[b] = -r / scalar[_SCALE]
+                z_out[b, i, k] = 0.0
+        gpus = site[i, _GPUS]
+        p_idle = site[i, _IDLE]
+        p_max = site[i, _PMAX]
+        pv = exo[rows[b], i, 0]
+        wind = exo[rows[b], i, 1]
+        head = exo[rows[b], i, 2]
+        demand = exo[rows[b], i, 5]
+        temp = exo[rows[b], i, 7]
+        mu = mu_s[i]
+        total = total_s[i]
+        e_mig = kappa * mu
+        # 3.-4. request and dispatch
+        request = (action[b, i, 0] + 1.0) * 0.5 * total
+        cap = cap_min + (action[b, i, 1] + 1.0) * 0.5 * (1.0 - cap_min)
+        tau = _interp(cap, xp, fp)
+        gtau = gpus * tau
+        inf = min(demand, gtau)
+        flex = min(request, gtau - inf)
+        busy = (inf + flex) / tau
+        it = busy * (cap * p_max - p_idle) + gpus * p_idle
+        pue = site[i, _PUE] + site[i, _SLOPE] * max(temp - site[i, _T0], 0.0)
+        fac = pue * it + e_mig
+        # 5. battery
+        gen = pv + wind
+        eta = site[i, _ETA]
+        bpow = site[i, _BPOW]
+        soc = soc_in[b, i]
+        if b_act:
+            pb = action[b, i, 4] * bpow
+            ch_want = min(max(pb, 0.0), max(head + gen - fac, 0.0))
+            dis_want = max(-pb, 0.0)
+        else:
+            ch_want = max(gen - fac, 0.0)
+            dis_want = max(fac - gen - theta * head, 0.0)
+        ch = min(min(ch_want, bpow), max(site[i, _SOCMAX] - soc, 0.0) / eta)
+        dis = min(min(dis_want, bpow), max(soc - site[i, _SOCMIN], 0.0) * eta)
+        excess0 = max(fac - gen + ch - dis - head, 0.0)
+        # 6a. share phi of GPUs to cap_min
+        gtau_m = gpus * tau_min
+        inf_m = min(demand, gtau_m)
+        flex_m = min(request, gtau_m - inf_m)
+        busy_m = (inf_m + flex_m) / tau_min
+        it_m = busy_m * (cap_min * p_max - p_idle) + gpus * p_idle
+        red = pue * (it - it_m)
+        can = red > 0.0
+        phi = min(excess0 / red, 1.0) if can else 0.0
+        inf1 = inf + phi * (inf_m - inf)
+        flex1 = flex + phi * (flex_m - flex)
+        busy1 = busy + phi * (busy_m - busy)
+        it1 = it - phi * (it - it_m)
+        cap_eff = cap + phi * (cap_min - cap)
+        full = phi >= 1.0
+        excess1 = 0.0 if (can and not full) else max(excess0 - phi * red, 0.0)
+        # 6b.-c. pause flexible work, shed inference
+        cap_s = cap_min if full else cap
+        tau_s = tau_min if full else tau
+        kw_per = (cap_s * p_max - p_idle) / tau_s
+        kk = pue * kw_per
+        inv_k = 1.0 / kk if kk > 0.0 else 0.0
+        x = min(flex1, excess1 * inv_k)
+        excess2 = 0.0 if x < flex1 else max(excess1 - x * kk, 0.0)
+        y = min(inf1, excess2 * inv_k)
+        excess3 = 0.0 if y < inf1 else max(excess2 - y * kk, 0.0)
+        stopped = x + y
+        flex2 = flex1 - x
+        inf2 = inf1 - y
+        busy2 = busy1 - stopped / tau_s
+        it2 = it1 - stopped * kw_per
+        fac2 = pue * it2 + e_mig
+        # 7. grid
+        net = fac2 - gen + ch - dis
+        grid = max(net, 0.0)
+        export = max(-net, 0.0)
+        # 8. earliest deadline first, 9. ageing (overdue and slack 0 merge)
+        q0 = q2[i, 0]
+        t0 = min(q0, max(flex2, 0.0))
+        q1b = q2[i, 1]
+        cum = q0 + q1b
+        t1 = min(q1b, max(flex2 - q0, 0.0))
+        done = t0 + t1
+        q3_1 = q1b - t1
+        qo0 = (q0 - t0) + q3_1
+        q_out[b, i, 0] = qo0
+        queued = qo0
+        k = 2
+        while k < n_k and cum < flex2:  # buckets the work done reaches
+            qk = q2[i, k]
+            take = min(qk, flex2 - cum)
+            cum += qk
+            done += take
+            q3 = qk - take
+            q_out[b, i, k - 1] = q3
+            queued += q3
+            k += 1
+        for k2 in range(k, n_k):  # the rest waits: aged copy
+            qk = q2[i, k2]
+            q_out[b, i, k2 - 1] = qk
+            queued += qk
+        q_out[b, i, n_k - 1] = 0.0
+        soc_next = soc + eta * ch - dis / eta
+        soc_out[b, i] = soc_next
+        cap_out[b, i] = cap_eff
+        v = values[b, i]
+        v[0] = exo[rows[b], i, 6]
+        v[2] = mu
+        v[3] = done
+        v[4] = demand
+        v[5] = inf2
+        v[6] = demand - inf2
+        v[7] = q3_1 + zk1
+        v[8] = q_out[b, i, 0] + z_out[b, i, 0]
+        v[9] = queued
+        v[10] = ztot
+        v[11] = busy2
+        v[12] = cap_eff
+        v[13] = it2
+        v[14] = e_mig
+        v[15] = fac2
+        v[16] = pv
+        v[17] = wind
+        v[18] = ch
+        v[19] = dis
+        v[20] = soc_next
+        v[21] = grid
+        v[22] = export
+        v[23] = excess3
+        v[24] = fac - fac2
+        v[25] = x
+        v[26] = y
+        v[27] = head
+        v[28] = grid * exo[rows[b], i, 3] * KG_PER_G
+        v[29] = grid * exo[rows[b], i, 4] * MWH_PER_KWH
+        v[30] = 1.0 if excess3 > 0.0 else 0.0
+    # 11. reward
+    r = 0.0
+    for i in range(n_s):
+        r += (scalar[_W0] * values[b, i, 28] + scalar[_W0 + 1] * values[b, i, 29]
+              + scalar[_W0 + 2] * values[b, i, 6] + scalar[_W0 + 3] * values[b, i, 8]
+              + scalar[_W0 + 4] * values[b, i, 23])
+    reward[b] = -r / scalar[_SCALE]
+
+
+@numba.njit(cache=True, fastmath=FAST_MATH)
+def _scratch(n_s, n_k):  # pragma: no cover - compiled
+    return (np.empty((n_s, n_k)), np.empty((n_s, n_k)), np.empty(n_k), np.empty(n_s),
+            np.empty(n_s), np.empty(n_s), np.empty(n_s))
+
+
+@numba.njit(cache=True, fastmath=FAST_MATH)
+def _kernel(site, scalar, split, curve, queue, transit, soc_in, action, exo, rows,
+            q_out, z_out, soc_out, cap_out, values, reward):  # pragma: no cover - compiled
+    # exo is [T, N, K]; episode b reads row rows[b].
+    n_b, n_s, n_k = queue.shape
+    q2, moved, acc, e, inv_den, mu_s, total_s = _scratch(n_s, n_k)
+    for b in range(n_b):
+        _step_env(b, site, scalar, split, curve, queue, transit, soc_in, action, exo, rows,
+                  q_out, z_out, soc_out, cap_out, values, reward, q2, moved, acc, e, inv_den,
+                  mu_s, total_s)
 
 
 @dataclass(eq=False)
@@ -304,10 +337,11 @@ class StepBuffers:
 
 def step_into(pp: PackedParams, state: EnvState, action: np.ndarray, exo_t: np.ndarray,
               out: StepBuffers) -> None:
-    """Advance ``B`` episodes by one hour, writing into ``out`` (``state`` unchanged).
+    """Advance ``B`` episodes by one hour, writing into ``out``.
 
     ``action`` ``[B, N, A]`` must be float64, finite and inside [-1, 1]; ``exo_t``
-    ``[B, N, 8]`` float64. ``out`` must not share memory with ``state``.
+    ``[B, N, 8]`` float64. ``out`` may hold ``state``'s own arrays (an in-place update:
+    the kernel reads all of an episode's state before writing it).
     """
     rows = np.arange(exo_t.shape[0])
     _kernel(pp.site, pp.scalar, pp.split, pp.curve, state.queue_gpu_h, state.transit_gpu_h,

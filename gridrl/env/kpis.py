@@ -15,7 +15,7 @@ import numpy as np
 
 from gridrl.env.core import OUTPUT_FIELDS
 
-__all__ = ["KPIS", "Kpi", "episode_kpis", "kpi_table"]
+__all__ = ["KPIS", "Kpi", "episode_kpis", "kpi_arrays", "kpi_table"]
 
 
 @dataclass(frozen=True)
@@ -61,45 +61,50 @@ KPIS: tuple[Kpi, ...] = (
 _IDX = {name: i for i, name in enumerate(OUTPUT_FIELDS)}
 
 
-def episode_kpis(sums: np.ndarray, hours: int, start_work_gpu_h: float | np.ndarray,
-                 end_work_gpu_h: float | np.ndarray) -> dict[str, float]:
-    """KPIs of one episode.
+def kpi_arrays(sums: np.ndarray, hours: np.ndarray | float, start_work_gpu_h: np.ndarray | float,
+               end_work_gpu_h: np.ndarray | float, n_sites: int = 1) -> dict[str, np.ndarray]:
+    """KPIs of many episodes at once, as arrays over the leading axes of ``sums``.
 
     Parameters
     ----------
     sums : ndarray
-        ``[F]`` (fleet) or ``[N, F]`` (per site) sums of step outputs over the episode,
-        fields in ``OUTPUT_FIELDS`` order. Per-site input gives fleet KPIs (sites summed;
-        ``mean_cap`` averaged over sites).
-    hours : int
-        Hours simulated.
-    start_work_gpu_h, end_work_gpu_h : float or ndarray
-        Flexible work held (queued plus in transit) at the start and the end.
+        ``[..., F]`` step outputs summed over an episode (and over sites for fleet KPIs),
+        fields in ``OUTPUT_FIELDS`` order.
+    hours : array_like
+        ``[...]`` hours simulated.
+    start_work_gpu_h, end_work_gpu_h : array_like
+        ``[...]`` flexible work held (queued plus in transit) at the start and the end.
+    n_sites : int
+        Sites summed into ``sums`` (``mean_cap`` averages over site-hours).
     """
     sums = np.asarray(sums, dtype=np.float64)
-    n_sites = 1 if sums.ndim == 1 else sums.shape[0]
-    tot = sums if sums.ndim == 1 else sums.sum(axis=0)
 
-    def f(name: str) -> float:
-        return float(tot[_IDX[name]])
+    def f(name: str) -> np.ndarray:
+        return sums[..., _IDX[name]]
 
+    hours = np.asarray(hours, dtype=np.float64)
     energy = f("facility_kwh")
     grid = f("grid_import_kwh")
+    carbon = f("carbon_kg")
     useful = f("work_done_gpu_h") + f("inference_served_gpu_h")
-    start = float(np.sum(start_work_gpu_h))
-    end = float(np.sum(end_work_gpu_h))
+    start = np.asarray(start_work_gpu_h, dtype=np.float64)
+    end = np.asarray(end_work_gpu_h, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        share = np.where(energy > 0, 1.0 - grid / np.where(energy > 0, energy, 1.0), 0.0)
+        per_useful = np.where(useful > 0, 1.0 / np.where(useful > 0, useful, 1.0), np.nan)
+        mean_cap = np.where(hours > 0, f("cap") / (hours * n_sites), np.nan)
     return {
-        "hours": float(hours),
+        "hours": hours + 0.0 * energy,
         "energy_kwh": energy,
         "it_energy_kwh": f("it_kwh"),
         "grid_import_kwh": grid,
         "export_kwh": f("export_kwh"),
-        "carbon_kg": f("carbon_kg"),
+        "carbon_kg": carbon,
         "cost": f("cost"),
-        "renewable_share": 1.0 - grid / energy if energy > 0 else 0.0,
+        "renewable_share": share,
         "useful_gpu_h": useful,
-        "energy_per_useful_gpu_h": energy / useful if useful > 0 else float("nan"),
-        "carbon_per_useful_gpu_h": f("carbon_kg") / useful if useful > 0 else float("nan"),
+        "energy_per_useful_gpu_h": energy * per_useful,
+        "carbon_per_useful_gpu_h": carbon * per_useful,
         "work_done_gpu_h": f("work_done_gpu_h"),
         "arrived_gpu_h": f("arrived_gpu_h"),
         "deadline_miss_gpu_h": f("deadline_miss_gpu_h"),
@@ -111,10 +116,33 @@ def episode_kpis(sums: np.ndarray, hours: int, start_work_gpu_h: float | np.ndar
         "curtailed_kwh": f("curtailed_kwh"),
         "migrated_gpu_h": f("migrated_gpu_h"),
         "migration_kwh": f("migration_kwh"),
-        "mean_cap": f("cap") / (hours * n_sites) if hours > 0 else float("nan"),
-        "leftover_gpu_h": end,
+        "mean_cap": mean_cap,
+        "leftover_gpu_h": end + 0.0 * energy,
         "work_lost_gpu_h": start + f("arrived_gpu_h") - f("work_done_gpu_h") - end,
     }
+
+
+def episode_kpis(sums: np.ndarray, hours: int, start_work_gpu_h: float | np.ndarray,
+                 end_work_gpu_h: float | np.ndarray) -> dict[str, float]:
+    """KPIs of one episode.
+
+    Parameters
+    ----------
+    sums : ndarray
+        ``[F]`` (one site or the fleet) or ``[N, F]`` (per site) sums of step outputs over
+        the episode, fields in ``OUTPUT_FIELDS`` order. Per-site input gives fleet KPIs
+        (sites summed; ``mean_cap`` averaged over site-hours).
+    hours : int
+        Hours simulated.
+    start_work_gpu_h, end_work_gpu_h : float or ndarray
+        Flexible work held (queued plus in transit) at the start and the end (summed).
+    """
+    sums = np.asarray(sums, dtype=np.float64)
+    n_sites = 1 if sums.ndim == 1 else sums.shape[0]
+    tot = sums if sums.ndim == 1 else sums.sum(axis=0)
+    arrays = kpi_arrays(tot, hours, float(np.sum(start_work_gpu_h)),
+                        float(np.sum(end_work_gpu_h)), n_sites)
+    return {k: float(v) for k, v in arrays.items()}
 
 
 def kpi_table() -> list[Mapping[str, str]]:

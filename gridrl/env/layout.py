@@ -35,6 +35,7 @@ import numpy as np
 
 from gridrl.env.core import EXO_SIGNALS
 from gridrl.env.inputs import EnvData
+from gridrl.env.kernel import FAST_MATH
 from gridrl.env.params import EnvParams
 
 __all__ = [
@@ -138,38 +139,44 @@ def action_layout(params: EnvParams) -> ActionLayout:
     return ActionLayout(tuple(params.site_names), tuple(fields))
 
 
-@numba.njit(cache=True)
-def _fill(calendar, site_exo, rows, queue, transit, soc, cap, inv_scale, group_end,
-          out):  # pragma: no cover - compiled
-    n_b = rows.shape[0]
+@numba.njit(cache=True, fastmath=FAST_MATH)
+def _fill_env(b, calendar, site_exo, t, queue, transit, soc, cap, inv_scale, group_end,
+              out):  # pragma: no cover - compiled
+    # Observation of batch row b at data row t into out[b].
     n_s, n_e = site_exo.shape[1], site_exo.shape[2]
     n_g = group_end.shape[0]
     n_c = calendar.shape[1]
     per_site = n_e + n_g + 4
-    for b in range(n_b):
-        t = rows[b]
-        for c in range(n_c):
-            out[b, c] = calendar[t, c]
-        for i in range(n_s):
-            base = n_c + i * per_site
-            for f in range(n_e):
-                out[b, base + f] = site_exo[t, i, f]
-            base += n_e
-            k = 1
-            for g in range(n_g):
-                s = 0.0
-                while k < group_end[g]:
-                    s += queue[b, i, k]
-                    k += 1
-                out[b, base + g] = s * inv_scale[i, g]
-            base += n_g
-            zt = 0.0
-            for k2 in range(transit.shape[2]):
-                zt += transit[b, i, k2]
-            out[b, base] = queue[b, i, 0] * inv_scale[i, n_g]
-            out[b, base + 1] = zt * inv_scale[i, n_g + 1]
-            out[b, base + 2] = soc[b, i] * inv_scale[i, n_g + 2]
-            out[b, base + 3] = cap[b, i]
+    for c in range(n_c):
+        out[b, c] = calendar[t, c]
+    for i in range(n_s):
+        base = n_c + i * per_site
+        for f in range(n_e):
+            out[b, base + f] = site_exo[t, i, f]
+        base += n_e
+        k = 1
+        for g in range(n_g):
+            s = 0.0
+            while k < group_end[g]:
+                s += queue[b, i, k]
+                k += 1
+            out[b, base + g] = s * inv_scale[i, g]
+        base += n_g
+        zt = 0.0
+        for k2 in range(transit.shape[2]):
+            zt += transit[b, i, k2]
+        out[b, base] = queue[b, i, 0] * inv_scale[i, n_g]
+        out[b, base + 1] = zt * inv_scale[i, n_g + 1]
+        out[b, base + 2] = soc[b, i] * inv_scale[i, n_g + 2]
+        out[b, base + 3] = cap[b, i]
+
+
+@numba.njit(cache=True, fastmath=FAST_MATH)
+def _fill(calendar, site_exo, rows, queue, transit, soc, cap, inv_scale, group_end,
+          out):  # pragma: no cover - compiled
+    for b in range(rows.shape[0]):
+        _fill_env(b, calendar, site_exo, rows[b], queue, transit, soc, cap, inv_scale,
+                  group_end, out)
 
 
 class ObservationBuilder:

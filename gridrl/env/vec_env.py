@@ -178,16 +178,16 @@ class GridVecEnv(VecEnv):
         dones = done.copy()
         if sim.any_done:
             ended = np.flatnonzero(dones)
+            summaries = sim.episode_summaries(ended)
             windows = []
-            for b in ended:
+            for b, summary in zip(ended.tolist(), summaries, strict=True):
                 info = infos[b]
                 info["terminal_observation"] = obs[b].copy()
                 info["TimeLimit.truncated"] = True
-                info["episode_summary"] = sim.episode_summary(int(b))
-                windows.append(self._window(int(b)))
-            sim.begin(ended.tolist(), windows)
-            fresh = sim.observe()
-            obs[ended] = fresh[ended]
+                info["episode_summary"] = summary
+                windows.append(self._window(b))
+            sim.begin(ended, windows)
+            obs[ended] = sim.observe_envs(ended)
             for b, w in zip(ended, windows, strict=True):
                 self.reset_infos[b] = {"start": str(self.data.index[w.start]),
                                        "hours": w.hours, "row": w.start}
