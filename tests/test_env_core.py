@@ -228,9 +228,26 @@ def test_bad_scenarios_raise_clear_errors():
         build_params(scenario(1, env={"cap_min_fraction": 0.3}))
     with pytest.raises(ScenarioError, match="not modelled"):
         build_params(scenario(1, env={"inference_remote_fraction_max": 0.2}))
+    with pytest.raises(ScenarioError, match="route_logit_scale"):
+        build_params(scenario(2, env={"route_logit_scale": 1000.0}))
 
 
 def test_queue_grows_to_the_longest_deadline_slack():
     p = build_params(scenario(sites=[site("a", workload={"deadline_slack_h_max": 30})]))
     assert p.slack_buckets == 31  # env.slack_buckets = 8 is a minimum
     assert p.arrival_split[0, 1 + 30] > 0 and p.arrival_split.sum() == pytest.approx(1.0)
+
+
+def test_normalise_action_inverts_physical_action():
+    p = build_params(scenario(3, env={"battery_action": True},
+                              sites=[site(f"s{i}", battery={"capacity_kwh": 10.0,
+                                                             "power_kw": 2.0 + i})
+                                     for i in range(3)]))
+    rng = np.random.default_rng(0)
+    a = rng.uniform(-1, 1, (4, 3, 5))
+    phys = core.physical_action(p, a)
+    back = core.normalise_action(p, phys.run, phys.cap, phys.route_logit, phys.migrate,
+                                 phys.battery_kw)
+    np.testing.assert_allclose(back, a, atol=1e-12)
+    with pytest.raises(ValueError, match="battery_kw"):
+        core.normalise_action(p, phys.run, phys.cap, phys.route_logit, phys.migrate)

@@ -60,8 +60,10 @@ battery setpoint ``p_b = P_b u_battery`` (kW, + charges) when ``env.battery_acti
    b. *pause flexible work*: ``c* = c_min`` if ``phi = 1`` else ``c`` (stages b and c
       only act when stage a could not remove the excess, so all GPUs run at ``c*``);
       each GPU-h paused saves ``k = PUE_t (c* Pmax - P0) / tau(c*)`` kW.
-      ``x = min(X1, excess1 / k)``, ``excess2 = excess1 - x k``.
-   c. *shed inference*: ``y = min(I1, excess2 / k)``, ``excess3 = excess2 - y k``.
+      ``x = min(X1, excess1 / k)``, ``excess2 = excess1 - x k`` (exactly 0 when
+      ``x < X1``; ``x = 0`` when ``k = 0``).
+   c. *shed inference*: ``y = min(I1, excess2 / k)``, ``excess3 = excess2 - y k``
+      (exactly 0 when ``y < I1``).
 
    Paused and shed GPUs go idle (they keep drawing ``P0``): idle power and migration
    energy are never curtailed, so an outage that battery and local generation cannot
@@ -87,9 +89,16 @@ battery setpoint ``p_b = P_b u_battery`` (kW, + charges) when ``env.battery_acti
 
 Given the caps, every equation is linear or piecewise linear (min/max) in the work and
 energy quantities, so a linear program can model it: with a fixed cap per hour the
-energy per GPU-h of work is ``e(c) = PUE_t c Pmax / tau(c)`` above the idle floor
-``PUE_t G P0``; mixing tabulated cap levels per hour is a convex relaxation of choosing
-one cap (per-GPU caps make that mixture physical, as stage 6a does).
+facility energy is the idle floor ``PUE_t G P0`` plus ``e(c) = PUE_t (c Pmax - P0) /
+tau(c)`` kWh per GPU-h of work (inference and flexible alike) plus migration energy;
+GPU capacity is ``G tau(c)`` GPU-h per hour. Mixing tabulated cap levels in an hour is a
+convex relaxation of choosing one cap (per-GPU caps make that mixture physical, as stage
+6a does).
+
+Timing: the decision for hour ``t`` sees the signals of hour ``t`` (a nowcast, as
+telemetry and hour-ahead forecasts give in operation), the forecasts issued at ``t``
+for ``t + h``, and the state at the start of ``t``; arrivals of hour ``t`` are in
+``exo_t`` and can run in hour ``t``.
 
 Invariants (property-tested): ``sum(q) + sum(z)`` changes by ``a - X2`` each hour (no work
 is lost); ``F2 + ch + export = import + pv + wind + dis``; ``soc_min <= soc <= soc_max``;
@@ -110,6 +119,7 @@ __all__ = [
     "OUTPUT_FIELDS",
     "PhysicalAction",
     "StepOutputs",
+    "normalise_action",
     "physical_action",
     "reset",
     "reward",
@@ -222,6 +232,36 @@ def physical_action(params: EnvParams, action: np.ndarray) -> PhysicalAction:
         migrate=migrate,
         battery_kw=action[..., 4] * params.battery_power_kw if params.battery_action else None,
     )
+
+
+def normalise_action(params: EnvParams, run: np.ndarray, cap: np.ndarray,
+                     route_logit: np.ndarray, migrate: np.ndarray,
+                     battery_kw: np.ndarray | None = None) -> np.ndarray:
+    """Inverse of :func:`physical_action`: physical decisions ``[..., N]`` to the
+    normalised action ``[..., N, A]`` (not clipped: values outside [-1, 1] mean the
+    decision is outside the action's range, and the environments clip them).
+
+    ``battery_kw`` is required with ``env.battery_action`` and ignored without. With one
+    site ``migrate`` has no effect (any value maps to -1).
+    """
+    run, cap, route_logit, migrate = np.broadcast_arrays(
+        *(np.asarray(x, dtype=np.float64) for x in (run, cap, route_logit, migrate)))
+    out = np.empty(run.shape + (params.n_actions_per_site,))
+    out[..., 0] = 2.0 * run - 1.0
+    span = 1.0 - params.cap_min  # 0 when cap_min = 1: every action means cap 1
+    out[..., 1] = 2.0 * (cap - params.cap_min) / span - 1.0 if span > 0 else 1.0
+    out[..., 2] = route_logit / params.route_logit_scale
+    if params.n_sites > 1 and params.max_migration_fraction > 0:
+        out[..., 3] = 2.0 * migrate / params.max_migration_fraction - 1.0
+    else:
+        out[..., 3] = -1.0
+    if params.battery_action:
+        if battery_kw is None:
+            raise ValueError("battery_kw is needed: the scenario sets env.battery_action")
+        power = params.battery_power_kw
+        out[..., 4] = np.divide(np.asarray(battery_kw, dtype=np.float64), power,
+                                out=np.zeros(run.shape), where=power > 0)
+    return out
 
 
 def reset(params: EnvParams, batch_size: int) -> EnvState:

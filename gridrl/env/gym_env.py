@@ -98,7 +98,8 @@ class GridEnv(gym.Env):
     (``core.terminal_value_per_gpu_h``). ``info`` holds every step output summed over
     sites (``core.OUTPUT_FIELDS``), the weighted reward terms (``reward_*``), the
     clipped-action count and the data row; the last step adds ``episode_summary``
-    (KPIs of :mod:`gridrl.env.kpis`, fleet and per site).
+    (KPIs of :mod:`gridrl.env.kpis`, fleet and per site). Per-site values of the hour
+    are in ``env.sim.values[0]`` (``[N, len(core.OUTPUT_FIELDS)]``).
 
     **Episode end**: after ``env.episode_hours`` steps, or earlier at the end of the
     period block the episode lies in. Both are time limits, reported as

@@ -21,6 +21,9 @@ __all__ = [
 #: Per-site action components, in layout order (``battery`` only with ``env.battery_action``).
 ACTION_NAMES = ("run", "cap", "route", "migrate", "battery")
 
+#: Largest route logit scale: exp(-2 * 300) is still a normal float64.
+MAX_ROUTE_LOGIT_SCALE = 300.0
+
 #: Reward terms, in the order of ``EnvParams.reward_weights``.
 REWARD_TERMS = ("carbon_kg", "cost", "slo_gpu_h", "overdue_gpu_h", "overdraw_kwh")
 
@@ -198,6 +201,11 @@ def build_params(scenario: Scenario) -> EnvParams:
             f"env.cap_min_fraction = {env.cap_min_fraction} lies below the throttle curve's "
             f"first point throttle.cap_fraction[0] = {cap_x[0]}: the curve must cover every "
             "cap an action can set"
+        )
+    if env.route_logit_scale > MAX_ROUTE_LOGIT_SCALE:
+        raise ScenarioError(
+            f"env.route_logit_scale = {env.route_logit_scale} exceeds "
+            f"{MAX_ROUTE_LOGIT_SCALE}: softmax weights exp(-2 x scale) would underflow"
         )
     if env.inference_remote_fraction_max > 0.0:
         raise ScenarioError(
