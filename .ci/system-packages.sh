@@ -6,3 +6,5 @@ set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y slurm-wlm munge
+# wrk: HTTP load generator used by benchmarks/serving.py (loopback decisions/s).
+apt-get install -y wrk

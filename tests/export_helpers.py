@@ -4,6 +4,7 @@ policy directories in the training runner's format (model.zip, vecnormalize.pkl,
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -32,8 +33,10 @@ def train_policy_dir(
     """Train ``algo`` for ``steps`` on ``make_env`` under VecNormalize and save it as a
     policy directory. Returns (folder, model, vecnormalize)."""
     import stable_baselines3 as sb3
+    import torch
     from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
+    torch.set_num_threads(1)  # tiny networks: threads only add contention on shared cores
     venv = VecNormalize(DummyVecEnv([make_env]), norm_obs=True, norm_reward=True)
     cls = getattr(sb3, algo)
     kwargs = dict(ALGO_KWARGS[algo])
@@ -71,162 +74,106 @@ def record_observations(make_env: Callable[[], gym.Env], n: int, seed: int = 0) 
     return np.stack(rows)
 
 
-# --------------------------------------------------------------------------- layouts
-# Until the multi-site environment's own layout is wired in, tests describe a
-# two-site observation/action layout here in the manifest's format.
+# --------------------------------------------------------------------------- gridrl env
 
-COMPONENTS = ("run", "cap", "route", "migrate")
-
-
-def two_site_layouts(
-    sites: tuple[str, ...] = ("dc_a", "dc_b"), cap_min: float = 0.6
-) -> tuple[dict, dict]:
-    """Observation and action layout dicts (manifest format) for ``sites``."""
-    obs = [
-        {"name": "hour_sin", "key": "hour_sin", "unit": "1"},
-        {"name": "hour_cos", "key": "hour_cos", "unit": "1"},
-    ]
-    for s in sites:
-        obs += [
-            {
-                "name": f"{s}.carbon_g_per_kwh",
-                "key": "carbon_g_per_kwh",
-                "site": s,
-                "unit": "g/kWh",
-                "offset": 300.0,
-                "scale": 200.0,
-            },
-            {
-                "name": f"{s}.headroom_kw",
-                "key": "headroom_kw",
-                "site": s,
-                "unit": "kW",
-                "scale": 1000.0,
-            },
-            {
-                "name": f"{s}.queue_slack_0_2h",
-                "key": "queue_slack_0_2h",
-                "site": s,
-                "unit": "GPU-h",
-                "scale": 8.0,
-            },
-            {
-                "name": f"{s}.queue_slack_2h_plus",
-                "key": "queue_slack_2h_plus",
-                "site": s,
-                "unit": "GPU-h",
-                "scale": 8.0,
-            },
-            {
-                "name": f"{s}.overdue_gpu_h",
-                "key": "overdue_gpu_h",
-                "site": s,
-                "unit": "GPU-h",
-                "scale": 8.0,
-            },
-            {"name": f"{s}.cap", "key": "cap", "site": s, "unit": "1"},
-        ]
-    act = []
-    ranges = {"run": (0.0, 1.0), "cap": (cap_min, 1.0), "route": (-2.0, 2.0), "migrate": (0.0, 0.5)}
-    for s in sites:
-        for c in COMPONENTS:
-            lo, hi = ranges[c]
-            act.append(
-                {
-                    "name": f"{s}.{c}",
-                    "site": s,
-                    "component": c,
-                    "physical_low": lo,
-                    "physical_high": hi,
-                }
-            )
-    for f in obs:
-        f.setdefault("site", None)
-    return {"fields": obs}, {"sites": list(sites), "fields": act}
+REPO = Path(__file__).resolve().parents[1]
+GEO3 = REPO / "envs" / "geo3.yaml"
 
 
-class SpacesEnv(gym.Env):
-    """Carries Box spaces of a layout so an SB3 model can be built for it (not stepped)."""
+@functools.lru_cache(maxsize=4)
+def geo_env_data(n_sites: int) -> tuple[Any, Any]:
+    """The geo3 scenario cut to its first ``n_sites`` sites, and its environment inputs
+    (real TMY-driven signals, perfect forecasts)."""
+    import yaml
 
-    def __init__(self, obs_dim: int, act_dim: int) -> None:
-        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (obs_dim,), np.float32)
-        self.action_space = gym.spaces.Box(-1.0, 1.0, (act_dim,), np.float32)
+    from gridrl.env.inputs import load_env_data
+    from gridrl.scenario import Scenario
 
-    def reset(self, *, seed=None, options=None):
-        super().reset(seed=seed)
-        return np.zeros(self.observation_space.shape, np.float32), {}
-
-    def step(self, action):
-        return np.zeros(self.observation_space.shape, np.float32), 0.0, False, True, {}
+    raw = yaml.safe_load(GEO3.read_text())
+    raw["sites"] = raw["sites"][:n_sites]
+    raw["name"] = f"geo3_first{n_sites}"
+    sc = Scenario.model_validate(raw)
+    return sc, load_env_data(sc, "perfect", base_dir=GEO3.parent)
 
 
-def fixed_action_policy_dir(
-    out_dir: Path, layouts: tuple[dict, dict], action: np.ndarray, seed: int = 0
-) -> Path:
-    """A PPO policy directory whose deterministic action is ``action`` for every input.
+def geo_env(n_sites: int = 2, seed: int = 0) -> gym.Env:
+    """A GridEnv on the first ``n_sites`` sites of geo3."""
+    from gridrl.env.gym_env import GridEnv
 
-    The action head's weights are zeroed and its bias set, so the exported graph is
-    the real SB3 network with a known output (what the Slurm test needs to check every
-    kind of decision)."""
+    sc, data = geo_env_data(n_sites)
+    return GridEnv(sc, data=data, seed=seed)
+
+
+def env_meta(env: gym.Env, algo: str, steps: int, seed: int) -> dict[str, Any]:
+    """meta.json content as the training runner writes it, for a GridEnv."""
+    return {
+        "algo": algo,
+        "scenario_path": str(GEO3),
+        "scenario_hash": env.unwrapped.scenario.content_hash(),
+        "forecast_mode": "perfect",
+        "observation_layout": env.unwrapped.observation_layout.to_dict(),
+        "action_layout": env.unwrapped.action_layout.to_dict(),
+        "training": {"timesteps": steps, "seed": seed},
+    }
+
+
+def fixed_action_policy_dir(out_dir: Path, env: gym.Env, action: np.ndarray, seed: int = 0) -> Path:
+    """A PPO policy directory for ``env`` whose deterministic action is ``action`` for
+    every input (the action head's weights zeroed, its bias set): the real SB3 network
+    with a known output, which the Slurm test needs to check every kind of decision."""
     import torch
     from stable_baselines3 import PPO
 
-    obs_layout, act_layout = layouts
-    env = SpacesEnv(len(obs_layout["fields"]), len(act_layout["fields"]))
     model = PPO("MlpPolicy", env, n_steps=64, batch_size=32, seed=seed, device="cpu")
     with torch.no_grad():
         model.policy.action_net.weight.zero_()
         model.policy.action_net.bias.copy_(torch.as_tensor(action, dtype=torch.float32))
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save(out_dir / "model.zip")
-    meta = {
-        "algo": "PPO",
-        "scenario_path": None,
-        "scenario_hash": None,
-        "forecast_mode": None,
-        "observation_layout": obs_layout,
-        "action_layout": act_layout,
-        "training": {"steps": 0, "seed": seed, "note": "fixed action"},
-    }
+    meta = env_meta(env, "PPO", 0, seed)
+    meta["training"]["note"] = "fixed action"
     (out_dir / "meta.json").write_text(json.dumps(meta, indent=2))
     return out_dir
 
 
-def random_policy_dir(
-    out_dir: Path, layouts: tuple[dict, dict], seed: int = 0, algo: str = "PPO"
-) -> Path:
-    """An untrained (randomly initialised) policy directory of the layout, with VecNormalize
-    statistics drawn at random, so outputs vary with the observation."""
-    import pickle
+def env_policy_dir(out_dir: Path, env: gym.Env, algo: str, *, steps: int, seed: int = 0) -> Path:
+    """Train ``algo`` briefly on ``env`` under VecNormalize; write a policy directory with
+    the environment's layouts in meta.json."""
+    train_policy_dir(
+        out_dir,
+        algo,
+        lambda: env,
+        steps=steps,
+        seed=seed,
+        meta_extra=env_meta(env, algo, steps, seed),
+    )
+    return out_dir
 
+
+def raw_signal_row(env: gym.Env, obs: np.ndarray, site: str) -> dict[str, float]:
+    """Raw (unscaled) values of a site's observation fields in ``obs`` by key: what a
+    site's signal file would hold at that hour."""
+    out = {}
+    for i, f in enumerate(env.unwrapped.observation_layout.fields):
+        if f.site == site:
+            out[f.key] = float(obs[i]) * f.scale + f.offset
+    return out
+
+
+def random_policy_dir(out_dir: Path, env: gym.Env, seed: int = 0, algo: str = "PPO") -> Path:
+    """An untrained (randomly initialised) policy directory for ``env`` with VecNormalize
+    statistics drawn at random, so that outputs vary with the observation."""
     import stable_baselines3 as sb3
     from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
-    obs_layout, act_layout = layouts
-    d_obs, d_act = len(obs_layout["fields"]), len(act_layout["fields"])
-    venv = VecNormalize(DummyVecEnv([lambda: SpacesEnv(d_obs, d_act)]))
+    venv = VecNormalize(DummyVecEnv([lambda: env]))
+    d_obs = env.observation_space.shape[0]
     rng = np.random.default_rng(seed)
     venv.obs_rms.mean = rng.normal(size=d_obs)
     venv.obs_rms.var = rng.uniform(0.5, 2.0, size=d_obs)
-    model = getattr(sb3, algo)(
-        "MlpPolicy",
-        venv,
-        seed=seed,
-        device="cpu",
-        **({"n_steps": 64, "batch_size": 32} if algo == "PPO" else {}),
-    )
+    model = getattr(sb3, algo)("MlpPolicy", venv, seed=seed, device="cpu", **ALGO_KWARGS[algo])
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save(out_dir / "model.zip")
-    with open(out_dir / "vecnormalize.pkl", "wb") as fh:
-        pickle.dump(venv, fh)
-    meta = {
-        "algo": algo,
-        "scenario_path": None,
-        "scenario_hash": None,
-        "forecast_mode": None,
-        "observation_layout": obs_layout,
-        "action_layout": act_layout,
-        "training": {"steps": 0, "seed": seed},
-    }
-    (out_dir / "meta.json").write_text(json.dumps(meta, indent=2))
+    venv.save(str(out_dir / "vecnormalize.pkl"))
+    (out_dir / "meta.json").write_text(json.dumps(env_meta(env, algo, 0, seed), indent=2))
     return out_dir

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from export_helpers import random_policy_dir, two_site_layouts
+from export_helpers import geo_env, random_policy_dir
 
 from gridrl import __version__
 from gridrl.export.bundle import ExportOptions, export_bundle
@@ -21,12 +21,14 @@ from gridrl.export.policy_dir import PolicyDirError, read_policy_dir
 from gridrl.export.runtime import BundleError, InputError, PolicyRuntime
 
 REPO = Path(__file__).resolve().parents[1]
+SITES = ["greensboro", "miami"]  # the first two sites of envs/geo3.yaml
+DIM = 4 + 2 * 88  # calendar + per site: 8 signals, 6 targets x 6 horizons x 2, 4 queue groups + 4
 
 
 @pytest.fixture(scope="module", params=["PPO", "SAC"])
 def exported(request, tmp_path_factory):
     root = tmp_path_factory.mktemp(f"bundle_{request.param}")
-    pdir = random_policy_dir(root / "policy", two_site_layouts(), seed=3, algo=request.param)
+    pdir = random_policy_dir(root / "policy", geo_env(2), seed=3, algo=request.param)
     manifest = export_bundle(pdir, root / "bundle")
     return request.param, pdir, root / "bundle", manifest
 
@@ -42,12 +44,17 @@ def test_bundle_has_three_files_and_a_complete_manifest(exported):
     assert "VecNormalize" in data["onnx"]["normalisation"]
     expected_post = {"PPO": "clip", "SAC": "unscale"}[algo]
     assert data["onnx"]["action_postprocess"] == expected_post
-    assert [f["name"] for f in data["observation"]["fields"]][:2] == ["hour_sin", "hour_cos"]
-    carbon = next(f for f in data["observation"]["fields"] if f["name"] == "dc_a.carbon_g_per_kwh")
-    assert (carbon["unit"], carbon["offset"], carbon["scale"]) == ("g/kWh", 300.0, 200.0)
-    assert data["action"]["sites"] == ["dc_a", "dc_b"]
+    env = geo_env(2)
+    # the environment's layouts, verbatim
+    assert data["observation"] == env.observation_layout.to_dict()
+    assert data["action"] == env.action_layout.to_dict()
+    assert data["scenario"]["hash"] == env.scenario.content_hash()
+    carbon = next(f for f in data["observation"]["fields"] if f["name"] == "miami.carbon_g_per_kwh")
+    assert (carbon["unit"], carbon["offset"]) == ("g/kWh", 0.0)
+    assert data["action"]["sites"] == SITES
     assert {"run", "cap", "route", "migrate", "cadence"} <= set(data["decision_semantics"])
-    assert "[0.6, 1]" in data["decision_semantics"]["cap"]
+    cap_min = env.params.cap_min
+    assert f"[{cap_min:g}, 1]" in data["decision_semantics"]["cap"]
     assert data["training"]["seed"] == 3
     assert data["training"]["export_check"]["max_abs_error"] <= 1e-5
     assert {"torch", "onnxruntime", "stable_baselines3"} <= set(data["versions"])
@@ -72,17 +79,20 @@ def test_runtime_decisions_match_sb3_and_the_manifest_scaling(exported):
     want, _ = model.predict(norm.apply(obs), deterministic=True)
     np.testing.assert_allclose(batch.action, want, atol=1e-5, rtol=0)
     # physical mapping: [-1, 1] -> ranges of the layout, route -> softmax over sites
-    a = want.reshape(1000, 2, 4).astype(np.float64)
-    np.testing.assert_allclose(batch.run_share, (a[..., 0] + 1) / 2, atol=1e-5)
-    np.testing.assert_allclose(batch.power_cap_fraction, 0.6 + 0.4 * (a[..., 1] + 1) / 2, atol=1e-5)
-    logits = 2.0 * a[..., 2]
-    soft = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    # the environment's own mapping to physical units (gridrl.env.core.physical_action)
+    from gridrl.env.core import physical_action
+
+    params = geo_env(2).params
+    phys = physical_action(params, want.reshape(1000, 2, 4).astype(np.float64))
+    np.testing.assert_allclose(batch.run_share, phys.run, atol=1e-5)
+    np.testing.assert_allclose(batch.power_cap_fraction, phys.cap, atol=1e-5)
+    soft = np.exp(phys.route_logit) / np.exp(phys.route_logit).sum(axis=1, keepdims=True)
     np.testing.assert_allclose(batch.route_weight, soft, atol=1e-5)
-    np.testing.assert_allclose(batch.migrate_share, 0.5 * (a[..., 3] + 1) / 2, atol=1e-5)
+    np.testing.assert_allclose(batch.migrate_share, phys.migrate, atol=1e-5)
     assert batch.battery_kw is None
     # a single observation gives a list of per-site decisions equal to the batch row
     single = rt.decide(obs[17])
-    assert [d.site for d in single] == ["dc_a", "dc_b"]
+    assert [d.site for d in single] == SITES
     assert single[1].power_cap_fraction == pytest.approx(batch.power_cap_fraction[17, 1], abs=1e-6)
     assert sum(d.route_weight for d in single) == pytest.approx(1.0)
 
@@ -90,28 +100,36 @@ def test_runtime_decisions_match_sb3_and_the_manifest_scaling(exported):
 def test_observation_from_named_raw_values(exported):
     _, _, bundle, _ = exported
     rt = PolicyRuntime(bundle)
-    values = {n: 1.0 for n in rt.observation_names}
-    values["dc_a.carbon_g_per_kwh"] = 500.0
-    obs = rt.observation_from_values(values)
-    assert obs[rt.observation_names.index("dc_a.carbon_g_per_kwh")] == pytest.approx(1.0)
-    assert obs[rt.observation_names.index("dc_b.headroom_kw")] == pytest.approx(1e-3)
-    del values["dc_b.cap"]
+    env = geo_env(2)
+    obs_env, _ = env.reset(seed=4)
+    # raw values (observation x scale) map back to the environment's observation
+    values = {
+        f.name: float(o) * f.scale + f.offset
+        for f, o in zip(env.observation_layout.fields, obs_env, strict=True)
+    }
+    np.testing.assert_allclose(rt.observation_from_values(values), obs_env, rtol=1e-6, atol=1e-7)
+    del values["miami.cap"]
     values["nonsense"] = 3.0
-    with pytest.raises(InputError, match=r"dc_b\.cap: missing.*nonsense: not an observation field"):
+    with pytest.raises(
+        InputError, match=r"miami\.cap: missing.*nonsense: not an observation field"
+    ):
         rt.observation_from_values(values)
 
 
 @pytest.mark.parametrize(
     ("bad", "match"),
     [
-        ([0.0] * 3, r"expected shape \(14,\) or \(B, 14\)"),
-        ([[0.0] * 14, [0.0] * 13], "expected numbers"),
+        ([0.0] * 3, rf"expected shape \({DIM},\) or \(B, {DIM}\)"),
+        ([[0.0] * DIM, [0.0] * (DIM - 1)], "expected numbers"),
         ([[]], r"got \(1, 0\)"),
-        (np.zeros((0, 14)), r"B >= 1"),
+        (np.zeros((0, DIM)), r"B >= 1"),
         ("abc", "expected numbers"),
-        ([0.0] * 13 + [float("nan")], r"observation/0/13: dc_b\.cap = nan is not a finite"),
-        ([float("inf")] + [0.0] * 13, "hour_sin = inf"),
-        ([0.0, 1e39] + [0.0] * 12, r"hour_cos = 1e\+39 is not a finite float32"),
+        (
+            [0.0] * (DIM - 1) + [float("nan")],
+            rf"observation/0/{DIM - 1}: miami\.cap = nan is not a finite",
+        ),
+        ([float("inf")] + [0.0] * (DIM - 1), "hour_sin = inf"),
+        ([0.0, 1e39] + [0.0] * (DIM - 2), r"hour_cos = 1e\+39 is not a finite float32"),
     ],
 )
 def test_invalid_inputs_are_refused_with_a_clear_message(exported, bad, match):
@@ -154,12 +172,11 @@ def test_export_refuses_to_overwrite_and_checks_the_policy_dir(exported, tmp_pat
 
 
 def test_export_checks_layout_against_the_model(tmp_path):
-    obs_layout, act_layout = two_site_layouts()
-    pdir = random_policy_dir(tmp_path / "p", (obs_layout, act_layout))
+    pdir = random_policy_dir(tmp_path / "p", geo_env(2))
     meta = json.loads((pdir / "meta.json").read_text())
     meta["observation_layout"]["fields"] = meta["observation_layout"]["fields"][:-1]
     (pdir / "meta.json").write_text(json.dumps(meta))
-    with pytest.raises(ExportError, match="model observes 14 values, layout has 13"):
+    with pytest.raises(ExportError, match=f"model observes {DIM} values, layout has {DIM - 1}"):
         export_bundle(pdir, tmp_path / "bundle")
     assert not (tmp_path / "bundle").exists()
 

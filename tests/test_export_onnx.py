@@ -1,5 +1,6 @@
 """ONNX graph vs stable-baselines3: deterministic actions agree within 1e-5 on 1,000
-recorded observations, VecNormalize normalisation included, for PPO and SAC."""
+recorded observations, VecNormalize normalisation included, for PPO and SAC trained on
+gridrl's environment (and on Pendulum, whose action box is not [-1, 1])."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import gymnasium as gym
 import numpy as np
 import onnxruntime as ort
 import pytest
-from export_helpers import record_observations, train_policy_dir
+from export_helpers import geo_env, record_observations, train_policy_dir
 
 from gridrl.export.onnx_export import (
     INPUT_NAME,
@@ -28,7 +29,27 @@ def _pendulum() -> gym.Env:
 
 
 @pytest.mark.parametrize(("algo", "steps"), [("PPO", 256), ("SAC", 300)])
-def test_onnx_matches_sb3_on_recorded_observations(tmp_path, algo, steps):
+def test_onnx_matches_sb3_on_gridrl_env(tmp_path, algo, steps):
+    env = geo_env(2, seed=0)
+    pdir, _, venv = train_policy_dir(tmp_path / algo, algo, lambda: env, steps=steps)
+    model = load_sb3_model(algo, pdir / "model.zip")
+    norm = load_obs_normalisation(pdir / "vecnormalize.pkl")
+    assert np.max(np.abs(norm.mean)) > 1e-3  # training moved the statistics
+    # observations recorded along episodes of the environment (random actions)
+    obs = record_observations(lambda: geo_env(2, seed=1), 1000, seed=1)
+    assert obs.shape == (1000, env.observation_space.shape[0])
+    export_onnx(build_module(model, algo, norm), obs.shape[1], tmp_path / "p.onnx")
+    sess = ort.InferenceSession(str(tmp_path / "p.onnx"), providers=["CPUExecutionProvider"])
+    got = sess.run([OUTPUT_NAME], {INPUT_NAME: obs})[0]
+    want = model.predict(venv.normalize_obs(obs), deterministic=True)[0]
+    np.testing.assert_allclose(got, want, atol=TOLERANCE, rtol=0)
+    assert got.shape == (1000, 8)
+    assert np.abs(got).max() <= 1.0
+    assert want.std(axis=0).min() > 0  # the actions do vary with the observation
+
+
+@pytest.mark.parametrize(("algo", "steps"), [("PPO", 256), ("SAC", 300)])
+def test_onnx_matches_sb3_on_pendulum_box(tmp_path, algo, steps):
     pdir, _, venv = train_policy_dir(tmp_path / algo, algo, _pendulum, steps=steps)
     # Loaded from disk exactly as the exporter does, not the in-memory objects.
     model = load_sb3_model(algo, pdir / "model.zip")

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from export_helpers import fixed_action_policy_dir, two_site_layouts
+from export_helpers import fixed_action_policy_dir, geo_env, raw_signal_row
 from typer.testing import CliRunner
 
 sys.path.insert(0, str(Path(__file__).parent / "slurm"))
@@ -35,45 +35,59 @@ pytestmark = [
 
 INTERVAL_S = 3600
 # Fixed policy output, per site [run, cap, route, migrate] in [-1, 1]:
-# dc_a runs 40 % of what stays, caps at 0.8, sends half its queue away;
-# dc_b runs everything, caps at 0.6, attracts all migrating work, sends nothing.
+# greensboro runs 40 % of what stays, caps half-way to cap_min, sends its maximum
+# share away; miami runs everything, caps at cap_min, attracts migrating work.
 ACTION = np.array([-0.2, 0.0, -1.0, 1.0, 1.0, -1.0, 1.0, -1.0])
 
 
+SITE_OF = {"site_a": "greensboro", "site_b": "miami"}  # partition -> bundle site (geo3)
+# keys the adapter reads from Slurm; everything else comes from the site's signal file
+FROM_SLURM = ("queue_slack_", "overdue_gpu_h", "transit_gpu_h", "flexible_gpu_h", "inference_gpus")
+
+
 def _bundle(tmp_path: Path, action: np.ndarray) -> Path:
-    pdir = fixed_action_policy_dir(tmp_path / "policy", two_site_layouts(), action)
+    pdir = fixed_action_policy_dir(tmp_path / "policy", geo_env(2), action)
     out = tmp_path / "bundle"
     export_bundle(pdir, out)
     return out
 
 
 def _sites_yaml(tmp_path: Path, defer_mode: str) -> Path:
+    """SITES.yaml plus one signal CSV per site. The CSVs hold the environment's own raw
+    signals and forecasts of two hours, stamped 2 h and 30 min ago."""
+    env = geo_env(2)
+    obs, _ = env.reset(seed=2)
+    rows = [obs, env.step(env.action_space.sample())[0]]
     now = time.time()
-    signals = tmp_path / "signals_dc_a.csv"
-    rows = ["time,carbon_g_per_kwh,headroom_kw"]
-    for age_s, carbon in ((7200, 410.0), (1800, 380.0)):
-        t = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now - age_s))
-        rows.append(f"{t},{carbon},900")
-    signals.write_text("\n".join(rows) + "\n")
+    sites = []
+    for partition, site in SITE_OF.items():
+        lines = []
+        for age_s, o in zip((7200, 1800), rows, strict=True):
+            raw = {
+                k: v
+                for k, v in raw_signal_row(env, o, site).items()
+                if not k.startswith(FROM_SLURM)
+            }
+            raw.pop("cap")
+            if not lines:
+                lines.append(",".join(["time", *raw]))
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now - age_s))
+            lines.append(",".join([stamp, *(repr(v) for v in raw.values())]))
+        (tmp_path / f"signals_{site}.csv").write_text("\n".join(lines) + "\n")
+        sites.append(
+            {
+                "name": site,
+                "partitions": [partition],
+                "gpus": 2,
+                "signals": {"file": f"signals_{site}.csv"},
+            }
+        )
     cfg = {
         "decision_interval_s": INTERVAL_S,
         "defer_mode": defer_mode,
         "resource": "cpu",
         "default_slack_h": 12,
-        "sites": [
-            {
-                "name": "dc_a",
-                "partitions": ["site_a"],
-                "gpus": 2,
-                "signals": {"file": signals.name},
-            },
-            {
-                "name": "dc_b",
-                "partitions": ["site_b"],
-                "gpus": 2,
-                "values": {"carbon_g_per_kwh": 120.0, "headroom_kw": 300.0},
-            },
-        ],
+        "sites": sites,
     }
     path = tmp_path / "sites.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -151,9 +165,10 @@ def test_adapter_decisions_show_in_scontrol(tmp_path, monkeypatch):
         actions = {p.action for p in plans.values()}
         assert actions == {"run", "defer", "move"}, actions
         caps = {p.site: p.power_cap_fraction for p in plans.values() if p.action != "move"}
-        assert caps == {"dc_a": 0.8, "dc_b": 0.6}
+        cap_min = geo_env(2).params.cap_min
+        assert caps == {"greensboro": round(cap_min + 0.5 * (1 - cap_min), 3), "miami": cap_min}
         moved = [p for p in plans.values() if p.action == "move"]
-        assert all(p.site == "dc_a" and p.to_site == "dc_b" for p in moved)
+        assert all(p.site == "greensboro" and p.to_site == "miami" for p in moved)
 
         for job_id, plan in plans.items():
             shown = c.show_job(job_id)
@@ -164,7 +179,7 @@ def test_adapter_decisions_show_in_scontrol(tmp_path, monkeypatch):
             assert shown["JobState"] == "PENDING"
             eligible = _when(shown["EligibleTime"]) if shown["EligibleTime"] != "Unknown" else 0.0
             if plan.action == "run":
-                assert shown["Partition"] == {"dc_a": "site_a", "dc_b": "site_b"}[plan.site]
+                assert SITE_OF[shown["Partition"]] == plan.site
                 assert eligible <= time.time() + 1, shown["EligibleTime"]
                 assert "gridrl.deferred" not in comment
             else:

@@ -331,16 +331,21 @@ class PolicyRuntime:
         """Decisions for a batch ``[B, D]`` (or one observation, as B = 1)."""
         action = self.actions(obs)
         phys = self._phys_low + (action.astype(np.float64) - self._act_low) * self._phys_slope
-        score = phys[:, self._idx["route"]]
+
+        def part(comp: str) -> np.ndarray:
+            # C order whatever numpy's fancy indexing chose (serialisers need it)
+            return np.ascontiguousarray(phys[:, self._idx[comp]])
+
+        score = part("route")
         score = np.exp(score - score.max(axis=1, keepdims=True))
         route = score / score.sum(axis=1, keepdims=True)
         return DecisionBatch(
             sites=self.sites,
-            run_share=phys[:, self._idx["run"]],
-            power_cap_fraction=phys[:, self._idx["cap"]],
+            run_share=part("run"),
+            power_cap_fraction=part("cap"),
             route_weight=route,
-            migrate_share=phys[:, self._idx["migrate"]],
-            battery_kw=phys[:, self._idx["battery"]] if "battery" in self._idx else None,
+            migrate_share=part("migrate"),
+            battery_kw=part("battery") if "battery" in self._idx else None,
             action=action,
         )
 

@@ -6,6 +6,11 @@ Endpoints
     ``{"observation": [D floats]}`` -> ``{"batch_size": 1, "decisions": [one per site]}``;
     ``{"observations": [[D floats], ...]}`` -> ``{"batch_size": B, "batch": {columns}}``
     where each decision field is a ``B x n_sites`` list.
+    For large batches the body may instead be a NumPy ``.npy`` array (``Content-Type:
+    application/x-npy``, float ``[B, D]`` or ``[D]``): no text parsing at all. With
+    ``Accept: application/x-npy`` the answer is an ``.npy`` float64 array
+    ``[B, n_sites, fields]``; headers ``X-Gridrl-Sites`` and ``X-Gridrl-Fields`` name its
+    axes.
 ``GET /v1/manifest``
     The bundle's manifest (layouts, units, semantics, versions).
 ``GET /healthz``
@@ -21,12 +26,14 @@ gets 401; a body above ``max_body_bytes`` gets 413. Nothing a client sends cause
 # closures in create_app (the per-bundle request model, the bearer dependency).
 
 import hmac
+import io
 from typing import Annotated, Any
 
 import numpy as np
+import orjson
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import HTTPException
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
 
@@ -35,6 +42,9 @@ from gridrl.export.runtime import InputError, PolicyRuntime
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 MAX_ERRORS = 20  # a 422 lists this many problems, then a count (bodies may hold 1e5 values)
+NPY = "application/x-npy"
+DECISION_FIELDS = ("run_share", "power_cap_fraction", "route_weight", "migrate_share")
+BINARY_SCHEMA = {"type": "string", "format": "binary"}
 
 
 class ServeConfig(BaseModel):
@@ -132,6 +142,31 @@ def _request_model(dim: int, max_batch: int) -> Any:
         observations=(Annotated[list[row], Field(min_length=1, max_length=max_batch)], ...),
     )
     return one | batch
+
+
+def _read_npy(raw: bytes, dim: int, max_batch: int) -> np.ndarray:
+    """An ``.npy`` body as a float array ``[B, dim]`` or ``[dim]`` (never unpickles).
+
+    Raises
+    ------
+    InputError
+        when it is not an ``.npy`` array, not floating point, or of the wrong shape.
+    """
+
+    def fail(msg: str) -> InputError:
+        return InputError([{"loc": ["body"], "msg": msg, "type": "npy_error"}])
+
+    try:
+        arr = np.load(io.BytesIO(raw), allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise fail(f"not a NumPy .npy array: {exc}") from None
+    if not isinstance(arr, np.ndarray) or arr.dtype.kind != "f":
+        raise fail(f"expected a float array, got dtype {getattr(arr, 'dtype', type(arr))}")
+    if arr.ndim not in (1, 2) or arr.shape[-1] != dim or (arr.ndim == 2 and arr.shape[0] == 0):
+        raise fail(f"expected shape ({dim},) or (B, {dim}) with B >= 1, got {arr.shape}")
+    if arr.ndim == 2 and arr.shape[0] > max_batch:
+        raise fail(f"at most {max_batch} observations per request, got {arr.shape[0]}")
+    return arr
 
 
 def _errors(exc: ValidationError) -> list[dict[str, Any]]:
@@ -275,36 +310,65 @@ def create_app(runtime: PolicyRuntime, config: ServeConfig | None = None) -> Fas
 
     body_adapter = TypeAdapter(request_model)
     body_schema = body_adapter.json_schema(ref_template="#/components/schemas/{model}")
+    fields = DECISION_FIELDS + (("battery_kw",) if manifest.action.has_battery else ())
+    npy_headers = {"X-Gridrl-Sites": ",".join(runtime.sites), "X-Gridrl-Fields": ",".join(fields)}
+    decide_responses = {
+        **errors,
+        200: {"content": {NPY: {"schema": BINARY_SCHEMA}}, "description": "decisions"},
+    }
 
     @app.post(
         "/v1/decide",
         response_model=DecideResponse,
         response_model_exclude_none=True,
         dependencies=[Depends(authorize)],
-        responses=errors,
+        responses=decide_responses,
         openapi_extra={
             "requestBody": {
                 "required": True,
-                "content": {"application/json": {"schema": {"anyOf": body_schema["anyOf"]}}},
+                "content": {
+                    "application/json": {"schema": {"anyOf": body_schema["anyOf"]}},
+                    NPY: {"schema": BINARY_SCHEMA},
+                },
             }
         },
     )
-    async def decide(request: Request) -> JSONResponse:
-        """Per-site decisions for one observation or a batch."""
-        # The body is parsed and validated in one pass by pydantic's JSON parser: faster
-        # than json.loads + validation for large batches, and any bytes (not JSON, not
-        # UTF-8) become a 422 that says what is wrong.
-        try:
-            body = body_adapter.validate_json(await request.body())
-        except ValidationError as exc:
-            return JSONResponse(status_code=422, content={"detail": _errors(exc)})
-        if hasattr(body, "observation"):
-            batch = runtime.decide_batch([body.observation])
-            return JSONResponse(
-                {"batch_size": 1, "decisions": [d.to_dict() for d in batch.site_decisions(0)]}
-            )
-        batch = runtime.decide_batch(body.observations)
-        return JSONResponse({"batch_size": len(batch), "batch": batch.to_columns()})
+    async def decide(request: Request) -> Response:
+        """Per-site decisions for one observation or a batch (JSON or .npy in and out)."""
+        raw = await request.body()
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type == NPY:
+            obs = _read_npy(raw, runtime.observation_dim, config.max_batch)
+            single = obs.ndim == 1
+        else:
+            # Parsed and validated in one pass by pydantic's JSON parser: faster than
+            # json.loads + validation, and any bytes (not JSON, not UTF-8) get a 422
+            # that says what is wrong.
+            try:
+                body = body_adapter.validate_json(raw)
+            except ValidationError as exc:
+                return JSONResponse(status_code=422, content={"detail": _errors(exc)})
+            single = hasattr(body, "observation")
+            obs = [body.observation] if single else body.observations
+        batch = runtime.decide_batch(obs)
+        if NPY in request.headers.get("accept", ""):
+            cols = [getattr(batch, f) for f in fields]
+            buf = io.BytesIO()
+            np.save(buf, np.stack(cols, axis=-1).astype(np.float64), allow_pickle=False)
+            return Response(buf.getvalue(), media_type=NPY, headers=npy_headers)
+        if single:
+            payload: dict[str, Any] = {
+                "batch_size": 1,
+                "decisions": [d.to_dict() for d in batch.site_decisions(0)],
+            }
+        else:
+            cols = {f: getattr(batch, f) for f in DECISION_FIELDS}
+            cols["battery_kw"] = batch.battery_kw
+            payload = {"batch_size": len(batch), "batch": {"sites": list(batch.sites), **cols}}
+        # orjson writes numpy arrays directly (no per-float Python objects)
+        return Response(
+            orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json"
+        )
 
     base_openapi = app.openapi
 
