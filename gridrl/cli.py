@@ -84,6 +84,106 @@ def signals_cmd(
 
 # ---------------------------------------------------------------- forecast (gridrl.forecast)
 
+forecast_app = typer.Typer(
+    help="LightGBM quantile forecasts of site signals: fit, backtest, show.",
+    no_args_is_help=True,
+)
+app.add_typer(forecast_app, name="forecast")
+_FORECAST_CONFIG = "forecasts/default.yaml"
+
+
+def _forecast_errors():
+    from gridrl.data.signals import SignalError
+    from gridrl.forecast import ForecastConfigError, ForecastError
+    from gridrl.scenario import ScenarioError
+
+    return (ScenarioError, SignalError, ForecastError, ForecastConfigError)
+
+
+def _print_frame(df, title: str) -> None:
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col in df.columns:
+        table.add_column(str(col), justify="left" if df[col].dtype == object else "right")
+    for row in df.itertuples(index=False):
+        table.add_row(*[f"{v:.4g}" if isinstance(v, float) else str(v) for v in row])
+    console.print(table)
+
+
+@forecast_app.command("fit")
+def forecast_fit(
+    scenario: str = typer.Argument(..., help="Scenario YAML file (envs/*.yaml)."),
+    config: str = typer.Option(_FORECAST_CONFIG, "--config", help="Forecaster YAML."),
+    out: str = typer.Option(None, "--out", help="Output folder (default runs/forecast/NAME)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of horizon sampling and LightGBM."),
+) -> None:
+    """Fit the forecaster on the training periods, save it, build the cross-fitted cube."""
+    from pathlib import Path
+
+    from gridrl.forecast.pipeline import fit_scenario
+    from gridrl.scenario import load_scenario
+
+    try:
+        out_dir = out or str(Path("runs") / "forecast" / load_scenario(scenario).name)
+        info = fit_scenario(scenario, config, out_dir, seed=seed, progress=True)
+    except _forecast_errors() as exc:
+        console.print(f"[red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    console.print(f"fitted in {info['fit_s']} s, cube in {info['cube_s']} s")
+    console.print(f"model: {info['model']}\ncube: {info['cube']}", highlight=False)
+
+
+@forecast_app.command("backtest")
+def forecast_backtest(
+    scenario: str = typer.Argument(..., help="Scenario YAML file (envs/*.yaml)."),
+    config: str = typer.Option(_FORECAST_CONFIG, "--config", help="Forecaster YAML."),
+    out: str = typer.Option(None, "--out", help="Folder for metrics.csv/parquet, summary."),
+    plots: str = typer.Option(None, "--plots", help="Folder for PNG plots."),
+    scheme: str = typer.Option("crossfit", "--scheme", help="crossfit or rolling (origin)."),
+    period: str = typer.Option("test", "--period", help="Evaluate on: test or all."),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Out-of-sample backtest against the baselines; print the table, save CSV and PNGs."""
+    from gridrl.forecast.pipeline import backtest_scenario
+
+    if scheme not in ("crossfit", "rolling") or period not in ("test", "all"):
+        console.print("[red]error:[/] --scheme is crossfit|rolling, --period is test|all")
+        raise typer.Exit(2)
+    try:
+        result = backtest_scenario(scenario, config, out, scheme=scheme, period=period,
+                                   plots_dir=plots, seed=seed, progress=True)
+    except _forecast_errors() as exc:
+        console.print(f"[red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    _print_frame(result.summary, f"{scheme} backtest, {period} period: mean over horizons")
+    if out:
+        console.print(f"tables: {out}")
+    if plots:
+        console.print(f"plots: {plots}")
+
+
+@forecast_app.command("show")
+def forecast_show(
+    directory: str = typer.Argument(..., help="Folder written by fit or backtest."),
+) -> None:
+    """Describe a fitted forecaster, its cube, or a backtest."""
+    from gridrl.forecast.pipeline import describe
+
+    try:
+        info = describe(directory)
+    except (FileNotFoundError, *_forecast_errors()) as exc:
+        console.print(f"[red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    for key in ("fit", "cube", "backtest"):
+        if key in info:
+            console.print(f"[bold]{key}[/]: {info[key]}", highlight=False)
+    if "model" in info:
+        _print_frame(info["model"], f"forecaster (sites: {', '.join(info['sites'])})")
+    if "summary" in info:
+        _print_frame(info["summary"], "backtest: mean over horizons")
+
+
 # ---------------------------------------------------------------- evaluate (gridrl.agents)
 
 # ---------------------------------------------------------------- run / report (gridrl.experiments)

@@ -58,7 +58,7 @@ class WeatherCovariate(_Strict):
     signal: str
     leads_h: list[PosInt] = [6, 12, 24, 48]
     error: Literal["relative", "additive"] = "relative"
-    error_at_24h: Annotated[float, Field(ge=0.0)] = 0.25
+    error_at_24h: Annotated[float, Field(ge=0.0)] = 0.3
     autocorrelation: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.9
 
 
@@ -76,6 +76,10 @@ class PVConfig(_Strict):
     clearsky_power_quantile: Fraction = 0.98
     min_clearsky_fraction: Fraction = 0.02
     max_clearsky_index: Annotated[float, Field(gt=0.0)] = 1.5
+    smart_persistence_window_h: PosInt = 3  # hours the smart-persistence index averages
+    # The model predicts the index relative to the index at the target's hour on the
+    # latest day known (``seasonal``) or the index itself (``none``).
+    index_reference: Literal["seasonal", "none"] = "seasonal"
 
 
 class BoundsConfig(_Strict):
@@ -99,9 +103,9 @@ class LightGBMConfig(_Strict):
     """LightGBM parameters (kept small: every geo3 model and the cube fit in a minute)."""
 
     num_threads: PosInt = 2
-    n_estimators: PosInt = 150
-    learning_rate: Annotated[float, Field(gt=0.0, le=1.0)] = 0.08
-    num_leaves: Annotated[int, Field(ge=2)] = 31
+    n_estimators: PosInt = 60
+    learning_rate: Annotated[float, Field(gt=0.0, le=1.0)] = 0.15
+    num_leaves: Annotated[int, Field(ge=2)] = 15
     min_data_in_leaf: PosInt = 40
     feature_fraction: Annotated[float, Field(gt=0.0, le=1.0)] = 0.9
     bagging_fraction: Annotated[float, Field(gt=0.0, le=1.0)] = 0.8
@@ -118,24 +122,28 @@ class TrainingConfig(_Strict):
     the cube always predict every horizon.
     """
 
-    horizons_per_issue: PosInt = 4
+    horizons_per_issue: PosInt = 1
     min_history_h: PosInt = 168  # issue times with less history than this are not used
 
 
 class CalibrationConfig(_Strict):
-    """Conformalised quantile regression of the outer quantiles, on a rolling window.
+    """Rolling conformalised quantile regression (CQR) of each symmetric quantile pair.
 
-    The band ``[q_low, q_high]`` is widened (or narrowed) by the ``coverage`` quantile of
-    the conformity scores ``max(q_low - y, y - q_high)`` of the latest ``window_h`` issue
-    times (one score per horizon group), computed with data known at the issue time
-    only. ``method: none`` keeps the raw LightGBM quantiles.
+    For a pair ``(q, 1 - q)`` the conformity score of a past forecast is
+    ``max(lo - y, y - hi) / width`` with ``width = max(hi - lo, floor)`` and ``floor =
+    width_floor_fraction x`` the site's mean absolute value of the signal. A forecast
+    issued at ``t`` for horizon ``h`` is widened (or narrowed) to ``[lo - c w, hi + c w]``
+    where ``c`` is the ``1 - 2q`` quantile of the scores of the same signal and horizon,
+    pooled over sites, whose target was observed by ``t`` (issue rows ``t - h -
+    window_h + 1 .. t - h``). Strictly causal; with fewer than ``min_scores`` scores
+    the raw quantiles are kept. Scores of forecasts that are exactly right with a zero
+    band (PV at night) are left out. ``method: none`` keeps the raw quantiles.
     """
 
     method: Literal["rolling_cqr", "none"] = "rolling_cqr"
     window_h: PosInt = 720
-    coverage: Fraction = 0.8
-    horizon_groups_h: list[PosInt] = [1, 3, 6, 12, 24, 48]
     min_scores: PosInt = 48
+    width_floor_fraction: Annotated[float, Field(gt=0.0)] = 0.05
 
 
 class CrossFitConfig(_Strict):
@@ -171,8 +179,27 @@ class ForecastConfig(_Strict):
     max_horizon_h: Annotated[int, Field(ge=1, le=168)] = 24
     quantiles: list[Annotated[float, Field(gt=0.0, lt=1.0)]] = [0.1, 0.5, 0.9]
     features: FeatureConfig = FeatureConfig()
-    weather: list[WeatherCovariate] = []
-    weather_for: dict[str, list[str]] = {}  # target -> weather covariates it uses
+    # How each target is expressed for its model: ``last`` (change from the value at the
+    # issue time), ``seasonal`` (change from the same hour on the latest day known) or
+    # ``level``; PV signals (``pv.signals``) use the clear-sky index.
+    default_reference: Literal["last", "seasonal", "level"] = "last"
+    reference: dict[str, Literal["last", "seasonal", "level"]] = {}
+    # Weather forecasts of the target hour (simulated from these observed signals unless
+    # real forecasts are passed in) and which targets use them.
+    weather: list[WeatherCovariate] = [
+        WeatherCovariate(signal="ghi_w_per_m2", error="relative", error_at_24h=0.3),
+        WeatherCovariate(signal="wind_speed_m_per_s", error="relative", error_at_24h=0.3),
+        WeatherCovariate(signal="temp_c", error="additive", error_at_24h=1.5),
+    ]
+    # A covariate not listed under ``weather`` must come as a real forecast product
+    # (``weather=`` argument of the forecaster).
+    weather_for: dict[str, list[str]] = {
+        "pv_kw": ["ghi_w_per_m2"],
+        "wind_kw": ["wind_speed_m_per_s"],
+        "headroom_kw": ["temp_c"],
+        "carbon_g_per_kwh": ["ghi_w_per_m2", "wind_speed_m_per_s", "temp_c"],
+        "price_per_mwh": ["ghi_w_per_m2", "wind_speed_m_per_s", "temp_c"],
+    }
     pv: PVConfig = PVConfig()
     bounds: BoundsConfig = BoundsConfig()
     lightgbm: LightGBMConfig = LightGBMConfig()
@@ -180,6 +207,12 @@ class ForecastConfig(_Strict):
     calibration: CalibrationConfig = CalibrationConfig()
     crossfit: CrossFitConfig = CrossFitConfig()
     backtest: BacktestConfig = BacktestConfig()
+    # Capacity for nMAE: ``max`` (largest value in the data: installed power) or the name
+    # of the signal holding the capacity. Signals not listed get no nMAE.
+    metrics_capacity: dict[str, str] = {
+        "pv_kw": "max", "wind_kw": "max", "solar_mw": "max", "wind_mw": "max",
+        "headroom_kw": "feeder_capacity_kw",
+    }
 
     @model_validator(mode="after")
     def _check(self) -> ForecastConfig:
@@ -188,13 +221,6 @@ class ForecastConfig(_Strict):
             raise ValueError("expected strictly increasing quantiles")
         if 0.5 not in q:
             raise ValueError("expected 0.5 among the quantiles (the point forecast)")
-        names = {w.signal for w in self.weather}
-        for target, covs in self.weather_for.items():
-            for c in covs:
-                if c not in names:
-                    raise ValueError(
-                        f"weather_for.{target}: covariate {c!r} is not listed under weather"
-                    )
         return self
 
     @property

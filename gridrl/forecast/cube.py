@@ -59,6 +59,9 @@ from gridrl.forecast.solar import SiteLocation
 from gridrl.io import write_json_atomic, write_with
 
 CUBE_FORMAT_VERSION = 1
+# Part of the cache key of ``lightgbm`` cubes: bump it whenever a change of the model,
+# features or calibration code changes the forecasts, so stale cubes are not reused.
+FORECAST_CODE_VERSION = 1
 _NOISY = re.compile(r"^noisy\(\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*\)$")
 MODES = ("lightgbm", "perfect", "persistence", "none", "noisy(sigma)")
 
@@ -310,8 +313,8 @@ def make_cube(
 
     if name == "lightgbm":
         loc_json = {s: vars(v) for s, v in (locations or {}).items()}
-        key = key_hash(data_hash, targets, list(common["horizons_h"]), list(common["quantiles"]),
-                       cfg.model_dump(mode="json"), seed, loc_json,
+        key = key_hash(FORECAST_CODE_VERSION, data_hash, targets, list(common["horizons_h"]),
+                       list(common["quantiles"]), cfg.model_dump(mode="json"), seed, loc_json,
                        None if weather is None else weather.content_hash())
         root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         cached = root / "forecast" / f"cube-{key}.npz"

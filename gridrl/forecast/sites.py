@@ -10,7 +10,8 @@ from gridrl.forecast.solar import SiteLocation
 
 def site_locations(scenario: Any) -> dict[str, SiteLocation]:
     """Location of every site of a :class:`gridrl.scenario.Scenario`, from the header of
-    its weather file (read by :func:`gridrl.data.sources.weather.load_weather`).
+    its weather file (read by :func:`gridrl.data.sources.weather.load_weather`), with the
+    tilt and azimuth of its PV array.
 
     Raises
     ------
@@ -28,5 +29,7 @@ def site_locations(scenario: Any) -> dict[str, SiteLocation]:
                 f"site {site.name!r}: weather source {site.weather.source!r} has no "
                 "coordinates; pass locations explicitly"
             ) from None
-        out[site.name] = SiteLocation(w.latitude_deg, w.longitude_deg, w.altitude_m)
+        out[site.name] = SiteLocation(w.latitude_deg, w.longitude_deg, w.altitude_m,
+                                      pv_tilt_deg=site.pv.tilt_deg,
+                                      pv_azimuth_deg=site.pv.azimuth_deg)
     return out

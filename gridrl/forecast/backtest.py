@@ -1,0 +1,278 @@
+"""Out-of-sample evaluation of the LightGBM forecaster against the baselines.
+
+Two schemes, both strictly out of sample for every forecast evaluated:
+
+``rolling`` (rolling origin)
+    origins every ``backtest.refit_every_h`` hours after ``backtest.initial_train_h``;
+    at each origin the model is fitted on pairs whose issue and target rows lie before
+    it, and forecasts the issue rows up to the next origin.
+``crossfit``
+    the cross-fitted cube (:mod:`gridrl.forecast.crossfit`): each block forecast by a
+    model trained on the other blocks; what the environment observes.
+
+The quantile bands are recalibrated by the causal rolling CQR in both. Metrics
+(:mod:`gridrl.forecast.metrics`) are computed per signal and horizon on the evaluated
+issue rows (optionally restricted, e.g. to a scenario's test periods), for LightGBM and
+for the baselines (persistence, seasonal naive, climatology, smart persistence for PV).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from gridrl.forecast import baselines as bl
+from gridrl.forecast.bounds import physical_bounds
+from gridrl.forecast.calibration import rolling_cqr, target_truth
+from gridrl.forecast.config import ForecastConfig
+from gridrl.forecast.crossfit import _progress, crossfit_values, weather_for
+from gridrl.forecast.errors import ForecastError
+from gridrl.forecast.features import target_hour_arrays
+from gridrl.forecast.inputs import SignalTable, check_targets, signal_table
+from gridrl.forecast.metrics import metric_table, summarise
+from gridrl.forecast.model import QuantileForecaster, reference_of
+from gridrl.forecast.solar import SiteLocation
+from gridrl.forecast.weather import WeatherForecasts
+from gridrl.io import write_json_atomic, write_with
+
+
+@dataclass(eq=False)
+class BacktestResult:
+    """Forecasts, truth and metrics of a backtest.
+
+    Attributes
+    ----------
+    rows : numpy.ndarray
+        evaluated issue rows ``[R]``.
+    forecasts : numpy.ndarray
+        LightGBM quantiles ``[R, N, K, H, Q]`` (calibrated, bounded).
+    truth : numpy.ndarray
+        ``[R, N, K, H]`` (NaN where the target is past the data).
+    baselines : dict
+        baseline name -> ``[R, N, K, H]``.
+    table : pandas.DataFrame
+        metrics per (signal, model, horizon).
+    """
+
+    scheme: str
+    index: pd.DatetimeIndex
+    sites: tuple[str, ...]
+    targets: tuple[str, ...]
+    horizons_h: tuple[int, ...]
+    quantiles: tuple[float, ...]
+    rows: np.ndarray
+    forecasts: np.ndarray
+    truth: np.ndarray
+    baselines: dict[str, np.ndarray]
+    table: pd.DataFrame
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def summary(self) -> pd.DataFrame:
+        """Metrics averaged over horizons per (signal, model)."""
+        return summarise(self.table)
+
+    def day_ahead(self, model: str, reference: str, horizons_h: Sequence[int]) -> pd.Series:
+        """Skill ``1 - MAE_model / MAE_reference`` over ``horizons_h``, per signal."""
+        t = self.table[self.table["horizon_h"].isin(list(horizons_h))]
+        m = t[t["model"] == model].groupby("signal")["mae"].mean()
+        r = t[t["model"] == reference].groupby("signal")["mae"].mean()
+        return (1 - m / r).dropna()
+
+    def save(self, directory: str | Path) -> Path:
+        """Write ``metrics.csv``, ``metrics.parquet``, ``summary.csv``, ``forecasts.npz``
+        and ``backtest.json`` into ``directory`` (atomically, file by file)."""
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        write_with(d / "metrics.csv", lambda p: self.table.to_csv(p, index=False))
+        write_with(d / "metrics.parquet", lambda p: self.table.to_parquet(p, index=False))
+        write_with(d / "summary.csv", lambda p: self.summary.to_csv(p, index=False))
+
+        def _npz(p: Path) -> None:
+            with open(p, "wb") as fh:
+                np.savez(fh, rows=self.rows, forecasts=self.forecasts, truth=self.truth,
+                         index_ns=self.index.asi8,
+                         **{f"baseline_{k}": v for k, v in self.baselines.items()})
+
+        write_with(d / "forecasts.npz", _npz)
+        write_json_atomic(d / "backtest.json", {
+            "scheme": self.scheme, "sites": list(self.sites), "targets": list(self.targets),
+            "horizons_h": list(self.horizons_h), "quantiles": list(self.quantiles),
+            "meta": self.meta,
+        })
+        return d
+
+
+def backtest(
+    signals: Any,
+    config: ForecastConfig,
+    *,
+    scheme: Literal["rolling", "crossfit"] = "rolling",
+    locations: Mapping[str, SiteLocation] | None = None,
+    weather: WeatherForecasts | None = None,
+    eval_rows: np.ndarray | None = None,
+    seed: int = 0,
+    progress: bool = False,
+) -> BacktestResult:
+    """Evaluate LightGBM and the baselines out of sample.
+
+    Parameters
+    ----------
+    signals
+        :class:`~gridrl.data.signals.Signals` or its frame.
+    config
+        targets, horizons ``1..max_horizon_h``, quantiles, model and backtest settings.
+    scheme
+        ``rolling`` (rolling origin) or ``crossfit``.
+    eval_rows
+        issue rows to evaluate (e.g. a scenario's test periods); all forecast rows if
+        None.
+
+    Raises
+    ------
+    ForecastError
+        bad targets, history too short, or no rows left to evaluate.
+    """
+    table = signal_table(signals)
+    targets = list(config.targets)
+    check_targets(table, targets, allow_nan=True)
+    horizons = list(config.horizons_h)
+    t_len = len(table.index)
+    weather = weather_for(table, config, weather, seed)
+    hours = target_hour_arrays(table, locations)
+    y = table.data[:, :, [table.signals.index(s) for s in targets]]
+    origin_of = np.full(t_len, -1, dtype=np.int64)  # training cut-off of each issue row
+    if scheme == "crossfit":
+        values, meta = crossfit_values(
+            table, targets=targets, horizons_h=horizons, quantiles=config.quantiles,
+            config=config, seed=seed, locations=locations, weather=weather, progress=progress,
+        )
+        origin_of[:] = t_len  # climatology from all rows of the other blocks (see below)
+        meta["scheme"] = "crossfit"
+    elif scheme == "rolling":
+        values, meta = _rolling(table, config, horizons, locations, weather, hours,
+                                          seed, origin_of, progress)
+    else:
+        raise ForecastError(f"unknown backtest scheme {scheme!r}; expected rolling or crossfit")
+    predicted = np.isfinite(values).all(axis=(1, 2, 3, 4))
+    rows = np.flatnonzero(predicted)
+    if eval_rows is not None:
+        rows = np.intersect1d(rows, np.asarray(eval_rows, dtype=np.int64))
+    if rows.size == 0:
+        raise ForecastError("no issue rows to evaluate (the evaluation rows hold no forecasts)")
+    b = physical_bounds(table.data, table.index, table.sites, table.signals, targets,
+                        config.bounds, locations)
+    forecasts = values[rows]
+    b.apply(forecasts, rows, horizons)
+    truth = target_truth(y, rows, horizons)
+    base = _baselines(table, config, targets, rows, horizons, hours, origin_of, scheme)
+    frames = []
+    for k, name in enumerate(targets):
+        points = {"lightgbm": forecasts[:, :, k, :, config.quantiles.index(0.5)]}
+        for bname, arr in base.items():
+            if np.isfinite(arr[:, :, k]).any():
+                points[bname] = arr[:, :, k]
+        frames.append(metric_table(
+            name, truth[:, :, k], horizons, points, {"lightgbm": forecasts[:, :, k]},
+            config.quantiles, capacity=_capacity(table, name, config),
+        ))
+    meta.update(eval_rows=int(rows.size), first=str(table.index[rows[0]]),
+                last=str(table.index[rows[-1]]))
+    return BacktestResult(
+        scheme=scheme, index=table.index, sites=table.sites, targets=tuple(targets),
+        horizons_h=tuple(horizons), quantiles=tuple(config.quantiles), rows=rows,
+        forecasts=forecasts, truth=truth, baselines=base, table=pd.concat(frames),
+        meta=meta,
+    )
+
+
+def _rolling(table, config, horizons, locations, weather, hours, seed, origin_of, progress):
+    t_len = len(table.index)
+    bt = config.backtest
+    if bt.initial_train_h >= t_len:
+        raise ForecastError(f"backtest.initial_train_h = {bt.initial_train_h} h leaves no "
+                            f"rows to test in {t_len} hourly rows")
+    origins = list(range(bt.initial_train_h, t_len, bt.refit_every_h))
+    shape = (t_len, len(table.sites), len(config.targets), len(horizons), len(config.quantiles))
+    values = np.full(shape, np.nan, dtype=np.float32)
+    with _progress(progress) as p:
+        task = None if p is None else p.add_task(
+            "rolling-origin backtest", total=len(origins) * len(config.targets))
+        for j, origin in enumerate(origins):
+            block = np.arange(origin, min(origin + bt.refit_every_h, t_len))
+            mask = np.arange(t_len) < origin
+            model = QuantileForecaster(config, locations, weather, seed=seed + j)
+            model.fit(table, mask, hours=hours,
+                      progress=None if p is None else (lambda: p.advance(task)))
+            values[block] = model.predict(table, block, horizons, hours=hours, bounds=False)
+            origin_of[block] = origin
+    y = table.data[:, :, [table.signals.index(s) for s in config.targets]]
+    calibrated, _ = rolling_cqr(values, y, horizons, config.quantiles, config.calibration)
+    meta = {"scheme": "rolling", "origins": [str(table.index[o]) for o in origins],
+            "refit_every_h": bt.refit_every_h, "calibration": config.calibration.method}
+    return calibrated, meta
+
+
+def _baselines(table: SignalTable, config: ForecastConfig, targets: list[str], rows: np.ndarray,
+               horizons: list[int], hours, origin_of: np.ndarray, scheme: str
+               ) -> dict[str, np.ndarray]:
+    """Baselines ``[R, N, K, H]``. The climatology of a row uses the rows before its
+    origin (rolling) or every row outside its cross-fitting block (crossfit)."""
+    from gridrl.forecast.crossfit import fold_blocks
+
+    t_len, n_sites = len(table.index), len(table.sites)
+    out = {name: np.full((len(rows), n_sites, len(targets), len(horizons)), np.nan)
+           for name in ("persistence", "seasonal_naive", "climatology", "smart_persistence")}
+    if scheme == "crossfit":
+        groups = [(blk, ~np.isin(np.arange(t_len), blk)) for blk in
+                  fold_blocks(t_len, config.crossfit.folds)]
+    else:
+        groups = [(np.flatnonzero(origin_of == o), np.arange(t_len) < o)
+                  for o in np.unique(origin_of[origin_of >= 0])]
+    for k, name in enumerate(targets):
+        yk = table.column(name)
+        out["persistence"][:, :, k] = bl.persistence(yk, rows, horizons)
+        out["seasonal_naive"][:, :, k] = bl.seasonal_naive(yk, rows, horizons)
+        is_pv = reference_of(name, config) == "clearsky"
+        for blk, train in groups:
+            sel = np.isin(rows, blk)
+            if not sel.any():
+                continue
+            out["climatology"][sel, :, k] = bl.climatology(yk, hours.hour, rows[sel], horizons,
+                                                          train)
+            if is_pv:
+                scale = _pv_scale(table, config, name, train, hours)
+                cs_power = hours.clearsky_array_w_per_m2 * scale[None, :]
+                out["smart_persistence"][sel, :, k] = bl.smart_persistence(
+                    yk, cs_power, rows[sel], horizons, config.pv.smart_persistence_window_h,
+                    config.pv.min_clearsky_fraction)
+    return out
+
+
+def _pv_scale(table, config, name, train, hours) -> np.ndarray:
+    from gridrl.forecast.model import _clearsky_scale
+
+    y = table.column(name)
+    return _clearsky_scale(y[train], hours.clearsky_array_w_per_m2[train], config, name,
+                           table.sites)
+
+
+def _capacity(table: SignalTable, name: str, config: ForecastConfig) -> np.ndarray | None:
+    """Per-site capacity of ``name`` for nMAE (``metrics_capacity`` in the config)."""
+    rule = config.metrics_capacity.get(name)
+    if rule is None:
+        return None
+    col = table.column(name if rule == "max" else rule)
+    cap = np.nanmax(col, axis=0)
+    return np.where(cap > 0, cap, np.nan)
+
+
+def evaluation_rows(index: pd.DatetimeIndex, periods: Sequence[Any]) -> np.ndarray:
+    """Issue rows inside a scenario's periods (``Period.hours``)."""
+    rows = [p.hours(index) for p in periods]
+    return np.unique(np.concatenate(rows)) if rows else np.array([], dtype=np.int64)

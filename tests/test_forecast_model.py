@@ -1,0 +1,135 @@
+"""Quantile LightGBM forecaster: bounds, non-crossing, save/load, config and bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from forecast_helpers import REPO, geo3_inputs, small_config
+
+from gridrl.forecast import ForecastConfig, ForecastConfigError, ForecastError
+from gridrl.forecast.bounds import physical_bounds
+from gridrl.forecast.config import load_forecast_config
+from gridrl.forecast.crossfit import weather_for
+from gridrl.forecast.inputs import signal_table
+from gridrl.forecast.model import QuantileForecaster
+
+TARGETS = ["pv_kw", "wind_kw", "headroom_kw", "carbon_g_per_kwh"]
+HORIZONS = [1, 6, 24]
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    data = geo3_inputs()
+    table = signal_table(data.signals)
+    cfg = small_config(targets=TARGETS)
+    weather = weather_for(table, cfg, None, seed=0)
+    t_len = len(table.index)
+    train = np.arange(t_len) < t_len // 2
+    model = QuantileForecaster(cfg, data.locations, weather, seed=0).fit(table, train)
+    rows = np.arange(t_len // 2, t_len)
+    return data, table, cfg, weather, model, rows, model.predict(table, rows, HORIZONS)
+
+
+def test_quantiles_sorted_and_bounds_hold(fitted):
+    data, table, cfg, _, _, rows, pred = fitted
+    assert pred.shape == (len(rows), 3, len(TARGETS), len(HORIZONS), 3)
+    assert pred.dtype == np.float32 and np.isfinite(pred).all()
+    assert (np.diff(pred, axis=-1) >= 0).all()
+    k_pv, k_wind, k_head = (TARGETS.index(s) for s in ("pv_kw", "wind_kw", "headroom_kw"))
+    assert (pred[:, :, [k_pv, k_wind]] >= 0).all()
+    cap = table.column("feeder_capacity_kw").max(axis=0)  # [N]
+    assert (pred[:, :, k_head] <= cap[None, :, None, None]).all()
+    b = physical_bounds(table.data, table.index, table.sites, table.signals, TARGETS,
+                        cfg.bounds, data.locations)
+    tgt = np.minimum(rows[:, None] + np.asarray(HORIZONS)[None], len(table.index) - 1)
+    night = np.moveaxis(b.night[tgt][..., k_pv], 1, 2)  # [R, N, H]
+    assert night.mean() > 0.3
+    assert (pred[:, :, k_pv][night] == 0).all()
+    # a site without a turbine is forecast as exactly zero wind
+    miami = table.sites.index("miami")
+    assert (pred[:, miami, k_wind] == 0).all()
+
+
+def test_p50_beats_seasonal_naive_out_of_sample(fitted):
+    _, table, _, _, _, rows, pred = fitted
+    k = TARGETS.index("carbon_g_per_kwh")
+    y = table.column("carbon_g_per_kwh")
+    ok = rows + 24 < len(y)
+    truth = y[rows[ok] + 24]
+    p50 = pred[ok, :, k, HORIZONS.index(24), 1]
+    seasonal = y[rows[ok]]  # same hour yesterday for h = 24
+    assert np.mean(np.abs(p50 - truth)) < np.mean(np.abs(seasonal - truth))
+
+
+def test_save_load_roundtrip(fitted, tmp_path):
+    _, table, _, weather, model, rows, pred = fitted
+    model.save(tmp_path / "m")
+    assert (tmp_path / "m" / "forecaster.json").exists()
+    text = (tmp_path / "m" / "pv_kw_q0.5.txt").read_text()
+    assert text.startswith("tree")  # LightGBM's native text format
+    back = QuantileForecaster.load(tmp_path / "m", weather=weather)
+    np.testing.assert_array_equal(back.predict(table, rows[:200], HORIZONS), pred[:200])
+    with pytest.raises(ForecastError, match="no forecaster.json"):
+        QuantileForecaster.load(tmp_path / "missing")
+
+
+def test_targets_past_the_data_hold_the_last_row(fitted):
+    _, table, _, _, model, _, _ = fitted
+    t_len = len(table.index)
+    last = model.predict(table, [t_len - 1], HORIZONS)
+    y_last = table.data[-1][:, [table.signals.index(s) for s in TARGETS]]  # [N, K]
+    np.testing.assert_allclose(last[0, :, :, :, 1], np.repeat(y_last[..., None], 3, -1),
+                               rtol=1e-6)
+
+
+def test_bad_input_names_signal_and_site(fitted):
+    data, table, cfg, weather, model, _, _ = fitted
+    short = data.signals.frame.iloc[:100]
+    with pytest.raises(ForecastError, match="history too short for the lags: signal 'pv_kw' "
+                                            "at site 'greensboro'"):
+        QuantileForecaster(cfg, data.locations, weather).fit(signal_table(short))
+    frame = data.signals.frame.copy()
+    frame[("miami", "carbon_g_per_kwh")] = np.nan
+    with pytest.raises(ForecastError, match="'carbon_g_per_kwh' at site 'miami' is all NaN"):
+        QuantileForecaster(cfg, data.locations, weather).fit(signal_table(frame))
+    with pytest.raises(ForecastError, match="horizon 48 h is beyond the fitted maximum 24 h"):
+        model.predict(table, [10], [1, 48])
+    with pytest.raises(ForecastError, match="not fitted"):
+        QuantileForecaster(cfg).predict(table, [10], [1])
+    cfg_nowx = cfg.model_copy(update={"weather_for": {"pv_kw": ["cloud_fraction"]}})
+    with pytest.raises(ForecastError, match="cloud_fraction"):
+        QuantileForecaster(cfg_nowx, data.locations, weather).fit(table)
+
+
+def test_default_yaml_equals_schema_defaults():
+    cfg = load_forecast_config(REPO / "forecasts" / "default.yaml")
+    a = cfg.model_dump()
+    b = ForecastConfig().model_dump()
+    a.pop("description"), b.pop("description")
+    assert a == b
+
+
+def test_config_errors_name_the_yaml_path(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("lightgbm:\n  num_leaves: 1\nquantiles: [0.9, 0.1]\nfoo: 1\n")
+    with pytest.raises(ForecastConfigError) as err:
+        load_forecast_config(bad)
+    msg = str(err.value)
+    assert "lightgbm.num_leaves" in msg and "foo" in msg and str(bad) in msg
+    with pytest.raises(ForecastConfigError, match="not found"):
+        load_forecast_config(tmp_path / "nope.yaml")
+    bad.write_text("quantiles: [0.1, 0.9]\n")
+    with pytest.raises(ForecastConfigError, match="0.5"):
+        load_forecast_config(bad)
+
+
+def test_index_must_be_hourly(fitted):
+    data = fitted[0]
+    frame = data.signals.frame.drop(data.signals.frame.index[5])
+    with pytest.raises(ForecastError, match="regular hourly index; step at row 5"):
+        signal_table(frame)
+    naive = data.signals.frame.copy()
+    naive.index = pd.DatetimeIndex(naive.index.tz_localize(None))
+    with pytest.raises(ForecastError, match="tz-aware"):
+        signal_table(naive)
