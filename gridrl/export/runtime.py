@@ -30,6 +30,8 @@ from gridrl.export.manifest import (
     sha256_file,
 )
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
 
 class BundleError(ValueError):
     """A bundle is incomplete, corrupt (checksum mismatch) or its manifest is invalid."""
@@ -246,18 +248,21 @@ class PolicyRuntime:
             on a wrong shape, a non-number, or a non-finite value (NaN, inf, or a number
             too large for float32); the message names the row, index and field.
         """
-        try:
-            arr = np.asarray(obs, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise InputError(
-                [
-                    {
-                        "loc": ["observation"],
-                        "msg": "expected numbers in a list (D) or a list of lists (B x D)",
-                        "type": "type_error",
-                    }
-                ]
-            ) from None
+        if isinstance(obs, np.ndarray) and obs.dtype == np.float32:
+            arr = obs  # the common case (a scheduler's own arrays): no conversion
+        else:
+            try:
+                arr = np.asarray(obs, dtype=np.float64)
+            except (TypeError, ValueError):
+                raise InputError(
+                    [
+                        {
+                            "loc": ["observation"],
+                            "msg": "expected numbers in a list (D) or a list of lists (B x D)",
+                            "type": "type_error",
+                        }
+                    ]
+                ) from None
         if arr.ndim == 1:
             arr = arr[None, :]
         if arr.ndim != 2 or arr.shape[1] != self.observation_dim or arr.shape[0] == 0:
@@ -271,11 +276,10 @@ class PolicyRuntime:
                     }
                 ]
             )
-        with np.errstate(over="ignore"):  # overflow to inf is reported just below
-            out = arr.astype(np.float32)
-        finite = np.isfinite(out)
-        if not finite.all():
-            rows, cols = np.nonzero(~finite)
+        # one pass: False for NaN, +-inf and numbers float32 cannot hold
+        ok = np.abs(arr) <= FLOAT32_MAX
+        if not ok.all():
+            rows, cols = np.nonzero(~ok)
             errors = [
                 {
                     "loc": ["observation", int(r), int(c)],
@@ -286,7 +290,7 @@ class PolicyRuntime:
                 for r, c in zip(rows[:10].tolist(), cols[:10].tolist(), strict=True)
             ]
             raise InputError(errors)
-        return out
+        return arr if arr.dtype == np.float32 else arr.astype(np.float32)
 
     def observation_from_values(self, values: Mapping[str, float]) -> np.ndarray:
         """Build one observation from raw values by field name, applying the manifest's

@@ -1,0 +1,334 @@
+"""Serving performance of an exported policy bundle.
+
+Prints:
+
+* runtime ``decide()`` latency for one observation (p50 / p90 / p99 / max; goal p99 <= 1 ms)
+  and batch throughput of the runtime alone;
+* HTTP decisions/s over loopback against a real ``gridrl serve`` (uvicorn) process:
+  one observation per request (goal >= 1,000/s) and batches (goal >= 50,000 decisions/s),
+  batches both as JSON and as ``.npy`` bodies (no text parsing).
+
+The HTTP load comes from ``wrk`` (Debian package, installed by .ci/system-packages.sh)
+with keep-alive connections; without wrk an aiohttp client is used (it competes with the
+server for the same cores, so it reports less).
+
+Without ``--bundle`` a bundle is made first: a PPO policy (SB3's default MLP) on the
+geo3 scenario with VecNormalize statistics gathered on 2,000 environment steps, and the
+observations sent are recorded from that environment.
+
+    python benchmarks/serving.py [--bundle DIR] [--duration 10] [--batch 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+REPO = Path(__file__).resolve().parents[1]
+GEO3 = REPO / "envs" / "geo3.yaml"
+console = Console()
+
+GOAL_P99_MS = 1.0
+GOAL_SINGLE_PER_S = 1_000
+GOAL_BATCH_PER_S = 50_000
+JSON = "application/json"
+NPY = "application/x-npy"
+
+
+def make_bundle(out: Path, stats_steps: int, n_obs: int) -> tuple[Path, np.ndarray]:
+    """Export a geo3 PPO bundle into ``out``; return it and observations recorded from
+    the environment."""
+    import torch
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+
+    from gridrl.env.gym_env import GridEnv
+    from gridrl.export.bundle import export_bundle
+    from gridrl.scenario import load_scenario
+
+    torch.set_num_threads(1)
+    sc = load_scenario(GEO3)
+    env = GridEnv(GEO3, seed=0)
+    venv = VecNormalize(DummyVecEnv([lambda: env]))
+    venv.reset()
+    recorded = []
+    for _ in range(stats_steps):  # VecNormalize statistics from real observations
+        obs, _, _, _ = venv.step(np.array([env.action_space.sample()]))
+        recorded.append(venv.get_original_obs()[0])
+    model = PPO("MlpPolicy", venv, seed=0, device="cpu")
+    pdir = out / "policy"
+    pdir.mkdir(parents=True)
+    model.save(pdir / "model.zip")
+    venv.save(str(pdir / "vecnormalize.pkl"))
+    meta = {
+        "algo": "PPO",
+        "scenario_path": str(GEO3),
+        "scenario_hash": sc.content_hash(),
+        "forecast_mode": "perfect",
+        "observation_layout": env.observation_layout.to_dict(),
+        "action_layout": env.action_layout.to_dict(),
+        "training": {"timesteps": 0, "seed": 0, "note": "benchmark policy (untrained weights)"},
+    }
+    (pdir / "meta.json").write_text(json.dumps(meta))
+    export_bundle(pdir, out / "bundle")
+    obs = np.asarray(recorded[-n_obs:], dtype=np.float32)
+    return out / "bundle", obs
+
+
+def runtime_latency(bundle: Path, obs: np.ndarray, n: int, batch: int) -> dict[str, float]:
+    """Single-observation decide() latency percentiles (ms) and batch decisions/s."""
+    from gridrl.export.runtime import PolicyRuntime
+
+    rt = PolicyRuntime(bundle)
+    for i in range(200):  # warm-up: first runs allocate
+        rt.decide(obs[i % len(obs)])
+    times = np.empty(n)
+    for i in range(n):
+        o = obs[i % len(obs)]
+        t0 = time.perf_counter_ns()
+        rt.decide(o)
+        times[i] = time.perf_counter_ns() - t0
+    ms = times / 1e6
+    rows = np.resize(obs, (batch, obs.shape[1]))
+    rt.decide(rows)
+    reps = 20
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        rt.decide(rows)
+    per_s = reps * batch / (time.perf_counter() - t0)
+    return {
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p90_ms": float(np.percentile(ms, 90)),
+        "p99_ms": float(np.percentile(ms, 99)),
+        "max_ms": float(ms.max()),
+        "batch_per_s": per_s,
+    }
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    """``gridrl serve BUNDLE`` in a child process (uvicorn, one worker)."""
+
+    def __init__(self, bundle: Path, max_batch: int) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        argv = [
+            sys.executable, "-m", "gridrl.cli", "serve", str(bundle),
+            "--host", "127.0.0.1", "--port", str(self.port), "--max-batch", str(max_batch),
+        ]  # fmt: skip
+        self.log = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, cwd=REPO)
+        import httpx
+
+        deadline = time.monotonic() + 60
+        while True:
+            if self.proc.poll() is not None:
+                self.log.seek(0)
+                raise RuntimeError("server exited: " + self.log.read().decode())
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError("server did not start")
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=15)
+
+
+def _check(url: str, body: bytes, batch_size: int, content_type: str) -> None:
+    import httpx
+
+    r = httpx.post(f"{url}/v1/decide", content=body, headers={"content-type": content_type})
+    if r.status_code != 200 or r.json()["batch_size"] != batch_size:
+        raise RuntimeError(f"unexpected answer {r.status_code}: {r.text[:200]}")
+
+
+def wrk_load(
+    url: str, body: bytes, duration_s: int, connections: int, content_type: str
+) -> dict[str, float]:
+    """Requests/s and latency percentiles from wrk (POST the same body)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        script = Path(tmp) / "post.lua"
+        (Path(tmp) / "body.json").write_bytes(body)
+        script.write_text(
+            'wrk.method = "POST"\n'
+            f'wrk.headers["Content-Type"] = "{content_type}"\n'
+            f'local f = io.open("{Path(tmp) / "body.json"}", "rb")\n'
+            "wrk.body = f:read('*a')\nf:close()\n"
+        )
+        out = subprocess.run(
+            ["wrk", "-t1", f"-c{connections}", f"-d{duration_s}s", "--latency", "-s", str(script),
+             f"{url}/v1/decide"],
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+    if "Non-2xx" in out or "Socket errors" in out:
+        raise RuntimeError(f"wrk saw errors:\n{out}")
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+
+    def pct(p: str) -> float:
+        m = re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s)", out)
+        value, unit = float(m.group(1)), m.group(2)
+        return value * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
+
+    return {"requests_per_s": rps, "p50_ms": pct("50"), "p99_ms": pct("99")}
+
+
+def aiohttp_load(
+    url: str, body: bytes, duration_s: int, connections: int, content_type: str
+) -> dict[str, float]:
+    """Fallback load generator: ``connections`` keep-alive aiohttp clients."""
+    import aiohttp
+
+    async def run() -> tuple[int, list[float]]:
+        done = 0
+        lat: list[float] = []
+        stop = time.monotonic() + duration_s
+
+        async def worker(session: aiohttp.ClientSession) -> None:
+            nonlocal done
+            while time.monotonic() < stop:
+                t0 = time.perf_counter()
+                async with session.post(
+                    f"{url}/v1/decide", data=body, headers={"content-type": content_type}
+                ) as r:
+                    await r.read()
+                    if r.status != 200:
+                        raise RuntimeError(f"status {r.status}")
+                lat.append((time.perf_counter() - t0) * 1e3)
+                done += 1
+
+        conn = aiohttp.TCPConnector(limit=connections)
+        async with aiohttp.ClientSession(connector=conn) as session:
+            await asyncio.gather(*(worker(session) for _ in range(connections)))
+        return done, lat
+
+    t0 = time.monotonic()
+    n, lat = asyncio.run(run())
+    return {
+        "requests_per_s": n / (time.monotonic() - t0),
+        "p50_ms": float(np.percentile(lat, 50)),
+        "p99_ms": float(np.percentile(lat, 99)),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--bundle", type=Path, help="bundle to serve (default: make a geo3 PPO bundle)")
+    ap.add_argument("--duration", type=int, default=10, help="seconds per HTTP load run")
+    ap.add_argument("--batch", type=int, default=1000, help="observations per batch request")
+    ap.add_argument("--connections", type=int, default=8, help="keep-alive connections")
+    ap.add_argument("--calls", type=int, default=20_000, help="runtime decide() calls timed")
+    ap.add_argument("--client", choices=["auto", "wrk", "aiohttp"], default="auto")
+    args = ap.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.bundle is None:
+            with console.status("making a geo3 PPO bundle"):
+                bundle, obs = make_bundle(Path(tmp), stats_steps=2000, n_obs=args.batch)
+        else:
+            from gridrl.export.runtime import PolicyRuntime
+
+            bundle = args.bundle
+            dim = PolicyRuntime(bundle).observation_dim
+            obs = np.random.default_rng(0).normal(size=(args.batch, dim)).astype(np.float32)
+        from gridrl.export.runtime import load_manifest
+
+        manifest = load_manifest(bundle)
+        console.print(
+            f"bundle: {manifest.algo}, {len(manifest.action.sites)} sites, "
+            f"{manifest.onnx.observation_dim} observations -> {manifest.onnx.action_dim} actions; "
+            f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}"
+        )
+        with console.status("timing runtime decide()"):
+            rt = runtime_latency(bundle, obs, args.calls, args.batch)
+
+        client = args.client
+        if client == "auto":
+            client = "wrk" if shutil.which("wrk") else "aiohttp"
+        load = wrk_load if client == "wrk" else aiohttp_load
+        single_body = json.dumps({"observation": obs[0].tolist()}).encode()
+        batch_body = json.dumps({"observations": obs[: args.batch].tolist()}).encode()
+        buf = io.BytesIO()
+        np.save(buf, obs[: args.batch])
+        npy_body = buf.getvalue()
+        runs = [
+            ("single", single_body, JSON, 1, args.connections),
+            ("batch JSON", batch_body, JSON, args.batch, 2),
+            ("batch .npy", npy_body, NPY, args.batch, 2),
+        ]
+        http: dict[str, dict[str, float]] = {}
+        server = Server(bundle, max_batch=max(args.batch, 1))
+        try:
+            for name, body, ctype, size, conns in runs:
+                _check(server.url, body, size, ctype)
+                with console.status(f"HTTP {name}, {args.duration} s ({client})"):
+                    http[name] = load(server.url, body, args.duration, conns, ctype)
+                http[name]["decisions_per_s"] = http[name]["requests_per_s"] * size
+                http[name]["connections"] = conns
+        finally:
+            server.stop()
+
+    table = Table(title="gridrl serving benchmark")
+    for col in ("measure", "value", "goal", "met"):
+        table.add_column(col)
+
+    def met(ok: bool) -> str:
+        return "yes" if ok else "NO"
+
+    table.add_row("runtime decide() p50", f"{rt['p50_ms'] * 1e3:.0f} us", "", "")
+    table.add_row("runtime decide() p90", f"{rt['p90_ms'] * 1e3:.0f} us", "", "")
+    table.add_row(
+        "runtime decide() p99", f"{rt['p99_ms'] * 1e3:.0f} us", f"<= {GOAL_P99_MS:g} ms",
+        met(rt["p99_ms"] <= GOAL_P99_MS),
+    )  # fmt: skip
+    table.add_row("runtime decide() max", f"{rt['max_ms'] * 1e3:.0f} us", "", "")
+    table.add_row(f"runtime batch of {args.batch}", f"{rt['batch_per_s']:,.0f} decisions/s", "", "")
+    goals = {
+        "single": GOAL_SINGLE_PER_S,
+        "batch JSON": GOAL_BATCH_PER_S,
+        "batch .npy": GOAL_BATCH_PER_S,
+    }
+    for name, res in http.items():
+        size = "" if name == "single" else f" of {args.batch}"
+        table.add_row(
+            f"HTTP {name}{size} ({res['connections']:.0f} conn, {client})",
+            f"{res['decisions_per_s']:,.0f} decisions/s",
+            f">= {goals[name]:,}/s", met(res["decisions_per_s"] >= goals[name]),
+        )  # fmt: skip
+        table.add_row(
+            f"HTTP {name} latency p50 / p99",
+            f"{res['p50_ms']:.2f} / {res['p99_ms']:.2f} ms",
+            "",
+            "",
+        )
+    console.print(table)
+
+
+if __name__ == "__main__":
+    main()
