@@ -129,12 +129,13 @@ def _free_port() -> int:
 class Server:
     """``gridrl serve BUNDLE`` in a child process (uvicorn, one worker)."""
 
-    def __init__(self, bundle: Path, max_batch: int) -> None:
+    def __init__(self, bundle: Path, max_batch: int, workers: int) -> None:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         argv = [
             sys.executable, "-m", "gridrl.cli", "serve", str(bundle),
             "--host", "127.0.0.1", "--port", str(self.port), "--max-batch", str(max_batch),
+            "--workers", str(workers),
         ]  # fmt: skip
         self.log = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, cwd=REPO)
@@ -245,6 +246,7 @@ def main() -> None:
     ap.add_argument("--connections", type=int, default=8, help="keep-alive connections")
     ap.add_argument("--calls", type=int, default=20_000, help="runtime decide() calls timed")
     ap.add_argument("--client", choices=["auto", "wrk", "aiohttp"], default="auto")
+    ap.add_argument("--workers", type=int, default=1, help="server processes (gridrl serve)")
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -283,7 +285,7 @@ def main() -> None:
             ("batch .npy", npy_body, NPY, args.batch, 2),
         ]
         http: dict[str, dict[str, float]] = {}
-        server = Server(bundle, max_batch=max(args.batch, 1))
+        server = Server(bundle, max_batch=max(args.batch, 1), workers=args.workers)
         try:
             for name, body, ctype, size, conns in runs:
                 _check(server.url, body, size, ctype)
@@ -317,7 +319,7 @@ def main() -> None:
     for name, res in http.items():
         size = "" if name == "single" else f" of {args.batch}"
         table.add_row(
-            f"HTTP {name}{size} ({res['connections']:.0f} conn, {client})",
+            f"HTTP {name}{size} ({res['connections']:.0f} conn, {args.workers} worker, {client})",
             f"{res['decisions_per_s']:,.0f} decisions/s",
             f">= {goals[name]:,}/s", met(res["decisions_per_s"] >= goals[name]),
         )  # fmt: skip

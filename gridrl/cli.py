@@ -279,6 +279,7 @@ def serve_cmd(
     max_body_bytes: int = typer.Option(None, "--max-body-bytes", help="Largest request body."),
     max_batch: int = typer.Option(None, "--max-batch", help="Most observations per request."),
     access_log: bool = typer.Option(False, "--access-log", help="Log every request."),
+    workers: int = typer.Option(1, "--workers", min=1, help="Server processes sharing the port."),
 ) -> None:
     """Serve a bundle over HTTP: POST /v1/decide, GET /healthz, OpenAPI at /docs."""
     from gridrl.export.runtime import BundleError, PolicyRuntime
@@ -291,7 +292,7 @@ def serve_cmd(
     except (BundleError, ValueError) as exc:
         console.print(f"[red]error:[/] {exc}", highlight=False)
         raise typer.Exit(2) from None
-    serve(runtime, host=host, port=port, config=config, access_log=access_log)
+    serve(runtime, host=host, port=port, config=config, access_log=access_log, workers=workers)
 
 
 @app.command("slurm")

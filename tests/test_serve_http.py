@@ -46,29 +46,37 @@ def bundle(tmp_path_factory) -> Path:
     return root / "bundle"
 
 
-@pytest.fixture(scope="module")
-def server(bundle, tmp_path_factory):
+def _start(bundle: Path, log: Path, *extra: str) -> tuple[subprocess.Popen, str]:
     port = _free_port()
-    log = tmp_path_factory.mktemp("serve_log") / "server.log"
     argv = [
         sys.executable, "-m", "gridrl.cli", "serve", str(bundle), "--host", "127.0.0.1",
         "--port", str(port), "--max-body-bytes", str(MAX_BODY), "--max-batch", str(MAX_BATCH),
+        *extra,
     ]  # fmt: skip
     env = {**os.environ, "GRIDRL_SERVE_TOKEN": TOKEN}  # the token is not on the command line
     with open(log, "wb") as fh:
         proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=REPO)
     url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        if proc.poll() is not None:
+            raise AssertionError(log.read_text())
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            proc.terminate()
+            raise AssertionError("server did not start: " + log.read_text())
+        time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def server(bundle, tmp_path_factory):
+    log = tmp_path_factory.mktemp("serve_log") / "server.log"
+    proc, url = _start(bundle, log)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, log.read_text()
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "server did not start: " + log.read_text()
-            time.sleep(0.2)
         yield url
     finally:
         proc.terminate()
@@ -262,3 +270,20 @@ def test_bad_npy_bodies_are_422(server, array, needle):
     r = httpx.post(f"{server}/v1/decide", content=content, headers={**AUTH, "content-type": NPY})
     assert r.status_code == 422, r.text
     assert re.search(needle, r.text), r.text
+
+
+def test_several_worker_processes(bundle, tmp_path):
+    proc, url = _start(bundle, tmp_path / "workers.log", "--workers", "2")
+    try:
+        obs = [0.5] * DIM
+        answers = [
+            httpx.post(f"{url}/v1/decide", json={"observation": obs}, headers=AUTH)
+            for _ in range(6)
+        ]
+        assert {r.status_code for r in answers} == {200}
+        assert len({r.text for r in answers}) == 1  # every worker serves the same bundle
+        assert httpx.post(f"{url}/v1/decide", json={"observation": obs}).status_code == 401
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+    assert "Traceback" not in (tmp_path / "workers.log").read_text()

@@ -385,6 +385,20 @@ def create_app(runtime: PolicyRuntime, config: ServeConfig | None = None) -> Fas
     return app
 
 
+_ENV_BUNDLE = "GRIDRL_SERVE_BUNDLE"
+_ENV_CONFIG = "GRIDRL_SERVE_CONFIG"
+
+
+def app_from_env() -> FastAPI:
+    """App factory for worker processes: bundle folder and config from the environment
+    (set by :func:`serve` before uvicorn starts its workers)."""
+    import json
+    import os
+
+    config = ServeConfig.model_validate(json.loads(os.environ[_ENV_CONFIG]))
+    return create_app(PolicyRuntime(os.environ[_ENV_BUNDLE]), config)
+
+
 def serve(
     runtime: PolicyRuntime,
     *,
@@ -393,10 +407,32 @@ def serve(
     config: ServeConfig | None = None,
     access_log: bool = False,
     log_level: str = "info",
+    workers: int = 1,
 ) -> None:
-    """Run the service with uvicorn until interrupted."""
+    """Run the service with uvicorn until interrupted.
+
+    ``workers > 1`` starts that many processes (each loads the bundle) sharing the port.
+    """
+    import os
+
     import uvicorn
 
+    config = config or ServeConfig()
+    if workers > 1:
+        # Workers import the app themselves; the token travels in the environment (not
+        # on a command line).
+        os.environ[_ENV_BUNDLE] = str(runtime.bundle_dir.resolve())
+        os.environ[_ENV_CONFIG] = config.model_dump_json()
+        uvicorn.run(
+            "gridrl.integrations.http_service:app_from_env",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            access_log=access_log,
+            log_level=log_level,
+        )
+        return
     uvicorn.run(
         create_app(runtime, config),
         host=host,
