@@ -11,7 +11,7 @@ import pytest
 from scipy import stats
 
 from gridrl.experiments.backends import run_local
-from gridrl.experiments.report import add_gap_closed, seed_means, t_interval
+from gridrl.experiments.report import gap_closed_per_seed, t_interval
 from gridrl.experiments.store import RunDirError, RunStore
 
 
@@ -78,8 +78,7 @@ def test_gap_closed_is_paired_per_seed() -> None:
             _rows("mpc", "mpc", 1, [-10.0]),  # 10 / 20
         ]
     )
-    per_seed = add_gap_closed(seed_means(results))
-    gap = per_seed.set_index(["policy", "seed"])["gap_closed"]
+    gap = gap_closed_per_seed(results).set_index(["policy", "seed"])["gap_closed"]
     assert gap["mpc", 0] == pytest.approx(0.7)
     assert gap["mpc", 1] == pytest.approx(0.5)
     assert gap["run_now", 0] == pytest.approx(0.0)
@@ -100,3 +99,25 @@ def test_local_pool_runs_every_payload_and_reports_errors() -> None:
     assert out[0] == (6, None)
     assert out[1] == (120, None)
     assert out[2][0] is None and "ValueError" in out[2][1]
+
+
+def test_gap_closed_pairs_by_episode_start_across_seeds() -> None:
+    # references evaluated once (seed 0) on the same windows every seed of ppo meets
+    starts = pd.to_datetime(["2021-01-22", "2021-02-22"], utc=True)
+
+    def rows(policy: str, algo: str, seed: int, j: list[float]) -> pd.DataFrame:
+        return _rows(policy, algo, seed, j).assign(start=starts)
+
+    results = pd.concat(
+        [
+            rows("run_now", "run_now", 0, [-10.0, -20.0]),
+            rows("lp_bound", "lp_bound", 0, [0.0, -10.0]),
+            rows("ppo", "PPO", 0, [-5.0, -15.0]),  # (-10 + 15) / 10
+            rows("ppo", "PPO", 1, [-10.0, -10.0]),  # (-10 + 15) / 10 too, other episodes
+            rows("ppo", "PPO", 2, [-2.0, -20.0]).iloc[:1],  # first episode only: 8 / 10
+        ]
+    )
+    gap = gap_closed_per_seed(results).set_index(["policy", "seed"])["gap_closed"]
+    assert gap["ppo", 0] == pytest.approx(0.5)
+    assert gap["ppo", 1] == pytest.approx(0.5)
+    assert gap["ppo", 2] == pytest.approx(0.8)

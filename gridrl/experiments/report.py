@@ -20,12 +20,13 @@ from scipy import stats
 from gridrl.experiments import plots
 from gridrl.experiments.schema import Study
 from gridrl.experiments.store import RunStore
-from gridrl.io import write_text_atomic
+from gridrl.io import write_text_atomic, write_with
 
 OBJECTIVE = "J"  # episode objective column of the harness (higher is better)
-ID_COLUMNS = ("policy", "kind", "algo", "seed", "forecast_mode", "unit_id", "episode")
+ID_COLUMNS = ("policy", "kind", "algo", "seed", "forecast_mode", "unit_id", "episode", "start")
 BASELINE = "run_now"
 BOUND = "lp_bound"
+_NO_GAP = 1e-12  # |J_lp_bound - J_run_now| below this leaves no gap to close
 
 
 def seed_means(results: pd.DataFrame) -> pd.DataFrame:
@@ -39,35 +40,51 @@ def seed_means(results: pd.DataFrame) -> pd.DataFrame:
     return results.groupby(keys, sort=False)[numeric].mean().reset_index()
 
 
-def add_gap_closed(per_seed: pd.DataFrame, objective: str = OBJECTIVE) -> pd.DataFrame:
-    """Add ``gap_closed`` per seed from the seed's ``run_now`` and ``lp_bound`` objectives.
+def _episode_key(results: pd.DataFrame) -> list[str]:
+    # an episode is identified by its start hour when the harness reports it: policies
+    # evaluated with different seeds on the same windows are then still paired
+    return ["start"] if "start" in results.columns else ["seed", "episode"]
 
-    The references of the same forecast mode are used when the study has them, else
-    those of any mode (``run_now`` and ``lp_bound`` do not read forecasts). Rows
-    without both references get NaN.
+
+def gap_closed_per_seed(results: pd.DataFrame, objective: str = OBJECTIVE) -> pd.DataFrame:
+    """Gap closed per policy x forecast mode x seed, from paired episodes.
+
+    Each episode row is paired with the ``run_now`` and ``lp_bound`` rows of the same
+    episode (same start hour; same forecast mode when the study ran the references in
+    that mode, else any mode, since neither reads forecasts). Over the episodes where
+    both references exist: ``(mean J - mean J_run_now) / (mean J_lp_bound - mean
+    J_run_now)``. NaN when a reference is missing or the bound does not improve on
+    ``run_now``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``policy``, ``forecast_mode``, ``seed``, ``gap_closed``.
     """
-    out = per_seed.copy()
-    if objective not in out.columns:
+    keys = ["policy", "forecast_mode", "seed"]
+    if objective not in results.columns:
+        out = results[keys].drop_duplicates().copy()
         out["gap_closed"] = np.nan
         return out
-
-    def ref(algo: str) -> pd.DataFrame:
-        r = out[out["algo"] == algo][["seed", "forecast_mode", objective]]
-        return r.rename(columns={objective: f"_{algo}"})
-
-    gaps = []
+    ep = _episode_key(results)
+    frame = results[list(dict.fromkeys([*keys, *ep, objective]))].copy()
     for algo in (BASELINE, BOUND):
-        r = ref(algo)
-        exact = out[["seed", "forecast_mode"]].merge(r, on=["seed", "forecast_mode"], how="left")
-        anymode = r.groupby("seed")[f"_{algo}"].first()
-        fallback = out["seed"].map(anymode).to_numpy()
-        gaps.append(exact[f"_{algo}"].fillna(pd.Series(fallback)).to_numpy(dtype=float))
-    j_now, j_bound = gaps
-    denom = j_bound - j_now
-    with np.errstate(divide="ignore", invalid="ignore"):
-        gap = (out[objective].to_numpy(dtype=float) - j_now) / denom
-    gap[~np.isfinite(gap)] = np.nan
-    out["gap_closed"] = gap
+        ref = results[results["algo"] == algo]
+        col = f"_{algo}"
+        by_mode = ref.groupby(["forecast_mode", *ep])[objective].mean().rename(col)
+        any_mode = ref.groupby(ep)[objective].mean().rename(col + "_any")
+        frame = frame.merge(by_mode, left_on=["forecast_mode", *ep], right_index=True, how="left")
+        frame = frame.merge(any_mode, left_on=ep, right_index=True, how="left")
+        frame[col] = frame[col].fillna(frame.pop(col + "_any"))
+    paired = frame.dropna(subset=[f"_{BASELINE}", f"_{BOUND}"])
+    means = paired.groupby(keys, sort=False)[[objective, f"_{BASELINE}", f"_{BOUND}"]].mean()
+    den = means[f"_{BOUND}"] - means[f"_{BASELINE}"]
+    gap = (means[objective] - means[f"_{BASELINE}"]) / den.where(den.abs() > _NO_GAP)
+    out = (
+        results[keys]
+        .drop_duplicates()
+        .merge(gap.rename("gap_closed").reset_index(), on=keys, how="left")
+    )
     return out
 
 
@@ -188,7 +205,8 @@ def write_report(run_dir: str | Path, *, objective: str = OBJECTIVE) -> Path:
         "",
         f"- scenario: `{study.scenario}`",
         f"- forecast: `{study.forecast.mode}` (config `{study.forecast.config}`)",
-        f"- seeds: {study.seeds}; evaluation: {study.evaluation.episodes} episode(s) per seed "
+        f"- seeds: {study.seeds}; evaluation: {study.evaluation.episodes or 'all fixed'} "
+        "episode window(s) per seed "
         f"on the `{study.evaluation.period}` period",
         f"- units: {len(finished & {u.unit_id for u in units})} of {len(units)} finished",
     ]
@@ -199,7 +217,9 @@ def write_report(run_dir: str | Path, *, objective: str = OBJECTIVE) -> Path:
         lines.append("No finished units yet.")
         return write_text_atomic(run_dir / "report.md", "\n".join(lines) + "\n")
 
-    per_seed = add_gap_closed(seed_means(results), objective)
+    per_seed = seed_means(results).merge(
+        gap_closed_per_seed(results, objective), on=["policy", "forecast_mode", "seed"]
+    )
     kpis = [
         c for c in per_seed.columns if c not in ("policy", "kind", "algo", "forecast_mode", "seed")
     ]
@@ -211,8 +231,8 @@ def write_report(run_dir: str | Path, *, objective: str = OBJECTIVE) -> Path:
     if sort_col in base:
         base = base.sort_values(sort_col, ascending=False)
     board = base.set_index("policy")
-    shown = [c for c in (objective, "gap_closed") if c in board.columns]
-    shown += [c for c in kpis if c not in shown]
+    shown = [c for c in study.report.leaderboard_columns if c in board.columns]
+    write_with(run_dir / "leaderboard.csv", lambda p: summary.to_csv(p, index=False))
     table = pd.DataFrame(
         {
             "policy": board.index,
@@ -231,6 +251,9 @@ def write_report(run_dir: str | Path, *, objective: str = OBJECTIVE) -> Path:
         "(J − J_run_now) / (J_lp_bound − J_run_now) per seed on paired episodes.",
         "",
         _markdown_table(table),
+        "",
+        "Every KPI (mean and CI half-width, every forecast mode): `leaderboard.csv`; "
+        "every episode: `results.parquet`.",
         "",
     ]
     if sort_col in board:

@@ -63,7 +63,7 @@ def plan_units(study: Study) -> list[Unit]:
     units = []
     for agent in study.agents:
         agent_modes = modes if agent.name in ablated else [base]
-        for seed in study.seeds:
+        for seed in agent.seeds or study.seeds:
             for mode in agent_modes:
                 units.append(Unit(agent.name, seed, mode))
     return units
@@ -223,22 +223,29 @@ def execute_unit(payload: dict[str, Any]) -> dict[str, Any]:
 def _make_reference(
     agent: ReferenceAgentSpec, scenario_path: Path, forecast_mode: str, study: Study
 ) -> Any:
-    from gridrl.agents import references
+    from gridrl.agents.registry import make_policy
 
-    return references.make_reference(agent.reference, **agent.params)
+    return make_policy(agent.reference, **agent.params)
 
 
 def _evaluate(policy: Any, scenario_path: Path, unit: Unit, study: Study) -> pd.DataFrame:
-    from gridrl.agents.harness import evaluate
+    """The shared harness (:func:`gridrl.agents.evaluate.evaluate`) on the study's period.
 
+    The inputs are the same scenario-seeded signals and forecasts the policy trained on;
+    the evaluation seed picks the episodes, so every policy of a seed meets the same ones.
+    """
+    from gridrl.agents.evaluate import evaluate
+    from gridrl.agents.train import env_inputs
+
+    data = env_inputs(scenario_path, unit.forecast_mode, study.forecast.config)
     return evaluate(
         policy,
         scenario_path,
-        forecast_mode=unit.forecast_mode,
-        forecast_config=study.forecast.config,
         period=study.evaluation.period,
         episodes=study.evaluation.episodes,
         seed=unit.seed + study.evaluation.seed_offset,
+        forecast_mode=unit.forecast_mode,
+        data=data,
         deterministic=study.evaluation.deterministic,
     )
 

@@ -36,8 +36,8 @@ from pydantic import (
 from gridrl.scenario import Periods, ScenarioError, load_scenario
 
 SB3_ALGOS = ("PPO", "SAC", "TD3", "A2C", "RecurrentPPO")
-# Names of the reference controllers of DESIGN.md section 7; the registry in
-# gridrl.agents is consulted too when it exists, so new references validate as well.
+# Reference controllers of DESIGN.md section 7, used only when the registry in
+# gridrl.agents cannot be imported.
 REFERENCE_NAMES = (
     "run_now",
     "carbon_aware",
@@ -99,6 +99,7 @@ class SB3AgentSpec(_Strict):
     timesteps: Annotated[int, Field(gt=0)] | None = None
     n_envs: Annotated[int, Field(gt=0)] | None = None
     vecnormalize: bool = True
+    seeds: list[int] | None = None  # overrides the study's seeds for this agent
 
     @field_validator("name")
     @classmethod
@@ -142,6 +143,9 @@ class ReferenceAgentSpec(_Strict):
     name: str
     reference: str
     params: dict[str, Any] = Field(default_factory=dict)
+    # Deterministic references evaluated on seed-independent episodes (evaluation
+    # episodes: null) give the same rows for every seed: ``seeds: [0]`` runs them once.
+    seeds: list[int] | None = None
 
     @field_validator("name")
     @classmethod
@@ -209,11 +213,13 @@ class TrainingSpec(_Strict):
 class EvaluationSpec(_Strict):
     """Evaluation protocol: ``episodes`` episodes of ``period`` per (agent, seed).
 
-    Every policy is evaluated on the same episodes for a given seed, so comparisons
-    (and gap closed) are paired.
+    ``episodes: null`` (the default) evaluates every fixed window of the period (for
+    geo3's test period: its twelve test weeks); a number draws that many windows with
+    the evaluation seed. Every policy is evaluated on the same episodes for a given
+    seed, so comparisons (and gap closed) are paired.
     """
 
-    episodes: Annotated[int, Field(gt=0)] = 4
+    episodes: Annotated[int, Field(gt=0)] | None = None
     period: Literal["train", "test"] = "test"
     deterministic: bool = True
     seed_offset: Annotated[int, Field(ge=0)] = 10_000  # eval seed = seed + offset
@@ -246,7 +252,22 @@ class AblationSpec(_Strict):
 
 
 class ReportSpec(_Strict):
-    """What the report shows beyond the leaderboard."""
+    """What the report shows. ``leaderboard_columns`` are the KPI columns of the main
+    table (those present in the results); every KPI is in ``leaderboard.csv``."""
+
+    leaderboard_columns: list[str] = [
+        "J",
+        "gap_closed",
+        "carbon_kg",
+        "cost",
+        "energy_per_useful_gpu_h",
+        "renewable_share",
+        "mean_cap",
+        "deadline_miss_gpu_h",
+        "slo_violation_gpu_h",
+        "overdraw_kwh",
+        "work_lost_gpu_h",
+    ]
 
     dispatch_week: bool = True  # dispatch plot of one test week for the best policy
     learning_curve_window: Annotated[int, Field(gt=0)] = 20  # episodes in the rolling mean
@@ -298,6 +319,9 @@ class Study(_Strict):
 
     @model_validator(mode="after")
     def _agents(self) -> Study:
+        for i, a in enumerate(self.agents):
+            if a.seeds is not None and (not a.seeds or len(set(a.seeds)) != len(a.seeds)):
+                raise ValueError(f"agents[{i}].seeds: expected a non-empty list of unique seeds")
         names = [a.name for a in self.agents]
         if not names:
             raise ValueError("expected at least one agent")
@@ -337,15 +361,12 @@ def algo_class(algo: str) -> type:
 
 
 def reference_names() -> set[str]:
-    """Reference controllers a study may name (the registry in gridrl.agents when present)."""
-    names = set(REFERENCE_NAMES)
+    """Reference controllers a study may name (the registry of :mod:`gridrl.agents`)."""
     try:
-        from gridrl.agents import references  # type: ignore[attr-defined]
-
-        names |= set(getattr(references, "REFERENCES", {}))
-    except ImportError:
-        pass
-    return names
+        from gridrl.agents.registry import REFERENCES
+    except ImportError:  # a partial install without the references: the documented names
+        return set(REFERENCE_NAMES)
+    return set(REFERENCES)
 
 
 def _format(exc: ValidationError, source: str) -> str:
