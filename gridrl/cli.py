@@ -356,6 +356,9 @@ def slurm_cmd(
         raise typer.Exit(1)
 
 
+REPLAY_ZERO = 1e-9  # KPI magnitudes below this are round-off, not a reference
+
+
 @app.command("replay")
 def replay_cmd(
     bundle: str = typer.Argument(..., help="Bundle folder written by `gridrl export`."),
@@ -392,7 +395,9 @@ def replay_cmd(
     table = Table("KPI", "run_now", "bundle", "change", title=f"job-level replay of {trace}")
     for key, value in ours.kpis.items():
         ref = base.kpis[key]
-        change = "" if not ref or math.isnan(ref) else f"{(value - ref) / abs(ref):+.1%}"
+        # no relative change of (near-)zero references (float round-off of sums)
+        small = math.isnan(ref) or abs(ref) < REPLAY_ZERO
+        change = "" if small else f"{(value - ref) / abs(ref):+.1%}"
         table.add_row(key, f"{ref:,.4g}", f"{value:,.4g}", change)
     console.print(table)
     console.print(

@@ -202,7 +202,7 @@ def simulate(
             g = float(params.gpus[i])
             demand = float(workload.inference_gpus[t, i])
             inf_gpus = min(demand / tau[i], g)
-            slo = demand - inf_gpus * tau[i]
+            slo = max(demand - g * tau[i], 0.0)  # exactly 0 unless capacity binds
             running = [j for j in jobs[:nxt] if j.status == "running" and j.site == site]
             free = g - inf_gpus - sum(j.spec.gpus for j in running)
             ready = sorted(
