@@ -129,3 +129,17 @@ def test_invalid_forecaster_config_fails_before_work(tmp_path: Path) -> None:
     path = _study(tmp_path, forecast={"mode": "lightgbm", "config": "nowhere.yaml"})
     with pytest.raises(StudyError, match=r"forecast\.config: file not found"):
         load_study(path)
+
+
+@pytest.mark.parametrize(
+    "name", ["quickstart.yaml", "geo3_benchmark.yaml", "edge24_benchmark.yaml"]
+)
+def test_shipped_studies_validate(name: str) -> None:
+    path = Path(__file__).resolve().parents[1] / "experiments" / name
+    study = load_study(path)
+    units = plan_units(study)
+    agents = {u.agent for u in units}
+    assert {"run_now", "lp_bound", "mpc", "ppo"} <= agents
+    if name == "geo3_benchmark.yaml":
+        assert study.ablation is not None
+        assert {"sac", "rppo"} <= agents and len(study.seeds) == 5

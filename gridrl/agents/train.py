@@ -15,6 +15,7 @@ Algorithms: PPO, SAC, TD3, A2C (stable-baselines3) and RecurrentPPO (sb3-contrib
 
 from __future__ import annotations
 
+import functools
 import json
 import pickle
 import time
@@ -55,8 +56,19 @@ def env_inputs(
     The forecast cube is seeded with the scenario's own ``seed``, not the training
     seed: forecasts are part of the scenario's data, so every training seed (and every
     policy) sees the same forecasts, and a LightGBM cube is fitted once per scenario,
-    config and mode (then read from the disk cache).
+    config and mode (then read from the disk cache). Within a process the inputs are
+    kept for the next call with the same files (a worker runs many units), keyed by
+    the files' modification times so an edited scenario is read again.
     """
+    paths = [Path(scenario_path)] + ([Path(forecast_config)] if forecast_config else [])
+    stamp = tuple(p.stat().st_mtime_ns for p in paths)
+    return _env_inputs_cached(str(scenario_path), forecast_mode, forecast_config, stamp)
+
+
+@functools.lru_cache(maxsize=2)
+def _env_inputs_cached(
+    scenario_path: str, forecast_mode: str, forecast_config: str | Path | None, stamp: tuple
+) -> Any:
     from gridrl.env import load_env_data
     from gridrl.scenario import load_scenario
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -318,5 +319,76 @@ def write_report(run_dir: str | Path, *, objective: str = OBJECTIVE) -> Path:
 def _dispatch_section(
     study: Study, store: RunStore, board: pd.DataFrame, plot_dir: Path
 ) -> list[str]:
-    """Dispatch plot of one test week for the best policy (when enabled)."""
-    return []
+    """Dispatch plot of one test week for the best stepped policy (learned if any)."""
+    if not study.report.dispatch_week or board.empty:
+        return []
+    plotter = _dispatch_plotter()
+    if plotter is None:
+        return ["## Dispatch", "", "No dispatch plot function is installed.", ""]
+    candidates = board[board["algo"] != BOUND]
+    learned = candidates[candidates["kind"] == "sb3"]
+    pick = learned if not learned.empty else candidates
+    if pick.empty:
+        return []
+    row = pick.iloc[0]
+    name, mode = str(row["policy"]), str(row["forecast_mode"])
+    units = store.load_units()
+    unit = units[(units["agent"] == name) & (units["forecast_mode"] == mode)].iloc[0]
+    trace = dispatch_trace(study, store, unit)
+    path = plotter(trace, plot_dir / "dispatch_week.png")
+    week = f"{trace.index[0]:%Y-%m-%d} to {trace.index[-1]:%Y-%m-%d}"
+    return [
+        "## Dispatch of one test week",
+        "",
+        f"`{name}` (seed {unit['seed']}, forecast mode `{mode}`), first evaluation "
+        f"episode ({week}, UTC): per site, load against PV, wind, headroom and carbon.",
+        "",
+        f"![dispatch]({Path(path).relative_to(store.run_dir)})",
+        "",
+    ]
+
+
+def dispatch_trace(study: Study, store: RunStore, unit: pd.Series) -> Any:
+    """Hour-by-hour trace of a unit's policy on its first evaluation episode.
+
+    The policy is rebuilt from the unit (its policy folder, or the reference by name)
+    and run again through the harness with the unit's evaluation seed, so the trace is
+    the episode the results table reports.
+    """
+    from gridrl.agents.evaluate import evaluate_detailed
+    from gridrl.agents.registry import load_policy, make_policy
+    from gridrl.agents.train import env_inputs
+    from gridrl.experiments.runner import run_scenario_path
+
+    agent = study.agent(str(unit["agent"]))
+    if agent.kind == "sb3":
+        policy = load_policy(store.unit_dir(str(unit["unit_id"])))
+    else:
+        policy = make_policy(agent.reference, **agent.params)
+    scenario_path = run_scenario_path(study, store.run_dir)
+    mode = str(unit["forecast_mode"])
+    result = evaluate_detailed(
+        policy,
+        scenario_path,
+        period=study.evaluation.period,
+        episodes=study.evaluation.episodes,
+        seed=int(unit["seed"]) + study.evaluation.seed_offset,
+        forecast_mode=mode,
+        data=env_inputs(scenario_path, mode, study.forecast.config),
+        deterministic=study.evaluation.deterministic,
+        trace_episodes=(0,),
+    )
+    return result.traces[0]
+
+
+def _dispatch_plotter() -> Any:
+    """The project's dispatch-plot function ``(trace, path) -> path``, if installed."""
+    for module, name in (("gridrl.agents.plots", "plot_dispatch"),):
+        try:
+            mod = __import__(module, fromlist=[name])
+        except ImportError:
+            continue
+        fn = getattr(mod, name, None)
+        if fn is not None:
+            return fn
+    return None
