@@ -4,6 +4,8 @@ gridrl's environment (and on Pendulum, whose action box is not [-1, 1])."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import gymnasium as gym
 import numpy as np
 import onnxruntime as ort
@@ -101,3 +103,40 @@ def test_discrete_action_space_is_refused():
     model = PPO("MlpPolicy", gym.make("CartPole-v1"), n_steps=64, device="cpu")
     with pytest.raises(ExportError, match="Box action space"):
         build_module(model, "PPO", None)
+
+
+@pytest.mark.parametrize("algo", ["PPO", "SAC"])
+def test_training_runner_policy_dir_exports_exactly(tmp_path, algo):
+    """The contract end to end: the training runner's policy directory (gridrl.agents)
+    -> gridrl export -> torch-free runtime, equal to SB3 on recorded observations."""
+    import pickle
+
+    import torch
+
+    from gridrl.agents.train import train_policy
+    from gridrl.experiments.schema import VecNormalizeSpec
+    from gridrl.export.bundle import export_bundle
+    from gridrl.export.runtime import PolicyRuntime
+
+    torch.set_num_threads(1)
+    geo3 = Path(__file__).resolve().parents[1] / "envs" / "geo3.yaml"
+    hyper = {
+        "PPO": {"n_steps": 64, "batch_size": 64, "n_epochs": 1},
+        "SAC": {"learning_starts": 50, "batch_size": 32},
+    }
+    train_policy(
+        geo3, algo, tmp_path / "policy", seed=0, timesteps=256, n_envs=2, forecast_mode="perfect",
+        hyperparameters=hyper[algo], vecnormalize=VecNormalizeSpec(), tensorboard=False,
+        progress_bar=False,
+    )  # fmt: skip
+    manifest = export_bundle(tmp_path / "policy", tmp_path / "bundle")
+    assert manifest.scenario.path == str(geo3.resolve())
+    rt = PolicyRuntime(tmp_path / "bundle")
+    from gridrl.env.gym_env import GridEnv
+
+    obs = record_observations(lambda: GridEnv(geo3, seed=3), 1000, seed=3)
+    model = load_sb3_model(algo, tmp_path / "policy" / "model.zip")
+    with open(tmp_path / "policy" / "vecnormalize.pkl", "rb") as fh:
+        vecnorm = pickle.load(fh)
+    want = model.predict(vecnorm.normalize_obs(obs), deterministic=True)[0]
+    np.testing.assert_allclose(rt.decide(obs).action, want, atol=TOLERANCE, rtol=0)
