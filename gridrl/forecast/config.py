@@ -183,7 +183,9 @@ class ForecastConfig(_Strict):
     # issue time), ``seasonal`` (change from the same hour on the latest day known) or
     # ``level``; PV signals (``pv.signals``) use the clear-sky index.
     default_reference: Literal["last", "seasonal", "level"] = "last"
-    reference: dict[str, Literal["last", "seasonal", "level"]] = {}
+    reference: dict[str, Literal["last", "seasonal", "level"]] = {
+        "headroom_kw": "seasonal", "inference_gpus": "seasonal",
+    }
     # Weather forecasts of the target hour (simulated from these observed signals unless
     # real forecasts are passed in) and which targets use them.
     weather: list[WeatherCovariate] = [

@@ -50,10 +50,13 @@ def resolve_config(config: ForecastConfig, targets: Sequence[str], horizons_h: S
 
 def weather_for(table: SignalTable, config: ForecastConfig, weather: WeatherForecasts | None,
                 seed: int) -> WeatherForecasts | None:
-    """Given weather forecasts, else forecasts simulated per the config (None if none)."""
-    if weather is not None or not config.weather:
+    """Given weather forecasts, else forecasts simulated per the config for the
+    covariates the targets use (None if none)."""
+    if weather is not None:
         return weather
-    return simulate_weather(table, config.weather, seed=seed)
+    used = {c for t in config.targets for c in config.weather_for.get(t, [])}
+    covariates = [w for w in config.weather if w.signal in used]
+    return simulate_weather(table, covariates, seed=seed) if covariates else None
 
 
 def crossfit_values(

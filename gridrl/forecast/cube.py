@@ -61,7 +61,7 @@ from gridrl.io import write_json_atomic, write_with
 CUBE_FORMAT_VERSION = 1
 # Part of the cache key of ``lightgbm`` cubes: bump it whenever a change of the model,
 # features or calibration code changes the forecasts, so stale cubes are not reused.
-FORECAST_CODE_VERSION = 1
+FORECAST_CODE_VERSION = 2
 _NOISY = re.compile(r"^noisy\(\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*\)$")
 MODES = ("lightgbm", "perfect", "persistence", "none", "noisy(sigma)")
 

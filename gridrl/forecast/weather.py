@@ -17,6 +17,7 @@ Two sources:
 from __future__ import annotations
 
 import hashlib
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -103,7 +104,7 @@ def simulate_weather(
     For each covariate, lead ``L`` and site, ``e[s]`` is an AR(1) series over target
     hours with standard deviation ``error_at_24h * sqrt(L / 24)``; the forecast is
     ``y[s] * (1 + e[s])`` (relative, clipped at 0 for nonnegative signals) or
-    ``y[s] + e[s]`` (additive). Seeded per covariate and lead.
+    ``y[s] + e[s]`` (additive). Seeded per (seed, covariate name, lead).
 
     Raises
     ------
@@ -111,7 +112,7 @@ def simulate_weather(
         if a covariate is not a signal of the table.
     """
     out: dict[str, dict[int, np.ndarray]] = {}
-    for c, cov in enumerate(covariates):
+    for cov in covariates:
         if cov.signal not in table.signals:
             raise ForecastError(
                 f"weather covariate {cov.signal!r} is not among the signals {table.signals}"
@@ -120,7 +121,7 @@ def simulate_weather(
         nonneg = bool(np.nanmin(y) >= 0)
         out[cov.signal] = {}
         for lead in cov.leads_h:
-            rng = np.random.default_rng([seed, c, lead])
+            rng = np.random.default_rng([seed, zlib.crc32(cov.signal.encode()), lead])
             std = cov.error_at_24h * np.sqrt(lead / _HOURS_PER_DAY)
             e = _ar1(rng, y.shape, std, cov.autocorrelation)
             if cov.error == "relative":
