@@ -320,9 +320,11 @@ def slurm_cmd(
     try:
         runtime = PolicyRuntime(bundle)
         if list_inputs:
-            table = Table("field", "site", "key", "unit", title=f"observation of {bundle}")
+            from gridrl.integrations.slurm_observation import source_of
+
+            table = Table("field", "site", "key", "unit", "from", title=f"observation of {bundle}")
             for f in runtime.manifest.observation.fields:
-                table.add_row(f.name, f.site or "-", f.key, f.unit)
+                table.add_row(f.name, f.site or "-", f.key, f.unit, source_of(f))
             console.print(table)
             return
         adapter = SlurmAdapter(runtime, load_sites(sites), dry_run=dry_run)

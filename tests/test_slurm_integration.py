@@ -41,8 +41,6 @@ ACTION = np.array([-0.2, 0.0, -1.0, 1.0, 1.0, -1.0, 1.0, -1.0])
 
 
 SITE_OF = {"site_a": "greensboro", "site_b": "miami"}  # partition -> bundle site (geo3)
-# keys the adapter reads from Slurm; everything else comes from the site's signal file
-FROM_SLURM = ("queue_slack_", "overdue_gpu_h", "transit_gpu_h", "flexible_gpu_h", "inference_gpus")
 
 
 def _bundle(tmp_path: Path, action: np.ndarray) -> Path:
@@ -55,7 +53,16 @@ def _bundle(tmp_path: Path, action: np.ndarray) -> Path:
 def _sites_yaml(tmp_path: Path, defer_mode: str) -> Path:
     """SITES.yaml plus one signal CSV per site. The CSVs hold the environment's own raw
     signals and forecasts of two hours, stamped 2 h and 30 min ago."""
+    from gridrl.export.manifest import ObservationField
+    from gridrl.integrations.slurm_observation import source_of
+
     env = geo_env(2)
+    # keys the adapter cannot read from Slurm or the clock come from the signal file
+    from_file = {
+        f.key
+        for f in env.observation_layout.fields
+        if source_of(ObservationField.model_validate(f.__dict__)) == "SITES.yaml"
+    }
     obs, _ = env.reset(seed=2)
     rows = [obs, env.step(env.action_space.sample())[0]]
     now = time.time()
@@ -63,12 +70,7 @@ def _sites_yaml(tmp_path: Path, defer_mode: str) -> Path:
     for partition, site in SITE_OF.items():
         lines = []
         for age_s, o in zip((7200, 1800), rows, strict=True):
-            raw = {
-                k: v
-                for k, v in raw_signal_row(env, o, site).items()
-                if not k.startswith(FROM_SLURM)
-            }
-            raw.pop("cap")
+            raw = {k: v for k, v in raw_signal_row(env, o, site).items() if k in from_file}
             if not lines:
                 lines.append(",".join(["time", *raw]))
             stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now - age_s))

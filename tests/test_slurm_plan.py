@@ -15,6 +15,7 @@ from gridrl.integrations.slurm_observation import (
     ObservationError,
     calendar_features,
     raw_observation,
+    source_of,
 )
 from gridrl.integrations.slurm_plan import (
     build_comment,
@@ -312,5 +313,13 @@ def test_observation_sources_and_errors(tmp_path):
             jobs,
             now,
         )
+    assert [source_of(f) for f in fields] == [
+        "clock",
+        "SITES.yaml",
+        "slurm",
+        "slurm",
+        "slurm",
+        "slurm",
+    ]
     with pytest.raises(ObservationError, match="s old, more than max_age_s = 600"):
         raw_observation(fields, cfg, [], jobs, now + 1200)

@@ -40,6 +40,18 @@ class ObservationError(ValueError):
     """A signal source is missing, stale or lacks a key the bundle observes."""
 
 
+SLURM_KEYS = ("overdue_gpu_h", "transit_gpu_h", "flexible_gpu_h", "inference_gpus", "cap")
+
+
+def source_of(field: ObservationField) -> str:
+    """Where the adapter takes a field from: ``clock``, ``slurm`` or ``SITES.yaml``."""
+    if field.site is None:
+        return "clock"
+    if field.key in SLURM_KEYS or _BUCKET_RE.match(field.key) or _LAST_BUCKET_RE.match(field.key):
+        return "slurm"
+    return "SITES.yaml"
+
+
 def calendar_features(now_s: float) -> dict[str, float]:
     """Hour-of-day and weekday of the current UTC hour on the unit circle, as the
     environment computes them (whole hours, whole days)."""

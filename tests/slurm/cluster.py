@@ -173,8 +173,16 @@ class LocalSlurm:
 
     def stop(self) -> None:
         """Cancel all jobs and stop the daemons (reverse start order)."""
-        if self.procs and self.env:
+        if self.procs and self.env and self.procs[-1].poll() is None:
+            # Cancel, then wait until slurmd has ended every job step: a step left behind
+            # when slurmd stops would outlive the test.
             self.run("scancel", "--user", getpass.getuser(), check=False)
+            deadline = time.monotonic() + self.startup_timeout_s
+            while time.monotonic() < deadline:
+                left = self.run("squeue", "-h", "-o", "%i", check=False)
+                if left.returncode != 0 or not left.stdout.strip():
+                    break
+                time.sleep(0.2)
         for p in reversed(self.procs):
             if p.poll() is None:
                 p.terminate()
