@@ -32,7 +32,11 @@ def write_study(path: Path, **over: Any) -> Path:
         "name": "tiny",
         "scenario": str(GEO3),
         "forecast": {"mode": "perfect"},
-        "agents": [TINY_PPO],
+        "agents": [
+            TINY_PPO,
+            {"name": "run_now", "reference": "run_now", "seeds": [0]},
+            {"name": "lp_bound", "reference": "lp_bound", "seeds": [0]},
+        ],
         "seeds": [0, 1],
         "training": {
             "timesteps": 384,  # 192 steps per env: one whole 168 h episode each

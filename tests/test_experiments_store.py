@@ -121,3 +121,43 @@ def test_gap_closed_pairs_by_episode_start_across_seeds() -> None:
     assert gap["ppo", 0] == pytest.approx(0.5)
     assert gap["ppo", 1] == pytest.approx(0.5)
     assert gap["ppo", 2] == pytest.approx(0.8)
+
+
+def test_report_of_an_ablation_study(tmp_path: Path) -> None:
+    from gridrl.experiments.report import write_report
+    from gridrl.experiments.schema import Study, dump_study
+
+    study = Study.model_validate(
+        {
+            "name": "abl",
+            "scenario": "envs/geo3.yaml",
+            "forecast": {"mode": "lightgbm"},
+            "agents": [
+                {"name": "mpc", "reference": "mpc"},
+                {"name": "run_now", "reference": "run_now"},
+                {"name": "lp_bound", "reference": "lp_bound"},
+            ],
+            "seeds": [0, 1],
+            "ablation": {"forecast_modes": ["lightgbm", "perfect", "none"], "agents": ["mpc"]},
+            "report": {"dispatch_week": False},
+        }
+    )
+    store = RunStore(tmp_path / "run")
+    store.start(dump_study(study), study.content_hash(), resume=False)
+    j_mpc = {"lightgbm": [-6.0, -7.0], "perfect": [-3.0, -4.0], "none": [-9.0, -10.0]}
+    for seed in (0, 1):
+        for mode, j in j_mpc.items():
+            rows = _rows("mpc", "mpc", seed, j).assign(forecast_mode=mode)
+            store.write_unit(f"mpc-seed{seed}-{mode}", rows, {"kind": "reference"})
+        for name, j in (("run_now", [-12.0, -13.0]), ("lp_bound", [-2.0, -3.0])):
+            rows = _rows(name, name, seed, j).assign(forecast_mode="lightgbm")
+            store.write_unit(f"{name}-seed{seed}-lightgbm", rows, {"kind": "reference"})
+    report = write_report(tmp_path / "run").read_text()
+    assert "## Forecast ablation" in report
+    assert (tmp_path / "run" / "plots" / "forecast_ablation.png").stat().st_size > 0
+    board = pd.read_csv(tmp_path / "run" / "leaderboard.csv")
+    gap = board.set_index(["policy", "forecast_mode"])["gap_closed"]
+    # references of mode lightgbm serve the other modes too: (J - (-12.5)) / 10
+    assert gap["mpc", "perfect"] == pytest.approx(0.9)
+    assert gap["mpc", "lightgbm"] == pytest.approx(0.6)
+    assert gap["mpc", "none"] == pytest.approx(0.3)
