@@ -107,8 +107,14 @@ def _print_frame(df, title: str) -> None:
     for col in df.columns:
         table.add_column(str(col), justify="left" if df[col].dtype == object else "right")
     for row in df.itertuples(index=False):
-        table.add_row(*[f"{v:.4g}" if isinstance(v, float) else str(v) for v in row])
+        table.add_row(*[("-" if v != v else f"{v:.4g}") if isinstance(v, float) else str(v)
+                        for v in row])
     console.print(table)
+
+
+def _short_columns(df):
+    return df.rename(columns={"mae": "MAE", "rmse": "RMSE", "nmae": "nMAE",
+                              "coverage_outer": "cover", "skill_vs_seasonal_naive": "skill"})
 
 
 @forecast_app.command("fit")
@@ -156,7 +162,8 @@ def forecast_backtest(
     except _forecast_errors() as exc:
         console.print(f"[red]error:[/] {exc}", highlight=False)
         raise typer.Exit(2) from None
-    _print_frame(result.summary, f"{scheme} backtest, {period} period: mean over horizons")
+    _print_frame(_short_columns(result.summary),
+                 f"{scheme} backtest, {period} period: mean over horizons")
     if out:
         console.print(f"tables: {out}")
     if plots:
@@ -181,7 +188,7 @@ def forecast_show(
     if "model" in info:
         _print_frame(info["model"], f"forecaster (sites: {', '.join(info['sites'])})")
     if "summary" in info:
-        _print_frame(info["summary"], "backtest: mean over horizons")
+        _print_frame(_short_columns(info["summary"]), "backtest: mean over horizons")
 
 
 # ---------------------------------------------------------------- evaluate (gridrl.agents)

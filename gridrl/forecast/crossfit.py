@@ -16,10 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from gridrl.forecast.calibration import rolling_cqr
+from gridrl.forecast.calibration import rolling_cqr, target_truth
 from gridrl.forecast.config import ForecastConfig
 from gridrl.forecast.features import target_hour_arrays
 from gridrl.forecast.inputs import SignalTable
+from gridrl.forecast.metrics import coverage
 from gridrl.forecast.model import QuantileForecaster
 from gridrl.forecast.solar import SiteLocation
 from gridrl.forecast.weather import WeatherForecasts, simulate_weather
@@ -92,7 +93,14 @@ def crossfit_values(
             values[block] = model.predict(table, block, horizons_h, hours=hours, bounds=False)
     y = table.data[:, :, [table.signals.index(s) for s in targets]]
     calibrated, info = rolling_cqr(values, y, horizons_h, quantiles, cfg.calibration)
+    truth = target_truth(y, np.arange(t_len), horizons_h)
+    cover = {}
+    for k, name in enumerate(targets):
+        raw = coverage(values[:, :, k, :, 0], values[:, :, k, :, -1], truth[:, :, k])
+        cal = coverage(calibrated[:, :, k, :, 0], calibrated[:, :, k, :, -1], truth[:, :, k])
+        cover[name] = {"raw": round(float(raw), 4), "calibrated": round(float(cal), 4)}
     meta = {
+        "coverage_outer": cover,
         "folds": [[int(b[0]), int(b[-1])] for b in blocks],
         "gap_h": cfg.crossfit.gap_h,
         "calibration": cfg.calibration.method,

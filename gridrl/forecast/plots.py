@@ -50,10 +50,15 @@ def plot_error_vs_horizon(table: pd.DataFrame, path: str | Path, title: str = ""
         ax.grid(alpha=0.3)
     for ax in axes.ravel()[len(signals):]:
         ax.axis("off")
-    axes.ravel()[0].legend(fontsize=8)
+    handles: dict[str, object] = {}
+    for ax in axes.ravel():
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(label, handle)
+    fig.legend(list(handles.values()), list(handles), loc="lower center",
+               ncol=len(handles), fontsize=8, frameon=False)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
     return _save(fig, path)
 
 
