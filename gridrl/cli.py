@@ -193,6 +193,114 @@ def forecast_show(
 
 # ---------------------------------------------------------------- evaluate (gridrl.agents)
 
+
+@app.command("evaluate")
+def evaluate_cmd(
+    scenario: str = typer.Argument(..., help="Scenario YAML file (envs/*.yaml)."),
+    policy: str = typer.Option(
+        ..., "--policy", help="Reference name (run_now, carbon_aware, follow_renewables, "
+        "headroom_guard, mpc, lp_bound, random) or a trained policy folder."),
+    period: str = typer.Option("test", "--period", help="train or test."),
+    episodes: int = typer.Option(
+        None, "--episodes", help="Episodes drawn from the period; default: all its weeks."),
+    seed: int = typer.Option(0, "--seed", help="Seeds the choice of episodes."),
+    forecast: str = typer.Option(
+        None, "--forecast",
+        help="Forecast mode: perfect, persistence, none, noisy(SIGMA), lightgbm; default: "
+        "the trained policy's (meta.json), else perfect."),
+    param: list[str] = typer.Option(
+        None, "--param", help="Reference parameter KEY=VALUE (repeatable), e.g. horizon_h=24."),
+    out: str = typer.Option(None, "--out", help="Output folder; default eval/SCENARIO-POLICY."),
+) -> None:
+    """Evaluate a policy on a period: KPI table (CSV, parquet), dispatch plot, gap closed."""
+    import json
+    from pathlib import Path
+
+    import yaml
+    from rich.table import Table
+
+    from gridrl.agents.evaluate import evaluate_detailed, gap_closed, make_setup
+    from gridrl.agents.plots import dispatch_plot
+    from gridrl.agents.registry import REFERENCES, load_policy
+    from gridrl.io import write_with
+    from gridrl.scenario import ScenarioError
+
+    try:
+        params = {}
+        for item in param or []:
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                raise ValueError(f"--param {item!r}: expected KEY=VALUE")
+            params[key.strip()] = yaml.safe_load(value)
+        is_ref = policy in REFERENCES
+        if not is_ref and params:
+            raise ValueError("--param applies to reference policies only")
+        mode = forecast
+        if mode is None and not is_ref and (Path(policy) / "meta.json").is_file():
+            mode = json.loads((Path(policy) / "meta.json").read_text()).get("forecast_mode")
+        mode = mode or "perfect"
+        pol = load_policy(policy, **params)
+        label = policy if is_ref else Path(policy).name
+        with console.status(f"building inputs of {scenario} ({mode} forecasts)"):
+            setup = make_setup(scenario, period=period, forecast_mode=mode, seed=seed)
+        runs = {label: pol}
+        for ref in ("run_now", "lp_bound"):
+            if ref != label:
+                runs[ref] = load_policy(ref)
+        results = {}
+        for name, p in runs.items():
+            results[name] = evaluate_detailed(
+                p, setup, period=period, episodes=episodes, seed=seed, progress=True,
+                trace_episodes=(0,) if name == label else ())
+    except (ScenarioError, ValueError, FileNotFoundError) as exc:
+        console.print(f"[red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    folder = Path(out) if out else Path("eval") / f"{setup.scenario.name}-{label}"
+    folder.mkdir(parents=True, exist_ok=True)
+    import pandas as pd
+
+    tables = []
+    for name, res in results.items():
+        t = res.table.copy()
+        t.insert(0, "policy", name)
+        tables.append(t)
+    all_rows = pd.concat(tables, ignore_index=True)
+    j0 = results["run_now"].table["J"].to_numpy()
+    j1 = results["lp_bound"].table["J"].to_numpy()
+    all_rows["gap_closed"] = gap_closed(all_rows["J"].to_numpy(), pd.concat(
+        [results["run_now"].table["J"]] * len(results)).to_numpy(), pd.concat(
+        [results["lp_bound"].table["J"]] * len(results)).to_numpy())
+    write_with(folder / "kpis.csv", lambda p: all_rows.to_csv(p, index=False))
+    write_with(folder / "kpis.parquet", lambda p: all_rows.to_parquet(p, index=False))
+    shown = ["J", "carbon_kg", "cost", "energy_kwh", "grid_import_kwh", "renewable_share",
+             "energy_per_useful_gpu_h", "carbon_per_useful_gpu_h", "work_done_gpu_h",
+             "deadline_miss_gpu_h", "overdue_gpu_h", "slo_violation_gpu_h",
+             "headroom_violation_h", "overdraw_kwh", "mean_cap", "leftover_gpu_h",
+             "work_lost_gpu_h"]
+    means = all_rows.groupby("policy", sort=False)[shown].mean()
+    write_with(folder / "summary.csv", lambda p: means.to_csv(p))
+    n_ep = len(results[label].table)
+    table = Table(title=f"{setup.scenario.name} {period}: mean over {n_ep} episodes "
+                        f"(seed {seed}, {mode} forecasts)")
+    table.add_column("KPI")
+    for name in means.index:
+        table.add_column(name, justify="right")
+    for col in shown:
+        table.add_row(col, *[f"{means.loc[name, col]:,.4g}" for name in means.index])
+    console.print(table)
+    gap_mean = gap_closed(results[label].table["J"].mean(), j0.mean(), j1.mean())
+    per_ep = gap_closed(results[label].table["J"].to_numpy(), j0, j1)
+    console.print(f"gap closed by {label} (run_now -> lp_bound, mean J): {gap_mean:.3f}; "
+                  f"per episode: {', '.join(f'{g:.3f}' for g in per_ep)}", highlight=False)
+    console.print(f"{label} decision time: {results[label].policy_s_per_step * 1e3:.2f} ms "
+                  "per episode-hour", highlight=False)
+    trace = results[label].traces.get(0)
+    if trace is not None:
+        png = dispatch_plot(trace, folder / "dispatch.png")
+        console.print(f"dispatch plot: {png}")
+    console.print(f"KPI tables: {folder / 'kpis.csv'}, {folder / 'kpis.parquet'}, "
+                  f"{folder / 'summary.csv'}")
+
 # ---------------------------------------------------------------- run / report (gridrl.experiments)
 
 

@@ -1,0 +1,87 @@
+"""``lp_bound``: the LP of :mod:`gridrl.agents.lp` with perfect foresight of a whole episode.
+
+It starts from the env's reset state (empty queues, battery at its initial charge),
+sees the true exogenous rows of every hour and charges work left at the end exactly as
+the env does (``core.terminal_value_per_gpu_h``). Its optimum ``J`` is an upper bound on
+the return of any policy on the same episode (the argument is in :mod:`gridrl.agents.lp`)
+and is what the harness reports for it; its KPIs are those of the optimal plan.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from gridrl.agents.lp import LPInputs, LPSolution, LPStructure, Solver
+from gridrl.agents.policy import EpisodeBatch, StepContext
+from gridrl.env import core
+
+__all__ = ["BoundOutcome", "LPBound", "LPBoundParams"]
+
+
+class LPBoundParams(BaseModel):
+    """``lp_bound`` parameters."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # HiGHS simplex strategy of the first solve (4 = primal, fastest on these LPs).
+    simplex_strategy: int = 4
+
+
+@dataclass(eq=False)
+class BoundOutcome:
+    """The optimum of one episode.
+
+    Attributes
+    ----------
+    J : float
+        The bound on the return (env units).
+    values : ndarray
+        ``[L, N, F]`` the optimal plan in ``core.OUTPUT_FIELDS`` terms.
+    leftover_gpu_h : ndarray
+        ``[N]`` work left queued or in transit at the end.
+    terminal_charge : float
+        Charge for that work (weight units, before ``reward.scale``).
+    solution : LPSolution
+    """
+
+    J: float
+    values: np.ndarray
+    leftover_gpu_h: np.ndarray
+    terminal_charge: float
+    solution: LPSolution
+
+
+class LPBound:
+    """Perfect-foresight LP over each whole episode (not stepped by the harness)."""
+
+    name = "lp_bound"
+    is_bound = True
+
+    def __init__(self, params: LPBoundParams | None = None) -> None:
+        self.params = params or LPBoundParams()
+        self._solvers: dict[int, Solver] = {}
+
+    def reset(self, batch: EpisodeBatch) -> None:
+        """Nothing to prepare (structures are cached per episode length)."""
+
+    def act(self, obs: np.ndarray, ctx: StepContext) -> np.ndarray:
+        """Not a closed-loop controller."""
+        raise TypeError("lp_bound is not stepped: use solve_episode (the harness does)")
+
+    def solve_episode(self, batch: EpisodeBatch, b: int) -> BoundOutcome:
+        """The optimum of episode ``b`` of ``batch``."""
+        p = batch.params
+        w = batch.windows[b]
+        exo = batch.data.exo[w.start : w.start + w.hours]
+        if w.hours not in self._solvers:
+            self._solvers[w.hours] = Solver(LPStructure(p, w.hours),
+                                            {"simplex_strategy": self.params.simplex_strategy})
+        state = core.reset(p, 1)
+        tval = core.terminal_value_per_gpu_h(p, exo)
+        sol = self._solvers[w.hours].solve(LPInputs(
+            exo, state.queue_gpu_h[0], state.transit_gpu_h[0], state.soc_kwh[0], tval))
+        return BoundOutcome(J=sol.J, values=sol.values, leftover_gpu_h=sol.leftover_gpu_h,
+                            terminal_charge=float(sol.leftover_gpu_h @ tval), solution=sol)

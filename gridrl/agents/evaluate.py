@@ -1,0 +1,350 @@
+"""The evaluation harness: every policy is judged here, the same way.
+
+``evaluate(policy, scenario, period="test", episodes=N, seed=S, forecast_mode=...)``
+returns one row per episode: the episode number and start, every KPI of
+:mod:`gridrl.env.kpis` (fleet totals, computed by the env's own ``episode_kpis``) and
+the objective ``J`` (the sum of the env's rewards, terminal charge included).
+
+Episodes are chosen from the period by the seed alone, so every policy evaluated with
+the same seed sees the same episodes: with ``episodes=None`` all of the period's fixed
+windows (``env.episode_hours`` tiles of each block); with ``episodes <= `` their number,
+that many of them drawn without replacement; with more, all of them plus random
+windows. Stepped policies run through the env's batched simulator (``BatchSim``), all
+episodes of one length in one batch. ``lp_bound`` is not stepped: its row holds the
+LP's optimum and the KPIs of its optimal plan.
+
+``gap_closed(J, J_run_now, J_lp_bound) = (J - J_run_now) / (J_lp_bound - J_run_now)``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from gridrl.agents.policy import EpisodeBatch, ForecastView, StepContext, as_policy
+from gridrl.env import core
+from gridrl.env.batch import BatchSim
+from gridrl.env.episodes import EpisodeWindows, Window
+from gridrl.env.inputs import EnvData
+from gridrl.env.kpis import KPIS, episode_kpis
+from gridrl.env.params import EnvParams, build_params
+from gridrl.scenario import Scenario
+
+__all__ = [
+    "EvalResult", "EvalSetup", "Trace", "evaluate", "evaluate_detailed", "gap_closed",
+    "make_setup", "select_windows",
+]
+
+#: Columns of an evaluation table besides the KPIs.
+ID_COLUMNS = ("episode", "start")
+OBJECTIVE = "J"
+# |J_lp_bound - J_run_now| below this (reward units) leaves no gap to close.
+_NO_GAP = 1e-12
+
+
+@dataclass(eq=False)
+class EvalSetup:
+    """A scenario's parameters, inputs and period windows, built once and reused by
+    every policy of a comparison.
+
+    Attributes
+    ----------
+    scenario : Scenario
+    params : EnvParams
+    data : EnvData
+    windows : EpisodeWindows
+    forecast_mode : str or None
+    """
+
+    scenario: Scenario
+    params: EnvParams
+    data: EnvData
+    windows: EpisodeWindows
+    forecast_mode: str | None
+
+    @property
+    def forecasts(self) -> ForecastView:
+        """What references see of the forecasts."""
+        mode = getattr(self.data.forecast, "mode", None) or self.forecast_mode
+        return ForecastView(self.data, mode)
+
+
+def make_setup(scenario: Any, *, period: str = "test", forecast_mode: str | None = "perfect",
+               forecast_config: Any = None, data: EnvData | None = None,
+               seed: int = 0) -> EvalSetup:
+    """Build (or take) what an evaluation needs.
+
+    Parameters
+    ----------
+    scenario
+        A scenario YAML path or :class:`Scenario`; an :class:`EvalSetup` (returned as
+        is); a ``GridEnv`` / ``GridVecEnv`` (its scenario and inputs are used); or a
+        callable returning one of these (an env factory).
+    period : {"train", "test"}
+    forecast_mode, forecast_config, seed
+        Used when the inputs are built here (``gridrl.env.inputs.load_env_data``).
+    data : EnvData, optional
+        Inputs to use instead of building them.
+    """
+    if isinstance(scenario, EvalSetup):
+        return scenario
+    if callable(scenario) and not isinstance(scenario, (str, Path, Scenario)):
+        scenario = scenario()
+    if hasattr(scenario, "params") and hasattr(scenario, "data") and hasattr(scenario, "scenario"):
+        sc, data = scenario.scenario, data if data is not None else scenario.data
+        mode = getattr(scenario, "forecast_mode", None) or getattr(data.forecast, "mode", None)
+    else:
+        from gridrl.env.gym_env import make_data, resolve_scenario
+
+        sc, base = resolve_scenario(scenario)
+        if data is None:
+            data = make_data(sc, forecast_mode=forecast_mode, base_dir=base,
+                             forecast_config=forecast_config, seed=seed)
+        mode = getattr(data.forecast, "mode", None) or forecast_mode
+    params = build_params(sc)
+    windows = EpisodeWindows(data.index, sc, period)
+    return EvalSetup(sc, params, data, windows, mode)
+
+
+def select_windows(windows: EpisodeWindows, episodes: int | None, seed: int) -> list[Window]:
+    """The evaluation episodes: a function of the period and the seed only (module doc)."""
+    fixed = list(windows.fixed)
+    if episodes is None:
+        return fixed
+    if episodes < 1:
+        raise ValueError(f"episodes must be >= 1, got {episodes}")
+    rng = np.random.default_rng(seed)
+    if episodes <= len(fixed):
+        pick = np.sort(rng.choice(len(fixed), size=episodes, replace=False))
+        return [fixed[k] for k in pick]
+    return fixed + [windows.sample(rng) for _ in range(episodes - len(fixed))]
+
+
+@dataclass(eq=False)
+class Trace:
+    """Hour-by-hour record of one episode (for dispatch plots).
+
+    Attributes
+    ----------
+    index : pandas.DatetimeIndex
+        The episode's hours.
+    site_names : tuple of str
+    values : ndarray
+        ``[L, N, F]`` step outputs (``core.OUTPUT_FIELDS``).
+    exo : ndarray
+        ``[L, N, K]`` exogenous signals (``core.EXO_SIGNALS``).
+    policy : str
+    """
+
+    index: pd.DatetimeIndex
+    site_names: tuple[str, ...]
+    values: np.ndarray
+    exo: np.ndarray
+    policy: str
+
+    def field(self, name: str) -> np.ndarray:
+        """``[L, N]`` one output field."""
+        return self.values[..., core.OUTPUT_FIELDS.index(name)]
+
+    def signal(self, name: str) -> np.ndarray:
+        """``[L, N]`` one exogenous signal."""
+        return self.exo[..., core.EXO_SIGNALS.index(name)]
+
+
+@dataclass(eq=False)
+class EvalResult:
+    """What :func:`evaluate_detailed` returns.
+
+    Attributes
+    ----------
+    table : pandas.DataFrame
+        One row per episode (see the module docstring).
+    traces : dict
+        Episode number -> :class:`Trace`, for the episodes asked for.
+    policy_s_per_step : float
+        Mean wall time of the policy's decision per hour and episode (the whole solve
+        per episode for ``lp_bound``).
+    """
+
+    table: pd.DataFrame
+    traces: dict[int, Trace] = field(default_factory=dict)
+    policy_s_per_step: float = float("nan")
+
+
+def gap_closed(j: Any, j_run_now: Any, j_lp_bound: Any) -> Any:
+    """``(J - J_run_now) / (J_lp_bound - J_run_now)``, elementwise; NaN where the bound
+    does not improve on ``run_now``."""
+    j, j0, j1 = (np.asarray(x, dtype=np.float64) for x in (j, j_run_now, j_lp_bound))
+    den = j1 - j0
+    ok = np.abs(den) > _NO_GAP
+    out = np.divide(j - j0, den, out=np.full(np.broadcast(j, den).shape, np.nan), where=ok)
+    return float(out) if out.ndim == 0 else out
+
+
+def evaluate(policy: Any, scenario: Any, *, period: str = "test", episodes: int | None = None,
+             seed: int = 0, forecast_mode: str | None = "perfect", forecast_config: Any = None,
+             data: EnvData | None = None, deterministic: bool = True,
+             backend: str = "numba", progress: bool = False) -> pd.DataFrame:
+    """Evaluate a policy; one row per episode (see the module docstring).
+
+    Parameters
+    ----------
+    policy
+        A policy object (:mod:`gridrl.agents.policy`), an SB3 model, a reference name
+        (``"mpc"``) or a trained policy folder.
+    scenario
+        Scenario path or object, :class:`EvalSetup`, env, or env factory
+        (:func:`make_setup`).
+    period, episodes, seed
+        Which episodes (:func:`select_windows`).
+    forecast_mode, forecast_config, data
+        Inputs (:func:`make_setup`); the observations carry the forecasts of this mode,
+        and references read them through :class:`ForecastView`.
+    deterministic
+        For trained policies loaded by name here.
+    backend
+        ``numba`` (compiled kernel) or ``numpy`` (reference core).
+    progress
+        Show a progress bar.
+    """
+    return evaluate_detailed(policy, scenario, period=period, episodes=episodes, seed=seed,
+                             forecast_mode=forecast_mode, forecast_config=forecast_config,
+                             data=data, deterministic=deterministic, backend=backend,
+                             progress=progress).table
+
+
+def _resolve_policy(policy: Any, deterministic: bool) -> Any:
+    if isinstance(policy, (str, Path)):
+        from gridrl.agents.registry import load_policy
+
+        return load_policy(policy, deterministic=deterministic)
+    return as_policy(policy)
+
+
+def _row(k: int, window: Window, setup: EvalSetup, kpis: dict[str, float], j: float,
+         charge: float) -> dict[str, Any]:
+    row: dict[str, Any] = {"episode": k, "start": setup.data.index[window.start]}
+    row.update({kpi.name: kpis[kpi.name] for kpi in KPIS})
+    row[OBJECTIVE] = j
+    row["terminal_charge"] = charge
+    return row
+
+
+def evaluate_detailed(policy: Any, scenario: Any, *, period: str = "test",
+                      episodes: int | None = None, seed: int = 0,
+                      forecast_mode: str | None = "perfect", forecast_config: Any = None,
+                      data: EnvData | None = None, deterministic: bool = True,
+                      backend: str = "numba", progress: bool = False,
+                      trace_episodes: tuple[int, ...] = (),
+                      on_step: Callable[[int, int], None] | None = None) -> EvalResult:
+    """:func:`evaluate` plus hour-by-hour traces of ``trace_episodes`` (episode numbers)
+    and the policy's decision time. ``on_step(done, total)`` reports progress."""
+    setup = make_setup(scenario, period=period, forecast_mode=forecast_mode,
+                       forecast_config=forecast_config, data=data, seed=seed)
+    pol = _resolve_policy(policy, deterministic)
+    windows = select_windows(setup.windows, episodes, seed)
+    view = setup.forecasts
+    name = getattr(pol, "name", type(pol).__name__)
+    rows: list[dict[str, Any]] = [{} for _ in windows]
+    traces: dict[int, Trace] = {}
+    total_steps = sum(w.hours for w in windows)
+    done_steps = 0
+    policy_s = 0.0
+    bar = _progress(progress, f"evaluating {name}", total_steps)
+    try:
+        if getattr(pol, "is_bound", False):
+            batch = EpisodeBatch(setup.params, setup.data, windows, view, seed)
+            pol.reset(batch)
+            for k, w in enumerate(windows):
+                t0 = time.perf_counter()
+                res = pol.solve_episode(batch, k)
+                policy_s += time.perf_counter() - t0
+                kpis = episode_kpis(res.values.sum(0), w.hours, 0.0, res.leftover_gpu_h)
+                rows[k] = _row(k, w, setup, kpis, res.J, res.terminal_charge)
+                if k in trace_episodes:
+                    traces[k] = _trace(setup, w, res.values, name)
+                done_steps += w.hours
+                _advance(bar, on_step, done_steps, total_steps, w.hours)
+        else:
+            by_len: dict[int, list[int]] = {}
+            for k, w in enumerate(windows):
+                by_len.setdefault(w.hours, []).append(k)
+            for hours, ks in by_len.items():
+                group = [windows[k] for k in ks]
+                t_pol, done_steps = _run_group(pol, setup, view, group, ks, hours, seed,
+                                               backend, rows, traces, trace_episodes, name,
+                                               bar, on_step, done_steps, total_steps)
+                policy_s += t_pol
+    finally:
+        if bar is not None:
+            bar[0].stop()
+    table = pd.DataFrame(rows)
+    return EvalResult(table=table, traces=traces,
+                      policy_s_per_step=policy_s / max(total_steps, 1))
+
+
+def _run_group(pol, setup, view, group, ks, hours, seed, backend, rows, traces,
+               trace_episodes, name, bar, on_step, done_steps, total_steps):
+    params = setup.params
+    n_b = len(group)
+    sim = BatchSim(params, setup.data, n_b, backend)
+    sim.begin(list(range(n_b)), group)
+    batch = EpisodeBatch(params, setup.data, group, view, seed)
+    pol.reset(batch)
+    want = [j for j, k in enumerate(ks) if k in trace_episodes]
+    record = np.zeros((hours, len(want), params.n_sites, len(core.OUTPUT_FIELDS)))
+    expect = (n_b, params.n_sites * params.n_actions_per_site)
+    obs = sim.observe()
+    policy_s = 0.0
+    for step in range(hours):
+        ctx = StepContext(batch, sim.state, sim.rows.copy(), step)
+        t0 = time.perf_counter()
+        action = np.asarray(pol.act(obs, ctx), dtype=np.float64)
+        policy_s += time.perf_counter() - t0
+        if action.shape != expect:
+            raise ValueError(f"policy {name!r} returned actions of shape {action.shape}, "
+                             f"expected {expect}")
+        sim.set_action(action)
+        sim.advance()
+        if want:
+            record[step] = sim.values[want]
+        obs = sim.obs_buffer.copy()
+        done_steps += n_b
+        _advance(bar, on_step, done_steps, total_steps, n_b)
+    for j, (k, w) in enumerate(zip(ks, group, strict=True)):
+        summary = sim.episode_summary(j)
+        rows[k] = _row(k, w, setup, summary["kpis"], summary["kpis"]["return"],
+                       summary["kpis"]["terminal_charge"])
+    for j_rec, j in enumerate(want):
+        traces[ks[j]] = _trace(setup, group[j], record[:, j_rec], name)
+    return policy_s, done_steps
+
+
+def _trace(setup: EvalSetup, w: Window, values: np.ndarray, name: str) -> Trace:
+    rows = slice(w.start, w.start + w.hours)
+    return Trace(setup.data.index[rows], tuple(setup.params.site_names), np.array(values),
+                 setup.data.exo[rows].copy(), name)
+
+
+def _progress(show: bool, label: str, total: int):
+    if not show:
+        return None
+    from rich.progress import Progress
+
+    bar = Progress(transient=True)
+    task = bar.add_task(label, total=total)
+    bar.start()
+    return bar, task
+
+
+def _advance(bar, on_step, done: int, total: int, by: int) -> None:
+    if bar is not None:
+        bar[0].advance(bar[1], by)
+    if on_step is not None:
+        on_step(done, total)

@@ -1,0 +1,309 @@
+"""Heuristic reference controllers, vectorised over episodes and sites.
+
+All of them read the structured state and the forecasts of the :class:`StepContext`
+(never the observation vector), and act through the environment's action semantics
+(``core.physical_action``): ``run`` a share of the queue earliest deadline first, a
+power ``cap``, ``route`` preferences, a ``migrate`` share.
+
+- :class:`RunNow` — the status quo: all queued work now, uncapped, no migration.
+- :class:`CarbonAware` — temporal shifting (Wiesner et al. 2021): run the queue when the
+  hour's carbon intensity is at or below a quantile of the forecast over the hours the
+  queued work can still wait; otherwise run only what is due (overdue and slack 0).
+- :class:`FollowRenewables` — geographic shifting: route migrations to the site with the
+  most forecast spare generation and send it, from sites in deficit, as much work as
+  that generation can run; run everything now.
+- :class:`HeadroomGuard` — throttle, then defer, to keep the facility's draw under the
+  headroom (times a safety margin) plus local generation and what the battery can
+  give; due work always runs.
+- :class:`RandomPolicy` — uniform actions (a floor for tests and reports).
+
+Parameters come from pydantic models whose defaults are documented on their fields.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from gridrl.agents.policy import EpisodeBatch, StepContext, actions_from
+from gridrl.env.core import EXO_SIGNALS
+
+__all__ = [
+    "CarbonAware", "CarbonAwareParams", "FollowRenewables", "FollowRenewablesParams",
+    "HeadroomGuard", "HeadroomGuardParams", "RandomPolicy", "RandomParams", "RunNow",
+    "RunNowParams",
+]
+
+_K = {name: k for k, name in enumerate(EXO_SIGNALS)}
+# Queue buckets holding less than this (GPU-h) count as empty.
+_EMPTY_GPU_H = 1e-9
+
+
+class _Params(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _pue(params, exo_t: np.ndarray) -> np.ndarray:
+    """``[..., N]`` PUE of the hour(s) (``core`` step 4)."""
+    temp = exo_t[..., _K["temp_c"]]
+    return params.pue + params.pue_temp_slope_per_c * np.maximum(
+        temp - params.pue_temp_threshold_c, 0.0)
+
+
+def _actions(ctx: StepContext, run: np.ndarray, cap: np.ndarray,
+             route: np.ndarray | None = None, migrate: np.ndarray | None = None) -> np.ndarray:
+    """Env actions for physical decisions ``[B, N]``. Under ``env.battery_action`` the
+    battery setpoint follows the env's own dispatch rule for the facility power these
+    decisions draw (charge from local surplus, discharge the import above
+    ``battery_discharge_threshold_fraction`` x headroom): the status-quo battery."""
+    p = ctx.params
+    battery = None
+    if p.battery_action:
+        exo = ctx.exo_t
+        q1 = ctx.queue_after_arrivals().sum(-1)
+        m = np.zeros_like(run) if migrate is None or p.n_sites == 1 else migrate
+        tau = p.throughput(cap)
+        demand = exo[..., _K["inference_gpus"]]
+        inf = np.minimum(demand, p.gpus * tau)
+        flex = np.minimum(run * q1 * (1.0 - m), p.gpus * tau - inf)
+        it = (inf + flex) / tau * (cap * p.gpu_max_kw - p.gpu_idle_kw) + p.gpus * p.gpu_idle_kw
+        fac = _pue(p, exo) * it + p.migration_kwh_per_gpu_h * m * q1
+        gen = exo[..., _K["pv_kw"]] + exo[..., _K["wind_kw"]]
+        head = exo[..., _K["headroom_kw"]]
+        charge = np.maximum(gen - fac, 0.0)
+        discharge = np.maximum(fac - gen - p.battery_discharge_threshold_fraction * head, 0.0)
+        battery = charge - discharge
+    return actions_from(p, run, cap, route=route, migrate=migrate, battery_kw=battery)
+
+
+def _due_share(q1: np.ndarray) -> np.ndarray:
+    """``[B, N]`` share of the queue that is overdue or due this hour (EDF takes it first)."""
+    total = q1.sum(-1)
+    due = q1[..., 0] + q1[..., 1]
+    return np.divide(due, total, out=np.zeros_like(total), where=total > _EMPTY_GPU_H)
+
+
+# --------------------------------------------------------------------------- run_now
+
+
+class RunNowParams(_Params):
+    """``run_now`` has no parameters."""
+
+
+class RunNow:
+    """Status quo: run all queued work now at full power, no migration; the battery
+    follows the env's dispatch rule (also under ``env.battery_action``)."""
+
+    name = "run_now"
+    is_bound = False
+
+    def __init__(self, params: RunNowParams | None = None) -> None:
+        self.params = params or RunNowParams()
+
+    def reset(self, batch: EpisodeBatch) -> None:
+        """Nothing to prepare."""
+
+    def act(self, obs: np.ndarray, ctx: StepContext) -> np.ndarray:
+        """Run share 1, cap 1, neutral route, no migration."""
+        ones = np.ones((len(ctx.rows), ctx.params.n_sites))
+        return _actions(ctx, ones, ones)
+
+
+# --------------------------------------------------------------------------- carbon_aware
+
+
+class CarbonAwareParams(_Params):
+    """``carbon_aware`` parameters."""
+
+    # Run when carbon is at or below this quantile of the forecast window.
+    quantile: Annotated[float, Field(ge=0.0, le=1.0)] = 0.3
+    # Longest window (h) looked at; shorter when the queued work cannot wait that long.
+    window_h: Annotated[int, Field(ge=1)] = 24
+
+
+class CarbonAware:
+    """Defer flexible work while the hour's carbon intensity is above the ``quantile`` of
+    the forecast over the hours the queued work can still wait (at most ``window_h``);
+    run what is due (overdue and slack 0) regardless. Cap 1, no migration."""
+
+    name = "carbon_aware"
+    is_bound = False
+
+    def __init__(self, params: CarbonAwareParams | None = None) -> None:
+        self.params = params or CarbonAwareParams()
+
+    def reset(self, batch: EpisodeBatch) -> None:
+        """Nothing to prepare."""
+
+    def act(self, obs: np.ndarray, ctx: StepContext) -> np.ndarray:
+        """Run everything in a low-carbon hour, only due work otherwise."""
+        hw = self.params.window_h
+        fc = ctx.forecast(hw)[..., _K["carbon_g_per_kwh"]]  # [B, H, N]
+        q1 = ctx.queue_after_arrivals()  # [B, N, S+1]
+        # longest slack queued: the window is hours 0 .. that slack
+        present = q1[..., 1:] > _EMPTY_GPU_H
+        s_idx = np.arange(present.shape[-1])
+        longest = np.where(present.any(-1), (present * s_idx).max(-1), 0)  # [B, N]
+        length = np.minimum(longest + 1, hw)
+        h = np.arange(hw)
+        window = np.where(h[None, :, None] < length[:, None, :], fc, np.nan)
+        threshold = np.nanquantile(window, self.params.quantile, axis=1)  # [B, N]
+        now = ctx.exo_t[..., _K["carbon_g_per_kwh"]]
+        run = np.where(now <= threshold, 1.0, _due_share(q1))
+        return _actions(ctx, run, np.ones_like(run))
+
+
+# --------------------------------------------------------------------------- follow_renewables
+
+
+class FollowRenewablesParams(_Params):
+    """``follow_renewables`` parameters."""
+
+    # Hours of forecast averaged into each site's surplus.
+    window_h: Annotated[int, Field(ge=1)] = 6
+    # A site migrates only while at most this share of its queue is due within an hour
+    # (the env moves a share of every bucket; urgent work would arrive late).
+    max_urgent_fraction: Annotated[float, Field(ge=0.0, le=1.0)] = 0.1
+
+
+class FollowRenewables:
+    """Geographic shifting towards local generation.
+
+    Each site's forecast spare generation over ``window_h`` hours is ``pv + wind`` minus
+    the power of what it must run anyway: idle GPUs, inference and its own queue
+    (uncapped). The site with the most spare generation is every route's destination;
+    sites with a deficit send it work (the same share of each queue, at most
+    ``max_migration_fraction``), as much as that spare generation can run, while
+    little of their queue is urgent. Everything runs now, uncapped."""
+
+    name = "follow_renewables"
+    is_bound = False
+
+    def __init__(self, params: FollowRenewablesParams | None = None) -> None:
+        self.params = params or FollowRenewablesParams()
+
+    def reset(self, batch: EpisodeBatch) -> None:
+        """Nothing to prepare."""
+
+    def act(self, obs: np.ndarray, ctx: StepContext) -> np.ndarray:
+        """Route to the site with the most spare generation, migrate from deficit sites."""
+        p = ctx.params
+        fc = ctx.forecast(self.params.window_h)  # [B, H, N, K]
+        pue = _pue(p, fc).mean(axis=1)  # [B, N]
+        gen = (fc[..., _K["pv_kw"]] + fc[..., _K["wind_kw"]]).mean(axis=1)
+        demand = fc[..., _K["inference_gpus"]].mean(axis=1)
+        q1 = ctx.queue_after_arrivals()
+        queue = q1.sum(-1)
+        kw_per_gpu_h = p.gpu_max_kw - p.gpu_idle_kw
+        own = np.minimum(queue, np.maximum(p.gpus - demand, 0.0))
+        spare = gen - pue * (p.gpus * p.gpu_idle_kw + (demand + own) * kw_per_gpu_h)  # kW
+        b, n = spare.shape
+        best = spare.argmax(-1)
+        rows = np.arange(b)
+        is_best = np.arange(n)[None, :] == best[:, None]
+        route = np.where(is_best, 1.0, -1.0)
+        # GPU-h the best site's spare generation (and free GPUs) can run
+        free = np.maximum(p.gpus - demand - own, 0.0)[rows, best]
+        absorb = np.minimum(np.maximum(spare[rows, best], 0.0)
+                            / (pue[rows, best] * kw_per_gpu_h[best]), free)
+        urgent = _due_share(q1) + np.divide(q1[..., 2], queue, out=np.zeros_like(queue),
+                                            where=queue > _EMPTY_GPU_H)
+        send = (~is_best) & (spare < 0.0) & (urgent <= self.params.max_urgent_fraction)
+        pool = np.where(send, queue, 0.0).sum(-1)
+        share = np.divide(absorb, pool, out=np.zeros_like(pool), where=pool > _EMPTY_GPU_H)
+        migrate = np.where(send, np.minimum(share, p.max_migration_fraction)[:, None], 0.0)
+        ones = np.ones((b, n))
+        return _actions(ctx, ones, ones, route=route, migrate=migrate)
+
+
+# --------------------------------------------------------------------------- headroom_guard
+
+
+class HeadroomGuardParams(_Params):
+    """``headroom_guard`` parameters."""
+
+    # Share of the hour's headroom the site plans to use (the rest is a safety margin).
+    margin_fraction: Annotated[float, Field(gt=0.0, le=1.0)] = 0.95
+
+
+class HeadroomGuard:
+    """Keep the facility's draw under ``margin_fraction x headroom + pv + wind + battery
+    discharge available``: run everything at the highest cap (throttle curve point) that
+    fits; if even ``cap_min`` does not fit, defer flexible work beyond what is due. No
+    migration."""
+
+    name = "headroom_guard"
+    is_bound = False
+
+    def __init__(self, params: HeadroomGuardParams | None = None) -> None:
+        self.params = params or HeadroomGuardParams()
+
+    def reset(self, batch: EpisodeBatch) -> None:
+        """Nothing to prepare."""
+
+    def act(self, obs: np.ndarray, ctx: StepContext) -> np.ndarray:
+        """Highest cap that fits, then a run share that fits."""
+        p = ctx.params
+        exo = ctx.exo_t  # [B, N, K]
+        q1 = ctx.queue_after_arrivals()
+        total = q1.sum(-1)
+        pue = _pue(p, exo)
+        st = ctx.state
+        battery = np.minimum(p.battery_power_kw,
+                             np.maximum(st.soc_kwh - p.soc_min_kwh, 0.0) * p.battery_eta)
+        limit = (self.params.margin_fraction * exo[..., _K["headroom_kw"]]
+                 + exo[..., _K["pv_kw"]] + exo[..., _K["wind_kw"]] + battery)
+        demand = exo[..., _K["inference_gpus"]]
+        levels = p.throttle_cap[p.throttle_cap >= p.cap_min]
+        levels = np.unique(np.concatenate([[p.cap_min], levels]))[::-1]  # 1 .. cap_min
+        cap = np.full(total.shape, p.cap_min)
+        fits_any = np.zeros(total.shape, dtype=bool)
+        for c in levels:  # a handful of curve points
+            tau = p.throughput(c)
+            inf = np.minimum(demand, p.gpus * tau)
+            flex = np.minimum(total, p.gpus * tau - inf)
+            fac = pue * ((inf + flex) / tau * (c * p.gpu_max_kw - p.gpu_idle_kw)
+                         + p.gpus * p.gpu_idle_kw)
+            ok = (fac <= limit) & ~fits_any
+            cap = np.where(ok, c, cap)
+            fits_any |= ok
+        # at cap_min: flexible work that fits, never less than what is due
+        tau_m = p.tau_min
+        per_gpu_h = (p.cap_min * p.gpu_max_kw - p.gpu_idle_kw) / tau_m
+        inf_m = np.minimum(demand, p.gpus * tau_m)
+        room = (limit / pue - p.gpus * p.gpu_idle_kw) / np.where(per_gpu_h > 0, per_gpu_h, 1.0)
+        flex_ok = np.maximum(room - inf_m, 0.0)
+        share = np.divide(flex_ok, total, out=np.ones_like(total), where=total > _EMPTY_GPU_H)
+        run = np.where(fits_any, 1.0, np.maximum(np.minimum(share, 1.0), _due_share(q1)))
+        return _actions(ctx, run, cap)
+
+
+# --------------------------------------------------------------------------- random
+
+
+class RandomParams(_Params):
+    """``random`` parameters."""
+
+    seed: int = 0  # combined with the evaluation seed
+
+
+class RandomPolicy:
+    """Uniform random actions in [-1, 1], reproducible under the evaluation seed."""
+
+    name = "random"
+    is_bound = False
+
+    def __init__(self, params: RandomParams | None = None) -> None:
+        self.params = params or RandomParams()
+        self._rng = np.random.default_rng(self.params.seed)
+
+    def reset(self, batch: EpisodeBatch) -> None:
+        """Reseed from the policy seed and the evaluation seed."""
+        self._rng = np.random.default_rng([self.params.seed, batch.seed])
+
+    def act(self, obs: np.ndarray, ctx: StepContext) -> np.ndarray:
+        """Uniform actions ``[B, N * A]``."""
+        p = ctx.params
+        return self._rng.uniform(-1.0, 1.0, (len(ctx.rows), p.n_sites * p.n_actions_per_site))

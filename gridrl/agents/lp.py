@@ -1,0 +1,774 @@
+r"""Linear program of the environment's step equations, shared by ``mpc`` and ``lp_bound``.
+
+The model covers ``H`` hours of ``N`` sites from a given state and exogenous rows (the
+truth for the bound, P50 forecasts for MPC). It is assembled with ``scipy.sparse`` from
+index arrays (no loop over variables) and solved with HiGHS (``highspy``).
+
+Formulation
+===========
+
+Per hour ``t`` and site ``i`` (all variables >= 0): ``w[t,i,k]`` work done at cap level
+``k`` (``cap_min`` and the throttle points above it; GPU-h of uncapped work), ``s``
+inference served, ``x`` flexible work done, ``out``/``in`` flexible work sent away /
+received (it joins site ``i``'s queue at ``t+1``), ``b`` flexible work queued at the end
+of the hour, ``u`` cumulative work removed from the site's queue (done or sent),
+``ov`` overdue work, ``g`` grid import, ``o`` overdraw, ``e`` spilled generation,
+``ch``/``dis`` battery charge/discharge (bus side), ``soc`` state of charge at the end
+of the hour; per hour ``v`` the fleet's cumulative flexible work done.
+
+- queue ``b_t = b_{t-1} + in_{t-1} + a_t - x_t - out_t`` (plus the initial queue and
+  transit at ``t = 0``); ``u_t = u_{t-1} + x_t + out_t``; ``v_t = v_{t-1} + sum_i x_t``;
+- migration pool ``sum_i out_t = sum_i in_t``;
+- work ``sum_k w = x + s``, ``s <= D``; GPUs ``sum_k w_k / tau_k <= G``;
+- power ``PUE_t (sum_k w_k (c_k Pmax - P0)/tau_k + G P0) + kappa out + ch + e - g - dis
+  = pv + wind``;
+- headroom ``g - o <= h``; overdraw only for load that curtailment cannot remove:
+  ``o <= max(PUE_t G P0 - pv - wind - h, 0) + kappa out``;
+- battery ``soc_t = soc_{t-1} + eta ch - dis / eta`` within ``[soc_min, soc_max]``,
+  ``ch, dis <= P_b``;
+- **deadlines** (earliest deadline first in cumulative form). Let ``C_i[s, t]`` be the
+  work that became available at site ``i`` (arrived, or was there at the start) in hours
+  ``<= s`` with a deadline ``<= t``. Work due by ``t`` that is still undone at the end of
+  hour ``t`` is at least what arrived with such deadlines after any hour ``s`` minus
+  everything removed since: ``ov[t,i] >= C_i[t,t] - C_i[s,t] - (u_t - u_s)`` for every
+  ``s < t`` (``s = -1``: ``u = 0``, ``C = 0``). For one site without migration the
+  maximum over ``s`` *is* the overdue work of an EDF queue (a fluid queue's backlog is
+  the supremum of arrivals minus service over past intervals), and EDF minimises it.
+  For the fleet, ``sum_i ov[t,i] >= Cf[t,t] - Cf[s,t] - (v_t - v_s)`` with all sites'
+  work pooled: migrated work keeps its deadline in the env, and the pooled EDF bound
+  holds whatever sites the work sits at.
+  These rows are many (``H^2/2`` per site) and almost all slack, so they are added
+  lazily: solve, add the most violated row of every site and hour, re-solve (warm
+  start), until none is violated. The final solution satisfies every row, so it is the
+  optimum of the full LP.
+
+Objective (minimised): the env's weighted reward terms, ``sum (w_c carbon/1000 +
+w_e price/1000) g + w_s (D - s) + w_o ov + w_g o``, plus a charge per GPU-h left queued
+or in transit after the last hour (the env's terminal charge for the bound; an
+estimate for MPC). ``J = -objective / reward.scale`` is in the units of the env's
+return.
+
+Why it is a bound
+=================
+
+Every trajectory of the environment from the same state over the same exogenous rows
+maps to a feasible point of this LP with exactly the env's objective, so the LP optimum
+is at least the return of any policy (``J_lp >= J_env``):
+
+- *caps*: a site runs all its GPUs at one cap ``c``, except that curtailment puts a
+  share ``phi`` of them at ``cap_min``. The throttle curve is piecewise linear, so a GPU
+  at a cap between two points ``c_k < c < c_{k+1}`` is exactly a convex combination of
+  one GPU at ``c_k`` and one at ``c_{k+1}`` in work, busy GPUs and power. The LP allows
+  any mixture of levels in an hour (a relaxation of one cap per site).
+- *dispatch*: the env serves ``min(D, G tau(c))`` of inference and takes flexible work
+  earliest deadline first; the LP may serve any amount up to the demand (unserved
+  demand costs the SLO weight) and do any amount of flexible work the queue holds.
+- *migration*: the env moves a share of every queue bucket to destinations set by one
+  softmax; the LP may move any amount from any site to any other.
+- *battery*: the env follows its dispatch rule (or a setpoint it may clip); the LP
+  chooses charge and discharge freely within the same power and energy limits, and
+  charges no more than the env ever can in that hour (:meth:`LPStructure.charge_limit`).
+  Under the rule (``env.battery_action: false``) this is the loosest part of the bound:
+  no policy controls the battery, but the LP may hold its charge for a later hour
+  (an outage, a carbon peak) where the env discharges it at once.
+- *curtailment*: the env removes excess import by capping, pausing and shedding: less
+  work or inference done this hour, which the LP may also choose. The env records
+  overdraw only once every GPU is idle, the facility draws ``PUE_t G P0 + e_mig`` and
+  the battery is not charging, so its overdraw is at most ``max(PUE_t G P0 - pv - wind
+  - h, 0) + e_mig``; the LP's overdraw row admits that. (Without the row the LP could
+  overdraw instead of shedding inference, a choice the env never offers.)
+- *deadlines*: split the env's overdue work at hour ``t`` by where it started: work that
+  started at site ``i`` (was queued there at the start or arrived there) and still sits
+  at ``i``. Site ``i`` removed ``u`` GPU-h in total (done or sent away, whatever the
+  work's origin); giving all of it to its own work, earliest deadline first, leaves the
+  least of that work overdue, and the cumulative rows are exactly that least amount.
+  So the env's overdue work of origin ``i`` still at ``i`` satisfies site ``i``'s rows;
+  putting the rest of the env's overdue work on any one site satisfies the pooled rows
+  too (pooled EDF over the work done anywhere is the least overdue any placement can
+  reach), with the same total.
+- *queue, energy and objective* terms are the env's equations once the choices above
+  are fixed; the terminal charge is the env's.
+
+So the LP relaxes the env only by offering more choices; it never forbids an env
+trajectory and never charges one less. Work is fluid in both (GPU-hours, not jobs).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+
+import highspy
+import numpy as np
+import scipy.sparse as sp
+
+from gridrl.env.core import EXO_SIGNALS, KG_PER_G, MWH_PER_KWH, OUTPUT_FIELDS
+from gridrl.env.params import EnvParams
+
+__all__ = [
+    "CutSet", "LPError", "LPInputs", "LPSolution", "LPStructure", "Solver", "cap_levels",
+    "release_table", "solve",
+]
+
+_K = {name: k for k, name in enumerate(EXO_SIGNALS)}
+_F = {name: f for f, name in enumerate(OUTPUT_FIELDS)}
+# Violations of a lazy deadline row below this (GPU-h) are solver round-off.
+_CUT_TOL_GPU_H = 1e-7
+# Overdraw below this (kWh in an hour) is solver round-off, not a headroom violation.
+_OVERDRAW_TOL_KWH = 1e-6
+# Rounds of lazy deadline rows before giving up (each round adds every violated row).
+_MAX_CUT_ROUNDS = 200
+
+
+class LPError(RuntimeError):
+    """HiGHS did not find an optimal solution."""
+
+
+def cap_levels(params: EnvParams) -> tuple[np.ndarray, np.ndarray]:
+    """Cap levels the LP mixes: ``cap_min`` and every throttle point above it, with their
+    throughput fractions."""
+    caps = params.throttle_cap[params.throttle_cap > params.cap_min]
+    caps = np.concatenate([[params.cap_min], caps])
+    return caps, params.throughput(caps)
+
+
+@dataclass(frozen=True, eq=False)
+class LPInputs:
+    """What one LP solve needs besides the parameters.
+
+    Attributes
+    ----------
+    exo : ndarray
+        ``[H, N, len(EXO_SIGNALS)]`` rows of the horizon (truth or forecasts).
+    queue_gpu_h, transit_gpu_h : ndarray
+        ``[N, S + 1]`` state at the start of the first hour (env bucket layout: index 0
+        overdue, ``1 + s`` slack ``s``).
+    soc_kwh : ndarray
+        ``[N]`` battery state of charge at the start.
+    terminal_value : ndarray
+        ``[N]`` charge per GPU-h left queued or in transit after the last hour (reward
+        weight units, before ``reward.scale``).
+    overdue_carry : ndarray, optional
+        ``[N]`` extra charge per GPU-h *overdue* after the last hour (MPC prices the
+        overdue hours that follow its horizon; the bound uses none).
+    """
+
+    exo: np.ndarray
+    queue_gpu_h: np.ndarray
+    transit_gpu_h: np.ndarray
+    soc_kwh: np.ndarray
+    terminal_value: np.ndarray
+    overdue_carry: np.ndarray | None = None
+
+
+@dataclass(eq=False)
+class LPSolution:
+    """An optimal solution, per hour and site.
+
+    Attributes
+    ----------
+    objective : float
+        Minimised cost in reward weight units (constants included).
+    J : float
+        ``-objective / reward.scale``: the return of the plan in the LP.
+    values : ndarray
+        ``[H, N, F]`` the plan in ``core.OUTPUT_FIELDS`` terms (``curtailed``, ``paused``
+        and ``shed`` are 0: the LP chooses its load; unserved inference is ``slo``;
+        ``deadline_miss`` comes from an EDF replay of each site's work with the LP's
+        removals).
+    leftover_gpu_h : ndarray
+        ``[N]`` work queued or in transit after the last hour.
+    first : dict
+        First-hour decision per site (``[N]`` arrays): ``work`` (flexible), ``served``,
+        ``busy``, ``migrated``, ``received``, ``ch``, ``dis``.
+    solve_s : float
+        Wall time of the solve (all lazy rounds).
+    rounds : int
+        Lazy deadline rounds (1 = no row was missing).
+    """
+
+    objective: float
+    J: float
+    values: np.ndarray
+    leftover_gpu_h: np.ndarray
+    first: dict[str, np.ndarray]
+    solve_s: float
+    rounds: int = 1
+    extra: dict = field(default_factory=dict)
+
+
+def release_table(params: EnvParams, arrivals: np.ndarray, queue_gpu_h: np.ndarray,
+                  transit_gpu_h: np.ndarray) -> np.ndarray:
+    """``C[i, s + 1, t]``: work that became available at site ``i`` in hours ``<= s`` with a
+    deadline ``<= t`` (``s = -1 .. H-1``, ``t = 0 .. H-1``; GPU-h).
+
+    Arrivals of hour ``r`` with slack ``k`` are due by hour ``r + k``; the initial queue and
+    transit count as available at hour 0, bucket 0 (overdue) due by hour -1.
+    """
+    h_len, n = arrivals.shape
+    s_n = params.slack_buckets
+    # rel[i, r, d + 1]: released at r with deadline d (d = -1 .. H-1; later ones dropped)
+    rel = np.zeros((n, h_len, h_len + 1))
+    split = params.arrival_split  # [N, S + 1]
+    r_idx = np.arange(h_len)
+    for k in range(s_n):
+        share = split[:, 1 + k]
+        if not share.any():
+            continue
+        d = r_idx + k
+        ok = d <= h_len - 1
+        rel[:, r_idx[ok], d[ok] + 1] += (arrivals[ok] * share[None, :]).T
+    init = np.asarray(queue_gpu_h, float) + np.asarray(transit_gpu_h, float)  # [N, S+1]
+    upto = min(s_n, h_len)  # bucket 1 + k due by k; k >= H never due inside
+    rel[:, 0, 0] += init[:, 0]
+    rel[:, 0, 1 : 1 + upto] += init[:, 1 : 1 + upto]
+    cum = np.cumsum(np.cumsum(rel, axis=1), axis=2)  # [N, r, d+1]
+    out = np.zeros((n, h_len + 1, h_len))
+    out[:, 1:, :] = cum[:, :, 1:]  # deadline <= t  ->  column t + 1
+    return out
+
+
+@dataclass(frozen=True, eq=False)
+class CutSet:
+    """Deadline rows: ``kind`` ``"site"`` (rows of ``site[j]`` at hour ``t[j]`` from hour
+    ``s[j]``) or ``"fleet"`` (pooled rows at ``t[j]`` from ``s[j]``)."""
+
+    kind: str
+    t: np.ndarray
+    s: np.ndarray
+    site: np.ndarray | None = None
+
+    def shifted(self, hours: int, horizon: int) -> CutSet | None:
+        """The same rows ``hours`` later in time, i.e. indexed ``hours`` earlier in a
+        horizon that starts later (rows with ``s = -1`` or leaving it are dropped)."""
+        t, s = self.t - hours, self.s - hours
+        keep = (s >= 0) & (t < horizon) & (s < t)
+        if not keep.any():
+            return None
+        site = None if self.site is None else self.site[keep]
+        return CutSet(self.kind, t[keep], s[keep], site)
+
+
+class LPStructure:
+    """Column and row layout of the LP for ``H`` hours of a scenario (reused across solves).
+
+    Parameters
+    ----------
+    params : EnvParams
+    hours : int
+        Horizon ``H``.
+    """
+
+    def __init__(self, params: EnvParams, hours: int) -> None:
+        if hours < 1:
+            raise ValueError(f"hours must be >= 1, got {hours}")
+        p = params
+        self.params = p
+        self.H = h_len = int(hours)
+        self.N = n = p.n_sites
+        self.caps, self.taus = cap_levels(p)
+        self.Kc = kc = len(self.caps)
+        self.migrate = n > 1 and p.max_migration_fraction > 0
+        self.P = npair = h_len * n
+        off = 0
+
+        def block(size: int) -> slice:
+            nonlocal off
+            sl = slice(off, off + size)
+            off += size
+            return sl
+
+        self.cW = block(npair * kc)
+        self.cS = block(npair)
+        self.cX = block(npair)
+        self.cOUT = block(npair if self.migrate else 0)
+        self.cIN = block(npair if self.migrate else 0)
+        self.cB = block(npair)
+        self.cU = block(npair)
+        self.cOV = block(npair)
+        self.cG = block(npair)
+        self.cO = block(npair)
+        self.cE = block(npair)
+        self.cCH = block(npair)
+        self.cDIS = block(npair)
+        self.cSOC = block(npair)
+        self.cV = block(h_len if self.migrate else 0)
+        self.n_col = off
+        e_k = (self.caps[None, :] * p.gpu_max_kw[:, None] - p.gpu_idle_kw[:, None]) / self.taus
+        self.e_k = e_k  # [N, Kc] IT kWh per GPU-h of work at level k, above idle
+        self._build_static()
+
+    def col(self, block: slice, t: np.ndarray | int, i: np.ndarray | int) -> np.ndarray:
+        """Column index of per-(hour, site) variable ``block`` at ``(t, i)``."""
+        return block.start + np.asarray(t) * self.N + np.asarray(i)
+
+    # ------------------------------------------------------------------ structure
+
+    def _build_static(self) -> None:
+        h_len, n, kc, npair = self.H, self.N, self.Kc, self.P
+        p = self.params
+        rows: list[np.ndarray] = []
+        cols: list[np.ndarray] = []
+        vals: list[np.ndarray] = []
+        r0 = 0
+
+        def add(r, c, v) -> None:
+            r = np.asarray(r, dtype=np.int64)
+            rows.append(r)
+            cols.append(np.asarray(c, dtype=np.int64))
+            vals.append(np.broadcast_to(np.asarray(v, dtype=np.float64), r.shape).copy())
+
+        pidx = np.arange(npair)  # p = t * N + i
+        site = pidx % n
+        later = pidx >= n  # t >= 1
+        wcol = self.cW.start + pidx[:, None] * kc + np.arange(kc)[None, :]
+        kappa = p.migration_kwh_per_gpu_h
+
+        def rowblock() -> slice:
+            nonlocal r0
+            sl = slice(r0, r0 + npair)
+            r0 += npair
+            return sl
+
+        # work: sum_k w - x - s = 0
+        self.rWORK = rb = rowblock()
+        add(np.repeat(rb.start + pidx, kc), wcol.ravel(), 1.0)
+        add(rb.start + pidx, self.cX.start + pidx, -1.0)
+        add(rb.start + pidx, self.cS.start + pidx, -1.0)
+        # GPUs
+        self.rGPU = rb = rowblock()
+        add(np.repeat(rb.start + pidx, kc), wcol.ravel(), np.tile(1.0 / self.taus, npair))
+        # power; the PUE-dependent coefficients are refreshed per solve
+        self.rPOW = rb = rowblock()
+        pue_at = len(rows)
+        add(np.repeat(rb.start + pidx, kc), wcol.ravel(), 0.0)
+        if self.migrate:
+            add(rb.start + pidx, self.cOUT.start + pidx, kappa)
+        add(rb.start + pidx, self.cCH.start + pidx, 1.0)
+        add(rb.start + pidx, self.cE.start + pidx, 1.0)
+        add(rb.start + pidx, self.cG.start + pidx, -1.0)
+        add(rb.start + pidx, self.cDIS.start + pidx, -1.0)
+        # headroom: g - o <= h
+        self.rHEAD = rb = rowblock()
+        add(rb.start + pidx, self.cG.start + pidx, 1.0)
+        add(rb.start + pidx, self.cO.start + pidx, -1.0)
+        # overdraw bound: o - kappa out <= omax
+        self.rOCAP = rb = rowblock()
+        add(rb.start + pidx, self.cO.start + pidx, 1.0)
+        if self.migrate:
+            add(rb.start + pidx, self.cOUT.start + pidx, -kappa)
+        # state of charge
+        self.rSOC = rb = rowblock()
+        eta = p.battery_eta[site]
+        add(rb.start + pidx, self.cSOC.start + pidx, 1.0)
+        add(rb.start + pidx[later], self.cSOC.start + pidx[later] - n, -1.0)
+        add(rb.start + pidx, self.cCH.start + pidx, -eta)
+        add(rb.start + pidx, self.cDIS.start + pidx, 1.0 / eta)
+        # queue: b - b[t-1] - in[t-1] + x + out = arrivals (+ initial state)
+        self.rBACK = rb = rowblock()
+        add(rb.start + pidx, self.cB.start + pidx, 1.0)
+        add(rb.start + pidx[later], self.cB.start + pidx[later] - n, -1.0)
+        add(rb.start + pidx, self.cX.start + pidx, 1.0)
+        if self.migrate:
+            add(rb.start + pidx[later], self.cIN.start + pidx[later] - n, -1.0)
+            add(rb.start + pidx, self.cOUT.start + pidx, 1.0)
+        # removal: u - u[t-1] - x - out = 0
+        self.rUREC = rb = rowblock()
+        add(rb.start + pidx, self.cU.start + pidx, 1.0)
+        add(rb.start + pidx[later], self.cU.start + pidx[later] - n, -1.0)
+        add(rb.start + pidx, self.cX.start + pidx, -1.0)
+        if self.migrate:
+            add(rb.start + pidx, self.cOUT.start + pidx, -1.0)
+            # fleet work: v - v[t-1] - sum_i x = 0; pool: sum_i out - sum_i in = 0
+            t_of = pidx // n
+            self.rVREC = slice(r0, r0 + h_len)
+            tt = np.arange(h_len)
+            add(r0 + tt, self.cV.start + tt, 1.0)
+            add(r0 + tt[1:], self.cV.start + tt[1:] - 1, -1.0)
+            add(r0 + t_of, self.cX.start + pidx, -1.0)
+            r0 += h_len
+            self.rPOOL = slice(r0, r0 + h_len)
+            add(r0 + t_of, self.cOUT.start + pidx, 1.0)
+            add(r0 + t_of, self.cIN.start + pidx, -1.0)
+            r0 += h_len
+        else:
+            self.rVREC = self.rPOOL = slice(r0, r0)
+        self.n_row = r0
+        rows_a, cols_a, vals_a = np.concatenate(rows), np.concatenate(cols), np.concatenate(vals)
+        start = sum(len(r) for r in rows[:pue_at])
+        order = np.lexsort((rows_a, cols_a))
+        self._order = order
+        self._vals = vals_a
+        self._pue_slice = slice(start, start + npair * kc)
+        cols_sorted = cols_a[order]
+        self._indices = rows_a[order].astype(np.int32)
+        self._indptr = np.searchsorted(cols_sorted, np.arange(self.n_col + 1)).astype(np.int32)
+
+    # ------------------------------------------------------------------ per solve
+
+    def model(self, inp: LPInputs) -> tuple[highspy.HighsLp, dict]:
+        """The HiGHS model of ``inp`` without deadline rows, and the arrays the lazy rows
+        and the solution need."""
+        p = self.params
+        h_len, n = self.H, self.N
+        exo = np.asarray(inp.exo, dtype=np.float64)
+        if exo.shape != (h_len, n, len(EXO_SIGNALS)):
+            raise ValueError(f"exo has shape {exo.shape}, expected {(h_len, n, len(EXO_SIGNALS))}")
+        pv, wind, head = exo[..., _K["pv_kw"]], exo[..., _K["wind_kw"]], exo[..., _K["headroom_kw"]]
+        carbon, price = exo[..., _K["carbon_g_per_kwh"]], exo[..., _K["price_per_mwh"]]
+        demand, arr = exo[..., _K["inference_gpus"]], exo[..., _K["flexible_gpu_h"]]
+        temp = exo[..., _K["temp_c"]]
+        pue = p.pue + p.pue_temp_slope_per_c * np.maximum(temp - p.pue_temp_threshold_c, 0.0)
+        gen = pv + wind
+        idle_kw = pue * p.gpus * p.gpu_idle_kw  # [H, N]
+        wts = p.reward_weights
+        queue = np.asarray(inp.queue_gpu_h, float)
+        transit = np.asarray(inp.transit_gpu_h, float)
+        vals = self._vals.copy()
+        vals[self._pue_slice] = (pue[..., None] * self.e_k[None]).ravel()
+        data = vals[self._order]
+        row_lo = np.zeros(self.n_row)
+        row_hi = np.zeros(self.n_row)
+        row_lo[self.rGPU] = -np.inf
+        row_hi[self.rGPU] = np.tile(p.gpus, h_len)
+        row_lo[self.rPOW] = row_hi[self.rPOW] = (gen - idle_kw).ravel()
+        row_lo[self.rHEAD] = -np.inf
+        row_hi[self.rHEAD] = head.ravel()
+        row_lo[self.rOCAP] = -np.inf
+        row_hi[self.rOCAP] = np.maximum(idle_kw - gen - head, 0.0).ravel()
+        soc_rhs = np.zeros((h_len, n))
+        soc_rhs[0] = np.asarray(inp.soc_kwh, float)
+        row_lo[self.rSOC] = row_hi[self.rSOC] = soc_rhs.ravel()
+        back = arr.copy()
+        back[0] += queue.sum(-1) + transit.sum(-1)
+        row_lo[self.rBACK] = row_hi[self.rBACK] = back.ravel()
+        col_lo = np.zeros(self.n_col)
+        col_hi = np.full(self.n_col, np.inf)
+        col_hi[self.cS] = demand.ravel()
+        bpow = np.tile(p.battery_power_kw, h_len)
+        col_hi[self.cCH] = np.minimum(bpow, self.charge_limit(gen, head, pue, demand).ravel())
+        col_hi[self.cDIS] = bpow
+        col_lo[self.cSOC] = np.tile(p.soc_min_kwh, h_len)
+        col_hi[self.cSOC] = np.tile(p.soc_max_kwh, h_len)
+        cost = np.zeros(self.n_col)
+        cost[self.cG] = (wts[0] * carbon * KG_PER_G + wts[1] * price * MWH_PER_KWH).ravel()
+        cost[self.cO] = wts[4]
+        cost[self.cS] = -wts[2]
+        cost[self.cOV] = wts[3]
+        last = (h_len - 1) * n + np.arange(n)
+        tval = np.asarray(inp.terminal_value, float)
+        cost[self.cB.start + last] += tval
+        if self.migrate:
+            cost[self.cIN.start + last] += tval
+        if inp.overdue_carry is not None:
+            cost[self.cOV.start + last] += np.asarray(inp.overdue_carry, float)
+        lp = highspy.HighsLp()
+        lp.num_col_ = self.n_col
+        lp.num_row_ = self.n_row
+        lp.col_cost_ = cost
+        lp.col_lower_ = col_lo
+        lp.col_upper_ = col_hi
+        lp.row_lower_ = row_lo
+        lp.row_upper_ = row_hi
+        lp.offset_ = float(wts[2] * demand.sum())
+        lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
+        lp.a_matrix_.start_ = self._indptr
+        lp.a_matrix_.index_ = self._indices
+        lp.a_matrix_.value_ = data
+        rel = release_table(p, arr, queue, transit)  # [N, H+1, H]
+        aux = {"exo": exo, "pue": pue, "rel": rel,
+               "rel_fleet": rel.sum(0) if self.migrate else None}
+        return lp, aux
+
+    def charge_limit(self, gen: np.ndarray, head: np.ndarray, pue: np.ndarray,
+                     demand: np.ndarray) -> np.ndarray:
+        """``[H, N]`` most the env's battery can charge in an hour (kW, bus side).
+
+        The env charges from local surplus only (rule: ``max(pv + wind - F, 0)``) or,
+        under ``env.battery_action``, within headroom (``max(h + pv + wind - F, 0)``),
+        where ``F`` is the facility power before curtailment. ``F`` is at least
+        ``F_lb = PUE_t (G P0 + min(D, G tau_min) e_min)``: idle power plus the inference
+        the env always serves (``min(D, G tau(c))`` at any cap) at the least energy per
+        GPU-h of the throttle curve (a linear-fractional function of the cap between
+        two points, so its minimum is at a point). Replacing ``F`` by ``F_lb`` gives a
+        limit every env trajectory respects.
+        """
+        p = self.params
+        e_min = self.e_k.min(axis=1)  # [N]
+        f_lb = pue * (p.gpus * p.gpu_idle_kw + np.minimum(demand, p.gpus * p.tau_min) * e_min)
+        room = gen - f_lb + (head if p.battery_action else 0.0)
+        return np.maximum(room, 0.0)
+
+    def initial_cuts(self) -> CutSet:
+        """Deadline rows with ``s = -1`` for every site and hour (``ov + u_t >= C[t, t]``)."""
+        h_len, n = self.H, self.N
+        t = np.repeat(np.arange(h_len), n)
+        return CutSet("site", t, np.full_like(t, -1), np.tile(np.arange(n), h_len))
+
+    def rows(self, cuts: CutSet, aux: dict) -> tuple:
+        """``Highs.addRows`` arguments (lower, starts, indices, values, count) of ``cuts``."""
+        if cuts.kind == "site":
+            return self._site_rows(aux["rel"], cuts.t, cuts.site, cuts.s)
+        return self._fleet_rows(aux["rel_fleet"], cuts.t, cuts.s)
+
+    def _site_rows(self, rel: np.ndarray, t: np.ndarray, i: np.ndarray, s: np.ndarray):
+        """Rows ``ov[t,i] + u[t,i] - u[s,i] >= C_i[t,t] - C_i[s,t]`` as (lower, starts,
+        indices, values)."""
+        m = len(t)
+        rhs = rel[i, t + 1, t] - rel[i, s + 1, t]
+        has_s = s >= 0
+        nnz = 2 + has_s.astype(np.int64)
+        starts = np.concatenate([[0], np.cumsum(nnz)[:-1]])
+        idx = np.empty(int(nnz.sum()), dtype=np.int32)
+        val = np.empty(len(idx))
+        idx[starts] = self.col(self.cOV, t, i)
+        val[starts] = 1.0
+        idx[starts + 1] = self.col(self.cU, t, i)
+        val[starts + 1] = 1.0
+        idx[starts[has_s] + 2] = self.col(self.cU, s[has_s], i[has_s])
+        val[starts[has_s] + 2] = -1.0
+        return rhs, starts.astype(np.int32), idx, val, m
+
+    def _fleet_rows(self, relf: np.ndarray, t: np.ndarray, s: np.ndarray):
+        """Rows ``sum_i ov[t,i] + v_t - v_s >= Cf[t,t] - Cf[s,t]``."""
+        n = self.N
+        m = len(t)
+        rhs = relf[t + 1, t] - relf[s + 1, t]
+        has_s = s >= 0
+        nnz = n + 1 + has_s.astype(np.int64)
+        starts = np.concatenate([[0], np.cumsum(nnz)[:-1]])
+        idx = np.empty(int(nnz.sum()), dtype=np.int32)
+        val = np.ones(len(idx))
+        for i in range(n):
+            idx[starts + i] = self.col(self.cOV, t, i)
+        idx[starts + n] = self.cV.start + t
+        idx[starts[has_s] + n + 1] = self.cV.start + s[has_s]
+        val[starts[has_s] + n + 1] = -1.0
+        return rhs, starts.astype(np.int32), idx, val, m
+
+    def violated(self, xs: np.ndarray, aux: dict) -> list[CutSet]:
+        """The most violated deadline row of every site and hour (and of the fleet);
+        empty when none is violated."""
+        h_len, n = self.H, self.N
+        u = xs[self.cU].reshape(h_len, n)
+        ov = xs[self.cOV].reshape(h_len, n)
+        rel = aux["rel"]  # [N, H+1, H]
+        t = np.arange(h_len)
+        need = _edf_need(rel, u)
+        valid = np.arange(h_len + 1)[:, None] <= t[None, :]
+        best = need.argmax(axis=1)  # [N, H] position s + 1
+        gap = np.take_along_axis(need, best[:, None, :], axis=1)[:, 0, :] - ov.T
+        out = []
+        ii, tt = np.nonzero(gap > _CUT_TOL_GPU_H)
+        if len(tt):
+            out.append(CutSet("site", tt, best[ii, tt] - 1, ii))
+        if self.migrate:
+            v = xs[self.cV]
+            v_pad = np.concatenate([[0.0], v])
+            relf = aux["rel_fleet"]
+            needf = relf[t + 1, t][None, :] - relf - (v[None, :] - v_pad[:, None])
+            needf = np.where(valid, needf, -np.inf)
+            bestf = needf.argmax(axis=0)
+            gapf = needf[bestf, t] - ov.sum(1)
+            tf = np.nonzero(gapf > _CUT_TOL_GPU_H)[0]
+            if len(tf):
+                out.append(CutSet("fleet", tf, bestf[tf] - 1))
+        return out
+
+    def matrix(self, inp: LPInputs) -> sp.csc_matrix:
+        """The constraint matrix (without deadline rows) as scipy CSC, for inspection."""
+        lp, _ = self.model(inp)
+        return sp.csc_matrix(
+            (np.asarray(lp.a_matrix_.value_), self._indices, self._indptr),
+            shape=(self.n_row, self.n_col),
+        )
+
+    # ------------------------------------------------------------------ solution
+
+    def unpack(self, xs: np.ndarray, objective: float, inp: LPInputs, aux: dict,
+               solve_s: float, rounds: int) -> LPSolution:
+        """Turn a HiGHS primal solution into an :class:`LPSolution`."""
+        p = self.params
+        h_len, n, kc = self.H, self.N, self.Kc
+        exo, pue = aux["exo"], aux["pue"]
+        xs = np.maximum(np.asarray(xs, dtype=np.float64), 0.0)
+
+        def pair(sl: slice) -> np.ndarray:
+            if sl.stop == sl.start:
+                return np.zeros((h_len, n))
+            return xs[sl].reshape(h_len, n)
+
+        w = xs[self.cW].reshape(h_len, n, kc)
+        busy = (w / self.taus).sum(-1)
+        x = pair(self.cX)
+        served = pair(self.cS)
+        out, recv = pair(self.cOUT), pair(self.cIN)
+        g, o, e = pair(self.cG), pair(self.cO), pair(self.cE)
+        ch, dis, soc = pair(self.cCH), pair(self.cDIS), pair(self.cSOC)
+        queued = pair(self.cB)
+        ov = pair(self.cOV)
+        it = (w * self.e_k[None]).sum(-1) + p.gpus * p.gpu_idle_kw
+        mig_kwh = p.migration_kwh_per_gpu_h * out
+        fac = pue * it + mig_kwh
+        safe = np.where(busy > 0, busy, 1.0)
+        capw = np.where(busy > 0, (w / self.taus * self.caps).sum(-1) / safe, 1.0)
+        init_transit = np.asarray(inp.transit_gpu_h, float).sum(-1)
+        transit_in = np.vstack([init_transit[None], recv[:-1]])
+        demand = exo[..., _K["inference_gpus"]]
+        carbon, price = exo[..., _K["carbon_g_per_kwh"]], exo[..., _K["price_per_mwh"]]
+        f = np.zeros((h_len, n, len(OUTPUT_FIELDS)))
+        f[..., _F["arrived_gpu_h"]] = exo[..., _K["flexible_gpu_h"]]
+        f[..., _F["transit_in_gpu_h"]] = transit_in
+        f[..., _F["migrated_gpu_h"]] = out
+        f[..., _F["work_done_gpu_h"]] = x
+        f[..., _F["inference_demand_gpu_h"]] = demand
+        f[..., _F["inference_served_gpu_h"]] = served
+        f[..., _F["slo_gpu_h"]] = demand - served
+        f[..., _F["deadline_miss_gpu_h"]] = _edf_misses(aux["rel"], x + out)
+        f[..., _F["overdue_gpu_h"]] = ov
+        f[..., _F["queued_gpu_h"]] = queued
+        f[..., _F["transit_gpu_h"]] = recv
+        f[..., _F["busy_gpus"]] = busy
+        f[..., _F["cap"]] = capw
+        f[..., _F["it_kwh"]] = it
+        f[..., _F["migration_kwh"]] = mig_kwh
+        f[..., _F["facility_kwh"]] = fac
+        f[..., _F["pv_kwh"]] = exo[..., _K["pv_kw"]]
+        f[..., _F["wind_kwh"]] = exo[..., _K["wind_kw"]]
+        f[..., _F["battery_charge_kwh"]] = ch
+        f[..., _F["battery_discharge_kwh"]] = dis
+        f[..., _F["soc_kwh"]] = soc
+        f[..., _F["grid_import_kwh"]] = g
+        f[..., _F["export_kwh"]] = e
+        f[..., _F["overdraw_kwh"]] = o
+        f[..., _F["headroom_kw"]] = exo[..., _K["headroom_kw"]]
+        f[..., _F["carbon_kg"]] = g * carbon * KG_PER_G
+        f[..., _F["cost"]] = g * price * MWH_PER_KWH
+        f[..., _F["headroom_violation"]] = o > _OVERDRAW_TOL_KWH
+        first = {"work": x[0], "served": served[0], "busy": busy[0], "migrated": out[0],
+                 "received": recv[0], "ch": ch[0], "dis": dis[0], "levels": w[0]}
+        return LPSolution(objective=float(objective), J=-float(objective) / p.reward_scale,
+                          values=f, leftover_gpu_h=queued[-1] + recv[-1], first=first,
+                          solve_s=solve_s, rounds=rounds)
+
+
+def _edf_need(rel: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """``need[i, s + 1, t] = C_i[t,t] - C_i[s,t] - (u_t - u_s)`` for ``s < t`` (``-inf``
+    elsewhere): the right-hand sides of site ``i``'s deadline rows at ``u`` ``[H, N]``."""
+    n, _, h_len = rel.shape
+    t = np.arange(h_len)
+    u_pad = np.vstack([np.zeros((1, n)), u])  # u at s = -1 .. H-1
+    diag = rel[:, t + 1, t]  # [N, H]
+    need = diag[:, None, :] - rel - (u.T[:, None, :] - u_pad.T[:, :, None])
+    valid = np.arange(h_len + 1)[:, None] <= t[None, :]  # s + 1 <= t  <=>  s < t
+    return np.where(valid[None], need, -np.inf)
+
+
+def _edf_misses(rel: np.ndarray, removed: np.ndarray) -> np.ndarray:
+    """``[H, N]`` GPU-h whose deadline passes in each hour when each site removes
+    ``removed`` ``[H, N]`` GPU-h per hour from its own work, earliest deadline first.
+
+    Overdue work is removed first, so ``miss_t = ov_t - ov_{t-1} + min(ov_{t-1}, r_t)``
+    with the EDF overdue ``ov`` of the cumulative rows.
+    """
+    u = np.cumsum(removed, axis=0)
+    ov = np.maximum(_edf_need(rel, u).max(axis=1), 0.0).T  # [H, N]
+    prev = np.vstack([np.zeros((1, ov.shape[1])), ov[:-1]])
+    return np.maximum(ov - prev + np.minimum(prev, removed), 0.0)
+
+
+_banner_silenced = False
+
+
+def new_highs() -> highspy.Highs:
+    """A silent HiGHS instance. HiGHS prints a banner to the process's standard output
+    when the first instance is created, before any option can be set; it is sent to
+    ``os.devnull`` so that command output and reports stay clean."""
+    global _banner_silenced
+    if _banner_silenced:
+        h = highspy.Highs()
+    else:
+        sys.stdout.flush()
+        saved = os.dup(1)
+        try:
+            with open(os.devnull, "w") as null:
+                os.dup2(null.fileno(), 1)
+                h = highspy.Highs()
+        finally:
+            os.dup2(saved, 1)
+            os.close(saved)
+        _banner_silenced = True
+    h.setOptionValue("output_flag", False)
+    return h
+
+
+class Solver:
+    """A HiGHS instance for repeated solves of one structure.
+
+    Parameters
+    ----------
+    structure : LPStructure
+    options : dict, optional
+        HiGHS options (``{"solver": "simplex"}`` ...); output is always silenced.
+    """
+
+    def __init__(self, structure: LPStructure, options: dict | None = None) -> None:
+        self.structure = structure
+        self.highs = new_highs()
+        for key, value in (options or {}).items():
+            self.highs.setOptionValue(key, value)
+
+    def _run(self) -> None:
+        h = self.highs
+        h.run()
+        status = h.getModelStatus()
+        if status != highspy.HighsModelStatus.kOptimal:
+            st = self.structure
+            raise LPError(f"HiGHS returned {h.modelStatusToString(status)} for the "
+                          f"{st.H}-hour LP ({st.n_col} columns, {h.getNumRow()} rows)")
+
+    def solve(self, inp: LPInputs, seed_cuts: list[CutSet] | None = None) -> LPSolution:
+        """Build the model of ``inp``, solve it with lazy deadline rows, unpack it.
+
+        ``seed_cuts`` are deadline rows to add from the start (MPC passes the previous
+        hour's rows, shifted); the rows in the final model are in
+        ``solution.extra["cuts"]``.
+
+        Raises
+        ------
+        LPError
+            When HiGHS does not report an optimal solution, or the deadline rows do not
+            settle within the round limit.
+        """
+        t0 = time.perf_counter()
+        st = self.structure
+        h = self.highs
+        lp, aux = st.model(inp)
+        h.passModel(lp)
+        inf = highspy.kHighsInf
+        batches = [st.initial_cuts(), *(seed_cuts or [])]
+        added: list[CutSet] = []
+        rounds = 0
+        while batches:
+            for cuts in batches:
+                rhs, starts, idx, val, m = st.rows(cuts, aux)
+                h.addRows(m, rhs, np.full(m, inf), len(idx), starts, idx, val)
+            added += batches
+            self._run()
+            rounds += 1
+            xs = np.asarray(h.getSolution().col_value)
+            batches = st.violated(xs, aux)
+            if rounds >= _MAX_CUT_ROUNDS and batches:
+                raise LPError(f"deadline rows still violated after {rounds} rounds")
+        objective = h.getInfo().objective_function_value
+        sol = st.unpack(xs, objective, inp, aux, time.perf_counter() - t0, rounds)
+        sol.extra["cuts"] = added
+        return sol
+
+
+def solve(params: EnvParams, inp: LPInputs, options: dict | None = None) -> LPSolution:
+    """Build and solve the LP of ``inp`` once (see the module docstring)."""
+    hours = np.asarray(inp.exo).shape[0]
+    return Solver(LPStructure(params, hours), options).solve(inp)

@@ -1,0 +1,173 @@
+"""``mpc``: receding-horizon linear program on the median forecasts, re-solved every hour.
+
+Each hour, for each episode, the LP of :mod:`gridrl.agents.lp` is solved over the next
+``horizon_h`` hours (fewer near the episode end) from the current core state, with the
+observed signals for this hour and the P50 forecasts (:class:`ForecastView`) after it.
+Its first-hour decision is turned into the environment's action:
+
+- ``migrate``: the LP's work sent away over the queue the hour starts from;
+- ``route``: destinations weighted like the LP's work received (softmax logits
+  ``log(share)``, clipped to the action range);
+- ``run``: the LP's flexible work over the queue left after migration;
+- ``cap``: the cap whose throughput equals the LP's work per busy GPU (a mixture of two
+  adjacent throttle points is exactly one intermediate cap);
+- ``battery`` (with ``env.battery_action``): the LP's charge minus discharge.
+
+Work left at the end of a horizon that stops before the episode ends is valued like the
+env's terminal charge (uncapped energy at the horizon's mean carbon and price); when the
+horizon reaches the episode end the env's own terminal charge is used (its mean over
+the episode: observed hours so far, forecasts for the rest). Work still overdue after
+the horizon costs ``overdue_carry_h`` more hours of the overdue weight.
+
+``run`` is raised to at least the work that is due (overdue and slack 0): the LP removes
+the most urgent work first whether it runs or moves it, while the env moves a share of
+every bucket.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from gridrl.agents.lp import LPInputs, LPStructure, Solver
+from gridrl.agents.policy import EpisodeBatch, StepContext, actions_from
+from gridrl.env import core
+from gridrl.env.core import EXO_SIGNALS, KG_PER_G, MWH_PER_KWH
+from gridrl.env.params import EnvParams
+
+__all__ = ["MPC", "MPCParams", "plan_to_action"]
+
+_K = {name: k for k, name in enumerate(EXO_SIGNALS)}
+# Work (GPU-h) below this counts as none when turning the plan into shares.
+_TINY_GPU_H = 1e-9
+
+
+class MPCParams(BaseModel):
+    """``mpc`` parameters."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # Planning horizon (h); forecasts beyond the cube's longest horizon are held flat.
+    horizon_h: Annotated[int, Field(ge=1)] = 36
+    # Hours of overdue weight charged per GPU-h still overdue after the horizon.
+    overdue_carry_h: Annotated[float, Field(ge=0.0)] = 1.0
+    # HiGHS simplex strategy (4 = primal, fastest on these LPs) and presolve (the
+    # hourly LPs are small: presolve costs more than it saves).
+    simplex_strategy: Annotated[int, Field(ge=0, le=4)] = 4
+    presolve: bool = False
+
+
+def continuation_value(params: EnvParams, exo_plan: np.ndarray) -> np.ndarray:
+    """``[N]`` value of one GPU-h left after a horizon that stops before the episode
+    ends: the env's terminal charge formula (``core.terminal_value_per_gpu_h``: uncapped
+    marginal energy ``PUE (Pmax - P0)``) at the plan's mean carbon and price (weight
+    units), whatever ``env.terminal_queue_valuation`` says (the work still has to run)."""
+    p = params
+    e_kwh = p.pue * (p.gpu_max_kw - p.gpu_idle_kw)
+    mean = exo_plan[..., [_K["carbon_g_per_kwh"], _K["price_per_mwh"]]].mean(axis=0)  # [N, 2]
+    w = p.reward_weights
+    return e_kwh * (w[0] * mean[:, 0] * KG_PER_G + w[1] * mean[:, 1] * MWH_PER_KWH)
+
+
+def plan_to_action(params: EnvParams, q1: np.ndarray, first: dict, caps: np.ndarray,
+                   taus: np.ndarray) -> np.ndarray:
+    """The env action ``[1, N * A]`` that carries out an LP's first hour.
+
+    Parameters
+    ----------
+    q1 : ndarray
+        ``[N, S + 1]`` queue the hour starts from (queued + transit + arrivals).
+    first : dict
+        ``LPSolution.first``.
+    caps, taus : ndarray
+        The LP's cap levels and their throughputs.
+    """
+    p = params
+    n = p.n_sites
+    total = q1.sum(-1)
+    sent = first["migrated"]
+    migrate = np.divide(sent, total, out=np.zeros(n), where=total > _TINY_GPU_H)
+    migrate = np.minimum(migrate, p.max_migration_fraction)
+    left = total * (1.0 - migrate)
+    run = np.divide(first["work"], left, out=np.zeros(n), where=left > _TINY_GPU_H)
+    # The LP removes the most urgent work first whether it runs or moves it; the env
+    # moves a share of every bucket. Running at least what is due (overdue and slack 0,
+    # taken first by EDF) keeps the plan's deadlines.
+    due = (q1[:, 0] + q1[:, 1]) * (1.0 - migrate)
+    run = np.maximum(run, np.divide(due, left, out=np.zeros(n), where=left > _TINY_GPU_H))
+    recv = first["received"]
+    route = np.zeros(n)
+    if recv.sum() > _TINY_GPU_H:
+        share = recv / recv.sum()
+        with np.errstate(divide="ignore"):
+            route = 1.0 + np.log(share / share.max()) / p.route_logit_scale
+        route = np.clip(route, -1.0, 1.0)
+    levels = first["levels"]  # [N, Kc] work per cap level
+    work = levels.sum(-1)
+    busy = (levels / taus).sum(-1)
+    tau_avg = np.divide(work, busy, out=np.ones(n), where=busy > _TINY_GPU_H)
+    cap = np.where(busy > _TINY_GPU_H, np.interp(tau_avg, taus, caps), 1.0)
+    battery = first["ch"] - first["dis"] if p.battery_action else None
+    return actions_from(p, run[None], cap[None], route=route[None], migrate=migrate[None],
+                        battery_kw=None if battery is None else battery[None])
+
+
+class MPC:
+    """Receding-horizon LP controller (see the module docstring)."""
+
+    name = "mpc"
+    is_bound = False
+
+    def __init__(self, params: MPCParams | None = None) -> None:
+        self.params = params or MPCParams()
+        self._solvers: dict[int, Solver] = {}
+        self._cuts: dict[int, list] = {}
+        self.solve_times: list[float] = []
+
+    def reset(self, batch: EpisodeBatch) -> None:
+        """Keep one LP structure per horizon length for the batch's scenario."""
+        self._batch = batch
+        self._solvers = {}
+        self._cuts = {}
+        self.solve_times = []
+
+    def _solver(self, params: EnvParams, hours: int) -> Solver:
+        if hours not in self._solvers:
+            self._solvers[hours] = Solver(LPStructure(params, hours), {
+                "simplex_strategy": self.params.simplex_strategy,
+                "presolve": "on" if self.params.presolve else "off"})
+        return self._solvers[hours]
+
+    def act(self, obs: np.ndarray, ctx: StepContext) -> np.ndarray:
+        """Solve each episode's LP from its state and carry out the first hour."""
+        p = ctx.params
+        batch = ctx.batch
+        remaining = ctx.remaining
+        horizon = int(min(self.params.horizon_h, remaining.max()))
+        fc = ctx.forecast(horizon)  # [B, H, N, K]
+        q1 = ctx.queue_after_arrivals()
+        st = ctx.state
+        carry = np.full(p.n_sites, p.reward_weights[3] * self.params.overdue_carry_h)
+        out = np.empty((len(ctx.rows), p.n_sites * p.n_actions_per_site))
+        for b in range(len(ctx.rows)):
+            hours = int(min(horizon, remaining[b]))
+            plan = fc[b, :hours]
+            if hours == remaining[b]:
+                seen = batch.data.exo[batch.starts[b] : ctx.rows[b]]
+                tval = core.terminal_value_per_gpu_h(p, np.concatenate([seen, plan]))
+            else:
+                tval = continuation_value(p, plan)
+            solver = self._solver(p, hours)
+            t0 = time.perf_counter()
+            # last hour's deadline rows, one hour on, are likely needed again
+            seed = [c for c in (x.shifted(1, hours) for x in self._cuts.get(b, [])) if c]
+            sol = solver.solve(LPInputs(plan, st.queue_gpu_h[b], st.transit_gpu_h[b],
+                                        st.soc_kwh[b], tval, carry), seed)
+            self._cuts[b] = sol.extra["cuts"]
+            self.solve_times.append(time.perf_counter() - t0)
+            out[b] = plan_to_action(p, q1[b], sol.first, solver.structure.caps,
+                                    solver.structure.taus)[0]
+        return out

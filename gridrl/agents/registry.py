@@ -1,0 +1,88 @@
+"""Reference controllers by name, and policies from a name or a trained-policy folder.
+
+``make_policy("carbon_aware", quantile=0.2)`` builds a reference with validated
+parameters (pydantic; defaults documented on each parameter model). ``load_policy``
+also accepts the path of a trained policy folder (``model.zip``, optional
+``vecnormalize.pkl``, ``meta.json`` with the algorithm name).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from gridrl.agents.bound import LPBound, LPBoundParams
+from gridrl.agents.heuristics import (
+    CarbonAware,
+    CarbonAwareParams,
+    FollowRenewables,
+    FollowRenewablesParams,
+    HeadroomGuard,
+    HeadroomGuardParams,
+    RandomParams,
+    RandomPolicy,
+    RunNow,
+    RunNowParams,
+)
+from gridrl.agents.mpc import MPC, MPCParams
+from gridrl.agents.policy import SB3Policy
+
+__all__ = ["REFERENCES", "load_policy", "make_policy", "make_reference"]
+
+#: name -> (controller class, parameter model)
+REFERENCES: dict[str, tuple[type, type[BaseModel]]] = {
+    "run_now": (RunNow, RunNowParams),
+    "carbon_aware": (CarbonAware, CarbonAwareParams),
+    "follow_renewables": (FollowRenewables, FollowRenewablesParams),
+    "headroom_guard": (HeadroomGuard, HeadroomGuardParams),
+    "mpc": (MPC, MPCParams),
+    "lp_bound": (LPBound, LPBoundParams),
+    "random": (RandomPolicy, RandomParams),
+}
+
+
+def make_policy(name: str, **params: Any) -> Any:
+    """The reference controller ``name`` with parameters ``params``.
+
+    Raises
+    ------
+    ValueError
+        Unknown name (lists the known ones) or invalid parameters (names the key).
+    """
+    if name not in REFERENCES:
+        raise ValueError(f"unknown reference policy {name!r}; known: {sorted(REFERENCES)}")
+    cls, model = REFERENCES[name]
+    try:
+        return cls(model(**params))
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise ValueError(f"policy {name!r}: {problems}") from None
+
+
+make_reference = make_policy
+
+
+def load_policy(spec: str | Path, *, deterministic: bool = True, **params: Any) -> Any:
+    """A reference by name, or a trained policy folder wrapped as a policy.
+
+    Raises
+    ------
+    ValueError
+        ``spec`` is neither a reference name nor a folder.
+    FileNotFoundError
+        The folder lacks ``model.zip`` or ``meta.json``.
+    """
+    if str(spec) in REFERENCES:
+        return make_policy(str(spec), **params)
+    path = Path(spec)
+    if not path.is_dir():
+        raise ValueError(f"{spec!r} is neither a reference policy ({sorted(REFERENCES)}) nor "
+                         "a trained policy folder")
+    from gridrl.agents.train import load_policy as load_trained
+
+    trained = load_trained(path, deterministic=deterministic)
+    return SB3Policy(trained, deterministic=deterministic,
+                     name=str(trained.meta.get("algo", path.name)))

@@ -1,0 +1,105 @@
+"""Tiny scenarios and synthetic inputs for the reference-controller tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from gridrl.env.core import EXO_SIGNALS
+from gridrl.env.gym_env import GridEnv
+from gridrl.env.inputs import EnvData
+from gridrl.scenario import Scenario
+
+K = {s: i for i, s in enumerate(EXO_SIGNALS)}
+
+THROTTLE = {
+    "cap_fraction": [0.5, 0.6, 0.8, 1.0],
+    "throughput_fraction": [0.7, 0.85, 0.95, 1.0],
+    "source": "test curve shaped after McDonald et al. 2022 (arXiv 2205.09646)",
+}
+
+
+def site(name: str, **over: Any) -> dict[str, Any]:
+    """A site with small round numbers; ``over`` replaces top-level keys."""
+    base: dict[str, Any] = {
+        "name": name,
+        "weather": {"source": "pvlib_tmy", "file": "723170TYA.CSV"},
+        "gpus": 10,
+        "gpu_idle_kw": 0.1,
+        "gpu_max_kw": 1.0,
+        "pue": 1.0,
+        "grid": {"feeder_capacity_kw": 100.0},
+        "workload": {"deadline_slack_h_min": 1, "deadline_slack_h_max": 6},
+    }
+    base.update(over)
+    return base
+
+
+def scenario(sites: list[dict], *, env: dict | None = None, reward: dict | None = None,
+             throttle: dict | None = None, test: tuple[str, str] = ("2021-01-11", "2021-01-14"),
+             **over: Any) -> Scenario:
+    """A validated scenario; test period ``test``, train the days before."""
+    data: dict[str, Any] = {
+        "name": "tiny",
+        "sites": sites,
+        "throttle": throttle or THROTTLE,
+        "env": {"slack_buckets": 8, "episode_hours": 24, "forecast_horizons_h": [1, 2, 4, 8],
+                "observation_slack_edges_h": [2, 4], "cap_min_fraction": 0.5, **(env or {})},
+        "reward": reward or {"carbon_per_kg": 1.0, "cost_per_unit": 1.0, "slo_per_gpu_h": 10.0,
+                             "overdue_per_gpu_h": 2.0, "overdraw_per_kwh": 5.0, "scale": 10.0},
+        "periods": {"train": [{"start": "2021-01-01", "end": "2021-01-10"}],
+                    "test": [{"start": test[0], "end": test[1]}]},
+    }
+    data.update(over)
+    return Scenario.model_validate(data)
+
+
+def index(hours: int, start: str = "2021-01-01") -> pd.DatetimeIndex:
+    """Hourly UTC index."""
+    return pd.date_range(start, periods=hours, freq="h", tz="UTC", name="time")
+
+
+def synthetic_exo(n_sites: int, hours: int, seed: int = 0, *, gpus: float = 10.0) -> np.ndarray:
+    """Plausible random signals ``[T, N, K]``: daily PV and carbon, wind, headroom that
+    binds at times, outages, inference demand and flexible arrivals."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(hours)[:, None]
+    hod = t % 24
+    sun = np.clip(np.sin((hod - 6) / 12 * np.pi), 0, None)
+    x = np.zeros((hours, n_sites, len(EXO_SIGNALS)))
+    x[..., K["pv_kw"]] = 6.0 * sun * rng.uniform(0.3, 1.0, (hours, n_sites))
+    x[..., K["wind_kw"]] = rng.uniform(0.0, 3.0, (hours, n_sites))
+    x[..., K["headroom_kw"]] = rng.uniform(3.0, 12.0, (hours, n_sites))
+    x[rng.random((hours, n_sites)) < 0.04, K["headroom_kw"]] = 0.0  # outages
+    x[..., K["carbon_g_per_kwh"]] = np.clip(
+        300 + 150 * np.cos(hod / 24 * 2 * np.pi) + rng.normal(0, 30, (hours, n_sites)), 20, None)
+    x[..., K["price_per_mwh"]] = 60 + 40 * sun + rng.normal(0, 10, (hours, n_sites))
+    x[..., K["inference_gpus"]] = rng.uniform(0.1, 0.5, (hours, n_sites)) * gpus
+    x[..., K["flexible_gpu_h"]] = rng.uniform(0.0, 0.6, (hours, n_sites)) * gpus
+    x[..., K["temp_c"]] = rng.normal(18, 8, (hours, n_sites))
+    return x
+
+
+def make_env(sc: Scenario, exo: np.ndarray, *, forecast: str | None = "perfect",
+             start: str = "2021-01-01", **kwargs: Any) -> GridEnv:
+    """A GridEnv on given exogenous arrays (and a cube of mode ``forecast``)."""
+    names = [s.name for s in sc.expanded_sites()]
+    data = EnvData.from_arrays(index(exo.shape[0], start), exo, names)
+    if forecast is not None:
+        from gridrl.env.inputs import make_forecast
+
+        signals = _signals(data)
+        data = EnvData.from_arrays(data.index, data.exo, names,
+                                   make_forecast(sc, signals, forecast))
+    return GridEnv(sc, data=data, **kwargs)
+
+
+def _signals(data: EnvData):
+    from gridrl.data.signals import Signals
+
+    cols = pd.MultiIndex.from_tuples(
+        [(s, k) for s in data.site_names for k in EXO_SIGNALS], names=["site", "signal"])
+    frame = pd.DataFrame(data.exo.reshape(data.hours, -1), index=data.index, columns=cols)
+    return Signals.from_frame(frame, source="synthetic")
