@@ -143,3 +143,17 @@ def test_shipped_studies_validate(name: str) -> None:
     if name == "geo3_benchmark.yaml":
         assert study.ablation is not None
         assert {"sac", "rppo"} <= agents and len(study.seeds) == 5
+
+
+def test_cli_run_rejects_a_bad_study_before_any_work(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from gridrl.cli import app
+
+    out = tmp_path / "run"
+    path = _study(tmp_path, training={"timesteps": 0}, output_dir=str(out))
+    result = CliRunner().invoke(app, ["run", str(path), "--out", str(out)])
+    assert result.exit_code == 2
+    flat = "".join(result.output.split())  # the console wraps long lines
+    assert "training.timesteps" in flat and str(path) in flat
+    assert not out.exists()  # nothing was started
