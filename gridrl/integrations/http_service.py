@@ -23,7 +23,7 @@ gets 401; a body above ``max_body_bytes`` gets 413. Nothing a client sends cause
 """
 
 # No "from __future__ import annotations": FastAPI must see the real types of the
-# closures in create_app (the per-bundle request model, the bearer dependency).
+# closures in create_app (the per-bundle request model).
 
 import hmac
 import io
@@ -31,10 +31,9 @@ from typing import Annotated, Any
 
 import numpy as np
 import orjson
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import HTTPException
 from fastapi.responses import JSONResponse, Response
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
 
 from gridrl import __version__
@@ -186,83 +185,22 @@ def _errors(exc: ValidationError) -> list[dict[str, Any]]:
     return items
 
 
-class BodySizeLimit:
-    """ASGI middleware: answer 413 to bodies above ``max_bytes`` (declared or streamed).
-
-    The body is read here (up to the limit) and replayed to the app, so an oversized
-    chunked upload is refused before any parsing.
-    """
-
-    def __init__(self, app: Any, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            await self._reject(send)
-            return
-        chunks: list[bytes] = []
-        size = 0
-        more = True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            body = message.get("body", b"")
-            size += len(body)
-            if size > self.max_bytes:
-                await self._reject(send)
-                return
-            chunks.append(body)
-            more = message.get("more_body", False)
-        body = b"".join(chunks)
-        sent = False
-
-        async def replay() -> dict:
-            nonlocal sent
-            if not sent:
-                sent = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
-
-    async def _reject(self, send: Any) -> None:
-        payload = f'{{"detail":"request body larger than {self.max_bytes} bytes"}}'.encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(payload)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": payload})
-
-
 def create_app(runtime: PolicyRuntime, config: ServeConfig | None = None) -> FastAPI:
     """The FastAPI app serving ``runtime`` with ``config``'s limits and token."""
     config = config or ServeConfig()
     manifest = runtime.manifest
     request_model = _request_model(runtime.observation_dim, config.max_batch)
-    bearer = HTTPBearer(
-        auto_error=False, description="Bearer token given to `gridrl serve --token`"
-    )
     token = config.token.encode() if config.token else None
+    # The token is checked inline, not as a FastAPI dependency: dependency resolution
+    # costs more than the policy itself on small requests. The OpenAPI spec still
+    # declares the scheme (see openapi() below).
+    security = [{"bearer": []}] if token is not None else []
 
-    def authorize(
-        creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-    ) -> None:
+    def authorize(request: Request) -> None:
         if token is None:
             return
-        if creds is None or not hmac.compare_digest(creds.credentials.encode(), token):
+        scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(credentials.encode(), token):
             raise HTTPException(
                 status_code=401,
                 detail="missing or wrong bearer token",
@@ -271,6 +209,7 @@ def create_app(runtime: PolicyRuntime, config: ServeConfig | None = None) -> Fas
 
     app = FastAPI(
         title="gridrl decision service",
+        max_body_size=config.max_body_bytes,  # 413 above it, declared or streamed
         version=__version__,
         description=(
             f"Policy {manifest.algo} for sites {', '.join(runtime.sites)} "
@@ -278,9 +217,14 @@ def create_app(runtime: PolicyRuntime, config: ServeConfig | None = None) -> Fas
             + " ".join(f"[{k}] {v}" for k, v in manifest.decision_semantics.items())
         ),
     )
-    app.add_middleware(BodySizeLimit, max_bytes=config.max_body_bytes)
     errors: dict[int | str, dict[str, Any]] = {
-        413: {"model": ErrorOut, "description": "request body too large"},
+        413: {
+            "model": ErrorOut,
+            # FastAPI's body limit answers a declared oversize in plain text, a streamed
+            # one in JSON
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+            "description": "request body too large",
+        },
         422: {"model": ErrorOut, "description": "invalid observation"},
     }
     if token is not None:
@@ -303,9 +247,10 @@ def create_app(runtime: PolicyRuntime, config: ServeConfig | None = None) -> Fas
             action_dim=runtime.action_dim,
         )
 
-    @app.get("/v1/manifest", dependencies=[Depends(authorize)], responses=errors)
-    async def get_manifest() -> dict[str, Any]:
+    @app.get("/v1/manifest", responses=errors, openapi_extra={"security": security})
+    async def get_manifest(request: Request) -> dict[str, Any]:
         """The bundle's manifest.json."""
+        authorize(request)
         return manifest.model_dump(mode="json")
 
     body_adapter = TypeAdapter(request_model)
@@ -321,20 +266,21 @@ def create_app(runtime: PolicyRuntime, config: ServeConfig | None = None) -> Fas
         "/v1/decide",
         response_model=DecideResponse,
         response_model_exclude_none=True,
-        dependencies=[Depends(authorize)],
         responses=decide_responses,
         openapi_extra={
+            "security": security,
             "requestBody": {
                 "required": True,
                 "content": {
                     "application/json": {"schema": {"anyOf": body_schema["anyOf"]}},
                     NPY: {"schema": BINARY_SCHEMA},
                 },
-            }
+            },
         },
     )
     async def decide(request: Request) -> Response:
         """Per-site decisions for one observation or a batch (JSON or .npy in and out)."""
+        authorize(request)
         raw = await request.body()
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type == NPY:
@@ -375,9 +321,16 @@ def create_app(runtime: PolicyRuntime, config: ServeConfig | None = None) -> Fas
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             spec = base_openapi()
-            spec.setdefault("components", {}).setdefault("schemas", {}).update(
-                body_schema.get("$defs", {})
-            )
+            components = spec.setdefault("components", {})
+            components.setdefault("schemas", {}).update(body_schema.get("$defs", {}))
+            if token is not None:
+                components["securitySchemes"] = {
+                    "bearer": {
+                        "type": "http",
+                        "scheme": "bearer",
+                        "description": "the token given to `gridrl serve --token`",
+                    }
+                }
             app.openapi_schema = spec
         return app.openapi_schema
 
