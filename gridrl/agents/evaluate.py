@@ -190,7 +190,8 @@ def gap_closed(j: Any, j_run_now: Any, j_lp_bound: Any) -> Any:
 def evaluate(policy: Any, scenario: Any, *, period: str = "test", episodes: int | None = None,
              seed: int = 0, forecast_mode: str | None = "perfect", forecast_config: Any = None,
              data: EnvData | None = None, deterministic: bool = True,
-             backend: str = "numba", progress: bool = False) -> pd.DataFrame:
+             backend: str = "numba", progress: bool = False,
+             starts: list[int] | None = None) -> pd.DataFrame:
     """Evaluate a policy; one row per episode (see the module docstring).
 
     Parameters
@@ -212,11 +213,14 @@ def evaluate(policy: Any, scenario: Any, *, period: str = "test", episodes: int 
         ``numba`` (compiled kernel) or ``numpy`` (reference core).
     progress
         Show a progress bar.
+    starts : list of int, optional
+        Explicit episode start rows (each inside a block of the period) instead of
+        ``episodes``.
     """
     return evaluate_detailed(policy, scenario, period=period, episodes=episodes, seed=seed,
                              forecast_mode=forecast_mode, forecast_config=forecast_config,
                              data=data, deterministic=deterministic, backend=backend,
-                             progress=progress).table
+                             progress=progress, starts=starts).table
 
 
 def _resolve_policy(policy: Any, deterministic: bool) -> Any:
@@ -242,13 +246,17 @@ def evaluate_detailed(policy: Any, scenario: Any, *, period: str = "test",
                       data: EnvData | None = None, deterministic: bool = True,
                       backend: str = "numba", progress: bool = False,
                       trace_episodes: tuple[int, ...] = (),
-                      on_step: Callable[[int, int], None] | None = None) -> EvalResult:
+                      on_step: Callable[[int, int], None] | None = None,
+                      starts: list[int] | None = None) -> EvalResult:
     """:func:`evaluate` plus hour-by-hour traces of ``trace_episodes`` (episode numbers)
     and the policy's decision time. ``on_step(done, total)`` reports progress."""
     setup = make_setup(scenario, period=period, forecast_mode=forecast_mode,
                        forecast_config=forecast_config, data=data, seed=seed)
     pol = _resolve_policy(policy, deterministic)
-    windows = select_windows(setup.windows, episodes, seed)
+    if starts is not None:
+        windows = [setup.windows.at(int(s)) for s in starts]
+    else:
+        windows = select_windows(setup.windows, episodes, seed)
     view = setup.forecasts
     name = getattr(pol, "name", type(pol).__name__)
     rows: list[dict[str, Any]] = [{} for _ in windows]
