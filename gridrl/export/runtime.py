@@ -107,18 +107,15 @@ class DecisionBatch:
 
     def site_decisions(self, i: int) -> list[SiteDecision]:
         """Decisions of observation ``i``, one per site."""
-        bat = self.battery_kw
-        return [
-            SiteDecision(
-                site=s,
-                run_share=float(self.run_share[i, j]),
-                power_cap_fraction=float(self.power_cap_fraction[i, j]),
-                route_weight=float(self.route_weight[i, j]),
-                migrate_share=float(self.migrate_share[i, j]),
-                battery_kw=None if bat is None else float(bat[i, j]),
-            )
-            for j, s in enumerate(self.sites)
+        # .tolist() gives Python floats in one call (float() per numpy scalar is slow)
+        cols = [
+            self.run_share[i].tolist(),
+            self.power_cap_fraction[i].tolist(),
+            self.route_weight[i].tolist(),
+            self.migrate_share[i].tolist(),
+            [None] * len(self.sites) if self.battery_kw is None else self.battery_kw[i].tolist(),
         ]
+        return [SiteDecision(s, *values) for s, *values in zip(self.sites, *cols, strict=True)]
 
     def to_columns(self) -> dict[str, Any]:
         """Columnar JSON-ready dict: each decision field is a list of B rows of n_sites."""
@@ -234,6 +231,8 @@ class PolicyRuntime:
             self._idx["battery"] = np.array(
                 [pos[(s, "battery")] for s in self.sites], dtype=np.intp
             )
+        self._components = tuple(self._idx)
+        self._gather = np.concatenate([self._idx[c] for c in self._components])
 
     # ------------------------------------------------------------------ inputs
 
@@ -335,21 +334,24 @@ class PolicyRuntime:
         """Decisions for a batch ``[B, D]`` (or one observation, as B = 1)."""
         action = self.actions(obs)
         phys = self._phys_low + (action.astype(np.float64) - self._act_low) * self._phys_slope
-
-        def part(comp: str) -> np.ndarray:
-            # C order whatever numpy's fancy indexing chose (serialisers need it)
-            return np.ascontiguousarray(phys[:, self._idx[comp]])
-
-        score = part("route")
+        # one gather for all components: [n_components, B, n_sites], each slice C-ordered
+        # (serialisers need contiguous arrays)
+        parts = np.ascontiguousarray(
+            phys[:, self._gather]
+            .reshape(len(phys), len(self._components), len(self.sites))
+            .transpose(1, 0, 2)
+        )
+        c = self._components.index
+        score = parts[c("route")]
         score = np.exp(score - score.max(axis=1, keepdims=True))
         route = score / score.sum(axis=1, keepdims=True)
         return DecisionBatch(
             sites=self.sites,
-            run_share=part("run"),
-            power_cap_fraction=part("cap"),
+            run_share=parts[c("run")],
+            power_cap_fraction=parts[c("cap")],
             route_weight=route,
-            migrate_share=part("migrate"),
-            battery_kw=part("battery") if "battery" in self._idx else None,
+            migrate_share=parts[c("migrate")],
+            battery_kw=parts[c("battery")] if "battery" in self._components else None,
             action=action,
         )
 
