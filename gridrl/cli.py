@@ -448,11 +448,15 @@ def slurm_cmd(
         raise typer.Exit(2) from None
 
     def show(result: TickResult) -> None:
-        table = Table("site", "run_share", "power_cap", "route_weight", "migrate_share")
+        table = Table(
+            "site", "run_share", "power_cap", "route_weight", "migrate_share", "battery_kw"
+        )
         for d in result.decisions:
+            # batteries are not Slurm resources: their setpoint is shown, not applied
+            battery = "-" if d.battery_kw is None else f"{d.battery_kw:.1f}"
             table.add_row(
                 d.site, f"{d.run_share:.3f}", f"{d.power_cap_fraction:.3f}",
-                f"{d.route_weight:.3f}", f"{d.migrate_share:.3f}",
+                f"{d.route_weight:.3f}", f"{d.migrate_share:.3f}", battery,
             )
         console.print(table)
         console.print(f"jobs: {result.summary()}", highlight=False)
@@ -463,7 +467,12 @@ def slurm_cmd(
             console.print(f"[red]{err}[/]", highlight=False)
 
     try:
-        results = adapter.run(interval_s=interval, once=once, on_tick=show)
+        results = adapter.run(
+            interval_s=interval,
+            once=once,
+            on_tick=show,
+            on_error=lambda exc: console.print(f"[red]tick failed:[/] {exc}", highlight=False),
+        )
     except (SlurmError, ObservationError) as exc:
         console.print(f"[red]error:[/] {exc}", highlight=False)
         raise typer.Exit(1) from None

@@ -209,3 +209,27 @@ def test_runtime_runs_with_torch_and_sb3_unimportable(exported):
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO)
     assert out.returncode == 0, out.stderr
     assert "torch blocked" in out.stdout and "ok" in out.stdout
+
+
+def test_battery_action_becomes_a_setpoint_in_kw(tmp_path):
+    """With env.battery_action the fifth component per site is the battery setpoint."""
+    from export_helpers import geo_env_data
+
+    from gridrl.env.core import physical_action
+    from gridrl.env.gym_env import GridEnv
+    from gridrl.scenario import Scenario
+
+    sc, data = geo_env_data(2)
+    raw = sc.model_dump(mode="json")
+    raw["env"]["battery_action"] = True
+    env = GridEnv(Scenario.model_validate(raw), data=data, seed=0)
+    assert env.action_space.shape == (10,)
+    pdir = random_policy_dir(tmp_path / "p", env, seed=2)
+    export_bundle(pdir, tmp_path / "b")
+    rt = PolicyRuntime(tmp_path / "b")
+    obs = np.random.default_rng(3).normal(size=(50, rt.observation_dim)).astype(np.float32)
+    batch = rt.decide(obs)
+    phys = physical_action(env.params, batch.action.reshape(50, 2, 5).astype(np.float64))
+    np.testing.assert_allclose(batch.battery_kw, phys.battery_kw, atol=1e-3)
+    assert "battery" in rt.manifest.decision_semantics
+    assert rt.decide(obs[0])[1].battery_kw == pytest.approx(batch.battery_kw[0, 1])

@@ -117,6 +117,9 @@ def test_squeue_json_both_dialects():
     }
     (j,) = parse_squeue_json(json.dumps(new))
     assert (j.state, j.gpus, j.cpus, j.time_limit_s, j.deadline) == ("PENDING", 4, 16, 5400.0, None)
+    # per-node requests count on every node
+    new["jobs"][0]["node_count"] = {"set": True, "infinite": False, "number": 2}
+    assert parse_squeue_json(json.dumps(new))[0].gpus == 8
     with pytest.raises(SlurmError, match="invalid JSON"):
         parse_squeue_json("{nope")
     with pytest.raises(SlurmError, match="reported errors"):
@@ -323,3 +326,34 @@ def test_observation_sources_and_errors(tmp_path):
     ]
     with pytest.raises(ObservationError, match="s old, more than max_age_s = 600"):
         raw_observation(fields, cfg, [], jobs, now + 1200)
+
+
+def test_daemon_loop_survives_a_failing_queue_read(tmp_path):
+    import numpy as np
+    from export_helpers import fixed_action_policy_dir, geo_env
+
+    from gridrl.export.bundle import export_bundle
+    from gridrl.export.runtime import PolicyRuntime
+    from gridrl.integrations.slurm import SlurmAdapter
+    from gridrl.integrations.slurm_queue import SlurmClient
+
+    export_bundle(fixed_action_policy_dir(tmp_path / "p", geo_env(2), np.zeros(8)), tmp_path / "b")
+    cfg = SitesConfig.model_validate(
+        {
+            "sites": [
+                {"name": "greensboro", "partitions": ["a"], "gpus": 8},
+                {"name": "miami", "partitions": ["b"], "gpus": 8},
+            ]
+        }
+    )
+    adapter = SlurmAdapter(
+        PolicyRuntime(tmp_path / "b"), cfg, SlurmClient(squeue=str(tmp_path / "no-squeue"))
+    )
+    errors = []
+    results = adapter.run(interval_s=0, max_ticks=2, on_error=errors.append, sleep=lambda s: None)
+    assert results == [] and len(errors) == 2
+    assert "command not found" in str(errors[0])
+    with pytest.raises(SlurmError, match="command not found"):
+        adapter.run(once=True, on_error=errors.append)
+    with pytest.raises(ValueError, match="must be the bundle's sites"):
+        SlurmAdapter(PolicyRuntime(tmp_path / "b"), _cfg())

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gridrl.export.runtime import PolicyRuntime, SiteDecision
-from gridrl.integrations.slurm_observation import raw_observation
+from gridrl.integrations.slurm_observation import ObservationError, raw_observation
 from gridrl.integrations.slurm_plan import JobPlan, commands_for, managed_jobs, plan_decisions
 from gridrl.integrations.slurm_queue import SlurmClient, SlurmError
 from gridrl.integrations.slurm_sites import SitesConfig
@@ -136,17 +136,32 @@ class SlurmAdapter:
         once: bool = False,
         max_ticks: int | None = None,
         on_tick: Callable[[TickResult], None] | None = None,
+        on_error: Callable[[Exception], None] | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> list[TickResult]:
         """Tick once (``once``) or every ``interval_s`` seconds (default: the decision
         interval of SITES.yaml), at most ``max_ticks`` times. Returns the results of the
-        ticks (only the last one is kept in memory when ticking forever)."""
+        ticks (only the last one is kept in memory when ticking forever).
+
+        When ticking repeatedly with ``on_error``, a tick that cannot read the queue or
+        a signal is reported to ``on_error`` and the next tick still runs."""
         interval = interval_s if interval_s is not None else self.cfg.decision_interval_s
         results: list[TickResult] = []
         n = 0
         while True:
             start = time.monotonic()
-            result = self.tick()
+            try:
+                result = self.tick()
+            except (SlurmError, ObservationError) as exc:
+                # A daemon keeps going: the queue or a signal file may be back next time.
+                if once or on_error is None:
+                    raise
+                on_error(exc)
+                n += 1
+                if max_ticks is not None and n >= max_ticks:
+                    return results
+                sleep(max(interval - (time.monotonic() - start), 0.0))
+                continue
             n += 1
             if on_tick is not None:
                 on_tick(result)

@@ -50,6 +50,22 @@ def _num(value: Any) -> float | None:
     raise SlurmError(f"expected a number in squeue JSON, got {value!r}")
 
 
+def _gpu_count(raw: Mapping[str, Any]) -> int:
+    """GPUs a job asks for in total: from the job-wide request (``tres_req_str``,
+    ``tres_per_job``), else per node x nodes, else per task x tasks; 0 without GPUs."""
+    for key, times in (
+        ("tres_req_str", None),
+        ("tres_per_job", None),
+        ("tres_per_node", "node_count"),
+        ("tres_per_task", "tasks"),
+    ):
+        found = _GPU_RE.findall(_text(raw.get(key)))
+        if found:
+            factor = _num(raw.get(times)) if times else 1.0
+            return int(found[0]) * int(factor or 1)
+    return 0
+
+
 def _text(value: Any) -> str:
     if value is None:
         return ""
@@ -107,11 +123,7 @@ def parse_squeue_json(text: str) -> list[SlurmJob]:
             state = raw["job_state"]
             state = state[0] if isinstance(state, list) and state else state
             limit_min = _num(raw.get("time_limit"))
-            tres = " ".join(
-                _text(raw.get(k))
-                for k in ("tres_per_job", "tres_per_node", "tres_per_task", "tres_req_str")
-            )
-            gpu_counts = [int(m) for m in _GPU_RE.findall(tres)]
+            gpus = _gpu_count(raw)
             deadline = _num(raw.get("deadline"))
             eligible = _num(raw.get("eligible_time"))
             jobs.append(
@@ -126,7 +138,7 @@ def parse_squeue_json(text: str) -> list[SlurmJob]:
                     eligible_time=eligible if eligible else None,
                     deadline=deadline if deadline else None,
                     time_limit_s=math.inf if limit_min is None else limit_min * 60.0,
-                    gpus=max(gpu_counts, default=0),
+                    gpus=gpus,
                     cpus=int(_num(raw.get("cpus")) or 0),
                     comment=_text(raw.get("comment")),
                 )
