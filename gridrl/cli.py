@@ -208,6 +208,9 @@ def evaluate_cmd(
         None, "--forecast",
         help="Forecast mode: perfect, persistence, none, noisy(SIGMA), lightgbm; default: "
         "the trained policy's (meta.json), else perfect."),
+    forecast_config: str = typer.Option(
+        None, "--forecast-config", help="Forecaster config YAML (lightgbm mode), e.g. "
+        "forecasts/default.yaml; default: the trained policy's, else the built-in defaults."),
     param: list[str] = typer.Option(
         None, "--param", help="Reference parameter KEY=VALUE (repeatable), e.g. horizon_h=24."),
     out: str = typer.Option(None, "--out", help="Output folder; default eval/SCENARIO-POLICY."),
@@ -235,14 +238,20 @@ def evaluate_cmd(
         is_ref = policy in REFERENCES
         if not is_ref and params:
             raise ValueError("--param applies to reference policies only")
-        mode = forecast
-        if mode is None and not is_ref and (Path(policy) / "meta.json").is_file():
-            mode = json.loads((Path(policy) / "meta.json").read_text()).get("forecast_mode")
+        mode, config = forecast, forecast_config
+        if not is_ref and (Path(policy) / "meta.json").is_file():
+            meta = json.loads((Path(policy) / "meta.json").read_text())
+            mode = mode or meta.get("forecast_mode")
+            config = config or meta.get("forecast_config")
         mode = mode or "perfect"
         pol = load_policy(policy, **params)
         label = policy if is_ref else Path(policy).name
         with console.status(f"building inputs of {scenario} ({mode} forecasts)"):
-            setup = make_setup(scenario, period=period, forecast_mode=mode, seed=seed)
+            # the inputs a study trains and evaluates on (scenario-seeded forecasts)
+            from gridrl.agents.train import env_inputs
+
+            data = env_inputs(scenario, mode, config)
+            setup = make_setup(scenario, period=period, forecast_mode=mode, data=data)
         runs = {label: pol}
         for ref in ("run_now", "lp_bound"):
             if ref != label:

@@ -5,6 +5,7 @@ migration, binding headroom and outages."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 from agents_helpers import K, make_env, scenario, site, synthetic_exo
 
@@ -105,3 +106,19 @@ def test_briefly_trained_ppo_stays_below_the_bound():
     _assert_below(table, evaluate("lp_bound", setup, episodes=6, seed=2))
     # the wrapper is deterministic: the same episodes give the same returns
     assert (evaluate(ppo, setup, episodes=6, seed=2)["J"] == table["J"]).all()
+
+
+def test_rule_battery_bound_is_tighter_and_still_a_bound():
+    env = make_env(_scenario(False), _exo(), forecast="persistence", period="test")
+    setup = make_setup(env, period="test")
+    relaxed = evaluate("lp_bound", setup, episodes=4, seed=9)
+    rule = evaluate(make_policy("lp_bound", battery="rule", time_limit_s=20.0), setup,
+                    episodes=4, seed=9)
+    assert (rule["J"] <= relaxed["J"] + TOL * relaxed["J"].abs()).all()
+    assert (rule["J"] < relaxed["J"] - 1e-6).any()  # the rule binds somewhere
+    best = np.full(4, -np.inf)
+    for name in ("run_now", "carbon_aware", "headroom_guard", "random"):
+        best = np.maximum(best, evaluate(make_policy(name), setup, episodes=4, seed=9)["J"])
+    best = np.maximum(best, evaluate(make_policy("mpc", horizon_h=12), setup, episodes=4,
+                                     seed=9)["J"])
+    _assert_below(pd.DataFrame({"J": best, "start": rule["start"]}), rule)

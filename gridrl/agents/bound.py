@@ -5,16 +5,22 @@ sees the true exogenous rows of every hour and charges work left at the end exac
 the env does (``core.terminal_value_per_gpu_h``). Its optimum ``J`` is an upper bound on
 the return of any policy on the same episode (the argument is in :mod:`gridrl.agents.lp`)
 and is what the harness reports for it; its KPIs are those of the optimal plan.
+
+With ``battery="rule"`` and a rule-dispatched battery (``env.battery_action: false``) the
+battery rule is modelled with binaries (:func:`gridrl.agents.lp.solve_rule_battery`): a
+tighter bound whose ``J`` is the MIP's proven bound and whose KPIs are those of the best
+plan found.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
-from gridrl.agents.lp import LPInputs, LPSolution, LPStructure, Solver
+from gridrl.agents.lp import LPInputs, LPSolution, LPStructure, Solver, solve_rule_battery
 from gridrl.agents.policy import EpisodeBatch, StepContext
 from gridrl.env import core
 
@@ -28,6 +34,13 @@ class LPBoundParams(BaseModel):
 
     # HiGHS simplex strategy of the first solve (4 = primal, fastest on these LPs).
     simplex_strategy: int = 4
+    # Batteries dispatched by the env's rule (env.battery_action: false): "relaxed" lets
+    # the LP dispatch them freely (fast, looser: it may hold charge the env would spend);
+    # "rule" models the rule with binaries (mixed-integer, tight, slower).
+    battery: Literal["relaxed", "rule"] = "relaxed"
+    # Stopping rules of the "rule" MIP; its proven bound is valid whenever it stops.
+    time_limit_s: Annotated[float, Field(gt=0.0)] = 60.0
+    mip_rel_gap: Annotated[float, Field(ge=0.0)] = 1e-3
 
 
 @dataclass(eq=False)
@@ -76,12 +89,17 @@ class LPBound:
         p = batch.params
         w = batch.windows[b]
         exo = batch.data.exo[w.start : w.start + w.hours]
-        if w.hours not in self._solvers:
-            self._solvers[w.hours] = Solver(LPStructure(p, w.hours),
-                                            {"simplex_strategy": self.params.simplex_strategy})
+        options = {"simplex_strategy": self.params.simplex_strategy}
         state = core.reset(p, 1)
         tval = core.terminal_value_per_gpu_h(p, exo)
-        sol = self._solvers[w.hours].solve(LPInputs(
-            exo, state.queue_gpu_h[0], state.transit_gpu_h[0], state.soc_kwh[0], tval))
+        inp = LPInputs(exo, state.queue_gpu_h[0], state.transit_gpu_h[0], state.soc_kwh[0],
+                       tval)
+        if self.params.battery == "rule":
+            sol = solve_rule_battery(p, inp, time_limit_s=self.params.time_limit_s,
+                                     mip_rel_gap=self.params.mip_rel_gap, options=options)
+        else:
+            if w.hours not in self._solvers:
+                self._solvers[w.hours] = Solver(LPStructure(p, w.hours), options)
+            sol = self._solvers[w.hours].solve(inp)
         return BoundOutcome(J=sol.J, values=sol.values, leftover_gpu_h=sol.leftover_gpu_h,
                             terminal_charge=float(sol.leftover_gpu_h @ tval), solution=sol)

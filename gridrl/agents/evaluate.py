@@ -87,8 +87,11 @@ def make_setup(scenario: Any, *, period: str = "test", forecast_mode: str | None
         is); a ``GridEnv`` / ``GridVecEnv`` (its scenario and inputs are used); or a
         callable returning one of these (an env factory).
     period : {"train", "test"}
-    forecast_mode, forecast_config, seed
-        Used when the inputs are built here (``gridrl.env.inputs.load_env_data``).
+    forecast_mode, forecast_config
+        Used when the inputs are built here (``gridrl.env.inputs.load_env_data``; noisy
+        and LightGBM forecasts are seeded with the scenario's ``seed``).
+    seed
+        Unused (kept for call compatibility): episodes are chosen by the caller.
     data : EnvData, optional
         Inputs to use instead of building them.
     """
@@ -104,8 +107,10 @@ def make_setup(scenario: Any, *, period: str = "test", forecast_mode: str | None
 
         sc, base = resolve_scenario(scenario)
         if data is None:
+            # forecasts are part of the scenario's data: seeded by the scenario, not by
+            # the evaluation seed, so every policy and seed sees the same ones
             data = make_data(sc, forecast_mode=forecast_mode, base_dir=base,
-                             forecast_config=forecast_config, seed=seed)
+                             forecast_config=forecast_config, seed=sc.seed)
         mode = getattr(data.forecast, "mode", None) or forecast_mode
     params = build_params(sc)
     windows = EpisodeWindows(data.index, sc, period)

@@ -109,7 +109,7 @@ from gridrl.env.params import EnvParams
 
 __all__ = [
     "CutSet", "LPError", "LPInputs", "LPSolution", "LPStructure", "Solver", "cap_levels",
-    "release_table", "solve",
+    "release_table", "rule_battery_rows", "solve", "solve_rule_battery",
 ]
 
 _K = {name: k for k, name in enumerate(EXO_SIGNALS)}
@@ -766,6 +766,144 @@ class Solver:
         sol = st.unpack(xs, objective, inp, aux, time.perf_counter() - t0, rounds)
         sol.extra["cuts"] = added
         return sol
+
+
+def rule_battery_rows(st: LPStructure, aux: dict, first_col: int) -> tuple[list, np.ndarray]:
+    """Binary columns and rows that make the LP's battery follow the env's dispatch rule
+    (``env.battery_action: false``), as a mixed-integer program that is still a
+    relaxation of the env.
+
+    Per hour and battery site, binaries ``z`` (the env charges: ``pv + wind >= F``),
+    ``y1``, ``y2``, ``y3`` (which term limits the discharge). With ``F_it = PUE_t (sum_k
+    w_k e_k + G P0)`` the IT part of the facility power *after* curtailment (never above
+    the env's facility power ``F`` before curtailment, which the rule uses):
+
+    - ``ch <= P_b z``, ``dis <= P_b (1 - z)``: the rule never charges and discharges
+      together;
+    - ``F_it + ch <= pv + wind + M (1 - z)``: charge comes from local surplus only;
+    - when discharging, ``dis >= F_it - pv - wind - theta h`` (``y1``), or ``dis = P_b``
+      (``y2``), or the battery ends the hour empty (``y3``): the rule discharges
+      ``min(F - pv - wind - theta h, P_b, available)`` and ``F >= F_it``;
+    - ``y1 + y2 + y3 + z >= 1``.
+
+    ``z`` is fixed at 0 where ``pv + wind`` is below the least facility power the env can
+    draw (:meth:`LPStructure.charge_limit`'s ``F_lb``). The big-M constants are
+    ``PUE_t G Pmax (+ P_b)``, bounds of the terms they relax.
+
+    Returns
+    -------
+    (list of addRows argument tuples, integer column indices)
+    """
+    p = st.params
+    h_len, n, kc = st.H, st.N, st.Kc
+    exo, pue = aux["exo"], aux["pue"]
+    sites = np.flatnonzero(p.battery_power_kw > 0)
+    t = np.repeat(np.arange(h_len), len(sites))
+    i = np.tile(sites, h_len)
+    m = len(t)
+    pidx = t * n + i
+    cz, cy1, cy2, cy3 = (first_col + 4 * np.arange(m) + k for k in range(4))
+    ch, dis, soc = st.cCH.start + pidx, st.cDIS.start + pidx, st.cSOC.start + pidx
+    wcols = st.cW.start + pidx[:, None] * kc + np.arange(kc)[None, :]  # [m, Kc]
+    we = pue[t, i][:, None] * st.e_k[i]  # [m, Kc]
+    gen = exo[t, i, _K["pv_kw"]] + exo[t, i, _K["wind_kw"]]
+    head = exo[t, i, _K["headroom_kw"]]
+    pb = p.battery_power_kw[i]
+    gmax = pue[t, i] * p.gpus[i] * p.gpu_max_kw[i]
+    idle = pue[t, i] * p.gpus[i] * p.gpu_idle_kw[i]
+    theta = p.battery_discharge_threshold_fraction
+    inf = highspy.kHighsInf
+    batches = []
+
+    def rows(lo, hi, cols: list[np.ndarray], vals: list[np.ndarray]) -> None:
+        c = np.column_stack([np.broadcast_to(x, (m,)) if np.ndim(x) == 1 else x for x in cols])
+        v = np.column_stack([np.broadcast_to(np.asarray(x, float), (m,)) if np.ndim(x) <= 1
+                             else x for x in vals])
+        width = c.shape[1]
+        batches.append((np.broadcast_to(np.asarray(lo, float), (m,)).copy(),
+                        np.broadcast_to(np.asarray(hi, float), (m,)).copy(),
+                        (np.arange(m) * width).astype(np.int32), c.ravel().astype(np.int32),
+                        v.ravel(), m))
+
+    ones = np.ones(m)
+    rows(-inf, 0.0, [ch, cz], [ones, -pb])
+    rows(-inf, pb, [dis, cz], [ones, pb])
+    big_a = gmax + pb
+    rows(-inf, gen - idle + big_a, [wcols, ch, cz], [we, ones, big_a])
+    rows(idle - gen - theta * head - gmax, inf, [dis, wcols, cz, cy1],
+         [ones, -we, gmax, -gmax])
+    rows(0.0, inf, [dis, cz, cy2], [ones, pb, -pb])
+    span = p.soc_max_kwh[i] - p.soc_min_kwh[i]
+    rows(-inf, p.soc_min_kwh[i] + span, [soc, cz, cy3], [ones, -span, span])
+    rows(1.0, inf, [cy1, cy2, cy3, cz], [ones, ones, ones, ones])
+    e_min = st.e_k.min(axis=1)
+    demand = exo[t, i, _K["inference_gpus"]]
+    f_lb = pue[t, i] * (p.gpus[i] * p.gpu_idle_kw[i]
+                        + np.minimum(demand, p.gpus[i] * p.tau_min) * e_min[i])
+    fixed = cz[gen < f_lb]
+    return batches, (np.column_stack([cz, cy1, cy2, cy3]).ravel(), fixed)
+
+
+def solve_rule_battery(params: EnvParams, inp: LPInputs, *, time_limit_s: float,
+                       mip_rel_gap: float, options: dict | None = None) -> LPSolution:
+    """The bound with the env's battery dispatch rule modelled exactly (mixed-integer).
+
+    First the LP (:meth:`Solver.solve`) finds the deadline rows it needs; the MIP adds
+    :func:`rule_battery_rows` and keeps those rows (a subset of all deadline rows is a
+    relaxation, so the MIP stays a bound). ``J`` is HiGHS's proven dual bound of the MIP
+    (valid whenever the search stops, at ``mip_rel_gap`` or ``time_limit_s``), never
+    above the LP's; ``values`` are those of the best plan found (within the gap).
+    """
+    hours = np.asarray(inp.exo).shape[0]
+    st = LPStructure(params, hours)
+    lp_sol = Solver(st, options).solve(inp)
+    if params.battery_action or not (params.battery_power_kw > 0).any():
+        return lp_sol
+    t0 = time.perf_counter()
+    h = new_highs()
+    lp, aux = st.model(inp)
+    h.passModel(lp)
+    inf = highspy.kHighsInf
+    for cuts in lp_sol.extra["cuts"]:
+        rhs, starts, idx, val, m = st.rows(cuts, aux)
+        h.addRows(m, rhs, np.full(m, inf), len(idx), starts, idx, val)
+    first = h.getNumCol()
+    batches, (ints, fixed) = rule_battery_rows(st, aux, first)
+    k = len(ints)
+    h.addVars(k, np.zeros(k), np.ones(k))
+    h.changeColsIntegrality(k, ints.astype(np.int32),
+                            np.full(k, highspy.HighsVarType.kInteger))
+    if len(fixed):
+        h.changeColsBounds(len(fixed), fixed.astype(np.int32), np.zeros(len(fixed)),
+                           np.zeros(len(fixed)))
+    for lo, hi, starts, idx, val, m in batches:
+        h.addRows(m, lo, hi, len(idx), starts, idx, val)
+    h.setOptionValue("time_limit", float(time_limit_s))
+    h.setOptionValue("mip_rel_gap", float(mip_rel_gap))
+    h.run()
+    status = h.getModelStatus()
+    info = h.getInfo()
+    ok = status in (highspy.HighsModelStatus.kOptimal, highspy.HighsModelStatus.kTimeLimit)
+    dual = info.mip_dual_bound
+    if not ok or not np.isfinite(dual):
+        raise LPError(f"HiGHS returned {h.modelStatusToString(status)} for the battery-rule "
+                      f"MIP ({h.getNumCol()} columns, {h.getNumRow()} rows)")
+    # both are lower bounds of the MIP's optimum (the LP is its relaxation)
+    bound_obj = max(dual, lp_sol.objective)
+    has_plan = info.primal_solution_status == 2  # kSolutionStatusFeasible
+    if has_plan:
+        xs = np.asarray(h.getSolution().col_value)[: st.n_col]
+        sol = st.unpack(xs, info.objective_function_value, inp, aux,
+                        lp_sol.solve_s + time.perf_counter() - t0, lp_sol.rounds)
+    else:
+        sol = lp_sol
+    sol.objective = float(bound_obj)
+    sol.J = -float(bound_obj) / params.reward_scale
+    sol.extra.update(lp_J=lp_sol.J, mip_gap=float(info.mip_gap),
+                     mip_status=h.modelStatusToString(status), plan_from_mip=has_plan,
+                     solve_s=lp_sol.solve_s + time.perf_counter() - t0)
+    sol.solve_s = sol.extra["solve_s"]
+    return sol
 
 
 def solve(params: EnvParams, inp: LPInputs, options: dict | None = None) -> LPSolution:
