@@ -1,5 +1,6 @@
-"""The runner on real (tiny) SB3 training: resume after SIGKILL, run folder, policy
-contract, report, and the Ray backend giving the local backend's results."""
+"""A small real study through the `gridrl` command: tiny PPO (2 seeds), run_now and
+lp_bound on geo3 test weeks. It is killed (SIGKILL) after its first unit, resumed with
+`--resume`, reported; the Ray backend gives the same results."""
 
 from __future__ import annotations
 
@@ -14,33 +15,27 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from experiments_helpers import training_only_unit, write_study
+from experiments_helpers import TINY_PPO, WITH_REFERENCES, write_study
 
-from gridrl.experiments.report import write_report
 from gridrl.experiments.runner import plan_units, run_study
 from gridrl.experiments.schema import load_study
 from gridrl.experiments.store import RunStore
 
 pytestmark = pytest.mark.slow
 
-TESTS = Path(__file__).resolve().parent
+GRIDRL = [sys.executable, "-m", "gridrl.cli"]
 
 
 @pytest.fixture(scope="module")
 def killed_and_resumed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """A study killed (SIGKILL, driver and workers) after its first unit, then resumed."""
+    """`gridrl run` killed (driver and pool workers) after its first unit, then resumed."""
     tmp = tmp_path_factory.mktemp("resume")
-    study = write_study(tmp / "study.yaml", backend={"kind": "local", "max_workers": 1})
-    run_dir = tmp / "run"
-    code = (
-        f"import sys; sys.path.insert(0, {str(TESTS)!r})\n"
-        "from experiments_helpers import training_only_unit\n"
-        "from gridrl.experiments.runner import run_study\n"
-        f"run_study({str(study)!r}, out_dir={str(run_dir)!r}, unit_fn=training_only_unit,"
-        " report=False)\n"
+    study = write_study(
+        tmp / "study.yaml", agents=WITH_REFERENCES, backend={"kind": "local", "max_workers": 1}
     )
+    run_dir = tmp / "run"
     proc = subprocess.Popen(
-        [sys.executable, "-c", code],
+        [*GRIDRL, "run", str(study), "--out", str(run_dir)],
         start_new_session=True,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -63,7 +58,12 @@ def killed_and_resumed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, An
         "mtimes": {u: store.done_path(u).stat().st_mtime_ns for u in finished},
         "rows": {u: pd.read_parquet(store.result_path(u)) for u in finished},
     }
-    run_study(study, out_dir=run_dir, resume=True, unit_fn=training_only_unit, report=False)
+    done = subprocess.run(
+        [*GRIDRL, "run", str(study), "--out", str(run_dir), "--resume"],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
     return state
 
 
@@ -84,64 +84,75 @@ def test_resume_after_kill_redoes_nothing_and_loses_nothing(
     assert set(results["unit_id"]) == set(units)
 
 
-def test_run_folder_holds_config_results_and_policy_dirs(
+def test_results_hold_every_kpi_per_policy_seed_episode(
     killed_and_resumed: dict[str, Any],
 ) -> None:
+    from gridrl.env.kpis import KPIS
+
+    results = pd.read_parquet(killed_and_resumed["run_dir"] / "results.parquet")
+    assert {k.name for k in KPIS} | {"J"} <= set(results.columns)
+    counts = results.groupby(["policy", "seed"]).size()
+    assert counts.to_dict() == {("lp_bound", 0): 2, ("ppo", 0): 2, ("ppo", 1): 2, ("run_now", 0): 2}
+    # every policy met the same test weeks
+    starts = results.groupby("policy")["start"].apply(lambda s: tuple(sorted(set(s))))
+    assert starts.nunique() == 1
+    j = results.groupby("policy")["J"].mean()
+    assert j["lp_bound"] >= j["run_now"] and j["lp_bound"] >= j["ppo"]
+    assert results["work_lost_gpu_h"].abs().max() < 1e-6
+
+
+def test_policy_dirs_keep_the_export_contract(killed_and_resumed: dict[str, Any]) -> None:
     run_dir = killed_and_resumed["run_dir"]
-    units = plan_units(load_study(killed_and_resumed["study"]))
-    assert (run_dir / "config.resolved.yaml").exists()
-    results = pd.read_parquet(run_dir / "results.parquet")
-    expected_rows = 0
-    for u in units:
-        d = run_dir / u.unit_id
-        # the policy-directory contract read by gridrl.export
+    for seed in (0, 1):
+        d = run_dir / f"ppo-seed{seed}-perfect"
         assert (d / "model.zip").exists() and (d / "vecnormalize.pkl").exists()
         meta = json.loads((d / "meta.json").read_text())
-        assert meta["algo"] == "PPO"
-        assert meta["forecast_mode"] == "perfect"
+        assert meta["algo"] == "PPO" and meta["forecast_mode"] == "perfect"
         assert len(meta["scenario_hash"]) == 16
         assert meta["observation_layout"]["fields"] and meta["action_layout"]["fields"]
-        assert meta["training"]["timesteps"] >= 384
+        assert meta["training"]["timesteps"] >= 384 and meta["training"]["seed"] == seed
         assert meta["training"]["env_steps_per_s"] > 0
         assert list((d / "checkpoints").glob("model_*_steps.zip"))
-        monitor = pd.read_csv(d / "monitor.csv", skiprows=1)
-        assert len(monitor) > 0
-        expected_rows += len(monitor)
-    assert len(results) == expected_rows
+        assert len(pd.read_csv(d / "monitor.csv", skiprows=1)) > 0
 
 
-def test_report_has_leaderboard_and_learning_curves(killed_and_resumed: dict[str, Any]) -> None:
+def test_report_shows_leaderboard_gap_closed_and_plots(killed_and_resumed: dict[str, Any]) -> None:
     run_dir = killed_and_resumed["run_dir"]
-    report = write_report(run_dir).read_text()
-    assert "## Leaderboard" in report and "| ppo |" in report
-    assert (run_dir / "plots" / "learning_curves.png").stat().st_size > 0
-    assert (run_dir / "plots" / "leaderboard.png").stat().st_size > 0
+    report = (run_dir / "report.md").read_text()
+    assert "## Leaderboard" in report
+    for policy in ("| ppo |", "| run_now |", "| lp_bound |"):
+        assert policy in report
+    board = pd.read_csv(run_dir / "leaderboard.csv").set_index("policy")
+    assert board.loc["run_now", "gap_closed"] == pytest.approx(0.0)
+    assert board.loc["lp_bound", "gap_closed"] == pytest.approx(1.0)
+    for png in ("leaderboard.png", "learning_curves.png", "dispatch_week.png"):
+        assert (run_dir / "plots" / png).stat().st_size > 0
 
 
 def test_ray_backend_gives_the_local_results(
     killed_and_resumed: dict[str, Any], tmp_path: Path
 ) -> None:
     ray = pytest.importorskip("ray")
-    # a private single-machine Ray cluster on this host (Ray maps 127.0.0.1 to the node IP)
+    # two of the study's units (a trained PPO and a reference) on a private Ray cluster
+    ppo = {**TINY_PPO, "seeds": [1]}
+    study = write_study(
+        tmp_path / "study.yaml",
+        agents=[ppo, {"name": "run_now", "reference": "run_now", "seeds": [0]}],
+        backend={"kind": "ray", "address": "auto"},
+    )
+    # a single-machine cluster on this host (Ray maps 127.0.0.1 to the node IP); the
+    # runner uses the running connection instead of looking for one at address auto
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
     try:
-        import experiments_helpers
-        import ray.cloudpickle
-
-        # the test helper module is not importable on Ray workers: ship it by value
-        ray.cloudpickle.register_pickle_by_value(experiments_helpers)
-        ray_dir = run_study(
-            killed_and_resumed["study"],
-            out_dir=tmp_path / "ray",
-            backend="ray",
-            unit_fn=training_only_unit,
-            report=False,
-        )
+        ray_dir = run_study(study, out_dir=tmp_path / "ray", report=False)
     finally:
         ray.shutdown()
-    keys = ["unit_id", "episode"]
-    local = pd.read_parquet(killed_and_resumed["run_dir"] / "results.parquet")
     remote = pd.read_parquet(ray_dir / "results.parquet")
+    units = sorted(remote["unit_id"].unique())
+    assert units == ["ppo-seed1-perfect", "run_now-seed0-perfect"]
+    local = pd.read_parquet(killed_and_resumed["run_dir"] / "results.parquet")
+    local = local[local["unit_id"].isin(units)]
+    keys = ["unit_id", "episode"]
     pd.testing.assert_frame_equal(
         local.sort_values(keys, ignore_index=True), remote.sort_values(keys, ignore_index=True)
     )

@@ -2,7 +2,7 @@
 
 Statistics are over seeds: a seed's value is the mean over its evaluation episodes,
 and the interval is Student's t interval of the seed values (95 % by default). Gap
-closed is computed per seed from paired episodes (every policy of a seed is evaluated
+closed is computed per seed from paired episodes (every policy and seed is evaluated
 on the same episodes): ``(J - J_run_now) / (J_lp_bound - J_run_now)`` with the seed's
 mean objectives. With one seed the interval is not defined and shows as ``n/a``.
 """
@@ -322,9 +322,8 @@ def _dispatch_section(
     """Dispatch plot of one test week for the best stepped policy (learned if any)."""
     if not study.report.dispatch_week or board.empty:
         return []
-    plotter = _dispatch_plotter()
-    if plotter is None:
-        return ["## Dispatch", "", "No dispatch plot function is installed.", ""]
+    from gridrl.agents.plots import dispatch_plot
+
     candidates = board[board["algo"] != BOUND]
     learned = candidates[candidates["kind"] == "sb3"]
     pick = learned if not learned.empty else candidates
@@ -335,7 +334,9 @@ def _dispatch_section(
     units = store.load_units()
     unit = units[(units["agent"] == name) & (units["forecast_mode"] == mode)].iloc[0]
     trace = dispatch_trace(study, store, unit)
-    path = plotter(trace, plot_dir / "dispatch_week.png")
+    path = dispatch_plot(
+        trace, plot_dir / "dispatch_week.png", title=f"{name}: one test week (UTC)"
+    )
     week = f"{trace.index[0]:%Y-%m-%d} to {trace.index[-1]:%Y-%m-%d}"
     return [
         "## Dispatch of one test week",
@@ -352,7 +353,7 @@ def dispatch_trace(study: Study, store: RunStore, unit: pd.Series) -> Any:
     """Hour-by-hour trace of a unit's policy on its first evaluation episode.
 
     The policy is rebuilt from the unit (its policy folder, or the reference by name)
-    and run again through the harness with the unit's evaluation seed, so the trace is
+    and run again through the harness with the study's evaluation seed, so the trace is
     the episode the results table reports.
     """
     from gridrl.agents.evaluate import evaluate_detailed
@@ -372,23 +373,10 @@ def dispatch_trace(study: Study, store: RunStore, unit: pd.Series) -> Any:
         scenario_path,
         period=study.evaluation.period,
         episodes=study.evaluation.episodes,
-        seed=int(unit["seed"]) + study.evaluation.seed_offset,
+        seed=study.evaluation.seed,
         forecast_mode=mode,
         data=env_inputs(scenario_path, mode, study.forecast.config),
         deterministic=study.evaluation.deterministic,
         trace_episodes=(0,),
     )
     return result.traces[0]
-
-
-def _dispatch_plotter() -> Any:
-    """The project's dispatch-plot function ``(trace, path) -> path``, if installed."""
-    for module, name in (("gridrl.agents.plots", "plot_dispatch"),):
-        try:
-            mod = __import__(module, fromlist=[name])
-        except ImportError:
-            continue
-        fn = getattr(mod, name, None)
-        if fn is not None:
-            return fn
-    return None

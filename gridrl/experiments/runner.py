@@ -3,8 +3,8 @@
 One unit = (agent, seed, forecast mode). An SB3 unit trains on the native VecEnv and is
 then evaluated; a reference unit is evaluated only. Evaluation always goes through the
 shared harness in :mod:`gridrl.agents`, on the study's evaluation period and episodes,
-with the evaluation seed ``seed + evaluation.seed_offset`` so that every policy of a
-seed meets the same episodes.
+with the study's evaluation seed, so that every policy and every training seed meets the
+same episodes.
 
 Each unit writes its own result and done marker (:class:`~gridrl.experiments.store.RunStore`)
 before it returns, so a killed run loses at most the units that were running; ``resume``
@@ -232,7 +232,7 @@ def _evaluate(policy: Any, scenario_path: Path, unit: Unit, study: Study) -> pd.
     """The shared harness (:func:`gridrl.agents.evaluate.evaluate`) on the study's period.
 
     The inputs are the same scenario-seeded signals and forecasts the policy trained on;
-    the evaluation seed picks the episodes, so every policy of a seed meets the same ones.
+    the evaluation seed picks the episodes, so every policy and seed meets the same ones.
     """
     from gridrl.agents.evaluate import evaluate
     from gridrl.agents.train import env_inputs
@@ -243,7 +243,7 @@ def _evaluate(policy: Any, scenario_path: Path, unit: Unit, study: Study) -> pd.
         scenario_path,
         period=study.evaluation.period,
         episodes=study.evaluation.episodes,
-        seed=unit.seed + study.evaluation.seed_offset,
+        seed=study.evaluation.seed,
         forecast_mode=unit.forecast_mode,
         data=data,
         deterministic=study.evaluation.deterministic,

@@ -211,18 +211,19 @@ class TrainingSpec(_Strict):
 
 
 class EvaluationSpec(_Strict):
-    """Evaluation protocol: ``episodes`` episodes of ``period`` per (agent, seed).
+    """Evaluation protocol: which episodes of ``period`` every unit is evaluated on.
 
     ``episodes: null`` (the default) evaluates every fixed window of the period (for
     geo3's test period: its twelve test weeks); a number draws that many windows with
-    the evaluation seed. Every policy is evaluated on the same episodes for a given
-    seed, so comparisons (and gap closed) are paired.
+    ``seed``. The windows do not depend on the training seed: every policy and every
+    training seed meets the same episodes, so comparisons (and gap closed) are paired
+    and deterministic references need to run only once (``seeds: [0]`` on the agent).
     """
 
     episodes: Annotated[int, Field(gt=0)] | None = None
     period: Literal["train", "test"] = "test"
     deterministic: bool = True
-    seed_offset: Annotated[int, Field(ge=0)] = 10_000  # eval seed = seed + offset
+    seed: int = 0  # draws the evaluation windows (and seeds stochastic policies)
 
 
 class BackendSpec(_Strict):
