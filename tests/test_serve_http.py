@@ -182,6 +182,7 @@ def test_missing_or_wrong_token_is_401(server, headers):
         ),
         (json.dumps({"observation": [0.0] * DIM, "extra": 1}), "Extra inputs"),
         ("[1, 2, 3]", "Input should be an object"),
+        ('{"observation": [true' + ", 0" * (DIM - 1) + "]}", "valid number"),
     ],
 )
 def test_malformed_input_is_422_with_a_message(server, content, needle):

@@ -125,7 +125,10 @@ class ErrorOut(BaseModel):
 def _request_model(dim: int, max_batch: int) -> Any:
     """The /v1/decide body schema for observations of length ``dim``: one observation or
     a batch (an OpenAPI ``anyOf`` of two closed objects, so exactly one key is given)."""
-    value = Annotated[float, Field(ge=-FLOAT32_MAX, le=FLOAT32_MAX, allow_inf_nan=False)]
+    # strict: JSON true/false are not numbers (ints still are)
+    value = Annotated[
+        float, Field(ge=-FLOAT32_MAX, le=FLOAT32_MAX, allow_inf_nan=False, strict=True)
+    ]
     row = Annotated[list[value], Field(min_length=dim, max_length=dim)]
     closed = ConfigDict(extra="forbid")
     one = create_model(
