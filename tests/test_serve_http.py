@@ -108,8 +108,11 @@ def test_openapi_contract(server, method, path, mode):
     operation = schema[path][method]
     generation = getattr(schemathesis.GenerationMode, mode.upper())
 
+    # GRIDRL_FUZZ_EXAMPLES raises the number of cases for a deeper run (400 pass)
+    examples = int(os.environ.get("GRIDRL_FUZZ_EXAMPLES", "40"))
+
     @given(case=operation.as_strategy(generation_mode=generation))
-    @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+    @settings(max_examples=examples, deadline=None, suppress_health_check=list(HealthCheck))
     def run(case):
         excluded = []
         if case.media_type == NPY:
