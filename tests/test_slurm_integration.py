@@ -213,35 +213,40 @@ def test_adapter_decisions_show_in_scontrol(tmp_path, monkeypatch):
         assert _when(c.show_job(user_begin)["EligibleTime"]) > time.time() + 3600
 
 
-def test_hold_mode_holds_and_releases(tmp_path):
-    from gridrl.export.runtime import PolicyRuntime
-    from gridrl.integrations.slurm import SlurmAdapter
-    from gridrl.integrations.slurm_queue import SlurmClient
-    from gridrl.integrations.slurm_sites import load_sites
-
+def test_hold_mode_holds_and_releases(tmp_path, monkeypatch):
+    """Through the `gridrl slurm --once` command (no dry run): hold, then release."""
     defer_all = np.array([-1.0, 1.0, 0.0, -1.0, -1.0, 1.0, 0.0, -1.0])  # run nothing, move nothing
     run_all = defer_all.copy()
     run_all[[0, 4]] = 1.0
-    sites = load_sites(_sites_yaml(tmp_path, "hold"))
+    sites = _sites_yaml(tmp_path, "hold")
+    runner = CliRunner()
     with LocalSlurm(tmp_path / "cluster") as c:
+        monkeypatch.setenv("SLURM_CONF", c.env["SLURM_CONF"])
         submitted = _submit_queue(c)
+        managed = submitted["site_a"] + submitted["site_b"]
         user_held = c.sbatch(
             "-H", "-p", "site_b", "-t", "30", "-o", "/dev/null", "--wrap", "sleep 1"
         )
-        client = SlurmClient(env=c.env)
-        rt = PolicyRuntime(_bundle(tmp_path / "defer", defer_all))
-        (res,) = SlurmAdapter(rt, sites, client).run(once=True)
-        assert res.errors == [] and {p.action for p in res.plans} == {"defer"}
-        assert user_held not in {p.job_id for p in res.plans}
-        for job_id in submitted["site_a"] + submitted["site_b"]:
+        bundle = _bundle(tmp_path / "defer", defer_all)
+        res = runner.invoke(
+            app, ["slurm", "--bundle", str(bundle), "--sites", str(sites), "--once"]
+        )
+        assert res.exit_code == 0, res.output
+        ran = [line for line in res.output.splitlines() if line.startswith("ran: ")]
+        assert sum("scontrol hold" in line for line in ran) == len(managed)
+        assert not any(f"hold {user_held}" in line for line in ran)
+        for job_id in managed:
             shown = c.show_job(job_id)
             assert shown["Reason"] in ("JobHeldAdmin", "JobHeldUser"), shown["Reason"]
             assert "gridrl.deferred=hold" in shown["Comment"]
             assert "gridrl.power_cap=1.000" in shown["Comment"]
-        rt2 = PolicyRuntime(_bundle(tmp_path / "run", run_all))
-        (res2,) = SlurmAdapter(rt2, sites, client).run(once=True)
-        assert res2.errors == [] and {p.action for p in res2.plans} == {"run"}
-        for job_id in submitted["site_a"] + submitted["site_b"]:
+        bundle2 = _bundle(tmp_path / "run", run_all)
+        res = runner.invoke(
+            app, ["slurm", "--bundle", str(bundle2), "--sites", str(sites), "--once"]
+        )
+        assert res.exit_code == 0, res.output
+        assert sum("scontrol release" in line for line in res.output.splitlines()) == len(managed)
+        for job_id in managed:
             shown = c.show_job(job_id)
             assert shown["Reason"] not in ("JobHeldAdmin", "JobHeldUser"), shown["Reason"]
             assert "gridrl.deferred" not in shown["Comment"]
