@@ -168,6 +168,11 @@ def _markdown_table(frame: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def _seed_overrides(study: Study) -> str:
+    own = [f"{a.name} {a.seeds}" for a in study.agents if a.seeds is not None]
+    return f" (per agent: {', '.join(own)})" if own else ""
+
+
 def _load_study(run_dir: Path) -> Study:
     return Study.model_validate(yaml.safe_load((run_dir / "config.resolved.yaml").read_text()))
 
@@ -206,9 +211,9 @@ def write_report(run_dir: str | Path, *, objective: str = OBJECTIVE) -> Path:
         "",
         f"- scenario: `{study.scenario}`",
         f"- forecast: `{study.forecast.mode}` (config `{study.forecast.config}`)",
-        f"- seeds: {study.seeds}; evaluation: {study.evaluation.episodes or 'all fixed'} "
-        "episode window(s) per seed "
-        f"on the `{study.evaluation.period}` period",
+        f"- seeds: {study.seeds}{_seed_overrides(study)}; evaluation: "
+        f"{study.evaluation.episodes or 'all fixed'} episode window(s) of the "
+        f"`{study.evaluation.period}` period, the same for every policy and seed",
         f"- units: {len(finished & {u.unit_id for u in units})} of {len(units)} finished",
     ]
     if missing:
