@@ -35,6 +35,7 @@ from gridrl.export.manifest import (
     checksum_text,
 )
 from gridrl.export.onnx_export import (
+    DECISION_NAME,
     INPUT_NAME,
     ONNX_OPSET,
     OUTPUT_NAME,
@@ -119,16 +120,36 @@ def _versions() -> dict[str, str]:
     }
 
 
-def verify_onnx(onnx_path: Path, model: Any, norm: Any, obs: np.ndarray, tolerance: float) -> float:
-    """Max |ONNX - SB3| over ``obs``; raise ExportError when above ``tolerance``."""
+def reference_decisions(action: np.ndarray, layout: ActionLayout) -> np.ndarray:
+    """Decisions ``[components, B, sites]`` computed with numpy from actions ``[B, A]``
+    (the check of the graph's decision head)."""
+    m = layout.decision_map()
+    phys = np.asarray(m["physical_low"]) + (action.astype(np.float64) - m["low"]) * m["slope"]
+    comps = layout.components
+    parts = phys[:, m["gather"]].reshape(len(action), len(comps), len(layout.sites))
+    parts = parts.transpose(1, 0, 2).copy()
+    r = comps.index("route")
+    e = np.exp(parts[r] - parts[r].max(axis=1, keepdims=True))
+    parts[r] = e / e.sum(axis=1, keepdims=True)
+    return parts
+
+
+def verify_onnx(
+    onnx_path: Path, model: Any, norm: Any, obs: np.ndarray, tolerance: float, layout: ActionLayout
+) -> float:
+    """Max |ONNX - SB3| over ``obs`` (actions, and decisions against numpy); raise
+    ExportError when above ``tolerance``."""
     import onnxruntime as ort
 
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    got = sess.run([OUTPUT_NAME], {INPUT_NAME: obs})[0]
+    got, decisions = sess.run([OUTPUT_NAME, DECISION_NAME], {INPUT_NAME: obs})
     want = sb3_actions(model, norm, obs)
     err = float(np.max(np.abs(got - want)))
     if not err <= tolerance:
         raise ExportError(f"ONNX and SB3 actions differ by {err:.3g} > {tolerance:g}")
+    dec_err = float(np.max(np.abs(decisions - reference_decisions(got, layout))))
+    if not dec_err <= tolerance:
+        raise ExportError(f"ONNX decisions differ from the layout's mapping by {dec_err:.3g}")
     return err
 
 
@@ -165,7 +186,7 @@ def export_bundle(
 
     model = load_sb3_model(meta.algo, pdir.model_path)
     norm = load_obs_normalisation(pdir.vecnormalize_path) if pdir.vecnormalize_path else None
-    module = build_module(model, meta.algo, norm)
+    module = build_module(model, meta.algo, norm, act_layout)
     obs_dim = int(model.policy.observation_space.shape[0])
     act_dim = int(model.policy.action_space.shape[0])
     if obs_dim != obs_layout.dim:
@@ -192,7 +213,9 @@ def export_bundle(
         obs = _sample_observations(
             model.policy.observation_space, options.verify_samples, options.verify_seed
         )
-        err = verify_onnx(tmp_dir / ONNX_FILE, model, norm, obs, options.verify_tolerance)
+        err = verify_onnx(
+            tmp_dir / ONNX_FILE, model, norm, obs, options.verify_tolerance, act_layout
+        )
         norm_text = (
             "VecNormalize observation normalisation folded in: clip((obs - mean) / "
             f"sqrt(var + {norm.epsilon:g}), -{norm.clip_obs:g}, {norm.clip_obs:g})"
@@ -211,6 +234,8 @@ def export_bundle(
                 opset=ONNX_OPSET,
                 input_name=INPUT_NAME,
                 output_name=OUTPUT_NAME,
+                decision_output_name=DECISION_NAME,
+                decision_components=list(act_layout.components),
                 observation_dim=obs_dim,
                 action_dim=act_dim,
                 normalisation=norm_text,

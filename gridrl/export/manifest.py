@@ -152,6 +152,29 @@ class ActionLayout(_Model):
         """True when the policy sets battery power (otherwise a rule dispatches it)."""
         return any(f.component == "battery" for f in self.fields)
 
+    @property
+    def components(self) -> tuple[str, ...]:
+        """Decision components present, in decision order (battery last when present)."""
+        order = ("run", "cap", "route", "migrate", "battery")
+        present = {f.component for f in self.fields}
+        return tuple(c for c in order if c in present)
+
+    def decision_map(self) -> dict[str, list]:
+        """How the policy's action becomes decisions, as plain lists (graph constants):
+
+        ``physical = physical_low + (action - low) * slope`` for every action entry, then
+        ``gather`` picks entries component by component and site by site (``sites``
+        order), giving ``[components, sites]``; ``route`` then goes through a softmax
+        over sites.
+        """
+        pos = {(f.site, f.component): i for i, f in enumerate(self.fields)}
+        return {
+            "low": [f.low for f in self.fields],
+            "physical_low": [f.physical_low for f in self.fields],
+            "slope": [(f.physical_high - f.physical_low) / (f.high - f.low) for f in self.fields],
+            "gather": [pos[(s, c)] for c in self.components for s in self.sites],
+        }
+
 
 class OnnxInfo(_Model):
     """How to call ``policy.onnx``."""
@@ -160,6 +183,8 @@ class OnnxInfo(_Model):
     opset: int
     input_name: str
     output_name: str
+    decision_output_name: str  # [components, B, sites] float64, components in order
+    decision_components: list[str]
     observation_dim: int
     action_dim: int
     dtype: Literal["float32"] = "float32"

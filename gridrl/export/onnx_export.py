@@ -3,8 +3,12 @@
 The graph holds, in order: VecNormalize's observation normalisation (mean, variance,
 epsilon, clip), the policy network's deterministic action, and the post-processing
 ``predict`` applies for that algorithm (clip to the action box for Gaussian policies,
-tanh + rescale for squashed ones). Its output equals
+tanh + rescale for squashed ones). Its ``action`` output equals
 ``model.predict(vecnormalize.normalize_obs(obs), deterministic=True)``.
+
+A second output, ``decision``, maps the action to the physical decisions of the action
+layout (affine maps, route softmax over sites) in float64, ``[components, B, sites]``:
+one onnxruntime call gives everything a scheduler needs.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from gymnasium import spaces
 
 INPUT_NAME = "observation"
 OUTPUT_NAME = "action"
+DECISION_NAME = "decision"
 # Opset 17 is read by every onnxruntime >= 1.13 and covers every op these graphs use.
 ONNX_OPSET = 17
 
@@ -141,34 +146,86 @@ def postprocess_kind(policy: Any, algo: str) -> str:
     return "unscale"
 
 
-def build_module(model: Any, algo: str, norm: ObsNormalisation | None) -> _DeterministicPolicy:
-    """Wrap an SB3 model's policy in a torch module ready for export (eval mode)."""
+class _DecisionHead(torch.nn.Module):
+    """Action ``[B, A]`` -> decisions ``[components, B, sites]`` (float64)."""
+
+    def __init__(self, decision_map: dict[str, list], n_components: int, n_sites: int, route: int):
+        super().__init__()
+        for key in ("low", "physical_low", "slope"):
+            self.register_buffer(key, torch.tensor(decision_map[key], dtype=torch.float64))
+        self.register_buffer("gather", torch.tensor(decision_map["gather"], dtype=torch.int64))
+        self.n_components = n_components
+        self.n_sites = n_sites
+        self.route = route
+
+    def forward(self, action: torch.Tensor) -> torch.Tensor:
+        phys = self.physical_low + (action.to(torch.float64) - self.low) * self.slope
+        parts = torch.index_select(phys, 1, self.gather)
+        parts = parts.reshape(-1, self.n_components, self.n_sites).transpose(0, 1)
+        route = torch.softmax(parts[self.route], dim=-1).unsqueeze(0)
+        return torch.cat([parts[: self.route], route, parts[self.route + 1 :]], dim=0)
+
+
+class _PolicyWithDecisions(torch.nn.Module):
+    """Observation -> (action, decisions)."""
+
+    def __init__(self, policy: _DeterministicPolicy, head: _DecisionHead) -> None:
+        super().__init__()
+        self.policy = policy
+        self.head = head
+        self.postprocess = policy.postprocess
+
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        action = self.policy(obs)
+        return action, self.head(action)
+
+
+def build_module(
+    model: Any,
+    algo: str,
+    norm: ObsNormalisation | None,
+    action_layout: Any = None,
+) -> torch.nn.Module:
+    """Wrap an SB3 model's policy in a torch module ready for export (eval mode).
+
+    With ``action_layout`` (a :class:`~gridrl.export.manifest.ActionLayout`) the module
+    also returns the decisions (see the module notes).
+    """
     policy = model.policy
-    if (
-        not isinstance(policy.observation_space, spaces.Box)
-        or len(policy.observation_space.shape) != 1
-    ):
-        raise ExportError(f"expected a flat Box observation space, got {policy.observation_space}")
-    if not isinstance(policy.action_space, spaces.Box) or len(policy.action_space.shape) != 1:
-        raise ExportError(f"expected a flat Box action space, got {policy.action_space}")
-    if norm is not None and norm.mean.shape != policy.observation_space.shape:
+    obs_space, act_space = policy.observation_space, policy.action_space
+    if not isinstance(obs_space, spaces.Box) or len(obs_space.shape) != 1:
+        raise ExportError(f"expected a flat Box observation space, got {obs_space}")
+    if not isinstance(act_space, spaces.Box) or len(act_space.shape) != 1:
+        raise ExportError(f"expected a flat Box action space, got {act_space}")
+    if norm is not None and norm.mean.shape != obs_space.shape:
         raise ExportError(
             f"VecNormalize statistics have shape {norm.mean.shape}, the policy observes "
-            f"{policy.observation_space.shape}"
+            f"{obs_space.shape}"
         )
     policy.set_training_mode(False)
-    module = _DeterministicPolicy(policy, algo, norm)
+    module: torch.nn.Module = _DeterministicPolicy(policy, algo, norm)
+    if action_layout is not None:
+        comps = action_layout.components
+        head = _DecisionHead(
+            action_layout.decision_map(), len(comps), len(action_layout.sites), comps.index("route")
+        )
+        module = _PolicyWithDecisions(module, head)
     module.eval()
     return module
 
 
-def export_onnx(module: _DeterministicPolicy, obs_dim: int, out_path: str | Path) -> None:
+def export_onnx(module: torch.nn.Module, obs_dim: int, out_path: str | Path) -> None:
     """Export ``module`` to ``out_path`` with a dynamic batch axis.
 
     Uses the TorchScript-based exporter: it needs no extra package and traces these
     feed-forward graphs exactly.
     """
     example = torch.zeros((1, obs_dim), dtype=torch.float32)
+    with_decisions = isinstance(module, _PolicyWithDecisions)
+    outputs = [OUTPUT_NAME, DECISION_NAME] if with_decisions else [OUTPUT_NAME]
+    axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}
+    if with_decisions:
+        axes[DECISION_NAME] = {1: "batch"}
     with warnings.catch_warnings(), torch.no_grad():
         # The TorchScript exporter is deprecated in favour of torch.export (which needs
         # onnxscript); it remains supported and exact for these graphs.
@@ -180,8 +237,8 @@ def export_onnx(module: _DeterministicPolicy, obs_dim: int, out_path: str | Path
             str(out_path),
             dynamo=False,
             input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
-            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            output_names=outputs,
+            dynamic_axes=axes,
             opset_version=ONNX_OPSET,
             do_constant_folding=True,
         )

@@ -205,7 +205,6 @@ class PolicyRuntime:
             ) from None
         onnx_info = self.manifest.onnx
         self._input = onnx_info.input_name
-        self._output = onnx_info.output_name
         self.observation_dim = onnx_info.observation_dim
         self.action_dim = onnx_info.action_dim
         self.observation_names = tuple(f.name for f in self.manifest.observation.fields)
@@ -213,26 +212,9 @@ class PolicyRuntime:
         self._obs_offset = np.array([f.offset for f in self.manifest.observation.fields])
         self._obs_scale = np.array([f.scale for f in self.manifest.observation.fields])
 
-        act = self.manifest.action
-        self.sites = tuple(act.sites)
-        low = np.array([f.low for f in act.fields], dtype=np.float64)
-        high = np.array([f.high for f in act.fields], dtype=np.float64)
-        plow = np.array([f.physical_low for f in act.fields], dtype=np.float64)
-        phigh = np.array([f.physical_high for f in act.fields], dtype=np.float64)
-        self._act_low = low
-        self._phys_low = plow
-        self._phys_slope = (phigh - plow) / (high - low)
-        pos = {(f.site, f.component): i for i, f in enumerate(act.fields)}
-        self._idx = {
-            comp: np.array([pos[(s, comp)] for s in self.sites], dtype=np.intp)
-            for comp in ("run", "cap", "route", "migrate")
-        }
-        if act.has_battery:
-            self._idx["battery"] = np.array(
-                [pos[(s, "battery")] for s in self.sites], dtype=np.intp
-            )
-        self._components = tuple(self._idx)
-        self._gather = np.concatenate([self._idx[c] for c in self._components])
+        self.sites = tuple(self.manifest.action.sites)
+        self._outputs = [onnx_info.output_name, onnx_info.decision_output_name]
+        self._components = tuple(onnx_info.decision_components)
 
     # ------------------------------------------------------------------ inputs
 
@@ -320,38 +302,34 @@ class PolicyRuntime:
 
     # ------------------------------------------------------------------ outputs
 
-    def actions(self, obs: Any) -> np.ndarray:
-        """Raw policy actions ``[B, action_dim]`` (in the policy's Box) for validated ``obs``."""
+    def _run(self, obs: Any) -> tuple[np.ndarray, np.ndarray]:
         x = self.validate(obs)
-        out = self._session.run([self._output], {self._input: x})[0]
-        if not np.isfinite(out).all():
+        action, decisions = self._session.run(self._outputs, {self._input: x})
+        if not (np.isfinite(action).all() and np.isfinite(decisions).all()):
             raise BundleError(
                 f"{self.bundle_dir / ONNX_FILE}: the policy produced a non-finite action"
             )
-        return out
+        return action, decisions
+
+    def actions(self, obs: Any) -> np.ndarray:
+        """Raw policy actions ``[B, action_dim]`` (in the policy's Box) for validated ``obs``."""
+        return self._run(obs)[0]
 
     def decide_batch(self, obs: Any) -> DecisionBatch:
-        """Decisions for a batch ``[B, D]`` (or one observation, as B = 1)."""
-        action = self.actions(obs)
-        phys = self._phys_low + (action.astype(np.float64) - self._act_low) * self._phys_slope
-        # one gather for all components: [n_components, B, n_sites], each slice C-ordered
-        # (serialisers need contiguous arrays)
-        parts = np.ascontiguousarray(
-            phys[:, self._gather]
-            .reshape(len(phys), len(self._components), len(self.sites))
-            .transpose(1, 0, 2)
-        )
+        """Decisions for a batch ``[B, D]`` (or one observation, as B = 1).
+
+        The mapping to physical units (and the route softmax) is part of the ONNX graph:
+        one onnxruntime call per batch.
+        """
+        action, decisions = self._run(obs)
         c = self._components.index
-        score = parts[c("route")]
-        score = np.exp(score - score.max(axis=1, keepdims=True))
-        route = score / score.sum(axis=1, keepdims=True)
         return DecisionBatch(
             sites=self.sites,
-            run_share=parts[c("run")],
-            power_cap_fraction=parts[c("cap")],
-            route_weight=route,
-            migrate_share=parts[c("migrate")],
-            battery_kw=parts[c("battery")] if "battery" in self._components else None,
+            run_share=decisions[c("run")],
+            power_cap_fraction=decisions[c("cap")],
+            route_weight=decisions[c("route")],
+            migrate_share=decisions[c("migrate")],
+            battery_kw=decisions[c("battery")] if "battery" in self._components else None,
             action=action,
         )
 
