@@ -278,6 +278,7 @@ def write_report(run_dir: str | Path, *, objective: str = OBJECTIVE) -> Path:
         if not abl.empty:
             col = "gap_closed" if abl["gap_closed"].notna().any() else objective
             pivot = abl.pivot_table(index="policy", columns="forecast_mode", values=col, sort=False)
+            pivot = pivot[[m for m in study.ablation.forecast_modes if m in pivot.columns]]
             lines += [
                 "## Forecast ablation",
                 "",
