@@ -377,13 +377,13 @@ def run_study(
             poll=poll,
         ):
             unit = todo[index]
+            if unit.unit_id in tasks:
+                progress.remove_task(tasks.pop(unit.unit_id))
             if error is not None:
                 store.write_error(unit.unit_id, error)
                 failed.append(unit.unit_id)
                 console.print(f"[red]unit {unit.unit_id} failed[/] (see {unit.unit_id}/ERROR.txt)")
             else:
-                if unit.unit_id in tasks:
-                    progress.remove_task(tasks.pop(unit.unit_id))
                 store.merge()  # results.parquet always holds every finished unit
             progress.advance(overall)
     store.merge()
