@@ -86,6 +86,10 @@ def test_ablation_multiplies_only_the_ablated_agents(tmp_path: Path) -> None:
         ({"agents": [{"name": "p", "algo": "DQN"}]}, "agents[0].algo"),
         ({"agents": [{"name": "x", "reference": "oracle"}]}, "agents[0].reference"),
         ({"agents": [{"name": "x"}]}, "agents[0]: expected an agent with either"),
+        (
+            {"agents": [{"name": "c", "reference": "carbon_aware", "params": {"bogus": 1}}]},
+            "agents[0]: carbon_aware: params.bogus",
+        ),
         ({"seeds": [1, 1]}, "seeds: seeds must be unique"),
         ({"forecast": {"mode": "noisy(abc)"}}, "forecast.mode"),
         ({"training": {"timesteps": -5}}, "training.timesteps"),

@@ -162,6 +162,22 @@ class ReferenceAgentSpec(_Strict):
             raise ValueError(f"unknown reference controller; expected one of {sorted(known)}")
         return v
 
+    @model_validator(mode="after")
+    def _known_params(self) -> ReferenceAgentSpec:
+        try:
+            from gridrl.agents.registry import REFERENCES
+        except ImportError:  # checked when the unit builds the controller
+            return self
+        model = REFERENCES[self.reference][1]
+        try:
+            model(**self.params)
+        except ValidationError as exc:
+            bad = "; ".join(
+                f"params.{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors()
+            )
+            raise ValueError(f"{self.reference}: {bad}") from None
+        return self
+
     @property
     def kind(self) -> str:
         """``"reference"``."""
