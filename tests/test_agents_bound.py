@@ -4,6 +4,8 @@ migration, binding headroom and outages."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -86,7 +88,7 @@ def test_many_random_action_sequences_stay_below_the_bound(setup):
 
 
 @pytest.mark.slow
-def test_briefly_trained_ppo_stays_below_the_bound():
+def test_briefly_trained_ppo_stays_below_the_bound(tmp_path):
     from stable_baselines3 import PPO
     from stable_baselines3.common.vec_env import VecNormalize
 
@@ -106,6 +108,14 @@ def test_briefly_trained_ppo_stays_below_the_bound():
     _assert_below(table, evaluate("lp_bound", setup, episodes=6, seed=2))
     # the wrapper is deterministic: the same episodes give the same returns
     assert (evaluate(ppo, setup, episodes=6, seed=2)["J"] == table["J"]).all()
+    # a trained-policy folder (model.zip, vecnormalize.pkl, meta.json) evaluates the same
+    folder = tmp_path / "ppo"
+    folder.mkdir()
+    model.save(folder / "model.zip")
+    venv.save(str(folder / "vecnormalize.pkl"))
+    (folder / "meta.json").write_text(json.dumps({"algo": "PPO", "forecast_mode": "perfect"}))
+    from_folder = evaluate(str(folder), setup, episodes=6, seed=2)
+    assert from_folder["J"].to_numpy() == pytest.approx(table["J"].to_numpy())
 
 
 def test_rule_battery_bound_is_tighter_and_still_a_bound():

@@ -153,6 +153,9 @@ class LPInputs:
     overdue_carry : ndarray, optional
         ``[N]`` extra charge per GPU-h *overdue* after the last hour (MPC prices the
         overdue hours that follow its horizon; the bound uses none).
+    battery_kw : (ndarray, ndarray), optional
+        ``([H, N], [H, N])`` charge and discharge fixed in advance (MPC's prediction of a
+        rule-dispatched battery); None lets the LP choose them.
     """
 
     exo: np.ndarray
@@ -161,6 +164,7 @@ class LPInputs:
     soc_kwh: np.ndarray
     terminal_value: np.ndarray
     overdue_carry: np.ndarray | None = None
+    battery_kw: tuple[np.ndarray, np.ndarray] | None = None
 
 
 @dataclass(eq=False)
@@ -177,7 +181,7 @@ class LPSolution:
         ``[H, N, F]`` the plan in ``core.OUTPUT_FIELDS`` terms (``curtailed``, ``paused``
         and ``shed`` are 0: the LP chooses its load; unserved inference is ``slo``;
         ``deadline_miss`` comes from an EDF replay of each site's work with the LP's
-        removals).
+        removals; ``cap`` is the busy-GPU-weighted cap of the level mix, 1 when idle).
     leftover_gpu_h : ndarray
         ``[N]`` work queued or in transit after the last hour.
     first : dict
@@ -452,6 +456,10 @@ class LPStructure:
         col_hi[self.cDIS] = bpow
         col_lo[self.cSOC] = np.tile(p.soc_min_kwh, h_len)
         col_hi[self.cSOC] = np.tile(p.soc_max_kwh, h_len)
+        if inp.battery_kw is not None:
+            ch_fix, dis_fix = (np.asarray(x, float).ravel() for x in inp.battery_kw)
+            col_lo[self.cCH] = col_hi[self.cCH] = ch_fix
+            col_lo[self.cDIS] = col_hi[self.cDIS] = dis_fix
         cost = np.zeros(self.n_col)
         cost[self.cG] = (wts[0] * carbon * KG_PER_G + wts[1] * price * MWH_PER_KWH).ravel()
         cost[self.cO] = wts[4]
@@ -500,6 +508,56 @@ class LPStructure:
         f_lb = pue * (p.gpus * p.gpu_idle_kw + np.minimum(demand, p.gpus * p.tau_min) * e_min)
         room = gen - f_lb + (head if p.battery_action else 0.0)
         return np.maximum(room, 0.0)
+
+    def charge_rows(self, aux: dict) -> tuple | None:
+        """Rows ``ch <= c(F_it)`` tying each battery's charge to the site's own load
+        (``addRows`` arguments), or None without batteries.
+
+        The env charges at most ``max(g - F, 0)`` with ``g = pv + wind`` (plus headroom
+        under ``env.battery_action``) and ``F`` its facility power before curtailment,
+        which is at least the LP's ``F_it = PUE_t (sum_k w_k e_k + G P0)``. While it
+        charges nothing is curtailed and ``F_it`` lies in ``[F_lb, F_max]``
+        (:meth:`charge_limit`'s ``F_lb``, ``F_max = PUE_t G Pmax``); ``c`` is the concave
+        envelope of ``max(g - F, 0)`` on that interval, the chord from ``(F_lb, g - F_lb)``
+        to ``(F_max, max(g - F_max, 0))``, non-negative below ``F_max``: every env
+        trajectory satisfies the row. It also tells a planner that a site lets its
+        battery charge by drawing less.
+        """
+        p = self.params
+        sites = np.flatnonzero(p.battery_power_kw > 0)
+        if not len(sites):
+            return None
+        exo, pue = aux["exo"], aux["pue"]
+        h_len, n, kc = self.H, self.N, self.Kc
+        t = np.repeat(np.arange(h_len), len(sites))
+        i = np.tile(sites, h_len)
+        g = exo[t, i, _K["pv_kw"]] + exo[t, i, _K["wind_kw"]]
+        if p.battery_action:
+            g = g + exo[t, i, _K["headroom_kw"]]
+        e_min = self.e_k.min(axis=1)
+        demand = exo[t, i, _K["inference_gpus"]]
+        f_lo = pue[t, i] * (p.gpus[i] * p.gpu_idle_kw[i]
+                            + np.minimum(demand, p.gpus[i] * p.tau_min) * e_min[i])
+        f_hi = pue[t, i] * p.gpus[i] * p.gpu_max_kw[i]
+        keep = (g > f_lo) & (f_hi > f_lo)  # otherwise charge_limit already gives 0
+        t, i, g, f_lo, f_hi = t[keep], i[keep], g[keep], f_lo[keep], f_hi[keep]
+        m = len(t)
+        if not m:
+            return None
+        slope = np.minimum((g - f_lo) / (f_hi - f_lo), 1.0)
+        # chord value at F_max: 0 if g < F_max, else g - F_max (slope 1: the line itself)
+        rhs = np.where(slope < 1.0, slope * f_hi, g)
+        pidx = t * n + i
+        idle = pue[t, i] * p.gpus[i] * p.gpu_idle_kw[i]
+        width = 1 + kc
+        idx = np.empty((m, width), dtype=np.int32)
+        val = np.empty((m, width))
+        idx[:, 0] = self.cCH.start + pidx
+        val[:, 0] = 1.0
+        idx[:, 1:] = self.cW.start + pidx[:, None] * kc + np.arange(kc)[None, :]
+        val[:, 1:] = (slope * pue[t, i])[:, None] * self.e_k[i]
+        return (np.full(m, -highspy.kHighsInf), rhs - slope * idle,
+                (np.arange(m) * width).astype(np.int32), idx.ravel(), val.ravel(), m)
 
     def initial_cuts(self) -> CutSet:
         """Deadline rows with ``s = -1`` for every site and hour (``ov + u_t >= C[t, t]``)."""
@@ -712,10 +770,14 @@ class Solver:
     structure : LPStructure
     options : dict, optional
         HiGHS options (``{"solver": "simplex"}`` ...); output is always silenced.
+    charge_rows : bool
+        Add :meth:`LPStructure.charge_rows` (valid for the env; tighter bound).
     """
 
-    def __init__(self, structure: LPStructure, options: dict | None = None) -> None:
+    def __init__(self, structure: LPStructure, options: dict | None = None, *,
+                 charge_rows: bool = True) -> None:
         self.structure = structure
+        self.charge_rows = charge_rows
         self.highs = new_highs()
         for key, value in (options or {}).items():
             self.highs.setOptionValue(key, value)
@@ -748,6 +810,10 @@ class Solver:
         lp, aux = st.model(inp)
         h.passModel(lp)
         inf = highspy.kHighsInf
+        charge = st.charge_rows(aux) if self.charge_rows else None
+        if charge is not None:
+            lo, hi, starts, idx, val, m = charge
+            h.addRows(m, lo, hi, len(idx), starts, idx, val)
         batches = [st.initial_cuts(), *(seed_cuts or [])]
         added: list[CutSet] = []
         rounds = 0
@@ -864,6 +930,10 @@ def solve_rule_battery(params: EnvParams, inp: LPInputs, *, time_limit_s: float,
     lp, aux = st.model(inp)
     h.passModel(lp)
     inf = highspy.kHighsInf
+    charge = st.charge_rows(aux)
+    if charge is not None:
+        lo, hi, starts, idx, val, m = charge
+        h.addRows(m, lo, hi, len(idx), starts, idx, val)
     for cuts in lp_sol.extra["cuts"]:
         rhs, starts, idx, val, m = st.rows(cuts, aux)
         h.addRows(m, rhs, np.full(m, inf), len(idx), starts, idx, val)

@@ -27,12 +27,13 @@ every bucket.
 from __future__ import annotations
 
 import time
+import warnings
 from typing import Annotated
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from gridrl.agents.lp import LPInputs, LPStructure, Solver
+from gridrl.agents.lp import LPError, LPInputs, LPStructure, Solver
 from gridrl.agents.policy import EpisodeBatch, StepContext, actions_from
 from gridrl.env import core
 from gridrl.env.core import EXO_SIGNALS, KG_PER_G, MWH_PER_KWH
@@ -58,6 +59,8 @@ class MPCParams(BaseModel):
     # hourly LPs are small: presolve costs more than it saves).
     simplex_strategy: Annotated[int, Field(ge=0, le=4)] = 4
     presolve: bool = False
+    # Tie battery charge to the site's own load in the plan (LPStructure.charge_rows).
+    charge_rows: bool = False
 
 
 def continuation_value(params: EnvParams, exo_plan: np.ndarray) -> np.ndarray:
@@ -126,6 +129,7 @@ class MPC:
         self._solvers: dict[int, Solver] = {}
         self._cuts: dict[int, list] = {}
         self.solve_times: list[float] = []
+        self.failures = 0  # hours whose LP failed (status quo played instead)
 
     def reset(self, batch: EpisodeBatch) -> None:
         """Keep one LP structure per horizon length for the batch's scenario."""
@@ -133,12 +137,14 @@ class MPC:
         self._solvers = {}
         self._cuts = {}
         self.solve_times = []
+        self.failures = 0
 
     def _solver(self, params: EnvParams, hours: int) -> Solver:
         if hours not in self._solvers:
             self._solvers[hours] = Solver(LPStructure(params, hours), {
                 "simplex_strategy": self.params.simplex_strategy,
-                "presolve": "on" if self.params.presolve else "off"})
+                "presolve": "on" if self.params.presolve else "off"},
+                charge_rows=self.params.charge_rows)
         return self._solvers[hours]
 
     def act(self, obs: np.ndarray, ctx: StepContext) -> np.ndarray:
@@ -164,8 +170,19 @@ class MPC:
             t0 = time.perf_counter()
             # last hour's deadline rows, one hour on, are likely needed again
             seed = [c for c in (x.shifted(1, hours) for x in self._cuts.get(b, [])) if c]
-            sol = solver.solve(LPInputs(plan, st.queue_gpu_h[b], st.transit_gpu_h[b],
-                                        st.soc_kwh[b], tval, carry), seed)
+            try:
+                sol = solver.solve(LPInputs(plan, st.queue_gpu_h[b], st.transit_gpu_h[b],
+                                            st.soc_kwh[b], tval, carry), seed)
+            except LPError as exc:
+                # numerical trouble in one hour must not end an evaluation: fall back to
+                # the status quo for this hour and say so
+                self.failures += 1
+                warnings.warn(f"mpc: {exc}; running the queue uncapped this hour",
+                              RuntimeWarning, stacklevel=2)
+                self._cuts.pop(b, None)
+                ones = np.ones((1, p.n_sites))
+                out[b] = actions_from(p, ones, ones)[0]
+                continue
             self._cuts[b] = sol.extra["cuts"]
             self.solve_times.append(time.perf_counter() - t0)
             out[b] = plan_to_action(p, q1[b], sol.first, solver.structure.caps,
