@@ -201,3 +201,9 @@ def test_cli_evaluate_writes_tables_plot_and_gap(tmp_path):
     assert (out / "kpis.csv").is_file() and (out / "summary.csv").is_file()
     bad = CliRunner().invoke(app, ["evaluate", str(path), "--policy", "nope"])
     assert bad.exit_code == 2 and "neither a reference" in bad.output
+
+
+def test_env_factory_and_env_give_the_same_table(env):
+    a = evaluate("carbon_aware", env, episodes=2, seed=3)
+    b = evaluate("carbon_aware", lambda: env, episodes=2, seed=3)
+    pd.testing.assert_frame_equal(a, b)
