@@ -15,8 +15,9 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 import pandas as pd
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from gridrl.config import format_validation_errors, read_yaml_mapping
 
 NonNeg = Annotated[float, Field(ge=0.0)]
 Positive = Annotated[float, Field(gt=0.0)]
@@ -419,7 +420,7 @@ class Scenario(StrictModel):
                     out.append(SiteConfig.model_validate(data))
                 except ValidationError as exc:
                     raise ScenarioError(
-                        _format_errors(exc, f"site_groups[{g}].template", "<memory>")
+                        format_validation_errors(exc, "<memory>", f"site_groups[{g}].template")
                     ) from None
         names = [s.name for s in out]
         dup = {n for n in names if names.count(n) > 1}
@@ -433,18 +434,6 @@ class Scenario(StrictModel):
         return hashlib.sha256(payload).hexdigest()[:16]
 
 
-def _format_errors(exc: ValidationError, prefix: str, source: str) -> str:
-    lines = []
-    for err in exc.errors():
-        path = prefix
-        for part in err["loc"]:
-            path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
-        got = err.get("input")
-        got_txt = "" if isinstance(got, dict) else f" (got {got!r})"
-        lines.append(f"{source}: {path or '<root>'}: {err['msg']}{got_txt}")
-    return "\n".join(lines)
-
-
 def load_scenario(path: str | Path) -> Scenario:
     """Read and validate a scenario YAML file.
 
@@ -455,18 +444,11 @@ def load_scenario(path: str | Path) -> Scenario:
         out-of-range value such as a negative capacity).
     """
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ScenarioError(f"{path}: scenario file not found") from None
-    except yaml.YAMLError as exc:
-        raise ScenarioError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(raw, dict):
-        raise ScenarioError(f"{path}: expected a mapping at the top level")
+    raw = read_yaml_mapping(path, ScenarioError, "scenario file")
     try:
         scenario = Scenario.model_validate(raw)
     except ValidationError as exc:
-        raise ScenarioError(_format_errors(exc, "", str(path))) from None
+        raise ScenarioError(format_validation_errors(exc, str(path))) from None
     try:
         scenario.expanded_sites()  # group templates are validated here too
     except ScenarioError as exc:

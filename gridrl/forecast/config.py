@@ -10,8 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from gridrl.config import format_validation_errors, read_yaml_mapping
 
 PosInt = Annotated[int, Field(ge=1)]
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -231,18 +232,6 @@ class ForecastConfig(_Strict):
         return tuple(range(1, self.max_horizon_h + 1))
 
 
-def _format_errors(exc: ValidationError, source: str) -> str:
-    lines = []
-    for err in exc.errors():
-        path = ""
-        for part in err["loc"]:
-            path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
-        got = err.get("input")
-        got_txt = "" if isinstance(got, dict) else f" (got {got!r})"
-        lines.append(f"{source}: {path or '<root>'}: {err['msg']}{got_txt}")
-    return "\n".join(lines)
-
-
 def load_forecast_config(path: str | Path) -> ForecastConfig:
     """Read and validate a forecaster YAML file.
 
@@ -252,17 +241,8 @@ def load_forecast_config(path: str | Path) -> ForecastConfig:
         naming the file and the YAML path of every bad key.
     """
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ForecastConfigError(f"{path}: forecaster config not found") from None
-    except yaml.YAMLError as exc:
-        raise ForecastConfigError(f"{path}: not valid YAML: {exc}") from None
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise ForecastConfigError(f"{path}: expected a mapping at the top level")
+    raw = read_yaml_mapping(path, ForecastConfigError, "forecaster config", empty_ok=True)
     try:
         return ForecastConfig.model_validate(raw)
     except ValidationError as exc:
-        raise ForecastConfigError(_format_errors(exc, str(path))) from None
+        raise ForecastConfigError(format_validation_errors(exc, str(path))) from None

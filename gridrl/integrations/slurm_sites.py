@@ -24,8 +24,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from gridrl.config import format_validation_errors, read_yaml_mapping
 
 
 class SitesConfigError(ValueError):
@@ -127,14 +128,7 @@ def load_sites(path: str | Path) -> SitesConfig:
         naming the file and the YAML path of each bad key.
     """
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise SitesConfigError(f"{path}: file not found") from None
-    except yaml.YAMLError as exc:
-        raise SitesConfigError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(raw, dict):
-        raise SitesConfigError(f"{path}: expected a mapping at the top level")
+    raw = read_yaml_mapping(path, SitesConfigError, "file")
     for site in raw.get("sites") or []:
         sig = site.get("signals") if isinstance(site, dict) else None
         if isinstance(sig, dict) and isinstance(sig.get("file"), str):
@@ -143,10 +137,4 @@ def load_sites(path: str | Path) -> SitesConfig:
     try:
         return SitesConfig.model_validate(raw)
     except ValidationError as exc:
-        lines = []
-        for err in exc.errors():
-            key = ""
-            for part in err["loc"]:
-                key += f"[{part}]" if isinstance(part, int) else (f".{part}" if key else str(part))
-            lines.append(f"{path}: {key or '<root>'}: {err['msg']}")
-        raise SitesConfigError("\n".join(lines)) from None
+        raise SitesConfigError(format_validation_errors(exc, str(path))) from None

@@ -1,0 +1,64 @@
+"""Reading YAML config files into pydantic models, with errors that name the key path.
+
+Every config file of gridrl (scenarios, forecasters, studies, Slurm site maps) is read
+through :func:`read_yaml_mapping` and validated with :func:`format_validation_errors`,
+so a bad key is reported the same way everywhere: ``file: sites[0].battery.power_kw:
+message (got value)``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+
+def key_path(loc: tuple[Any, ...], prefix: str = "") -> str:
+    """A pydantic error location as a YAML key path: ``sites[1].battery.power_kw``."""
+    path = prefix
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path or "<root>"
+
+
+def format_validation_errors(exc: ValidationError, source: str, prefix: str = "") -> str:
+    """One line per error: ``source: key.path: message (got value)``."""
+    lines = []
+    for err in exc.errors():
+        got = err.get("input")
+        got_txt = "" if isinstance(got, dict) else f" (got {got!r})"
+        lines.append(f"{source}: {key_path(err['loc'], prefix)}: {err['msg']}{got_txt}")
+    return "\n".join(lines)
+
+
+def read_yaml_mapping(
+    path: str | Path, error: type[Exception], what: str, *, empty_ok: bool = False
+) -> dict[str, Any]:
+    """Read a YAML file whose top level must be a mapping.
+
+    Parameters
+    ----------
+    path : path
+        The file.
+    error : exception class
+        Raised (with the file name in the message) when the file is missing, is not
+        YAML or is not a mapping.
+    what : str
+        What the file is, for the messages ("scenario file").
+    empty_ok : bool
+        An empty file reads as ``{}`` (every key takes its default).
+    """
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise error(f"{path}: {what} not found") from None
+    except yaml.YAMLError as exc:
+        raise error(f"{path}: not valid YAML: {exc}") from None
+    if raw is None and empty_ok:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise error(f"{path}: expected a mapping at the top level")
+    return raw
