@@ -288,6 +288,8 @@ def write_report(run_dir: str | Path, *, objective: str = OBJECTIVE) -> Path:
                 _markdown_table(pivot.round(4).reset_index()),
                 "",
             ]
+            order = {m: i for i, m in enumerate(study.ablation.forecast_modes)}
+            abl = abl.sort_values("forecast_mode", key=lambda m: m.map(order), kind="stable")
             p = plots.ablation_plot(abl, col, col, plot_dir / "forecast_ablation.png")
             lines += [f"![forecast ablation]({p.relative_to(run_dir)})", ""]
 
