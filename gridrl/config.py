@@ -8,6 +8,7 @@ message (got value)``.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -15,21 +16,33 @@ import yaml
 from pydantic import ValidationError
 
 
-def key_path(loc: tuple[Any, ...], prefix: str = "") -> str:
-    """A pydantic error location as a YAML key path: ``sites[1].battery.power_kw``."""
+def key_path(loc: tuple[Any, ...], prefix: str = "", tags: Collection[str] = ()) -> str:
+    """A pydantic error location as a YAML key path: ``sites[1].battery.power_kw``.
+
+    ``tags`` are the discriminator tags of tagged unions: pydantic puts them after a list
+    index, but they are not keys of the YAML file, so they are left out.
+    """
     path = prefix
+    prev: Any = None
     for part in loc:
+        is_tag = part in tags and isinstance(prev, int)
+        prev = part
+        if is_tag:
+            continue
         path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
     return path or "<root>"
 
 
-def format_validation_errors(exc: ValidationError, source: str, prefix: str = "") -> str:
+def format_validation_errors(
+    exc: ValidationError, source: str, prefix: str = "", tags: Collection[str] = ()
+) -> str:
     """One line per error: ``source: key.path: message (got value)``."""
     lines = []
     for err in exc.errors():
         got = err.get("input")
-        got_txt = "" if isinstance(got, dict) else f" (got {got!r})"
-        lines.append(f"{source}: {key_path(err['loc'], prefix)}: {err['msg']}{got_txt}")
+        got_txt = "" if isinstance(got, dict | list) else f" (got {got!r})"
+        msg = err["msg"].removeprefix("Value error, ")
+        lines.append(f"{source}: {key_path(err['loc'], prefix, tags)}: {msg}{got_txt}")
     return "\n".join(lines)
 
 

@@ -33,6 +33,7 @@ from pydantic import (
     model_validator,
 )
 
+from gridrl.config import format_validation_errors, read_yaml_mapping
 from gridrl.scenario import Periods, ScenarioError, load_scenario
 
 SB3_ALGOS = ("PPO", "SAC", "TD3", "A2C", "RecurrentPPO")
@@ -386,22 +387,8 @@ def reference_names() -> set[str]:
     return set(REFERENCES)
 
 
-def _format(exc: ValidationError, source: str) -> str:
-    lines = []
-    for err in exc.errors():
-        path = ""
-        prev: Any = None
-        for part in err["loc"]:
-            tag = part in ("sb3", "reference") and isinstance(prev, int)
-            prev = part
-            if tag:
-                continue  # discriminator tags are not YAML keys
-            path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
-        got = err.get("input")
-        got_txt = "" if isinstance(got, dict | list) else f" (got {got!r})"
-        msg = err["msg"].removeprefix("Value error, ")
-        lines.append(f"{source}: {path or '<root>'}: {msg}{got_txt}")
-    return "\n".join(lines)
+# Discriminator tags of the agent union (not YAML keys; left out of error paths).
+_AGENT_TAGS = ("sb3", "reference")
 
 
 def _resolve(value: str, study_dir: Path, key: str, source: Path) -> str:
@@ -440,18 +427,11 @@ def load_study(path: str | Path, *, check_files: bool = True) -> Study:
         of a missing/invalid scenario or forecaster config.
     """
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise StudyError(f"{path}: study file not found") from None
-    except yaml.YAMLError as exc:
-        raise StudyError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(raw, dict):
-        raise StudyError(f"{path}: expected a mapping at the top level")
+    raw = read_yaml_mapping(path, StudyError, "study file")
     try:
         study = Study.model_validate(raw)
     except ValidationError as exc:
-        raise StudyError(_format(exc, str(path))) from None
+        raise StudyError(format_validation_errors(exc, str(path), tags=_AGENT_TAGS)) from None
     if not check_files:
         return study
     study_dir = path.resolve().parent
