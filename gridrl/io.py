@@ -10,6 +10,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+CACHE_ENV_VAR = "GRIDRL_CACHE"
+
+
+def default_cache_dir() -> Path:
+    """Where built signals and forecast cubes are cached: ``$GRIDRL_CACHE`` if set, else
+    ``~/.cache/gridrl``."""
+    env = os.environ.get(CACHE_ENV_VAR)
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "gridrl"
+
 
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:

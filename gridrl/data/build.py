@@ -17,7 +17,6 @@ are atomic. ``cache=False`` bypasses the cache.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -39,6 +38,7 @@ from gridrl.data.sources.pv import pv_power_kw, solar_geometry
 from gridrl.data.sources.weather import load_weather
 from gridrl.data.sources.wind import wind_capacity_factor
 from gridrl.data.sources.workload import workload_signals
+from gridrl.io import default_cache_dir
 from gridrl.scenario import Scenario, SiteConfig
 
 SITE_SIGNALS: tuple[str, ...] = (
@@ -57,7 +57,6 @@ SITE_SIGNALS: tuple[str, ...] = (
 )
 # Bump when a source model changes, so cached tables from older code are not reused.
 BUILD_VERSION = 1
-CACHE_ENV_VAR = "GRIDRL_CACHE"
 
 
 @dataclass(frozen=True)
@@ -79,12 +78,6 @@ class SiteBuildStats:
     outage_hours: int
     saturated_hours: int
     carbon_floored_hours: int
-
-
-def cache_dir() -> Path:
-    """``$GRIDRL_CACHE`` if set, else ``~/.cache/gridrl``."""
-    env = os.environ.get(CACHE_ENV_VAR)
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "gridrl"
 
 
 def build_site(
@@ -191,7 +184,7 @@ def cache_path(scenario: Scenario, base_dir: Path | None = None) -> Path:
         sort_keys=True,
     )
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
-    return cache_dir() / "signals" / f"{scenario.name}-{digest}.parquet"
+    return default_cache_dir() / "signals" / f"{scenario.name}-{digest}.parquet"
 
 
 def build_stats(signals: Signals) -> dict[str, SiteBuildStats]:

@@ -4,21 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-CACHE_ENV_VAR = "GRIDRL_CACHE"
+from gridrl.io import CACHE_ENV_VAR, default_cache_dir
 
-
-def default_cache_dir() -> Path:
-    """``$GRIDRL_CACHE`` if set, else ``~/.cache/gridrl``."""
-    env = os.environ.get(CACHE_ENV_VAR)
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "gridrl"
-
+__all__ = ["CACHE_ENV_VAR", "default_cache_dir", "frame_hash", "key_hash"]
 
 def frame_hash(frame: pd.DataFrame) -> str:
     """SHA-256 (hex) of a frame's index, column labels and float64 values."""
