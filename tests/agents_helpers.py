@@ -6,6 +6,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from env_helpers import THROTTLE
+from env_helpers import site as env_site
 
 from gridrl.env.core import EXO_SIGNALS
 from gridrl.env.gym_env import GridEnv
@@ -14,27 +16,13 @@ from gridrl.scenario import Scenario
 
 K = {s: i for i, s in enumerate(EXO_SIGNALS)}
 
-THROTTLE = {
-    "cap_fraction": [0.5, 0.6, 0.8, 1.0],
-    "throughput_fraction": [0.7, 0.85, 0.95, 1.0],
-    "source": "test curve shaped after McDonald et al. 2022 (arXiv 2205.09646)",
-}
+# The agents' tiny sites are the environment tests' sites with a wider slack range.
+AGENT_WORKLOAD = {"deadline_slack_h_min": 1, "deadline_slack_h_max": 6}
 
 
 def site(name: str, **over: Any) -> dict[str, Any]:
     """A site with small round numbers; ``over`` replaces top-level keys."""
-    base: dict[str, Any] = {
-        "name": name,
-        "weather": {"source": "pvlib_tmy", "file": "723170TYA.CSV"},
-        "gpus": 10,
-        "gpu_idle_kw": 0.1,
-        "gpu_max_kw": 1.0,
-        "pue": 1.0,
-        "grid": {"feeder_capacity_kw": 100.0},
-        "workload": {"deadline_slack_h_min": 1, "deadline_slack_h_max": 6},
-    }
-    base.update(over)
-    return base
+    return env_site(name, **{"workload": AGENT_WORKLOAD, **over})
 
 
 def scenario(sites: list[dict], *, env: dict | None = None, reward: dict | None = None,
