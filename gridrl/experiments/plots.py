@@ -52,26 +52,25 @@ def leaderboard_plot(board: pd.DataFrame, column: str, label: str, path: str | P
     return _save(fig, Path(path))
 
 
-def learning_curves_plot(curves: pd.DataFrame, path: str | Path) -> Path:
-    """Episode return vs training steps per agent: mean over seeds with a min-max band.
+def learning_curves_plot(bands: pd.DataFrame, path: str | Path) -> Path:
+    """Episode return vs training steps per agent and forecast mode: mean over seeds
+    with a min-max band.
 
     Parameters
     ----------
-    curves
-        Columns ``agent``, ``seed``, ``timesteps``, ``episode_return`` (already
-        smoothed), one row per finished training episode.
+    bands
+        ``report.learning_curve_bands`` output (``agent``, ``forecast_mode``, ``seeds``,
+        ``timesteps``, ``mean``, ``low``, ``high``).
     """
     fig, ax = plt.subplots(figsize=(7, 4))
-    for agent, g in curves.groupby("agent", sort=True):
-        grid = np.linspace(g["timesteps"].min(), g["timesteps"].max(), 200)
-        per_seed = [
-            np.interp(grid, s["timesteps"].to_numpy(), s["episode_return"].to_numpy())
-            for _, s in g.groupby("seed")
-        ]
-        arr = np.vstack(per_seed)
-        ax.plot(grid, arr.mean(axis=0), label=f"{agent} ({len(per_seed)} seeds)")
-        if len(per_seed) > 1:
-            ax.fill_between(grid, arr.min(axis=0), arr.max(axis=0), alpha=0.2)
+    several_modes = bands["forecast_mode"].nunique() > 1
+    for (agent, mode), g in bands.groupby(["agent", "forecast_mode"], sort=True):
+        seeds = int(g["seeds"].iloc[0])
+        name = f"{agent}, {mode}" if several_modes else str(agent)
+        x = g["timesteps"].to_numpy()
+        ax.plot(x, g["mean"].to_numpy(), label=f"{name} ({seeds} seeds)")
+        if seeds > 1:
+            ax.fill_between(x, g["low"].to_numpy(), g["high"].to_numpy(), alpha=0.2)
     ax.set_xlabel("environment steps")
     ax.set_ylabel("episode return (rolling mean)")
     ax.grid(alpha=0.3)

@@ -28,6 +28,7 @@ ID_COLUMNS = ("policy", "kind", "algo", "seed", "forecast_mode", "unit_id", "epi
 BASELINE = "run_now"
 BOUND = "lp_bound"
 _NO_GAP = 1e-12  # |J_lp_bound - J_run_now| below this leaves no gap to close
+_CURVE_POINTS = 200  # common step grid of the learning-curve plot (enough for a smooth line)
 
 
 def seed_means(results: pd.DataFrame) -> pd.DataFrame:
@@ -149,6 +150,36 @@ def learning_curves(store: RunStore, window: int) -> pd.DataFrame:
             )
         )
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def learning_curve_bands(curves: pd.DataFrame, points: int = _CURVE_POINTS) -> pd.DataFrame:
+    """Mean and min-max over seeds of each (agent, forecast mode)'s smoothed training
+    curve, on a common grid of ``points`` environment-step counts.
+
+    Parameters
+    ----------
+    curves
+        :func:`learning_curves` output.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``agent``, ``forecast_mode``, ``seeds``, ``timesteps``, ``mean``, ``low``,
+        ``high``; ``points`` rows per agent and forecast mode.
+    """
+    rows = []
+    for (agent, mode), g in curves.groupby(["agent", "forecast_mode"], sort=True):
+        grid = np.linspace(g["timesteps"].min(), g["timesteps"].max(), points)
+        # each seed's own curve: its steps increase, so it can be interpolated
+        arr = np.vstack([
+            np.interp(grid, s["timesteps"].to_numpy(), s["episode_return"].to_numpy())
+            for _, s in g.groupby("seed")
+        ])
+        rows.append(pd.DataFrame({
+            "agent": agent, "forecast_mode": mode, "seeds": len(arr), "timesteps": grid,
+            "mean": arr.mean(axis=0), "low": arr.min(axis=0), "high": arr.max(axis=0),
+        }))
+    return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
 
 
 def _fmt(mean: float, ci: float) -> str:
@@ -315,7 +346,8 @@ def write_report(run_dir: str | Path, *, objective: str = OBJECTIVE) -> Path:
         ]
         curves = learning_curves(store, study.report.learning_curve_window)
         if not curves.empty:
-            p = plots.learning_curves_plot(curves, plot_dir / "learning_curves.png")
+            p = plots.learning_curves_plot(learning_curve_bands(curves),
+                                           plot_dir / "learning_curves.png")
             lines += [f"![learning curves]({p.relative_to(run_dir)})", ""]
 
     # ---------------------------------------------------------------- dispatch
