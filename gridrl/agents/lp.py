@@ -740,6 +740,18 @@ def _edf_misses(rel: np.ndarray, removed: np.ndarray) -> np.ndarray:
 _banner_silenced = False
 
 
+def _add_rows(h: highspy.Highs, rows: tuple) -> None:
+    """Add rows given as ``(lower, upper, starts, indices, values, count)``."""
+    lo, hi, starts, idx, val, m = rows
+    h.addRows(m, lo, hi, len(idx), starts, idx, val)
+
+
+def _add_cut_rows(h: highspy.Highs, st: LPStructure, cuts: CutSet, aux: dict) -> None:
+    """Add the deadline rows ``cuts`` (``>=`` rows, :meth:`LPStructure.rows`)."""
+    rhs, starts, idx, val, m = st.rows(cuts, aux)
+    h.addRows(m, rhs, np.full(m, highspy.kHighsInf), len(idx), starts, idx, val)
+
+
 def new_highs() -> highspy.Highs:
     """A silent HiGHS instance. HiGHS prints a banner to the process's standard output
     when the first instance is created, before any option can be set; it is sent to
@@ -809,18 +821,15 @@ class Solver:
         h = self.highs
         lp, aux = st.model(inp)
         h.passModel(lp)
-        inf = highspy.kHighsInf
         charge = st.charge_rows(aux) if self.charge_rows else None
         if charge is not None:
-            lo, hi, starts, idx, val, m = charge
-            h.addRows(m, lo, hi, len(idx), starts, idx, val)
+            _add_rows(h, charge)
         batches = [st.initial_cuts(), *(seed_cuts or [])]
         added: list[CutSet] = []
         rounds = 0
         while batches:
             for cuts in batches:
-                rhs, starts, idx, val, m = st.rows(cuts, aux)
-                h.addRows(m, rhs, np.full(m, inf), len(idx), starts, idx, val)
+                _add_cut_rows(h, st, cuts, aux)
             added += batches
             self._run()
             rounds += 1
@@ -929,14 +938,11 @@ def solve_rule_battery(params: EnvParams, inp: LPInputs, *, time_limit_s: float,
     h = new_highs()
     lp, aux = st.model(inp)
     h.passModel(lp)
-    inf = highspy.kHighsInf
     charge = st.charge_rows(aux)
     if charge is not None:
-        lo, hi, starts, idx, val, m = charge
-        h.addRows(m, lo, hi, len(idx), starts, idx, val)
+        _add_rows(h, charge)
     for cuts in lp_sol.extra["cuts"]:
-        rhs, starts, idx, val, m = st.rows(cuts, aux)
-        h.addRows(m, rhs, np.full(m, inf), len(idx), starts, idx, val)
+        _add_cut_rows(h, st, cuts, aux)
     first = h.getNumCol()
     batches, (ints, fixed) = rule_battery_rows(st, aux, first)
     k = len(ints)
@@ -946,8 +952,8 @@ def solve_rule_battery(params: EnvParams, inp: LPInputs, *, time_limit_s: float,
     if len(fixed):
         h.changeColsBounds(len(fixed), fixed.astype(np.int32), np.zeros(len(fixed)),
                            np.zeros(len(fixed)))
-    for lo, hi, starts, idx, val, m in batches:
-        h.addRows(m, lo, hi, len(idx), starts, idx, val)
+    for rows in batches:
+        _add_rows(h, rows)
     h.setOptionValue("time_limit", float(time_limit_s))
     h.setOptionValue("mip_rel_gap", float(mip_rel_gap))
     h.run()

@@ -33,7 +33,7 @@ from pydantic import (
     model_validator,
 )
 
-from gridrl.config import format_validation_errors, read_yaml_mapping
+from gridrl.config import format_validation_errors, key_path, read_yaml_mapping
 from gridrl.scenario import Periods, ScenarioError, load_scenario
 
 SB3_ALGOS = ("PPO", "SAC", "TD3", "A2C", "RecurrentPPO")
@@ -173,9 +173,7 @@ class ReferenceAgentSpec(_Strict):
         try:
             model(**self.params)
         except ValidationError as exc:
-            bad = "; ".join(
-                f"params.{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors()
-            )
+            bad = "; ".join(f"{key_path(e['loc'], 'params')}: {e['msg']}" for e in exc.errors())
             raise ValueError(f"{self.reference}: {bad}") from None
         return self
 

@@ -1,4 +1,4 @@
-"""Where forecast artefacts are cached, and the content hashes that key them."""
+"""Content hashes that key cached forecast artefacts (folder: ``gridrl.io.default_cache_dir``)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from gridrl.io import CACHE_ENV_VAR, default_cache_dir
+__all__ = ["frame_hash", "key_hash"]
 
-__all__ = ["CACHE_ENV_VAR", "default_cache_dir", "frame_hash", "key_hash"]
 
 def frame_hash(frame: pd.DataFrame) -> str:
     """SHA-256 (hex) of a frame's index, column labels and float64 values."""

@@ -45,7 +45,7 @@ import pandas as pd
 from scipy.stats import norm
 
 from gridrl.forecast.bounds import physical_bounds
-from gridrl.forecast.cache import default_cache_dir, frame_hash, key_hash
+from gridrl.forecast.cache import frame_hash, key_hash
 from gridrl.forecast.config import ForecastConfig
 from gridrl.forecast.errors import ForecastError
 from gridrl.forecast.inputs import (
@@ -56,7 +56,7 @@ from gridrl.forecast.inputs import (
     signal_table,
 )
 from gridrl.forecast.solar import SiteLocation
-from gridrl.io import write_json_atomic, write_with
+from gridrl.io import default_cache_dir, write_json_atomic, write_with
 
 CUBE_FORMAT_VERSION = 1
 # Part of the cache key of ``lightgbm`` cubes: bump it whenever a change of the model,
