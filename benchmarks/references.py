@@ -2,18 +2,20 @@
 
 Prints
 
-1. ``lp_bound`` solve time per geo3 week (goal: 2 s or less), for the LP (battery
-   relaxed) and, unless ``--rule-time-limit 0``, for the mixed-integer variant that
-   models the rule-dispatched battery (``battery="rule"``);
+1. ``lp_bound`` solve time per geo3 week (goal: 2 s or less), for the LP and, when the
+   batteries follow the rule (``env.battery_control: rule``) and unless
+   ``--rule-time-limit 0``, for the mixed-integer variant that models the rule
+   (``battery="rule"``);
 2. ``mpc`` decision time per hour and episode (goal: 50 ms or less), per forecast mode;
 3. gap closed ``(J - J_run_now) / (J_lp_bound - J_run_now)`` of every reference on the
    test weeks (from mean J, and the smallest week), against both bounds, with
    ``perfect`` forecasts for the heuristics and each ``--modes`` forecast for MPC;
-4. the same for geo3 with ``env.battery_action: true`` (the battery becomes an action,
-   so the LP's battery is the env's and the bound is tight).
+4. run_now, lp_bound and mpc (perfect forecasts) for geo3 under the other battery
+   controls (``--compare``: with ``rule`` the bound is the rule MIP).
 
 Usage: ``python benchmarks/references.py [--weeks N] [--modes perfect persistence
-lightgbm] [--rule-time-limit S] [--forecast-config forecasts/default.yaml]``.
+lightgbm] [--rule-time-limit S] [--battery-control rule|setpoint|residual] [--compare
+...] [--forecast-config forecasts/default.yaml]``.
 """
 
 from __future__ import annotations
@@ -34,7 +36,14 @@ from gridrl.scenario import Scenario, load_scenario
 ROOT = Path(__file__).resolve().parents[1]
 GEO3 = ROOT / "envs" / "geo3.yaml"
 HEURISTICS = ("carbon_aware", "follow_renewables", "headroom_guard")
+CONTROLS = ("rule", "setpoint", "residual")
 console = Console()
+
+
+def _with_control(scenario: Scenario, control: str) -> Scenario:
+    raw = scenario.model_dump(mode="json")
+    raw["env"]["battery_control"] = control
+    return Scenario.model_validate(raw)
 
 
 def _run(policy, setup, starts, label: str) -> tuple[np.ndarray, float, object]:
@@ -52,22 +61,28 @@ def main() -> None:
     ap.add_argument("--modes", nargs="+", default=["perfect", "persistence", "lightgbm"])
     ap.add_argument("--rule-time-limit", type=float, default=60.0,
                     help="time limit (s) per week of the battery-rule MIP; 0 skips it")
+    ap.add_argument("--battery-control", choices=CONTROLS, default=None,
+                    help="env.battery_control of the main run (default: geo3's own)")
+    ap.add_argument("--compare", nargs="*", choices=CONTROLS, default=None,
+                    help="battery controls of table 4 (default: the other two)")
     ap.add_argument("--forecast-config", default=str(ROOT / "forecasts" / "default.yaml"))
     args = ap.parse_args()
 
     scenario = load_scenario(GEO3)
+    control = args.battery_control or scenario.env.battery_control
+    scenario = _with_control(scenario, control)
     data = env_inputs(GEO3, "perfect", args.forecast_config)
     setup = make_setup(scenario, data=data)
     starts = [w.start for w in setup.windows.fixed][: args.weeks]
     console.print(f"geo3: {len(starts)} test weeks of {setup.windows.episode_hours} h, "
-                  f"{setup.params.n_sites} sites")
+                  f"{setup.params.n_sites} sites, battery_control {control}")
     j: dict[str, np.ndarray] = {}
     timing: dict[str, float] = {}
     j["run_now"], _, _ = _run(make_policy("run_now"), setup, starts, "run_now")
     j["lp_bound"], timing["lp_bound"], _ = _run(make_policy("lp_bound"), setup, starts,
                                                 "lp_bound (LP)")
     bounds = ["lp_bound"]
-    if args.rule_time_limit > 0:
+    if args.rule_time_limit > 0 and control == "rule":
         rule = make_policy("lp_bound", battery="rule", time_limit_s=args.rule_time_limit)
         j["lp_bound_rule"], timing["lp_bound_rule"], _ = _run(rule, setup, starts,
                                                               "lp_bound (battery rule MIP)")
@@ -82,12 +97,15 @@ def main() -> None:
         j[f"mpc ({mode})"], _, pol = _run(pol, s, starts, f"mpc with {mode} forecasts")
         mpc_ms[mode] = 1e3 * np.asarray(pol.solve_times)
 
-    # battery as an action: the LP's battery is the env's
-    raw = scenario.model_dump(mode="json")
-    raw["env"]["battery_action"] = True
-    act = make_setup(Scenario.model_validate(raw), data=data)
-    ja = {name: _run(make_policy(name), act, starts, f"{name} (battery_action)")[0]
-          for name in ("run_now", "lp_bound", "mpc")}
+    compare = [c for c in CONTROLS if c != control] if args.compare is None else args.compare
+    jc: dict[str, dict[str, np.ndarray]] = {}
+    for other in compare:
+        s = make_setup(_with_control(scenario, other), data=data)
+        bound = (make_policy("lp_bound", battery="rule", time_limit_s=args.rule_time_limit)
+                 if other == "rule" and args.rule_time_limit > 0 else make_policy("lp_bound"))
+        jc[other] = {name: _run(pol, s, starts, f"{name} (battery_control {other})")[0]
+                     for name, pol in (("run_now", make_policy("run_now")), ("lp_bound", bound),
+                                       ("mpc", make_policy("mpc")))}
 
     t = Table(title="Solve times on geo3 (one week = 168 h x 3 sites)")
     t.add_column("what")
@@ -117,15 +135,19 @@ def main() -> None:
                     f"{np.nanmin(gap_closed(values, j['run_now'], j[b])):.3f}"]
         g.add_row(*row)
     console.print(g)
-    a = Table(title="geo3 with env.battery_action: true (perfect forecasts)")
+    a = Table(title="geo3 under other battery controls (perfect forecasts; bound: the rule "
+                    "MIP for rule, else the LP)")
+    a.add_column("battery_control")
     a.add_column("policy")
     a.add_column("mean J", justify="right")
     a.add_column("gap closed (mean J)", justify="right")
     a.add_column("worst week", justify="right")
-    for name, values in ja.items():
-        a.add_row(name, f"{values.mean():.2f}",
-                  f"{gap_closed(values.mean(), ja['run_now'].mean(), ja['lp_bound'].mean()):.3f}",
-                  f"{np.nanmin(gap_closed(values, ja['run_now'], ja['lp_bound'])):.3f}")
+    for other, ja in jc.items():
+        low, top = ja["run_now"], ja["lp_bound"]
+        for name, values in ja.items():
+            a.add_row(other, name, f"{values.mean():.2f}",
+                      f"{gap_closed(values.mean(), low.mean(), top.mean()):.3f}",
+                      f"{np.nanmin(gap_closed(values, low, top)):.3f}")
     console.print(a)
     for name in ("lp_bound", *bounds[1:]):
         worst = max(float(np.max(j[k] - j[name])) for k in j if not k.startswith("lp_bound"))

@@ -302,11 +302,14 @@ class EnvConfig(StrictModel):
     max_migration_fraction: Fraction = 0.5
     inference_remote_fraction_max: Fraction = 0.0
     inference_remote_penalty_per_gpu_h: NonNeg = 0.0
-    battery_action: bool = False
+    # How batteries are dispatched: "rule" (the site rule below, no battery action),
+    # "setpoint" (an action sets battery power) or "residual" (an action adds power to
+    # the rule's setpoint, so action 0 is the rule and every setpoint stays reachable).
+    battery_control: Literal["rule", "setpoint", "residual"] = "rule"
     forecast_horizons_h: list[Annotated[int, Field(ge=1)]] = [1, 2, 4, 8, 12, 24]
     observation_slack_edges_h: list[Annotated[int, Field(ge=1)]] = [2, 6, 12]
     episode_hours: Annotated[int, Field(gt=0)] = 168
-    # Rule-dispatched battery (battery_action false): discharge covers grid import above
+    # Battery rule (battery_control rule or residual): discharge covers grid import above
     # this share of headroom (0 = self-consumption: any import; 1 = only import above
     # headroom). Import above headroom (outages included) is always covered first.
     battery_discharge_threshold_fraction: Fraction = 0.0

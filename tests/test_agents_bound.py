@@ -22,12 +22,12 @@ HOURS = 24 * 14
 TOL = 1e-7
 
 
-def _scenario(battery_action: bool):
+def _scenario(battery_control: str):
     return scenario(
         [site("a", pv={"kwp": 5.0}),
          site("b", battery={"capacity_kwh": 12.0, "power_kw": 4.0},
               workload={"deadline_slack_h_min": 2, "deadline_slack_h_max": 5})],
-        env={"episode_hours": 24, "battery_action": battery_action,
+        env={"episode_hours": 24, "battery_control": battery_control,
              "migration_kwh_per_gpu_h": 0.3},
     )
 
@@ -38,7 +38,7 @@ def _exo(seed: int = 1) -> np.ndarray:
     return x
 
 
-@pytest.fixture(scope="module", params=[False, True], ids=["rule_battery", "battery_action"])
+@pytest.fixture(scope="module", params=["rule", "setpoint", "residual"])
 def setup(request):
     env = make_env(_scenario(request.param), _exo(), forecast="persistence", period="test")
     return make_setup(env, period="test")
@@ -95,7 +95,7 @@ def test_briefly_trained_ppo_stays_below_the_bound(tmp_path):
     from gridrl.agents.policy import SB3Policy
     from gridrl.env.vec_env import GridVecEnv
 
-    sc = _scenario(False)
+    sc = _scenario("rule")
     env = make_env(sc, _exo(), forecast="perfect", period="test")
     venv = VecNormalize(GridVecEnv(sc, 8, data=env.data, period="train", seed=0,
                                    info_mode="episode"))
@@ -119,7 +119,7 @@ def test_briefly_trained_ppo_stays_below_the_bound(tmp_path):
 
 
 def test_rule_battery_bound_is_tighter_and_still_a_bound():
-    env = make_env(_scenario(False), _exo(), forecast="persistence", period="test")
+    env = make_env(_scenario("rule"), _exo(), forecast="persistence", period="test")
     setup = make_setup(env, period="test")
     relaxed = evaluate("lp_bound", setup, episodes=4, seed=9)
     rule = evaluate(make_policy("lp_bound", battery="rule", time_limit_s=20.0), setup,

@@ -20,7 +20,7 @@ def test_mpc_with_perfect_forecasts_closes_most_of_the_gap_on_geo3_weeks():
     # battery as an action: the env's battery is the LP's, so the bound is tight and the
     # gap is what a controller can close
     raw = load_scenario(GEO3).model_dump(mode="json")
-    raw["env"]["battery_action"] = True
+    raw["env"]["battery_control"] = "setpoint"
     setup = make_setup(Scenario.model_validate(raw), data=env_inputs(GEO3, "perfect", None))
     weeks = [w.start for w in setup.windows.fixed[:2]]
     j = {name: evaluate(make_policy(name), setup, starts=weeks)["J"].to_numpy()

@@ -239,7 +239,7 @@ def test_queue_grows_to_the_longest_deadline_slack():
 
 
 def test_normalise_action_inverts_physical_action():
-    p = build_params(scenario(3, env={"battery_action": True},
+    p = build_params(scenario(3, env={"battery_control": "residual"},
                               sites=[site(f"s{i}", battery={"capacity_kwh": 10.0,
                                                              "power_kw": 2.0 + i})
                                      for i in range(3)]))

@@ -15,13 +15,13 @@ BATTERY = {"capacity_kwh": 20.0, "power_kw": 4.0, "round_trip_efficiency": 0.85,
            "soc_min_fraction": 0.1, "soc_max_fraction": 0.9, "soc_initial_fraction": 0.5}
 
 
-def _params(n_sites: int, battery: bool, battery_action: bool, threshold: float, pue_slope: float):
+def _params(n_sites: int, battery: bool, battery_control: str, threshold: float, pue_slope: float):
     sites = [site(f"s{i}", pue=1.0 + 0.2 * i, pue_temp_slope_per_c=pue_slope,
                   battery=BATTERY if battery else {},
                   workload={"deadline_slack_h_min": i, "deadline_slack_h_max": 3 + 2 * i})
              for i in range(n_sites)]
     return build_params(scenario(sites=sites, env={
-        "battery_action": battery_action, "battery_discharge_threshold_fraction": threshold,
+        "battery_control": battery_control, "battery_discharge_threshold_fraction": threshold,
         "migration_kwh_per_gpu_h": 0.3}))
 
 
@@ -29,7 +29,7 @@ cases = st.fixed_dictionaries({
     "n_sites": st.integers(1, 3),
     "batch": st.integers(1, 3),
     "battery": st.booleans(),
-    "battery_action": st.booleans(),
+    "battery_control": st.sampled_from(["rule", "setpoint", "residual"]),
     "threshold": st.sampled_from([0.0, 0.5, 1.0]),
     "pue_slope": st.sampled_from([0.0, 0.01]),
     "seed": st.integers(0, 2**31 - 1),
@@ -38,7 +38,7 @@ cases = st.fixed_dictionaries({
 
 
 def _rollout(c):
-    p = _params(c["n_sites"], c["battery"], c["battery_action"], c["threshold"], c["pue_slope"])
+    p = _params(c["n_sites"], c["battery"], c["battery_control"], c["threshold"], c["pue_slope"])
     rng = np.random.default_rng(c["seed"])
     exo = synthetic_exo(c["n_sites"], 48, seed=c["seed"])
     # stress: deep outages, huge arrivals, tight headroom
@@ -145,7 +145,7 @@ def test_outages_behave_as_documented(c):
 
 @pytest.mark.parametrize("n_sites", [1, 2, 5])
 def test_batch_equals_single_episodes(n_sites):
-    p = _params(n_sites, True, False, 0.0, 0.01)
+    p = _params(n_sites, True, "rule", 0.0, 0.01)
     rng = np.random.default_rng(3)
     exo = synthetic_exo(n_sites, 48, seed=3)
     b = 4
@@ -160,3 +160,52 @@ def test_batch_equals_single_episodes(n_sites):
             np.testing.assert_allclose(out.values[j], o.values[0], rtol=1e-12, atol=1e-12)
             np.testing.assert_allclose(batch.queue_gpu_h[j], singles[j].queue_gpu_h[0],
                                        rtol=1e-12, atol=1e-12)
+
+
+@settings(max_examples=30, deadline=None)
+@given(cases)
+def test_residual_battery_action_zero_is_the_rule(c):
+    """battery_control residual with battery action 0 gives exactly the rule's step."""
+    c = {**c, "battery": True}
+    p_rule = _params(c["n_sites"], True, "rule", c["threshold"], c["pue_slope"])
+    p_res = _params(c["n_sites"], True, "residual", c["threshold"], c["pue_slope"])
+    _, exo, rows, acts = _rollout({**c, "battery_control": "residual"})
+    a = b = core.reset(p_rule, c["batch"])
+    for t in range(c["hours"]):
+        a, out_a = core.step(p_rule, a, acts[t, ..., :4], exo[rows[t]])
+        zero = acts[t].copy()
+        zero[..., 4] = 0.0
+        b, out_b = core.step(p_res, b, zero, exo[rows[t]])
+        np.testing.assert_array_equal(out_b.values, out_a.values)
+
+
+@settings(max_examples=30, deadline=None)
+@given(cases, st.sampled_from(["setpoint", "residual"]))
+def test_encoded_battery_setpoints_are_what_the_battery_is_asked_for(c, control):
+    """encode_battery_kw: the battery moves the wanted power whenever the limits allow
+    it (power, state of charge, charging within headroom), from any rule setpoint."""
+    p = _params(c["n_sites"], True, control, c["threshold"], c["pue_slope"])
+    _, exo, rows, acts = _rollout({**c, "battery": True, "battery_control": control})
+    rng = np.random.default_rng(c["seed"])
+    state = core.reset(p, c["batch"])
+    for t in range(c["hours"]):
+        x = exo[rows[t]]
+        want = rng.uniform(-1.0, 1.0, (c["batch"], c["n_sites"])) * p.battery_power_kw
+        a = core.encode_battery_kw(p, state, acts[t], x, want)
+        new, out = core.step(p, state, a, x)
+        fac = out["facility_kwh"] + out["curtailed_kwh"]
+        room = np.maximum(p.soc_max_kwh - state.soc_kwh, 0.0) / p.battery_eta
+        avail = np.maximum(state.soc_kwh - p.soc_min_kwh, 0.0) * p.battery_eta
+        gen = x[..., 0] + x[..., 1]
+        ch = np.minimum(np.minimum(np.maximum(want, 0.0), np.maximum(x[..., 2] + gen - fac, 0.0)),
+                        room)
+        dis = np.minimum(np.maximum(-want, 0.0), avail)
+        np.testing.assert_allclose(out["battery_charge_kwh"], ch, rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(out["battery_discharge_kwh"], dis, rtol=1e-9, atol=1e-9)
+        rule = core.encode_battery_kw(p, state, acts[t], x)  # None: the rule
+        _, out_rule = core.step(p, state, rule, x)
+        want_rule = core.rule_battery_kw(p, fac, gen, x[..., 2])
+        np.testing.assert_allclose(out_rule["battery_charge_kwh"],
+                                   np.minimum(np.minimum(np.maximum(want_rule, 0.0),
+                                                         p.battery_power_kw), room), atol=1e-9)
+        state = new

@@ -211,8 +211,10 @@ def test_runtime_runs_with_torch_and_sb3_unimportable(exported):
     assert "torch blocked" in out.stdout and "ok" in out.stdout
 
 
-def test_battery_action_becomes_a_setpoint_in_kw(tmp_path):
-    """With env.battery_action the fifth component per site is the battery setpoint."""
+@pytest.mark.parametrize("control", ["setpoint", "residual"])
+def test_battery_action_becomes_kw(tmp_path, control):
+    """With a battery action the fifth component per site is battery power in kW: the
+    setpoint, or (residual) what is added to the site rule, as the manifest says."""
     from export_helpers import geo_env_data
 
     from gridrl.env.core import physical_action
@@ -221,7 +223,7 @@ def test_battery_action_becomes_a_setpoint_in_kw(tmp_path):
 
     sc, data = geo_env_data(2)
     raw = sc.model_dump(mode="json")
-    raw["env"]["battery_action"] = True
+    raw["env"]["battery_control"] = control
     env = GridEnv(Scenario.model_validate(raw), data=data, seed=0)
     assert env.action_space.shape == (10,)
     pdir = random_policy_dir(tmp_path / "p", env, seed=2)
@@ -232,4 +234,10 @@ def test_battery_action_becomes_a_setpoint_in_kw(tmp_path):
     phys = physical_action(env.params, batch.action.reshape(50, 2, 5).astype(np.float64))
     np.testing.assert_allclose(batch.battery_kw, phys.battery_kw, atol=1e-3)
     assert "battery" in rt.manifest.decision_semantics
+    assert rt.manifest.action.battery_control == control
+    residual = "added to the site's battery rule" in rt.manifest.decision_semantics["battery"]
+    assert residual == (control == "residual")
+    span = env.params.battery_action_span_kw
+    assert [f.physical_high for f in rt.manifest.action.fields if f.component == "battery"] \
+        == pytest.approx(span.tolist())
     assert rt.decide(obs[0])[1].battery_kw == pytest.approx(batch.battery_kw[0, 1])

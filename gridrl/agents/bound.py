@@ -6,7 +6,7 @@ the env does (``core.terminal_value_per_gpu_h``). Its optimum ``J`` is an upper 
 the return of any policy on the same episode (the argument is in :mod:`gridrl.agents.lp`)
 and is what the harness reports for it; its KPIs are those of the optimal plan.
 
-With ``battery="rule"`` and a rule-dispatched battery (``env.battery_action: false``) the
+With ``battery="rule"`` and a rule-dispatched battery (``env.battery_control: rule``) the
 battery rule is modelled with binaries (:func:`gridrl.agents.lp.solve_rule_battery`): a
 tighter bound whose ``J`` is the MIP's proven bound and whose KPIs are those of the best
 plan found.
@@ -34,7 +34,7 @@ class LPBoundParams(BaseModel):
 
     # HiGHS simplex strategy of the first solve (4 = primal, fastest on these LPs).
     simplex_strategy: int = 4
-    # Batteries dispatched by the env's rule (env.battery_action: false): "relaxed" lets
+    # Batteries dispatched by the env's rule (env.battery_control: rule): "relaxed" lets
     # the LP dispatch them freely (fast, looser: it may hold charge the env would spend);
     # "rule" models the rule with binaries (mixed-integer, tight, slower).
     battery: Literal["relaxed", "rule"] = "relaxed"

@@ -54,28 +54,10 @@ def _pue(params, exo_t: np.ndarray) -> np.ndarray:
 
 def _actions(ctx: StepContext, run: np.ndarray, cap: np.ndarray,
              route: np.ndarray | None = None, migrate: np.ndarray | None = None) -> np.ndarray:
-    """Env actions for physical decisions ``[B, N]``. Under ``env.battery_action`` the
-    battery setpoint follows the env's own dispatch rule for the facility power these
-    decisions draw (charge from local surplus, discharge the import above
-    ``battery_discharge_threshold_fraction`` x headroom): the status-quo battery."""
-    p = ctx.params
-    battery = None
-    if p.battery_action:
-        exo = ctx.exo_t
-        q1 = ctx.queue_after_arrivals().sum(-1)
-        m = np.zeros_like(run) if migrate is None or p.n_sites == 1 else migrate
-        tau = p.throughput(cap)
-        demand = exo[..., _K["inference_gpus"]]
-        inf = np.minimum(demand, p.gpus * tau)
-        flex = np.minimum(run * q1 * (1.0 - m), p.gpus * tau - inf)
-        it = (inf + flex) / tau * (cap * p.gpu_max_kw - p.gpu_idle_kw) + p.gpus * p.gpu_idle_kw
-        fac = _pue(p, exo) * it + p.migration_kwh_per_gpu_h * m * q1
-        gen = exo[..., _K["pv_kw"]] + exo[..., _K["wind_kw"]]
-        head = exo[..., _K["headroom_kw"]]
-        charge = np.maximum(gen - fac, 0.0)
-        discharge = np.maximum(fac - gen - p.battery_discharge_threshold_fraction * head, 0.0)
-        battery = charge - discharge
-    return actions_from(p, run, cap, route=route, migrate=migrate, battery_kw=battery)
+    """Env actions for physical decisions ``[B, N]``. A battery action, if the scenario
+    has one, asks for what the env's dispatch rule wants for the facility power these
+    decisions draw: the status-quo battery."""
+    return ctx.set_battery(actions_from(ctx.params, run, cap, route=route, migrate=migrate))
 
 
 def _due_share(q1: np.ndarray) -> np.ndarray:
@@ -94,7 +76,7 @@ class RunNowParams(_Params):
 
 class RunNow:
     """Status quo: run all queued work now at full power, no migration; the battery
-    follows the env's dispatch rule (also under ``env.battery_action``)."""
+    follows the env's dispatch rule (also with a battery action)."""
 
     name = "run_now"
     is_bound = False

@@ -68,7 +68,7 @@ is at least the return of any policy (``J_lp >= J_env``):
 - *battery*: the env follows its dispatch rule (or a setpoint it may clip); the LP
   chooses charge and discharge freely within the same power and energy limits, and
   charges no more than the env ever can in that hour (:meth:`LPStructure.charge_limit`).
-  Under the rule (``env.battery_action: false``) this is the loosest part of the bound:
+  Under the rule (``env.battery_control: rule``) this is the loosest part of the bound:
   no policy controls the battery, but the LP may hold its charge for a later hour
   (an outage, a carbon peak) where the env discharges it at once.
 - *curtailment*: the env removes excess import by capping, pausing and shedding: less
@@ -495,7 +495,7 @@ class LPStructure:
         """``[H, N]`` most the env's battery can charge in an hour (kW, bus side).
 
         The env charges from local surplus only (rule: ``max(pv + wind - F, 0)``) or,
-        under ``env.battery_action``, within headroom (``max(h + pv + wind - F, 0)``),
+        with a battery action, within headroom (``max(h + pv + wind - F, 0)``),
         where ``F`` is the facility power before curtailment. ``F`` is at least
         ``F_lb = PUE_t (G P0 + min(D, G tau_min) e_min)``: idle power plus the inference
         the env always serves (``min(D, G tau(c))`` at any cap) at the least energy per
@@ -514,7 +514,7 @@ class LPStructure:
         (``addRows`` arguments), or None without batteries.
 
         The env charges at most ``max(g - F, 0)`` with ``g = pv + wind`` (plus headroom
-        under ``env.battery_action``) and ``F`` its facility power before curtailment,
+        with a battery action) and ``F`` its facility power before curtailment,
         which is at least the LP's ``F_it = PUE_t (sum_k w_k e_k + G P0)``. While it
         charges nothing is curtailed and ``F_it`` lies in ``[F_lb, F_max]``
         (:meth:`charge_limit`'s ``F_lb``, ``F_max = PUE_t G Pmax``); ``c`` is the concave
@@ -845,7 +845,7 @@ class Solver:
 
 def rule_battery_rows(st: LPStructure, aux: dict, first_col: int) -> tuple[list, np.ndarray]:
     """Binary columns and rows that make the LP's battery follow the env's dispatch rule
-    (``env.battery_action: false``), as a mixed-integer program that is still a
+    (``env.battery_control: rule``), as a mixed-integer program that is still a
     relaxation of the env.
 
     Per hour and battery site, binaries ``z`` (the env charges: ``pv + wind >= F``),

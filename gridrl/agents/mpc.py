@@ -11,7 +11,8 @@ Its first-hour decision is turned into the environment's action:
 - ``run``: the LP's flexible work over the queue left after migration;
 - ``cap``: the cap whose throughput equals the LP's work per busy GPU (a mixture of two
   adjacent throttle points is exactly one intermediate cap);
-- ``battery`` (with ``env.battery_action``): the LP's charge minus discharge.
+- ``battery`` (with a battery action): the LP's charge minus discharge as the wanted
+  setpoint (``StepContext.set_battery``).
 
 Work left at the end of a horizon that stops before the episode ends is valued like the
 env's terminal charge (uncapped energy at the horizon's mean carbon and price); when the
@@ -77,7 +78,8 @@ def continuation_value(params: EnvParams, exo_plan: np.ndarray) -> np.ndarray:
 
 def plan_to_action(params: EnvParams, q1: np.ndarray, first: dict, caps: np.ndarray,
                    taus: np.ndarray) -> np.ndarray:
-    """The env action ``[1, N * A]`` that carries out an LP's first hour.
+    """The env action ``[1, N * A]`` that carries out an LP's first hour, without its
+    battery setpoint (``first["ch"] - first["dis"]``, set by ``StepContext.set_battery``).
 
     Parameters
     ----------
@@ -113,9 +115,7 @@ def plan_to_action(params: EnvParams, q1: np.ndarray, first: dict, caps: np.ndar
     busy = (levels / taus).sum(-1)
     tau_avg = np.divide(work, busy, out=np.ones(n), where=busy > _TINY_GPU_H)
     cap = np.where(busy > _TINY_GPU_H, np.interp(tau_avg, taus, caps), 1.0)
-    battery = first["ch"] - first["dis"] if p.battery_action else None
-    return actions_from(p, run[None], cap[None], route=route[None], migrate=migrate[None],
-                        battery_kw=None if battery is None else battery[None])
+    return actions_from(p, run[None], cap[None], route=route[None], migrate=migrate[None])
 
 
 class MPC:
@@ -158,6 +158,7 @@ class MPC:
         st = ctx.state
         carry = np.full(p.n_sites, p.reward_weights[3] * self.params.overdue_carry_h)
         out = np.empty((len(ctx.rows), p.n_sites * p.n_actions_per_site))
+        battery_kw = np.full((len(ctx.rows), p.n_sites), np.nan)  # NaN: the rule
         for b in range(len(ctx.rows)):
             hours = int(min(horizon, remaining[b]))
             plan = fc[b, :hours]
@@ -187,4 +188,5 @@ class MPC:
             self.solve_times.append(time.perf_counter() - t0)
             out[b] = plan_to_action(p, q1[b], sol.first, solver.structure.caps,
                                     solver.structure.taus)[0]
-        return out
+            battery_kw[b] = sol.first["ch"] - sol.first["dis"]
+        return ctx.set_battery(out, battery_kw)

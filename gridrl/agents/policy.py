@@ -20,6 +20,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from gridrl.env import core
 from gridrl.env.core import EXO_SIGNALS
 from gridrl.env.episodes import Window
 from gridrl.env.inputs import EnvData
@@ -188,6 +189,18 @@ class StepContext:
         """``[B]`` hours left in each episode, this one included."""
         return self.batch.ends - self.rows
 
+    def set_battery(self, actions: np.ndarray, setpoint_kw: np.ndarray | None = None
+                    ) -> np.ndarray:
+        """``actions`` ``[B, N * A]`` with the battery asked for ``setpoint_kw``
+        ``[B, N]`` (kW, + charges; None or NaN entries: the dispatch rule), through
+        ``core.encode_battery_kw``. Unchanged without a battery action."""
+        p = self.params
+        if not p.battery_action:
+            return actions
+        a = actions.reshape(len(self.rows), p.n_sites, p.n_actions_per_site)
+        a = core.encode_battery_kw(p, self.state, a, self.exo_t, setpoint_kw)
+        return a.reshape(actions.shape)
+
     def forecast(self, hours: int) -> np.ndarray:
         """``[B, hours, N, K]`` median forecasts from this hour on (``ForecastView.p50``)."""
         key = ("p50", hours)
@@ -218,7 +231,7 @@ class Policy(Protocol):
 
 def actions_from(params: EnvParams, run: np.ndarray, cap: np.ndarray,
                  route: np.ndarray | None = None, migrate: np.ndarray | None = None,
-                 battery_kw: np.ndarray | None = None) -> np.ndarray:
+                 ) -> np.ndarray:
     """Normalised actions ``[B, N * A]`` from physical values ``[B, N]`` (inverse of
     ``core.physical_action``).
 
@@ -228,8 +241,9 @@ def actions_from(params: EnvParams, run: np.ndarray, cap: np.ndarray,
     cap : power cap fraction, [cap_min, 1]
     route : normalised route preference in [-1, 1] (default 0: all equal)
     migrate : share of the queue to send away, [0, max_migration_fraction] (default 0)
-    battery_kw : battery setpoint (kW, + charges), used with ``env.battery_action``
-        (default 0)
+
+    A battery component, if the scenario has one, is 0 (an idle setpoint, or the rule
+    under ``residual``); :meth:`StepContext.set_battery` sets it.
     """
     p = params
     run = np.asarray(run, dtype=np.float64)
@@ -245,12 +259,6 @@ def actions_from(params: EnvParams, run: np.ndarray, cap: np.ndarray,
         out[..., 3] = -1.0
     else:
         out[..., 3] = np.clip(2.0 * np.asarray(migrate, float) / m_max - 1.0, -1.0, 1.0)
-    if p.battery_action:
-        if battery_kw is None:
-            out[..., 4] = 0.0
-        else:
-            bp = np.where(p.battery_power_kw > 0, p.battery_power_kw, 1.0)
-            out[..., 4] = np.clip(np.asarray(battery_kw, float) / bp, -1.0, 1.0)
     return out.reshape(b, n * p.n_actions_per_site)
 
 

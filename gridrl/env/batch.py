@@ -11,15 +11,14 @@ from __future__ import annotations
 
 from typing import Literal
 
-import numba
 import numpy as np
 
 from gridrl.env import core, kernel
 from gridrl.env.episodes import Window
 from gridrl.env.inputs import EnvData
-from gridrl.env.kernel import _SCALE, _W0, FAST_MATH, _scratch, _step_env
+from gridrl.env.kernel import _TERM_COLS, _advance, _sanitize
 from gridrl.env.kpis import kpi_arrays
-from gridrl.env.layout import ObservationBuilder, _fill_env
+from gridrl.env.layout import ObservationBuilder
 from gridrl.env.params import EnvParams
 from gridrl.env.state import EnvState
 
@@ -28,10 +27,6 @@ __all__ = ["INFO_FIELDS", "BatchSim", "InvalidActionError"]
 Backend = Literal["numba", "numpy"]
 
 
-_F = {name: i for i, name in enumerate(core.OUTPUT_FIELDS)}
-# Output columns of the reward terms, in REWARD_TERMS order.
-_TERM_COLS = np.array([_F["carbon_kg"], _F["cost"], _F["slo_gpu_h"], _F["overdue_gpu_h"],
-                       _F["overdraw_kwh"]])
 #: Keys of the per-step info: output fields summed over sites, then weighted reward terms.
 INFO_FIELDS = core.OUTPUT_FIELDS + (
     "reward_carbon", "reward_cost", "reward_slo", "reward_overdue", "reward_overdraw",
@@ -41,75 +36,6 @@ INFO_FIELDS = core.OUTPUT_FIELDS + (
 
 class InvalidActionError(ValueError):
     """An action with the wrong shape or a NaN."""
-
-
-@numba.njit(cache=True)
-def _sanitize(a, out, clipped):  # pragma: no cover - compiled
-    # Copy a [B, M] into out [B, M] clipped to [-1, 1]; count clipped entries per row.
-    # Returns the flat position of the first NaN, or -1.
-    n_b, n_m = a.shape
-    for b in range(n_b):
-        c = 0
-        for m in range(n_m):
-            v = a[b, m]
-            if v != v:
-                return b * n_m + m
-            if v > 1.0:
-                v = 1.0
-                c += 1
-            elif v < -1.0:
-                v = -1.0
-                c += 1
-            out[b, m] = v
-        clipped[b] = c
-    return -1
-
-
-@numba.njit(cache=True, fastmath=FAST_MATH)
-def _advance(site, scalar, split, curve, q, z, soc, action, exo, rows, q2, z2, soc2, cap2,
-             values, reward, end, sums, returns, tvalue, charge, done, totals,
-             calendar, site_exo, inv_scale, group_end, obs):  # pragma: no cover
-    # One hour for every episode, one episode at a time (its arrays stay in cache): the
-    # kernel step into (q2, z2, soc2, cap2, values, reward), the bookkeeping (sums, rows,
-    # terminal charge, returns, totals over sites with weighted reward terms) and the
-    # observation of the new state.
-    n_b, n_s, n_f = values.shape
-    n_k = q2.shape[2]
-    inv = 1.0 / scalar[_SCALE]
-    last = exo.shape[0] - 1
-    any_done = False
-    s_q2, s_moved, s_acc, s_e, s_inv_den, s_mu, s_total = _scratch(n_s, n_k)
-    for b in range(n_b):
-        _step_env(b, site, scalar, split, curve, q, z, soc, action, exo, rows, q2, z2, soc2,
-                  cap2, values, reward, s_q2, s_moved, s_acc, s_e, s_inv_den, s_mu, s_total)
-        for f in range(n_f):
-            totals[b, f] = 0.0
-        for i in range(n_s):
-            for f in range(n_f):
-                v = values[b, i, f]
-                sums[b, i, f] += v
-                totals[b, f] += v
-        rows[b] += 1
-        c = 0.0
-        if rows[b] >= end[b]:
-            done[b] = True
-            any_done = True
-            for i in range(n_s):
-                left = 0.0
-                for k in range(n_k):
-                    left += q2[b, i, k] + z2[b, i, k]
-                c += left * tvalue[b, i]
-            reward[b] -= c * inv
-        else:
-            done[b] = False
-        charge[b] = c
-        returns[b] += reward[b]
-        for j in range(5):
-            totals[b, n_f + j] = -scalar[_W0 + j] * totals[b, _TERM_COLS[j]] * inv
-        totals[b, n_f + 5] = -c * inv
-        _fill_env(b, calendar, site_exo, min(rows[b], last), q2, z2, soc2, cap2, inv_scale,
-                  group_end, obs)
-    return any_done
 
 
 class BatchSim:

@@ -27,7 +27,10 @@ this site, already in the buckets it has on arrival.
 Actions ``u`` in [-1, 1] (clipped before the core), mapped affinely:
 ``r = (u_run + 1)/2`` in [0, 1]; ``c = c_min + (u_cap + 1)/2 (1 - c_min)``;
 ``rho = beta u_route``; ``m = m_max (u_migrate + 1)/2`` (0 when ``N = 1``);
-battery setpoint ``p_b = P_b u_battery`` (kW, + charges) when ``env.battery_action``.
+battery action ``p_b = P_b u_battery`` (kW, + charges) with ``env.battery_control:
+setpoint``, ``p_b = clip(rule, -P_b, P_b) + 2 P_b u_battery`` with ``residual`` (``rule``
+the rule's ``ch* - dis*`` of equation 5: action 0 is the rule, and every setpoint in
+[-P_b, P_b] is reachable from it).
 
 1. **Arrivals, transit**: ``q1 = q + z + a A`` (arrivals of hour ``t`` may run in hour
    ``t``); ``z = 0``.
@@ -43,9 +46,10 @@ battery setpoint ``p_b = P_b u_battery`` (kW, + charges) when ``env.battery_acti
    ``IT = busy (c Pmax - P0) + G P0`` (a busy GPU at cap ``c`` draws ``c Pmax``; idle
    GPUs stay powered at ``P0``); ``PUE_t = pue + slope max(temp - T0, 0)``;
    ``F = PUE_t IT + e_mig``.
-5. **Battery** (``gen = pv + wind``). Rule: ``ch* = max(gen - F, 0)``,
-   ``dis* = max(F - gen - theta h, 0)``. Action: ``ch* = min(max(p_b, 0), max(h + gen - F,
-   0))`` (grid charging never pushes import above headroom), ``dis* = max(-p_b, 0)``.
+5. **Battery** (``gen = pv + wind``). Rule (``battery_control: rule``):
+   ``ch* = max(gen - F, 0)``, ``dis* = max(F - gen - theta h, 0)``. Action (``setpoint``,
+   ``residual``): ``ch* = min(max(p_b, 0), max(h + gen - F, 0))`` (grid charging never
+   pushes import above headroom), ``dis* = max(-p_b, 0)``.
    Limits: ``ch = min(ch*, P_b, max(soc_max - soc, 0)/eta)``,
    ``dis = min(dis*, P_b, max(soc - soc_min, 0) eta)``.
    ``excess0 = max(F - gen + ch - dis - h, 0)``.
@@ -119,10 +123,12 @@ __all__ = [
     "OUTPUT_FIELDS",
     "PhysicalAction",
     "StepOutputs",
+    "encode_battery_kw",
     "normalise_action",
     "physical_action",
     "reset",
     "reward",
+    "rule_battery_kw",
     "step",
     "terminal_value_per_gpu_h",
 ]
@@ -209,7 +215,8 @@ class PhysicalAction:
     cap : power cap fraction, [cap_min, 1]
     route_logit : softmax logit of each site as a migration destination
     migrate : share of each site's queue sent away, [0, max_migration_fraction]
-    battery_kw : battery setpoint (+ charge), or None under the dispatch rule
+    battery_kw : battery action in kW (+ charge): the setpoint, or what is added to the
+        rule's setpoint (``residual``); None under the dispatch rule
     """
 
     run: np.ndarray
@@ -230,7 +237,8 @@ def physical_action(params: EnvParams, action: np.ndarray) -> PhysicalAction:
         cap=params.cap_min + half[..., 1] * (1.0 - params.cap_min),
         route_logit=action[..., 2] * params.route_logit_scale,
         migrate=migrate,
-        battery_kw=action[..., 4] * params.battery_power_kw if params.battery_action else None,
+        battery_kw=action[..., 4] * params.battery_action_span_kw if params.battery_action
+        else None,
     )
 
 
@@ -241,8 +249,9 @@ def normalise_action(params: EnvParams, run: np.ndarray, cap: np.ndarray,
     normalised action ``[..., N, A]`` (not clipped: values outside [-1, 1] mean the
     decision is outside the action's range, and the environments clip them).
 
-    ``battery_kw`` is required with ``env.battery_action`` and ignored without. With one
-    site ``migrate`` has no effect (any value maps to -1).
+    ``battery_kw`` (the battery action in kW, see :class:`PhysicalAction`) is required
+    with a battery action and ignored without; :func:`encode_battery_kw` sets it from a
+    wanted setpoint. With one site ``migrate`` has no effect (any value maps to -1).
     """
     run, cap, route_logit, migrate = np.broadcast_arrays(
         *(np.asarray(x, dtype=np.float64) for x in (run, cap, route_logit, migrate)))
@@ -257,10 +266,51 @@ def normalise_action(params: EnvParams, run: np.ndarray, cap: np.ndarray,
         out[..., 3] = -1.0
     if params.battery_action:
         if battery_kw is None:
-            raise ValueError("battery_kw is needed: the scenario sets env.battery_action")
-        power = params.battery_power_kw
+            raise ValueError("battery_kw is needed: the scenario has a battery action")
+        power = params.battery_action_span_kw
         out[..., 4] = np.divide(np.asarray(battery_kw, dtype=np.float64), power,
                                 out=np.zeros(run.shape), where=power > 0)
+    return out
+
+
+def rule_battery_kw(params: EnvParams, fac_kw: np.ndarray, gen_kw: np.ndarray,
+                    headroom_kw: np.ndarray) -> np.ndarray:
+    """The dispatch rule's wanted battery power ``ch* - dis*`` (kW, + charges; equation
+    5) for facility power ``F`` before curtailment, local generation and headroom."""
+    return np.maximum(gen_kw - fac_kw, 0.0) - np.maximum(
+        fac_kw - gen_kw - params.battery_discharge_threshold_fraction * headroom_kw, 0.0)
+
+
+def encode_battery_kw(params: EnvParams, state: EnvState, action: np.ndarray,
+                      exo_t: np.ndarray, setpoint_kw: np.ndarray | None = None) -> np.ndarray:
+    """``action`` ``[B, N, A]`` with its battery component set so that the battery is
+    asked for ``setpoint_kw`` ``[B, N]`` (kW, + charges; None, or NaN entries: what the
+    dispatch rule wants). Without a battery action ``action`` is returned unchanged.
+
+    Under ``residual`` the rule depends on the facility power the other components draw
+    this hour, so one :func:`step` is taken to find it. The result is clipped to [-1, 1].
+    """
+    if not params.battery_action:
+        return action
+    out = np.array(action, dtype=np.float64)
+    power = params.battery_power_kw
+    if setpoint_kw is not None:
+        setpoint_kw = np.asarray(setpoint_kw, dtype=np.float64)
+    if params.battery_residual or setpoint_kw is None or np.isnan(setpoint_kw).any():
+        out[..., 4] = 0.0
+        _, outputs = step(params, state, out, exo_t)
+        fac = outputs["facility_kwh"] + outputs["curtailed_kwh"]
+        gen = exo_t[..., 0] + exo_t[..., 1]
+        rule = np.clip(rule_battery_kw(params, fac, gen, exo_t[..., 2]), -power, power)
+        setpoint_kw = rule if setpoint_kw is None else np.where(np.isnan(setpoint_kw), rule,
+                                                                 setpoint_kw)
+    # asking for more than the rating is asking for the rating
+    setpoint_kw = np.clip(setpoint_kw, -power, power)
+    if params.battery_residual:
+        setpoint_kw = setpoint_kw - rule
+    span = params.battery_action_span_kw
+    out[..., 4] = np.clip(np.divide(setpoint_kw, span, out=np.zeros(out.shape[:-1]),
+                                    where=span > 0), -1.0, 1.0)
     return out
 
 
@@ -358,8 +408,12 @@ def step(
     gen = pv + wind
     eta = p.battery_eta
     if p.battery_action:
-        ch_want = np.minimum(np.maximum(act.battery_kw, 0.0), np.maximum(head + gen - fac, 0.0))
-        dis_want = np.maximum(-act.battery_kw, 0.0)
+        want = act.battery_kw
+        if p.battery_residual:
+            power = p.battery_power_kw
+            want = want + np.clip(rule_battery_kw(p, fac, gen, head), -power, power)
+        ch_want = np.minimum(np.maximum(want, 0.0), np.maximum(head + gen - fac, 0.0))
+        dis_want = np.maximum(-want, 0.0)
     else:
         ch_want = np.maximum(gen - fac, 0.0)
         dis_want = np.maximum(fac - gen - p.battery_discharge_threshold_fraction * head, 0.0)

@@ -53,13 +53,14 @@ class GridEnv(gym.Env):
 
     Each step is one hour at every site of the scenario. The agent decides, per site, how
     much queued flexible work to start, the GPU power cap, where migrated work should go
-    and how much of the queue to migrate (and the battery setpoint if enabled). The
+    and how much of the queue to migrate (and the battery's power if it is an action). The
     physics, queues and curtailment are those of :mod:`gridrl.env.core` (its docstring
     lists every equation).
 
-    **Action space** ``Box(-1, 1, (N * A,), float32)``, site after site, ``A = 4`` (5 with
-    ``env.battery_action``). Values outside [-1, 1] are clipped (the count is
-    ``info["action_clipped"]``); NaN raises ``InvalidActionError``; a wrong shape raises.
+    **Action space** ``Box(-1, 1, (N * A,), float32)``, site after site, ``A = 4`` (5 when
+    ``env.battery_control`` is ``setpoint`` or ``residual``). Values outside [-1, 1] are
+    clipped (the count is ``info["action_clipped"]``); NaN raises ``InvalidActionError``;
+    a wrong shape raises.
 
     ============  ==========================================  ==============================
     component     physical value                              meaning
@@ -73,7 +74,9 @@ class GridEnv(gym.Env):
                                                               destination of migrated work
     ``migrate``   ``(a + 1)/2 * env.max_migration_fraction``  share of the queue sent to the
                                                               other sites (0 with one site)
-    ``battery``   ``a * battery.power_kw`` (kW, + charges)    only with ``env.battery_action``
+    ``battery``   ``a * battery.power_kw`` (kW, + charges)    ``setpoint``: the setpoint
+                  ``2 a * battery.power_kw`` (kW)             ``residual``: added to the
+                                                              rule's setpoint (a = 0: rule)
     ============  ==========================================  ==============================
 
     **Observation space** ``Box(-inf, inf, (D,), float32)``: see :mod:`gridrl.env.layout`
@@ -109,7 +112,7 @@ class GridEnv(gym.Env):
     **Scenario keys** that shape it: ``sites[*]`` (GPUs, power, PUE, battery, workload
     deadlines), ``throttle``, ``reward``, ``env.*`` (``slack_buckets``,
     ``cap_min_fraction``, ``migration_kwh_per_gpu_h``, ``max_migration_fraction``,
-    ``route_logit_scale``, ``battery_action``, ``battery_discharge_threshold_fraction``,
+    ``route_logit_scale``, ``battery_control``, ``battery_discharge_threshold_fraction``,
     ``forecast_targets``, ``forecast_horizons_h``, ``forecast_quantiles``,
     ``observation_slack_edges_h``, ``obs_*_scale``, ``episode_hours``,
     ``terminal_queue_valuation``) and ``periods``.

@@ -5,6 +5,12 @@ small batch sizes its cost is the per-call overhead of some 150 numpy operations
 environments step through this kernel instead: the same equations in the same order,
 compiled, writing into preallocated arrays. Tests check that both give the same numbers.
 
+Every compiled function of the environment lives in this file (the step, the
+observation fill of :mod:`gridrl.env.layout` and the batched step with bookkeeping of
+:mod:`gridrl.env.batch`): numba's on-disk cache of a function is invalidated when its own
+file changes, not when a function it calls from another file does, so a kernel split
+over files could run stale code after an upgrade.
+
 Parameters are packed once per scenario (:class:`PackedParams`) so a call passes few
 arguments: numba's argument checking costs per argument.
 """
@@ -16,7 +22,14 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
-from gridrl.env.core import EXO_SIGNALS, KG_PER_G, MWH_PER_KWH, OUTPUT_FIELDS, StepOutputs
+from gridrl.env.core import (
+    _REWARD_IDX,
+    EXO_SIGNALS,
+    KG_PER_G,
+    MWH_PER_KWH,
+    OUTPUT_FIELDS,
+    StepOutputs,
+)
 from gridrl.env.params import EnvParams
 from gridrl.env.state import EnvState
 
@@ -28,18 +41,21 @@ __all__ = ["FAST_MATH", "PackedParams", "StepBuffers", "pack", "step", "step_int
 FAST_MATH = {"reassoc", "nsz", "arcp", "contract"}
 
 # Columns of PackedParams.site
-_GPUS, _IDLE, _PMAX, _PUE, _SLOPE, _T0, _BPOW, _ETA, _SOCMIN, _SOCMAX = range(10)
+_GPUS, _IDLE, _PMAX, _PUE, _SLOPE, _T0, _BPOW, _ETA, _SOCMIN, _SOCMAX, _BSPAN = range(11)
 # Entries of PackedParams.scalar
 _CAPMIN, _TAUMIN, _KAPPA, _MMAX, _BETA, _BACT, _THETA, _W0 = range(8)
 _SCALE = _W0 + 5
+# scalar[_BACT]: how the battery is dispatched
+_BATTERY_MODE = {"rule": 0.0, "setpoint": 1.0, "residual": 2.0}
 _N_OUT = len(OUTPUT_FIELDS)
+_TERM_COLS = _REWARD_IDX  # output columns of the reward terms, in REWARD_TERMS order
 if len(EXO_SIGNALS) != 8 or len(OUTPUT_FIELDS) != 31:  # the kernel indexes them by position
     raise ImportError("kernel field positions are out of date")
 
 
 @dataclass(frozen=True, eq=False)
 class PackedParams:
-    """``EnvParams`` as four arrays: per-site ``[N, 10]``, scalars, arrival split, curve."""
+    """``EnvParams`` as four arrays: per-site ``[N, 11]``, scalars, arrival split, curve."""
 
     site: np.ndarray
     scalar: np.ndarray
@@ -53,14 +69,14 @@ def pack(params: EnvParams) -> PackedParams:
     site = np.stack(
         [p.gpus, p.gpu_idle_kw, p.gpu_max_kw, p.pue, p.pue_temp_slope_per_c,
          p.pue_temp_threshold_c, p.battery_power_kw, p.battery_eta, p.soc_min_kwh,
-         p.soc_max_kwh],
+         p.soc_max_kwh, p.battery_action_span_kw],
         axis=1,
     )
     scalar = np.concatenate(
         [
             [p.cap_min, p.tau_min, p.migration_kwh_per_gpu_h,
              p.max_migration_fraction if p.n_sites > 1 else 0.0, p.route_logit_scale,
-             1.0 if p.battery_action else 0.0, p.battery_discharge_threshold_fraction],
+             _BATTERY_MODE[p.battery_control], p.battery_discharge_threshold_fraction],
             p.reward_weights,
             [p.reward_scale],
         ]
@@ -97,6 +113,7 @@ def _step_env(b, site, scalar, split, curve, queue, transit, soc_in, action, exo
     m_max = scalar[_MMAX]
     beta = scalar[_BETA]
     b_act = scalar[_BACT] > 0.5
+    b_res = scalar[_BACT] > 1.5
     theta = scalar[_THETA]
     xp = curve[0]
     fp = curve[1]
@@ -183,8 +200,13 @@ def _step_env(b, site, scalar, split, curve, queue, transit, soc_in, action, exo
         eta = site[i, _ETA]
         bpow = site[i, _BPOW]
         soc = soc_in[b, i]
-        if b_act:
-            pb = action[b, i, 4] * bpow
+        if b_res:
+            rule = max(gen - fac, 0.0) - max(fac - gen - theta * head, 0.0)
+            pb = action[b, i, 4] * site[i, _BSPAN] + min(max(rule, -bpow), bpow)
+            ch_want = min(max(pb, 0.0), max(head + gen - fac, 0.0))
+            dis_want = max(-pb, 0.0)
+        elif b_act:
+            pb = action[b, i, 4] * site[i, _BSPAN]
             ch_want = min(max(pb, 0.0), max(head + gen - fac, 0.0))
             dis_want = max(-pb, 0.0)
         else:
@@ -359,3 +381,118 @@ def step(params: EnvParams | PackedParams, state: EnvState, action: np.ndarray,
               np.ascontiguousarray(exo_t, dtype=np.float64), out)
     return (EnvState(out.queue_gpu_h, out.transit_gpu_h, out.soc_kwh, out.cap),
             StepOutputs(out.values, out.reward))
+
+
+# --------------------------------------------------------------------------- observations
+
+
+@numba.njit(cache=True, fastmath=FAST_MATH)
+def _fill_env(b, calendar, site_exo, t, queue, transit, soc, cap, inv_scale, group_end,
+              out):  # pragma: no cover - compiled
+    # Observation of batch row b at data row t into out[b].
+    n_s, n_e = site_exo.shape[1], site_exo.shape[2]
+    n_g = group_end.shape[0]
+    n_c = calendar.shape[1]
+    per_site = n_e + n_g + 4
+    for c in range(n_c):
+        out[b, c] = calendar[t, c]
+    for i in range(n_s):
+        base = n_c + i * per_site
+        for f in range(n_e):
+            out[b, base + f] = site_exo[t, i, f]
+        base += n_e
+        k = 1
+        for g in range(n_g):
+            s = 0.0
+            while k < group_end[g]:
+                s += queue[b, i, k]
+                k += 1
+            out[b, base + g] = s * inv_scale[i, g]
+        base += n_g
+        zt = 0.0
+        for k2 in range(transit.shape[2]):
+            zt += transit[b, i, k2]
+        out[b, base] = queue[b, i, 0] * inv_scale[i, n_g]
+        out[b, base + 1] = zt * inv_scale[i, n_g + 1]
+        out[b, base + 2] = soc[b, i] * inv_scale[i, n_g + 2]
+        out[b, base + 3] = cap[b, i]
+
+
+@numba.njit(cache=True, fastmath=FAST_MATH)
+def _fill(calendar, site_exo, rows, queue, transit, soc, cap, inv_scale, group_end,
+          out):  # pragma: no cover - compiled
+    for b in range(rows.shape[0]):
+        _fill_env(b, calendar, site_exo, rows[b], queue, transit, soc, cap, inv_scale,
+                  group_end, out)
+
+
+# --------------------------------------------------------------------------- batched step
+
+
+@numba.njit(cache=True)
+def _sanitize(a, out, clipped):  # pragma: no cover - compiled
+    # Copy a [B, M] into out [B, M] clipped to [-1, 1]; count clipped entries per row.
+    # Returns the flat position of the first NaN, or -1.
+    n_b, n_m = a.shape
+    for b in range(n_b):
+        c = 0
+        for m in range(n_m):
+            v = a[b, m]
+            if v != v:
+                return b * n_m + m
+            if v > 1.0:
+                v = 1.0
+                c += 1
+            elif v < -1.0:
+                v = -1.0
+                c += 1
+            out[b, m] = v
+        clipped[b] = c
+    return -1
+
+
+@numba.njit(cache=True, fastmath=FAST_MATH)
+def _advance(site, scalar, split, curve, q, z, soc, action, exo, rows, q2, z2, soc2, cap2,
+             values, reward, end, sums, returns, tvalue, charge, done, totals,
+             calendar, site_exo, inv_scale, group_end, obs):  # pragma: no cover
+    # One hour for every episode, one episode at a time (its arrays stay in cache): the
+    # kernel step into (q2, z2, soc2, cap2, values, reward), the bookkeeping (sums, rows,
+    # terminal charge, returns, totals over sites with weighted reward terms) and the
+    # observation of the new state.
+    n_b, n_s, n_f = values.shape
+    n_k = q2.shape[2]
+    inv = 1.0 / scalar[_SCALE]
+    last = exo.shape[0] - 1
+    any_done = False
+    s_q2, s_moved, s_acc, s_e, s_inv_den, s_mu, s_total = _scratch(n_s, n_k)
+    for b in range(n_b):
+        _step_env(b, site, scalar, split, curve, q, z, soc, action, exo, rows, q2, z2, soc2,
+                  cap2, values, reward, s_q2, s_moved, s_acc, s_e, s_inv_den, s_mu, s_total)
+        for f in range(n_f):
+            totals[b, f] = 0.0
+        for i in range(n_s):
+            for f in range(n_f):
+                v = values[b, i, f]
+                sums[b, i, f] += v
+                totals[b, f] += v
+        rows[b] += 1
+        c = 0.0
+        if rows[b] >= end[b]:
+            done[b] = True
+            any_done = True
+            for i in range(n_s):
+                left = 0.0
+                for k in range(n_k):
+                    left += q2[b, i, k] + z2[b, i, k]
+                c += left * tvalue[b, i]
+            reward[b] -= c * inv
+        else:
+            done[b] = False
+        charge[b] = c
+        returns[b] += reward[b]
+        for j in range(5):
+            totals[b, n_f + j] = -scalar[_W0 + j] * totals[b, _TERM_COLS[j]] * inv
+        totals[b, n_f + 5] = -c * inv
+        _fill_env(b, calendar, site_exo, min(rows[b], last), q2, z2, soc2, cap2, inv_scale,
+                  group_end, obs)
+    return any_done

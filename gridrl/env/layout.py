@@ -30,12 +30,11 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-import numba
 import numpy as np
 
 from gridrl.env.core import EXO_SIGNALS
 from gridrl.env.inputs import EnvData
-from gridrl.env.kernel import FAST_MATH
+from gridrl.env.kernel import _fill
 from gridrl.env.params import EnvParams
 
 __all__ = [
@@ -105,10 +104,14 @@ class ActionField:
 
 @dataclass(frozen=True)
 class ActionLayout:
-    """The action vector (site after site, components in ``params.action_names`` order)."""
+    """The action vector (site after site, components in ``params.action_names`` order),
+    and how batteries are dispatched (``env.battery_control`` and the rule's discharge
+    threshold, which a ``residual`` battery action adds to)."""
 
     sites: tuple[str, ...]
     fields: tuple[ActionField, ...]
+    battery_control: str = "rule"
+    battery_rule_threshold_fraction: float = 0.0
 
     @property
     def dim(self) -> int:
@@ -116,8 +119,9 @@ class ActionLayout:
         return len(self.fields)
 
     def to_dict(self) -> dict:
-        """``{"sites": [...], "fields": [...]}`` for manifests."""
-        return {"sites": list(self.sites), "fields": [asdict(f) for f in self.fields]}
+        """``{"sites": [...], "fields": [...], "battery_control": ..., ...}`` for manifests."""
+        return {**asdict(self), "sites": list(self.sites),
+                "fields": [asdict(f) for f in self.fields]}
 
 
 def action_layout(params: EnvParams) -> ActionLayout:
@@ -130,53 +134,14 @@ def action_layout(params: EnvParams) -> ActionLayout:
             "cap": (params.cap_min, 1.0, "1"),
             "route": (-params.route_logit_scale, params.route_logit_scale, "logit"),
             "migrate": (0.0, m_max, "1"),
-            "battery": (-float(params.battery_power_kw[i]), float(params.battery_power_kw[i]),
-                        "kW"),
+            "battery": (-float(params.battery_action_span_kw[i]),
+                        float(params.battery_action_span_kw[i]), "kW"),
         }
         for comp in params.action_names:
             lo, hi, unit = ranges[comp]
             fields.append(ActionField(f"{site}.{comp}", site, comp, -1.0, 1.0, lo, hi, unit))
-    return ActionLayout(tuple(params.site_names), tuple(fields))
-
-
-@numba.njit(cache=True, fastmath=FAST_MATH)
-def _fill_env(b, calendar, site_exo, t, queue, transit, soc, cap, inv_scale, group_end,
-              out):  # pragma: no cover - compiled
-    # Observation of batch row b at data row t into out[b].
-    n_s, n_e = site_exo.shape[1], site_exo.shape[2]
-    n_g = group_end.shape[0]
-    n_c = calendar.shape[1]
-    per_site = n_e + n_g + 4
-    for c in range(n_c):
-        out[b, c] = calendar[t, c]
-    for i in range(n_s):
-        base = n_c + i * per_site
-        for f in range(n_e):
-            out[b, base + f] = site_exo[t, i, f]
-        base += n_e
-        k = 1
-        for g in range(n_g):
-            s = 0.0
-            while k < group_end[g]:
-                s += queue[b, i, k]
-                k += 1
-            out[b, base + g] = s * inv_scale[i, g]
-        base += n_g
-        zt = 0.0
-        for k2 in range(transit.shape[2]):
-            zt += transit[b, i, k2]
-        out[b, base] = queue[b, i, 0] * inv_scale[i, n_g]
-        out[b, base + 1] = zt * inv_scale[i, n_g + 1]
-        out[b, base + 2] = soc[b, i] * inv_scale[i, n_g + 2]
-        out[b, base + 3] = cap[b, i]
-
-
-@numba.njit(cache=True, fastmath=FAST_MATH)
-def _fill(calendar, site_exo, rows, queue, transit, soc, cap, inv_scale, group_end,
-          out):  # pragma: no cover - compiled
-    for b in range(rows.shape[0]):
-        _fill_env(b, calendar, site_exo, rows[b], queue, transit, soc, cap, inv_scale,
-                  group_end, out)
+    return ActionLayout(tuple(params.site_names), tuple(fields), params.battery_control,
+                        params.battery_discharge_threshold_fraction)
 
 
 class ObservationBuilder:

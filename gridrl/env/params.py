@@ -18,7 +18,7 @@ __all__ = [
     "ACTION_NAMES", "REWARD_TERMS", "EnvParams", "arrival_split", "build_params", "slack_buckets",
 ]
 
-#: Per-site action components, in layout order (``battery`` only with ``env.battery_action``).
+#: Per-site action components, in layout order (``battery`` only with a battery action).
 ACTION_NAMES = ("run", "cap", "route", "migrate", "battery")
 
 #: Largest route logit scale: exp(-2 * 300) is still a normal float64.
@@ -65,10 +65,11 @@ class EnvParams:
         Upper end of the ``migrate`` action.
     route_logit_scale : float
         ``route`` action ``a`` becomes the softmax logit ``a * route_logit_scale``.
-    battery_action : bool
-        Battery follows an action (True) or the dispatch rule (False).
+    battery_control : str
+        ``"rule"`` (the dispatch rule, no battery action), ``"setpoint"`` (the action is
+        the setpoint) or ``"residual"`` (the action adds to the rule's setpoint).
     battery_discharge_threshold_fraction : float
-        Rule mode: discharge covers import above this share of headroom.
+        The rule: discharge covers import above this share of headroom.
     reward_weights : ndarray
         ``[5]`` weights of ``REWARD_TERMS``.
     reward_scale : float
@@ -101,7 +102,7 @@ class EnvParams:
     migration_kwh_per_gpu_h: float
     max_migration_fraction: float
     route_logit_scale: float
-    battery_action: bool
+    battery_control: str
     battery_discharge_threshold_fraction: float
     reward_weights: np.ndarray
     reward_scale: float
@@ -112,6 +113,23 @@ class EnvParams:
     def n_sites(self) -> int:
         """Number of sites ``N``."""
         return len(self.site_names)
+
+    @property
+    def battery_action(self) -> bool:
+        """True when the action has a battery component (setpoint or residual)."""
+        return self.battery_control != "rule"
+
+    @property
+    def battery_residual(self) -> bool:
+        """True when the battery action is added to the rule's setpoint."""
+        return self.battery_control == "residual"
+
+    @property
+    def battery_action_span_kw(self) -> np.ndarray:
+        """``[N]`` kW of battery power per unit of the battery action: ``P_b`` for a
+        setpoint, ``2 P_b`` for a residual (so that from any rule setpoint in
+        [-P_b, P_b] every setpoint in that range is reachable)."""
+        return self.battery_power_kw * (2.0 if self.battery_residual else 1.0)
 
     @property
     def action_names(self) -> tuple[str, ...]:
@@ -264,7 +282,7 @@ def build_params(scenario: Scenario) -> EnvParams:
         migration_kwh_per_gpu_h=float(env.migration_kwh_per_gpu_h),
         max_migration_fraction=float(env.max_migration_fraction),
         route_logit_scale=float(env.route_logit_scale),
-        battery_action=bool(env.battery_action),
+        battery_control=env.battery_control,
         battery_discharge_threshold_fraction=float(env.battery_discharge_threshold_fraction),
         reward_weights=np.array(
             [rw.carbon_per_kg, rw.cost_per_unit, rw.slo_per_gpu_h, rw.overdue_per_gpu_h,

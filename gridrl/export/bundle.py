@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gridrl import __version__
 from gridrl.export.manifest import (
+    BATTERY_RESIDUAL_SEMANTICS,
     CHECKSUM_FILE,
     COMPONENT_SEMANTICS,
     MANIFEST_FILE,
@@ -81,6 +82,9 @@ def decision_semantics(action: ActionLayout) -> dict[str, str]:
         fields = [f for f in action.fields if f.component == comp]
         if not fields:
             continue
+        if comp == "battery" and action.battery_control == "residual":
+            text = (f"{BATTERY_RESIDUAL_SEMANTICS} battery_rule_threshold_fraction = "
+                    f"{action.battery_rule_threshold_fraction:g}.")
         ranges = ", ".join(
             f"{f.site}: [{f.physical_low:g}, {f.physical_high:g}] {f.unit}" for f in fields
         )

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -49,6 +49,15 @@ COMPONENT_SEMANTICS: dict[str, str] = {
     ),
     "battery": ("battery_kw: battery setpoint in kW, positive charges, negative discharges."),
 }
+# The battery component under ``battery_control: residual`` (replaces "battery").
+BATTERY_RESIDUAL_SEMANTICS = (
+    "battery_kw: power in kW added to the site's battery rule, positive charges. The rule "
+    "wants rule_kw = max(gen - F, 0) - max(F - gen - threshold * headroom, 0) (gen: local "
+    "PV and wind, F: facility power, headroom: grid headroom, all kW this step; threshold: "
+    "battery_rule_threshold_fraction); the battery is asked for clip(rule_kw, -P, P) + "
+    "battery_kw (P: the battery's power rating), within its power and state of charge, "
+    "charging from the grid only within headroom. battery_kw = 0 is the rule."
+)
 
 
 class _Model(BaseModel):
@@ -126,6 +135,8 @@ class ActionLayout(_Model):
 
     sites: list[str]
     fields: list[ActionField]
+    battery_control: Literal["rule", "setpoint", "residual"] = "rule"
+    battery_rule_threshold_fraction: float = 0.0
 
     @model_validator(mode="after")
     def _complete(self) -> ActionLayout:
@@ -137,9 +148,12 @@ class ActionLayout(_Model):
                 raise ValueError(f"action field {f.name!r}: {f.component} repeated for {f.site}")
             seen.add((f.site, f.component))
         for site in self.sites:
-            for comp in ("run", "cap", "route", "migrate"):
+            for comp in get_args(ActionComponent)[:4]:  # every component but the battery
                 if (site, comp) not in seen:
                     raise ValueError(f"action layout: site {site!r} has no {comp!r} component")
+        if self.has_battery != (self.battery_control != "rule"):
+            raise ValueError(f"action layout: battery_control {self.battery_control!r} "
+                             f"{'without' if self.has_battery else 'needs'} battery components")
         return self
 
     @property
@@ -155,9 +169,8 @@ class ActionLayout(_Model):
     @property
     def components(self) -> tuple[str, ...]:
         """Decision components present, in decision order (battery last when present)."""
-        order = ("run", "cap", "route", "migrate", "battery")
         present = {f.component for f in self.fields}
-        return tuple(c for c in order if c in present)
+        return tuple(c for c in get_args(ActionComponent) if c in present)
 
     def decision_map(self) -> dict[str, list]:
         """How the policy's action becomes decisions, as plain lists (graph constants):
