@@ -81,9 +81,10 @@ GEO3 = REPO / "envs" / "geo3.yaml"
 
 
 @functools.lru_cache(maxsize=4)
-def geo_env_data(n_sites: int) -> tuple[Any, Any]:
+def geo_env_data(n_sites: int, battery_control: str = "rule") -> tuple[Any, Any]:
     """The geo3 scenario cut to its first ``n_sites`` sites, and its environment inputs
-    (real TMY-driven signals, perfect forecasts)."""
+    (real TMY-driven signals, perfect forecasts). The batteries follow the site rule
+    unless ``battery_control`` says otherwise: schedulers decide the workload only."""
     import yaml
 
     from gridrl.env.inputs import load_env_data
@@ -92,6 +93,7 @@ def geo_env_data(n_sites: int) -> tuple[Any, Any]:
     raw = yaml.safe_load(GEO3.read_text())
     raw["sites"] = raw["sites"][:n_sites]
     raw["name"] = f"geo3_first{n_sites}"
+    raw["env"]["battery_control"] = battery_control
     sc = Scenario.model_validate(raw)
     return sc, load_env_data(sc, "perfect", base_dir=GEO3.parent)
 

@@ -10,18 +10,18 @@ import pytest
 from gridrl.agents.evaluate import evaluate, gap_closed, make_setup
 from gridrl.agents.registry import make_policy
 from gridrl.agents.train import env_inputs
-from gridrl.scenario import Scenario, load_scenario
+from gridrl.scenario import load_scenario
 
 GEO3 = Path(__file__).resolve().parents[1] / "envs" / "geo3.yaml"
 
 
 @pytest.mark.slow
 def test_mpc_with_perfect_forecasts_closes_most_of_the_gap_on_geo3_weeks():
-    # battery as an action: the env's battery is the LP's, so the bound is tight and the
-    # gap is what a controller can close
-    raw = load_scenario(GEO3).model_dump(mode="json")
-    raw["env"]["battery_control"] = "setpoint"
-    setup = make_setup(Scenario.model_validate(raw), data=env_inputs(GEO3, "perfect", None))
+    # geo3's batteries are an action (residual on the site rule): the env's battery is
+    # the LP's, so the bound is tight and the gap is what a controller can close
+    sc = load_scenario(GEO3)
+    assert sc.env.battery_control == "residual"
+    setup = make_setup(sc, data=env_inputs(GEO3, "perfect", None))
     weeks = [w.start for w in setup.windows.fixed[:2]]
     j = {name: evaluate(make_policy(name), setup, starts=weeks)["J"].to_numpy()
          for name in ("run_now", "lp_bound", "mpc")}

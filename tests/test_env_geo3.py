@@ -31,7 +31,7 @@ def test_checkers_pass_on_geo3(geo3):
     gym_check_env(env, skip_render_check=True)
     sb3_check_env(env, warn=False)
     assert env.observation_space.shape == (env.observation_layout.dim,)
-    assert env.action_space.shape == (3 * 4,)
+    assert env.action_space.shape == (3 * 5,)  # run, cap, route, migrate, battery per site
 
 
 @pytest.mark.parametrize("mode", ["persistence", "none"])
@@ -60,7 +60,7 @@ def test_geo3_week_of_status_quo_conserves_work(geo3):
     sc, data = geo3
     env = GridEnv(sc, data=data, period="test", start="fixed")
     env.reset()
-    run_now = np.tile([1.0, 1.0, 0.0, -1.0], 3).astype(np.float32)
+    run_now = np.tile([1.0, 1.0, 0.0, -1.0, 0.0], 3).astype(np.float32)  # battery 0: the rule
     while True:
         *_, trunc, info = env.step(run_now)
         if trunc:

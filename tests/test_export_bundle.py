@@ -219,12 +219,9 @@ def test_battery_action_becomes_kw(tmp_path, control):
 
     from gridrl.env.core import physical_action
     from gridrl.env.gym_env import GridEnv
-    from gridrl.scenario import Scenario
 
-    sc, data = geo_env_data(2)
-    raw = sc.model_dump(mode="json")
-    raw["env"]["battery_control"] = control
-    env = GridEnv(Scenario.model_validate(raw), data=data, seed=0)
+    sc, data = geo_env_data(2, control)
+    env = GridEnv(sc, data=data, seed=0)
     assert env.action_space.shape == (10,)
     pdir = random_policy_dir(tmp_path / "p", env, seed=2)
     export_bundle(pdir, tmp_path / "b")

@@ -247,6 +247,9 @@ def write_report(run_dir: str | Path, *, objective: str = OBJECTIVE) -> Path:
         f"`{study.evaluation.period}` period, the same for every policy and seed",
         f"- units: {len(finished & {u.unit_id for u in units})} of {len(units)} finished",
     ]
+    own = [f"{a.name} `{a.battery_control}`" for a in study.agents if a.battery_control]
+    if own:
+        lines.append(f"- battery control of their own (`env.battery_control`): {', '.join(own)}")
     if missing:
         lines.append(f"- **missing units** (rerun with `--resume`): {', '.join(missing)}")
     lines.append("")
@@ -406,7 +409,7 @@ def dispatch_trace(study: Study, store: RunStore, unit: pd.Series) -> Any:
         policy = load_policy(store.unit_dir(str(unit["unit_id"])))
     else:
         policy = make_policy(agent.reference, **agent.params)
-    scenario_path = run_scenario_path(study, store.run_dir)
+    scenario_path = run_scenario_path(study, store.run_dir, agent.name)
     mode = str(unit["forecast_mode"])
     result = evaluate_detailed(
         policy,

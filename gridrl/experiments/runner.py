@@ -69,20 +69,27 @@ def plan_units(study: Study) -> list[Unit]:
     return units
 
 
-def run_scenario_path(study: Study, run_dir: Path) -> Path:
-    """The scenario file the run's units read.
+def run_scenario_path(study: Study, run_dir: Path, agent: str | None = None) -> Path:
+    """The scenario file the run's units (of ``agent``, if given) read.
 
-    Without a periods override that is the study's scenario file itself. With one, the
-    scenario is copied into the run folder with the study's periods, and relative file
-    references that exist beside the original (CSV sources) are made absolute so that
-    the copy reads the same data.
+    Without overrides that is the study's scenario file itself. With the study's periods
+    or the agent's ``battery_control``, the scenario is copied into the run folder
+    (``scenario.yaml``, or ``scenario-battery_<control>.yaml``) with them, and relative
+    file references that exist beside the original (CSV sources) are made absolute so
+    that the copy reads the same data.
     """
-    if study.periods is None:
+    control = study.agent(agent).battery_control if agent is not None else None
+    if study.periods is None and control is None:
         return Path(study.scenario)
     src = Path(study.scenario)
     raw = yaml.safe_load(src.read_text())
-    raw["periods"] = study.periods.model_dump(mode="json")
-    path = run_dir / "scenario.yaml"
+    if study.periods is not None:
+        raw["periods"] = study.periods.model_dump(mode="json")
+    name = "scenario.yaml"
+    if control is not None:
+        raw.setdefault("env", {})["battery_control"] = control
+        name = f"scenario-battery_{control}.yaml"
+    path = run_dir / name
     write_text_atomic(path, yaml.safe_dump(_absolute_files(raw, src.parent), sort_keys=False))
     load_scenario(path)  # the override must still make a valid scenario
     return path
@@ -342,7 +349,7 @@ def run_study(
             "study": study.model_dump(mode="json"),
             "unit": asdict(u),
             "run_dir": str(run_dir),
-            "scenario_path": str(scenario_path),
+            "scenario_path": str(run_scenario_path(study, run_dir, u.agent)),
         }
         for u in todo
     ]

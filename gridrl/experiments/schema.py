@@ -101,6 +101,10 @@ class SB3AgentSpec(_Strict):
     n_envs: Annotated[int, Field(gt=0)] | None = None
     vecnormalize: bool = True
     seeds: list[int] | None = None  # overrides the study's seeds for this agent
+    # Override of the scenario's env.battery_control for this agent ("rule": the site
+    # rule dispatches the batteries and the agent controls the workload only; in a
+    # "residual" scenario that is the same as holding the battery action at 0).
+    battery_control: Literal["rule", "setpoint", "residual"] | None = None
 
     @field_validator("name")
     @classmethod
@@ -147,6 +151,10 @@ class ReferenceAgentSpec(_Strict):
     # Deterministic references evaluated on seed-independent episodes (evaluation
     # episodes: null) give the same rows for every seed: ``seeds: [0]`` runs them once.
     seeds: list[int] | None = None
+    # Override of the scenario's env.battery_control for this agent ("rule": the site
+    # rule dispatches the batteries and the agent controls the workload only; in a
+    # "residual" scenario that is the same as holding the battery action at 0).
+    battery_control: Literal["rule", "setpoint", "residual"] | None = None
 
     @field_validator("name")
     @classmethod
