@@ -200,13 +200,11 @@ def _step_env(b, site, scalar, split, curve, queue, transit, soc_in, action, exo
         eta = site[i, _ETA]
         bpow = site[i, _BPOW]
         soc = soc_in[b, i]
-        if b_res:
-            rule = max(gen - fac, 0.0) - max(fac - gen - theta * head, 0.0)
-            pb = action[b, i, 4] * site[i, _BSPAN] + min(max(rule, -bpow), bpow)
-            ch_want = min(max(pb, 0.0), max(head + gen - fac, 0.0))
-            dis_want = max(-pb, 0.0)
-        elif b_act:
+        if b_act:
             pb = action[b, i, 4] * site[i, _BSPAN]
+            if b_res:
+                rule = max(gen - fac, 0.0) - max(fac - gen - theta * head, 0.0)
+                pb += min(max(rule, -bpow), bpow)
             ch_want = min(max(pb, 0.0), max(head + gen - fac, 0.0))
             dis_want = max(-pb, 0.0)
         else:

@@ -344,12 +344,14 @@ def run_study(
         f"{len(todo)} to run on backend [cyan]{study.backend.kind}[/] -> {run_dir}"
     )
     prepare_inputs(study, scenario_path, {u.forecast_mode for u in todo}, console)
+    # one scenario file per agent, written (and validated) once, not once per unit
+    agent_paths = {a: run_scenario_path(study, run_dir, a) for a in {u.agent for u in todo}}
     payloads = [
         {
             "study": study.model_dump(mode="json"),
             "unit": asdict(u),
             "run_dir": str(run_dir),
-            "scenario_path": str(run_scenario_path(study, run_dir, u.agent)),
+            "scenario_path": str(agent_paths[u.agent]),
         }
         for u in todo
     ]

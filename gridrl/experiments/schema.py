@@ -84,22 +84,10 @@ class ForecastSpec(_Strict):
         return _check_mode(v)
 
 
-class SB3AgentSpec(_Strict):
-    """An SB3 agent: algorithm, policy, constructor hyperparameters and ``policy_kwargs``.
-
-    ``timesteps`` and ``n_envs`` override the study's training budget for this agent.
-    ``hyperparameters`` are passed to the algorithm's constructor; their names are
-    checked against it before any work starts.
-    """
+class _AgentBase(_Strict):
+    """What every agent entry has: its name, seeds and battery control."""
 
     name: str
-    algo: Literal["PPO", "SAC", "TD3", "A2C", "RecurrentPPO"]
-    policy: str | None = None  # default: MlpPolicy (MlpLstmPolicy for RecurrentPPO)
-    hyperparameters: dict[str, Any] = Field(default_factory=dict)
-    policy_kwargs: dict[str, Any] = Field(default_factory=dict)
-    timesteps: Annotated[int, Field(gt=0)] | None = None
-    n_envs: Annotated[int, Field(gt=0)] | None = None
-    vecnormalize: bool = True
     seeds: list[int] | None = None  # overrides the study's seeds for this agent
     # Override of the scenario's env.battery_control for this agent ("rule": the site
     # rule dispatches the batteries and the agent controls the workload only; in a
@@ -112,6 +100,23 @@ class SB3AgentSpec(_Strict):
         if not _NAME_RE.match(v):
             raise ValueError("expected letters, digits, '_' or '.' (it names folders)")
         return v
+
+
+class SB3AgentSpec(_AgentBase):
+    """An SB3 agent: algorithm, policy, constructor hyperparameters and ``policy_kwargs``.
+
+    ``timesteps`` and ``n_envs`` override the study's training budget for this agent.
+    ``hyperparameters`` are passed to the algorithm's constructor; their names are
+    checked against it before any work starts.
+    """
+
+    algo: Literal["PPO", "SAC", "TD3", "A2C", "RecurrentPPO"]
+    policy: str | None = None  # default: MlpPolicy (MlpLstmPolicy for RecurrentPPO)
+    hyperparameters: dict[str, Any] = Field(default_factory=dict)
+    policy_kwargs: dict[str, Any] = Field(default_factory=dict)
+    timesteps: Annotated[int, Field(gt=0)] | None = None
+    n_envs: Annotated[int, Field(gt=0)] | None = None
+    vecnormalize: bool = True
 
     @field_validator("hyperparameters")
     @classmethod
@@ -142,26 +147,13 @@ class SB3AgentSpec(_Strict):
         return "MlpLstmPolicy" if self.algo == "RecurrentPPO" else "MlpPolicy"
 
 
-class ReferenceAgentSpec(_Strict):
+class ReferenceAgentSpec(_AgentBase):
     """A reference controller by name (``run_now``, ``mpc``, ...) with its parameters."""
 
-    name: str
     reference: str
     params: dict[str, Any] = Field(default_factory=dict)
-    # Deterministic references evaluated on seed-independent episodes (evaluation
-    # episodes: null) give the same rows for every seed: ``seeds: [0]`` runs them once.
-    seeds: list[int] | None = None
-    # Override of the scenario's env.battery_control for this agent ("rule": the site
-    # rule dispatches the batteries and the agent controls the workload only; in a
-    # "residual" scenario that is the same as holding the battery action at 0).
-    battery_control: Literal["rule", "setpoint", "residual"] | None = None
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        if not _NAME_RE.match(v):
-            raise ValueError("expected letters, digits, '_' or '.' (it names folders)")
-        return v
+    # ``seeds``: deterministic references evaluated on seed-independent episodes
+    # (evaluation episodes: null) give the same rows for every seed: ``[0]`` runs them once.
 
     @field_validator("reference")
     @classmethod
