@@ -18,13 +18,14 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from gridrl.config import format_validation_errors, read_yaml_mapping
+from gridrl.errors import GridrlError
 
 NonNeg = Annotated[float, Field(ge=0.0)]
 Positive = Annotated[float, Field(gt=0.0)]
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
-class ScenarioError(ValueError):
+class ScenarioError(GridrlError, ValueError):
     """A scenario file is missing, unreadable or invalid; the message names the key path."""
 
 

@@ -106,6 +106,7 @@ import scipy.sparse as sp
 
 from gridrl.env.core import EXO_SIGNALS, KG_PER_G, MWH_PER_KWH, OUTPUT_FIELDS
 from gridrl.env.params import EnvParams
+from gridrl.errors import GridrlError
 
 __all__ = [
     "CutSet", "LPError", "LPInputs", "LPSolution", "LPStructure", "Solver", "cap_levels",
@@ -122,7 +123,7 @@ _OVERDRAW_TOL_KWH = 1e-6
 _MAX_CUT_ROUNDS = 200
 
 
-class LPError(RuntimeError):
+class LPError(GridrlError, RuntimeError):
     """HiGHS did not find an optimal solution."""
 
 

@@ -25,6 +25,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from gridrl.errors import GridrlError
 from gridrl.io import write_with
 
 __all__ = [
@@ -144,7 +145,7 @@ def signal_spec(name: str) -> SignalSpec:
 # --------------------------------------------------------------------------- errors
 
 
-class SignalError(ValueError):
+class SignalError(GridrlError, ValueError):
     """Bad signal data: names the source, column, row, timestamp and the problem.
 
     ``str(err)`` reads ``"<source>: column '<col>', row <row> (<timestamp>): <problem>"``;

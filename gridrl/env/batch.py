@@ -21,6 +21,7 @@ from gridrl.env.kpis import kpi_arrays
 from gridrl.env.layout import ObservationBuilder
 from gridrl.env.params import EnvParams
 from gridrl.env.state import EnvState
+from gridrl.errors import GridrlError
 
 __all__ = ["INFO_FIELDS", "BatchSim", "InvalidActionError"]
 
@@ -34,7 +35,7 @@ INFO_FIELDS = core.OUTPUT_FIELDS + (
 )
 
 
-class InvalidActionError(ValueError):
+class InvalidActionError(GridrlError, ValueError):
     """An action with the wrong shape or a NaN."""
 
 

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from gridrl.env.core import EXO_SIGNALS
+from gridrl.errors import GridrlError
 from gridrl.scenario import Scenario
 
 __all__ = ["EnvData", "EnvDataError", "load_env_data", "make_forecast"]
@@ -27,7 +28,7 @@ _NONNEG = {"pv_kw", "wind_kw", "headroom_kw", "carbon_g_per_kwh", "inference_gpu
            "flexible_gpu_h"}
 
 
-class EnvDataError(ValueError):
+class EnvDataError(GridrlError, ValueError):
     """Exogenous arrays or forecasts the environment cannot use (names site, signal, hour)."""
 
 

@@ -18,10 +18,12 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from typing import Any
 
+from gridrl.errors import GridrlError
+
 UnitResult = tuple[int, Any, str | None]
 
 
-class BackendError(RuntimeError):
+class BackendError(GridrlError, RuntimeError):
     """A backend cannot start (no Ray cluster at the address, Ray not installed)."""
 
 

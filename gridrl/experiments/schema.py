@@ -34,6 +34,7 @@ from pydantic import (
 )
 
 from gridrl.config import format_validation_errors, key_path, read_yaml_mapping
+from gridrl.errors import GridrlError
 from gridrl.scenario import Periods, ScenarioError, load_scenario
 
 SB3_ALGOS = ("PPO", "SAC", "TD3", "A2C", "RecurrentPPO")
@@ -51,7 +52,7 @@ _MODE_RE = re.compile(r"^(lightgbm|perfect|persistence|none|noisy\((\d+(\.\d*)?|
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.]*$")
 
 
-class StudyError(ValueError):
+class StudyError(GridrlError, ValueError):
     """A study file is missing, unreadable or invalid; the message names file and key path."""
 
 

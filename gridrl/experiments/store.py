@@ -29,6 +29,7 @@ from typing import Any
 import pandas as pd
 
 from gridrl import __version__
+from gridrl.errors import GridrlError
 from gridrl.io import write_json_atomic, write_text_atomic, write_with
 
 RESULT_FILE = "result.parquet"
@@ -37,7 +38,7 @@ ERROR_FILE = "ERROR.txt"
 PROGRESS_FILE = "progress.json"
 
 
-class RunDirError(RuntimeError):
+class RunDirError(GridrlError, RuntimeError):
     """The run folder cannot be used as asked (study changed, results would be mixed)."""
 
 

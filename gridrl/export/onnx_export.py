@@ -23,6 +23,8 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
+from gridrl.errors import GridrlError
+
 INPUT_NAME = "observation"
 OUTPUT_NAME = "action"
 DECISION_NAME = "decision"
@@ -32,7 +34,7 @@ ONNX_OPSET = 17
 SUPPORTED_ALGOS = ("PPO", "A2C", "SAC", "TD3")
 
 
-class ExportError(ValueError):
+class ExportError(GridrlError, ValueError):
     """The policy cannot be exported (unsupported algorithm, space or normaliser)."""
 
 

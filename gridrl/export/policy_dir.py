@@ -15,12 +15,14 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from gridrl.errors import GridrlError
+
 MODEL_FILE = "model.zip"
 VECNORMALIZE_FILE = "vecnormalize.pkl"
 META_FILE = "meta.json"
 
 
-class PolicyDirError(ValueError):
+class PolicyDirError(GridrlError, ValueError):
     """A policy directory is missing a file or its ``meta.json`` is invalid."""
 
 

@@ -21,6 +21,7 @@ import numpy as np
 import onnxruntime as ort
 from pydantic import ValidationError
 
+from gridrl.errors import GridrlError
 from gridrl.export.manifest import (
     CHECKSUM_FILE,
     MANIFEST_FILE,
@@ -33,11 +34,11 @@ from gridrl.export.manifest import (
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
-class BundleError(ValueError):
+class BundleError(GridrlError, ValueError):
     """A bundle is incomplete, corrupt (checksum mismatch) or its manifest is invalid."""
 
 
-class InputError(ValueError):
+class InputError(GridrlError, ValueError):
     """An observation does not fit the bundle's manifest.
 
     ``errors`` lists ``{"loc": [...], "msg": str, "type": str}`` entries (the shape

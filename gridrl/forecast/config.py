@@ -13,12 +13,13 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from gridrl.config import format_validation_errors, read_yaml_mapping
+from gridrl.errors import GridrlError
 
 PosInt = Annotated[int, Field(ge=1)]
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
-class ForecastConfigError(ValueError):
+class ForecastConfigError(GridrlError, ValueError):
     """A forecaster config file is missing, unreadable or invalid (message names the key)."""
 
 

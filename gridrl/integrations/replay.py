@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from gridrl.errors import GridrlError
 from gridrl.integrations.replay_jobs import ReplayJob, ReplayWorkload
 from gridrl.integrations.slurm_plan import ManagedJob, plan_decisions
 from gridrl.integrations.slurm_queue import SlurmJob
@@ -46,7 +47,7 @@ MWH_PER_KWH = 1e-3
 Decide = Callable[[np.ndarray], Sequence[Any]]
 
 
-class ReplayError(ValueError):
+class ReplayError(GridrlError, ValueError):
     """The bundle and the scenario or trace do not fit together."""
 
 

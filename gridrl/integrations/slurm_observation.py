@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gridrl.errors import GridrlError
 from gridrl.export.manifest import ObservationField
 from gridrl.integrations.slurm_plan import CAP_KEY, ManagedJob, comment_tokens
 from gridrl.integrations.slurm_queue import SlurmJob
@@ -36,7 +37,7 @@ _BUCKET_RE = re.compile(r"^queue_slack_(\d+)_(\d+)h$")
 _LAST_BUCKET_RE = re.compile(r"^queue_slack_(\d+)h_plus$")
 
 
-class ObservationError(ValueError):
+class ObservationError(GridrlError, ValueError):
     """A signal source is missing, stale or lacks a key the bundle observes."""
 
 

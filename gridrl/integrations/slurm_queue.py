@@ -17,13 +17,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from gridrl.errors import GridrlError
+
 # Slurm's uint32 sentinels in the 22.05 dialect: NO_VAL and INFINITE.
 _NO_VAL32 = 0xFFFFFFFE
 _INFINITE32 = 0xFFFFFFFF
 _GPU_RE = re.compile(r"gres[/:]gpu(?::[^=:,]+)?[=:](\d+)")
 
 
-class SlurmError(RuntimeError):
+class SlurmError(GridrlError, RuntimeError):
     """A Slurm command failed or printed something that is not what it documents."""
 
 

@@ -27,9 +27,10 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from gridrl.config import format_validation_errors, read_yaml_mapping
+from gridrl.errors import GridrlError
 
 
-class SitesConfigError(ValueError):
+class SitesConfigError(GridrlError, ValueError):
     """SITES.yaml is missing, not YAML, or invalid; the message names the key path."""
 
 
