@@ -557,5 +557,115 @@ def replay_cmd(
         console.print(f"written: {folder} (plot {png})")
 
 
+# ---------------------------------------------------------------- data (gridrl.data.fetch)
+
+data_app = typer.Typer(
+    help="Public data sets by name: list, fetch (pinned, checksummed, cached), verify, path.",
+    no_args_is_help=True,
+)
+app.add_typer(data_app, name="data")
+DATA_DIR_HELP = "Data root; default: $GRIDRL_DATA_DIR, else the user cache."
+
+
+def _data_names(name: str | None) -> list[str]:
+    from gridrl.data.fetch import dataset_names
+
+    return dataset_names() if name in (None, "all") else [name]
+
+
+@data_app.command("list")
+def data_list_cmd(
+    long: bool = typer.Option(False, "--long", help="Also licence, attribution and uses."),
+    data_dir: str = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
+) -> None:
+    """Every registered data set: size, files present locally, pinned source."""
+    from pathlib import Path
+
+    from rich.table import Table
+
+    from gridrl.data.datasets import data_root, registry
+
+    root = Path(data_dir) if data_dir else data_root()
+    table = Table("name", "MB", "local", "upstream @ commit", "title", title=f"data root: {root}")
+    for name, ds in sorted(registry().items()):
+        present = sum((root / ds.folder / f.path).exists() for f in ds.files)
+        source = ds.repository.removeprefix("https://github.com/")
+        table.add_row(name, f"{ds.size_bytes / 1e6:.1f}", f"{present}/{len(ds.files)}",
+                      f"{source} @ {ds.commit[:7]}", ds.title)
+    console.print(table)
+    if long:
+        for name, ds in sorted(registry().items()):
+            console.print(
+                f"\n[bold]{name}[/]\n  licence: {ds.licence}\n  attribution: {ds.attribution}"
+                f"\n  uses: {ds.uses}\n  checked: {ds.check}", highlight=False,
+            )
+
+
+@data_app.command("fetch")
+def data_fetch_cmd(
+    name: str = typer.Argument(..., help="Registered name (see `gridrl data list`), or all."),
+    only: str = typer.Option(None, "--only", help="Only files matching this glob."),
+    offline: bool = typer.Option(False, "--offline", help="Never touch the network."),
+    data_dir: str = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
+) -> None:
+    """Download a data set (checked against its sha256), or confirm the local copy."""
+    from pathlib import Path
+
+    from gridrl.data.fetch import fetch_dataset
+    from gridrl.errors import GridrlError
+
+    for each in _data_names(name):
+        try:
+            with console.status(f"{each}: fetching"):
+                rep = fetch_dataset(each, Path(data_dir) if data_dir else None,
+                                    offline=offline, only=only)
+        except GridrlError as exc:
+            console.print(f"[red]error:[/] {exc}", highlight=False)
+            raise typer.Exit(2) from None
+        for path, why in rep.refetched.items():
+            console.print(f"{each}/{path}: was {why}; fetched again", highlight=False)
+        console.print(
+            f"{each}: {len(rep.downloaded)} downloaded, {len(rep.refetched)} re-fetched, "
+            f"{len(rep.cached)} already there and verified -> {rep.folder}", highlight=False,
+        )
+
+
+@data_app.command("verify")
+def data_verify_cmd(
+    name: str = typer.Argument(None, help="Registered name; default: every data set."),
+    data_dir: str = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
+) -> None:
+    """Check every local file against the registry's size and sha256 (exit 1 on failure)."""
+    from pathlib import Path
+
+    from gridrl.data.datasets import fetch_command
+    from gridrl.data.fetch import verify_dataset
+
+    failed = 0
+    for each in _data_names(name):
+        checks = verify_dataset(each, Path(data_dir) if data_dir else None)
+        bad = [c for c in checks if not c.ok]
+        for c in bad:
+            console.print(f"[red]{each}:[/] {c.path}: {c.detail}", highlight=False)
+        hint = f" (repair: {fetch_command(each)})" if bad else ""
+        console.print(f"{each}: {len(checks) - len(bad)}/{len(checks)} files ok{hint}",
+                      highlight=False)
+        failed += len(bad)
+    if failed:
+        raise typer.Exit(1)
+
+
+@data_app.command("path")
+def data_path_cmd(name: str = typer.Argument(..., help="Registered name.")) -> None:
+    """Print the local folder of a data set (an error with the fetch command if absent)."""
+    from gridrl.data.datasets import DataNotFoundError, dataset_dir
+
+    try:
+        print(dataset_dir(name))
+    except DataNotFoundError as exc:
+        console.print(f"[red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()
