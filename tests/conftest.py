@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
-# The real public data sets live beside the repository, never inside it.
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+from gridrl.data.datasets import DATA_DIR_ENV_VAR, data_root, fetch_command, registry
+
+# Test configuration: on this project's machines the reference copies of the public data
+# sets sit beside the repository; elsewhere, set GRIDRL_DATA_DIR or run `gridrl data fetch`.
+REFERENCE_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+if not os.environ.get(DATA_DIR_ENV_VAR) and REFERENCE_DATA.is_dir():
+    os.environ[DATA_DIR_ENV_VAR] = str(REFERENCE_DATA)
 
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """Path to the shared real data sets (``../shared/data``); skip when absent."""
-    if not SHARED_DATA.is_dir():
-        pytest.skip(f"real data not found at {SHARED_DATA} (../shared/data beside the repo)")
-    return SHARED_DATA
+    """The data root holding every registered data set; skip with the fetch command if not."""
+    root = data_root()
+    missing = sorted(n for n, ds in registry().items() if not (root / ds.folder).is_dir())
+    if missing:
+        pytest.skip(
+            f"real data sets {', '.join(missing)} not found under {root}: run "
+            f"`{fetch_command('all')}` or set {DATA_DIR_ENV_VAR} to a copy"
+        )
+    return root

@@ -1,0 +1,269 @@
+"""The data-set registry and `gridrl data`, against a real HTTP server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import shutil
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from gridrl.cli import app
+from gridrl.data.datasets import (
+    DATA_DIR_ENV_VAR,
+    DataNotFoundError,
+    dataset,
+    dataset_dir,
+    dataset_file,
+    registry,
+)
+from gridrl.data.fetch import (
+    DATA_URL_ENV_VAR,
+    DataChecksumError,
+    fetch_dataset,
+    mirror_source,
+    upstream_source,
+    verify_dataset,
+)
+
+runner = CliRunner()
+
+
+@dataclass
+class Served:
+    """A real HTTP server over a folder; it records every request it answered."""
+
+    url: str
+    requests: list[tuple[str, str | None, int]] = field(default_factory=list)  # path, Range, status
+
+
+class RangeHandler(SimpleHTTPRequestHandler):
+    """``http.server`` plus single open-ended ranges (``bytes=N-``), as HTTP mirrors do."""
+
+    log: list = []
+
+    def log_message(self, *args) -> None:  # keep the test output clean
+        pass
+
+    def send_head(self):
+        ask = self.headers.get("Range")
+        path = Path(self.translate_path(self.path))
+        if not ask or not path.is_file():
+            head = super().send_head()
+            self.log.append((self.path, ask, 200 if head else 404))
+            return head
+        start = int(ask.removeprefix("bytes=").removesuffix("-"))
+        data = path.read_bytes()
+        self.send_response(206)
+        self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        self.send_header("Content-Length", str(len(data) - start))
+        self.end_headers()
+        self.log.append((self.path, ask, 206))
+        fh = open(path, "rb")  # do_GET copies then closes it
+        fh.seek(start)
+        return fh
+
+
+@pytest.fixture
+def serve() -> Iterator:
+    """``serve(folder)`` starts a server on 127.0.0.1 over ``folder``; all stop at the end."""
+    servers = []
+
+    def start(folder: Path) -> Served:
+        log: list = []
+        handler = type("Handler", (RangeHandler,), {"log": log})
+        server = ThreadingHTTPServer(("127.0.0.1", 0), partial(handler, directory=str(folder)))
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        served = Served(f"http://127.0.0.1:{server.server_address[1]}")
+        served.requests = log
+        return served
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def user_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh user cache folder and no GRIDRL_DATA_DIR: the default data root of a user."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv(DATA_DIR_ENV_VAR, raising=False)
+    return tmp_path / "cache" / "gridrl" / "data"
+
+
+def _text(result) -> str:
+    """The command's output with rich's line wrapping undone."""
+    return " ".join(result.output.split())
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_registry_pins_every_file_with_upstream_checksums() -> None:
+    sets = registry()
+    assert set(sets) == {"entsoe_2020", "eia930_2022", "multiregion_2021_2024",
+                         "alibaba_gpu_2023", "cpu_hourly", "citylearn_2022"}
+    for ds in sets.values():
+        assert len(ds.commit) == 40 and ds.licence and ds.attribution and ds.uses
+        for f in ds.files:
+            assert len(f.sha256) == 64 and len(f.upstream_sha256) == 64 and f.size_bytes > 0
+            if not f.gzipped:  # renamed or untouched: the same bytes as upstream
+                assert (f.sha256, f.size_bytes) == (f.upstream_sha256, f.upstream_size_bytes)
+    multi = sets["multiregion_2021_2024"]
+    assert sum(f.gzipped for f in multi.files) == 96
+    assert multi.commit.startswith("293fbd1")
+
+
+def test_verify_passes_on_the_reference_copies(shared_data: Path) -> None:
+    result = runner.invoke(app, ["data", "verify"], env={DATA_DIR_ENV_VAR: str(shared_data)})
+    assert result.exit_code == 0, result.output
+    assert "multiregion_2021_2024: 97/97 files ok" in _text(result)
+    assert "citylearn_2022: 21/21 files ok" in _text(result)
+
+
+def test_fetch_download_cache_hit_corrupt_refetch_offline(
+    shared_data: Path, serve, user_cache: Path
+) -> None:
+    server = serve(shared_data)
+    env = {DATA_URL_ENV_VAR: server.url}
+    first = runner.invoke(app, ["data", "fetch", "cpu_hourly"], env=env)
+    assert first.exit_code == 0, first.output
+    assert "2 downloaded" in _text(first) and len(server.requests) == 2
+    folder = user_cache / "traces" / "cpu_hourly"
+    for f in dataset("cpu_hourly").files:
+        assert _sha256(folder / f.path) == f.sha256
+
+    again = runner.invoke(app, ["data", "fetch", "cpu_hourly"], env=env)
+    assert again.exit_code == 0 and "2 already there and verified" in _text(again)
+    assert len(server.requests) == 2  # a cache hit asks nothing of the server
+
+    victim = folder / "google_2011_1.csv"
+    data = bytearray(victim.read_bytes())
+    data[100] ^= 0x01  # one flipped bit, same size
+    victim.write_bytes(bytes(data))
+    repaired = runner.invoke(app, ["data", "fetch", "cpu_hourly"], env=env)
+    assert repaired.exit_code == 0, repaired.output
+    assert "google_2011_1.csv: was sha256" in _text(repaired)
+    assert "1 re-fetched" in _text(repaired)
+    assert len(server.requests) == 3
+    assert _sha256(victim) == dataset("cpu_hourly").file("google_2011_1.csv").sha256
+
+    victim.unlink()
+    offline = runner.invoke(app, ["data", "fetch", "cpu_hourly", "--offline"], env=env)
+    assert offline.exit_code == 2
+    assert "`gridrl data fetch cpu_hourly`" in _text(offline)
+    assert len(server.requests) == 3 and not victim.exists()
+
+    path = runner.invoke(app, ["data", "path", "cpu_hourly"], env=env)
+    assert path.output.strip() == str(folder)
+
+
+def test_a_corrupt_download_is_refused(shared_data: Path, serve, tmp_path: Path) -> None:
+    mirror = tmp_path / "mirror" / "traces" / "cpu_hourly"
+    mirror.mkdir(parents=True)
+    for name in ("alibaba_2017_1.csv", "google_2011_1.csv"):
+        shutil.copy(shared_data / "traces" / "cpu_hourly" / name, mirror / name)
+    with open(mirror / "google_2011_1.csv", "ab") as fh:
+        fh.write(b"9999,0.5\n")  # a mirror serving a changed file
+    server = serve(tmp_path / "mirror")
+    root = tmp_path / "root"
+    result = runner.invoke(app, ["data", "fetch", "cpu_hourly", "--data-dir", str(root)],
+                           env={DATA_URL_ENV_VAR: server.url})
+    assert result.exit_code == 2
+    text = _text(result)
+    assert "refused" in text and "google_2011_1.csv" in text and "nothing was kept" in text
+    kept = sorted(p.name for p in (root / "traces" / "cpu_hourly").iterdir())
+    assert kept == ["alibaba_2017_1.csv"]  # no corrupt file, no partial left behind
+
+
+def test_an_interrupted_download_resumes_with_a_range_request(
+    shared_data: Path, serve, tmp_path: Path
+) -> None:
+    server = serve(shared_data)
+    root = tmp_path / "root"
+    entry = dataset("entsoe_2020").file("gb_production.csv")
+    source = shared_data / "grid" / "entsoe_2020" / entry.path
+    part = root / "grid" / "entsoe_2020" / f"{entry.path}.part"
+    part.parent.mkdir(parents=True)
+    half = entry.size_bytes // 2
+    part.write_bytes(source.read_bytes()[:half])
+    report = fetch_dataset("entsoe_2020", root, only=entry.path,
+                           source=mirror_source(server.url))
+    assert report.downloaded == [entry.path] and not part.exists()
+    assert server.requests == [(f"/grid/entsoe_2020/{entry.path}", f"bytes={half}-", 206)]
+    assert _sha256(part.with_suffix("")) == entry.sha256
+
+
+def test_upstream_fetch_renames_and_gzips_to_the_reference_bytes(
+    shared_data: Path, serve, tmp_path: Path
+) -> None:
+    """Upstream files (served as a copy of the repository) become the reference copies."""
+    upstream = tmp_path / "upstream"
+    wanted = {"multiregion_2021_2024": "*/SG_2023.*", "eia930_2022": "CISO.csv"}
+    for name, glob in wanted.items():
+        for f in dataset(name).files:
+            if Path(f.path).match(glob):
+                raw = (dataset_dir(name) / f.path).read_bytes()
+                target = upstream / name / f.upstream_path
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(gzip.decompress(raw) if f.gzipped else raw)
+    server = serve(upstream)
+    root = tmp_path / "root"
+    for name, glob in wanted.items():
+        src = upstream_source(f"{server.url}/{name}/{{path}}")
+        report = fetch_dataset(name, root, only=glob, source=src)
+        assert report.downloaded
+        for rel in report.downloaded:
+            ref = dataset_dir(name) / rel
+            assert _sha256(root / dataset(name).folder / rel) == _sha256(ref)
+    paths = [p for p, _, _ in server.requests]
+    assert "/eia930_2022/data/CarbonIntensity/CA_NG_%26_avgCI.csv" in paths  # renamed, quoted
+    assert not list(root.rglob("*.upstream")) and not list(root.rglob("*.part"))
+
+
+def test_checksum_failure_from_upstream_is_refused(shared_data: Path, serve, tmp_path) -> None:
+    upstream = tmp_path / "upstream"
+    entry = dataset("cpu_hourly").file("alibaba_2017_1.csv")
+    (upstream / entry.upstream_path).parent.mkdir(parents=True)
+    (upstream / entry.upstream_path).write_text("index,cpu_load\n0,0.5\n")
+    server = serve(upstream)
+    with pytest.raises(DataChecksumError, match="refused .*alibaba_2017_1.csv"):
+        fetch_dataset("cpu_hourly", tmp_path / "root", only=entry.path,
+                      source=upstream_source(f"{server.url}/{{path}}"))
+
+
+def test_both_forms_are_read_and_checked(shared_data: Path, tmp_path: Path, monkeypatch) -> None:
+    """A decompressed copy of a gzip file is found by loaders and verified by content."""
+    ds = dataset("multiregion_2021_2024")
+    entry = ds.file("price/SG_2022.csv.gz")
+    folder = tmp_path / ds.folder / "price"
+    folder.mkdir(parents=True)
+    (folder / "SG_2022.csv").write_bytes(gzip.decompress((shared_data / ds.folder /
+                                                           entry.path).read_bytes()))
+    monkeypatch.setenv(DATA_DIR_ENV_VAR, str(tmp_path))
+    assert dataset_file(ds.name, entry.path) == folder / "SG_2022.csv"
+    checks = {c.path.name: c for c in verify_dataset(ds.name)}
+    assert checks["SG_2022.csv"].ok and "instead of SG_2022.csv.gz" in checks["SG_2022.csv"].detail
+    assert checks["SG_2021.csv.gz"].detail == "missing"
+    with pytest.raises(DataNotFoundError, match="gridrl data fetch multiregion_2021_2024"):
+        dataset_file(ds.name, "price/SG_2021.csv.gz")
+
+
+def test_unknown_and_missing_data_sets_name_the_fix(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv(DATA_DIR_ENV_VAR, str(tmp_path))
+    with pytest.raises(DataNotFoundError, match="known: alibaba_gpu_2023"):
+        dataset_dir("entsoe_2021")
+    with pytest.raises(DataNotFoundError, match="`gridrl data fetch entsoe_2020`"):
+        dataset_dir("entsoe_2020")
+    result = runner.invoke(app, ["data", "verify", "eia930_2022"])
+    assert result.exit_code == 1 and "repair: gridrl data fetch eia930_2022" in _text(result)
