@@ -1,9 +1,10 @@
 """gridrl's forecaster against Nixtla's mlforecast on the same real data, split and horizons.
 
-Data: ENTSO-E 2020 (../shared/data), FR and GB hourly carbon intensity, national solar and
-wind generation (six series). Split: models are fitted once on the rows before
-2020-10-01; then, from every midnight of 1 October .. 30 December (91 origins), each
-method forecasts hours 1..24 using the observed history up to the origin (no refit).
+Data: ENTSO-E 2020 (data set ``entsoe_2020``; ``gridrl data fetch entsoe_2020``), FR and
+GB hourly carbon intensity, national solar and wind generation (six series). Split: models
+are fitted once on the rows before 2020-10-01; then, from every midnight of 1 October ..
+30 December (91 origins), each method forecasts hours 1..24 using the observed history up
+to the origin (no refit).
 
 Methods (LightGBM everywhere, num_threads=2):
 
@@ -32,11 +33,11 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data"
 sys.path.insert(0, str(REPO / "tests"))  # the tests' ENTSO-E reader (project loaders)
 
 from forecast_helpers import NATIONAL_CENTROIDS, entsoe_config, entsoe_signals  # noqa: E402
 
+from gridrl.data.datasets import data_root, dataset_dir  # noqa: E402
 from gridrl.forecast.inputs import signal_table  # noqa: E402
 from gridrl.forecast.model import QuantileForecaster  # noqa: E402
 
@@ -48,7 +49,8 @@ THREADS = 2
 
 
 def load() -> pd.DataFrame:
-    frames = [entsoe_signals(DATA, c).frame for c in ("fr", "gb")]
+    dataset_dir("entsoe_2020")  # a missing data set names the command that fetches it
+    frames = [entsoe_signals(data_root(), c).frame for c in ("fr", "gb")]
     return pd.concat(frames, axis=1)
 
 

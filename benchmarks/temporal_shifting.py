@@ -1,21 +1,24 @@
 """Temporal-shifting check on real grid data (Wiesner et al. 2021, "Let's Wait Awhile").
 
 A GPU-hour job runs every night at 01:00 UTC; it may instead run anywhere within
-+- W hours. On France's and Great Britain's 2020 carbon intensity (ENTSO-E, from the
-data sets published with the paper), this prints the carbon saved against running at
-01:00 by
++- W hours. On a zone's hourly carbon intensity (by default France's and Great Britain's
+2020 series of the data set ``entsoe_2020``, published with the paper), this prints the
+carbon saved against running at 01:00 by
 
 - ``lp_bound``: the perfect-foresight LP over each week, through the evaluation harness;
 - ``carbon_aware``: the heuristic (run when the hour's carbon is at or below its
   quantile of the forecast over the rest of the window; perfect forecasts);
 - the direct answer: the cleanest hour of each job's window, in numpy,
 
-for W = 1 .. 8 h. The LP and the direct answer must agree (a test checks it too). The
-scenario is ``envs/entsoe_shift_{fr,gb}.yaml`` with inputs from
-:mod:`gridrl.agents.shifting`; every run goes through the environment.
+for W = 1 .. 8 h. The LP and the direct answer must agree (a test checks it too). The job
+and its site come from ``--scenario`` (default ``envs/entsoe_shift_fr.yaml``); the site
+takes the zone's name and the year and monthly test blocks move to the data's year.
+Every run goes through the environment.
 
-Usage: ``python benchmarks/temporal_shifting.py [--data DIR] [--windows 1 2 ...]
-[--plot PATH.png]``.
+Usage: ``python benchmarks/temporal_shifting.py [--dataset NAME] [--zone Z ...]
+[--windows 1 2 ...] [--plot PATH.png]``, or for any region ``--zone NAME --file PATH``
+with a carbon CSV in the ENTSO-E layout (``Time`` in UTC, ``Carbon Intensity``
+gCO2e/kWh, any regular or mixed step). A missing data set names ``gridrl data fetch``.
 """
 
 from __future__ import annotations
@@ -25,29 +28,59 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
 from gridrl.agents.evaluate import evaluate
 from gridrl.agents.registry import make_policy
 from gridrl.agents.shifting import direct_min_carbon, shifting_case
+from gridrl.data.datasets import DataNotFoundError, dataset, dataset_file
 from gridrl.data.loaders import load_entsoe_carbon
 from gridrl.io import atomic_path
-from gridrl.scenario import load_scenario
+from gridrl.scenario import Scenario, load_scenario
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data" / "grid" / "entsoe_2020"
-ZONES = ("fr", "gb")
+DEFAULT_DATASET = "entsoe_2020"
+DEFAULT_SCENARIO = ROOT / "envs" / "entsoe_shift_fr.yaml"
+CARBON_FILE_SUFFIX = "_carbon_intensity.csv"  # {zone}_carbon_intensity.csv in a data set
 console = Console()
 
 
-def run_zone(zone: str, data_dir: Path, windows: list[int]) -> list[dict]:
+def dataset_zones(name: str) -> list[str]:
+    """Zones with a carbon file in data set ``name`` (``{zone}_carbon_intensity.csv``)."""
+    return sorted(f.path.removesuffix(CARBON_FILE_SUFFIX) for f in dataset(name).files
+                  if f.path.endswith(CARBON_FILE_SUFFIX))
+
+
+def zone_scenario(template: Path, zone: str, year: int) -> Scenario:
+    """The template's job and site, named after ``zone``, on ``year`` (monthly blocks)."""
+    data = load_scenario(template).model_dump(mode="json")
+    data["name"] = f"shift_{zone}"
+    data["sites"][0]["name"] = zone
+    data["year"] = year
+    months = pd.period_range(f"{year}-01", f"{year}-12", freq="M")
+    data["periods"] = {
+        "train": [{"start": f"{year}-01-01", "end": f"{year}-12-31"}],
+        "test": [{"start": str(m.start_time.date()), "end": str(m.end_time.date())}
+                 for m in months],
+    }
+    return Scenario.model_validate(data)
+
+
+def zone_carbon(zone: str, path: Path, year: int | None) -> tuple[pd.Series, int]:
+    """Hourly carbon intensity of ``zone`` and the year it is evaluated on."""
+    signals = load_entsoe_carbon(path, site=zone, resample="mean")
+    carbon = signals.frame[(zone, "carbon_g_per_kwh")]
+    # default: the year most of the series lies in (ENTSO-E 2020 runs 2019-12-20..2021-01-09)
+    return carbon, year if year is not None else int(carbon.index.year.value_counts().idxmax())
+
+
+def run_zone(zone: str, path: Path, windows: list[int], template: Path,
+             year: int | None = None) -> list[dict]:
     """Savings per window for one zone (fractions of the 01:00 carbon)."""
-    scenario = load_scenario(ROOT / "envs" / f"entsoe_shift_{zone}.yaml")
-    site = scenario.sites[0].name
-    signals = load_entsoe_carbon(data_dir / f"{zone}_carbon_intensity.csv", site=site,
-                                 resample="mean")
-    carbon = signals.frame[(site, "carbon_g_per_kwh")]
+    carbon, year = zone_carbon(zone, path, year)
+    scenario = zone_scenario(template, zone, year)
     widest = max(windows)
     base = shifting_case(scenario, carbon, 0, max_window_h=widest)
     status_quo = evaluate("run_now", base.setup, starts=base.starts)
@@ -67,8 +100,8 @@ def run_zone(zone: str, data_dir: Path, windows: list[int]) -> list[dict]:
             if late > 0 or table["leftover_gpu_h"].sum() > 0:
                 raise RuntimeError(f"{zone} W={w}: {name} missed {late} GPU-h of deadlines")
         rows.append({
-            "zone": zone, "W": w, "jobs": len(case.arrivals), "status_quo_kg": c0,
-            "lp_bound": 1 - bound["carbon_kg"].sum() / c0,
+            "zone": zone, "year": year, "W": w, "jobs": len(case.arrivals),
+            "status_quo_kg": c0, "lp_bound": 1 - bound["carbon_kg"].sum() / c0,
             "carbon_aware": 1 - aware["carbon_kg"].sum() / c0,
             "direct": 1 - direct / c0, "lp_s": lp_s, "episodes": len(case.starts),
         })
@@ -91,7 +124,7 @@ def plot(rows: list[dict], path: Path) -> Path:
         ax.plot(w, [100 * r["carbon_aware"] for r in rz], "s--", label="carbon_aware")
         ax.set_xlabel("shifting window +-W (h)")
         ax.set_ylabel("carbon saved vs 01:00 (%)")
-        ax.set_title(f"{zone.upper()} 2020, nightly 1 h job ({rz[0]['jobs']} jobs)")
+        ax.set_title(f"{zone.upper()} {rz[0]['year']}, nightly 1 h job ({rz[0]['jobs']} jobs)")
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
@@ -102,24 +135,45 @@ def plot(rows: list[dict], path: Path) -> Path:
     return path
 
 
+def _inputs(args: argparse.Namespace) -> list[tuple[str, Path]]:
+    """(zone, carbon file) pairs from ``--file`` or the data set."""
+    if args.file is not None:
+        if not args.zone or len(args.zone) != 1:
+            raise SystemExit("--file needs exactly one --zone NAME (the label of the series)")
+        return [(args.zone[0], args.file)]
+    zones = args.zone or dataset_zones(args.dataset)
+    if not zones:
+        raise SystemExit(f"data set {args.dataset!r} has no *{CARBON_FILE_SUFFIX} file")
+    return [(z, dataset_file(args.dataset, f"{z}{CARBON_FILE_SUFFIX}")) for z in zones]
+
+
 def main() -> None:
     """Print the savings table (and write the plot)."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, default=DATA, help="folder of the ENTSO-E CSVs")
+    ap.add_argument("--dataset", default=DEFAULT_DATASET, help="registered data set")
+    ap.add_argument("--zone", nargs="+", help="zones; default: every zone of the data set")
+    ap.add_argument("--file", type=Path, help="a carbon CSV (ENTSO-E layout) instead")
+    ap.add_argument("--year", type=int, help="year evaluated; default: the data's main year")
+    ap.add_argument("--scenario", type=Path, default=DEFAULT_SCENARIO,
+                    help="one-site scenario giving the job's site")
     ap.add_argument("--windows", type=int, nargs="+", default=list(range(1, 9)))
     ap.add_argument("--plot", type=Path, default=ROOT / "runs" / "temporal_shifting.png")
     args = ap.parse_args()
+    try:
+        inputs = _inputs(args)
+    except DataNotFoundError as exc:  # names the command that fetches the data set
+        raise SystemExit(str(exc)) from None
     rows = []
-    for zone in ZONES:
+    for zone, path in inputs:
         with console.status(f"{zone}: W = {args.windows}"):
-            rows += run_zone(zone, args.data, args.windows)
+            rows += run_zone(zone, path, args.windows, args.scenario, args.year)
     table = Table(title="Carbon saved by shifting a nightly 01:00 job within +-W h "
-                        "(ENTSO-E 2020)")
-    for col in ("zone", "W (h)", "jobs", "lp_bound", "direct min", "carbon_aware",
+                        f"({args.file or args.dataset})")
+    for col in ("zone", "year", "W (h)", "jobs", "lp_bound", "direct min", "carbon_aware",
                 "LP s/week"):
         table.add_column(col, justify="right")
     for r in rows:
-        table.add_row(r["zone"].upper(), str(r["W"]), str(r["jobs"]),
+        table.add_row(r["zone"].upper(), str(r["year"]), str(r["W"]), str(r["jobs"]),
                       f"{100 * r['lp_bound']:.2f} %", f"{100 * r['direct']:.2f} %",
                       f"{100 * r['carbon_aware']:.2f} %", f"{r['lp_s'] / r['episodes']:.4f}")
     console.print(table)
