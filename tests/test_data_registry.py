@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import os
+import shlex
 import shutil
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -267,3 +271,50 @@ def test_unknown_and_missing_data_sets_name_the_fix(tmp_path: Path, monkeypatch)
         dataset_dir("entsoe_2020")
     result = runner.invoke(app, ["data", "verify", "eia930_2022"])
     assert result.exit_code == 1 and "repair: gridrl data fetch eia930_2022" in _text(result)
+
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def _readme_data_blocks() -> tuple[list[str], str]:
+    """The shell lines and the Python block of the README's Data section."""
+    section = README.read_text().split("\n## Data\n", 1)[1].split("\n## ", 1)[0]
+    bash = section.split("```bash\n", 1)[1].split("```", 1)[0]
+    python = section.split("```python\n", 1)[1].split("```", 1)[0]
+    lines = [line.split("#", 1)[0].strip() for line in bash.splitlines()]
+    return [line for line in lines if line], python
+
+
+def test_readme_data_examples_work_after_fetch(
+    shared_data: Path, serve, user_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A user with an empty cache runs the README's Data examples, served from 127.0.0.1."""
+    server = serve(shared_data)
+    monkeypatch.setenv(DATA_URL_ENV_VAR, server.url)
+    shell, python = _readme_data_blocks()
+    n_files = len(dataset("entsoe_2020").files)
+    for line in shell:
+        args = shlex.split(line)
+        if args[0] == "gridrl":
+            result = runner.invoke(app, args[1:])
+            assert result.exit_code == 0, f"{line}: {result.output}"
+        else:  # the benchmark, as a user runs it, on the fetched copy
+            assert args[:2] == ["python", "benchmarks/temporal_shifting.py"]
+            done = subprocess.run(
+                [sys.executable, *args[1:], "--plot", str(user_cache.parent / "p.png")],
+                cwd=README.parent, capture_output=True, text=True, timeout=600,
+                env={**os.environ, "PYTHONPATH": str(README.parent)},
+            )
+            assert done.returncode == 0, done.stderr[-2000:]
+            assert "lp_bound - direct| saving difference" in done.stdout
+        assert len(server.requests) == n_files  # the first fetch only; later lines hit the cache
+    scope: dict = {}
+    exec(compile(python, "README.md (Data)", "exec"), scope)
+    carbon = scope["carbon"].frame
+    assert carbon.index.year.value_counts().idxmax() == 2020 and carbon.notna().all().all()
+
+
+def test_replay_names_the_fetch_command_without_its_trace(user_cache: Path, tmp_path) -> None:
+    result = runner.invoke(app, ["replay", str(tmp_path / "bundle")])
+    assert result.exit_code == 2
+    assert "`gridrl data fetch alibaba_gpu_2023`" in _text(result)
