@@ -135,6 +135,15 @@ def test_verify_passes_on_the_reference_copies(shared_data: Path) -> None:
     assert "citylearn_2022: 21/21 files ok" in _text(result)
 
 
+def test_offline_fetch_of_all_confirms_the_reference_copies(shared_data: Path) -> None:
+    result = runner.invoke(app, ["data", "fetch", "all", "--offline", "--data-dir",
+                                 str(shared_data)])
+    assert result.exit_code == 0, result.output
+    for name, ds in registry().items():
+        assert f"{name}: 0 downloaded, 0 re-fetched, {len(ds.files)} already there" \
+            in _text(result)
+
+
 def test_fetch_download_cache_hit_corrupt_refetch_offline(
     shared_data: Path, serve, user_cache: Path
 ) -> None:
@@ -211,27 +220,34 @@ def test_an_interrupted_download_resumes_with_a_range_request(
 def test_upstream_fetch_renames_and_gzips_to_the_reference_bytes(
     shared_data: Path, serve, tmp_path: Path
 ) -> None:
-    """Upstream files (served as a copy of the repository) become the reference copies."""
+    """Upstream files, served as raw.githubusercontent.com lays them out (owner/repo/commit/
+    path) from 127.0.0.1, become byte-identical reference copies."""
+    raw_host = "https://raw.githubusercontent.com"
     upstream = tmp_path / "upstream"
     wanted = {"multiregion_2021_2024": "*/SG_2023.*", "eia930_2022": "CISO.csv"}
     for name, glob in wanted.items():
-        for f in dataset(name).files:
+        ds = dataset(name)
+        repo = ds.repository.removeprefix("https://github.com/")
+        assert ds.url_template == f"{raw_host}/{repo}/{ds.commit}/{{path}}"
+        for f in ds.files:
             if Path(f.path).match(glob):
                 raw = (dataset_dir(name) / f.path).read_bytes()
-                target = upstream / name / f.upstream_path
+                target = upstream / ds.url_template.removeprefix(raw_host + "/").format(
+                    path=f.upstream_path)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_bytes(gzip.decompress(raw) if f.gzipped else raw)
     server = serve(upstream)
     root = tmp_path / "root"
     for name, glob in wanted.items():
-        src = upstream_source(f"{server.url}/{name}/{{path}}")
+        src = upstream_source(dataset(name).url_template.replace(raw_host, server.url))
         report = fetch_dataset(name, root, only=glob, source=src)
-        assert report.downloaded
+        assert len(report.downloaded) == (3 if name.startswith("multi") else 1)
         for rel in report.downloaded:
             ref = dataset_dir(name) / rel
             assert _sha256(root / dataset(name).folder / rel) == _sha256(ref)
     paths = [p for p, _, _ in server.requests]
-    assert "/eia930_2022/data/CarbonIntensity/CA_NG_%26_avgCI.csv" in paths  # renamed, quoted
+    ciso = "/HewlettPackard/dc-rl/a92b4755aca560e34a98d14028dda629eb968482/data/CarbonIntensity/"
+    assert f"{ciso}CA_NG_%26_avgCI.csv" in paths  # renamed upstream file, '&' quoted
     assert not list(root.rglob("*.upstream")) and not list(root.rglob("*.part"))
 
 

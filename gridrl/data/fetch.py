@@ -257,9 +257,12 @@ def _fetch_file(ds: Dataset, entry: DataFile, folder: Path, source: Source, offl
             f"data set {ds.name!r}: {state.path} is {state.detail}, and --offline forbids "
             f"downloading it; run `{fetch_command(ds.name)}`"
         )
-    if state.detail != "missing":
-        state.path.unlink()  # a corrupt copy: the registry's checksum says what is right
-    source(ds, entry, target)
+    try:
+        if state.detail != "missing":
+            state.path.unlink()  # a corrupt copy: the registry's checksum says what is right
+        source(ds, entry, target)
+    except OSError as exc:  # e.g. a read-only GRIDRL_DATA_DIR
+        raise DataDownloadError(f"data set {ds.name!r}: cannot write {target}: {exc}") from exc
     after = check_file(entry, target)
     if not after.ok:
         raise DataChecksumError(f"data set {ds.name!r}: {target} after download: {after.detail}")
@@ -277,7 +280,7 @@ def fetch_dataset(name: str, root: Path | None = None, *, offline: bool = False,
     files = [f for f in ds.files if only is None or fnmatch(f.path, only)]
     if not files:
         raise DataNotFoundError(f"data set {name!r} has no file matching {only!r}")
-    logging.getLogger("pooch").setLevel(logging.WARNING)  # gridrl reports per file itself
+    pooch.get_logger().setLevel(logging.WARNING)  # gridrl reports per file itself
     report = FetchReport(name=name, folder=folder)
     for entry in files:
         _fetch_file(ds, entry, folder, source or default_source(), offline, report)
