@@ -52,6 +52,7 @@ class RangeHandler(SimpleHTTPRequestHandler):
     """``http.server`` plus single open-ended ranges (``bytes=N-``), as HTTP mirrors do."""
 
     log: list = []
+    ranges = True  # False: answer every request whole, as servers without range support do
 
     def log_message(self, *args) -> None:  # keep the test output clean
         pass
@@ -59,7 +60,7 @@ class RangeHandler(SimpleHTTPRequestHandler):
     def send_head(self):
         ask = self.headers.get("Range")
         path = Path(self.translate_path(self.path))
-        if not ask or not path.is_file():
+        if not ask or not self.ranges or not path.is_file():
             head = super().send_head()
             self.log.append((self.path, ask, 200 if head else 404))
             return head
@@ -80,9 +81,9 @@ def serve() -> Iterator:
     """``serve(folder)`` starts a server on 127.0.0.1 over ``folder``; all stop at the end."""
     servers = []
 
-    def start(folder: Path) -> Served:
+    def start(folder: Path, ranges: bool = True) -> Served:
         log: list = []
-        handler = type("Handler", (RangeHandler,), {"log": log})
+        handler = type("Handler", (RangeHandler,), {"log": log, "ranges": ranges})
         server = ThreadingHTTPServer(("127.0.0.1", 0), partial(handler, directory=str(folder)))
         threading.Thread(target=server.serve_forever, daemon=True).start()
         servers.append(server)
@@ -215,6 +216,38 @@ def test_an_interrupted_download_resumes_with_a_range_request(
     assert report.downloaded == [entry.path] and not part.exists()
     assert server.requests == [(f"/grid/entsoe_2020/{entry.path}", f"bytes={half}-", 206)]
     assert _sha256(part.with_suffix("")) == entry.sha256
+
+
+def test_a_server_without_ranges_restarts_the_download(
+    shared_data: Path, serve, tmp_path: Path
+) -> None:
+    server = serve(shared_data, ranges=False)
+    entry = dataset("cpu_hourly").file("google_2011_1.csv")
+    part = tmp_path / "traces" / "cpu_hourly" / f"{entry.path}.part"
+    part.parent.mkdir(parents=True)
+    part.write_bytes(b"stale bytes of an older download")
+    fetch_dataset("cpu_hourly", tmp_path, only=entry.path, source=mirror_source(server.url))
+    assert [status for _, _, status in server.requests] == [200]
+    assert _sha256(part.with_suffix("")) == entry.sha256 and not part.exists()
+
+
+def _git_blob(data: bytes) -> str:
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def test_registry_upstream_ids_match_the_reference_copies(shared_data: Path) -> None:
+    """Each reference copy, undone from its transform, is the upstream blob the registry
+    names (its git blob id, sha256 and size), and ``rename`` is recorded exactly where
+    the names differ."""
+    for ds in registry().values():
+        for f in ds.files:
+            raw = (shared_data / ds.folder / f.path).read_bytes()
+            upstream = gzip.decompress(raw) if f.gzipped else raw
+            assert _git_blob(upstream) == f.upstream_git_blob, f.path
+            assert hashlib.sha256(upstream).hexdigest() == f.upstream_sha256, f.path
+            assert len(upstream) == f.upstream_size_bytes, f.path
+            renamed = Path(f.upstream_path).name != f.path.rsplit("/", 1)[-1].removesuffix(".gz")
+            assert ("rename" in f.transform) == renamed, f.path
 
 
 def test_upstream_fetch_renames_and_gzips_to_the_reference_bytes(
