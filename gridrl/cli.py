@@ -492,13 +492,27 @@ def slurm_cmd(
 
 
 REPLAY_ZERO = 1e-9  # KPI magnitudes below this are round-off, not a reference
+REPLAY_DATASET = ("alibaba_gpu_2023", "pods.csv")  # the trace replayed by default
+
+
+def _trace_or_dataset(value: str | None) -> str:
+    """``--trace``, else the pods of the registered trace (missing: the fetch command)."""
+    if value:
+        return value
+    from gridrl.data.datasets import DataNotFoundError, dataset_file
+
+    try:
+        return str(dataset_file(*REPLAY_DATASET))
+    except DataNotFoundError as exc:
+        raise typer.BadParameter(str(exc)) from None
 
 
 @app.command("replay")
 def replay_cmd(
     bundle: str = typer.Argument(..., help="Bundle folder written by `gridrl export`."),
     trace: str = typer.Option(
-        None, "--trace", help="GPU pod trace (pods.csv); default: data set alibaba_gpu_2023."
+        None, "--trace", callback=_trace_or_dataset,
+        help="GPU pod trace (pods.csv); default: data set alibaba_gpu_2023.",
     ),
     scenario: str = typer.Option(
         None, "--scenario", help="Scenario YAML; default: the one named in the manifest."
@@ -515,17 +529,11 @@ def replay_cmd(
 
     from rich.table import Table
 
-    from gridrl.data.datasets import DataNotFoundError, dataset_file
     from gridrl.export.runtime import BundleError
     from gridrl.integrations.replay import ReplayError, plot_replay, replay
     from gridrl.io import write_json_atomic, write_with
     from gridrl.scenario import ScenarioError
 
-    try:
-        trace = trace or str(dataset_file("alibaba_gpu_2023", "pods.csv"))
-    except DataNotFoundError as exc:
-        console.print(f"[red]error:[/] {exc}", highlight=False)
-        raise typer.Exit(2) from None
     try:
         with console.status("replaying the trace (bundle, then run_now)"):
             ours, base, report = replay(
