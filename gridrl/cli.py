@@ -584,7 +584,7 @@ DATA_DIR_HELP = "Data root; default: $GRIDRL_DATA_DIR, else the user cache."
 
 
 def _data_names(name: str | None) -> list[str]:
-    from gridrl.data.fetch import dataset_names
+    from gridrl.data.datasets import dataset_names
 
     return dataset_names() if name in (None, "all") else [name]
 
@@ -654,12 +654,16 @@ def data_verify_cmd(
     """Check every local file against the registry's size and sha256 (exit 1 on failure)."""
     from pathlib import Path
 
-    from gridrl.data.datasets import fetch_command
+    from gridrl.data.datasets import DataNotFoundError, fetch_command
     from gridrl.data.fetch import verify_dataset
 
     failed = 0
     for each in _data_names(name):
-        checks = verify_dataset(each, Path(data_dir) if data_dir else None)
+        try:
+            checks = verify_dataset(each, Path(data_dir) if data_dir else None)
+        except DataNotFoundError as exc:  # an unknown name
+            console.print(f"[red]error:[/] {exc}", highlight=False)
+            raise typer.Exit(2) from None
         bad = [c for c in checks if not c.ok]
         for c in bad:
             console.print(f"[red]{each}:[/] {c.path}: {c.detail}", highlight=False)

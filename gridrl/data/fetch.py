@@ -37,7 +37,6 @@ from gridrl.data.datasets import (
     dataset,
     existing_form,
     fetch_command,
-    registry,
 )
 from gridrl.errors import GridrlError
 from gridrl.io import write_with
@@ -194,6 +193,8 @@ def _retrieve(url: str, sha256: str, target: Path, label: str) -> None:
                            path=target.parent, downloader=ResumingDownloader(partial))
             return
         except ValueError as exc:
+            if "hash" not in str(exc).lower():  # e.g. a URL scheme pooch cannot fetch
+                raise DataDownloadError(f"could not download {url} for {label}: {exc}") from exc
             if resumed and attempt == 0:
                 continue
             raise DataChecksumError(
@@ -254,8 +255,8 @@ def _fetch_file(ds: Dataset, entry: DataFile, folder: Path, source: Source, offl
         return
     if offline:
         raise DataOfflineError(
-            f"data set {ds.name!r}: {state.path} is {state.detail}, and --offline forbids "
-            f"downloading it; run `{fetch_command(ds.name)}`"
+            f"data set {ds.name!r}: {state.path}: {state.detail}; --offline forbids "
+            f"downloading it: run `{fetch_command(ds.name)}`"
         )
     try:
         if state.detail != "missing":
@@ -282,10 +283,7 @@ def fetch_dataset(name: str, root: Path | None = None, *, offline: bool = False,
         raise DataNotFoundError(f"data set {name!r} has no file matching {only!r}")
     pooch.get_logger().setLevel(logging.WARNING)  # gridrl reports per file itself
     report = FetchReport(name=name, folder=folder)
+    source = source or default_source()
     for entry in files:
-        _fetch_file(ds, entry, folder, source or default_source(), offline, report)
+        _fetch_file(ds, entry, folder, source, offline, report)
     return report
-
-
-def dataset_names() -> list[str]:
-    return sorted(registry())
