@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import os
 import shlex
 import shutil
@@ -53,6 +54,7 @@ class RangeHandler(SimpleHTTPRequestHandler):
 
     log: list = []
     ranges = True  # False: answer every request whole, as servers without range support do
+    cut_bytes = 0  # > 0: the first whole-file answer drops the connection after these bytes
 
     def log_message(self, *args) -> None:  # keep the test output clean
         pass
@@ -60,6 +62,8 @@ class RangeHandler(SimpleHTTPRequestHandler):
     def send_head(self):
         ask = self.headers.get("Range")
         path = Path(self.translate_path(self.path))
+        if self.cut_bytes and not ask and path.is_file() and not self.log:
+            return self._cut(path)
         if not ask or not self.ranges or not path.is_file():
             head = super().send_head()
             self.log.append((self.path, ask, 200 if head else 404))
@@ -75,15 +79,26 @@ class RangeHandler(SimpleHTTPRequestHandler):
         fh.seek(start)
         return fh
 
+    def _cut(self, path: Path) -> io.BytesIO:
+        """Announce the whole file, send its first ``cut_bytes``, then close."""
+        data = path.read_bytes()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.log.append((self.path, None, 200))
+        self.close_connection = True
+        return io.BytesIO(data[: self.cut_bytes])
+
 
 @pytest.fixture
 def serve() -> Iterator:
     """``serve(folder)`` starts a server on 127.0.0.1 over ``folder``; all stop at the end."""
     servers = []
 
-    def start(folder: Path, ranges: bool = True) -> Served:
+    def start(folder: Path, ranges: bool = True, cut_bytes: int = 0) -> Served:
         log: list = []
-        handler = type("Handler", (RangeHandler,), {"log": log, "ranges": ranges})
+        attrs = {"log": log, "ranges": ranges, "cut_bytes": cut_bytes}
+        handler = type("Handler", (RangeHandler,), attrs)
         server = ThreadingHTTPServer(("127.0.0.1", 0), partial(handler, directory=str(folder)))
         threading.Thread(target=server.serve_forever, daemon=True).start()
         servers.append(server)
@@ -216,6 +231,26 @@ def test_an_interrupted_download_resumes_with_a_range_request(
     assert report.downloaded == [entry.path] and not part.exists()
     assert server.requests == [(f"/grid/entsoe_2020/{entry.path}", f"bytes={half}-", 206)]
     assert _sha256(part.with_suffix("")) == entry.sha256
+
+
+def test_a_dropped_connection_keeps_the_part_and_the_next_fetch_resumes(
+    shared_data: Path, serve, tmp_path: Path
+) -> None:
+    entry = dataset("entsoe_2020").file("fr_production.csv")
+    cut = 300_000
+    server = serve(shared_data, cut_bytes=cut)
+    env = {DATA_URL_ENV_VAR: server.url}
+    args = ["data", "fetch", "entsoe_2020", "--only", entry.path, "--data-dir", str(tmp_path)]
+    broken = runner.invoke(app, args, env=env)
+    assert broken.exit_code == 2
+    part = tmp_path / "grid" / "entsoe_2020" / f"{entry.path}.part"
+    kept = part.stat().st_size  # what arrived in whole chunks before the drop
+    assert "next fetch resumes it" in _text(broken) and 0 < kept <= cut
+    assert not part.with_suffix("").exists()
+    resumed = runner.invoke(app, args, env=env)
+    assert resumed.exit_code == 0, resumed.output
+    assert server.requests[-1] == (f"/grid/entsoe_2020/{entry.path}", f"bytes={kept}-", 206)
+    assert _sha256(part.with_suffix("")) == entry.sha256 and not part.exists()
 
 
 def test_a_server_without_ranges_restarts_the_download(
