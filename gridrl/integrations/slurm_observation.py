@@ -170,11 +170,11 @@ def _times(df, path: Path, column: str):  # -> pandas.Series of UTC timestamps
         raise ObservationError(f"{path}: column {column!r}: not times: {exc}") from None
     bad = np.flatnonzero(times.isna().to_numpy())
     if bad.size:
-        raise ObservationError(f"{path}: column {column!r}: no time in rows {list(bad + 2)}")
+        raise ObservationError(f"{path}: column {column!r}: no time in rows {(bad + 2).tolist()}")
     dup = np.flatnonzero(times.duplicated(keep=False).to_numpy())
     if dup.size:
         raise ObservationError(
-            f"{path}: column {column!r}: the same time in several rows {list(dup + 2)}; "
+            f"{path}: column {column!r}: the same time in several rows {(dup + 2).tolist()}; "
             "one row per time is expected"
         )
     return times
@@ -223,7 +223,8 @@ def read_signal_row(
         value = pd.to_numeric(cell, errors="coerce")
         problem = None
         if pd.isna(value) or not math.isfinite(float(value)):
-            problem = f"expected a finite number, got {cell!r}"
+            got = repr(cell) if isinstance(cell, str) else "nothing" if pd.isna(cell) else cell
+            problem = f"expected a finite number, got {got}"
         elif check is not None:
             problem = check(col, float(value))
         if problem:

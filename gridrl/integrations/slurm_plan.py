@@ -83,14 +83,13 @@ def _deferral_gone(rec: JobRecord, job: SlurmJob, cfg: SitesConfig, now_s: float
         return None if job.reason == USER_HOLD else "its hold was released by someone else"
     if job.reason == USER_HOLD:
         return "its owner holds it"
-    if rec.deferred_until_s is None or rec.deferred_until_s <= now_s:
-        return ""  # the begin time the adapter set has passed
-    if (
-        job.eligible_time is None
-        or abs(job.eligible_time - rec.deferred_until_s) > cfg.start_time_tolerance_s
-    ):
-        return "its begin time was changed by someone else"
-    return None
+    until = rec.deferred_until_s
+    if until is None:
+        return ""
+    eligible = job.eligible_time
+    if eligible is None or abs(eligible - until) > cfg.start_time_tolerance_s:
+        return "" if until <= now_s else "its begin time was changed by someone else"
+    return "" if eligible <= now_s else None  # "" once the begin time has passed
 
 
 def reconcile(
