@@ -44,6 +44,20 @@ pytestmark = [
 
 FORGED = "gridrl.deferred=hold gridrl.power_cap=0.100"
 SPACED = "  two  spaces\tand a tab  "
+FAKE_LINE = "n\n   AdminComment=gridrl.power_cap=0.100"
+README = Path(__file__).parents[1] / "README.md"
+
+
+def _readme_prolog_cap(c: LocalSlurm, job_id: int) -> str:
+    """Run the README prolog's ``cap=$(...)`` command for a job; its output."""
+    lines = README.read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("cap=$(squeue"))
+    end = next(i for i in range(start, len(lines)) if not lines[i].endswith("\\"))
+    script = "set -o pipefail\n" + "\n".join(lines[start : end + 1]) + '\nprintf %s "$cap"\n'
+    env = {**c.env, "SLURM_JOB_ID": str(job_id)}
+    out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
 
 
 @pytest.fixture
@@ -93,8 +107,9 @@ def test_holds_and_forged_comments_and_repeated_ticks(tmp_path, cluster):
     begin = c.sbatch_as_owner(
         *owner, "--begin=now+2hours", "--comment=gridrl.deferred=start_time", "--wrap", "sleep 1"
     )
-    # 4. a plain job whose Comment has odd whitespace
-    spaced = c.sbatch_as_owner(*owner, f"--comment={SPACED}", "--wrap", "sleep 1")
+    # 4. a plain job whose Comment has odd whitespace, and whose name fakes an
+    #    AdminComment line in `scontrol show job` (the README's prolog must not fall for it)
+    spaced = c.sbatch_as_owner(*owner, f"--comment={SPACED}", "-J", FAKE_LINE, "--wrap", "sleep 1")
     assert c.show_job(admin_held)["Reason"] == "JobHeldAdmin"
     assert c.show_job(user_held)["Reason"] == "JobHeldUser"
     if c.owner_is_other_account:  # the cap's channel is closed to the owner
@@ -116,8 +131,15 @@ def test_holds_and_forged_comments_and_repeated_ticks(tmp_path, cluster):
     recorded = {r["job_id"] for r in state["jobs"].values()}
     assert recorded.isdisjoint(untouchable) and spaced in recorded
     assert recorded >= set(submitted["site_a"])
-    if c.owner_is_other_account:
-        assert oct(os.stat(tmp_path / "state").st_mode & 0o777) == "0o700"
+    assert oct(os.stat(tmp_path / "state").st_mode & 0o777) == "0o700"
+    # the README's prolog reads the cap the adapter published, not the faked line
+    (cap,) = [r["power_cap_fraction"] for r in state["jobs"].values() if r["job_id"] == spaced]
+    assert (
+        "AdminComment=gridrl.power_cap=0.100"
+        in c.run("scontrol", "show", "job", str(spaced)).stdout
+    )
+    assert _readme_prolog_cap(c, spaced) == f"{cap:.3f}"
+    assert _readme_prolog_cap(c, admin_held) == ""  # no cap for a job it leaves alone
 
     # A second tick within the step: no command, nothing changes.
     managed = [*submitted["site_a"], *submitted["site_b"], spaced]
