@@ -391,5 +391,8 @@ def test_daemon_loop_survives_a_failing_queue_read(tmp_path):
     health = json.loads((tmp_path / "state" / "health.json").read_text())
     assert health["last_good_tick_s"] is None and "command not found" in health["last_error"]
     assert health["consecutive_errors"] == 3
+    # a restarted adapter keeps counting from the health file
+    restarted = SlurmAdapter(PolicyRuntime(tmp_path / "b"), cfg)
+    assert restarted.health["consecutive_errors"] == 3 and "last_error" in restarted.health
     with pytest.raises(ValueError, match="state_dir is required"):
         SlurmAdapter(PolicyRuntime(tmp_path / "b"), cfg.model_copy(update={"state_dir": None}))

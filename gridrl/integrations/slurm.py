@@ -18,6 +18,7 @@ Depends on :mod:`gridrl.export.runtime` only (no torch, no stable-baselines3).
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import time
@@ -90,6 +91,18 @@ class TickResult:
         }
 
 
+def _previous_health(cfg: SitesConfig) -> dict[str, Any]:
+    """The health file of an earlier run (its last good tick stays known after a restart);
+    a fresh one when there is none or it is not the adapter's JSON."""
+    fresh: dict[str, Any] = {"last_good_tick_s": None, "consecutive_errors": 0}
+    path = cfg.health_path()
+    try:
+        old = json.loads(path.read_text()) if path is not None and path.is_file() else None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return fresh
+    return {**fresh, **old} if isinstance(old, dict) else fresh
+
+
 def _iso(t_s: float | None) -> str | None:
     return None if t_s is None else datetime.fromtimestamp(t_s, tz=timezone.utc).isoformat()
 
@@ -148,7 +161,7 @@ class SlurmAdapter:
         self.state = AdapterState(cfg.state_dir) if cfg.state_dir is not None else None
         if self.state is not None and not dry_run:
             self.state.ensure_dir()
-        self.health: dict[str, Any] = {"pid": os.getpid(), "last_good_tick_s": None}
+        self.health = {**_previous_health(cfg), "pid": os.getpid()}
 
     def tick(self) -> TickResult:
         """Read, decide, plan and (unless dry-run) apply and record once.
