@@ -160,6 +160,15 @@ def test_holds_and_forged_comments_and_repeated_ticks(tmp_path, cluster):
     assert _snapshot(c, managed) == after_first
     assert _snapshot(c, untouchable) == before
 
+    # A damaged state file stops every change and is left for the operator.
+    state_file = tmp_path / "state" / "state.json"
+    state_file.write_text('{"version": 1, "jobs": {"1@2": "x"}}')
+    res4 = _slurm(tmp_path, c, "--bundle", str(bundle), "--sites", str(sites), "--once")
+    said = "".join(res4.output.split())  # the console wraps long lines
+    assert res4.exit_code == 1 and "state.json:jobs.1@2:expectedanobject" in said
+    assert _ran(res4.output) == []
+    assert state_file.read_text() == '{"version": 1, "jobs": {"1@2": "x"}}'
+
 
 def _write_signals(path: Path, body: str) -> None:
     tmp = path.with_suffix(".tmp")

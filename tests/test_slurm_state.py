@@ -169,7 +169,7 @@ def test_reconcile_drops_what_someone_else_changed():
     assert kept[rec.key].deferred is None and "administrator" in notes[0]
     # the owner released it
     kept, notes = reconcile({rec.key: rec}, [replace(held, reason="Priority")], cfg, NOW)
-    assert kept[rec.key].deferred is None and "released by someone else" in notes[0]
+    assert kept[rec.key].deferred is None and "no longer held" in notes[0]
     # the job id was reused by a new job: the record is not about it
     kept, _ = reconcile({rec.key: rec}, [replace(held, submit_time=NOW - 5)], cfg, NOW)
     assert kept == {}
@@ -180,14 +180,14 @@ def test_reconcile_drops_what_someone_else_changed():
     assert reconcile({rec.key: rec}, [begin], cfg, NOW)[0][rec.key] == rec
     changed = replace(begin, eligible_time=NOW + 9 * HOUR_S)
     kept, notes = reconcile({rec.key: rec}, [changed], cfg, NOW)
-    assert kept[rec.key].deferred is None and "begin time was changed" in notes[0]
+    assert kept[rec.key].deferred is None and "not the one the adapter set" in notes[0]
     # a passed begin time ends the deferral quietly
     kept, notes = reconcile({rec.key: rec}, [begin], cfg, NOW + 3001)
     assert kept[rec.key].deferred is None and notes == []
     # moved elsewhere by someone else
     moved = JobRecord(1, NOW - 600, NOW - 600, moved_to="pb", moved_from="pa", moved_at_s=NOW)
     kept, notes = reconcile({moved.key: moved}, [_job(1, partition="pa")], cfg, NOW)
-    assert kept[moved.key].moved_to is None and "moved to pa by someone else" in notes[0]
+    assert kept[moved.key].moved_to is None and "in partition pa, not in pb" in notes[0]
 
 
 def test_safe_default_runs_the_queue_and_releases_only_own_deferrals_when_due():

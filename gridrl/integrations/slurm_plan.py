@@ -80,7 +80,7 @@ def _deferral_gone(rec: JobRecord, job: SlurmJob, cfg: SitesConfig, now_s: float
     if job.reason == ADMIN_HOLD:
         return "an administrator holds it"
     if rec.deferred == "hold":
-        return None if job.reason == USER_HOLD else "its hold was released by someone else"
+        return None if job.reason == USER_HOLD else "it is no longer held"
     if job.reason == USER_HOLD:
         return "its owner holds it"
     until = rec.deferred_until_s
@@ -88,7 +88,7 @@ def _deferral_gone(rec: JobRecord, job: SlurmJob, cfg: SitesConfig, now_s: float
         return ""
     eligible = job.eligible_time
     if eligible is None or abs(eligible - until) > cfg.start_time_tolerance_s:
-        return "" if until <= now_s else "its begin time was changed by someone else"
+        return "" if until <= now_s else "its begin time is not the one the adapter set"
     return "" if eligible <= now_s else None  # "" once the begin time has passed
 
 
@@ -119,8 +119,8 @@ def reconcile(
                     notes.append(f"job {job.job_id}: {why}; no longer the adapter's deferral")
         if rec.moved_to is not None and job.partition != rec.moved_to:
             notes.append(
-                f"job {job.job_id}: moved to {job.partition} by someone else after the "
-                f"adapter moved it to {rec.moved_to}"
+                f"job {job.job_id}: in partition {job.partition}, not in {rec.moved_to} "
+                "where the adapter moved it"
             )
             rec = replace(rec, moved_to=None, moved_from=None, moved_at_s=None)
         out[key] = rec
