@@ -440,6 +440,7 @@ def slurm_cmd(
     from gridrl.integrations.slurm_observation import ObservationError
     from gridrl.integrations.slurm_queue import SlurmError
     from gridrl.integrations.slurm_sites import SitesConfigError, load_sites
+    from gridrl.integrations.slurm_state import StateError
 
     try:
         runtime = PolicyRuntime(bundle)
@@ -452,11 +453,19 @@ def slurm_cmd(
             console.print(table)
             return
         adapter = SlurmAdapter(runtime, load_sites(sites), dry_run=dry_run)
-    except (BundleError, SitesConfigError, ValueError) as exc:
+    except (BundleError, SitesConfigError, StateError, ValueError) as exc:
         console.print(f"[red]error:[/] {exc}", highlight=False)
         raise typer.Exit(2) from None
 
     def show(result: TickResult) -> None:
+        if result.input_error is not None:
+            console.print(
+                f"[red]tick input error:[/] {result.input_error} - safe default decision "
+                "(run what is queued; release own deferrals whose deadline requires)",
+                highlight=False,
+            )
+        for note in result.notes:
+            console.print(f"[yellow]note:[/] {note}", highlight=False)
         table = Table(
             "site", "run_share", "power_cap", "route_weight", "migrate_share", "battery_kw"
         )
@@ -482,13 +491,13 @@ def slurm_cmd(
             on_tick=show,
             on_error=lambda exc: console.print(f"[red]tick failed:[/] {exc}", highlight=False),
         )
-    except (SlurmError, ObservationError) as exc:
+    except (SlurmError, ObservationError, StateError) as exc:
         console.print(f"[red]error:[/] {exc}", highlight=False)
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
         raise typer.Exit(0) from None
-    if any(r.errors for r in results):
-        raise typer.Exit(1)
+    if any(not r.ok for r in results):
+        raise typer.Exit(1)  # a bad tick is visible to the operator of --once
 
 
 REPLAY_ZERO = 1e-9  # KPI magnitudes below this are round-off, not a reference

@@ -3,11 +3,12 @@
 Two partitions (site_a, site_b) are the bundle's two sites. A blocker job fills the
 node so submitted jobs stay pending on resources; the adapter runs once (the ``gridrl
 slurm --once`` command) and ``scontrol show job`` must show every decision: deferred
-start, moved partition, power-cap comment.
+start, moved partition, power cap in the AdminComment (the owner's Comment untouched).
 """
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -50,7 +51,7 @@ def _bundle(tmp_path: Path, action: np.ndarray) -> Path:
     return out
 
 
-def _sites_yaml(tmp_path: Path, defer_mode: str) -> Path:
+def _sites_yaml(tmp_path: Path, defer_mode: str, **extra) -> Path:
     """SITES.yaml plus one signal CSV per site. The CSVs hold the environment's own raw
     signals and forecasts of two hours, stamped 2 h and 30 min ago."""
     from gridrl.export.manifest import ObservationField
@@ -89,7 +90,9 @@ def _sites_yaml(tmp_path: Path, defer_mode: str) -> Path:
         "defer_mode": defer_mode,
         "resource": "cpu",
         "default_slack_h": 12,
+        "state_dir": "state",
         "sites": sites,
+        **extra,
     }
     path = tmp_path / "sites.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -130,6 +133,17 @@ def _submit_queue(c: LocalSlurm) -> dict[str, list[int]]:
             )
         )
     return jobs
+
+
+def _age_records(state_dir: Path, by_s: float) -> None:
+    """Make the adapter's decisions ``by_s`` older (as if that much time had passed)."""
+    path = state_dir / "state.json"
+    doc = json.loads(path.read_text())
+    for rec in doc["jobs"].values():
+        rec["decided_at_s"] -= by_s
+        if rec.get("moved_at_s") is not None:
+            rec["moved_at_s"] -= by_s
+    path.write_text(json.dumps(doc))
 
 
 def _when(value: str) -> float:
@@ -174,24 +188,23 @@ def test_adapter_decisions_show_in_scontrol(tmp_path, monkeypatch):
 
         for job_id, plan in plans.items():
             shown = c.show_job(job_id)
-            comment = shown["Comment"].strip()
-            assert f"gridrl.power_cap={plan.power_cap_fraction:.3f}" in comment, (job_id, comment)
+            admin = shown["AdminComment"].strip()
+            assert admin == f"gridrl.power_cap={plan.power_cap_fraction:.3f}", (job_id, admin)
             if job_id in submitted["site_a"]:
-                assert comment.startswith("user note"), comment  # the user's text is kept
+                assert shown["Comment"] == "user note ", shown["Comment"]  # never written
             assert shown["JobState"] == "PENDING"
             eligible = _when(shown["EligibleTime"]) if shown["EligibleTime"] != "Unknown" else 0.0
             if plan.action == "run":
                 assert SITE_OF[shown["Partition"]] == plan.site
                 assert eligible <= time.time() + 1, shown["EligibleTime"]
-                assert "gridrl.deferred" not in comment
             else:
                 assert eligible >= t0 + INTERVAL_S - 5, shown["EligibleTime"]
                 assert _when(shown["StartTime"]) >= t0 + INTERVAL_S - 5
-                assert "gridrl.deferred=start_time" in comment
             if plan.action == "move":
                 assert shown["Partition"] == "site_b"
 
-        # Next decision: a policy that runs everything releases our own deferrals only.
+        # Next decision, one step later: a policy that runs everything releases the
+        # adapter's own deferrals only.
         run_all = ACTION.copy()
         run_all[[0, 3, 4, 7]] = [1.0, -1.0, 1.0, -1.0]
         bundle2 = _bundle(tmp_path / "second", run_all)
@@ -199,7 +212,10 @@ def test_adapter_decisions_show_in_scontrol(tmp_path, monkeypatch):
             "-p", "site_a", "-t", "30", "-o", "/dev/null", "--begin=now+2hours", "--wrap", "sleep 1"
         )
         (result2,) = SlurmAdapter(
-            PolicyRuntime(bundle2), load_sites(sites), SlurmClient(env=c.env)
+            PolicyRuntime(bundle2),
+            load_sites(sites),
+            SlurmClient(env=c.env),
+            clock=lambda: time.time() + INTERVAL_S - 60,
         ).run(once=True)
         assert result2.errors == []
         assert {p.action for p in result2.plans} == {"run"}
@@ -209,7 +225,6 @@ def test_adapter_decisions_show_in_scontrol(tmp_path, monkeypatch):
         for job_id in managed:
             shown = c.show_job(job_id)
             assert _when(shown["EligibleTime"]) <= time.time() + 1
-            assert "gridrl.deferred" not in shown["Comment"]
         assert _when(c.show_job(user_begin)["EligibleTime"]) > time.time() + 3600
 
 
@@ -233,13 +248,15 @@ def test_hold_mode_holds_and_releases(tmp_path, monkeypatch):
         )
         assert res.exit_code == 0, res.output
         ran = [line for line in res.output.splitlines() if line.startswith("ran: ")]
-        assert sum("scontrol hold" in line for line in ran) == len(managed)
+        assert sum("scontrol uhold" in line for line in ran) == len(managed)
         assert not any(f"hold {user_held}" in line for line in ran)
         for job_id in managed:
             shown = c.show_job(job_id)
-            assert shown["Reason"] in ("JobHeldAdmin", "JobHeldUser"), shown["Reason"]
-            assert "gridrl.deferred=hold" in shown["Comment"]
-            assert "gridrl.power_cap=1.000" in shown["Comment"]
+            assert shown["Reason"] == "JobHeldUser", shown["Reason"]
+            assert shown["AdminComment"].strip() == "gridrl.power_cap=1.000"
+            assert "gridrl" not in shown.get("Comment", "")
+        # one decision step later (the state says when the adapter decided)
+        _age_records(tmp_path / "state", INTERVAL_S)
         bundle2 = _bundle(tmp_path / "run", run_all)
         res = runner.invoke(
             app, ["slurm", "--bundle", str(bundle2), "--sites", str(sites), "--once"]
@@ -249,6 +266,5 @@ def test_hold_mode_holds_and_releases(tmp_path, monkeypatch):
         for job_id in managed:
             shown = c.show_job(job_id)
             assert shown["Reason"] not in ("JobHeldAdmin", "JobHeldUser"), shown["Reason"]
-            assert "gridrl.deferred" not in shown["Comment"]
         # someone else's hold is never released
         assert c.show_job(user_held)["Reason"] == "JobHeldUser"

@@ -18,14 +18,17 @@ from gridrl.integrations.slurm_observation import (
     source_of,
 )
 from gridrl.integrations.slurm_plan import (
-    build_comment,
+    cap_of,
     commands_for,
-    comment_tokens,
     managed_jobs,
     plan_decisions,
+    reconcile,
+    record_for,
+    with_cap,
 )
 from gridrl.integrations.slurm_queue import SlurmError, SlurmJob, parse_squeue_json
 from gridrl.integrations.slurm_sites import SitesConfig, SitesConfigError, load_sites
+from gridrl.integrations.slurm_state import JobRecord, job_key
 
 NOW = 1_800_000_000.0
 
@@ -156,7 +159,7 @@ def test_managed_jobs_leave_other_peoples_holds_and_begin_times_alone():
     jobs = [
         _job(1),
         _job(2, reason="JobHeldUser"),
-        _job(3, reason="JobHeldAdmin", comment="gridrl.deferred=hold"),
+        _job(3, reason="JobHeldAdmin", comment="gridrl.deferred=hold"),  # forged tag
         _job(4, reason="BeginTime", eligible_time=NOW + 3600),
         _job(5, reason="BeginTime", eligible_time=NOW + 3600, comment="gridrl.deferred=start_time"),
         _job(6, qos="inference"),
@@ -165,12 +168,27 @@ def test_managed_jobs_leave_other_peoples_holds_and_begin_times_alone():
         _job(9, state="RUNNING"),
         _job(10, reason="Dependency"),
         _job(11, time_limit_s=math.inf),
+        _job(12, reason="None", eligible_time=NOW + 60),  # a fresh --begin, not yet BeginTime
+        _job(13, reason="JobHeldUser"),
+        _job(14, reason="BeginTime", eligible_time=NOW + 1800),
     ]
-    got = {m.job.job_id: m for m in managed_jobs(jobs, cfg, NOW)}
-    assert sorted(got) == [1, 3, 5]
-    assert got[3].deferred_by_us == "hold" and got[5].deferred_by_us == "start_time"
+    # the adapter's records: it user-held 13 and deferred 14 (30 min left); its record
+    # of an admin-held job (3) gives it nothing
+    records = {
+        job_key(13, NOW - 600): JobRecord(13, NOW - 600, NOW - 3600, deferred="hold"),
+        job_key(14, NOW - 600): JobRecord(
+            14, NOW - 600, NOW - 1800, deferred="start_time", deferred_until_s=NOW + 1800
+        ),
+        job_key(3, NOW - 600): JobRecord(3, NOW - 600, NOW - 3600, deferred="hold"),
+    }
+    got = {m.job.job_id: m for m in managed_jobs(jobs, cfg, NOW, records)}
+    assert sorted(got) == [1, 13, 14]
+    assert got[13].deferred_by_us == "hold" and got[14].deferred_by_us == "start_time"
+    assert got[14].frozen and not got[13].frozen  # decided 30 min / 1 h ago
     # no --deadline: submit + limit + default slack (24 h) -> about 24 h of slack
     assert got[1].slack_h == pytest.approx(24.0 - 600 / 3600)
+    # Comments are never evidence: without records only job 1 is the adapter's to manage
+    assert [m.job.job_id for m in managed_jobs(jobs, cfg, NOW)] == [1]
 
 
 def test_plan_mirrors_the_core_migrate_then_run_earliest_deadline_first():
@@ -223,39 +241,47 @@ def test_missing_site_decision_is_an_error():
         plan_decisions([], [_decision("a"), _decision("b")], cfg)
 
 
-def test_commands_are_idempotent_and_keep_user_comments():
+def test_commands_never_write_the_comment_and_keep_the_admin_comment():
     cfg = _cfg()
-    job = _job(1, comment="project=x note")
+    job = _job(1, comment="project=x  note ", admin_comment="site  note")
     (m,) = managed_jobs([job], cfg, NOW)
     (plan,) = plan_decisions(
         [m], [_decision("a", run=0.0, cap=0.7), _decision("b"), _decision("c")], cfg
     )
-    (cmd,) = commands_for(plan, m, cfg)
-    assert cmd[:3] == ["scontrol", "update", "JobId=1"]
-    assert "StartTime=now+3600" in cmd
-    assert "Comment=project=x note gridrl.deferred=start_time gridrl.power_cap=0.700" in cmd
-    # the job as Slurm shows it afterwards needs a new StartTime only (rolling deferral)
+    cmds = commands_for(plan, m, cfg)
+    assert cmds == [
+        ["scontrol", "update", "JobId=1", "StartTime=now+3600"],
+        ["scontrol", "update", "JobId=1", "AdminComment=site  note gridrl.power_cap=0.700"],
+    ]
+    assert not any(a.startswith("Comment=") for c in cmds for a in c)
+    rec = record_for(plan, m, cfg, NOW)
+    assert (rec.deferred, rec.deferred_until_s, rec.power_cap_fraction) == (
+        "start_time",
+        NOW + 3600,
+        0.7,
+    )
+    # one step later Slurm shows the deferral and the cap: releasing needs StartTime only
     after = _job(
         1,
         reason="BeginTime",
-        eligible_time=NOW + 3600,
-        comment="project=x note gridrl.deferred=start_time gridrl.power_cap=0.700",
+        eligible_time=NOW + 3601,
+        comment="project=x  note ",
+        admin_comment="site  note gridrl.power_cap=0.700",
     )
-    (m2,) = managed_jobs([after], cfg, NOW)
+    later = NOW + 3300
+    recs, notes = reconcile({rec.key: rec}, [after], cfg, later)
+    assert notes == []
+    (m2,) = managed_jobs([after], cfg, later, recs)
+    assert m2.deferred_by_us == "start_time" and not m2.frozen
     (plan2,) = plan_decisions(
         [m2], [_decision("a", run=1.0, cap=0.7), _decision("b"), _decision("c")], cfg
     )
-    (cmd2,) = commands_for(plan2, m2, cfg)
-    assert cmd2 == [
-        "scontrol",
-        "update",
-        "JobId=1",
-        "StartTime=now",
-        "Comment=project=x note gridrl.power_cap=0.700",
-    ]
-    ours, other = comment_tokens("a gridrl.x=1 b", "gridrl.")
-    assert ours == {"x": "1"} and other == ["a", "b"]
-    assert build_comment(other, ours, "gridrl.") == "a b gridrl.x=1"
+    assert commands_for(plan2, m2, cfg) == [["scontrol", "update", "JobId=1", "StartTime=now"]]
+    # the cap token is replaced in place; every other byte stays
+    assert with_cap("a\tgridrl.power_cap=0.5  b", "gridrl.", "0.8") == "a\tgridrl.power_cap=0.8  b"
+    assert with_cap("", "gridrl.", "0.8") == "gridrl.power_cap=0.8"
+    assert cap_of("x gridrl.power_cap=0.8", "gridrl.") == 0.8
+    assert cap_of("xgridrl.power_cap=0.8", "gridrl.") is None
 
 
 def test_observation_sources_and_errors(tmp_path):
@@ -293,15 +319,18 @@ def test_observation_sources_and_errors(tmp_path):
         ),  # slack 1.5 h, 2 GPU-h
         _job(2, deadline_h=None, gpus=1, limit_h=3, submit_time=now - 60, eligible_time=now - 60),
         _job(3, deadline_h=0.5, gpus=4, submit_time=now - 60, eligible_time=now - 60),  # overdue
-        _job(4, state="RUNNING", comment="gridrl.power_cap=0.700"),
+        _job(4, state="RUNNING", comment="gridrl.power_cap=0.100"),  # the owner's text
+        _job(5, state="RUNNING"),
     ]
+    # the cap in force comes from the adapter's records, never from a Comment
+    records = {job_key(5, NOW - 600): JobRecord(5, NOW - 600, now, power_cap_fraction=0.7)}
     jobs = [
         SlurmJob(
             **{**j.__dict__, "deadline": None if j.deadline is None else j.deadline - NOW + now}
         )
         for j in jobs
     ]
-    raw = raw_observation(fields, cfg, managed_jobs(jobs, cfg, now), jobs, now)
+    raw = raw_observation(fields, cfg, managed_jobs(jobs, cfg, now), jobs, now, records)
     assert raw["a.carbon"] == 250.0  # latest row not in the future
     assert raw["a.q0"] == pytest.approx(2.0)  # slack 1.5 h; overdue work has its own key
     assert raw["a.over"] == pytest.approx(4.0)
@@ -340,10 +369,11 @@ def test_daemon_loop_survives_a_failing_queue_read(tmp_path):
     export_bundle(fixed_action_policy_dir(tmp_path / "p", geo_env(2), np.zeros(8)), tmp_path / "b")
     cfg = SitesConfig.model_validate(
         {
+            "state_dir": str(tmp_path / "state"),
             "sites": [
                 {"name": "greensboro", "partitions": ["a"], "gpus": 8},
                 {"name": "miami", "partitions": ["b"], "gpus": 8},
-            ]
+            ],
         }
     )
     adapter = SlurmAdapter(
@@ -357,3 +387,12 @@ def test_daemon_loop_survives_a_failing_queue_read(tmp_path):
         adapter.run(once=True, on_error=errors.append)
     with pytest.raises(ValueError, match="must be the bundle's sites"):
         SlurmAdapter(PolicyRuntime(tmp_path / "b"), _cfg())
+    # the failures are in the health file, with no good tick yet
+    health = json.loads((tmp_path / "state" / "health.json").read_text())
+    assert health["last_good_tick_s"] is None and "command not found" in health["last_error"]
+    assert health["consecutive_errors"] == 3
+    # a restarted adapter keeps counting from the health file
+    restarted = SlurmAdapter(PolicyRuntime(tmp_path / "b"), cfg)
+    assert restarted.health["consecutive_errors"] == 3 and "last_error" in restarted.health
+    with pytest.raises(ValueError, match="state_dir is required"):
+        SlurmAdapter(PolicyRuntime(tmp_path / "b"), cfg.model_copy(update={"state_dir": None}))

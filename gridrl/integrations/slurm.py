@@ -1,31 +1,60 @@
 """Slurm adapter: queue -> observation -> policy runtime -> ``scontrol`` actions.
 
-One tick reads the queue (``squeue --json``), builds the bundle's observation from the
-queue, the clock and the site signals (:mod:`.slurm_observation`), asks the torch-free
-runtime for per-site decisions, turns them into job-level plans (:mod:`.slurm_plan`) and
-applies them with ``scontrol`` (or only prints the commands with ``dry_run``).
+One tick reads the queue (``squeue --json``), checks the adapter's own records against it
+(:mod:`.slurm_state`, :func:`.slurm_plan.reconcile`), builds the bundle's observation from
+the queue, the clock and the site signals (:mod:`.slurm_observation`), asks the
+torch-free runtime for per-site decisions, turns them into job-level plans
+(:mod:`.slurm_plan`) and applies them with ``scontrol`` (or only prints the commands with
+``dry_run``), recording what it did.
+
+A tick whose signal inputs are bad (file empty, malformed, stale, non-finite, out of
+physical range, repeated times) logs the error and takes the safe default decision
+(:func:`.slurm_plan.safe_plans`): run_now for what is queued, release only the adapter's
+own deferrals whose deadline requires it. A daemon (``run`` with ``on_error``) never
+exits on a tick's problem; the health file says when the last good tick was.
 
 Depends on :mod:`gridrl.export.runtime` only (no torch, no stable-baselines3).
 """
 
 from __future__ import annotations
 
+import json
+import os
 import shlex
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from contextlib import nullcontext
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
 from typing import Any
 
+from gridrl.errors import GridrlError
 from gridrl.export.runtime import PolicyRuntime, SiteDecision
 from gridrl.integrations.slurm_observation import ObservationError, raw_observation
-from gridrl.integrations.slurm_plan import JobPlan, commands_for, managed_jobs, plan_decisions
-from gridrl.integrations.slurm_queue import SlurmClient, SlurmError
+from gridrl.integrations.slurm_plan import (
+    JobPlan,
+    ManagedJob,
+    commands_for,
+    managed_jobs,
+    plan_decisions,
+    reconcile,
+    record_for,
+    safe_plans,
+)
+from gridrl.integrations.slurm_queue import SlurmClient, SlurmError, SlurmJob
 from gridrl.integrations.slurm_sites import SitesConfig
+from gridrl.integrations.slurm_state import AdapterState, JobRecord, StateError, write_health
+
+POLICY = "policy"
+SAFE_DEFAULT = "safe_default"
 
 
 @dataclass
 class TickResult:
-    """What one tick saw, decided and did."""
+    """What one tick saw, decided and did.
+
+    ``decision`` is ``policy`` or ``safe_default`` (then ``input_error`` says why);
+    ``notes`` tell which of the adapter's records no longer hold (someone else acted)."""
 
     now_s: float
     observation: dict[str, float]
@@ -33,11 +62,19 @@ class TickResult:
     plans: list[JobPlan]
     applied: list[list[str]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    decision: str = POLICY
+    input_error: str | None = None
+    notes: list[str] = field(default_factory=list)
 
     @property
     def commands(self) -> list[list[str]]:
         """Every command of every plan, in order."""
         return [c for p in self.plans for c in p.commands]
+
+    @property
+    def ok(self) -> bool:
+        """The policy decided and every command worked."""
+        return self.input_error is None and not self.errors
 
     def summary(self) -> dict[str, Any]:
         """Counts per action and site (for logs)."""
@@ -45,12 +82,29 @@ class TickResult:
         for p in self.plans:
             counts[p.action] = counts.get(p.action, 0) + 1
         return {
+            "decision": self.decision,
             "jobs": len(self.plans),
             "actions": counts,
             "commands": len(self.commands),
             "applied": len(self.applied),
             "errors": len(self.errors),
         }
+
+
+def _previous_health(cfg: SitesConfig) -> dict[str, Any]:
+    """The health file of an earlier run (its last good tick stays known after a restart);
+    a fresh one when there is none or it is not the adapter's JSON."""
+    fresh: dict[str, Any] = {"last_good_tick_s": None, "consecutive_errors": 0}
+    path = cfg.health_path()
+    try:
+        old = json.loads(path.read_text()) if path is not None and path.is_file() else None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return fresh
+    return {**fresh, **old} if isinstance(old, dict) else fresh
+
+
+def _iso(t_s: float | None) -> str | None:
+    return None if t_s is None else datetime.fromtimestamp(t_s, tz=timezone.utc).isoformat()
 
 
 class SlurmAdapter:
@@ -61,13 +115,20 @@ class SlurmAdapter:
     runtime
         The loaded bundle.
     cfg
-        SITES.yaml; its sites must be exactly the bundle's sites.
+        SITES.yaml; its sites must be exactly the bundle's sites. ``state_dir`` is
+        required unless ``dry_run``.
     client
         Runs the Slurm commands (default: from ``cfg.commands``).
     dry_run
-        Plan and print, never change the cluster.
+        Plan and print, never change the cluster, the records or the health file.
     clock
         Returns now in Unix seconds (injectable for replays).
+
+    Raises
+    ------
+    ValueError
+        when the sites differ from the bundle's or ``state_dir`` is missing;
+        StateError when the state folder is unsafe.
     """
 
     def __init__(
@@ -85,6 +146,11 @@ class SlurmAdapter:
                 f"SITES.yaml sites {sorted(cfg_sites)} must be the bundle's sites "
                 f"{sorted(runtime.sites)}"
             )
+        if cfg.state_dir is None and not dry_run:
+            raise ValueError(
+                "SITES.yaml: state_dir is required to change the cluster: a folder only "
+                "the adapter's account can write, for its records of what it did"
+            )
         self.runtime = runtime
         self.cfg = cfg
         self.client = client or SlurmClient(
@@ -92,42 +158,90 @@ class SlurmAdapter:
         )
         self.dry_run = dry_run
         self.clock = clock
+        self.state = AdapterState(cfg.state_dir) if cfg.state_dir is not None else None
+        if self.state is not None and not dry_run:
+            self.state.ensure_dir()
+        self.health = {**_previous_health(cfg), "pid": os.getpid()}
 
     def tick(self) -> TickResult:
-        """Read, decide, plan and (unless dry-run) apply once.
+        """Read, decide, plan and (unless dry-run) apply and record once.
 
         Raises
         ------
         SlurmError
-            when the queue cannot be read; ObservationError when a signal is missing.
-            Failures of single ``scontrol`` calls do not raise: they are collected in
-            ``TickResult.errors`` and the other jobs are still handled.
+            when the queue cannot be read; StateError when the records cannot be read
+            or written. Bad signal inputs do not raise: the tick takes the safe default
+            (``TickResult.input_error``). Failures of single ``scontrol`` calls do not
+            raise either: they are collected in ``TickResult.errors``.
         """
         now_s = float(self.clock())
         jobs = self.client.jobs()
-        managed = managed_jobs(jobs, self.cfg, now_s)
+        lock = self.state.lock() if self.state is not None and not self.dry_run else nullcontext()
+        with lock:
+            loaded = self.state.load() if self.state is not None else {}
+            records, notes = reconcile(loaded, jobs, self.cfg, now_s)
+            managed = managed_jobs(jobs, self.cfg, now_s, records)
+            result = self._decide(now_s, managed, jobs, records)
+            result.notes = notes
+            by_id = {m.job.job_id: m for m in managed}
+            for plan in result.plans:
+                plan.commands = commands_for(
+                    plan, by_id[plan.job_id], self.cfg, self.client.scontrol_cmd
+                )
+            if not self.dry_run:
+                self._apply(result, by_id, records)
+        return result
+
+    def _decide(
+        self,
+        now_s: float,
+        managed: list[ManagedJob],
+        jobs: list[SlurmJob],
+        records: dict[str, JobRecord],
+    ) -> TickResult:
+        """The policy's plans, or the safe default's when an input is bad."""
         fields = self.runtime.manifest.observation.fields
-        raw = raw_observation(fields, self.cfg, managed, jobs, now_s)
+        try:
+            raw = raw_observation(fields, self.cfg, managed, jobs, now_s, records)
+        except ObservationError as exc:
+            plans = safe_plans(managed, self.cfg)
+            return TickResult(now_s, {}, [], plans, decision=SAFE_DEFAULT, input_error=str(exc))
         decisions = self.runtime.decide(self.runtime.observation_from_values(raw))
         assert isinstance(decisions, list)
-        plans = plan_decisions(managed, decisions, self.cfg)
-        by_id = {m.job.job_id: m for m in managed}
-        for plan in plans:
-            plan.commands = commands_for(
-                plan, by_id[plan.job_id], self.cfg, self.client.scontrol_cmd
-            )
-        result = TickResult(now_s, raw, decisions, plans)
-        if self.dry_run:
-            return result
-        for plan in plans:
+        return TickResult(now_s, raw, decisions, plan_decisions(managed, decisions, self.cfg))
+
+    def _apply(
+        self, result: TickResult, by_id: dict[int, ManagedJob], records: dict[str, JobRecord]
+    ) -> None:
+        """Run the commands and record what was done.
+
+        The records of the plans are saved before any command runs, still open to the next
+        tick: a crash in between leaves claims that the next tick checks against Slurm
+        (and drops where nothing happened). Once a job's commands all worked, its decision
+        stands for one step; a job whose command failed is decided again next tick."""
+        assert self.state is not None
+        ahead, after = dict(records), dict(records)
+        key_of: dict[int, str] = {}
+        for plan in result.plans:
+            m = by_id[plan.job_id]
+            rec = record_for(plan, m, self.cfg, result.now_s)
+            if rec is None:
+                continue
+            key_of[plan.job_id] = rec.key
+            after[rec.key] = rec
+            old_at = m.record.decided_at_s if m.record is not None else 0.0
+            ahead[rec.key] = replace(rec, decided_at_s=old_at)
+        self.state.save(ahead)
+        for plan in result.plans:
             for argv in plan.commands:
                 try:
                     self.client.run(argv)
                     result.applied.append(argv)
                 except SlurmError as exc:
                     result.errors.append(f"job {plan.job_id}: {exc}")
+                    after[key_of[plan.job_id]] = ahead[key_of[plan.job_id]]
                     break  # later commands of this job assume the earlier ones worked
-        return result
+        self.state.save(after)
 
     def run(
         self,
@@ -143,8 +257,9 @@ class SlurmAdapter:
         interval of SITES.yaml), at most ``max_ticks`` times. Returns the results of the
         ticks (only the last one is kept in memory when ticking forever).
 
-        When ticking repeatedly with ``on_error``, a tick that cannot read the queue or
-        a signal is reported to ``on_error`` and the next tick still runs."""
+        When ticking repeatedly with ``on_error``, a tick that fails (queue unreadable,
+        records unusable) is reported to ``on_error`` and the next tick still runs. The
+        health file is rewritten after every tick (not in a dry run)."""
         interval = interval_s if interval_s is not None else self.cfg.decision_interval_s
         results: list[TickResult] = []
         n = 0
@@ -152,26 +267,56 @@ class SlurmAdapter:
             start = time.monotonic()
             try:
                 result = self.tick()
-            except (SlurmError, ObservationError) as exc:
-                # A daemon keeps going: the queue or a signal file may be back next time.
+            except GridrlError as exc:
+                # A daemon keeps going: the queue or the state may be back next time.
+                # the tick's own error matters more than a failed health write
+                self._report(None, exc, on_error or (lambda _: None))
                 if once or on_error is None:
                     raise
                 on_error(exc)
-                n += 1
-                if max_ticks is not None and n >= max_ticks:
-                    return results
-                sleep(max(interval - (time.monotonic() - start), 0.0))
-                continue
-            n += 1
-            if on_tick is not None:
-                on_tick(result)
-            if max_ticks is None and not once:
-                results = [result]
             else:
-                results.append(result)
+                self._report(result, None, on_error)
+                if on_tick is not None:
+                    on_tick(result)
+                if max_ticks is None and not once:
+                    results = [result]
+                else:
+                    results.append(result)
+            n += 1
             if once or (max_ticks is not None and n >= max_ticks):
                 return results
             sleep(max(interval - (time.monotonic() - start), 0.0))
+
+    def _report(
+        self,
+        result: TickResult | None,
+        exc: Exception | None,
+        on_error: Callable[[Exception], None] | None,
+    ) -> None:
+        """Update and write the health file (a write failure goes to ``on_error``)."""
+        now_s = result.now_s if result is not None else float(self.clock())
+        h = self.health
+        h["last_tick_s"], h["last_tick"] = now_s, _iso(now_s)
+        problem = str(exc) if exc is not None else None
+        if result is not None:
+            h["decision"] = result.decision
+            h["commands_applied"] = len(result.applied)
+            problem = "; ".join(filter(None, [result.input_error, *result.errors])) or None
+        if problem is None:
+            h["last_good_tick_s"], h["last_good_tick"] = now_s, _iso(now_s)
+            h["consecutive_errors"] = 0
+        else:
+            h["last_error"], h["last_error_s"], h["last_error_at"] = problem, now_s, _iso(now_s)
+            h["consecutive_errors"] = h.get("consecutive_errors", 0) + 1
+        path = self.cfg.health_path()
+        if self.dry_run or path is None:
+            return
+        try:
+            write_health(path, h)
+        except StateError as err:
+            if on_error is None:
+                raise
+            on_error(err)
 
 
 def format_command(argv: list[str]) -> str:

@@ -4,20 +4,24 @@ Every observation field of the bundle gets its raw value (in the field's unit) f
 the first source that knows its key:
 
 1. the clock (calendar features: hour of day and weekday as sin/cos);
-2. Slurm (per site: queued flexible work by slack group, overdue work, arrivals of
-   the last step, inference demand, the power cap in force);
+2. Slurm and the adapter's records (per site: queued flexible work by slack group,
+   overdue work, work the adapter moved there within the last step, arrivals of the
+   last step, inference demand, the power cap in force);
 3. the site's constant ``values`` in SITES.yaml;
 4. the site's signal CSV (the latest row at or before now).
 
 The runtime then scales the raw values with the manifest (``(value - offset) / scale``).
-A key no source knows is an error that lists every missing key.
+A key no source knows is an error that lists every missing key. Signal values are
+checked at every tick (finite, within ``signal_limits``; the CSV readable, with unique
+times): a bad value is an :class:`ObservationError` naming the file, row and column, and
+the adapter falls back to its safe default for that tick.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -25,9 +29,10 @@ import numpy as np
 
 from gridrl.errors import GridrlError
 from gridrl.export.manifest import ObservationField
-from gridrl.integrations.slurm_plan import CAP_KEY, ManagedJob, comment_tokens
+from gridrl.integrations.slurm_plan import ManagedJob
 from gridrl.integrations.slurm_queue import SlurmJob
 from gridrl.integrations.slurm_sites import SignalFile, SitesConfig, SlurmSite
+from gridrl.integrations.slurm_state import JobRecord, job_key
 
 HOURS_PER_DAY = 24.0
 DAYS_PER_WEEK = 7.0
@@ -35,6 +40,8 @@ DAYS_PER_WEEK = 7.0
 # slack >= lo (the environment's coarse slack groups, gridrl.env.layout)
 _BUCKET_RE = re.compile(r"^queue_slack_(\d+)_(\d+)h$")
 _LAST_BUCKET_RE = re.compile(r"^queue_slack_(\d+)h_plus$")
+# forecasts of a signal: fc_<key>_h<hours>_<p50|spread>
+_FORECAST_RE = re.compile(r"^fc_(.+)_h\d+_(p50|spread)$")
 
 
 class ObservationError(GridrlError, ValueError):
@@ -74,6 +81,7 @@ def queue_features(
     keys: Sequence[str],
     cfg: SitesConfig,
     now_s: float,
+    records: Mapping[str, JobRecord] | None = None,
 ) -> dict[str, float]:
     """Slurm-derived raw values of one site for the requested ``keys`` it can answer.
 
@@ -81,9 +89,14 @@ def queue_features(
     keys follow :mod:`gridrl.env.layout`: ``queue_slack_{lo}_{hi}h``,
     ``queue_slack_{lo}h_plus``, ``overdue_gpu_h``, ``transit_gpu_h``, ``flexible_gpu_h``
     (arrivals in the last decision step), ``inference_gpus`` (inflexible QOS jobs
-    running or pending), ``cap`` (mean cap of running jobs).
+    running or pending), ``cap`` (mean cap the adapter decided for running jobs, from
+    its ``records``). Jobs the adapter moved within the last step are in transit to
+    their new site, not in its queue.
     """
-    mine = [m for m in managed if m.site == site.name]
+    records = records or {}
+    here = [m for m in managed if m.site == site.name]
+    mine = [m for m in here if not m.in_transit]
+    transit_work = float(sum(m.work for m in here if m.in_transit))
     slack = np.array([m.slack_h for m in mine])
     work = np.array([m.work for m in mine])
     parts = set(site.partitions)
@@ -95,11 +108,8 @@ def queue_features(
         and j.qos in cfg.inflexible_qos
         and j.state in ("RUNNING", "PENDING")
     ]
-    caps = [
-        float(comment_tokens(j.comment, cfg.comment_prefix)[0][CAP_KEY])
-        for j in running
-        if CAP_KEY in comment_tokens(j.comment, cfg.comment_prefix)[0]
-    ]
+    ran = [records.get(job_key(j.job_id, j.submit_time)) for j in running]
+    caps = [r.power_cap_fraction for r in ran if r is not None and r.power_cap_fraction is not None]
     recent = [
         j
         for j in jobs
@@ -119,8 +129,7 @@ def queue_features(
         elif key == "overdue_gpu_h":
             out[key] = float(work[slack < 0].sum()) if work.size else 0.0
         elif key == "transit_gpu_h":
-            # a moved job joins its new partition's queue at once (and waits one step)
-            out[key] = 0.0
+            out[key] = transit_work
         elif key == "flexible_gpu_h":
             # arrivals of the last step: work of jobs submitted within it
             out[key] = float(sum(j.units(cfg.resource) * j.time_limit_s / 3600.0 for j in recent))
@@ -132,30 +141,70 @@ def queue_features(
     return out
 
 
+def _read_csv(path: Path):  # -> pandas.DataFrame
+    """The CSV as a frame; ObservationError naming the file when it cannot be parsed."""
+    import pandas as pd
+
+    try:
+        df = pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        raise ObservationError(f"{path}: the signal file is empty (no header row)") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+        raise ObservationError(f"{path}: not a readable CSV: {exc}") from None
+    except OSError as exc:
+        raise ObservationError(f"{path}: cannot read the signal file: {exc}") from None
+    if df.empty:
+        raise ObservationError(f"{path}: the signal file has a header but no rows")
+    return df
+
+
+def _times(df, path: Path, column: str):  # -> pandas.Series of UTC timestamps
+    """The time column, every cell a time and no time twice."""
+    import pandas as pd
+
+    if column not in df.columns:
+        raise ObservationError(f"{path}: no time column {column!r}")
+    try:
+        times = pd.to_datetime(df[column], utc=True)
+    except (ValueError, TypeError) as exc:
+        raise ObservationError(f"{path}: column {column!r}: not times: {exc}") from None
+    bad = np.flatnonzero(times.isna().to_numpy())
+    if bad.size:
+        raise ObservationError(f"{path}: column {column!r}: no time in rows {(bad + 2).tolist()}")
+    dup = np.flatnonzero(times.duplicated(keep=False).to_numpy())
+    if dup.size:
+        raise ObservationError(
+            f"{path}: column {column!r}: the same time in several rows {(dup + 2).tolist()}; "
+            "one row per time is expected"
+        )
+    return times
+
+
 def read_signal_row(
-    source: SignalFile, now_s: float, keys: Sequence[str] | None = None
+    source: SignalFile,
+    now_s: float,
+    keys: Sequence[str] | None = None,
+    check: Callable[[str, float], str | None] | None = None,
 ) -> dict[str, float]:
     """The latest row of a signal CSV at or before ``now_s`` as ``{column: value}``
-    (only the columns in ``keys`` when given).
+    (only the columns in ``keys`` when given). ``check(column, value)`` returns what is
+    wrong with a value, or None.
 
     Raises
     ------
     ObservationError
-        naming the file when it is missing, has no time column, has no row at or before
-        now, the row is older than ``max_age_s``, or a value is not a number.
+        naming the file (and row and column) when it is missing, empty or not a CSV, its
+        times are missing, unparsable or repeated, it has no row at or before now, the
+        row is older than ``max_age_s``, or a value is not a finite number or fails
+        ``check``.
     """
     import pandas as pd
 
     path = Path(source.file)
     if not path.is_file():
         raise ObservationError(f"{path}: signal file not found")
-    df = pd.read_csv(path)
-    if source.time_column not in df.columns:
-        raise ObservationError(f"{path}: no time column {source.time_column!r}")
-    try:
-        times = pd.to_datetime(df[source.time_column], utc=True)
-    except (ValueError, TypeError) as exc:
-        raise ObservationError(f"{path}: column {source.time_column!r}: not times: {exc}") from None
+    df = _read_csv(path)
+    times = _times(df, path, source.time_column)
     now = pd.Timestamp(now_s, unit="s", tz="UTC")
     idx = np.flatnonzero((times <= now).to_numpy())
     if idx.size == 0:
@@ -172,12 +221,35 @@ def read_signal_row(
     for col in wanted:
         cell = df[col].iloc[row]
         value = pd.to_numeric(cell, errors="coerce")
-        if pd.isna(value):
-            raise ObservationError(
-                f"{path}: row {row + 2}, column {col!r}: expected a number, got {cell!r}"
-            )
+        problem = None
+        if pd.isna(value) or not math.isfinite(float(value)):
+            got = repr(cell) if isinstance(cell, str) else "nothing" if pd.isna(cell) else cell
+            problem = f"expected a finite number, got {got}"
+        elif check is not None:
+            problem = check(col, float(value))
+        if problem:
+            raise ObservationError(f"{path}: row {row + 2}, column {col!r}: {problem}")
         out[col] = float(value)
     return out
+
+
+def value_problem(
+    key: str, value: float, field: ObservationField | None, cfg: SitesConfig
+) -> str | None:
+    """What is physically wrong with a signal ``value`` of ``key``, or None."""
+    if not math.isfinite(value):
+        return f"expected a finite number, got {value!r}"
+    limits = cfg.signal_limits
+    fc = _FORECAST_RE.match(key)
+    base = fc.group(1) if fc else key
+    if value < 0 and (base in limits.non_negative or (fc and fc.group(2) == "spread")):
+        return f"{value:g} is negative; {key} cannot be"
+    if field is not None and abs(value - field.offset) / abs(field.scale) > limits.max_scaled_abs:
+        return (
+            f"{value:g} is implausibly large: more than signal_limits.max_scaled_abs = "
+            f"{limits.max_scaled_abs:g} times the bundle's scale {field.scale:g} {field.unit}"
+        )
+    return None
 
 
 def raw_observation(
@@ -186,23 +258,37 @@ def raw_observation(
     managed: Sequence[ManagedJob],
     jobs: Sequence[SlurmJob],
     now_s: float,
+    records: Mapping[str, JobRecord] | None = None,
 ) -> dict[str, float]:
     """``{field name: raw value}`` for every observation field.
 
     Raises
     ------
     ObservationError
-        listing every (site, key) no source provides.
+        listing every (site, key) no source provides, or naming the first signal value
+        that is not plausible (see :func:`value_problem`) and where it comes from.
     """
     sites = {s.name: s for s in cfg.sites}
     cal = calendar_features(now_s)
     per_site: dict[str, dict[str, float]] = {}
-    for name, site in sites.items():
-        keys = [f.key for f in fields if f.site == name]
-        values = queue_features(site, managed, jobs, keys, cfg, now_s)
-        values.update({k: v for k, v in site.values.items() if k not in values})
+    for i, (name, site) in enumerate(sites.items()):
+        by_key = {f.key: f for f in fields if f.site == name}
+        keys = list(by_key)
+        values = queue_features(site, managed, jobs, keys, cfg, now_s, records)
+        for k, v in site.values.items():
+            if k in values:
+                continue
+            problem = value_problem(k, v, by_key.get(k), cfg)
+            if problem:
+                raise ObservationError(f"SITES.yaml: sites[{i}].values.{k}: {problem}")
+            values[k] = v
         if site.signals is not None and any(k not in values for k in keys):
-            row = read_signal_row(site.signals, now_s, [k for k in keys if k not in values])
+            row = read_signal_row(
+                site.signals,
+                now_s,
+                [k for k in keys if k not in values],
+                lambda k, v, f=by_key: value_problem(k, v, f.get(k), cfg),
+            )
             values.update({k: v for k, v in row.items() if k not in values})
         per_site[name] = values
     out: dict[str, float] = {}

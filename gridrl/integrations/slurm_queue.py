@@ -22,6 +22,9 @@ from gridrl.errors import GridrlError
 # Slurm's uint32 sentinels in the 22.05 dialect: NO_VAL and INFINITE.
 _NO_VAL32 = 0xFFFFFFFE
 _INFINITE32 = 0xFFFFFFFF
+# state_reason of held jobs: a user hold (the owner may release it) and an admin hold
+USER_HOLD = "JobHeldUser"
+ADMIN_HOLD = "JobHeldAdmin"
 _GPU_RE = re.compile(r"gres[/:]gpu(?::[^=:,]+)?[=:](\d+)")
 
 
@@ -93,11 +96,12 @@ class SlurmJob:
     gpus: int
     cpus: int
     comment: str
+    admin_comment: str = ""  # only Slurm administrators can change it
 
     @property
     def held(self) -> bool:
-        """Held by a user or an admin (``scontrol hold``)."""
-        return self.state == "PENDING" and self.reason in ("JobHeldUser", "JobHeldAdmin")
+        """Held by a user or an admin (``scontrol hold`` / ``uhold``)."""
+        return self.state == "PENDING" and self.reason in (USER_HOLD, ADMIN_HOLD)
 
     def units(self, resource: str) -> int:
         """GPUs or CPUs the job asks for."""
@@ -143,6 +147,7 @@ def parse_squeue_json(text: str) -> list[SlurmJob]:
                     gpus=gpus,
                     cpus=int(_num(raw.get("cpus")) or 0),
                     comment=_text(raw.get("comment")),
+                    admin_comment=_text(raw.get("admin_comment")),
                 )
             )
         except (KeyError, TypeError, ValueError) as exc:

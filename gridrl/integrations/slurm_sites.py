@@ -9,7 +9,8 @@ is a schema default documented here; errors name the file and the YAML key path.
 Example::
 
     decision_interval_s: 3600     # one policy step; a deferred job waits this long
-    defer_mode: start_time        # or "hold" (scontrol hold / release)
+    defer_mode: start_time        # or "hold" (scontrol uhold / release)
+    state_dir: /var/lib/gridrl-slurm  # the adapter's own records (0700, its account only)
     resource: gpu                 # count work in GPUs (gres/gpu) or "cpu"
     sites:
       - name: dc_a                # must be a site of the bundle
@@ -22,9 +23,16 @@ Example::
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from gridrl.config import format_validation_errors, read_yaml_mapping
 from gridrl.errors import GridrlError
@@ -32,6 +40,19 @@ from gridrl.errors import GridrlError
 
 class SitesConfigError(GridrlError, ValueError):
     """SITES.yaml is missing, not YAML, or invalid; the message names the key path."""
+
+
+def _no_bool(value: Any) -> Any:
+    # YAML's true/false would otherwise pass as 1/0
+    if isinstance(value, bool):
+        raise ValueError("expected a number, not a boolean")
+    return value
+
+
+# A count: an integer, never a boolean, float or string.
+Count = Annotated[int, Field(strict=True)]
+# A quantity: int or float, never a boolean.
+Number = Annotated[float, BeforeValidator(_no_bool)]
 
 
 class _Strict(BaseModel):
@@ -48,7 +69,7 @@ class SignalFile(_Strict):
 
     file: str
     time_column: str = "time"
-    max_age_s: Annotated[float, Field(gt=0)] = 7200.0
+    max_age_s: Annotated[Number, Field(gt=0)] = 7200.0
 
 
 class SlurmSite(_Strict):
@@ -56,9 +77,9 @@ class SlurmSite(_Strict):
 
     name: str
     partitions: Annotated[list[str], Field(min_length=1)]
-    gpus: Annotated[int, Field(gt=0)]
+    gpus: Annotated[Count, Field(gt=0)]
     signals: SignalFile | None = None
-    values: dict[str, float] = Field(default_factory=dict)
+    values: dict[str, Number] = Field(default_factory=dict)
 
 
 class SlurmCommands(_Strict):
@@ -66,7 +87,31 @@ class SlurmCommands(_Strict):
 
     squeue: str = "squeue"
     scontrol: str = "scontrol"
-    timeout_s: Annotated[float, Field(gt=0)] = 30.0
+    timeout_s: Annotated[Number, Field(gt=0)] = 30.0
+
+
+class SignalLimits(_Strict):
+    """Plausibility checks of signal values (from the CSV or ``values``) at every tick.
+
+    A value outside them makes the tick fall back to the safe default decision.
+
+    Attributes
+    ----------
+    non_negative
+        Keys that cannot be negative (their forecasts ``fc_<key>_h<H>_p50`` too;
+        forecast spreads are never negative).
+    max_scaled_abs
+        Largest plausible ``|value - offset| / scale`` (the bundle's own scaling): far
+        above what the policy was trained on means a unit or parsing error.
+    """
+
+    non_negative: list[str] = Field(
+        default_factory=lambda: [
+            "pv_kw", "wind_kw", "carbon_g_per_kwh", "inference_gpus", "flexible_gpu_h",
+            "soc_kwh", "battery_soc_fraction",
+        ]
+    )  # fmt: skip
+    max_scaled_abs: Annotated[Number, Field(gt=0)] = 1000.0
 
 
 class SitesConfig(_Strict):
@@ -76,8 +121,12 @@ class SitesConfig(_Strict):
     ----------
     decision_interval_s
         Length of one decision step (s). A deferred job gets ``StartTime = now +
-        decision_interval_s`` (``defer_mode: start_time``) or is held until a later
-        decision releases it (``defer_mode: hold``). ``--interval`` defaults to it.
+        decision_interval_s`` (``defer_mode: start_time``) or a user hold until a later
+        decision releases it (``defer_mode: hold``). ``--interval`` defaults to it. A
+        decision on a job stands for one step: a later tick within it leaves the job be.
+    decision_grace_fraction
+        A tick later than ``(1 - decision_grace_fraction) x decision_interval_s`` after
+        the last decision on a job decides again (absorbs the jitter of timers).
     resource
         What one unit of work counts: GPUs from the job's ``gres/gpu`` request, or CPUs.
     default_slack_h
@@ -88,19 +137,41 @@ class SitesConfig(_Strict):
     inflexible_qos
         QOS names of latency-sensitive jobs: never deferred or moved; counted as
         inference demand.
+    state_dir
+        Folder of the adapter's records (what it deferred, moved and capped) and lock;
+        only the adapter's account may write it (created 0700). Required to change the
+        cluster; relative to SITES.yaml's folder.
+    health_file
+        JSON the adapter rewrites after every tick: time of the last good tick, last
+        error. Default: ``<state_dir>/health.json``.
+    start_time_tolerance_s
+        How far the begin time Slurm shows may be from the one the adapter set before
+        the deferral counts as changed by someone else (and is no longer the adapter's).
+    publish_cap
+        ``admin_comment``: write ``<comment_prefix>power_cap=0.800`` into the job's
+        AdminComment (only Slurm administrators can edit it) for a prolog to apply;
+        ``none``: keep the cap in the state folder only.
     comment_prefix
-        Prefix of the ``key=value`` tokens the adapter keeps in a job's Comment
-        (``gridrl.power_cap=0.800 gridrl.deferred=start_time``). Other comment text is kept.
+        Prefix of the adapter's ``key=value`` tokens in AdminComment. Other text is kept
+        byte for byte.
+    signal_limits
+        Plausibility checks of signal values.
     """
 
-    decision_interval_s: Annotated[float, Field(gt=0)] = 3600.0
+    decision_interval_s: Annotated[Number, Field(gt=0)] = 3600.0
+    decision_grace_fraction: Annotated[Number, Field(ge=0, lt=1)] = 0.1
     defer_mode: Literal["start_time", "hold"] = "start_time"
     resource: Literal["gpu", "cpu"] = "gpu"
-    default_slack_h: Annotated[float, Field(ge=0)] = 24.0
+    default_slack_h: Annotated[Number, Field(ge=0)] = 24.0
     protect_deadlines: bool = True
     inflexible_qos: list[str] = Field(default_factory=list)
+    state_dir: str | None = None
+    health_file: str | None = None
+    start_time_tolerance_s: Annotated[Number, Field(ge=0)] = 120.0
+    publish_cap: Literal["admin_comment", "none"] = "admin_comment"
     comment_prefix: str = "gridrl."
-    power_cap_digits: Annotated[int, Field(ge=1, le=6)] = 3
+    power_cap_digits: Annotated[Count, Field(ge=1, le=6)] = 3
+    signal_limits: SignalLimits = SignalLimits()
     commands: SlurmCommands = SlurmCommands()
     sites: Annotated[list[SlurmSite], Field(min_length=1)]
 
@@ -119,6 +190,17 @@ class SitesConfig(_Strict):
         """``{partition: site name}``."""
         return {p: s.name for s in self.sites for p in s.partitions}
 
+    @property
+    def fresh_s(self) -> float:
+        """How long a decision on a job stands (s)."""
+        return self.decision_interval_s * (1.0 - self.decision_grace_fraction)
+
+    def health_path(self) -> Path | None:
+        """Where the health JSON goes (None without ``health_file`` and ``state_dir``)."""
+        if self.health_file is not None:
+            return Path(self.health_file)
+        return None if self.state_dir is None else Path(self.state_dir) / "health.json"
+
 
 def load_sites(path: str | Path) -> SitesConfig:
     """Read and validate SITES.yaml; relative signal files resolve against its folder.
@@ -130,12 +212,20 @@ def load_sites(path: str | Path) -> SitesConfig:
     """
     path = Path(path)
     raw = read_yaml_mapping(path, SitesConfigError, "file")
+    for key in ("state_dir", "health_file"):
+        if isinstance(raw.get(key), str):
+            raw[key] = str(_resolve(path, raw[key]))
     for site in raw.get("sites") or []:
         sig = site.get("signals") if isinstance(site, dict) else None
         if isinstance(sig, dict) and isinstance(sig.get("file"), str):
-            f = Path(sig["file"])
-            sig["file"] = str(f if f.is_absolute() else (path.parent / f).resolve())
+            sig["file"] = str(_resolve(path, sig["file"]))
     try:
         return SitesConfig.model_validate(raw)
     except ValidationError as exc:
         raise SitesConfigError(format_validation_errors(exc, str(path))) from None
+
+
+def _resolve(sites_yaml: Path, name: str) -> Path:
+    """A path of SITES.yaml: ``~`` expanded, relative ones against the file's folder."""
+    f = Path(name).expanduser()
+    return f if f.is_absolute() else (sites_yaml.parent / f).resolve()

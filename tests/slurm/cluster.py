@@ -18,6 +18,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 DAEMONS = ("munged", "mungekey", "slurmctld", "slurmd", "sinfo", "squeue", "scontrol", "sbatch")
+NOBODY_UID = 65534
 # Unix socket paths are limited to 107 bytes.
 _MAX_SOCKET_PATH = 100
 
@@ -64,6 +65,8 @@ class LocalSlurm:
     """
 
     def __init__(self, root: Path, startup_timeout_s: float = 60.0) -> None:
+        # Another account (the job owner in tests run as root) must read the config
+        # and reach the munge socket: the folder is world-searchable.
         self.root = Path(root)
         self.startup_timeout_s = startup_timeout_s
         self.procs: list[subprocess.Popen] = []
@@ -86,6 +89,7 @@ class LocalSlurm:
         root = self.root
         for sub in ("state", "spool", "log", "munge"):
             (root / sub).mkdir(parents=True, exist_ok=True)
+        root.chmod(0o755)
         munge_dir = root / "munge"
         if len(str(munge_dir / "munge.socket")) > _MAX_SOCKET_PATH:
             import tempfile
@@ -112,6 +116,7 @@ class LocalSlurm:
             )
         )
         (root / "slurm.conf").write_text(conf)
+        (root / "slurm.conf").chmod(0o644)
         self.env = {**os.environ, "SLURM_CONF": str(root / "slurm.conf")}
         log = root / "log"
         self._spawn(
@@ -177,6 +182,9 @@ class LocalSlurm:
             # Cancel, then wait until slurmd has ended every job step: a step left behind
             # when slurmd stops would outlive the test.
             self.run("scancel", "--user", getpass.getuser(), check=False)
+            ids = self.run("squeue", "-h", "-o", "%i", check=False).stdout.split()
+            if ids:  # jobs of other owners (the admin may cancel them)
+                self.run("scancel", *ids, check=False)
             deadline = time.monotonic() + self.startup_timeout_s
             while time.monotonic() < deadline:
                 left = self.run("squeue", "-h", "-o", "%i", check=False)
@@ -201,6 +209,33 @@ class LocalSlurm:
     def sbatch(self, *args: str) -> int:
         """Submit a batch job; returns its id."""
         out = self.run("sbatch", "--parsable", *args)
+        return int(out.stdout.strip().split(";")[0])
+
+    @property
+    def owner_is_other_account(self) -> bool:
+        """Jobs of :meth:`as_owner` belong to an account that is not a Slurm admin
+        (``nobody``) when the tests run as root; otherwise to the test's own account."""
+        return os.geteuid() == 0
+
+    def as_owner(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess:
+        """Run a Slurm client command as a job owner (see :attr:`owner_is_other_account`)."""
+        prefix: list[str] = []
+        if self.owner_is_other_account:
+            prefix = [_which("setpriv"), f"--reuid={NOBODY_UID}", f"--regid={NOBODY_UID}",
+                      "--clear-groups"]  # fmt: skip
+        return subprocess.run(
+            [*prefix, _which(argv[0]), *argv[1:]],
+            capture_output=True,
+            text=True,
+            env=self.env,
+            check=check,
+            timeout=30,
+            cwd="/tmp",
+        )
+
+    def sbatch_as_owner(self, *args: str) -> int:
+        """Submit a batch job as the owner; returns its id."""
+        out = self.as_owner("sbatch", "--parsable", "-D", "/tmp", *args)
         return int(out.stdout.strip().split(";")[0])
 
     def show_job(self, job_id: int) -> dict[str, str]:
