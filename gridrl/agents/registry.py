@@ -31,7 +31,9 @@ from gridrl.agents.policy import SB3Policy
 from gridrl.agents.train import load_policy as load_trained
 from gridrl.errors import GridrlError
 
-__all__ = ["REFERENCES", "PolicySpecError", "load_policy", "make_policy", "make_reference"]
+__all__ = [
+    "REFERENCES", "PolicySpecError", "load_policy", "make_policy", "make_reference", "policy_label",
+]
 
 
 class PolicySpecError(GridrlError, ValueError):
@@ -79,7 +81,8 @@ def load_policy(spec: str | Path, *, deterministic: bool = True, **params: Any) 
     Raises
     ------
     PolicySpecError
-        ``spec`` is neither a reference name nor a folder.
+        ``spec`` is neither a reference name nor a folder, or ``params`` are given for a
+        folder.
     TrainedPolicyError
         The folder lacks ``model.zip`` or ``meta.json``.
     """
@@ -88,7 +91,15 @@ def load_policy(spec: str | Path, *, deterministic: bool = True, **params: Any) 
     path = Path(spec)
     if not path.is_dir():
         raise PolicySpecError(f"{spec!r} is neither a reference policy ({sorted(REFERENCES)}) nor "
-                         "a trained policy folder")
+                              "a trained policy folder")
+    if params:
+        raise PolicySpecError(f"{spec}: parameters {sorted(params)} apply to reference "
+                              "policies only, not to a trained policy folder")
     trained = load_trained(path, deterministic=deterministic)
     return SB3Policy(trained, deterministic=deterministic,
                      name=str(trained.meta.get("algo", path.name)))
+
+
+def policy_label(spec: str | Path) -> str:
+    """How tables name a policy: the reference's name, or the trained policy's folder."""
+    return str(spec) if str(spec) in REFERENCES else Path(spec).name
