@@ -3,85 +3,74 @@
 Every observation field of the bundle gets its raw value (in the field's unit) from
 the first source that knows its key:
 
-1. the clock (calendar features: hour of day and weekday as sin/cos);
+1. the clock (calendar features: hour of day and weekday as sin/cos, :mod:`gridrl.calendar`);
 2. Slurm (per site: queued flexible work by slack group, overdue work, arrivals of
    the last step, inference demand, the power cap in force);
 3. the site's constant ``values`` in SITES.yaml;
 4. the site's signal CSV (the latest row at or before now).
 
-The runtime then scales the raw values with the manifest (``(value - offset) / scale``).
-A key no source knows is an error that lists every missing key.
+Which source answers a field follows from its manifest metadata (``kind``, ``signal``,
+slack range), never from its name. The runtime then scales the raw values with the
+manifest (``(value - offset) / scale``). A key no source knows is an error that lists
+every missing key.
 """
 
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Sequence
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
+from gridrl.calendar import calendar_at
 from gridrl.errors import GridrlError
 from gridrl.export.manifest import ObservationField
 from gridrl.integrations.slurm_plan import CAP_KEY, ManagedJob, comment_tokens
 from gridrl.integrations.slurm_queue import SlurmJob
 from gridrl.integrations.slurm_sites import SignalFile, SitesConfig, SlurmSite
 
-HOURS_PER_DAY = 24.0
-DAYS_PER_WEEK = 7.0
-# queue_slack_{lo}_{hi}h: queued work with lo <= slack < hi hours; queue_slack_{lo}h_plus:
-# slack >= lo (the environment's coarse slack groups, gridrl.env.layout)
-_BUCKET_RE = re.compile(r"^queue_slack_(\d+)_(\d+)h$")
-_LAST_BUCKET_RE = re.compile(r"^queue_slack_(\d+)h_plus$")
+SECONDS_PER_HOUR = 3600.0
 
 
 class ObservationError(GridrlError, ValueError):
     """A signal source is missing, stale or lacks a key the bundle observes."""
 
 
-SLURM_KEYS = ("overdue_gpu_h", "transit_gpu_h", "flexible_gpu_h", "inference_gpus", "cap")
+# Field kinds Slurm answers (queued work by slack, overdue work, work in transit, cap).
+SLURM_KINDS = frozenset({"queue_slack", "overdue", "transit", "cap"})
+# Signals of the hour Slurm answers: flexible arrivals and inference demand.
+SLURM_SIGNALS = frozenset({"flexible_gpu_h", "inference_gpus"})
 
 
 def source_of(field: ObservationField) -> str:
     """Where the adapter takes a field from: ``clock``, ``slurm`` or ``SITES.yaml``."""
-    if field.site is None:
+    if field.kind == "calendar":
         return "clock"
-    if field.key in SLURM_KEYS or _BUCKET_RE.match(field.key) or _LAST_BUCKET_RE.match(field.key):
+    if _from_slurm(field):
         return "slurm"
     return "SITES.yaml"
 
 
-def calendar_features(now_s: float) -> dict[str, float]:
-    """Hour-of-day and weekday of the current UTC hour on the unit circle, as the
-    environment computes them (whole hours, whole days)."""
-    t = datetime.fromtimestamp(now_s, tz=timezone.utc)
-    ang_h = 2 * math.pi * t.hour / HOURS_PER_DAY
-    ang_d = 2 * math.pi * t.weekday() / DAYS_PER_WEEK
-    return {
-        "hour_sin": math.sin(ang_h),
-        "hour_cos": math.cos(ang_h),
-        "weekday_sin": math.sin(ang_d),
-        "weekday_cos": math.cos(ang_d),
-    }
+def _from_slurm(field: ObservationField) -> bool:
+    return field.kind in SLURM_KINDS or (field.kind == "signal" and field.signal in SLURM_SIGNALS)
 
 
 def queue_features(
     site: SlurmSite,
     managed: Sequence[ManagedJob],
     jobs: Sequence[SlurmJob],
-    keys: Sequence[str],
+    fields: Sequence[ObservationField],
     cfg: SitesConfig,
     now_s: float,
 ) -> dict[str, float]:
-    """Slurm-derived raw values of one site for the requested ``keys`` it can answer.
+    """Slurm-derived raw values ``{key: value}`` of one site's ``fields`` that Slurm answers.
 
-    Work is units x time limit in hours (GPU-h, or CPU-h with ``resource: cpu``);
-    keys follow :mod:`gridrl.env.layout`: ``queue_slack_{lo}_{hi}h``,
-    ``queue_slack_{lo}h_plus``, ``overdue_gpu_h``, ``transit_gpu_h``, ``flexible_gpu_h``
-    (arrivals in the last decision step), ``inference_gpus`` (inflexible QOS jobs
-    running or pending), ``cap`` (mean cap of running jobs).
+    Work is units x time limit in hours (GPU-h, or CPU-h with ``resource: cpu``), by
+    field kind: ``queue_slack`` (queued work with slack in the field's range),
+    ``overdue``, ``transit``, ``cap`` (mean cap of running jobs), and the signals
+    ``flexible_gpu_h`` (arrivals in the last decision step) and ``inference_gpus``
+    (inflexible QOS jobs running or pending).
     """
     mine = [m for m in managed if m.site == site.name]
     slack = np.array([m.slack_h for m in mine])
@@ -110,25 +99,25 @@ def queue_features(
         and math.isfinite(j.time_limit_s)
     ]
     out: dict[str, float] = {}
-    for key in keys:
-        m = _BUCKET_RE.match(key) or _LAST_BUCKET_RE.match(key)
-        if m:
-            lo = float(m.group(1))
-            hi = float(m.group(2)) if m.re is _BUCKET_RE else math.inf
-            out[key] = float(work[(slack >= lo) & (slack < hi)].sum()) if work.size else 0.0
-        elif key == "overdue_gpu_h":
-            out[key] = float(work[slack < 0].sum()) if work.size else 0.0
-        elif key == "transit_gpu_h":
+    for f in fields:
+        if f.kind == "queue_slack":
+            lo = f.slack_h_min
+            hi = math.inf if f.slack_h_max is None else f.slack_h_max
+            out[f.key] = float(work[(slack >= lo) & (slack < hi)].sum()) if work.size else 0.0
+        elif f.kind == "overdue":
+            out[f.key] = float(work[slack < 0].sum()) if work.size else 0.0
+        elif f.kind == "transit":
             # a moved job joins its new partition's queue at once (and waits one step)
-            out[key] = 0.0
-        elif key == "flexible_gpu_h":
-            # arrivals of the last step: work of jobs submitted within it
-            out[key] = float(sum(j.units(cfg.resource) * j.time_limit_s / 3600.0 for j in recent))
-        elif key == "inference_gpus":
-            out[key] = float(sum(j.units(cfg.resource) for j in inference))
-        elif key == "cap":
+            out[f.key] = 0.0
+        elif f.kind == "cap":
             # the cap in force: mean over running jobs that carry one, else uncapped
-            out[key] = float(np.mean(caps)) if caps else 1.0
+            out[f.key] = float(np.mean(caps)) if caps else 1.0
+        elif f.kind == "signal" and f.signal == "flexible_gpu_h":
+            # arrivals of the last step: work of jobs submitted within it
+            out[f.key] = float(sum(j.units(cfg.resource) * j.time_limit_s / SECONDS_PER_HOUR
+                                   for j in recent))
+        elif f.kind == "signal" and f.signal == "inference_gpus":
+            out[f.key] = float(sum(j.units(cfg.resource) for j in inference))
     return out
 
 
@@ -195,11 +184,12 @@ def raw_observation(
         listing every (site, key) no source provides.
     """
     sites = {s.name: s for s in cfg.sites}
-    cal = calendar_features(now_s)
+    cal = calendar_at(now_s)
     per_site: dict[str, dict[str, float]] = {}
     for name, site in sites.items():
-        keys = [f.key for f in fields if f.site == name]
-        values = queue_features(site, managed, jobs, keys, cfg, now_s)
+        site_fields = [f for f in fields if f.site == name]
+        keys = [f.key for f in site_fields]
+        values = queue_features(site, managed, jobs, site_fields, cfg, now_s)
         values.update({k: v for k, v in site.values.items() if k not in values})
         if site.signals is not None and any(k not in values for k in keys):
             row = read_signal_row(site.signals, now_s, [k for k in keys if k not in values])
