@@ -25,7 +25,7 @@ console = Console()
 class _Commands(TyperGroup):
     """The command group: the one handler of gridrl's own errors."""
 
-    def invoke(self, ctx: Any) -> Any:
+    def invoke(self, ctx: typer.Context) -> Any:
         try:
             return super().invoke(ctx)
         except GridrlError as exc:

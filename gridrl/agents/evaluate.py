@@ -25,12 +25,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
-from gridrl.agents.policy import EpisodeBatch, ForecastView, StepContext, as_policy
+from gridrl.agents.policy import EpisodeBatch, ForecastView, Policy, StepContext, as_policy
 from gridrl.agents.registry import REFERENCES, load_policy
 from gridrl.agents.train import META_FILE
 from gridrl.env import core
@@ -41,8 +42,24 @@ from gridrl.env.inputs import EnvData
 from gridrl.env.kpis import KPIS, episode_kpis
 from gridrl.env.params import EnvParams, build_params
 from gridrl.errors import GridrlError
+from gridrl.forecast.config import ForecastConfig
 from gridrl.io import write_with
 from gridrl.scenario import Scenario
+
+if TYPE_CHECKING:
+    from stable_baselines3.common.base_class import BaseAlgorithm
+
+    from gridrl.env.gym_env import GridEnv
+    from gridrl.env.vec_env import GridVecEnv
+
+# What an evaluation runs on: a scenario (file or model), a ready setup, an env (its
+# scenario and inputs are taken), or a factory of one.
+ScenarioSource: TypeAlias = (
+    "str | Path | Scenario | EvalSetup | GridEnv | GridVecEnv | Callable[[], GridEnv]"
+)
+# A policy: a reference name or trained policy folder, a policy object or an SB3 model.
+PolicySource: TypeAlias = "str | Path | Policy | BaseAlgorithm"
+ForecastConfigSource: TypeAlias = "str | Path | ForecastConfig | None"
 
 __all__ = [
     "Comparison", "EvalResult", "EvalSetup", "EvaluationError", "Trace",
@@ -98,8 +115,9 @@ class EvalSetup:
         return ForecastView(self.data, mode)
 
 
-def make_setup(scenario: Any, *, period: str = "test", forecast_mode: str | None = "perfect",
-               forecast_config: Any = None, data: EnvData | None = None,
+def make_setup(scenario: ScenarioSource, *, period: str = "test",
+               forecast_mode: str | None = "perfect",
+               forecast_config: ForecastConfigSource = None, data: EnvData | None = None,
                seed: int = 0) -> EvalSetup:
     """Build (or take) what an evaluation needs.
 
@@ -203,7 +221,9 @@ class EvalResult:
     policy_s_per_step: float = float("nan")
 
 
-def gap_closed(j: Any, j_run_now: Any, j_lp_bound: Any) -> Any:
+def gap_closed(
+    j: npt.ArrayLike, j_run_now: npt.ArrayLike, j_lp_bound: npt.ArrayLike
+) -> float | np.ndarray:
     """``(J - J_run_now) / (J_lp_bound - J_run_now)``, elementwise; NaN where the bound
     does not improve on ``run_now``."""
     j, j0, j1 = (np.asarray(x, dtype=np.float64) for x in (j, j_run_now, j_lp_bound))
@@ -277,7 +297,7 @@ class Comparison:
 
 
 def compare_with_references(
-    policy: Any, label: str, setup: EvalSetup, *, period: str = "test",
+    policy: PolicySource, label: str, setup: EvalSetup, *, period: str = "test",
     episodes: int | None = None, seed: int = 0, progress: bool = False,
 ) -> Comparison:
     """Evaluate ``policy`` (named ``label``; its first episode traced) and the
@@ -294,8 +314,9 @@ def compare_with_references(
     return Comparison(label, results)
 
 
-def evaluate(policy: Any, scenario: Any, *, period: str = "test", episodes: int | None = None,
-             seed: int = 0, forecast_mode: str | None = "perfect", forecast_config: Any = None,
+def evaluate(policy: PolicySource, scenario: ScenarioSource, *, period: str = "test",
+             episodes: int | None = None, seed: int = 0,
+             forecast_mode: str | None = "perfect", forecast_config: ForecastConfigSource = None,
              data: EnvData | None = None, deterministic: bool = True,
              backend: str = "numba", progress: bool = False,
              starts: list[int] | None = None) -> pd.DataFrame:
@@ -330,7 +351,7 @@ def evaluate(policy: Any, scenario: Any, *, period: str = "test", episodes: int 
                              progress=progress, starts=starts).table
 
 
-def _resolve_policy(policy: Any, deterministic: bool) -> Any:
+def _resolve_policy(policy: PolicySource, deterministic: bool) -> Policy:
     if isinstance(policy, (str, Path)):
         return load_policy(policy, deterministic=deterministic)
     return as_policy(policy)
@@ -345,9 +366,10 @@ def _row(k: int, window: Window, setup: EvalSetup, kpis: dict[str, float], j: fl
     return row
 
 
-def evaluate_detailed(policy: Any, scenario: Any, *, period: str = "test",
-                      episodes: int | None = None, seed: int = 0,
-                      forecast_mode: str | None = "perfect", forecast_config: Any = None,
+def evaluate_detailed(policy: PolicySource, scenario: ScenarioSource, *,
+                      period: str = "test", episodes: int | None = None, seed: int = 0,
+                      forecast_mode: str | None = "perfect",
+                      forecast_config: ForecastConfigSource = None,
                       data: EnvData | None = None, deterministic: bool = True,
                       backend: str = "numba", progress: bool = False,
                       trace_episodes: tuple[int, ...] = (),

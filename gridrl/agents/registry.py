@@ -27,7 +27,7 @@ from gridrl.agents.heuristics import (
     RunNowParams,
 )
 from gridrl.agents.mpc import MPC, MPCParams
-from gridrl.agents.policy import SB3Policy
+from gridrl.agents.policy import Policy, SB3Policy
 from gridrl.agents.train import load_policy as load_trained
 from gridrl.errors import GridrlError
 
@@ -53,7 +53,7 @@ REFERENCES: dict[str, tuple[type, type[BaseModel]]] = {
 }
 
 
-def make_policy(name: str, **params: Any) -> Any:
+def make_policy(name: str, **params: Any) -> Policy:
     """The reference controller ``name`` with parameters ``params``.
 
     Raises
@@ -75,7 +75,7 @@ def make_policy(name: str, **params: Any) -> Any:
 make_reference = make_policy
 
 
-def load_policy(spec: str | Path, *, deterministic: bool = True, **params: Any) -> Any:
+def load_policy(spec: str | Path, *, deterministic: bool = True, **params: Any) -> Policy:
     """A reference by name, or a trained policy folder wrapped as a policy.
 
     Raises

@@ -330,7 +330,11 @@ class SB3Policy:
     """
 
     def __init__(
-        self, model: Any, obs_normalizer: Any, meta: dict[str, Any], deterministic: bool = True
+        self,
+        model: BaseAlgorithm,
+        obs_normalizer: VecNormalize | None,
+        meta: dict[str, Any],
+        deterministic: bool = True,
     ) -> None:
         self.model = model
         self.obs_normalizer = obs_normalizer
