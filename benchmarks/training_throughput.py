@@ -30,22 +30,15 @@ def _train(args: tuple[int, int, int]) -> tuple[int, int, float, float]:
     study = load_study(REPO / "experiments" / "quickstart.yaml")
     ppo = study.agent("ppo")
     with tempfile.TemporaryDirectory() as tmp:
+        training = study.training.model_copy(update={
+            "timesteps": steps, "n_envs": n_envs, "checkpoint_every_steps": None,
+            "tensorboard": False, "progress_bar": False,
+        })  # fmt: skip
+        agent = ppo.model_copy(update={"timesteps": None, "n_envs": None})
         info = train_policy(
-            study.scenario,
-            "PPO",
-            tmp,
-            seed=seed,
-            timesteps=steps,
-            n_envs=n_envs,
-            forecast_mode=study.forecast.mode,
-            forecast_config=study.forecast.config,
-            hyperparameters=ppo.hyperparameters,
-            policy_kwargs=ppo.policy_kwargs,
-            vecnormalize=study.training.vecnormalize,
-            checkpoint_every_steps=None,
-            tensorboard=False,
-            progress_bar=False,
-        )
+            study.scenario, agent, training, tmp, seed=seed,
+            forecast_mode=study.forecast.mode, forecast_config=study.forecast.config,
+        )  # fmt: skip
     return n_envs, seed, info["env_steps_per_s"], info["wall_time_s"]
 
 

@@ -1,22 +1,45 @@
 """The ``gridrl`` command. Each subcommand is a thin shell over a library function.
 
 Imports of heavy modules happen inside the commands so ``gridrl --help`` stays fast.
+Errors: every :class:`~gridrl.errors.GridrlError` a command raises becomes one red
+``error:`` line and exit code 2, in one place (:class:`_Commands`); anything else is a
+bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
 from rich.console import Console
+from rich.markup import escape
+from typer.core import TyperGroup
 
 from gridrl import __version__
+from gridrl.errors import GridrlError
+
+ERROR_EXIT_CODE = 2  # bad input or a failed operation gridrl reported itself
+console = Console()
+
+
+class _Commands(TyperGroup):
+    """The command group: the one handler of gridrl's own errors."""
+
+    def invoke(self, ctx: typer.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except GridrlError as exc:
+            console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
+            raise typer.Exit(ERROR_EXIT_CODE) from None
+
 
 app = typer.Typer(
     name="gridrl",
     help="Energy-aware control of AI workloads: signals, forecasts, RL, references, export.",
     no_args_is_help=True,
     add_completion=False,
+    cls=_Commands,
 )
-console = Console()
 
 
 def _version(value: bool) -> None:
@@ -53,34 +76,29 @@ def signals_cmd(
     from rich.progress import Progress
 
     from gridrl.data.build import build_signals, build_stats
-    from gridrl.data.signals import SignalError
     from gridrl.data.summary import plot_week, site_summary, summary_tables
-    from gridrl.scenario import ScenarioError, load_scenario
+    from gridrl.scenario import load_scenario
 
-    try:
-        sc = load_scenario(scenario)
-        with Progress(console=console, transient=True) as progress:
-            task = progress.add_task("building site signals", total=len(sc.expanded_sites()))
-            sig = build_signals(
-                sc, base_dir=Path(scenario).parent, cache=not no_cache,
-                on_site=lambda _name: progress.advance(task),
-            )
-        for table in summary_tables(site_summary(sc, sig), title=f"{sc.name} {sc.year}"):
-            console.print(table)
-        saturated = {k: v.saturated_hours for k, v in build_stats(sig).items()
-                     if v.saturated_hours}
-        if saturated:
-            console.print(
-                "hours with headroom 0 because background load + reserve reached the "
-                f"feeder capacity (not outages): {saturated}", highlight=False,
-            )
-        if plot is not None:
-            start = week_start or sc.periods.test[0].start
-            written = plot_week(sig, plot, start, title=f"{sc.name}: week from {start}")
-            console.print(f"plot: {written}")
-    except (ScenarioError, SignalError) as exc:
-        console.print(f"[red]error:[/] {exc}", highlight=False)
-        raise typer.Exit(2) from None
+    sc = load_scenario(scenario)
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("building site signals", total=len(sc.expanded_sites()))
+        sig = build_signals(
+            sc, base_dir=Path(scenario).parent, cache=not no_cache,
+            on_site=lambda _name: progress.advance(task),
+        )
+    for table in summary_tables(site_summary(sc, sig), title=f"{sc.name} {sc.year}"):
+        console.print(table)
+    saturated = {k: v.saturated_hours for k, v in build_stats(sig).items()
+                 if v.saturated_hours}
+    if saturated:
+        console.print(
+            "hours with headroom 0 because background load + reserve reached the "
+            f"feeder capacity (not outages): {saturated}", highlight=False,
+        )
+    if plot is not None:
+        start = week_start or sc.periods.test[0].start
+        written = plot_week(sig, plot, start, title=f"{sc.name}: week from {start}")
+        console.print(f"plot: {written}")
 
 # ---------------------------------------------------------------- forecast (gridrl.forecast)
 
@@ -90,14 +108,6 @@ forecast_app = typer.Typer(
 )
 app.add_typer(forecast_app, name="forecast")
 _FORECAST_CONFIG = "forecasts/default.yaml"
-
-
-def _forecast_errors():
-    from gridrl.data.signals import SignalError
-    from gridrl.forecast import ForecastConfigError, ForecastError
-    from gridrl.scenario import ScenarioError
-
-    return (ScenarioError, SignalError, ForecastError, ForecastConfigError)
 
 
 def _print_frame(df, title: str) -> None:
@@ -130,12 +140,8 @@ def forecast_fit(
     from gridrl.forecast.pipeline import fit_scenario
     from gridrl.scenario import load_scenario
 
-    try:
-        out_dir = out or str(Path("runs") / "forecast" / load_scenario(scenario).name)
-        info = fit_scenario(scenario, config, out_dir, seed=seed, progress=True)
-    except _forecast_errors() as exc:
-        console.print(f"[red]error:[/] {exc}", highlight=False)
-        raise typer.Exit(2) from None
+    out_dir = out or str(Path("runs") / "forecast" / load_scenario(scenario).name)
+    info = fit_scenario(scenario, config, out_dir, seed=seed, progress=True)
     console.print(f"fitted in {info['fit_s']} s, cube in {info['cube_s']} s")
     console.print(f"model: {info['model']}\ncube: {info['cube']}", highlight=False)
 
@@ -154,14 +160,9 @@ def forecast_backtest(
     from gridrl.forecast.pipeline import backtest_scenario
 
     if scheme not in ("crossfit", "rolling") or period not in ("test", "all"):
-        console.print("[red]error:[/] --scheme is crossfit|rolling, --period is test|all")
-        raise typer.Exit(2)
-    try:
-        result = backtest_scenario(scenario, config, out, scheme=scheme, period=period,
-                                   plots_dir=plots, seed=seed, progress=True)
-    except _forecast_errors() as exc:
-        console.print(f"[red]error:[/] {exc}", highlight=False)
-        raise typer.Exit(2) from None
+        raise typer.BadParameter("--scheme is crossfit|rolling, --period is test|all")
+    result = backtest_scenario(scenario, config, out, scheme=scheme, period=period,
+                               plots_dir=plots, seed=seed, progress=True)
     _print_frame(_short_columns(result.summary),
                  f"{scheme} backtest, {period} period: mean over horizons")
     if out:
@@ -177,11 +178,7 @@ def forecast_show(
     """Describe a fitted forecaster, its cube, or a backtest."""
     from gridrl.forecast.pipeline import describe
 
-    try:
-        info = describe(directory)
-    except (FileNotFoundError, *_forecast_errors()) as exc:
-        console.print(f"[red]error:[/] {exc}", highlight=False)
-        raise typer.Exit(2) from None
+    info = describe(directory)
     for key in ("fit", "cube", "backtest"):
         if key in info:
             console.print(f"[bold]{key}[/]: {info[key]}", highlight=False)
@@ -216,99 +213,63 @@ def evaluate_cmd(
     out: str = typer.Option(None, "--out", help="Output folder; default eval/SCENARIO-POLICY."),
 ) -> None:
     """Evaluate a policy on a period: KPI table (CSV, parquet), dispatch plot, gap closed."""
-    import json
     from pathlib import Path
 
+    from gridrl.agents.evaluate import compare_with_references, forecast_for, make_setup
+    from gridrl.agents.plots import dispatch_plot
+    from gridrl.agents.registry import load_policy, policy_label
+    from gridrl.agents.train import env_inputs
+
+    pol = load_policy(policy, **_parse_params(param))
+    label = policy_label(policy)
+    mode, config = forecast_for(policy, forecast, forecast_config)
+    with console.status(f"building inputs of {scenario} ({mode} forecasts)"):
+        # the inputs a study trains and evaluates on (scenario-seeded forecasts)
+        data = env_inputs(scenario, mode, config)
+        setup = make_setup(scenario, period=period, forecast_mode=mode, data=data)
+    comparison = compare_with_references(
+        pol, label, setup, period=period, episodes=episodes, seed=seed, progress=True
+    )
+    folder = Path(out) if out else Path("eval") / f"{setup.scenario.name}-{label}"
+    tables = comparison.write_tables(folder)
+    ours = comparison.results[label]
+    _print_summary(comparison.summary(), f"{setup.scenario.name} {period}: mean over "
+                   f"{len(ours.table)} episodes (seed {seed}, {mode} forecasts)")
+    per_ep = ", ".join(f"{g:.3f}" for g in comparison.gap_closed_per_episode())
+    console.print(f"gap closed by {label} (run_now -> lp_bound, mean J): "
+                  f"{comparison.gap_closed_mean():.3f}; per episode: {per_ep}", highlight=False)
+    console.print(f"{label} decision time: {ours.policy_s_per_step * 1e3:.2f} ms "
+                  "per episode-hour", highlight=False)
+    trace = ours.traces.get(0)
+    if trace is not None:
+        console.print(f"dispatch plot: {dispatch_plot(trace, folder / 'dispatch.png')}")
+    console.print(f"KPI tables: {', '.join(str(t) for t in tables)}")
+
+
+def _parse_params(items: list[str] | None) -> dict[str, object]:
+    """``--param KEY=VALUE`` options as a dict (values read as YAML: numbers, lists)."""
     import yaml
+
+    params = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"{item!r}: expected KEY=VALUE", param_hint="--param")
+        params[key.strip()] = yaml.safe_load(value)
+    return params
+
+
+def _print_summary(means, title: str) -> None:
+    """KPIs down, policies across (the summary of a comparison)."""
     from rich.table import Table
 
-    from gridrl.agents.evaluate import evaluate_detailed, gap_closed, make_setup
-    from gridrl.agents.plots import dispatch_plot
-    from gridrl.agents.registry import REFERENCES, load_policy
-    from gridrl.io import write_with
-    from gridrl.scenario import ScenarioError
-
-    try:
-        params = {}
-        for item in param or []:
-            key, sep, value = item.partition("=")
-            if not sep or not key:
-                raise ValueError(f"--param {item!r}: expected KEY=VALUE")
-            params[key.strip()] = yaml.safe_load(value)
-        is_ref = policy in REFERENCES
-        if not is_ref and params:
-            raise ValueError("--param applies to reference policies only")
-        mode, config = forecast, forecast_config
-        if not is_ref and (Path(policy) / "meta.json").is_file():
-            meta = json.loads((Path(policy) / "meta.json").read_text())
-            mode = mode or meta.get("forecast_mode")
-            config = config or meta.get("forecast_config")
-        mode = mode or "perfect"
-        pol = load_policy(policy, **params)
-        label = policy if is_ref else Path(policy).name
-        with console.status(f"building inputs of {scenario} ({mode} forecasts)"):
-            # the inputs a study trains and evaluates on (scenario-seeded forecasts)
-            from gridrl.agents.train import env_inputs
-
-            data = env_inputs(scenario, mode, config)
-            setup = make_setup(scenario, period=period, forecast_mode=mode, data=data)
-        runs = {label: pol}
-        for ref in ("run_now", "lp_bound"):
-            if ref != label:
-                runs[ref] = load_policy(ref)
-        results = {}
-        for name, p in runs.items():
-            results[name] = evaluate_detailed(
-                p, setup, period=period, episodes=episodes, seed=seed, progress=True,
-                trace_episodes=(0,) if name == label else ())
-    except (ScenarioError, ValueError, FileNotFoundError) as exc:
-        console.print(f"[red]error:[/] {exc}", highlight=False)
-        raise typer.Exit(2) from None
-    folder = Path(out) if out else Path("eval") / f"{setup.scenario.name}-{label}"
-    folder.mkdir(parents=True, exist_ok=True)
-    import pandas as pd
-
-    tables = []
-    for name, res in results.items():
-        t = res.table.copy()
-        t.insert(0, "policy", name)
-        tables.append(t)
-    all_rows = pd.concat(tables, ignore_index=True)
-    j0 = results["run_now"].table["J"].to_numpy()
-    j1 = results["lp_bound"].table["J"].to_numpy()
-    all_rows["gap_closed"] = gap_closed(all_rows["J"].to_numpy(), pd.concat(
-        [results["run_now"].table["J"]] * len(results)).to_numpy(), pd.concat(
-        [results["lp_bound"].table["J"]] * len(results)).to_numpy())
-    write_with(folder / "kpis.csv", lambda p: all_rows.to_csv(p, index=False))
-    write_with(folder / "kpis.parquet", lambda p: all_rows.to_parquet(p, index=False))
-    shown = ["J", "carbon_kg", "cost", "energy_kwh", "grid_import_kwh", "renewable_share",
-             "energy_per_useful_gpu_h", "carbon_per_useful_gpu_h", "work_done_gpu_h",
-             "deadline_miss_gpu_h", "overdue_gpu_h", "slo_violation_gpu_h",
-             "headroom_violation_h", "overdraw_kwh", "mean_cap", "leftover_gpu_h",
-             "work_lost_gpu_h"]
-    means = all_rows.groupby("policy", sort=False)[shown].mean()
-    write_with(folder / "summary.csv", lambda p: means.to_csv(p))
-    n_ep = len(results[label].table)
-    table = Table(title=f"{setup.scenario.name} {period}: mean over {n_ep} episodes "
-                        f"(seed {seed}, {mode} forecasts)")
+    table = Table(title=title)
     table.add_column("KPI")
     for name in means.index:
         table.add_column(name, justify="right")
-    for col in shown:
+    for col in means.columns:
         table.add_row(col, *[f"{means.loc[name, col]:,.4g}" for name in means.index])
     console.print(table)
-    gap_mean = gap_closed(results[label].table["J"].mean(), j0.mean(), j1.mean())
-    per_ep = gap_closed(results[label].table["J"].to_numpy(), j0, j1)
-    console.print(f"gap closed by {label} (run_now -> lp_bound, mean J): {gap_mean:.3f}; "
-                  f"per episode: {', '.join(f'{g:.3f}' for g in per_ep)}", highlight=False)
-    console.print(f"{label} decision time: {results[label].policy_s_per_step * 1e3:.2f} ms "
-                  "per episode-hour", highlight=False)
-    trace = results[label].traces.get(0)
-    if trace is not None:
-        png = dispatch_plot(trace, folder / "dispatch.png")
-        console.print(f"dispatch plot: {png}")
-    console.print(f"KPI tables: {folder / 'kpis.csv'}, {folder / 'kpis.parquet'}, "
-                  f"{folder / 'summary.csv'}")
 
 # ---------------------------------------------------------------- run / report (gridrl.experiments)
 
@@ -326,22 +287,18 @@ def run_cmd(
     out: str = typer.Option(None, "--out", help="Run folder; default: the study's output_dir."),
 ) -> None:
     """Run a study (train, evaluate, report) from one YAML file."""
-    from gridrl.experiments.backends import BackendError
     from gridrl.experiments.runner import run_study
-    from gridrl.experiments.schema import StudyError, load_study
-    from gridrl.experiments.store import RunDirError
+    from gridrl.experiments.schema import load_study
 
     if backend is not None and backend not in ("local", "ray"):
-        console.print(f"[red]--backend: expected local or ray, got {backend!r}[/]")
-        raise typer.Exit(2)
+        raise typer.BadParameter(f"expected local or ray, got {backend!r}", param_hint="--backend")
+    spec = load_study(study)
     try:
-        spec = load_study(study)
         run_dir = run_study(spec, out_dir=out, backend=backend, address=address, resume=resume)
-    except (StudyError, RunDirError, BackendError) as exc:
-        console.print(f"[red]error:[/] {exc}", highlight=False)
-        raise typer.Exit(2) from None
-    except RuntimeError as exc:
-        console.print(f"[red]error:[/] {exc}", highlight=False)
+    except GridrlError:
+        raise  # reported by the command group (exit 2)
+    except RuntimeError as exc:  # some units failed; the finished ones are saved
+        console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
         raise typer.Exit(1) from None
     console.print(f"run folder: {run_dir}")
 
@@ -356,8 +313,8 @@ def report_cmd(
     from gridrl.experiments.report import write_report
 
     if not (Path(run_dir) / "config.resolved.yaml").exists():
-        console.print(f"[red]error:[/] {run_dir}: not a run folder (no config.resolved.yaml)")
-        raise typer.Exit(2)
+        raise typer.BadParameter(f"{run_dir}: not a run folder (no config.resolved.yaml)",
+                                 param_hint="RUN_DIR")
     console.print(f"report: {write_report(run_dir)}")
 
 
@@ -372,15 +329,9 @@ def export_cmd(
 ) -> None:
     """Export a trained policy as a bundle: policy.onnx, manifest.json, checksums.sha256."""
     from gridrl.export.bundle import ExportOptions, export_bundle
-    from gridrl.export.onnx_export import ExportError
-    from gridrl.export.policy_dir import PolicyDirError
 
-    try:
-        with console.status("exporting and checking ONNX against stable-baselines3"):
-            manifest = export_bundle(policy_dir, out, ExportOptions(overwrite=overwrite))
-    except (PolicyDirError, ExportError) as exc:
-        console.print(f"[red]error:[/] {exc}", highlight=False)
-        raise typer.Exit(2) from None
+    with console.status("exporting and checking ONNX against stable-baselines3"):
+        manifest = export_bundle(policy_dir, out, ExportOptions(overwrite=overwrite))
     check = manifest.training.get("export_check", {})
     console.print(
         f"bundle: {out}  ({manifest.algo}, sites {', '.join(manifest.action.sites)}, "
@@ -400,22 +351,18 @@ def serve_cmd(
         None, "--token", envvar="GRIDRL_SERVE_TOKEN",
         help="Require 'Authorization: Bearer TOKEN' on /v1/* (or set GRIDRL_SERVE_TOKEN).",
     ),
-    max_body_bytes: int = typer.Option(None, "--max-body-bytes", help="Largest request body."),
-    max_batch: int = typer.Option(None, "--max-batch", help="Most observations per request."),
+    max_body_bytes: int = typer.Option(None, "--max-body-bytes", min=1, help="Largest body."),
+    max_batch: int = typer.Option(None, "--max-batch", min=1, help="Most observations."),
     access_log: bool = typer.Option(False, "--access-log", help="Log every request."),
     workers: int = typer.Option(1, "--workers", min=1, help="Server processes sharing the port."),
 ) -> None:
     """Serve a bundle over HTTP: POST /v1/decide, GET /healthz, OpenAPI at /docs."""
-    from gridrl.export.runtime import BundleError, PolicyRuntime
+    from gridrl.export.runtime import PolicyRuntime
     from gridrl.integrations.http_service import ServeConfig, serve
 
     limits = {"max_body_bytes": max_body_bytes, "max_batch": max_batch}
-    try:
-        runtime = PolicyRuntime(bundle)
-        config = ServeConfig(token=token, **{k: v for k, v in limits.items() if v is not None})
-    except (BundleError, ValueError) as exc:
-        console.print(f"[red]error:[/] {exc}", highlight=False)
-        raise typer.Exit(2) from None
+    runtime = PolicyRuntime(bundle)
+    config = ServeConfig(token=token, **{k: v for k, v in limits.items() if v is not None})
     serve(runtime, host=host, port=port, config=config, access_log=access_log, workers=workers)
 
 
@@ -435,27 +382,19 @@ def slurm_cmd(
     """Drive Slurm with a policy: squeue -> observation -> decisions -> scontrol."""
     from rich.table import Table
 
-    from gridrl.export.runtime import BundleError, PolicyRuntime
+    from gridrl.export.runtime import PolicyRuntime
     from gridrl.integrations.slurm import SlurmAdapter, TickResult, format_command
-    from gridrl.integrations.slurm_observation import ObservationError
-    from gridrl.integrations.slurm_queue import SlurmError
-    from gridrl.integrations.slurm_sites import SitesConfigError, load_sites
-    from gridrl.integrations.slurm_state import StateError
+    from gridrl.integrations.slurm_observation import source_of
+    from gridrl.integrations.slurm_sites import load_sites
 
-    try:
-        runtime = PolicyRuntime(bundle)
-        if list_inputs:
-            from gridrl.integrations.slurm_observation import source_of
-
-            table = Table("field", "site", "key", "unit", "from", title=f"observation of {bundle}")
-            for f in runtime.manifest.observation.fields:
-                table.add_row(f.name, f.site or "-", f.key, f.unit, source_of(f))
-            console.print(table)
-            return
-        adapter = SlurmAdapter(runtime, load_sites(sites), dry_run=dry_run)
-    except (BundleError, SitesConfigError, StateError, ValueError) as exc:
-        console.print(f"[red]error:[/] {exc}", highlight=False)
-        raise typer.Exit(2) from None
+    runtime = PolicyRuntime(bundle)
+    if list_inputs:
+        table = Table("field", "site", "key", "unit", "from", title=f"observation of {bundle}")
+        for f in runtime.manifest.observation.fields:
+            table.add_row(f.name, f.site or "-", f.key, f.unit, source_of(f))
+        console.print(table)
+        return
+    adapter = SlurmAdapter(runtime, load_sites(sites), dry_run=dry_run)
 
     def show(result: TickResult) -> None:
         if result.input_error is not None:
@@ -491,10 +430,7 @@ def slurm_cmd(
             on_tick=show,
             on_error=lambda exc: console.print(f"[red]tick failed:[/] {exc}", highlight=False),
         )
-    except (SlurmError, ObservationError, StateError) as exc:
-        console.print(f"[red]error:[/] {exc}", highlight=False)
-        raise typer.Exit(1) from None
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # the operator stopped the loop: not an error
         raise typer.Exit(0) from None
     if any(not r.ok for r in results):
         raise typer.Exit(1)  # a bad tick is visible to the operator of --once
@@ -538,20 +474,14 @@ def replay_cmd(
 
     from rich.table import Table
 
-    from gridrl.export.runtime import BundleError
-    from gridrl.integrations.replay import ReplayError, plot_replay, replay
+    from gridrl.integrations.replay import plot_replay, replay
     from gridrl.io import write_json_atomic, write_with
-    from gridrl.scenario import ScenarioError
 
-    try:
-        with console.status("replaying the trace (bundle, then run_now)"):
-            ours, base, report = replay(
-                bundle, trace, scenario_path=scenario, days=days, start=start,
-                forecast_mode=forecast_mode, seed=seed,
-            )
-    except (BundleError, ReplayError, ScenarioError, ValueError) as exc:
-        console.print(f"[red]error:[/] {exc}", highlight=False)
-        raise typer.Exit(2) from None
+    with console.status("replaying the trace (bundle, then run_now)"):
+        ours, base, report = replay(
+            bundle, trace, scenario_path=scenario, days=days, start=start,
+            forecast_mode=forecast_mode, seed=seed,
+        )
     table = Table("KPI", "run_now", "bundle", "change", title=f"job-level replay of {trace}")
     for key, value in ours.kpis.items():
         ref = base.kpis[key]

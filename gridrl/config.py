@@ -3,17 +3,23 @@
 Every config file of gridrl (scenarios, forecasters, studies, Slurm site maps) is read
 through :func:`read_yaml_mapping` and validated with :func:`format_validation_errors`,
 so a bad key is reported the same way everywhere: ``file: sites[0].battery.power_kw:
-message (got value)``.
+message (got value)``. :data:`Count` and its bounded forms type every whole-number key.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
-from pydantic import ValidationError
+from pydantic import Field, Strict, ValidationError
+
+# Whole numbers of things (GPUs, seeds, steps, folds). Strict: YAML's ``true`` is not 1,
+# and ``2.5`` is not silently truncated.
+Count = Annotated[int, Strict()]
+PositiveCount = Annotated[int, Strict(), Field(gt=0)]
+NonNegativeCount = Annotated[int, Strict(), Field(ge=0)]
 
 
 def key_path(loc: tuple[Any, ...], prefix: str = "", tags: Collection[str] = ()) -> str:

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from gridrl.config import format_validation_errors, read_yaml_mapping
+from gridrl.config import Count, format_validation_errors, read_yaml_mapping
 from gridrl.errors import GridrlError
 
 NonNeg = Annotated[float, Field(ge=0.0)]
@@ -181,13 +181,13 @@ class WorkloadConfig(StrictModel):
     source: Literal["generator", "alibaba"] = "generator"
     trace_file: str | None = None  # pods.csv of the Alibaba GPU trace (source: alibaba)
     trace_nodes_file: str | None = None  # its gpu_nodes.csv; default: beside trace_file
-    trace_window_days: Annotated[int, Field(gt=0)] = 28  # last whole days of the trace, tiled
+    trace_window_days: Annotated[Count, Field(gt=0)] = 28  # last whole days of the trace, tiled
     inference_peak_fraction: Fraction = 0.4  # of the site's GPUs at the daily peak
     inference_trough_fraction: Fraction = 0.15
     weekend_factor: Positive = 0.8
     flexible_utilisation_fraction: Fraction = 0.35  # mean GPU share the flexible work needs
-    deadline_slack_h_min: Annotated[int, Field(ge=0)] = 4
-    deadline_slack_h_max: Annotated[int, Field(ge=1)] = 24
+    deadline_slack_h_min: Annotated[Count, Field(ge=0)] = 4
+    deadline_slack_h_max: Annotated[Count, Field(ge=1)] = 24
     noise_fraction: Fraction = 0.1
     noise_ar1: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.7  # hour-to-hour persistence
     inference_peak_hour_local: Annotated[float, Field(ge=0.0, lt=24.0)] = 14.0
@@ -214,7 +214,7 @@ class SiteConfig(StrictModel):
     # (default: the site's own name, i.e. a region of its own).
     region: str | None = None
     weather: WeatherSource
-    gpus: Annotated[int, Field(gt=0)]
+    gpus: Annotated[Count, Field(gt=0)]
     gpu_idle_kw: NonNeg
     gpu_max_kw: Positive
     pue: Annotated[float, Field(ge=1.0)] = 1.2
@@ -241,7 +241,7 @@ class SiteGroup(StrictModel):
     (``pv.kwp``, ``grid.feeder_capacity_kw``); names are ``{prefix}{index:02d}``."""
 
     prefix: str
-    count: Annotated[int, Field(gt=0)]
+    count: Annotated[Count, Field(gt=0)]
     template: dict[str, Any]
     vary: dict[str, Fraction] = Field(default_factory=dict)
 
@@ -297,7 +297,7 @@ class EnvConfig(StrictModel):
     """Decision model: queue resolution, limits, costs and observation layout."""
 
     # Minimum hourly queue buckets; the queue grows to the longest deadline slack of any site.
-    slack_buckets: Annotated[int, Field(ge=2)] = 25
+    slack_buckets: Annotated[Count, Field(ge=2)] = 25
     cap_min_fraction: Annotated[float, Field(gt=0.0, le=1.0)] = 0.6
     migration_kwh_per_gpu_h: NonNeg = 0.5
     max_migration_fraction: Fraction = 0.5
@@ -307,9 +307,9 @@ class EnvConfig(StrictModel):
     # "setpoint" (an action sets battery power) or "residual" (an action adds power to
     # the rule's setpoint, so action 0 is the rule and every setpoint stays reachable).
     battery_control: Literal["rule", "setpoint", "residual"] = "rule"
-    forecast_horizons_h: list[Annotated[int, Field(ge=1)]] = [1, 2, 4, 8, 12, 24]
-    observation_slack_edges_h: list[Annotated[int, Field(ge=1)]] = [2, 6, 12]
-    episode_hours: Annotated[int, Field(gt=0)] = 168
+    forecast_horizons_h: list[Annotated[Count, Field(ge=1)]] = [1, 2, 4, 8, 12, 24]
+    observation_slack_edges_h: list[Annotated[Count, Field(ge=1)]] = [2, 6, 12]
+    episode_hours: Annotated[Count, Field(gt=0)] = 168
     # Battery rule (battery_control rule or residual): discharge covers grid import above
     # this share of headroom (0 = self-consumption: any import; 1 = only import above
     # headroom). Import above headroom (outages included) is always covered first.
@@ -330,7 +330,7 @@ class EnvConfig(StrictModel):
     # full power would cost at the episode's mean carbon and price ("none": not charged),
     # so no policy gains by pushing work past the episode end.
     terminal_queue_valuation: Literal["episode_mean", "none"] = "episode_mean"
-    discrete_action_levels: Annotated[int, Field(ge=2)] = 5  # per action, MultiDiscrete wrapper
+    discrete_action_levels: Annotated[Count, Field(ge=2)] = 5  # per action, MultiDiscrete wrapper
 
 
 class Period(StrictModel):
@@ -379,8 +379,8 @@ class Scenario(StrictModel):
 
     name: str
     description: str = ""
-    seed: int = 0
-    year: int = 2021  # calendar year the TMY files are mapped onto
+    seed: Count = 0
+    year: Count = 2021  # calendar year the TMY files are mapped onto
     sites: list[SiteConfig] = Field(default_factory=list)
     site_groups: list[SiteGroup] = Field(default_factory=list)
     throttle: ThrottleCurve

@@ -93,6 +93,13 @@ def test_ablation_multiplies_only_the_ablated_agents(tmp_path: Path) -> None:
         ({"seeds": [1, 1]}, "seeds: seeds must be unique"),
         ({"forecast": {"mode": "noisy(abc)"}}, "forecast.mode"),
         ({"training": {"timesteps": -5}}, "training.timesteps"),
+        ({"training": {"n_envs": True}}, "training.n_envs: Input should be a valid integer"),
+        ({"seeds": [0, True]}, "seeds[1]: Input should be a valid integer (got True)"),
+        (
+            {"agents": [{"name": "p", "algo": "PPO", "timesteps": True}]},
+            "agents[0].timesteps: Input should be a valid integer (got True)",
+        ),
+        ({"backend": {"max_workers": True}}, "backend.max_workers"),
         ({"backend": {"kind": "slurm"}}, "backend.kind"),
         ({"evaluation": {"episodes": 0, "bogus": 1}}, "evaluation.bogus"),
         ({"ablation": {"forecast_modes": ["perfect"], "agents": ["nobody"]}}, "ablation.agents"),

@@ -45,8 +45,11 @@ def test_bundle_has_three_files_and_a_complete_manifest(exported):
     expected_post = {"PPO": "clip", "SAC": "unscale"}[algo]
     assert data["onnx"]["action_postprocess"] == expected_post
     env = geo_env(2)
-    # the environment's layouts, verbatim
-    assert data["observation"] == env.observation_layout.to_dict()
+    # the environment's layouts, verbatim, each observation field with its metadata
+    fields = data["observation"]["fields"]
+    env_fields = env.observation_layout.to_dict()["fields"]
+    assert [{k: f[k] for k in e} for f, e in zip(fields, env_fields, strict=True)] == env_fields
+    assert all(f["kind"] for f in fields)
     assert data["action"] == env.action_layout.to_dict()
     assert data["scenario"]["hash"] == env.scenario.content_hash()
     carbon = next(f for f in data["observation"]["fields"] if f["name"] == "miami.carbon_g_per_kwh")

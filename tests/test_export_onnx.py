@@ -113,8 +113,8 @@ def test_training_runner_policy_dir_exports_exactly(tmp_path, algo):
 
     import torch
 
+    from gridrl.agents.specs import SB3AgentSpec, TrainingSpec
     from gridrl.agents.train import train_policy
-    from gridrl.experiments.schema import VecNormalizeSpec
     from gridrl.export.bundle import export_bundle
     from gridrl.export.runtime import PolicyRuntime
 
@@ -124,11 +124,12 @@ def test_training_runner_policy_dir_exports_exactly(tmp_path, algo):
         "PPO": {"n_steps": 64, "batch_size": 64, "n_epochs": 1},
         "SAC": {"learning_starts": 50, "batch_size": 32},
     }
-    train_policy(
-        geo3, algo, tmp_path / "policy", seed=0, timesteps=256, n_envs=2, forecast_mode="perfect",
-        hyperparameters=hyper[algo], vecnormalize=VecNormalizeSpec(), tensorboard=False,
-        progress_bar=False,
+    agent = SB3AgentSpec(name=algo.lower(), algo=algo, hyperparameters=hyper[algo])
+    training = TrainingSpec(
+        timesteps=256, n_envs=2, checkpoint_every_steps=None, progress_bar=False,
+        tensorboard=False,
     )  # fmt: skip
+    train_policy(geo3, agent, training, tmp_path / "policy", seed=0, forecast_mode="perfect")
     manifest = export_bundle(tmp_path / "policy", tmp_path / "bundle")
     assert manifest.scenario.path == str(geo3.resolve())
     rt = PolicyRuntime(tmp_path / "bundle")

@@ -122,6 +122,12 @@ def test_config_errors_name_the_yaml_path(tmp_path):
     bad.write_text("quantiles: [0.1, 0.9]\n")
     with pytest.raises(ForecastConfigError, match="0.5"):
         load_forecast_config(bad)
+    bad.write_text("lightgbm:\n  num_threads: true\nfeatures:\n  lags_h: [1, false]\n")
+    with pytest.raises(ForecastConfigError) as err:
+        load_forecast_config(bad)
+    msg = str(err.value)
+    assert "lightgbm.num_threads: Input should be a valid integer (got True)" in msg, msg
+    assert "features.lags_h[1]: Input should be a valid integer (got False)" in msg, msg
 
 
 def test_index_must_be_hourly(fitted):

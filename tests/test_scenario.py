@@ -155,3 +155,20 @@ def test_content_hash_is_stable_and_tracks_changes(tmp_path):
 def test_missing_file_is_a_clear_error(tmp_path):
     with pytest.raises(ScenarioError, match="not found"):
         load_scenario(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize(
+    ("edit", "key"),
+    [
+        (lambda raw: raw["sites"][0].__setitem__("gpus", True), "sites[0].gpus"),
+        (lambda raw: raw["env"].__setitem__("episode_hours", False), "env.episode_hours"),
+        (lambda raw: raw.__setitem__("seed", True), "seed"),
+        (lambda raw: raw["sites"][0].__setitem__("gpus", 2.5), "sites[0].gpus"),
+    ],
+)
+def test_a_boolean_or_fraction_is_not_a_count(tmp_path, edit, key):
+    raw = _raw("geo3.yaml")
+    raw.setdefault("env", {})
+    edit(raw)
+    message = _expect_error(tmp_path, raw, f"{key}: Input should be a valid integer")
+    assert "(got True)" in message or "(got False)" in message or "(got 2.5)" in message

@@ -165,7 +165,7 @@ def test_holds_and_forged_comments_and_repeated_ticks(tmp_path, cluster):
     state_file.write_text('{"version": 1, "jobs": {"1@2": "x"}}')
     res4 = _slurm(tmp_path, c, "--bundle", str(bundle), "--sites", str(sites), "--once")
     said = "".join(res4.output.split())  # the console wraps long lines
-    assert res4.exit_code == 1 and "state.json:jobs.1@2:expectedanobject" in said
+    assert res4.exit_code == 2 and "state.json:jobs.1@2:expectedanobject" in said
     assert _ran(res4.output) == []
     assert state_file.read_text() == '{"version": 1, "jobs": {"1@2": "x"}}'
 

@@ -10,10 +10,10 @@ import time
 import pytest
 import yaml
 
+from gridrl.calendar import calendar_at
 from gridrl.export.manifest import ObservationField
 from gridrl.integrations.slurm_observation import (
     ObservationError,
-    calendar_features,
     raw_observation,
     source_of,
 )
@@ -336,7 +336,7 @@ def test_observation_sources_and_errors(tmp_path):
     assert raw["a.over"] == pytest.approx(4.0)
     assert raw["a.q2"] == pytest.approx(3.0)
     assert raw["a.cap"] == pytest.approx(0.7)
-    assert raw["hour_sin"] == pytest.approx(calendar_features(now)["hour_sin"])
+    assert raw["hour_sin"] == pytest.approx(calendar_at(now)["hour_sin"])
     with pytest.raises(ObservationError, match=r"a\.missing \(key 'headroom_kw'\)"):
         raw_observation(
             [*fields, ObservationField(name="a.missing", key="headroom_kw", site="a")],

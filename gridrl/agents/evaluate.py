@@ -13,31 +13,57 @@ windows. Stepped policies run through the env's batched simulator (``BatchSim``)
 episodes of one length in one batch. ``lp_bound`` is not stepped: its row holds the
 LP's optimum and the KPIs of its optimal plan.
 
-``gap_closed(J, J_run_now, J_lp_bound) = (J - J_run_now) / (J_lp_bound - J_run_now)``.
+``gap_closed(J, J_run_now, J_lp_bound) = (J - J_run_now) / (J_lp_bound - J_run_now)``;
+:func:`compare_with_references` evaluates a policy beside both references on the same
+episodes (``gridrl evaluate``).
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
-from gridrl.agents.policy import EpisodeBatch, ForecastView, StepContext, as_policy
+from gridrl.agents.policy import EpisodeBatch, ForecastView, Policy, StepContext, as_policy
+from gridrl.agents.registry import REFERENCES, load_policy
+from gridrl.agents.train import META_FILE
 from gridrl.env import core
 from gridrl.env.batch import BatchSim
 from gridrl.env.episodes import EpisodeWindows, Window
+from gridrl.env.gym_env import make_data, resolve_scenario
 from gridrl.env.inputs import EnvData
 from gridrl.env.kpis import KPIS, episode_kpis
 from gridrl.env.params import EnvParams, build_params
+from gridrl.errors import GridrlError
+from gridrl.forecast.config import ForecastConfig
+from gridrl.io import write_with
 from gridrl.scenario import Scenario
 
+if TYPE_CHECKING:
+    from stable_baselines3.common.base_class import BaseAlgorithm
+
+    from gridrl.env.gym_env import GridEnv
+    from gridrl.env.vec_env import GridVecEnv
+
+# What an evaluation runs on: a scenario (file or model), a ready setup, an env (its
+# scenario and inputs are taken), or a factory of one.
+ScenarioSource: TypeAlias = (
+    "str | Path | Scenario | EvalSetup | GridEnv | GridVecEnv | Callable[[], GridEnv]"
+)
+# A policy: a reference name or trained policy folder, a policy object or an SB3 model.
+PolicySource: TypeAlias = "str | Path | Policy | BaseAlgorithm"
+ForecastConfigSource: TypeAlias = "str | Path | ForecastConfig | None"
+
 __all__ = [
-    "EvalResult", "EvalSetup", "Trace", "evaluate", "evaluate_detailed", "gap_closed",
+    "Comparison", "EvalResult", "EvalSetup", "EvaluationError", "Trace",
+    "compare_with_references", "evaluate", "evaluate_detailed", "forecast_for", "gap_closed",
     "make_setup", "select_windows",
 ]
 
@@ -46,6 +72,20 @@ ID_COLUMNS = ("episode", "start")
 OBJECTIVE = "J"
 # |J_lp_bound - J_run_now| below this (reward units) leaves no gap to close.
 _NO_GAP = 1e-12
+#: The references gap closed runs between: 0 at the first's J, 1 at the second's.
+GAP_REFERENCES = ("run_now", "lp_bound")
+#: KPIs of a comparison's summary (mean per policy), in display order.
+SUMMARY_KPIS = (
+    "J", "carbon_kg", "cost", "energy_kwh", "grid_import_kwh", "renewable_share",
+    "energy_per_useful_gpu_h", "carbon_per_useful_gpu_h", "work_done_gpu_h",
+    "deadline_miss_gpu_h", "overdue_gpu_h", "slo_violation_gpu_h", "headroom_violation_h",
+    "overdraw_kwh", "mean_cap", "leftover_gpu_h", "work_lost_gpu_h",
+)
+DEFAULT_FORECAST_MODE = "perfect"  # of a reference evaluated without --forecast
+
+
+class EvaluationError(GridrlError, ValueError):
+    """An evaluation asked for something the period cannot give (names the argument)."""
 
 
 @dataclass(eq=False)
@@ -75,8 +115,9 @@ class EvalSetup:
         return ForecastView(self.data, mode)
 
 
-def make_setup(scenario: Any, *, period: str = "test", forecast_mode: str | None = "perfect",
-               forecast_config: Any = None, data: EnvData | None = None,
+def make_setup(scenario: ScenarioSource, *, period: str = "test",
+               forecast_mode: str | None = "perfect",
+               forecast_config: ForecastConfigSource = None, data: EnvData | None = None,
                seed: int = 0) -> EvalSetup:
     """Build (or take) what an evaluation needs.
 
@@ -103,8 +144,6 @@ def make_setup(scenario: Any, *, period: str = "test", forecast_mode: str | None
         sc, data = scenario.scenario, data if data is not None else scenario.data
         mode = getattr(scenario, "forecast_mode", None) or getattr(data.forecast, "mode", None)
     else:
-        from gridrl.env.gym_env import make_data, resolve_scenario
-
         sc, base = resolve_scenario(scenario)
         if data is None:
             # forecasts are part of the scenario's data: seeded by the scenario, not by
@@ -123,7 +162,7 @@ def select_windows(windows: EpisodeWindows, episodes: int | None, seed: int) -> 
     if episodes is None:
         return fixed
     if episodes < 1:
-        raise ValueError(f"episodes must be >= 1, got {episodes}")
+        raise EvaluationError(f"episodes must be >= 1, got {episodes}")
     rng = np.random.default_rng(seed)
     if episodes <= len(fixed):
         pick = np.sort(rng.choice(len(fixed), size=episodes, replace=False))
@@ -182,7 +221,9 @@ class EvalResult:
     policy_s_per_step: float = float("nan")
 
 
-def gap_closed(j: Any, j_run_now: Any, j_lp_bound: Any) -> Any:
+def gap_closed(
+    j: npt.ArrayLike, j_run_now: npt.ArrayLike, j_lp_bound: npt.ArrayLike
+) -> float | np.ndarray:
     """``(J - J_run_now) / (J_lp_bound - J_run_now)``, elementwise; NaN where the bound
     does not improve on ``run_now``."""
     j, j0, j1 = (np.asarray(x, dtype=np.float64) for x in (j, j_run_now, j_lp_bound))
@@ -192,8 +233,90 @@ def gap_closed(j: Any, j_run_now: Any, j_lp_bound: Any) -> Any:
     return float(out) if out.ndim == 0 else out
 
 
-def evaluate(policy: Any, scenario: Any, *, period: str = "test", episodes: int | None = None,
-             seed: int = 0, forecast_mode: str | None = "perfect", forecast_config: Any = None,
+def forecast_for(
+    policy: str | Path, mode: str | None, config: str | None
+) -> tuple[str, str | None]:
+    """Forecast mode and forecaster config to evaluate ``policy`` with: the given ones,
+    else those it was trained with (its ``meta.json``), else perfect forecasts."""
+    meta_path = Path(policy) / META_FILE
+    if str(policy) not in REFERENCES and meta_path.is_file():
+        meta = json.loads(meta_path.read_text())
+        mode = mode or meta.get("forecast_mode")
+        config = config or meta.get("forecast_config")
+    return mode or DEFAULT_FORECAST_MODE, config
+
+
+@dataclass(eq=False)
+class Comparison:
+    """A policy (``label``) evaluated beside :data:`GAP_REFERENCES` on the same episodes.
+
+    ``results`` holds the policy's result first, then the references' (a reference
+    compared with itself appears once).
+    """
+
+    label: str
+    results: dict[str, EvalResult]
+
+    def _reference_j(self, name: str) -> np.ndarray:
+        return self.results[name].table[OBJECTIVE].to_numpy()
+
+    @property
+    def kpis(self) -> pd.DataFrame:
+        """Every episode of every policy: ``policy``, the KPIs, ``J`` and ``gap_closed``."""
+        tables = [res.table.assign(policy=name) for name, res in self.results.items()]
+        rows = pd.concat(tables, ignore_index=True)
+        rows = rows[["policy", *[c for c in rows.columns if c != "policy"]]]
+        n = len(self.results)
+        j0, j1 = (np.tile(self._reference_j(r), n) for r in GAP_REFERENCES)
+        rows["gap_closed"] = gap_closed(rows[OBJECTIVE].to_numpy(), j0, j1)
+        return rows
+
+    def summary(self) -> pd.DataFrame:
+        """Mean of :data:`SUMMARY_KPIS` per policy (one row each, the policy first)."""
+        return self.kpis.groupby("policy", sort=False)[list(SUMMARY_KPIS)].mean()
+
+    def gap_closed_mean(self) -> float:
+        """Gap closed by the policy's mean ``J`` between the references' mean ``J``."""
+        j = self.results[self.label].table[OBJECTIVE].mean()
+        return gap_closed(j, *(self._reference_j(r).mean() for r in GAP_REFERENCES))
+
+    def gap_closed_per_episode(self) -> np.ndarray:
+        """Gap closed by the policy in each episode (paired with the references')."""
+        j = self.results[self.label].table[OBJECTIVE].to_numpy()
+        return gap_closed(j, *(self._reference_j(r) for r in GAP_REFERENCES))
+
+    def write_tables(self, folder: Path) -> list[Path]:
+        """``kpis.csv``, ``kpis.parquet`` (every episode) and ``summary.csv`` (means)."""
+        folder.mkdir(parents=True, exist_ok=True)
+        rows, means = self.kpis, self.summary()
+        paths = [folder / "kpis.csv", folder / "kpis.parquet", folder / "summary.csv"]
+        write_with(paths[0], lambda p: rows.to_csv(p, index=False))
+        write_with(paths[1], lambda p: rows.to_parquet(p, index=False))
+        write_with(paths[2], lambda p: means.to_csv(p))
+        return paths
+
+
+def compare_with_references(
+    policy: PolicySource, label: str, setup: EvalSetup, *, period: str = "test",
+    episodes: int | None = None, seed: int = 0, progress: bool = False,
+) -> Comparison:
+    """Evaluate ``policy`` (named ``label``; its first episode traced) and the
+    :data:`GAP_REFERENCES` on the same episodes of ``setup``."""
+    runs = {label: policy}
+    runs.update({ref: load_policy(ref) for ref in GAP_REFERENCES if ref != label})
+    results = {
+        name: evaluate_detailed(
+            pol, setup, period=period, episodes=episodes, seed=seed, progress=progress,
+            trace_episodes=(0,) if name == label else (),
+        )
+        for name, pol in runs.items()
+    }
+    return Comparison(label, results)
+
+
+def evaluate(policy: PolicySource, scenario: ScenarioSource, *, period: str = "test",
+             episodes: int | None = None, seed: int = 0,
+             forecast_mode: str | None = "perfect", forecast_config: ForecastConfigSource = None,
              data: EnvData | None = None, deterministic: bool = True,
              backend: str = "numba", progress: bool = False,
              starts: list[int] | None = None) -> pd.DataFrame:
@@ -228,10 +351,8 @@ def evaluate(policy: Any, scenario: Any, *, period: str = "test", episodes: int 
                              progress=progress, starts=starts).table
 
 
-def _resolve_policy(policy: Any, deterministic: bool) -> Any:
+def _resolve_policy(policy: PolicySource, deterministic: bool) -> Policy:
     if isinstance(policy, (str, Path)):
-        from gridrl.agents.registry import load_policy
-
         return load_policy(policy, deterministic=deterministic)
     return as_policy(policy)
 
@@ -245,9 +366,10 @@ def _row(k: int, window: Window, setup: EvalSetup, kpis: dict[str, float], j: fl
     return row
 
 
-def evaluate_detailed(policy: Any, scenario: Any, *, period: str = "test",
-                      episodes: int | None = None, seed: int = 0,
-                      forecast_mode: str | None = "perfect", forecast_config: Any = None,
+def evaluate_detailed(policy: PolicySource, scenario: ScenarioSource, *,
+                      period: str = "test", episodes: int | None = None, seed: int = 0,
+                      forecast_mode: str | None = "perfect",
+                      forecast_config: ForecastConfigSource = None,
                       data: EnvData | None = None, deterministic: bool = True,
                       backend: str = "numba", progress: bool = False,
                       trace_episodes: tuple[int, ...] = (),

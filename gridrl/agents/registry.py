@@ -27,9 +27,19 @@ from gridrl.agents.heuristics import (
     RunNowParams,
 )
 from gridrl.agents.mpc import MPC, MPCParams
-from gridrl.agents.policy import SB3Policy
+from gridrl.agents.policy import Policy, SB3Policy
+from gridrl.agents.train import load_policy as load_trained
+from gridrl.errors import GridrlError
 
-__all__ = ["REFERENCES", "load_policy", "make_policy", "make_reference"]
+__all__ = [
+    "REFERENCES", "PolicySpecError", "load_policy", "make_policy", "make_reference", "policy_label",
+]
+
+
+class PolicySpecError(GridrlError, ValueError):
+    """An unknown reference name, invalid reference parameters, or a path that is not a
+    trained policy folder; the message names the policy and the key."""
+
 
 #: name -> (controller class, parameter model)
 REFERENCES: dict[str, tuple[type, type[BaseModel]]] = {
@@ -43,46 +53,53 @@ REFERENCES: dict[str, tuple[type, type[BaseModel]]] = {
 }
 
 
-def make_policy(name: str, **params: Any) -> Any:
+def make_policy(name: str, **params: Any) -> Policy:
     """The reference controller ``name`` with parameters ``params``.
 
     Raises
     ------
-    ValueError
+    PolicySpecError
         Unknown name (lists the known ones) or invalid parameters (names the key).
     """
     if name not in REFERENCES:
-        raise ValueError(f"unknown reference policy {name!r}; known: {sorted(REFERENCES)}")
+        raise PolicySpecError(f"unknown reference policy {name!r}; known: {sorted(REFERENCES)}")
     cls, model = REFERENCES[name]
     try:
         return cls(model(**params))
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors())
-        raise ValueError(f"policy {name!r}: {problems}") from None
+        raise PolicySpecError(f"policy {name!r}: {problems}") from None
 
 
 make_reference = make_policy
 
 
-def load_policy(spec: str | Path, *, deterministic: bool = True, **params: Any) -> Any:
+def load_policy(spec: str | Path, *, deterministic: bool = True, **params: Any) -> Policy:
     """A reference by name, or a trained policy folder wrapped as a policy.
 
     Raises
     ------
-    ValueError
-        ``spec`` is neither a reference name nor a folder.
-    FileNotFoundError
+    PolicySpecError
+        ``spec`` is neither a reference name nor a folder, or ``params`` are given for a
+        folder.
+    TrainedPolicyError
         The folder lacks ``model.zip`` or ``meta.json``.
     """
     if str(spec) in REFERENCES:
         return make_policy(str(spec), **params)
     path = Path(spec)
     if not path.is_dir():
-        raise ValueError(f"{spec!r} is neither a reference policy ({sorted(REFERENCES)}) nor "
-                         "a trained policy folder")
-    from gridrl.agents.train import load_policy as load_trained
-
+        raise PolicySpecError(f"{spec!r} is neither a reference policy ({sorted(REFERENCES)}) nor "
+                              "a trained policy folder")
+    if params:
+        raise PolicySpecError(f"{spec}: parameters {sorted(params)} apply to reference "
+                              "policies only, not to a trained policy folder")
     trained = load_trained(path, deterministic=deterministic)
     return SB3Policy(trained, deterministic=deterministic,
                      name=str(trained.meta.get("algo", path.name)))
+
+
+def policy_label(spec: str | Path) -> str:
+    """How tables name a policy: the reference's name, or the trained policy's folder."""
+    return str(spec) if str(spec) in REFERENCES else Path(spec).name

@@ -21,36 +21,47 @@ import pickle
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from gridrl import __version__
+from gridrl.agents.specs import SB3AgentSpec, TrainingSpec, algo_class
+from gridrl.env.inputs import EnvData, load_env_data
+from gridrl.errors import GridrlError
+from gridrl.forecast.config import ForecastConfig, load_forecast_config
 from gridrl.io import write_json_atomic, write_with
+from gridrl.scenario import load_scenario
+
+if TYPE_CHECKING:
+    from stable_baselines3.common.base_class import BaseAlgorithm
+    from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.vec_env import VecEnv, VecNormalize
+
+    from gridrl.env.vec_env import GridVecEnv
+
+__all__ = ["SB3Policy", "algo_class", "env_inputs", "load_policy", "train_policy"]
 
 MODEL_FILE = "model.zip"
 VECNORMALIZE_FILE = "vecnormalize.pkl"
 META_FILE = "meta.json"
+PROGRESS_EVERY_FRACTION = 0.01  # share of the budget between two progress reports
 
 
-def algo_class(algo: str) -> type:
-    """The SB3 / sb3-contrib class of an algorithm name (``"PPO"``, ``"RecurrentPPO"``)."""
-    from gridrl.experiments.schema import algo_class as _algo_class
-
-    return _algo_class(algo)
+class TrainedPolicyError(GridrlError, FileNotFoundError):
+    """A folder that is not a policy directory (names the folder and the missing file)."""
 
 
-def load_forecaster(forecast_config: str | Path | None) -> Any:
+def load_forecaster(forecast_config: str | Path | None) -> ForecastConfig | None:
     """The forecaster config object of a ``forecasts/*.yaml`` path (None: defaults)."""
     if forecast_config is None:
         return None
-    from gridrl.forecast.config import load_forecast_config
-
     return load_forecast_config(forecast_config)
 
 
 def env_inputs(
     scenario_path: str | Path, forecast_mode: str, forecast_config: str | Path | None
-) -> Any:
+) -> EnvData:
     """Signals and forecast cube of a scenario (:class:`gridrl.env.EnvData`), built once.
 
     The forecast cube is seeded with the scenario's own ``seed``, not the training
@@ -68,10 +79,7 @@ def env_inputs(
 @functools.lru_cache(maxsize=2)
 def _env_inputs_cached(
     scenario_path: str, forecast_mode: str, forecast_config: str | Path | None, stamp: tuple
-) -> Any:
-    from gridrl.env import load_env_data
-    from gridrl.scenario import load_scenario
-
+) -> EnvData:
     scenario = load_scenario(scenario_path)
     return load_env_data(
         scenario,
@@ -90,11 +98,12 @@ def make_training_env(
     forecast_mode: str,
     forecast_config: str | Path | None,
     period: str = "train",
-) -> Any:
+) -> GridVecEnv:
     """The native batched VecEnv of the scenario: ``n_envs`` episodes stepped together,
     random episode starts in ``period`` seeded by ``seed``, per-step infos only at
     episode ends."""
-    from gridrl.env import GridVecEnv
+    # deferred: the VecEnv subclasses stable-baselines3's, which imports torch
+    from gridrl.env.vec_env import GridVecEnv
 
     return GridVecEnv(
         scenario_path,
@@ -107,14 +116,10 @@ def make_training_env(
     )
 
 
-def _layouts(venv: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-    return venv.observation_layout.to_dict(), venv.action_layout.to_dict()
-
-
 def _make_progress_callback(
     report: Callable[[int, int], None], total: int, every_steps: int
-) -> Any:
-    from stable_baselines3.common.callbacks import BaseCallback
+) -> BaseCallback:
+    from stable_baselines3.common.callbacks import BaseCallback  # deferred: torch
 
     class _Progress(BaseCallback):
         """Reports ``(done, total)`` steps every ``every_steps`` environment steps."""
@@ -137,23 +142,14 @@ def _make_progress_callback(
 
 def train_policy(
     scenario_path: str | Path,
-    algo: str,
+    agent: SB3AgentSpec,
+    training: TrainingSpec,
     out_dir: str | Path,
     *,
     seed: int,
-    timesteps: int,
-    n_envs: int,
     forecast_mode: str,
     forecast_config: str | Path | None = None,
-    policy: str | None = None,
-    hyperparameters: dict[str, Any] | None = None,
-    policy_kwargs: dict[str, Any] | None = None,
-    vecnormalize: Any = None,
-    checkpoint_every_steps: int | None = None,
-    tensorboard: bool = True,
-    progress_bar: bool = True,
     progress: Callable[[int, int], None] | None = None,
-    progress_every_fraction: float = 0.01,
 ) -> dict[str, Any]:
     """Train one SB3 agent on the scenario's training period and save a policy directory.
 
@@ -161,33 +157,23 @@ def train_policy(
     ----------
     scenario_path
         Scenario YAML.
-    algo
-        ``PPO``, ``SAC``, ``TD3``, ``A2C`` or ``RecurrentPPO``.
+    agent
+        Algorithm, policy, hyperparameters, ``policy_kwargs`` and the agent's own
+        budget overrides (``timesteps``, ``n_envs``) and ``vecnormalize`` switch.
+    training
+        The study's budget, checkpoint interval, ``VecNormalize`` arguments, logging
+        (``tensorboard``) and ``progress_bar`` (shown only without ``progress``).
     out_dir
         The policy directory to write (created).
     seed
         Seeds SB3, torch, numpy and the environment's episode draws.
-    timesteps
-        Training budget in environment steps (summed over the VecEnv's episodes).
-    n_envs
-        Episodes stepped together by the native VecEnv.
     forecast_mode
         Forecast mode of the observations (``lightgbm``, ``perfect``, ``none``, ...).
-    policy, hyperparameters, policy_kwargs
-        SB3 policy name (default ``MlpPolicy``, ``MlpLstmPolicy`` for RecurrentPPO),
-        constructor keyword arguments and ``policy_kwargs``.
-    vecnormalize
-        A :class:`~gridrl.experiments.schema.VecNormalizeSpec` (or a dict of
-        ``VecNormalize`` arguments); None trains on raw observations and rewards.
-    checkpoint_every_steps
-        Save a checkpoint every this many environment steps (None: no checkpoints).
-    tensorboard
-        Also write TensorBoard event files into ``logs/``.
-    progress_bar
-        Show SB3's rich progress bar (interactive runs).
+    forecast_config
+        Forecaster config YAML (mode ``lightgbm``); None: the built-in defaults.
     progress
         Called with ``(done_steps, total_steps)`` about every
-        ``progress_every_fraction`` of the budget (run-level progress display).
+        :data:`PROGRESS_EVERY_FRACTION` of the budget (run-level progress display).
 
     Returns
     -------
@@ -195,81 +181,126 @@ def train_policy(
         Training metadata (also in ``meta.json["training"]``): ``timesteps``,
         ``wall_time_s``, ``env_steps_per_s``, ``seed``, ``n_envs``, ...
     """
-    import stable_baselines3
-    import torch
-    from stable_baselines3.common.callbacks import CallbackList, CheckpointCallback
-    from stable_baselines3.common.logger import configure
-    from stable_baselines3.common.utils import set_random_seed
-    from stable_baselines3.common.vec_env import VecMonitor, VecNormalize
-
-    from gridrl import __version__
-    from gridrl.scenario import load_scenario
+    from stable_baselines3.common.utils import set_random_seed  # deferred: torch
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    scenario = load_scenario(scenario_path)
-    cls = algo_class(algo)
-    policy = policy or ("MlpLstmPolicy" if algo == "RecurrentPPO" else "MlpPolicy")
+    timesteps, n_envs = training.budget(agent)
     set_random_seed(seed)
     venv = make_training_env(
-        scenario_path,
-        n_envs=n_envs,
+        scenario_path, n_envs=n_envs, seed=seed,
+        forecast_mode=forecast_mode, forecast_config=forecast_config,
+    )  # fmt: skip
+    layouts = {
+        "observation_layout": venv.observation_layout.to_dict(),
+        "action_layout": venv.action_layout.to_dict(),
+    }
+    model, wrapped = _build_model(agent, training, venv, out, seed)
+    callbacks = _callbacks(agent, training, out, timesteps, n_envs, progress)
+    t0 = time.perf_counter()
+    model.learn(
+        total_timesteps=timesteps, callback=callbacks,
+        progress_bar=training.progress_bar and progress is None,
+    )  # fmt: skip
+    wall_s = time.perf_counter() - t0
+    _save_model(model, out, normalized=training.normalization(agent) is not None)
+    record = _training_record(agent, training, model, seed=seed, wall_s=wall_s)
+    meta = {
+        "algo": agent.algo,
+        "scenario_path": str(Path(scenario_path).resolve()),
+        "scenario_hash": load_scenario(scenario_path).content_hash(),
+        "forecast_mode": forecast_mode,
+        "forecast_config": None if forecast_config is None else str(forecast_config),
+        **layouts,
+        "training": record,
+    }
+    write_json_atomic(out / META_FILE, meta)
+    wrapped.close()
+    return record
+
+
+def _build_model(
+    agent: SB3AgentSpec, training: TrainingSpec, venv: VecEnv, out: Path, seed: int
+) -> tuple[BaseAlgorithm, VecEnv]:
+    """The SB3 model on the monitored (and normalised) VecEnv, logging into ``out/logs``."""
+    from stable_baselines3.common.logger import configure  # deferred: torch
+    from stable_baselines3.common.vec_env import VecMonitor, VecNormalize
+
+    wrapped: VecEnv = VecMonitor(venv, filename=str(out / "monitor.csv"))
+    norm = training.normalization(agent)
+    if norm is not None:
+        wrapped = VecNormalize(wrapped, **norm.model_dump())
+    model = algo_class(agent.algo)(
+        agent.policy_name,
+        wrapped,
         seed=seed,
-        forecast_mode=forecast_mode,
-        forecast_config=forecast_config,
-    )
-    obs_layout, act_layout = _layouts(venv)
-    venv = VecMonitor(venv, filename=str(out / "monitor.csv"))
-    norm_args: dict[str, Any] | None = None
-    if vecnormalize is not None:
-        norm_args = vecnormalize if isinstance(vecnormalize, dict) else vecnormalize.model_dump()
-        venv = VecNormalize(venv, **norm_args)
-    model = cls(
-        policy,
-        venv,
-        seed=seed,
-        policy_kwargs=policy_kwargs or None,
+        policy_kwargs=agent.policy_kwargs or None,
         device="cpu",
         verbose=0,
-        **(hyperparameters or {}),
+        **agent.hyperparameters,
     )
-    formats = ["csv", "tensorboard"] if tensorboard else ["csv"]
+    formats = ["csv", "tensorboard"] if training.tensorboard else ["csv"]
     model.set_logger(configure(str(out / "logs"), formats))
-    callbacks = []
-    if checkpoint_every_steps:
+    return model, wrapped
+
+
+def _callbacks(
+    agent: SB3AgentSpec,
+    training: TrainingSpec,
+    out: Path,
+    timesteps: int,
+    n_envs: int,
+    progress: Callable[[int, int], None] | None,
+) -> BaseCallback:
+    """Periodic checkpoints (model and VecNormalize statistics) and progress reports."""
+    from stable_baselines3.common.callbacks import CallbackList, CheckpointCallback
+
+    callbacks: list[BaseCallback] = []
+    if training.checkpoint_every_steps:
         callbacks.append(
             CheckpointCallback(
-                save_freq=max(checkpoint_every_steps // n_envs, 1),
+                save_freq=max(training.checkpoint_every_steps // n_envs, 1),
                 save_path=str(out / "checkpoints"),
                 name_prefix="model",
-                save_vecnormalize=norm_args is not None,
+                save_vecnormalize=training.normalization(agent) is not None,
             )
         )
     if progress is not None:
-        every = max(int(timesteps * progress_every_fraction), n_envs)
+        every = max(int(timesteps * PROGRESS_EVERY_FRACTION), n_envs)
         callbacks.append(_make_progress_callback(progress, timesteps, every))
-    t0 = time.perf_counter()
-    model.learn(
-        total_timesteps=timesteps,
-        callback=CallbackList(callbacks),
-        progress_bar=progress_bar,
-    )
-    wall = time.perf_counter() - t0
-    done_steps = int(model.num_timesteps)
+    return CallbackList(callbacks)
+
+
+def _save_model(model: BaseAlgorithm, out: Path, *, normalized: bool) -> None:
+    """``model.zip`` and, for a normalised env, its statistics (atomic writes)."""
     write_with(out / MODEL_FILE, model.save)
-    if norm_args is not None:
-        write_with(out / VECNORMALIZE_FILE, model.get_vec_normalize_env().save)
-    training = {
+    if normalized:
+        vec_normalize: VecNormalize = model.get_vec_normalize_env()
+        write_with(out / VECNORMALIZE_FILE, vec_normalize.save)
+
+
+def _training_record(
+    agent: SB3AgentSpec, training: TrainingSpec, model: BaseAlgorithm, *, seed: int,
+    wall_s: float,
+) -> dict[str, Any]:
+    """``meta.json["training"]``: budget, measured speed, arguments and versions."""
+    import stable_baselines3  # deferred: torch
+    import torch
+
+    timesteps, n_envs = training.budget(agent)
+    norm = training.normalization(agent)
+    done_steps = int(model.num_timesteps)
+    return {
         "timesteps": done_steps,
         "timesteps_budget": int(timesteps),
         "seed": int(seed),
         "n_envs": int(n_envs),
-        "wall_time_s": wall,
-        "env_steps_per_s": done_steps / wall if wall > 0 else float("nan"),
-        "policy": policy,
-        "hyperparameters": hyperparameters or {},
-        "policy_kwargs": policy_kwargs or {},
-        "vecnormalize": norm_args,
+        "wall_time_s": wall_s,
+        "env_steps_per_s": done_steps / wall_s if wall_s > 0 else float("nan"),
+        "policy": agent.policy_name,
+        "hyperparameters": dict(agent.hyperparameters),
+        "policy_kwargs": dict(agent.policy_kwargs),
+        "vecnormalize": None if norm is None else norm.model_dump(),
         "versions": {
             "gridrl": __version__,
             "stable_baselines3": stable_baselines3.__version__,
@@ -277,19 +308,6 @@ def train_policy(
         },
         "torch_threads": torch.get_num_threads(),
     }
-    meta = {
-        "algo": algo,
-        "scenario_path": str(Path(scenario_path).resolve()),
-        "scenario_hash": scenario.content_hash(),
-        "forecast_mode": forecast_mode,
-        "forecast_config": None if forecast_config is None else str(forecast_config),
-        "observation_layout": obs_layout,
-        "action_layout": act_layout,
-        "training": training,
-    }
-    write_json_atomic(out / META_FILE, meta)
-    venv.close()
-    return training
 
 
 class SB3Policy:
@@ -312,7 +330,11 @@ class SB3Policy:
     """
 
     def __init__(
-        self, model: Any, obs_normalizer: Any, meta: dict[str, Any], deterministic: bool = True
+        self,
+        model: BaseAlgorithm,
+        obs_normalizer: VecNormalize | None,
+        meta: dict[str, Any],
+        deterministic: bool = True,
     ) -> None:
         self.model = model
         self.obs_normalizer = obs_normalizer
@@ -359,13 +381,13 @@ def load_policy(path: str | Path, *, deterministic: bool = True) -> SB3Policy:
 
     Raises
     ------
-    FileNotFoundError
+    TrainedPolicyError
         naming the directory and the missing file.
     """
     path = Path(path)
     for name in (MODEL_FILE, META_FILE):
         if not (path / name).is_file():
-            raise FileNotFoundError(f"{path}: missing {name} (not a policy directory)")
+            raise TrainedPolicyError(f"{path}: missing {name} (not a policy directory)")
     meta = json.loads((path / META_FILE).read_text())
     model = algo_class(meta["algo"]).load(path / MODEL_FILE, device="cpu")
     normalizer = None

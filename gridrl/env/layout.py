@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from gridrl.calendar import CALENDAR_FIELDS, calendar_features
 from gridrl.env.core import EXO_SIGNALS
 from gridrl.env.inputs import EnvData
 from gridrl.env.kernel import _fill
@@ -49,9 +50,6 @@ __all__ = [
 _UNITS = {"pv_kw": "kW", "wind_kw": "kW", "headroom_kw": "kW", "carbon_g_per_kwh": "g/kWh",
           "price_per_mwh": "currency/MWh", "inference_gpus": "GPU", "flexible_gpu_h": "GPU h",
           "temp_c": "degC"}
-_CALENDAR = ("hour_sin", "hour_cos", "weekday_sin", "weekday_cos")
-HOURS_PER_DAY = 24
-DAYS_PER_WEEK = 7
 
 
 @dataclass(frozen=True)
@@ -173,7 +171,7 @@ class ObservationBuilder:
         parts = [data.exo / exo_scale[None]]
         fields: list[ObservationField] = [
             ObservationField(name, name, None, "1", 0.0, 1.0, f"{name} of the hour (UTC)")
-            for name in _CALENDAR
+            for name in CALENDAR_FIELDS
         ]
         fc_fields: list[tuple[str, int, str]] = []
         if data.forecast is not None:
@@ -208,12 +206,8 @@ class ObservationBuilder:
         inv[:, len(groups) + 2] = 1.0 / soc_scale
         self._inv_scale = inv
         self.site_exo = np.ascontiguousarray(np.concatenate(parts, axis=-1), dtype=np.float32)
-        hours = data.index.hour.to_numpy()
-        days = data.index.dayofweek.to_numpy()
-        ang_h = 2 * np.pi * hours / HOURS_PER_DAY
-        ang_d = 2 * np.pi * days / DAYS_PER_WEEK
-        self.calendar = np.stack(
-            [np.sin(ang_h), np.cos(ang_h), np.sin(ang_d), np.cos(ang_d)], axis=1
+        self.calendar = calendar_features(
+            data.index.hour.to_numpy(), data.index.dayofweek.to_numpy()
         ).astype(np.float32)
         for i, site in enumerate(params.site_names):
             for k, name in enumerate(EXO_SIGNALS):
@@ -245,7 +239,7 @@ class ObservationBuilder:
         self.layout = ObservationLayout(tuple(fields))
         self.dim = self.layout.dim
         per_site = self.site_exo.shape[2] + len(groups) + 4
-        if self.dim != len(_CALENDAR) + n * per_site:
+        if self.dim != len(CALENDAR_FIELDS) + n * per_site:
             raise AssertionError("observation layout and builder disagree")
 
     def build(self, rows: np.ndarray, state, out: np.ndarray | None = None) -> np.ndarray:

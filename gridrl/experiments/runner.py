@@ -152,23 +152,11 @@ def train_unit(ctx: UnitContext) -> dict[str, Any]:
     study, unit, agent = ctx.study, ctx.unit, ctx.study.agent(ctx.unit.agent)
     assert isinstance(agent, SB3AgentSpec)
     info = train_policy(
-        scenario_path=ctx.scenario_path,
-        algo=agent.algo,
-        out_dir=ctx.unit_dir,
-        seed=unit.seed,
-        timesteps=agent.timesteps or study.training.timesteps,
-        n_envs=agent.n_envs or study.training.n_envs,
-        forecast_mode=unit.forecast_mode,
-        forecast_config=study.forecast.config,
-        policy=agent.policy_name,
-        hyperparameters=agent.hyperparameters,
-        policy_kwargs=agent.policy_kwargs,
-        vecnormalize=study.training.vecnormalize if agent.vecnormalize else None,
-        checkpoint_every_steps=study.training.checkpoint_every_steps,
-        tensorboard=study.training.tensorboard,
-        progress_bar=False,  # the driver shows unit progress from progress.json
+        ctx.scenario_path, agent, study.training, ctx.unit_dir,
+        seed=unit.seed, forecast_mode=unit.forecast_mode, forecast_config=study.forecast.config,
+        # the driver shows unit progress from progress.json (no SB3 bar in workers)
         progress=lambda done, total: ctx.store.write_progress(unit.unit_id, done, total),
-    )
+    )  # fmt: skip
     return {
         "kind": "sb3",
         "algo": agent.algo,

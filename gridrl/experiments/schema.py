@@ -14,7 +14,6 @@ against the directory of the study file; the resolved study stores absolute path
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import re
 from pathlib import Path
@@ -22,42 +21,51 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Discriminator,
     Field,
     Tag,
     ValidationError,
-    ValidationInfo,
     field_validator,
     model_validator,
 )
 
-from gridrl.config import format_validation_errors, key_path, read_yaml_mapping
+from gridrl.agents.registry import REFERENCES
+from gridrl.agents.specs import (
+    SB3_ALGOS,
+    AgentBase,
+    SB3AgentSpec,
+    StrictSpec,
+    TrainingSpec,
+    VecNormalizeSpec,
+    algo_class,
+    check_name,
+)
+from gridrl.config import Count, format_validation_errors, key_path, read_yaml_mapping
 from gridrl.errors import GridrlError
+from gridrl.forecast.config import ForecastConfigError, load_forecast_config
 from gridrl.scenario import Periods, ScenarioError, load_scenario
 
-SB3_ALGOS = ("PPO", "SAC", "TD3", "A2C", "RecurrentPPO")
-# Reference controllers of DESIGN.md section 7, used only when the registry in
-# gridrl.agents cannot be imported.
-REFERENCE_NAMES = (
-    "run_now",
-    "carbon_aware",
-    "follow_renewables",
-    "headroom_guard",
-    "mpc",
-    "lp_bound",
-)
+# Re-exported: a study's SB3 entries are the agents layer's models.
+__all__ = [
+    "SB3_ALGOS",
+    "AgentSpec",
+    "ReferenceAgentSpec",
+    "SB3AgentSpec",
+    "Study",
+    "StudyError",
+    "TrainingSpec",
+    "VecNormalizeSpec",
+    "algo_class",
+    "dump_study",
+    "load_study",
+    "mode_slug",
+]
+
 _MODE_RE = re.compile(r"^(lightgbm|perfect|persistence|none|noisy\((\d+(\.\d*)?|\.\d+)\))$")
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.]*$")
 
 
 class StudyError(GridrlError, ValueError):
     """A study file is missing, unreadable or invalid; the message names file and key path."""
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 def _check_mode(mode: str) -> str:
@@ -73,7 +81,7 @@ def mode_slug(mode: str) -> str:
     return re.sub(r"[()]", "", mode)
 
 
-class ForecastSpec(_Strict):
+class ForecastSpec(StrictSpec):
     """Forecaster config file (``forecasts/*.yaml``) and the mode the env uses."""
 
     config: str | None = "forecasts/default.yaml"  # needed by mode lightgbm only
@@ -85,70 +93,7 @@ class ForecastSpec(_Strict):
         return _check_mode(v)
 
 
-class _AgentBase(_Strict):
-    """What every agent entry has: its name, seeds and battery control."""
-
-    name: str
-    seeds: list[int] | None = None  # overrides the study's seeds for this agent
-    # Override of the scenario's env.battery_control for this agent ("rule": the site
-    # rule dispatches the batteries and the agent controls the workload only; in a
-    # "residual" scenario that is the same as holding the battery action at 0).
-    battery_control: Literal["rule", "setpoint", "residual"] | None = None
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        if not _NAME_RE.match(v):
-            raise ValueError("expected letters, digits, '_' or '.' (it names folders)")
-        return v
-
-
-class SB3AgentSpec(_AgentBase):
-    """An SB3 agent: algorithm, policy, constructor hyperparameters and ``policy_kwargs``.
-
-    ``timesteps`` and ``n_envs`` override the study's training budget for this agent.
-    ``hyperparameters`` are passed to the algorithm's constructor; their names are
-    checked against it before any work starts.
-    """
-
-    algo: Literal["PPO", "SAC", "TD3", "A2C", "RecurrentPPO"]
-    policy: str | None = None  # default: MlpPolicy (MlpLstmPolicy for RecurrentPPO)
-    hyperparameters: dict[str, Any] = Field(default_factory=dict)
-    policy_kwargs: dict[str, Any] = Field(default_factory=dict)
-    timesteps: Annotated[int, Field(gt=0)] | None = None
-    n_envs: Annotated[int, Field(gt=0)] | None = None
-    vecnormalize: bool = True
-
-    @field_validator("hyperparameters")
-    @classmethod
-    def _known_hyperparameters(cls, v: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
-        algo = info.data.get("algo")
-        if algo is None:
-            return v  # the algo error is reported on its own key
-        params = inspect.signature(algo_class(algo).__init__).parameters
-        reserved = {"self", "policy", "env", "seed", "policy_kwargs", "tensorboard_log"}
-        accepted = {p for p in params if not p.startswith("_")} - reserved
-        unknown = sorted(set(v) - accepted)
-        if unknown:
-            raise ValueError(
-                f"unknown {algo} hyperparameter(s) {unknown}; accepted: {sorted(accepted)}"
-            )
-        return v
-
-    @property
-    def kind(self) -> str:
-        """``"sb3"``."""
-        return "sb3"
-
-    @property
-    def policy_name(self) -> str:
-        """SB3 policy class name used for this agent."""
-        if self.policy:
-            return self.policy
-        return "MlpLstmPolicy" if self.algo == "RecurrentPPO" else "MlpPolicy"
-
-
-class ReferenceAgentSpec(_AgentBase):
+class ReferenceAgentSpec(AgentBase):
     """A reference controller by name (``run_now``, ``mpc``, ...) with its parameters."""
 
     reference: str
@@ -159,17 +104,12 @@ class ReferenceAgentSpec(_AgentBase):
     @field_validator("reference")
     @classmethod
     def _known(cls, v: str) -> str:
-        known = reference_names()
-        if v not in known:
-            raise ValueError(f"unknown reference controller; expected one of {sorted(known)}")
+        if v not in REFERENCES:
+            raise ValueError(f"unknown reference controller; expected one of {sorted(REFERENCES)}")
         return v
 
     @model_validator(mode="after")
     def _known_params(self) -> ReferenceAgentSpec:
-        try:
-            from gridrl.agents.registry import REFERENCES
-        except ImportError:  # checked when the unit builds the controller
-            return self
         model = REFERENCES[self.reference][1]
         try:
             model(**self.params)
@@ -204,29 +144,7 @@ AgentSpec = Annotated[
 ]
 
 
-class VecNormalizeSpec(_Strict):
-    """Arguments of SB3's ``VecNormalize`` (used by agents with ``vecnormalize: true``)."""
-
-    norm_obs: bool = True
-    norm_reward: bool = True
-    clip_obs: Annotated[float, Field(gt=0.0)] = 10.0
-    clip_reward: Annotated[float, Field(gt=0.0)] = 10.0
-    gamma: Annotated[float, Field(gt=0.0, le=1.0)] = 0.99
-
-
-class TrainingSpec(_Strict):
-    """Training budget and logging shared by every SB3 agent of the study."""
-
-    timesteps: Annotated[int, Field(gt=0)] = 100_000
-    n_envs: Annotated[int, Field(gt=0)] = 16  # episodes stepped together by the VecEnv
-    checkpoint_every_steps: Annotated[int, Field(gt=0)] = 50_000
-    progress_bar: bool = True
-    tensorboard: bool = True
-    vecnormalize: VecNormalizeSpec = VecNormalizeSpec()
-    torch_threads: Annotated[int, Field(gt=0)] = 1  # per unit: workers share the cores
-
-
-class EvaluationSpec(_Strict):
+class EvaluationSpec(StrictSpec):
     """Evaluation protocol: which episodes of ``period`` every unit is evaluated on.
 
     ``episodes: null`` (the default) evaluates every fixed window of the period (for
@@ -236,21 +154,21 @@ class EvaluationSpec(_Strict):
     and deterministic references need to run only once (``seeds: [0]`` on the agent).
     """
 
-    episodes: Annotated[int, Field(gt=0)] | None = None
+    episodes: Annotated[Count, Field(gt=0)] | None = None
     period: Literal["train", "test"] = "test"
     deterministic: bool = True
-    seed: int = 0  # draws the evaluation windows (and seeds stochastic policies)
+    seed: Count = 0  # draws the evaluation windows (and seeds stochastic policies)
 
 
-class BackendSpec(_Strict):
+class BackendSpec(StrictSpec):
     """Where units run: ``local`` (process pool) or ``ray`` (``address``: ``auto`` or host:port)."""
 
     kind: Literal["local", "ray"] = "local"
-    max_workers: Annotated[int, Field(gt=0)] = 2
+    max_workers: Annotated[Count, Field(gt=0)] = 2
     address: str = "auto"
 
 
-class AblationSpec(_Strict):
+class AblationSpec(StrictSpec):
     """Forecast ablation: each listed agent is trained/evaluated once per mode."""
 
     forecast_modes: list[str]
@@ -268,7 +186,7 @@ class AblationSpec(_Strict):
         return v
 
 
-class ReportSpec(_Strict):
+class ReportSpec(StrictSpec):
     """What the report shows. ``leaderboard_columns`` are the KPI columns of the main
     table (those present in the results); every KPI is in ``leaderboard.csv``."""
 
@@ -287,11 +205,11 @@ class ReportSpec(_Strict):
     ]
 
     dispatch_week: bool = True  # dispatch plot of one test week for the best policy
-    learning_curve_window: Annotated[int, Field(gt=0)] = 20  # episodes in the rolling mean
+    learning_curve_window: Annotated[Count, Field(gt=0)] = 20  # episodes in the rolling mean
     confidence: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.95
 
 
-class Study(_Strict):
+class Study(StrictSpec):
     """A whole study file (see the module docstring and ``experiments/*.yaml``)."""
 
     name: str
@@ -300,7 +218,7 @@ class Study(_Strict):
     forecast: ForecastSpec = ForecastSpec()
     periods: Periods | None = None  # overrides the scenario's train/test periods
     agents: list[AgentSpec]
-    seeds: list[int]
+    seeds: list[Count]
     training: TrainingSpec = TrainingSpec()
     evaluation: EvaluationSpec = EvaluationSpec()
     backend: BackendSpec = BackendSpec()
@@ -311,9 +229,7 @@ class Study(_Strict):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not _NAME_RE.match(v):
-            raise ValueError("expected letters, digits, '_' or '.' (it names folders)")
-        return v
+        return check_name(v)
 
     @field_validator("seeds", mode="before")
     @classmethod
@@ -362,28 +278,6 @@ class Study(_Strict):
         """Hash of the resolved study: a resumed run must match the run it continues."""
         payload = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
         return hashlib.sha256(payload).hexdigest()[:16]
-
-
-def algo_class(algo: str) -> type:
-    """The SB3 / sb3-contrib class for an algorithm name (``"PPO"``, ``"RecurrentPPO"``)."""
-    if algo == "RecurrentPPO":
-        from sb3_contrib import RecurrentPPO
-
-        return RecurrentPPO
-    import stable_baselines3
-
-    if algo not in SB3_ALGOS:
-        raise ValueError(f"unknown algorithm {algo!r}; expected one of {SB3_ALGOS}")
-    return getattr(stable_baselines3, algo)
-
-
-def reference_names() -> set[str]:
-    """Reference controllers a study may name (the registry of :mod:`gridrl.agents`)."""
-    try:
-        from gridrl.agents.registry import REFERENCES
-    except ImportError:  # a partial install without the references: the documented names
-        return set(REFERENCE_NAMES)
-    return set(REFERENCES)
 
 
 # Discriminator tags of the agent union (not YAML keys; left out of error paths).
@@ -453,8 +347,6 @@ def load_study(path: str | Path, *, check_files: bool = True) -> Study:
                 raise
             config_path = None  # modes without a forecaster do not read it
     if config_path is not None:
-        from gridrl.forecast.config import ForecastConfigError, load_forecast_config
-
         try:
             load_forecast_config(config_path)
         except ForecastConfigError as exc:

@@ -7,17 +7,27 @@ action layout (which site and component each output drives and how [-1, 1] maps 
 physical decision), the decision semantics in words, versions, the scenario hash and the
 training metadata.
 
-This module imports only the standard library and pydantic, so the torch-free runtime
-can use it.
+Each observation field carries structured metadata (``kind``, ``site``, the observed
+``signal``, forecast ``horizon_h`` and ``statistic``, the slack range of a queue group,
+``unit``) so a scheduler adapter maps it to its own data without reading names.
+Manifests written before the metadata existed (and layouts that give only names and
+keys) get it derived once, when the field is validated, from the key vocabulary of
+:mod:`gridrl.env.layout`; a key outside that vocabulary is refused with its name.
+
+This module imports only the standard library, pydantic and :mod:`gridrl.calendar`, so
+the torch-free runtime can use it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from gridrl.calendar import CALENDAR_FIELDS
 
 BUNDLE_FORMAT = "gridrl-policy-bundle/1"
 ONNX_FILE = "policy.onnx"
@@ -25,6 +35,20 @@ MANIFEST_FILE = "manifest.json"
 CHECKSUM_FILE = "checksums.sha256"
 
 ActionComponent = Literal["run", "cap", "route", "migrate", "battery"]
+# calendar: clock feature (no site); signal: the hour's value of ``signal``; forecast:
+# a forecast of ``signal``; queue_slack: flexible work queued with slack in
+# [slack_h_min, slack_h_max); overdue, transit: flexible work past its deadline / moving
+# to the site; soc: battery state of charge; cap: mean GPU power cap in force.
+ObservationKind = Literal[
+    "calendar", "signal", "forecast", "queue_slack", "overdue", "transit", "soc", "cap"
+]
+ForecastStatistic = Literal["p50", "spread"]
+# The env's state keys (gridrl.env.layout) and their kinds.
+_STATE_KINDS = {"overdue_gpu_h": "overdue", "transit_gpu_h": "transit", "soc_kwh": "soc",
+                "cap": "cap"}
+_FORECAST_KEY = re.compile(r"^fc_(?P<signal>.+)_h(?P<horizon>\d+)_(?P<stat>p50|spread)$")
+_SLACK_KEY = re.compile(r"^queue_slack_(?P<lo>\d+)_(?P<hi>\d+)h$")
+_SLACK_PLUS_KEY = re.compile(r"^queue_slack_(?P<lo>\d+)h_plus$")
 
 # What each action component means once mapped to its physical range; copied into every
 # manifest so a bundle documents itself.
@@ -64,12 +88,42 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def field_metadata(key: str, site: str | None) -> dict[str, Any]:
+    """The structured metadata of an observation key of :mod:`gridrl.env.layout`
+    (for layouts and manifests that carry names and keys only).
+
+    Raises
+    ------
+    ValueError
+        naming the key when it is not in the env's key vocabulary.
+    """
+    if site is None:
+        if key not in CALENDAR_FIELDS:
+            raise ValueError(f"key {key!r} without a site: expected one of {CALENDAR_FIELDS}")
+        return {"kind": "calendar"}
+    if key in CALENDAR_FIELDS:
+        raise ValueError(f"calendar key {key!r} belongs to no site (got site {site!r})")
+    if key in _STATE_KINDS:
+        return {"kind": _STATE_KINDS[key]}
+    if m := _FORECAST_KEY.match(key):
+        return {"kind": "forecast", "signal": m["signal"], "horizon_h": int(m["horizon"]),
+                "statistic": m["stat"]}
+    if m := _SLACK_KEY.match(key):
+        return {"kind": "queue_slack", "slack_h_min": float(m["lo"]),
+                "slack_h_max": float(m["hi"])}
+    if m := _SLACK_PLUS_KEY.match(key):
+        return {"kind": "queue_slack", "slack_h_min": float(m["lo"]), "slack_h_max": None}
+    return {"kind": "signal", "signal": key}
+
+
 class ObservationField(_Model):
     """One entry of the observation vector.
 
     ``observation = (value - offset) / scale`` where ``value`` is the raw quantity in
     ``unit``. ``site`` is None for features shared by all sites (calendar features).
-    ``key`` is the quantity's name without the site (``carbon_g_per_kwh``).
+    ``key`` is the quantity's name without the site (``carbon_g_per_kwh``). The
+    metadata (module doc) says what the quantity is; when ``kind`` is absent it is
+    derived from ``key`` (:func:`field_metadata`).
     """
 
     name: str
@@ -79,11 +133,39 @@ class ObservationField(_Model):
     offset: float = 0.0
     scale: float = 1.0
     description: str = ""
+    kind: ObservationKind
+    signal: str | None = None  # signal and forecast fields: the observed signal
+    horizon_h: int | None = None  # forecast: hours ahead of the hour observed
+    statistic: ForecastStatistic | None = None  # forecast: median or spread
+    slack_h_min: float | None = None  # queue_slack: slack_h_min <= slack ...
+    slack_h_max: float | None = None  # ... < slack_h_max (None: no upper bound)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _derive_metadata(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "kind" not in data and isinstance(data.get("key"), str):
+            try:
+                return {**data, **field_metadata(data["key"], data.get("site"))}
+            except ValueError as exc:
+                raise ValueError(f"observation field {data.get('name')!r}: {exc}") from None
+        return data
 
     @model_validator(mode="after")
-    def _scale_nonzero(self) -> ObservationField:
+    def _consistent(self) -> ObservationField:
         if self.scale == 0.0:
             raise ValueError(f"observation field {self.name!r}: scale must not be 0")
+        needs = {
+            "forecast": ("signal", "horizon_h", "statistic"),
+            "signal": ("signal",),
+            "queue_slack": ("slack_h_min",),
+        }.get(self.kind, ())
+        missing = [k for k in needs if getattr(self, k) is None]
+        if missing:
+            raise ValueError(f"observation field {self.name!r}: kind {self.kind!r} needs "
+                             f"{missing}")
+        if (self.site is None) != (self.kind == "calendar"):
+            raise ValueError(f"observation field {self.name!r}: calendar fields and only "
+                             "they have no site")
         return self
 
 

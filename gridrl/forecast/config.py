@@ -12,10 +12,10 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from gridrl.config import format_validation_errors, read_yaml_mapping
+from gridrl.config import Count, format_validation_errors, read_yaml_mapping
 from gridrl.errors import GridrlError
 
-PosInt = Annotated[int, Field(ge=1)]
+PosInt = Annotated[Count, Field(ge=1)]
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
@@ -107,12 +107,12 @@ class LightGBMConfig(_Strict):
     num_threads: PosInt = 2
     n_estimators: PosInt = 60
     learning_rate: Annotated[float, Field(gt=0.0, le=1.0)] = 0.15
-    num_leaves: Annotated[int, Field(ge=2)] = 15
+    num_leaves: Annotated[Count, Field(ge=2)] = 15
     min_data_in_leaf: PosInt = 40
     feature_fraction: Annotated[float, Field(gt=0.0, le=1.0)] = 0.9
     bagging_fraction: Annotated[float, Field(gt=0.0, le=1.0)] = 0.8
-    bagging_freq: Annotated[int, Field(ge=0)] = 1
-    max_bin: Annotated[int, Field(ge=2)] = 63
+    bagging_freq: Annotated[Count, Field(ge=0)] = 1
+    max_bin: Annotated[Count, Field(ge=2)] = 63
     lambda_l2: Annotated[float, Field(ge=0.0)] = 1.0
 
 
@@ -153,8 +153,8 @@ class CrossFitConfig(_Strict):
     on the others, with ``gap_h`` hours removed on each side of the block so that no
     training target overlaps the block's issue times."""
 
-    folds: Annotated[int, Field(ge=2)] = 4
-    gap_h: Annotated[int, Field(ge=0)] = 48
+    folds: Annotated[Count, Field(ge=2)] = 4
+    gap_h: Annotated[Count, Field(ge=0)] = 48
 
 
 class BacktestConfig(_Strict):
@@ -178,7 +178,7 @@ class ForecastConfig(_Strict):
         "price_per_mwh",
         "inference_gpus",
     ]
-    max_horizon_h: Annotated[int, Field(ge=1, le=168)] = 24
+    max_horizon_h: Annotated[Count, Field(ge=1, le=168)] = 24
     quantiles: list[Annotated[float, Field(gt=0.0, lt=1.0)]] = [0.1, 0.5, 0.9]
     features: FeatureConfig = FeatureConfig()
     # How each target is expressed for its model: ``last`` (change from the value at the

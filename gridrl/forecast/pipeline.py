@@ -26,6 +26,7 @@ from gridrl.forecast.backtest import BacktestResult, backtest, evaluation_rows
 from gridrl.forecast.config import ForecastConfig, load_forecast_config
 from gridrl.forecast.crossfit import weather_for
 from gridrl.forecast.cube import ForecastCube, make_cube
+from gridrl.forecast.errors import ForecastError
 from gridrl.forecast.features import target_hour_arrays
 from gridrl.forecast.inputs import signal_table
 from gridrl.forecast.model import QuantileForecaster
@@ -155,7 +156,7 @@ def describe(directory: str | Path) -> dict[str, Any]:
 
     Raises
     ------
-    FileNotFoundError
+    ForecastError
         when the folder holds none of them.
     """
     d = Path(directory)
@@ -186,7 +187,7 @@ def describe(directory: str | Path) -> dict[str, Any]:
         if (d / "backtest.json").exists():
             out["backtest"] = json.loads((d / "backtest.json").read_text())
     if not out:
-        raise FileNotFoundError(f"{d}: no forecaster, cube or backtest found")
+        raise ForecastError(f"{d}: no forecaster, cube or backtest found")
     return out
 
 

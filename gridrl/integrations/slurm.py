@@ -42,7 +42,7 @@ from gridrl.integrations.slurm_plan import (
     safe_plans,
 )
 from gridrl.integrations.slurm_queue import SlurmClient, SlurmError, SlurmJob
-from gridrl.integrations.slurm_sites import SitesConfig
+from gridrl.integrations.slurm_sites import SitesConfig, SitesConfigError
 from gridrl.integrations.slurm_state import AdapterState, JobRecord, StateError, write_health
 
 POLICY = "policy"
@@ -142,12 +142,12 @@ class SlurmAdapter:
     ) -> None:
         cfg_sites = [s.name for s in cfg.sites]
         if set(cfg_sites) != set(runtime.sites):
-            raise ValueError(
+            raise SitesConfigError(
                 f"SITES.yaml sites {sorted(cfg_sites)} must be the bundle's sites "
                 f"{sorted(runtime.sites)}"
             )
         if cfg.state_dir is None and not dry_run:
-            raise ValueError(
+            raise SitesConfigError(
                 "SITES.yaml: state_dir is required to change the cluster: a folder only "
                 "the adapter's account can write, for its records of what it did"
             )

@@ -3,30 +3,31 @@
 Every observation field of the bundle gets its raw value (in the field's unit) from
 the first source that knows its key:
 
-1. the clock (calendar features: hour of day and weekday as sin/cos);
+1. the clock (calendar features: hour of day and weekday as sin/cos, :mod:`gridrl.calendar`);
 2. Slurm and the adapter's records (per site: queued flexible work by slack group,
    overdue work, work the adapter moved there within the last step, arrivals of the
    last step, inference demand, the power cap in force);
 3. the site's constant ``values`` in SITES.yaml;
 4. the site's signal CSV (the latest row at or before now).
 
-The runtime then scales the raw values with the manifest (``(value - offset) / scale``).
-A key no source knows is an error that lists every missing key. Signal values are
-checked at every tick (finite, within ``signal_limits``; the CSV readable, with unique
-times): a bad value is an :class:`ObservationError` naming the file, row and column, and
-the adapter falls back to its safe default for that tick.
+Which source answers a field follows from its manifest metadata (``kind``, ``signal``,
+slack range), never from its name. The runtime then scales the raw values with the
+manifest (``(value - offset) / scale``). A key no source knows is an error that lists
+every missing key. Signal values are checked at every tick (finite, within
+``signal_limits``; the CSV readable, with unique times): a bad value is an
+:class:`ObservationError` naming the file, row and column, and the adapter falls back to
+its safe default for that tick.
 """
 
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
+from gridrl.calendar import calendar_at
 from gridrl.errors import GridrlError
 from gridrl.export.manifest import ObservationField
 from gridrl.integrations.slurm_plan import ManagedJob
@@ -34,64 +35,50 @@ from gridrl.integrations.slurm_queue import SlurmJob
 from gridrl.integrations.slurm_sites import SignalFile, SitesConfig, SlurmSite
 from gridrl.integrations.slurm_state import JobRecord, job_key
 
-HOURS_PER_DAY = 24.0
-DAYS_PER_WEEK = 7.0
-# queue_slack_{lo}_{hi}h: queued work with lo <= slack < hi hours; queue_slack_{lo}h_plus:
-# slack >= lo (the environment's coarse slack groups, gridrl.env.layout)
-_BUCKET_RE = re.compile(r"^queue_slack_(\d+)_(\d+)h$")
-_LAST_BUCKET_RE = re.compile(r"^queue_slack_(\d+)h_plus$")
-# forecasts of a signal: fc_<key>_h<hours>_<p50|spread>
-_FORECAST_RE = re.compile(r"^fc_(.+)_h\d+_(p50|spread)$")
+SECONDS_PER_HOUR = 3600.0
 
 
 class ObservationError(GridrlError, ValueError):
     """A signal source is missing, stale or lacks a key the bundle observes."""
 
 
-SLURM_KEYS = ("overdue_gpu_h", "transit_gpu_h", "flexible_gpu_h", "inference_gpus", "cap")
+# Field kinds Slurm answers (queued work by slack, overdue work, work in transit, cap).
+SLURM_KINDS = frozenset({"queue_slack", "overdue", "transit", "cap"})
+# Signals of the hour Slurm answers: flexible arrivals and inference demand.
+SLURM_SIGNALS = frozenset({"flexible_gpu_h", "inference_gpus"})
 
 
 def source_of(field: ObservationField) -> str:
     """Where the adapter takes a field from: ``clock``, ``slurm`` or ``SITES.yaml``."""
-    if field.site is None:
+    if field.kind == "calendar":
         return "clock"
-    if field.key in SLURM_KEYS or _BUCKET_RE.match(field.key) or _LAST_BUCKET_RE.match(field.key):
+    if _from_slurm(field):
         return "slurm"
     return "SITES.yaml"
 
 
-def calendar_features(now_s: float) -> dict[str, float]:
-    """Hour-of-day and weekday of the current UTC hour on the unit circle, as the
-    environment computes them (whole hours, whole days)."""
-    t = datetime.fromtimestamp(now_s, tz=timezone.utc)
-    ang_h = 2 * math.pi * t.hour / HOURS_PER_DAY
-    ang_d = 2 * math.pi * t.weekday() / DAYS_PER_WEEK
-    return {
-        "hour_sin": math.sin(ang_h),
-        "hour_cos": math.cos(ang_h),
-        "weekday_sin": math.sin(ang_d),
-        "weekday_cos": math.cos(ang_d),
-    }
+def _from_slurm(field: ObservationField) -> bool:
+    return field.kind in SLURM_KINDS or (field.kind == "signal" and field.signal in SLURM_SIGNALS)
 
 
 def queue_features(
     site: SlurmSite,
     managed: Sequence[ManagedJob],
     jobs: Sequence[SlurmJob],
-    keys: Sequence[str],
+    fields: Sequence[ObservationField],
     cfg: SitesConfig,
     now_s: float,
     records: Mapping[str, JobRecord] | None = None,
 ) -> dict[str, float]:
-    """Slurm-derived raw values of one site for the requested ``keys`` it can answer.
+    """Slurm-derived raw values ``{key: value}`` of one site's ``fields`` that Slurm answers.
 
-    Work is units x time limit in hours (GPU-h, or CPU-h with ``resource: cpu``);
-    keys follow :mod:`gridrl.env.layout`: ``queue_slack_{lo}_{hi}h``,
-    ``queue_slack_{lo}h_plus``, ``overdue_gpu_h``, ``transit_gpu_h``, ``flexible_gpu_h``
-    (arrivals in the last decision step), ``inference_gpus`` (inflexible QOS jobs
-    running or pending), ``cap`` (mean cap the adapter decided for running jobs, from
-    its ``records``). Jobs the adapter moved within the last step are in transit to
-    their new site, not in its queue.
+    Work is units x time limit in hours (GPU-h, or CPU-h with ``resource: cpu``), by
+    field kind: ``queue_slack`` (queued work with slack in the field's range),
+    ``overdue``, ``transit`` (work the adapter moved here within the last step), ``cap``
+    (mean cap the adapter decided for running jobs, from its ``records``), and the
+    signals ``flexible_gpu_h`` (arrivals in the last decision step) and
+    ``inference_gpus`` (inflexible QOS jobs running or pending). Jobs in transit are not
+    in the new site's queue yet.
     """
     records = records or {}
     here = [m for m in managed if m.site == site.name]
@@ -120,24 +107,24 @@ def queue_features(
         and math.isfinite(j.time_limit_s)
     ]
     out: dict[str, float] = {}
-    for key in keys:
-        m = _BUCKET_RE.match(key) or _LAST_BUCKET_RE.match(key)
-        if m:
-            lo = float(m.group(1))
-            hi = float(m.group(2)) if m.re is _BUCKET_RE else math.inf
-            out[key] = float(work[(slack >= lo) & (slack < hi)].sum()) if work.size else 0.0
-        elif key == "overdue_gpu_h":
-            out[key] = float(work[slack < 0].sum()) if work.size else 0.0
-        elif key == "transit_gpu_h":
-            out[key] = transit_work
-        elif key == "flexible_gpu_h":
-            # arrivals of the last step: work of jobs submitted within it
-            out[key] = float(sum(j.units(cfg.resource) * j.time_limit_s / 3600.0 for j in recent))
-        elif key == "inference_gpus":
-            out[key] = float(sum(j.units(cfg.resource) for j in inference))
-        elif key == "cap":
+    for f in fields:
+        if f.kind == "queue_slack":
+            lo = f.slack_h_min
+            hi = math.inf if f.slack_h_max is None else f.slack_h_max
+            out[f.key] = float(work[(slack >= lo) & (slack < hi)].sum()) if work.size else 0.0
+        elif f.kind == "overdue":
+            out[f.key] = float(work[slack < 0].sum()) if work.size else 0.0
+        elif f.kind == "transit":
+            out[f.key] = transit_work
+        elif f.kind == "cap":
             # the cap in force: mean over running jobs that carry one, else uncapped
-            out[key] = float(np.mean(caps)) if caps else 1.0
+            out[f.key] = float(np.mean(caps)) if caps else 1.0
+        elif f.kind == "signal" and f.signal == "flexible_gpu_h":
+            # arrivals of the last step: work of jobs submitted within it
+            out[f.key] = float(sum(j.units(cfg.resource) * j.time_limit_s / SECONDS_PER_HOUR
+                                   for j in recent))
+        elif f.kind == "signal" and f.signal == "inference_gpus":
+            out[f.key] = float(sum(j.units(cfg.resource) for j in inference))
     return out
 
 
@@ -240,9 +227,9 @@ def value_problem(
     if not math.isfinite(value):
         return f"expected a finite number, got {value!r}"
     limits = cfg.signal_limits
-    fc = _FORECAST_RE.match(key)
-    base = fc.group(1) if fc else key
-    if value < 0 and (base in limits.non_negative or (fc and fc.group(2) == "spread")):
+    base = field.signal if field is not None and field.signal else key
+    spread = field is not None and field.statistic == "spread"
+    if value < 0 and (base in limits.non_negative or spread):
         return f"{value:g} is negative; {key} cannot be"
     if field is not None and abs(value - field.offset) / abs(field.scale) > limits.max_scaled_abs:
         return (
@@ -269,12 +256,13 @@ def raw_observation(
         that is not plausible (see :func:`value_problem`) and where it comes from.
     """
     sites = {s.name: s for s in cfg.sites}
-    cal = calendar_features(now_s)
+    cal = calendar_at(now_s)
     per_site: dict[str, dict[str, float]] = {}
     for i, (name, site) in enumerate(sites.items()):
-        by_key = {f.key: f for f in fields if f.site == name}
+        site_fields = [f for f in fields if f.site == name]
+        by_key = {f.key: f for f in site_fields}
         keys = list(by_key)
-        values = queue_features(site, managed, jobs, keys, cfg, now_s, records)
+        values = queue_features(site, managed, jobs, site_fields, cfg, now_s, records)
         for k, v in site.values.items():
             if k in values:
                 continue

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from gridrl.integrations.slurm_queue import ADMIN_HOLD, USER_HOLD, SlurmJob
-from gridrl.integrations.slurm_sites import SitesConfig
+from gridrl.integrations.slurm_sites import SitesConfig, SitesConfigError
 from gridrl.integrations.slurm_state import JobRecord, job_key
 
 CAP_KEY = "power_cap"
@@ -216,7 +216,9 @@ def plan_decisions(
     sites = [s.name for s in cfg.sites]
     missing = [s for s in sites if s not in by_site]
     if missing:
-        raise ValueError(f"SITES.yaml sites {missing} are not sites of the bundle {list(by_site)}")
+        raise SitesConfigError(
+            f"SITES.yaml sites {missing} are not sites of the bundle {list(by_site)}"
+        )
     first_partition = {s.name: s.partitions[0] for s in cfg.sites}
     weight = {s: get(by_site[s], "route_weight") for s in sites}
     cap = {s: round(get(by_site[s], "power_cap_fraction"), cfg.power_cap_digits) for s in sites}
