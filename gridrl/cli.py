@@ -53,6 +53,7 @@ def signals_cmd(
     from rich.progress import Progress
 
     from gridrl.data.build import build_signals, build_stats
+    from gridrl.data.datasets import DataNotFoundError
     from gridrl.data.signals import SignalError
     from gridrl.data.summary import plot_week, site_summary, summary_tables
     from gridrl.scenario import ScenarioError, load_scenario
@@ -65,8 +66,11 @@ def signals_cmd(
                 sc, base_dir=Path(scenario).parent, cache=not no_cache,
                 on_site=lambda _name: progress.advance(task),
             )
-        for table in summary_tables(site_summary(sc, sig), title=f"{sc.name} {sc.year}"):
+        years = sorted({t.year for t in (sig.index[0], sig.index[-1])})
+        span = "-".join(str(y) for y in years)
+        for table in summary_tables(site_summary(sc, sig), title=f"{sc.name} {span}"):
             console.print(table)
+        _print_source_summary(sig)
         saturated = {k: v.saturated_hours for k, v in build_stats(sig).items()
                      if v.saturated_hours}
         if saturated:
@@ -78,9 +82,38 @@ def signals_cmd(
             start = week_start or sc.periods.test[0].start
             written = plot_week(sig, plot, start, title=f"{sc.name}: week from {start}")
             console.print(f"plot: {written}")
-    except (ScenarioError, SignalError) as exc:
+    except (ScenarioError, SignalError, DataNotFoundError) as exc:
         console.print(f"[red]error:[/] {exc}", highlight=False)
         raise typer.Exit(2) from None
+
+
+def _print_source_summary(sig) -> None:
+    """What the real-data loaders did, per site (offsets, DST, estimated carbon)."""
+    from rich.box import SIMPLE_HEAD
+    from rich.table import Table
+
+    from gridrl.data.build import source_summary
+
+    frame = source_summary(sig)
+    if frame.empty:
+        return
+    bases = ", ".join(sorted(set(frame.pop("carbon_basis").dropna())))
+    zones = frame.pop("zone")
+    heads = {"utc_offsets_h": "label\nUTC+h", "temp_peak_lag_h": "T peak\nlag h",
+             "dst_change_days": "DST\ndays", "dst_hours_fixed": "DST h\nfixed",
+             "edge_hours_filled": "edge h\nfilled", "carbon_estimated_share": "carbon\nestim.",
+             "negative_price_hours": "price\n<0 h"}
+    table = Table(title=f"real data: what the loaders did (carbon {bases})",
+                  header_style="bold", box=SIMPLE_HEAD, pad_edge=False)
+    table.add_column("zone", no_wrap=True)
+    for col in frame.columns:
+        table.add_column(heads.get(col, col), justify="right", no_wrap=True)
+    for site, row in frame.iterrows():
+        cells = {k: str(v) for k, v in row.items()}
+        cells["utc_offsets_h"] = ",".join(f"{h:+g}" for h in row["utc_offsets_h"])
+        cells["carbon_estimated_share"] = f"{row['carbon_estimated_share']:.1%}"
+        table.add_row(str(zones[site]), *cells.values())
+    console.print(table)
 
 # ---------------------------------------------------------------- forecast (gridrl.forecast)
 

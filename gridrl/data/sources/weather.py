@@ -270,3 +270,20 @@ def load_weather(source: WeatherSource, year: int) -> SiteWeather:
             "embedded sources; use source: pvlib_tmy"
         )
     return _load_weather_cached(os.fspath(tmy_path(source.file)), int(year))
+
+
+def load_weather_years(source: WeatherSource, years: list[int]) -> SiteWeather:
+    """``load_weather`` over consecutive calendar years, joined in time order.
+
+    A typical year is mapped onto each year in turn (see the module notes), so a
+    multi-year scenario repeats the same typical weather every year.
+    """
+    parts = [load_weather(source, y) for y in years]
+    if len(parts) == 1:
+        return parts[0]
+    first = parts[0]
+    frame = pd.concat([p.frame for p in parts], axis=0)
+    return SiteWeather(
+        frame, first.latitude_deg, first.longitude_deg, first.altitude_m, first.tz_offset_h,
+        first.station, first.source,
+    )
