@@ -168,9 +168,29 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 def _read_csv(path: Path) -> pd.DataFrame:
     try:
-        return pd.read_csv(path)
+        # round_trip: each number is the float nearest its text (the fast parser may not be).
+        return pd.read_csv(path, float_precision="round_trip")
     except (OSError, ValueError, pd.errors.ParserError) as err:
         raise SignalError(str(path), f"cannot read CSV: {err}") from err
+
+
+def _utc_times(raw: pd.Series, path: Path, fmt: str) -> pd.DatetimeIndex:
+    """Parse a UTC time column with its one format (fast); a bad cell names its row.
+
+    Naive values (no offset in ``fmt``) are UTC by the column's name.
+    """
+    parsed = pd.to_datetime(raw, format=fmt, errors="coerce", utc=True)
+    bad = np.flatnonzero(parsed.isna().to_numpy())
+    if bad.size:
+        r = int(bad[0])
+        raise SignalError(
+            str(path),
+            f"timestamp {raw.iloc[r]!r} is not of the form {fmt} ({bad.size} such rows)",
+            column=raw.name,
+            row=r + 1,
+            line=r + 2,
+        )
+    return pd.DatetimeIndex(parsed, name=raw.name)
 
 
 def _join_years(parts: list[Signals], paths: list[Path], record: dict[str, Any]) -> Signals:
@@ -231,16 +251,12 @@ def _carbon_file(path: Path, zone: str, options: LoadOptions) -> Signals:
             raise SignalError(
                 str(path), f"column not found; the file has {list(df.columns)}", column=col
             )
-    df = df.loc[:, [UTC_COLUMN, *CARBON_COLUMNS]].copy()
-    df["Data Estimated"] = _estimated_flag(df["Data Estimated"], path)
+    # The column is named "Datetime (UTC)"; its values carry no zone: read as UTC.
+    times = _utc_times(df[UTC_COLUMN], path, "%Y-%m-%d %H:%M:%S")
+    frame = df.loc[:, list(CARBON_COLUMNS)].set_axis(times, axis=0)
+    frame["Data Estimated"] = _estimated_flag(frame["Data Estimated"], path)
     return Signals.from_frame(
-        df,
-        source=str(path),
-        site=zone,
-        columns=CARBON_COLUMNS,
-        time_column=UTC_COLUMN,
-        assume_tz="UTC",  # the column is named "Datetime (UTC)"; its values carry no zone
-        _line_offset=1,
+        frame, source=str(path), site=zone, columns=CARBON_COLUMNS, _line_offset=1,
         **options.kwargs(),
     )
 
@@ -255,7 +271,7 @@ def _carbon_cached(zone: str, years: tuple[int, int], root: str, options: LoadOp
         "zone": zone,
         "years": list(years),
         "files": [str(p) for p in paths],
-        "time": "Datetime (UTC) localised as UTC",
+        "time": "Datetime (UTC): naive values read as UTC",
         "estimated_hours": int(estimated.sum()),
         "estimated_share": float(estimated.mean()),
         "files_provenance": [p.provenance for p in parts],
@@ -301,15 +317,13 @@ def civil_offsets_s(index: pd.DatetimeIndex, tz: str) -> np.ndarray:
     return (local - index.tz_localize(None)).total_seconds().to_numpy()
 
 
-def _local_mismatches(df: pd.DataFrame, tz: str, path: Path) -> int:
+def _local_mismatches(df: pd.DataFrame, utc: pd.DatetimeIndex, tz: str) -> int:
     """Rows whose ``Datetime (Local)`` is not the UTC time on the zone's civil clock."""
     if LOCAL_COLUMN not in df.columns:
         return 0
-    utc = pd.to_datetime(df[UTC_COLUMN], utc=True, format="ISO8601")
-    local = df[LOCAL_COLUMN].astype("string")
-    wall = pd.to_datetime(local.str.slice(0, 19), errors="coerce", format="ISO8601")
-    expected = utc.dt.tz_convert(tz).dt.tz_localize(None)
-    return int((wall != expected).sum())
+    local = df[LOCAL_COLUMN].astype("string").str.slice(0, 19)  # the wall clock part
+    wall = pd.to_datetime(local, errors="coerce", format="%Y-%m-%d %H:%M:%S").to_numpy()
+    return int((wall != utc.tz_convert(tz).tz_localize(None).to_numpy()).sum())
 
 
 def _price_file(path: Path, zone: str, options: LoadOptions) -> tuple[Signals, int]:
@@ -319,16 +333,13 @@ def _price_file(path: Path, zone: str, options: LoadOptions) -> tuple[Signals, i
             raise SignalError(
                 str(path), f"column not found; the file has {list(df.columns)}", column=col
             )
+    times = _utc_times(df[UTC_COLUMN], path, "%Y-%m-%d %H:%M:%S%z")
+    frame = df.loc[:, [PRICE_COLUMN]].set_axis(times, axis=0)
     signals = Signals.from_frame(
-        df,
-        source=str(path),
-        site=zone,
-        columns={PRICE_COLUMN: "price_per_mwh"},
-        time_column=UTC_COLUMN,
-        _line_offset=1,
-        **options.kwargs(),
+        frame, source=str(path), site=zone, columns={PRICE_COLUMN: "price_per_mwh"},
+        _line_offset=1, **options.kwargs(),
     )
-    return signals, _local_mismatches(df, ZONE_TIMEZONES[zone], path)
+    return signals, _local_mismatches(df, times, ZONE_TIMEZONES[zone])
 
 
 @functools.lru_cache(maxsize=32)
