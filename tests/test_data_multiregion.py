@@ -321,3 +321,65 @@ def test_cli_without_the_data_says_where_it_is_expected(tmp_path, monkeypatch):
     assert result.exit_code == 2
     assert "multiregion_2021_2024" in result.output
     assert "expected the folder" in result.output
+
+
+def test_options_from_yaml_are_in_the_provenance(built):
+    _, _, sc, signals = built
+    record = next(r for r in signals.provenance if r.get("step") == "build_signals")
+    assert record["years"] == [2021, 2022, 2023, 2024]
+    rep = record["sources"]["au_vic"]
+    assert rep["weather"]["options"]["edge_fill"] == "adjacent_day"
+    assert rep["weather"]["options"]["utc_offset_h"] is None  # the files' own offsets
+    assert rep["weather"]["cloud_offset_fraction"] == 0.35
+    assert rep["weather"]["edge_hours_filled"] == 11
+    assert rep["carbon"]["basis"] == "direct"
+    assert rep["carbon"]["options"] == {"resample": None, "fill": None, "max_fill_h": None}
+    assert rep["price"]["currency_per_usd"] == 1.0
+
+
+@pytest.mark.parametrize("name", ["de_lu", "au_vic"])
+def test_pv_chain_matches_pvlib_modelchain(data_dir, name):
+    """The project's PV chain (``sources.pv``) is pvlib's ModelChain, step for step."""
+    import pvlib
+    from pvlib.modelchain import ModelChain
+
+    from gridrl.data.sources.multiregion import multiregion_site_weather
+    from gridrl.data.sources.pv import pv_power_kw
+    from gridrl.data.sources.weather import year_index
+
+    site = next(s for s in load_scenario(ENVS / "multiregion.yaml").sites if s.name == name)
+    weather, _ = multiregion_site_weather(site.weather, year_index(2023))
+    pv = site.pv
+    losses = dict.fromkeys(
+        ("soiling", "shading", "snow", "mismatch", "wiring", "connections", "lid",
+         "nameplate_rating", "age"), 0.0,
+    )
+    system = pvlib.pvsystem.PVSystem(
+        surface_tilt=pv.tilt_deg, surface_azimuth=pv.azimuth_deg, albedo=pv.albedo,
+        module_parameters={"pdc0": pv.kwp * 1000, "gamma_pdc": pv.gamma_pdc_per_c},
+        inverter_parameters={
+            "pdc0": pv.kwp * 1000 / pv.dc_ac_ratio / pv.inverter_efficiency,
+            "eta_inv_nom": pv.inverter_efficiency,
+        },
+        temperature_model_parameters=pvlib.temperature.TEMPERATURE_MODEL_PARAMETERS["sapm"][
+            pv.temperature_model
+        ],
+        losses_parameters={**losses, "availability": 100 * pv.system_loss_fraction},
+    )
+    location = pvlib.location.Location(
+        weather.latitude_deg, weather.longitude_deg, altitude=weather.altitude_m
+    )
+    chain = ModelChain(
+        system, location, dc_model="pvwatts", ac_model="pvwatts", aoi_model="physical",
+        spectral_model="no_loss", losses_model="pvwatts", transposition_model="perez",
+    )
+    w = weather.frame.set_axis(weather.frame.index + pd.Timedelta(minutes=30))  # mid-hour
+    chain.run_model(
+        pd.DataFrame({
+            "ghi": w["ghi_w_per_m2"], "dni": w["dni_w_per_m2"], "dhi": w["dhi_w_per_m2"],
+            "temp_air": w["temp_c"], "wind_speed": w["wind_speed_m_per_s"],
+            "pressure": w["pressure_pa"],
+        })
+    )
+    expected_kw = np.maximum(np.nan_to_num(chain.results.ac.to_numpy(), nan=0.0), 0) / 1000
+    np.testing.assert_allclose(pv_power_kw(pv, weather), expected_kw, atol=1e-6 * pv.kwp)

@@ -268,6 +268,7 @@ def _carbon_cached(zone: str, years: tuple[int, int], root: str, options: LoadOp
     estimated = pd.concat([p.frame[(zone, "carbon_estimated_fraction")] for p in parts])
     record = {
         "step": "multiregion_carbon",
+        "options": options.kwargs(),
         "zone": zone,
         "years": list(years),
         "files": [str(p) for p in paths],
@@ -349,6 +350,7 @@ def _price_cached(zone: str, years: tuple[int, int], root: str, options: LoadOpt
     prices = pd.concat([p.frame[(zone, "price_per_mwh")] for p in parts])
     record = {
         "step": "multiregion_price",
+        "options": options.kwargs(),
         "zone": zone,
         "years": list(years),
         "files": [str(p) for p in paths],
@@ -550,6 +552,8 @@ def _weather_cached(
     frame, filled, trimmed = _edges(joined, years, edge_fill)
     report = {
         "step": "multiregion_weather", "zone": zone, "years": list(years),
+        "options": {**options.kwargs(), "utc_offset_h": utc_offset_h,
+                    "offset_check_lag_h": list(lag_window_h), "edge_fill": edge_fill},
         "labels": "local wall clock at one fixed UTC offset per file, converted to UTC",
         "files": checks, "edge_fill": edge_fill, "edge_hours_filled": filled,
         "hours_trimmed": trimmed,

@@ -14,6 +14,10 @@ no irradiance and no pressure. ``multiregion_site_weather`` turns them into the
   at the label; it stands for the hour that starts there;
 - wind: the 10 m speed in m/s (PV cooling; wind turbines extrapolate it to hub height).
 
+PV power then runs through ``sources.pv.pv_power_kw``, the same steps as pvlib's
+``ModelChain`` with PVWatts DC and inverter, Perez transposition, physical IAM and SAPM
+cell temperature (the tests check the two agree hour by hour).
+
 ``tz_offset_h`` is the zone's standard time, as for the TMY files, so background load
 and workload calendars run on local standard time.
 """
@@ -91,7 +95,9 @@ def multiregion_site_weather(
     )
     full = pd.concat([partial, irradiance], axis=1).loc[:, list(WEATHER_COLUMNS)]
     full.index.name = "time"
+    report = {**zw.report, "cloud_offset_fraction": source.cloud_offset_fraction,
+              "pressure_pa": float(pressure[0])}
     return SiteWeather(
         full, zw.latitude_deg, zw.longitude_deg, zw.elevation_m, zw.standard_offset_h,
         weather.station, name,
-    ), zw.report
+    ), report
