@@ -247,7 +247,8 @@ def load_weather(source: WeatherSource, year: int) -> SiteWeather:
     ----------
     source : WeatherSource
         ``source: pvlib_tmy`` with ``file`` a bundled TMY name (``723170TYA.CSV``,
-        ``703165TY.csv``, ``12839.tm2``) or a path to a TMY2/TMY3 file.
+        ``703165TY.csv``, ``12839.tm2``) or a path to a TMY2/TMY3 file; or
+        ``source: multiregion`` (``sources.multiregion``; ``year`` inside its years).
     year : int
         Calendar year to map the typical year onto.
 
@@ -264,6 +265,10 @@ def load_weather(source: WeatherSource, year: int) -> SiteWeather:
     NotImplementedError
         For ``source: csv``, which the embedded sources do not read.
     """
+    if source.source == "multiregion":  # real hourly weather of that calendar year
+        from gridrl.data.sources.multiregion import multiregion_site_weather
+
+        return multiregion_site_weather(source, year_index(int(year)))[0]
     if source.source != "pvlib_tmy":
         raise NotImplementedError(
             f"weather source {source.source!r} ({source.file}) is not readable by the "
