@@ -1,18 +1,24 @@
-"""Build the validated hourly signals of a whole scenario from the embedded sources.
+"""Build the validated hourly signals of a whole scenario from its sources.
 
 ``build_signals(scenario)`` returns a ``Signals`` table with, for every site (groups
-expanded), the signals in ``SITE_SIGNALS`` over every hour of ``scenario.year`` in UTC.
-It is deterministic: the same scenario (content hash) gives bit-identical values,
+expanded), the signals in ``SITE_SIGNALS`` over every hour in UTC of the build years:
+``scenario.year`` up to the last year of its periods (``build_years``; one year for
+scenarios whose periods lie in ``year``). Sources are embedded models on pvlib's TMY
+weather (a typical year repeats each year), CSV files, or the real hourly carbon,
+prices and weather of the multiregion data set (``source: multiregion``; the loaders'
+records are kept in the provenance, ``source_summary`` tabulates them). It is
+deterministic: the same scenario (content hash) and files give bit-identical values,
 because every random draw comes from a stream keyed by (scenario seed, site name,
 purpose).
 
-Work shared between sites is done once: each TMY file is read once per year, the solar
-geometry once per location; the per-site models are numpy over the whole year.
+Work shared between sites is done once: each TMY file is read once per year, each
+multiregion file once, the solar geometry once per location; the per-site models are
+numpy over all hours.
 
 Results are cached on disk (parquet) under ``$GRIDRL_CACHE`` (default
 ``~/.cache/gridrl``) in ``signals/``, keyed by the scenario's content hash, the build
-version, and the size and modification time of every CSV the scenario names; writes
-are atomic. ``cache=False`` bypasses the cache.
+version, and the size and modification time of every data file the scenario names;
+writes are atomic. ``cache=False`` bypasses the cache.
 """
 
 from __future__ import annotations
@@ -308,7 +314,7 @@ def build_signals(
     -------
     Signals
         Columns ``(site, signal)`` for every site in ``scenario.expanded_sites()`` and
-        every signal in ``SITE_SIGNALS``; index every hour of ``scenario.year`` (UTC).
+        every signal in ``SITE_SIGNALS``; index every hour of ``build_years(scenario)`` (UTC).
         ``provenance`` holds a ``build_signals`` record with the scenario hash and
         per-site ``SiteBuildStats``.
 
