@@ -383,3 +383,16 @@ def test_pv_chain_matches_pvlib_modelchain(data_dir, name):
     )
     expected_kw = np.maximum(np.nan_to_num(chain.results.ac.to_numpy(), nan=0.0), 0) / 1000
     np.testing.assert_allclose(pv_power_kw(pv, weather), expected_kw, atol=1e-6 * pv.kwp)
+
+
+def test_bad_timestamp_names_file_column_and_row(mr, tmp_path):
+    _plain_copy(mr, tmp_path, "US-TEX-ERCO", 2022)
+    path = tmp_path / "price" / "US-TEX-ERCO_2022.csv"
+    lines = path.read_text().splitlines()
+    lines[501] = "not a time," + lines[501].split(",", 1)[1]
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(SignalError) as err:
+        load_multiregion_price("US-TEX-ERCO", (2022, 2022), root=tmp_path)
+    text = str(err.value)
+    assert "US-TEX-ERCO_2022.csv" in text and "Datetime (UTC)" in text
+    assert "row 501 (line 502)" in text and "'not a time'" in text

@@ -175,17 +175,19 @@ def _read_csv(path: Path) -> pd.DataFrame:
 
 
 def _utc_times(raw: pd.Series, path: Path, fmt: str) -> pd.DatetimeIndex:
-    """Parse a UTC time column with its one format (fast); a bad cell names its row.
+    """Parse a UTC time column with its published format (fast), else as ISO 8601.
 
-    Naive values (no offset in ``fmt``) are UTC by the column's name.
+    Naive values are UTC by the column's name. A cell that is neither names its row.
     """
     parsed = pd.to_datetime(raw, format=fmt, errors="coerce", utc=True)
+    if parsed.isna().any():  # another spelling of the same instants ("T", "Z")
+        parsed = pd.to_datetime(raw, format="ISO8601", errors="coerce", utc=True)
     bad = np.flatnonzero(parsed.isna().to_numpy())
     if bad.size:
         r = int(bad[0])
         raise SignalError(
             str(path),
-            f"timestamp {raw.iloc[r]!r} is not of the form {fmt} ({bad.size} such rows)",
+            f"timestamp {raw.iloc[r]!r} is neither {fmt} nor ISO 8601 ({bad.size} such rows)",
             column=raw.name,
             row=r + 1,
             line=r + 2,
