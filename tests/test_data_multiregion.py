@@ -115,13 +115,22 @@ def test_weather_labels_to_utc_across_both_dst_changes(mr, zone):
     assert w.report["dst_hours_fixed"] == expected_off
 
 
-def test_weather_offset_is_checked_on_the_data(mr):
+def test_weather_offset_is_checked_on_the_data(mr, tmp_path):
     w = load_multiregion_weather("AU-VIC", (2023, 2023), edge_fill="adjacent_day")
     lag = w.report["files"][0]["temperature_peak_after_solar_noon_h"]
     assert 1.5 < lag < 3.5
-    # Read as UTC, Melbourne's afternoon peak would sit 11 h off: rejected, not used.
-    with pytest.raises(SignalError, match="offset is wrong"):
+    # An offset Melbourne's clock never shows is rejected.
+    with pytest.raises(SignalError, match="none of AU-VIC's civil offsets"):
         load_multiregion_weather("AU-VIC", (2023, 2023), utc_offset_h=0.0)
+    # A file whose labels are UTC while it states +11 h: the afternoon temperature peak
+    # lands 11 h off solar noon, so the stated offset is rejected, not used.
+    raw = raw_weather(mr, "AU-VIC", 2023)
+    utc_labels = pd.to_datetime(raw["hourly"]["time"]) - pd.Timedelta(hours=11)
+    raw["hourly"]["time"] = list(utc_labels.strftime("%Y-%m-%dT%H:%M"))
+    (tmp_path / "weather").mkdir()
+    (tmp_path / "weather" / "AU-VIC_2023.json").write_text(json.dumps(raw))
+    with pytest.raises(SignalError, match="offset is wrong"):
+        load_multiregion_weather("AU-VIC", (2023, 2023), root=tmp_path, edge_fill="adjacent_day")
 
 
 def test_weather_units_and_edges(mr):

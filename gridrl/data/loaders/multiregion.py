@@ -10,15 +10,20 @@ The data set (see its README) holds, per zone and calendar year, three files:
   and ``Price (USD/MWh)`` (negative prices are real and kept). The local column is
   checked against the zone's civil clock and the mismatches counted.
 - ``weather/{zone}_{year}.json.gz``: Open-Meteo hourly reanalysis. Its ``hourly.time``
-  labels are local wall-clock times **at one fixed offset for the whole file** (the
-  API applies the offset valid on the day of the request, ``utc_offset_seconds``, and
-  no daylight-saving change), so they never jump at a DST change. They are converted
-  to UTC with that offset (or ``utc_offset_h`` when given), and the offset is
-  verified on the data: the first harmonic of the mean diurnal temperature cycle must
-  peak ``offset_check_lag_h`` hours after solar noon (2.0-3.0 h in all 32 files with
-  their stated offsets; a wrong offset moves it by whole hours). Per file the report
-  gives the DST change days of the zone and how many hours' labels differ from the
-  zone's civil clock (hours a reading as civil local time would have put an hour off).
+  labels are local wall-clock times **at one fixed offset for the whole file**: the
+  API applies the offset valid on the day of the request (``utc_offset_seconds``) to
+  the whole series, with no daylight-saving change (as its maintainers state in
+  open-meteo/open-meteo issues 261 and 1255), so the labels never jump at a DST
+  change; the stated offsets are the zones' summer offsets for the US and AU-VIC and
+  the winter one for DE-LU. Labels are converted to UTC with that offset (or
+  ``utc_offset_h`` when given), which is checked twice: it must be one of the zone's
+  civil offsets in the file's hours, and the first harmonic of the mean diurnal
+  temperature cycle must peak ``offset_check_lag_h`` hours after solar noon (2.0-3.0 h
+  in all 32 files with their stated offsets). The second check catches labels at an
+  offset other than the stated one by two hours or more (UTC labels, a wrong zone);
+  it cannot tell a zone's two civil offsets apart. Per file the report gives the DST
+  change days of the zone and how many hours' labels differ from the zone's civil
+  clock (hours a reading as civil local time would have put an hour off).
 
 Each file is read as it is delivered: ``.csv.gz`` / ``.json.gz`` or the uncompressed
 ``.csv`` / ``.json``. Years are joined and checked for continuity (a gap between files
@@ -472,6 +477,49 @@ def _file_offset_s(data: dict[str, Any], path: Path, utc_offset_h: float | None)
     return float(data["utc_offset_seconds"])
 
 
+def _labels_at_offset(raw: pd.Series, path: Path, offset_s: float) -> pd.DatetimeIndex:
+    """The file's naive local labels at one fixed UTC offset; a bad label names its row."""
+    labels = pd.to_datetime(raw, format="%Y-%m-%dT%H:%M", errors="coerce")
+    bad = np.flatnonzero(labels.isna().to_numpy())
+    if bad.size:
+        r = int(bad[0])
+        raise SignalError(str(path), f"time {raw.iloc[r]!r} is not YYYY-MM-DDTHH:MM "
+                          f"({bad.size} such labels)", column="hourly.time", row=r + 1)
+    return pd.DatetimeIndex(labels).tz_localize(dt.timezone(dt.timedelta(seconds=offset_s)))
+
+
+def _check_offset(
+    signals: Signals, zone: str, offset_s: float, longitude_deg: float,
+    lag_window_h: tuple[float, float],
+) -> dict[str, Any]:
+    """Reject an offset the data contradict; the check record of the file.
+
+    Two checks: the offset is one of the zone's civil offsets in the file's hours (the
+    API applies the one valid on the day of the request), and the diurnal temperature
+    peak lags solar noon by ``lag_window_h`` (tells apart offsets 2 h or more apart).
+    """
+    tz, source = ZONE_TIMEZONES[zone], signals.source
+    civil = set(civil_offsets_s(signals.index, tz).tolist())
+    if offset_s not in civil:
+        raise SignalError(source, f"UTC offset {offset_s / SECONDS_PER_HOUR:+g} h is none of "
+                          f"{zone}'s civil offsets {sorted(c / SECONDS_PER_HOUR for c in civil)}"
+                          "; set utc_offset_h to the one the file uses")
+    lag = diurnal_peak_lag_h(
+        signals.frame[(zone, "temp_c")].to_numpy(), signals.index, longitude_deg
+    )
+    lo, hi = lag_window_h
+    if not lo < lag < hi:
+        raise SignalError(
+            source,
+            f"labels read at UTC{offset_s / SECONDS_PER_HOUR:+g} h put the diurnal "
+            f"temperature peak {lag:+.2f} h after solar noon, outside ({lo:g}, {hi:g}) h: "
+            "the offset is wrong; set utc_offset_h to the one the file uses",
+        )
+    return {"file": source, "utc_offset_h": offset_s / SECONDS_PER_HOUR,
+            "temperature_peak_after_solar_noon_h": round(lag, 2),
+            **dst_report(signals.index, tz, offset_s)}
+
+
 def _weather_file(
     path: Path, zone: str, utc_offset_h: float | None, lag_window_h: tuple[float, float],
     options: LoadOptions,
@@ -484,24 +532,9 @@ def _weather_file(
                           f"was expected for {zone}", column="timezone")
     offset_s = _file_offset_s(data, path, utc_offset_h)
     df = _weather_frame(data, path)
-    labels = pd.to_datetime(df.pop("time"), format="%Y-%m-%dT%H:%M", errors="coerce")
-    fixed = dt.timezone(dt.timedelta(seconds=offset_s))
-    df.index = pd.DatetimeIndex(labels).tz_localize(fixed)  # one offset for every label
+    df.index = _labels_at_offset(df.pop("time"), path, offset_s)
     signals = Signals.from_frame(df, source=str(path), site=zone, **options.kwargs())
-    lag = diurnal_peak_lag_h(
-        signals.frame[(zone, "temp_c")].to_numpy(), signals.index, float(data["longitude"])
-    )
-    lo, hi = lag_window_h
-    if not lo < lag < hi:
-        raise SignalError(
-            str(path),
-            f"labels read at UTC{offset_s / SECONDS_PER_HOUR:+g} h put the diurnal "
-            f"temperature peak {lag:+.2f} h after solar noon, outside ({lo:g}, {hi:g}) h: "
-            "the offset is wrong; set utc_offset_h to the one the file uses",
-        )
-    check = {"file": str(path), "utc_offset_h": offset_s / SECONDS_PER_HOUR,
-             "temperature_peak_after_solar_noon_h": round(lag, 2),
-             **dst_report(signals.index, tz, offset_s)}
+    check = _check_offset(signals, zone, offset_s, float(data["longitude"]), lag_window_h)
     return signals, check, data
 
 
