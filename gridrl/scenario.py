@@ -42,7 +42,8 @@ class MultiregionKeys(StrictModel):
     """Keys of ``source: multiregion``: one zone of a real multi-year data set.
 
     ``zone`` (``US-CAL-CISO``, ``AU-VIC``, ...) and ``years: [first, last]`` (inclusive)
-    pick the files of data set ``dataset`` (found by name, ``gridrl.data.datasets``).
+    pick the files of data set ``multiregion_2021_2024`` (found by name through
+    ``$GRIDRL_DATA_DIR``, ``gridrl.data.datasets``).
     Nothing is resampled or filled unless asked: ``resample`` converts a non-hourly
     step, ``fill: interpolate`` fills empty cells (runs up to ``max_fill_h`` hours);
     both are recorded in the signals' provenance.
@@ -50,7 +51,6 @@ class MultiregionKeys(StrictModel):
 
     zone: str | None = None
     years: tuple[int, int] | None = None
-    dataset: str = "multiregion_2021_2024"
     resample: Literal["mean", "sum", "interpolate"] | None = None
     fill: Literal["interpolate"] | None = None
     max_fill_h: Annotated[int, Field(gt=0)] | None = None
