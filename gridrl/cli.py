@@ -86,8 +86,11 @@ def signals_cmd(
             sc, base_dir=Path(scenario).parent, cache=not no_cache,
             on_site=lambda _name: progress.advance(task),
         )
-    for table in summary_tables(site_summary(sc, sig), title=f"{sc.name} {sc.year}"):
+    years = sorted({t.year for t in (sig.index[0], sig.index[-1])})
+    span = "-".join(str(y) for y in years)
+    for table in summary_tables(site_summary(sc, sig), title=f"{sc.name} {span}"):
         console.print(table)
+    _print_source_summary(sig)
     saturated = {k: v.saturated_hours for k, v in build_stats(sig).items()
                  if v.saturated_hours}
     if saturated:
@@ -99,6 +102,35 @@ def signals_cmd(
         start = week_start or sc.periods.test[0].start
         written = plot_week(sig, plot, start, title=f"{sc.name}: week from {start}")
         console.print(f"plot: {written}")
+
+
+def _print_source_summary(sig) -> None:
+    """What the real-data loaders did, per site (offsets, DST, estimated carbon)."""
+    from rich.box import SIMPLE_HEAD
+    from rich.table import Table
+
+    from gridrl.data.build import source_summary
+
+    frame = source_summary(sig)
+    if frame.empty:
+        return
+    bases = ", ".join(sorted(set(frame.pop("carbon_basis").dropna())))
+    zones = frame.pop("zone")
+    heads = {"utc_offsets_h": "label\nUTC+h", "temp_peak_lag_h": "T peak\nlag h",
+             "dst_change_days": "DST\ndays", "dst_hours_fixed": "DST h\nfixed",
+             "edge_hours_filled": "edge h\nfilled", "carbon_estimated_share": "carbon\nestim.",
+             "negative_price_hours": "price\n<0 h"}
+    table = Table(title=f"real data: what the loaders did (carbon {bases})",
+                  header_style="bold", box=SIMPLE_HEAD, pad_edge=False)
+    table.add_column("zone", no_wrap=True)
+    for col in frame.columns:
+        table.add_column(heads.get(col, col), justify="right", no_wrap=True)
+    for site, row in frame.iterrows():
+        cells = {k: str(v) for k, v in row.items()}
+        cells["utc_offsets_h"] = ",".join(f"{h:+g}" for h in row["utc_offsets_h"])
+        cells["carbon_estimated_share"] = f"{row['carbon_estimated_share']:.1%}"
+        table.add_row(str(zones[site]), *cells.values())
+    console.print(table)
 
 # ---------------------------------------------------------------- forecast (gridrl.forecast)
 
@@ -444,12 +476,9 @@ def _trace_or_dataset(value: str | None) -> str:
     """``--trace``, else the pods of the registered trace (missing: the fetch command)."""
     if value:
         return value
-    from gridrl.data.datasets import DataNotFoundError, dataset_file
+    from gridrl.data.datasets import dataset_file
 
-    try:
-        return str(dataset_file(*REPLAY_DATASET))
-    except DataNotFoundError as exc:
-        raise typer.BadParameter(str(exc)) from None
+    return str(dataset_file(*REPLAY_DATASET))  # missing: DataNotFoundError names the fetch
 
 
 @app.command("replay")
@@ -567,16 +596,11 @@ def data_fetch_cmd(
     from pathlib import Path
 
     from gridrl.data.fetch import fetch_dataset
-    from gridrl.errors import GridrlError
 
     for each in _data_names(name):
-        try:
-            with console.status(f"{each}: fetching"):
-                rep = fetch_dataset(each, Path(data_dir) if data_dir else None,
-                                    offline=offline, only=only)
-        except GridrlError as exc:
-            console.print(f"[red]error:[/] {exc}", highlight=False)
-            raise typer.Exit(2) from None
+        with console.status(f"{each}: fetching"):
+            rep = fetch_dataset(each, Path(data_dir) if data_dir else None,
+                                offline=offline, only=only)
         for path, why in rep.refetched.items():
             console.print(f"{each}/{path}: was {why}; fetched again", highlight=False)
         console.print(
@@ -593,16 +617,12 @@ def data_verify_cmd(
     """Check every local file against the registry's size and sha256 (exit 1 on failure)."""
     from pathlib import Path
 
-    from gridrl.data.datasets import DataNotFoundError, fetch_command
+    from gridrl.data.datasets import fetch_command
     from gridrl.data.fetch import verify_dataset
 
     failed = 0
     for each in _data_names(name):
-        try:
-            checks = verify_dataset(each, Path(data_dir) if data_dir else None)
-        except DataNotFoundError as exc:  # an unknown name
-            console.print(f"[red]error:[/] {exc}", highlight=False)
-            raise typer.Exit(2) from None
+        checks = verify_dataset(each, Path(data_dir) if data_dir else None)
         bad = [c for c in checks if not c.ok]
         for c in bad:
             console.print(f"[red]{each}:[/] {c.path}: {c.detail}", highlight=False)
@@ -617,13 +637,9 @@ def data_verify_cmd(
 @data_app.command("path")
 def data_path_cmd(name: str = typer.Argument(..., help="Registered name.")) -> None:
     """Print the local folder of a data set (an error with the fetch command if absent)."""
-    from gridrl.data.datasets import DataNotFoundError, dataset_dir
+    from gridrl.data.datasets import dataset_dir
 
-    try:
-        print(dataset_dir(name))
-    except DataNotFoundError as exc:
-        console.print(f"[red]error:[/] {exc}", highlight=False)
-        raise typer.Exit(2) from None
+    print(dataset_dir(name))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -38,17 +38,68 @@ class StrictModel(BaseModel):
 # --------------------------------------------------------------------------- sources
 
 
-class WeatherSource(StrictModel):
+class MultiregionKeys(StrictModel):
+    """Keys of ``source: multiregion``: one zone of a real multi-year data set.
+
+    ``zone`` (``US-CAL-CISO``, ``AU-VIC``, ...) and ``years: [first, last]`` (inclusive)
+    pick the files of data set ``multiregion_2021_2024`` (found by name through
+    ``$GRIDRL_DATA_DIR``, ``gridrl.data.datasets``).
+    Nothing is resampled or filled unless asked: ``resample`` converts a non-hourly
+    step, ``fill: interpolate`` fills empty cells (runs up to ``max_fill_h`` hours);
+    both are recorded in the signals' provenance.
+    """
+
+    zone: str | None = None
+    years: tuple[int, int] | None = None
+    resample: Literal["mean", "sum", "interpolate"] | None = None
+    fill: Literal["interpolate"] | None = None
+    max_fill_h: Annotated[int, Field(gt=0)] | None = None
+
+    def _check_multiregion(self, source: str) -> None:
+        if source != "multiregion":
+            return
+        if self.zone is None or self.years is None:
+            raise ValueError("source: multiregion needs zone and years: [first, last]")
+        if self.years[0] > self.years[1]:
+            raise ValueError(f"expected years [first, last] with first <= last, got {self.years}")
+
+
+class WeatherSource(MultiregionKeys):
     """Weather behind PV, wind, temperature-driven load and the carbon/price models.
 
     ``source: pvlib_tmy`` reads one of the typical-meteorological-year files that ship
     inside pvlib (``723170TYA.CSV``, ``703165TY.csv``, ``12839.tm2``); ``source: csv``
-    reads a file with a column mapping.
+    reads a file with a column mapping; ``source: multiregion`` reads Open-Meteo hourly
+    weather of a zone (``gridrl.data.loaders.multiregion``): its local labels are at one
+    fixed UTC offset, ``utc_offset_h`` (default: the file's ``utc_offset_seconds``),
+    checked against the data (the diurnal temperature peak must lag solar noon by
+    ``offset_check_lag_h`` hours); PV irradiance comes from clear sky and cloud cover.
     """
 
-    source: Literal["pvlib_tmy", "csv"] = "pvlib_tmy"
-    file: str
+    source: Literal["pvlib_tmy", "csv", "multiregion"] = "pvlib_tmy"
+    file: str | None = None
     columns: dict[str, str] = Field(default_factory=dict)
+    utc_offset_h: float | None = None  # None: the file's utc_offset_seconds
+    # Open interval the diurnal temperature peak must lag solar noon by (hours): air
+    # temperature peaks 2-3 h after noon over land; a wrong offset moves it by hours.
+    offset_check_lag_h: tuple[float, float] = (1.0, 4.0)
+    # Hours of the year range the fixed-offset files leave uncovered at its two ends
+    # (up to |offset| hours): "none" is an error; "adjacent_day" takes the same hour of
+    # the nearest covered day (counted in the provenance).
+    edge_fill: Literal["none", "adjacent_day"] = "none"
+    # GHI under full cloud cover as a share of clear-sky GHI (Larson et al. 2016, the
+    # linear model of pvlib's former forecast module: 35 %).
+    cloud_offset_fraction: Fraction = 0.35
+
+    @model_validator(mode="after")
+    def _weather(self) -> WeatherSource:
+        if self.source != "multiregion" and not self.file:
+            raise ValueError(f"source: {self.source} needs file")
+        lo, hi = self.offset_check_lag_h
+        if not lo < hi:
+            raise ValueError("expected offset_check_lag_h [low, high] with low < high")
+        self._check_multiregion(self.source)
+        return self
 
 
 class PVConfig(StrictModel):
@@ -126,10 +177,12 @@ class GridConfig(StrictModel):
     outages: EventProcess = EventProcess()
 
 
-class CarbonConfig(StrictModel):
-    """Grid carbon intensity: a weather-driven regional-mix model or a real CSV."""
+class CarbonConfig(MultiregionKeys):
+    """Grid carbon intensity: a weather-driven regional-mix model, a real CSV, or a zone
+    of the multiregion data set (Electricity Maps; ``basis`` direct or life-cycle)."""
 
-    source: Literal["model", "csv"] = "model"
+    source: Literal["model", "csv", "multiregion"] = "model"
+    basis: Literal["direct", "lca"] = "direct"  # for source: multiregion
     file: str | None = None
     column: str | None = None
     base_g_per_kwh: NonNeg = 400.0
@@ -146,6 +199,7 @@ class CarbonConfig(StrictModel):
     def _carbon(self) -> CarbonConfig:
         if self.source == "csv" and (self.file is None or self.column is None):
             raise ValueError("source: csv needs file and column")
+        self._check_multiregion(self.source)
         floor = self.base_g_per_kwh - self.solar_displacement_g_per_kwh
         if floor - self.wind_displacement_g_per_kwh < self.min_g_per_kwh:
             raise ValueError(
@@ -155,10 +209,13 @@ class CarbonConfig(StrictModel):
         return self
 
 
-class PriceConfig(StrictModel):
-    """Wholesale price: a merit-order model driven by the same weather, or a real CSV."""
+class PriceConfig(MultiregionKeys):
+    """Wholesale price: a merit-order model driven by the same weather, a real CSV, or a
+    zone of the multiregion data set (market prices in USD/MWh)."""
 
-    source: Literal["model", "csv"] = "model"
+    source: Literal["model", "csv", "multiregion"] = "model"
+    # Scenario currency per US dollar, for source: multiregion (1: prices stay in USD).
+    currency_per_usd: Positive = 1.0
     file: str | None = None
     column: str | None = None
     base_per_mwh: float = 60.0
@@ -172,6 +229,7 @@ class PriceConfig(StrictModel):
     def _csv(self) -> PriceConfig:
         if self.source == "csv" and (self.file is None or self.column is None):
             raise ValueError("source: csv needs file and column")
+        self._check_multiregion(self.source)
         return self
 
 
@@ -357,14 +415,21 @@ class Period(StrictModel):
 
 
 class Periods(StrictModel):
-    """Train and test periods, each a list of date ranges (blocks).
+    """Train, optional validation, and test periods, each a list of date ranges (blocks).
 
     Test blocks spread over the year (one week per month, say) keep evaluation from
-    seeing only one season; an episode always lies inside one block.
+    seeing only one season; an episode always lies inside one block. Validation blocks
+    (optional, default none) are where settings are tuned, so the test is run once.
     """
 
     train: list[Period]
+    validation: list[Period] = Field(default_factory=list)
     test: list[Period]
+
+    def last_year(self) -> int:
+        """The calendar year of the latest end date of any block."""
+        blocks = [*self.train, *self.validation, *self.test]
+        return max(pd.Timestamp(b.end).year for b in blocks)
 
     @model_validator(mode="before")
     @classmethod

@@ -6,6 +6,7 @@ import copy
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
@@ -44,8 +45,13 @@ def test_every_scenario_loads(path: Path):
     assert sites, path
     assert len({s.name for s in sites}) == len(sites)
     assert scenario.env.episode_hours == 168
-    # Test blocks spread over the year: one per month.
-    months = {int(p.start[5:7]) for p in scenario.periods.test}
+    # Test blocks spread over the year: every month is in one (a block per month, or
+    # whole test years).
+    months = {
+        m.month
+        for p in scenario.periods.test
+        for m in pd.date_range(p.start, p.end, freq="D")
+    }
     assert months == set(range(1, 13))
     # Energy per unit of work (cap / throughput) falls from no cap down to the knee.
     cap = np.asarray(scenario.throttle.cap_fraction)

@@ -1,18 +1,24 @@
-"""Build the validated hourly signals of a whole scenario from the embedded sources.
+"""Build the validated hourly signals of a whole scenario from its sources.
 
 ``build_signals(scenario)`` returns a ``Signals`` table with, for every site (groups
-expanded), the signals in ``SITE_SIGNALS`` over every hour of ``scenario.year`` in UTC.
-It is deterministic: the same scenario (content hash) gives bit-identical values,
+expanded), the signals in ``SITE_SIGNALS`` over every hour in UTC of the build years:
+``scenario.year`` up to the last year of its periods (``build_years``; one year for
+scenarios whose periods lie in ``year``). Sources are embedded models on pvlib's TMY
+weather (a typical year repeats each year), CSV files, or the real hourly carbon,
+prices and weather of the multiregion data set (``source: multiregion``; the loaders'
+records are kept in the provenance, ``source_summary`` tabulates them). It is
+deterministic: the same scenario (content hash) and files give bit-identical values,
 because every random draw comes from a stream keyed by (scenario seed, site name,
 purpose).
 
-Work shared between sites is done once: each TMY file is read once per year, the solar
-geometry once per location; the per-site models are numpy over the whole year.
+Work shared between sites is done once: each TMY file is read once per year, each
+multiregion file once, the solar geometry once per location; the per-site models are
+numpy over all hours.
 
 Results are cached on disk (parquet) under ``$GRIDRL_CACHE`` (default
 ``~/.cache/gridrl``) in ``signals/``, keyed by the scenario's content hash, the build
-version, and the size and modification time of every CSV the scenario names; writes
-are atomic. ``cache=False`` bypasses the cache.
+version, and the size and modification time of every data file the scenario names;
+writes are atomic. ``cache=False`` bypasses the cache.
 """
 
 from __future__ import annotations
@@ -25,21 +31,28 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from gridrl.data.loaders.multiregion import (
+    load_multiregion_carbon,
+    load_multiregion_price,
+    multiregion_files,
+)
 from gridrl.data.signals import SignalError, Signals
 from gridrl.data.sources.grid import grid_signals
 from gridrl.data.sources.market import (
+    MarketDrivers,
     carbon_model,
     csv_series,
     market_drivers,
     price_model,
     resolve_data_path,
 )
+from gridrl.data.sources.multiregion import multiregion_site_weather
 from gridrl.data.sources.pv import pv_power_kw, solar_geometry
-from gridrl.data.sources.weather import load_weather
+from gridrl.data.sources.weather import SiteWeather, load_weather_years, year_index
 from gridrl.data.sources.wind import wind_capacity_factor
 from gridrl.data.sources.workload import workload_signals
 from gridrl.io import default_cache_dir
-from gridrl.scenario import Scenario, SiteConfig
+from gridrl.scenario import CarbonConfig, PriceConfig, Scenario, SiteConfig
 
 SITE_SIGNALS: tuple[str, ...] = (
     "pv_kw",
@@ -51,12 +64,13 @@ SITE_SIGNALS: tuple[str, ...] = (
     "feeder_capacity_kw",
     "headroom_kw",
     "carbon_g_per_kwh",
+    "carbon_estimated_fraction",
     "price_per_mwh",
     "inference_gpus",
     "flexible_gpu_h",
 )
 # Bump when a source model changes, so cached tables from older code are not reused.
-BUILD_VERSION = 1
+BUILD_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -80,16 +94,105 @@ class SiteBuildStats:
     carbon_floored_hours: int
 
 
+def build_years(scenario: Scenario) -> list[int]:
+    """Calendar years the signals cover: ``scenario.year`` to the last year of its periods."""
+    return list(range(scenario.year, max(scenario.year, scenario.periods.last_year()) + 1))
+
+
+def build_index(scenario: Scenario) -> pd.DatetimeIndex:
+    """Every UTC hour of ``build_years(scenario)``, start labels, named ``time``."""
+    years = build_years(scenario)
+    return year_index(years[0]).append([year_index(y) for y in years[1:]])
+
+
+def site_weather(
+    site: SiteConfig, scenario: Scenario
+) -> tuple[SiteWeather, dict[str, Any] | None]:
+    """The weather of a site over the build years, and the loader's report (real data)."""
+    if site.weather.source == "multiregion":
+        return multiregion_site_weather(site.weather, build_index(scenario))
+    return load_weather_years(site.weather, build_years(scenario)), None
+
+
+def _real_series(
+    loaded: Signals, zone: str, signal: str, index: pd.DatetimeIndex, what: str
+) -> np.ndarray:
+    """One zone's column of a multiregion loader on the build index (all hours needed)."""
+    series = loaded.frame[(zone, signal)]
+    present = index.isin(series.index)
+    if not present.all():
+        raise SignalError(
+            loaded.source,
+            f"{what} years do not cover the scenario's hours (first missing "
+            f"{index[~present][0]})",
+            column=signal,
+        )
+    return series.reindex(index).to_numpy(dtype=np.float64)
+
+
+def multiregion_carbon(
+    carbon: CarbonConfig, index: pd.DatetimeIndex
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Carbon intensity (``basis``) and the estimated-hour flag of a zone on ``index``."""
+    loaded = load_multiregion_carbon(
+        carbon.zone, carbon.years, resample=carbon.resample, fill=carbon.fill,
+        max_fill_h=carbon.max_fill_h,
+    )
+    value = _real_series(loaded, carbon.zone, f"carbon_{carbon.basis}_g_per_kwh", index, "carbon")
+    flag = _real_series(loaded, carbon.zone, "carbon_estimated_fraction", index, "carbon")
+    report = {**loaded.provenance[-1], "basis": carbon.basis}
+    report["estimated_share"] = float(flag.mean())  # over the scenario's hours
+    return value, flag, report
+
+
+def multiregion_price(
+    price: PriceConfig, index: pd.DatetimeIndex
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Market price of a zone on ``index``, USD/MWh times ``currency_per_usd``."""
+    loaded = load_multiregion_price(
+        price.zone, price.years, resample=price.resample, fill=price.fill,
+        max_fill_h=price.max_fill_h,
+    )
+    value = _real_series(loaded, price.zone, "price_per_mwh", index, "price")
+    report = {**loaded.provenance[-1], "currency_per_usd": price.currency_per_usd}
+    return value * price.currency_per_usd, report
+
+
+def _carbon_and_price(
+    site: SiteConfig, scenario: Scenario, index: pd.DatetimeIndex, drivers: MarketDrivers,
+    base_dir: Path | None, reports: dict[str, Any],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Carbon, its estimated-hour flag, price and the carbon model's floored hours."""
+    region = site.region or site.name  # sites of one region share the market noise
+    carbon, carbon_det, floored = carbon_model(site.carbon, drivers, scenario.seed, region)
+    estimated = np.zeros(len(index))  # model and CSV carbon: no hour marked estimated
+    if site.carbon.source == "csv":
+        carbon = csv_series(site.carbon.file, site.carbon.column, site.carbon.time_column,
+                            "carbon_g_per_kwh", index, base_dir)
+        floored = 0
+    elif site.carbon.source == "multiregion":
+        carbon, estimated, reports["carbon"] = multiregion_carbon(site.carbon, index)
+        floored = 0
+    if site.price.source == "csv":
+        price = csv_series(site.price.file, site.price.column, site.price.time_column,
+                           "price_per_mwh", index, base_dir)
+    elif site.price.source == "multiregion":
+        price, reports["price"] = multiregion_price(site.price, index)
+    else:
+        price = price_model(site.price, site.carbon, carbon_det, drivers, scenario.seed, region)
+    return carbon, estimated, price, floored
+
+
 def build_site(
     site: SiteConfig, scenario: Scenario, base_dir: Path | None = None
-) -> tuple[pd.DataFrame, SiteBuildStats]:
-    """All ``SITE_SIGNALS`` of one site over the scenario year.
+) -> tuple[pd.DataFrame, SiteBuildStats, dict[str, Any]]:
+    """All ``SITE_SIGNALS`` of one site over the build years (``build_years``).
 
     Parameters
     ----------
     site : SiteConfig
     scenario : Scenario
-        For ``seed`` and ``year``.
+        For ``seed``, ``year`` and the periods.
     base_dir : pathlib.Path, optional
         Folder that relative CSV paths in the site config are resolved against
         (the scenario file's folder).
@@ -99,42 +202,21 @@ def build_site(
     frame : pandas.DataFrame
         Hourly UTC index named ``time``, one float64 column per signal.
     stats : SiteBuildStats
+    reports : dict
+        The real-data loaders' records by source (``weather``, ``carbon``, ``price``);
+        empty for embedded sources.
     """
-    weather = load_weather(site.weather, scenario.year)
+    weather, weather_report = site_weather(site, scenario)
+    reports: dict[str, Any] = {"weather": weather_report} if weather_report else {}
     index = weather.frame.index
     geo = solar_geometry(weather)
     wind_cf = wind_capacity_factor(site.wind, weather)
     grid = grid_signals(site.grid, weather, scenario.seed, site.name)
-    drivers = market_drivers(
-        weather,
-        geo["ghi_clearsky"].to_numpy(),
-        wind_cf,
-        grid.background_load_kw,
-        site.carbon.regional_clearsky_weight,
+    drivers = market_drivers(weather, geo["ghi_clearsky"].to_numpy(), wind_cf,
+                             grid.background_load_kw, site.carbon.regional_clearsky_weight)
+    carbon, estimated, price, floored = _carbon_and_price(
+        site, scenario, index, drivers, base_dir, reports
     )
-    region = site.region or site.name  # sites of one region share the market noise
-    carbon, carbon_det, floored = carbon_model(site.carbon, drivers, scenario.seed, region)
-    if site.carbon.source == "csv":
-        carbon = csv_series(
-            site.carbon.file,
-            site.carbon.column,
-            site.carbon.time_column,
-            "carbon_g_per_kwh",
-            index,
-            base_dir,
-        )
-        floored = 0
-    if site.price.source == "csv":
-        price = csv_series(
-            site.price.file,
-            site.price.column,
-            site.price.time_column,
-            "price_per_mwh",
-            index,
-            base_dir,
-        )
-    else:
-        price = price_model(site.price, site.carbon, carbon_det, drivers, scenario.seed, region)
     work = workload_signals(site, weather, scenario.seed, base_dir)
     w = weather.frame
     frame = pd.DataFrame(
@@ -148,6 +230,7 @@ def build_site(
             "feeder_capacity_kw": grid.feeder_capacity_kw,
             "headroom_kw": grid.headroom_kw,
             "carbon_g_per_kwh": carbon,
+            "carbon_estimated_fraction": estimated,
             "price_per_mwh": price,
             "inference_gpus": work["inference_gpus"].to_numpy(),
             "flexible_gpu_h": work["flexible_gpu_h"].to_numpy(),
@@ -157,11 +240,11 @@ def build_site(
         dtype=np.float64,
     )
     stats = SiteBuildStats(grid.congestion_hours, grid.outage_hours, grid.saturated_hours, floored)
-    return frame, stats
+    return frame, stats, reports
 
 
 def _csv_fingerprints(scenario: Scenario, base_dir: Path | None) -> list[Any]:
-    """Size and mtime of every CSV the scenario names (part of the cache key)."""
+    """Size and mtime of every data file the scenario names (part of the cache key)."""
     out = []
     for site in scenario.expanded_sites():
         files = [c.file for c in (site.carbon, site.price) if c.source == "csv" and c.file]
@@ -171,6 +254,18 @@ def _csv_fingerprints(scenario: Scenario, base_dir: Path | None) -> list[Any]:
             path = resolve_data_path(file, base_dir)
             st = path.stat() if path.is_file() else None
             out.append([str(path), st.st_size if st else None, st.st_mtime_ns if st else None])
+        out += _multiregion_fingerprints(site)
+    return out
+
+
+def _multiregion_fingerprints(site: SiteConfig) -> list[Any]:
+    """Size and mtime of every multiregion file a site reads (part of the cache key)."""
+    out = []
+    for kind, cfg in (("weather", site.weather), ("carbon", site.carbon), ("price", site.price)):
+        if cfg.source == "multiregion":
+            for path in multiregion_files(kind, cfg.zone, cfg.years):
+                st = path.stat()
+                out.append([str(path), st.st_size, st.st_mtime_ns])
     return out
 
 
@@ -219,7 +314,7 @@ def build_signals(
     -------
     Signals
         Columns ``(site, signal)`` for every site in ``scenario.expanded_sites()`` and
-        every signal in ``SITE_SIGNALS``; index every hour of ``scenario.year`` (UTC).
+        every signal in ``SITE_SIGNALS``; index every hour of ``build_years(scenario)`` (UTC).
         ``provenance`` holds a ``build_signals`` record with the scenario hash and
         per-site ``SiteBuildStats``.
 
@@ -236,11 +331,13 @@ def build_signals(
         except (SignalError, OSError, ValueError):
             pass  # unreadable or stale cache entry: rebuild and overwrite it below
     sites = scenario.expanded_sites()
-    frames, stats = [], {}
+    frames, stats, reports = [], {}, {}
     for site in sites:
-        frame, st = build_site(site, scenario, base)
+        frame, st, rep = build_site(site, scenario, base)
         frames.append(frame)
         stats[site.name] = asdict(st)
+        if rep:
+            reports[site.name] = rep
         if on_site is not None:
             on_site(site.name)
     table = pd.concat(frames, axis=1, keys=[s.name for s in sites], names=["site", "signal"])
@@ -251,10 +348,44 @@ def build_signals(
             "scenario": scenario.name,
             "content_hash": scenario.content_hash(),
             "build_version": BUILD_VERSION,
+            "years": build_years(scenario),
             "sites": stats,
+            "sources": reports,
         }
     ]
     signals = Signals.from_frame(table, source=f"scenario {scenario.name}")
     if path is not None:
         signals.to_parquet(path)
     return signals
+
+
+def source_summary(signals: Signals) -> pd.DataFrame:
+    """One row per site that reads real multi-year data: what its loaders did.
+
+    Columns: ``zone``, ``utc_offsets_h`` (the fixed offsets of the weather labels),
+    ``temp_peak_lag_h`` (range over files of the diurnal temperature peak after solar
+    noon: the offset check), ``dst_change_days``, ``dst_hours_fixed`` (hours whose
+    label is off the civil clock, placed by the fixed offset), ``edge_hours_filled``,
+    ``carbon_basis``, ``carbon_estimated_share`` (over the signals' hours) and
+    ``negative_price_hours`` (over the files' years). Empty without such sites.
+    """
+    record = next(
+        (r for r in reversed(signals.provenance) if r.get("step") == "build_signals"), {}
+    )
+    rows = {}
+    for site, rep in record.get("sources", {}).items():
+        weather, carbon, price = rep.get("weather", {}), rep.get("carbon", {}), rep.get("price", {})
+        files = weather.get("files", [])
+        lags = [f["temperature_peak_after_solar_noon_h"] for f in files]
+        rows[site] = {
+            "zone": weather.get("zone") or carbon.get("zone") or price.get("zone"),
+            "utc_offsets_h": sorted({f["utc_offset_h"] for f in files}),
+            "temp_peak_lag_h": f"{min(lags):.1f}-{max(lags):.1f}" if lags else None,
+            "dst_change_days": sum(len(f["dst_change_days"]) for f in files),
+            "dst_hours_fixed": weather.get("dst_hours_fixed"),
+            "edge_hours_filled": weather.get("edge_hours_filled"),
+            "carbon_basis": carbon.get("basis"),
+            "carbon_estimated_share": carbon.get("estimated_share"),
+            "negative_price_hours": price.get("negative_hours"),
+        }
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("site")

@@ -704,6 +704,133 @@ def _fill(frame: pd.DataFrame, max_fill_h: int | None) -> pd.DataFrame:
     return filled
 
 
+def _time_indexed(
+    df: pd.DataFrame,
+    source: str,
+    time_column: str | None,
+    assume_tz: str | None,
+    line_offset: int | None,
+) -> tuple[pd.DataFrame, Origin, list[dict[str, Any]]]:
+    """``df`` (shallow copy) indexed by UTC times parsed from a column or the index.
+
+    Also returns the provenance notes of what was done to the times (localised,
+    converted to UTC).
+    """
+    origin = Origin(line_offset=line_offset, time_column=time_column or TIME_NAME)
+    frame = df.copy(deep=False)
+    if time_column is not None:
+        if time_column not in frame.columns:
+            raise SignalError(
+                source,
+                f"time column not found; columns are {list(frame.columns)}",
+                column=time_column,
+            )
+        times, note = _parse_times(frame[time_column], source, origin)
+        frame = frame.drop(columns=[time_column])
+    else:
+        # An unnamed index is the file's first column (ENTSO-E exports leave it blank).
+        name = frame.index.name
+        unnamed = "first column" if line_offset is not None else "index"
+        origin = Origin(line_offset, time_column=str(name) if name is not None else unnamed)
+        times, note = _parse_times(frame.index, source, origin)
+    notes = [note] if note is not None else []
+    if times.tz is None and assume_tz is not None:
+        times = _localize(times, assume_tz, source, origin)
+        notes.append({"step": "localize", "assume_tz": assume_tz})
+    if times.tz is not None and str(times.tz) != "UTC":
+        notes.append({"step": "tz_convert", "from": str(times.tz), "to": "UTC"})
+        times = times.tz_convert("UTC")
+    frame.index = times.rename(TIME_NAME)
+    return frame, origin, notes
+
+
+def _site_columns(
+    frame: pd.DataFrame,
+    source: str,
+    site: str | None,
+    columns: Mapping[str, str | tuple[str, str]] | None,
+) -> tuple[pd.DataFrame, dict[tuple[str, str], str]]:
+    """Columns as a ``(site, signal)`` MultiIndex, and the raw name of each column."""
+    if columns is not None:
+        return _mapped_columns(frame, source, site, columns)
+    if isinstance(frame.columns, pd.MultiIndex):
+        if site is not None:
+            raise SignalError(
+                source, "site= names the site of flat columns; these already have sites"
+            )
+        if frame.columns.nlevels != 2:
+            raise SignalError(
+                source, f"{frame.columns.nlevels}-level columns; expected (site, signal)"
+            )
+        frame.columns = frame.columns.set_names(COLUMN_LEVELS)
+        return frame, {}
+    if site is None:
+        raise SignalError(
+            source, "flat columns need site=... (or a (site, signal) column MultiIndex)"
+        )
+    keys = [(site, str(c)) for c in frame.columns]
+    raw_of = {k: str(c) for k, c in zip(keys, frame.columns, strict=True)}
+    frame.columns = pd.MultiIndex.from_tuples(keys, names=COLUMN_LEVELS)
+    return frame, raw_of
+
+
+def _mapped_columns(
+    frame: pd.DataFrame,
+    source: str,
+    site: str | None,
+    columns: Mapping[str, str | tuple[str, str]],
+) -> tuple[pd.DataFrame, dict[tuple[str, str], str]]:
+    """Keep the mapped raw columns only, renamed to their ``(site, signal)``."""
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise SignalError(
+            source,
+            f"mapped column not found; columns are {list(frame.columns)}",
+            column=missing[0],
+        )
+    frame = frame.loc[:, list(columns)]
+    keys, raw_of = [], {}
+    for raw, target in columns.items():
+        if isinstance(target, tuple):
+            key = (str(target[0]), str(target[1]))
+        elif site is not None:
+            key = (site, str(target))
+        else:
+            raise SignalError(
+                source, "column mapping to a bare signal name needs site=...", column=raw
+            )
+        keys.append(key)
+        raw_of[key] = str(raw)
+    frame.columns = pd.MultiIndex.from_tuples(keys, names=COLUMN_LEVELS)
+    return frame, raw_of
+
+
+def _resample_and_fill(
+    frame: pd.DataFrame,
+    source: str,
+    origin: Origin,
+    resample: ResampleMethod | None,
+    fill: Literal["interpolate"] | None,
+    max_fill_h: int | None,
+) -> tuple[pd.DataFrame, Origin]:
+    """The explicit opt-ins of ``from_frame``: resample to 1 h, then fill empty cells."""
+    if resample is not None:
+        if resample not in ("mean", "sum", "interpolate"):
+            raise SignalError(source, f"unknown resample method {resample!r}")
+        _check_index(frame, source, origin, hourly=False)
+        frame = _resample(frame, resample, source, origin, allow_empty=fill is not None)
+        frame.index.name = TIME_NAME
+        # Rows of the hourly table no longer map to file lines.
+        origin = Origin(None, origin.raw_columns, origin.time_column)
+    if fill is not None:
+        if fill != "interpolate":
+            raise SignalError(source, f"unknown fill method {fill!r}")
+        # Interpolating across a gap or a jump backwards would invent data: check first.
+        _check_index(frame, source, origin, hourly=True)
+        frame = _fill(frame, max_fill_h)
+    return frame, origin
+
+
 # --------------------------------------------------------------------------- Signals
 
 
@@ -795,96 +922,12 @@ class Signals:
         SignalError
             Naming source, column, row and problem.
         """
-        origin = Origin(line_offset=_line_offset, time_column=time_column or TIME_NAME)
-        provenance = _provenance(df)
-        frame = df.copy(deep=False)
-        # --- time index
-        if time_column is not None:
-            if time_column not in frame.columns:
-                raise SignalError(
-                    source,
-                    f"time column not found; columns are {list(frame.columns)}",
-                    column=time_column,
-                )
-            times, note = _parse_times(frame[time_column], source, origin)
-            frame = frame.drop(columns=[time_column])
-        else:
-            # An unnamed index is the file's first column (ENTSO-E exports leave it blank).
-            name = frame.index.name
-            unnamed = "first column" if _line_offset is not None else "index"
-            label = str(name) if name is not None else unnamed
-            origin = Origin(_line_offset, time_column=label)
-            times, note = _parse_times(frame.index, source, origin)
-        if note is not None:
-            provenance.append(note)
-        if times.tz is None and assume_tz is not None:
-            times = _localize(times, assume_tz, source, origin)
-            provenance.append({"step": "localize", "assume_tz": assume_tz})
-        if times.tz is not None and str(times.tz) != "UTC":
-            provenance.append({"step": "tz_convert", "from": str(times.tz), "to": "UTC"})
-            times = times.tz_convert("UTC")
-        frame.index = times.rename(TIME_NAME)
-        # --- columns
-        raw_of: dict[tuple[str, str], str] = {}
-        if columns is not None:
-            missing = [c for c in columns if c not in frame.columns]
-            if missing:
-                raise SignalError(
-                    source,
-                    f"mapped column not found; columns are {list(frame.columns)}",
-                    column=missing[0],
-                )
-            frame = frame.loc[:, list(columns)]
-            keys = []
-            for raw, target in columns.items():
-                if isinstance(target, tuple):
-                    key = (str(target[0]), str(target[1]))
-                elif site is not None:
-                    key = (site, str(target))
-                else:
-                    raise SignalError(
-                        source,
-                        "column mapping to a bare signal name needs site=...",
-                        column=raw,
-                    )
-                keys.append(key)
-                raw_of[key] = str(raw)
-            frame.columns = pd.MultiIndex.from_tuples(keys, names=COLUMN_LEVELS)
-        elif isinstance(frame.columns, pd.MultiIndex):
-            if site is not None:
-                raise SignalError(
-                    source, "site= names the site of flat columns; these already have sites"
-                )
-            if frame.columns.nlevels != 2:
-                raise SignalError(
-                    source, f"{frame.columns.nlevels}-level columns; expected (site, signal)"
-                )
-            frame.columns = frame.columns.set_names(COLUMN_LEVELS)
-        else:
-            if site is None:
-                raise SignalError(
-                    source, "flat columns need site=... (or a (site, signal) column MultiIndex)"
-                )
-            keys = [(site, str(c)) for c in frame.columns]
-            raw_of = {k: str(c) for k, c in zip(keys, frame.columns, strict=True)}
-            frame.columns = pd.MultiIndex.from_tuples(keys, names=COLUMN_LEVELS)
+        frame, origin, notes = _time_indexed(df, source, time_column, assume_tz, _line_offset)
+        frame, raw_of = _site_columns(frame, source, site, columns)
         origin = Origin(origin.line_offset, raw_of, origin.time_column)
         frame = _to_float(frame, source, origin)
-        frame.attrs["provenance"] = provenance
-        if resample is not None:
-            if resample not in ("mean", "sum", "interpolate"):
-                raise SignalError(source, f"unknown resample method {resample!r}")
-            _check_index(frame, source, origin, hourly=False)
-            frame = _resample(frame, resample, source, origin, allow_empty=fill is not None)
-            frame.index.name = TIME_NAME
-            # Rows of the hourly table no longer map to file lines.
-            origin = Origin(None, raw_of, origin.time_column)
-        if fill is not None:
-            if fill != "interpolate":
-                raise SignalError(source, f"unknown fill method {fill!r}")
-            # Interpolating across a gap or a jump backwards would invent data: check first.
-            _check_index(frame, source, origin, hourly=True)
-            frame = _fill(frame, max_fill_h)
+        frame.attrs["provenance"] = _provenance(df) + notes
+        frame, origin = _resample_and_fill(frame, source, origin, resample, fill, max_fill_h)
         return cls(frame, source, origin).validate()
 
     @classmethod

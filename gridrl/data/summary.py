@@ -47,13 +47,15 @@ def site_summary(scenario: Scenario, signals: Signals) -> pd.DataFrame:
         ``outage_h`` and ``congestion_h`` (from the build record; NaN when absent),
         ``carbon_mean_g_per_kwh``,
         ``price_mean_per_mwh``, ``inference_mean_gpus``, ``flexible_gpu_h_per_day``.
-        Energies are sums over the signals' hours (a full year when built from a
-        scenario).
+        Energies are per calendar year: sums over the signals' hours divided by the
+        number of calendar years they touch.
     """
     from gridrl.data.build import build_stats
 
     stats = build_stats(signals)
     rows = {}
+    # Energies per calendar year (the signals may span several).
+    n_years = len(set(signals.index.year))
     for site in scenario.expanded_sites():
         d = signals.site(site.name)
         hours = len(d)
@@ -62,10 +64,10 @@ def site_summary(scenario: Scenario, signals: Signals) -> pd.DataFrame:
         rows[site.name] = {
             "gpus": site.gpus,
             "pv_kwp": site.pv.kwp,
-            "pv_mwh": pv_kwh / KW_PER_MW,
+            "pv_mwh": pv_kwh / KW_PER_MW / n_years,
             "pv_cf": pv_kwh / (site.pv.kwp * hours) if site.pv.kwp > 0 else np.nan,
             "wind_kw": site.wind.capacity_kw,
-            "wind_mwh": wind_kwh / KW_PER_MW,
+            "wind_mwh": wind_kwh / KW_PER_MW / n_years,
             "wind_cf": (
                 wind_kwh / (site.wind.capacity_kw * hours) if site.wind.capacity_kw > 0 else np.nan
             ),

@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from gridrl.errors import GridrlError
+from gridrl.export.manifest import ObservationLayout
 from gridrl.integrations.replay_jobs import ReplayJob, ReplayWorkload
 from gridrl.integrations.slurm_plan import ManagedJob, plan_decisions
 from gridrl.integrations.slurm_queue import SlurmJob
@@ -374,7 +375,9 @@ def prepare(
     cube = make_forecast(sc, signals, mode, seed=seed) if mode else None
     data = EnvData.from_signals(signals, [s.name for s in sites], cube)
     builder = ObservationBuilder(params, data)
-    if builder.layout.to_dict() != manifest.observation.model_dump(mode="json"):
+    # through the manifest model, so metadata derived on load compares like for like
+    layout = ObservationLayout.model_validate(builder.layout.to_dict())
+    if layout.model_dump(mode="json") != manifest.observation.model_dump(mode="json"):
         raise ReplayError(
             f"{path} with forecast mode {mode!r}: the observation layout is not the bundle's"
         )

@@ -15,6 +15,12 @@ from gridrl.data.loaders.entsoe import (
     load_entsoe_carbon,
     load_entsoe_production,
 )
+from gridrl.data.loaders.multiregion import (
+    ZONE_TIMEZONES,
+    load_multiregion_carbon,
+    load_multiregion_price,
+    load_multiregion_weather,
+)
 
 __all__ = [
     "CITYLEARN_FORECAST_HORIZONS_H",
@@ -28,6 +34,10 @@ __all__ = [
     "load_citylearn",
     "load_eia930",
     "trace_cluster_gpus",
+    "ZONE_TIMEZONES",
+    "load_multiregion_carbon",
+    "load_multiregion_price",
+    "load_multiregion_weather",
     "load_entsoe_carbon",
     "load_entsoe_production",
 ]

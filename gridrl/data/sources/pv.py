@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from gridrl.data.sources.weather import SiteWeather
+from gridrl.data.sources.site_weather import SiteWeather
 from gridrl.scenario import PVConfig
 
 HALF_HOUR = pd.Timedelta(minutes=30)
@@ -140,3 +140,54 @@ def pv_power_kw(pv: PVConfig, weather: SiteWeather) -> np.ndarray:
     ac_kw = np.asarray(ac_w, dtype=np.float64) / W_PER_KW
     night = geo["zenith"].to_numpy() >= HORIZON_ZENITH_DEG
     return np.where(night, 0.0, ac_kw)
+
+
+def cloud_cover_ghi(
+    cloud_cover_pct: np.ndarray, ghi_clearsky: np.ndarray, offset_fraction: float
+) -> np.ndarray:
+    """GHI from cloud cover, linear in the cover (Larson et al. 2016), W/m2.
+
+    ``GHI = (offset + (1 - offset) (1 - cover / 100)) GHI_clear``: clear sky at 0 %
+    cover, ``offset`` times it under full cover (the ``cloud_cover_to_ghi_linear`` of
+    pvlib's former forecast module, offset 35 %).
+    """
+    clear = 1.0 - np.asarray(cloud_cover_pct, dtype=np.float64) / 100.0
+    return (offset_fraction + (1.0 - offset_fraction) * clear) * ghi_clearsky
+
+
+def cloud_cover_irradiance(
+    cloud_cover_pct: np.ndarray,
+    geometry: pd.DataFrame,
+    pressure_pa: np.ndarray,
+    offset_fraction: float,
+) -> pd.DataFrame:
+    """GHI, DNI and DHI (W/m2) of each hour from cloud cover and clear-sky GHI.
+
+    As pvlib's former forecast module did (``cloud_cover_to_irradiance_clearsky_scaling``):
+    GHI by the linear cloud-cover model, DNI by the DISC decomposition
+    (``pvlib.irradiance.disc``) at mid-hour, ``DHI = GHI - DNI cos(zenith)``. 0 at night.
+
+    Parameters
+    ----------
+    geometry : pandas.DataFrame
+        ``solar_geometry`` of the hours (``zenith``, ``ghi_clearsky``), UTC hour-start
+        index.
+    """
+    import pvlib
+
+    ghi = cloud_cover_ghi(cloud_cover_pct, geometry["ghi_clearsky"].to_numpy(), offset_fraction)
+    zenith = geometry["zenith"].to_numpy()
+    mid = geometry.index + HALF_HOUR
+    dni = pvlib.irradiance.disc(ghi, zenith, mid, pressure=pressure_pa)["dni"]
+    dni = np.nan_to_num(np.asarray(dni, dtype=np.float64), nan=0.0)
+    night = zenith >= HORIZON_ZENITH_DEG
+    cos_z = np.cos(np.radians(zenith))
+    dhi = np.where(night, 0.0, ghi - dni * cos_z)
+    return pd.DataFrame(
+        {
+            "ghi_w_per_m2": np.where(night, 0.0, ghi),
+            "dni_w_per_m2": np.where(night, 0.0, dni),
+            "dhi_w_per_m2": dhi,
+        },
+        index=geometry.index,
+    )

@@ -27,13 +27,13 @@ from __future__ import annotations
 
 import functools
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from gridrl.data.signals import SignalError
+from gridrl.data.sources.site_weather import WEATHER_COLUMNS, SiteWeather
 from gridrl.scenario import WeatherSource
 
 HOURS_PER_TMY_YEAR = 8760
@@ -42,46 +42,7 @@ TMY2_TENTHS = 0.1  # TMY2 stores temperature and wind speed in tenths of their u
 # Cumulative days before each month in a non-leap year (TMY years have 365 days).
 _DAYS_BEFORE_MONTH = np.cumsum([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30])
 
-WEATHER_COLUMNS = (
-    "ghi_w_per_m2",
-    "dni_w_per_m2",
-    "dhi_w_per_m2",
-    "temp_c",
-    "wind_speed_m_per_s",
-    "pressure_pa",
-)
 _NONNEGATIVE = ("ghi_w_per_m2", "dni_w_per_m2", "dhi_w_per_m2", "wind_speed_m_per_s", "pressure_pa")
-
-
-@dataclass(frozen=True)
-class SiteWeather:
-    """Hourly weather of one location mapped onto a calendar year (UTC, start labels).
-
-    Attributes
-    ----------
-    frame : pandas.DataFrame
-        Index: hourly UTC ``DatetimeIndex`` named ``time`` covering the year. Columns:
-        ``ghi_w_per_m2``, ``dni_w_per_m2``, ``dhi_w_per_m2`` (hour means, W/m2),
-        ``temp_c`` (dry-bulb, degC), ``wind_speed_m_per_s`` (at the station's
-        measurement height, m/s), ``pressure_pa`` (station pressure, Pa). Read-only by
-        convention: it is shared between sites that use the same file.
-    latitude_deg, longitude_deg, altitude_m : float
-        Station position from the file's metadata.
-    tz_offset_h : float
-        Local standard time minus UTC, hours (-5 for Greensboro).
-    station : str
-        Station name from the metadata.
-    source : str
-        Path of the TMY file.
-    """
-
-    frame: pd.DataFrame
-    latitude_deg: float
-    longitude_deg: float
-    altitude_m: float
-    tz_offset_h: float
-    station: str
-    source: str
 
 
 def year_index(year: int) -> pd.DatetimeIndex:
@@ -247,7 +208,8 @@ def load_weather(source: WeatherSource, year: int) -> SiteWeather:
     ----------
     source : WeatherSource
         ``source: pvlib_tmy`` with ``file`` a bundled TMY name (``723170TYA.CSV``,
-        ``703165TY.csv``, ``12839.tm2``) or a path to a TMY2/TMY3 file.
+        ``703165TY.csv``, ``12839.tm2``) or a path to a TMY2/TMY3 file; or
+        ``source: multiregion`` (``sources.multiregion``; ``year`` inside its years).
     year : int
         Calendar year to map the typical year onto.
 
@@ -264,9 +226,30 @@ def load_weather(source: WeatherSource, year: int) -> SiteWeather:
     NotImplementedError
         For ``source: csv``, which the embedded sources do not read.
     """
+    if source.source == "multiregion":  # real hourly weather of that calendar year
+        from gridrl.data.sources.multiregion import multiregion_site_weather
+
+        return multiregion_site_weather(source, year_index(int(year)))[0]
     if source.source != "pvlib_tmy":
         raise NotImplementedError(
             f"weather source {source.source!r} ({source.file}) is not readable by the "
             "embedded sources; use source: pvlib_tmy"
         )
     return _load_weather_cached(os.fspath(tmy_path(source.file)), int(year))
+
+
+def load_weather_years(source: WeatherSource, years: list[int]) -> SiteWeather:
+    """``load_weather`` over consecutive calendar years, joined in time order.
+
+    A typical year is mapped onto each year in turn (see the module notes), so a
+    multi-year scenario repeats the same typical weather every year.
+    """
+    parts = [load_weather(source, y) for y in years]
+    if len(parts) == 1:
+        return parts[0]
+    first = parts[0]
+    frame = pd.concat([p.frame for p in parts], axis=0)
+    return SiteWeather(
+        frame, first.latitude_deg, first.longitude_deg, first.altitude_m, first.tz_offset_h,
+        first.station, first.source,
+    )
