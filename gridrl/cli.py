@@ -327,6 +327,7 @@ def run_cmd(
 ) -> None:
     """Run a study (train, evaluate, report) from one YAML file."""
     from gridrl.experiments.backends import BackendError
+    from gridrl.experiments.progress_display import RichProgress
     from gridrl.experiments.runner import run_study
     from gridrl.experiments.schema import StudyError, load_study
     from gridrl.experiments.store import RunDirError
@@ -336,7 +337,8 @@ def run_cmd(
         raise typer.Exit(2)
     try:
         spec = load_study(study)
-        run_dir = run_study(spec, out_dir=out, backend=backend, address=address, resume=resume)
+        run_dir = run_study(spec, out_dir=out, backend=backend, address=address, resume=resume,
+                            progress=RichProgress(Console(stderr=True)))
     except (StudyError, RunDirError, BackendError) as exc:
         console.print(f"[red]error:[/] {exc}", highlight=False)
         raise typer.Exit(2) from None

@@ -38,4 +38,4 @@ def test_battery_control_override_reads_its_own_scenario_and_keeps_the_rule(
     assert len(own) == 2
     pd.testing.assert_series_equal(own, rule, check_names=False)  # action 0 is the rule
     assert (res.loc["mpc_rule"] > own).all()
-    assert "run_now_rule `rule`" in (run / "report.md").read_text()
+    assert "run_now_rule `env.battery_control: rule`" in (run / "report.md").read_text()
