@@ -1,20 +1,22 @@
 """Per-agent battery control in a study: an agent with ``battery_control: rule`` in a
-scenario whose batteries are an action (geo3: ``residual``) reads its own scenario copy
-and meets the same episodes; a rule-following controller gets the same J either way."""
+scenario whose batteries are an action (geo3: ``residual``) runs in its own in-memory
+scenario copy and meets the same episodes; a rule-following controller gets the same J
+either way."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pandas as pd
-import yaml
 from experiments_helpers import GEO3, write_study
 
 from gridrl.experiments.runner import run_study
+from gridrl.experiments.schema import load_study
+from gridrl.experiments.units import agent_scenario
 from gridrl.scenario import load_scenario
 
 
-def test_battery_control_override_reads_its_own_scenario_and_keeps_the_rule(
+def test_battery_control_override_runs_its_own_scenario_and_keeps_the_rule(
     tmp_path: Path,
 ) -> None:
     study = write_study(
@@ -30,9 +32,12 @@ def test_battery_control_override_reads_its_own_scenario_and_keeps_the_rule(
         backend={"kind": "local", "max_workers": 1},
     )
     run = run_study(study, out_dir=tmp_path / "run", report=True)
-    copy = run / "scenario-battery_rule.yaml"
-    assert load_scenario(copy).env.battery_control == "rule"
-    assert yaml.safe_load(copy.read_text())["sites"] == yaml.safe_load(GEO3.read_text())["sites"]
+    assert not list(run.glob("**/scenario*.yaml"))  # overrides stay in memory
+    spec = load_study(study)
+    own_rule = agent_scenario(spec, load_scenario(GEO3), "mpc_rule")
+    assert own_rule.env.battery_control == "rule"
+    assert load_scenario(GEO3).env.battery_control == "residual"
+    assert own_rule.model_dump(exclude={"env"}) == load_scenario(GEO3).model_dump(exclude={"env"})
     res = pd.read_parquet(run / "results.parquet").set_index(["policy", "start"])["J"]
     own, rule = res.loc["run_now"], res.loc["run_now_rule"]
     assert len(own) == 2

@@ -218,9 +218,12 @@ def result_check(
 ) -> Callable[[str, Any], str | None]:
     """The :class:`~gridrl.experiments.store.RunStore` check of a study's unit results
     (:func:`check_result`); ``rows`` gives the expected row count when called (it may
-    build the signals: called once, at the first unit checked). Units outside the
-    study's plan are not checked here."""
+    build the signals: called once, at the first unit checked); without it, the
+    study's ``evaluation.episodes`` when set. Units outside the study's plan are not
+    checked here."""
     units = {u.unit_id: u for u in plan_units(study)}
+    if rows is None and study.evaluation.episodes is not None:
+        rows = lambda: study.evaluation.episodes  # noqa: E731 - known without the data
     expected = functools.cache(rows) if rows is not None else None
 
     def check(unit_id: str, frame: Any) -> str | None:
