@@ -8,6 +8,8 @@ Layout of ``RUN_DIR``::
     <unit_id>/                  one folder per unit (agent x seed x forecast mode);
         result.parquet          for SB3 agents also the policy: model.zip,
         DONE                    vecnormalize.pkl, meta.json, checkpoints/, logs
+                                (and scenario.yaml when the agent overrides it)
+        rejected/<UTC time>/    damaged DONE and result found on resume, REASON.txt
     results.parquet             every finished unit's rows, merged
     units.parquet               one row per finished unit (wall time, env-steps/s, ...)
     report.md, plots/*.png      written by gridrl.experiments.report
