@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 from experiments_helpers import write_study
 
-from gridrl.experiments.store import RunDirError, RunStore
+from gridrl.experiments.store import RunDirError, RunStore, frame_columns, sha256_file
 
 pytestmark = pytest.mark.slow
 
@@ -33,9 +33,6 @@ def _gridrl(*args: str) -> subprocess.CompletedProcess[str]:
 def _reseal(store: RunStore, unit: str, frame: pd.DataFrame | None = None) -> None:
     """Rewrite the unit's DONE so that it vouches for the (edited) result file: only
     the study-level checks can then find the damage."""
-    from gridrl.experiments.store import frame_columns
-    from gridrl.export.manifest import sha256_file
-
     marker = json.loads(store.done_path(unit).read_text())
     marker["sha256"] = sha256_file(store.result_path(unit))
     if frame is not None:
