@@ -18,7 +18,6 @@ from typer.core import TyperGroup
 from gridrl import __version__
 from gridrl.errors import GridrlError
 
-ERROR_EXIT_CODE = 2  # bad input or a failed operation gridrl reported itself
 console = Console()
 
 
@@ -30,7 +29,7 @@ class _Commands(TyperGroup):
             return super().invoke(ctx)
         except GridrlError as exc:
             console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
-            raise typer.Exit(ERROR_EXIT_CODE) from None
+            raise typer.Exit(exc.exit_code) from None
 
 
 app = typer.Typer(
@@ -319,19 +318,15 @@ def run_cmd(
     out: str = typer.Option(None, "--out", help="Run folder; default: the study's output_dir."),
 ) -> None:
     """Run a study (train, evaluate, report) from one YAML file."""
+    from gridrl.experiments.progress_display import RichProgress
     from gridrl.experiments.runner import run_study
     from gridrl.experiments.schema import load_study
 
     if backend is not None and backend not in ("local", "ray"):
         raise typer.BadParameter(f"expected local or ray, got {backend!r}", param_hint="--backend")
     spec = load_study(study)
-    try:
-        run_dir = run_study(spec, out_dir=out, backend=backend, address=address, resume=resume)
-    except GridrlError:
-        raise  # reported by the command group (exit 2)
-    except RuntimeError as exc:  # some units failed; the finished ones are saved
-        console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
-        raise typer.Exit(1) from None
+    run_dir = run_study(spec, out_dir=out, backend=backend, address=address, resume=resume,
+                        progress=RichProgress(Console(stderr=True)))
     console.print(f"run folder: {run_dir}")
 
 

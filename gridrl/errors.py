@@ -10,4 +10,10 @@ from __future__ import annotations
 
 
 class GridrlError(Exception):
-    """Base of every gridrl error; the message names the file, key, column or row at fault."""
+    """Base of every gridrl error; the message names the file, key, column or row at fault.
+
+    ``exit_code`` is what the command line exits with when this error ends a command:
+    2 for bad input or a refused operation, 1 where part of the work was done and saved.
+    """
+
+    exit_code: int = 2

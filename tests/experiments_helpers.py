@@ -1,11 +1,10 @@
-"""Helpers for the experiments tests: small real studies on geo3 and a training-only unit."""
+"""Helpers for the experiments tests: small real studies on geo3."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -54,19 +53,3 @@ def write_study(path: Path, **over: Any) -> Path:
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
 
-
-def training_only_unit(payload: dict[str, Any]) -> dict[str, Any]:
-    """A unit that trains for real and reports its training episodes as result rows.
-
-    Used where the runner's mechanics (backends, resume) are under test: the rows are
-    the real training returns, so a different seed or a lost row shows.
-    """
-    from gridrl.experiments.runner import finish_unit, train_unit, unit_context
-
-    ctx = unit_context(payload)
-    summary = train_unit(ctx)
-    mon = pd.read_csv(ctx.unit_dir / "monitor.csv", skiprows=1)
-    rows = pd.DataFrame(
-        {"episode": range(len(mon)), "J": mon["r"].to_numpy(), "steps": mon["l"].to_numpy()}
-    )
-    return finish_unit(ctx, rows, summary)

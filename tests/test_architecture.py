@@ -43,11 +43,6 @@ TORCH = frozenset({"torch", "stable_baselines3", "sb3_contrib"})
 ONNX_WRITERS = frozenset({"gridrl.export.onnx_export", "gridrl.export.bundle"})
 # Offline re-simulation of a trace: may read data sets and use the env's physics.
 OFFLINE_REPLAY = frozenset({"gridrl.integrations.replay", "gridrl.integrations.replay_jobs"})
-# Cycles still present, each listed with the exact modules it spans. A listed cycle that
-# is gone fails the test too, so the list only ever shrinks.
-KNOWN_CYCLES: frozenset[frozenset[str]] = frozenset(
-    {frozenset({"gridrl.experiments.report", "gridrl.experiments.runner"})}
-)
 
 
 @dataclass(frozen=True)
@@ -244,11 +239,8 @@ def test_graph_sees_module_and_function_level_imports() -> None:
 
 
 def test_no_import_cycles() -> None:
-    cycles = set(find_cycles(internal_graph(EDGES)))
-    new = sorted(sorted(c) for c in cycles - KNOWN_CYCLES)
-    assert not new, f"import cycles: {new}"
-    gone = sorted(sorted(c) for c in KNOWN_CYCLES - cycles)
-    assert not gone, f"cycles no longer present, remove them from KNOWN_CYCLES: {gone}"
+    cycles = sorted(sorted(c) for c in find_cycles(internal_graph(EDGES)))
+    assert not cycles, f"import cycles: {cycles}"
 
 
 def test_imports_follow_the_layers() -> None:

@@ -11,7 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 import gridrl.cli
-from gridrl.cli import ERROR_EXIT_CODE, app
+from gridrl.cli import app
+from gridrl.errors import GridrlError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -37,7 +38,7 @@ def test_gridrl_errors_end_as_one_red_line_and_exit_2(
     tmp_path: Path, args: list[str], expected: str
 ) -> None:
     result = CliRunner().invoke(app, [a.format(tmp=tmp_path) for a in args])
-    assert result.exit_code == ERROR_EXIT_CODE == 2, result.output
+    assert result.exit_code == GridrlError.exit_code == 2, result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
     assert result.output.startswith("error: "), result.output
     assert expected in " ".join(result.output.split()), result.output

@@ -1,6 +1,7 @@
 """A small real study through the `gridrl` command: tiny PPO (2 seeds), run_now and
-lp_bound on geo3 test weeks. It is killed (SIGKILL) after its first unit, resumed with
-`--resume`, reported; the Ray backend gives the same results."""
+lp_bound on geo3 test weeks. Its driver is killed (SIGKILL, the driver alone) after the
+first unit: its pool worker ends with it; the study is resumed with `--resume` and
+reported; the Ray backend gives the same results."""
 
 from __future__ import annotations
 
@@ -24,21 +25,55 @@ from gridrl.experiments.store import RunStore
 pytestmark = pytest.mark.slow
 
 GRIDRL = [sys.executable, "-m", "gridrl.cli"]
+RUN_MARK = "GRIDRL_TEST_RUN_MARK"  # inherited by every process the driver starts
+WORKERS_GONE_S = 10.0
+
+
+def run_processes(mark: str) -> dict[int, str]:
+    """Live processes (pid -> command line) whose environment carries ``RUN_MARK=mark``:
+    the driver started with it and every process it started. Zombies hold nothing."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            env = (entry / "environ").read_bytes().split(b"\0")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:  # ended meanwhile, or another user's
+            continue
+        if f"{RUN_MARK}={mark}".encode() in env and state != "Z":
+            found[int(entry.name)] = cmd
+    return found
+
+
+def kill_driver(proc: subprocess.Popen, mark: str) -> tuple[dict[int, str], dict[int, str]]:
+    """SIGKILL the driver alone; the run's other processes before, and those still
+    alive ``WORKERS_GONE_S`` later."""
+    before = {p: c for p, c in run_processes(mark).items() if p != proc.pid}
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + WORKERS_GONE_S
+    while run_processes(mark) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return before, run_processes(mark)
 
 
 @pytest.fixture(scope="module")
 def killed_and_resumed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """`gridrl run` killed (driver and pool workers) after its first unit, then resumed."""
+    """`gridrl run` whose driver is killed after its first unit, then resumed."""
     tmp = tmp_path_factory.mktemp("resume")
     study = write_study(
         tmp / "study.yaml", agents=WITH_REFERENCES, backend={"kind": "local", "max_workers": 1}
     )
     run_dir = tmp / "run"
+    mark = f"{os.getpid()}-{time.time_ns()}"
     proc = subprocess.Popen(
         [*GRIDRL, "run", str(study), "--out", str(run_dir)],
         start_new_session=True,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        env={**os.environ, RUN_MARK: mark},
     )
     store = RunStore(run_dir)
     deadline = time.monotonic() + 300
@@ -47,13 +82,19 @@ def killed_and_resumed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, An
             assert proc.poll() is None, "the study ended before it could be killed"
             assert time.monotonic() < deadline, "no unit finished in time"
             time.sleep(0.2)
+        workers, survivors = kill_driver(proc, mark)
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)  # the driver and its pool workers
+        try:  # whatever the outcome, leave nothing behind
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
         proc.wait()
     finished = store.finished_units()
     state = {
         "study": study,
         "run_dir": run_dir,
+        "workers": workers,
+        "survivors": survivors,
         "finished": finished,
         "mtimes": {u: store.done_path(u).stat().st_mtime_ns for u in finished},
         "rows": {u: pd.read_parquet(store.result_path(u)) for u in finished},
@@ -65,6 +106,13 @@ def killed_and_resumed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, An
     )
     assert done.returncode == 0, done.stderr[-3000:]
     return state
+
+
+def test_killing_the_driver_ends_its_workers(killed_and_resumed: dict[str, Any]) -> None:
+    s = killed_and_resumed
+    # the pool worker was running the next unit when its driver was killed
+    assert any("multiprocessing" in cmd for cmd in s["workers"].values()), s["workers"]
+    assert s["survivors"] == {}, f"alive {WORKERS_GONE_S} s after the driver: {s['survivors']}"
 
 
 def test_resume_after_kill_redoes_nothing_and_loses_nothing(

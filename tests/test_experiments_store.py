@@ -31,6 +31,19 @@ def _rows(policy: str, algo: str, seed: int, j: list[float]) -> pd.DataFrame:
     )
 
 
+def _unit_rows(policy: str, algo: str, seed: int, j: list[float], mode: str) -> pd.DataFrame:
+    """``_rows`` with every column a unit writes: episode starts and every KPI."""
+    from gridrl.env.kpis import KPIS
+
+    rows = _rows(policy, algo, seed, j).assign(forecast_mode=mode)
+    rows["unit_id"] = f"{policy}-seed{seed}-{mode}"
+    rows["start"] = pd.date_range("2021-01-04", periods=len(j), freq="7D", tz="UTC")
+    for k in KPIS:
+        if k.name not in rows:
+            rows[k.name] = 0.0
+    return rows
+
+
 def test_unit_is_done_only_after_result_and_marker(tmp_path: Path) -> None:
     store = RunStore(tmp_path / "run")
     store.start("name: x\n", "h1", resume=False)
@@ -147,10 +160,10 @@ def test_report_of_an_ablation_study(tmp_path: Path) -> None:
     j_mpc = {"lightgbm": [-6.0, -7.0], "perfect": [-3.0, -4.0], "none": [-9.0, -10.0]}
     for seed in (0, 1):
         for mode, j in j_mpc.items():
-            rows = _rows("mpc", "mpc", seed, j).assign(forecast_mode=mode)
+            rows = _unit_rows("mpc", "mpc", seed, j, mode)
             store.write_unit(f"mpc-seed{seed}-{mode}", rows, {"kind": "reference"})
         for name, j in (("run_now", [-12.0, -13.0]), ("lp_bound", [-2.0, -3.0])):
-            rows = _rows(name, name, seed, j).assign(forecast_mode="lightgbm")
+            rows = _unit_rows(name, name, seed, j, "lightgbm")
             store.write_unit(f"{name}-seed{seed}-lightgbm", rows, {"kind": "reference"})
     report = write_report(tmp_path / "run").read_text()
     assert "## Forecast ablation" in report

@@ -8,11 +8,27 @@ Ray: ``address: auto`` joins the cluster of ``ray start`` on this machine (or th
 ``RAY_ADDRESS`` names), ``host:port`` joins a given one, ``local`` starts a private
 single-machine instance. Units write into the run folder, so on a multi-machine
 cluster the run folder must be on a filesystem every node sees.
+
+Local workers end with their driver, however it ends (even ``kill -9``): a worker left
+behind would go on with the queued units while a resumed run starts them again. Each
+worker's initializer (:func:`die_with_parent`) asks Linux for ``SIGKILL`` when its
+parent dies (``prctl(PR_SET_PDEATHSIG)``: immediate, even while the worker is inside
+numba or torch code that holds the GIL) and starts a watchdog thread that compares
+``os.getppid()`` with the driver's pid every second (portable: macOS has no
+``prctl``). A process group alone would not do: killing the driver's pid does not
+signal its group. Ray workers belong to the Ray cluster, which ends a dead driver's
+tasks itself.
 """
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
+import os
+import signal
+import sys
+import threading
+import time
 import traceback
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -21,6 +37,8 @@ from typing import Any
 from gridrl.errors import GridrlError
 
 UnitResult = tuple[int, Any, str | None]
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+PARENT_CHECK_S = 1.0  # watchdog period: a worker outlives its driver by at most this
 
 
 class BackendError(GridrlError, RuntimeError):
@@ -34,6 +52,32 @@ def _guarded(fn: Callable[[Any], Any], payload: Any) -> tuple[Any, str | None]:
         return fn(payload), None
     except Exception:  # noqa: BLE001 - reported per unit, the run goes on
         return None, traceback.format_exc()
+
+
+def die_with_parent(parent_pid: int, check_every_s: float = PARENT_CHECK_S) -> None:
+    """Worker initializer: end this process when ``parent_pid`` (the driver) ends.
+
+    Linux delivers ``SIGKILL`` on the parent's death (``PR_SET_PDEATHSIG``; note that
+    it fires when the *thread* that started the worker ends: the pool is started by
+    the thread that iterates :func:`run_local`, which lives until the last result).
+    Everywhere, a daemon thread checks ``os.getppid()`` every ``check_every_s``: a
+    worker re-parented to init (or a subreaper) sees another parent pid and exits.
+    """
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)  # the watchdog covers failure
+    if os.getppid() != parent_pid:  # the driver died before the line above took effect
+        os._exit(1)
+    threading.Thread(
+        target=_watch_parent, args=(parent_pid, check_every_s), daemon=True,
+        name="gridrl-parent-watch",
+    ).start()
+
+
+def _watch_parent(parent_pid: int, check_every_s: float) -> None:
+    while os.getppid() == parent_pid:
+        time.sleep(check_every_s)
+    os._exit(1)  # nothing to save: units write atomically, an unfinished unit reruns
 
 
 def run_local(
@@ -66,7 +110,11 @@ def run_local(
         return
     # spawn, not fork: torch and BLAS thread pools do not survive a fork safely
     ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=max_workers, mp_context=ctx) as pool:
+    pool = ProcessPoolExecutor(
+        max_workers=max_workers, mp_context=ctx,
+        initializer=die_with_parent, initargs=(os.getpid(),),
+    )
+    try:
         futures: dict[Future, int] = {
             pool.submit(_guarded, fn, p): i for i, p in enumerate(payloads)
         }
@@ -78,6 +126,9 @@ def run_local(
             for fut in done:
                 result, error = fut.result()
                 yield futures[fut], result, error
+    finally:
+        # interrupted (Ctrl-C, an error in the caller): queued units do not start
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def run_ray(

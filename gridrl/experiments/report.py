@@ -21,7 +21,16 @@ from scipy import stats
 from gridrl.experiments import plots
 from gridrl.experiments.schema import Study
 from gridrl.experiments.store import RunStore
+from gridrl.experiments.units import (
+    agent_scenario,
+    overrides,
+    plan_units,
+    policy_for_agent,
+    result_check,
+    run_scenario_path,
+)
 from gridrl.io import write_text_atomic, write_with
+from gridrl.scenario import load_scenario
 
 OBJECTIVE = "J"  # episode objective column of the harness (higher is better)
 ID_COLUMNS = ("policy", "kind", "algo", "seed", "forecast_mode", "unit_id", "episode", "start")
@@ -215,7 +224,8 @@ def write_report(run_dir: str | Path, *, objective: str = OBJECTIVE) -> Path:
     ----------
     run_dir
         A run folder written by :func:`gridrl.experiments.runner.run_study` (finished or
-        not: the report covers the finished units and says how many are missing).
+        not: the report covers the finished units and says which are missing and which
+        were found damaged).
     objective
         Column holding the episode objective (higher is better).
 
@@ -224,17 +234,31 @@ def write_report(run_dir: str | Path, *, objective: str = OBJECTIVE) -> Path:
     Path
         ``RUN_DIR/report.md``.
     """
-    from gridrl.experiments.runner import plan_units
-
     run_dir = Path(run_dir).resolve()
-    store = RunStore(run_dir)
     study = _load_study(run_dir)
+    store = RunStore(run_dir, check_result=result_check(study))
     results = store.load_results()
-    units = plan_units(study)
-    finished = set(store.finished_units())
-    missing = [u.unit_id for u in units if u.unit_id not in finished]
+    lines = _header(study, store)
+    if results.empty:
+        lines.append("No finished units yet.")
+        return write_text_atomic(run_dir / "report.md", "\n".join(lines) + "\n")
+    summary = _summary(study, results, objective)
+    write_with(run_dir / "leaderboard.csv", lambda p: summary.to_csv(p, index=False))
     plot_dir = run_dir / "plots"
-    conf = study.report.confidence
+    board, leaderboard = _leaderboard_section(study, summary, objective, plot_dir)
+    lines += leaderboard
+    lines += _ablation_section(study, summary, objective, plot_dir)
+    lines += _training_section(study, store, plot_dir)
+    lines += _dispatch_section(study, store, board, plot_dir)
+    return write_text_atomic(run_dir / "report.md", "\n".join(lines) + "\n")
+
+
+def _header(study: Study, store: RunStore) -> list[str]:
+    """Title, description, protocol and which units are finished, missing or damaged."""
+    units = [u.unit_id for u in plan_units(study)]
+    finished = set(store.finished_units())
+    invalid = store.invalid_units()
+    missing = [u for u in units if u not in finished]
     lines = [
         f"# Study `{study.name}`",
         "",
@@ -245,34 +269,42 @@ def write_report(run_dir: str | Path, *, objective: str = OBJECTIVE) -> Path:
         f"- seeds: {study.seeds}{_seed_overrides(study)}; evaluation: "
         f"{study.evaluation.episodes or 'all fixed'} episode window(s) of the "
         f"`{study.evaluation.period}` period, the same for every policy and seed",
-        f"- units: {len(finished & {u.unit_id for u in units})} of {len(units)} finished",
+        f"- units: {len(finished & set(units))} of {len(units)} finished",
     ]
-    own = [f"{a.name} `{a.battery_control}`" for a in study.agents if a.battery_control]
+    own = [
+        f"{name} " + ", ".join(f"`{k}: {v}`" for k, v in keys.items())
+        for name, keys in overrides(study).items()
+    ]
     if own:
-        lines.append(f"- battery control of their own (`env.battery_control`): {', '.join(own)}")
+        lines.append(f"- scenario overrides per agent: {'; '.join(own)}")
     if missing:
         lines.append(f"- **missing units** (rerun with `--resume`): {', '.join(missing)}")
+    for unit_id, reason in invalid.items():
+        lines.append(f"- **damaged unit** `{unit_id}` (runs again on `--resume`): {reason}")
     lines.append("")
-    if results.empty:
-        lines.append("No finished units yet.")
-        return write_text_atomic(run_dir / "report.md", "\n".join(lines) + "\n")
+    return lines
 
+
+def _summary(study: Study, results: pd.DataFrame, objective: str) -> pd.DataFrame:
+    """Mean and CI of every KPI (and gap closed) per policy x forecast mode."""
     per_seed = seed_means(results).merge(
         gap_closed_per_seed(results, objective), on=["policy", "forecast_mode", "seed"]
     )
-    kpis = [
-        c for c in per_seed.columns if c not in ("policy", "kind", "algo", "forecast_mode", "seed")
-    ]
-    summary = summarize(per_seed, kpis, conf)
+    keys = ("policy", "kind", "algo", "forecast_mode", "seed")
+    kpis = [c for c in per_seed.columns if c not in keys]
+    return summarize(per_seed, kpis, study.report.confidence)
 
-    # ---------------------------------------------------------------- leaderboard
+
+def _leaderboard_section(
+    study: Study, summary: pd.DataFrame, objective: str, plot_dir: Path
+) -> tuple[pd.DataFrame, list[str]]:
+    """The leaderboard of the study's forecast mode (sorted, best first) and its lines."""
     base = summary[summary["forecast_mode"] == study.forecast.mode]
     sort_col = "gap_closed" if base["gap_closed"].notna().any() else objective
     if sort_col in base:
         base = base.sort_values(sort_col, ascending=False)
     board = base.set_index("policy")
     shown = [c for c in study.report.leaderboard_columns if c in board.columns]
-    write_with(run_dir / "leaderboard.csv", lambda p: summary.to_csv(p, index=False))
     table = pd.DataFrame(
         {
             "policy": board.index,
@@ -284,11 +316,11 @@ def write_report(run_dir: str | Path, *, objective: str = OBJECTIVE) -> Path:
             },
         }
     )
-    lines += [
+    lines = [
         f"## Leaderboard (forecast mode `{study.forecast.mode}`)",
         "",
-        f"Mean over seeds ± half-width of the {conf:.0%} t-interval. Gap closed = "
-        "(J − J_run_now) / (J_lp_bound − J_run_now) per seed on paired episodes.",
+        f"Mean over seeds ± half-width of the {study.report.confidence:.0%} t-interval. "
+        "Gap closed = (J − J_run_now) / (J_lp_bound − J_run_now) per seed on paired episodes.",
         "",
         _markdown_table(table),
         "",
@@ -297,66 +329,73 @@ def write_report(run_dir: str | Path, *, objective: str = OBJECTIVE) -> Path:
         "",
     ]
     if sort_col in board:
-        p = plots.leaderboard_plot(
-            board,
-            sort_col,
-            "gap closed (fraction of run_now → lp_bound)" if sort_col == "gap_closed" else sort_col,
-            plot_dir / "leaderboard.png",
-        )
-        lines += [f"![leaderboard]({p.relative_to(run_dir)})", ""]
+        label = sort_col
+        if sort_col == "gap_closed":
+            label = "gap closed (fraction of run_now → lp_bound)"
+        p = plots.leaderboard_plot(board, sort_col, label, plot_dir / "leaderboard.png")
+        lines += [f"![leaderboard]({p.relative_to(plot_dir.parent)})", ""]
+    return base, lines
 
-    # ---------------------------------------------------------------- ablation
-    if study.ablation is not None:
-        abl = summary[summary["forecast_mode"].isin(study.ablation.forecast_modes)]
-        abl = abl[abl.groupby("policy")["forecast_mode"].transform("nunique") > 1]
-        if not abl.empty:
-            col = "gap_closed" if abl["gap_closed"].notna().any() else objective
-            pivot = abl.pivot_table(index="policy", columns="forecast_mode", values=col, sort=False)
-            pivot = pivot[[m for m in study.ablation.forecast_modes if m in pivot.columns]]
-            lines += [
-                "## Forecast ablation",
-                "",
-                f"{col} per forecast mode (mean over seeds). The difference between modes "
-                "is the value of the forecast to each policy.",
-                "",
-                _markdown_table(pivot.round(4).reset_index()),
-                "",
-            ]
-            order = {m: i for i, m in enumerate(study.ablation.forecast_modes)}
-            abl = abl.sort_values("forecast_mode", key=lambda m: m.map(order), kind="stable")
-            p = plots.ablation_plot(abl, col, col, plot_dir / "forecast_ablation.png")
-            lines += [f"![forecast ablation]({p.relative_to(run_dir)})", ""]
 
-    # ---------------------------------------------------------------- training
+def _ablation_section(
+    study: Study, summary: pd.DataFrame, objective: str, plot_dir: Path
+) -> list[str]:
+    """The forecast ablation table and plot (agents run in more than one mode)."""
+    if study.ablation is None:
+        return []
+    modes = study.ablation.forecast_modes
+    abl = summary[summary["forecast_mode"].isin(modes)]
+    abl = abl[abl.groupby("policy")["forecast_mode"].transform("nunique") > 1]
+    if abl.empty:
+        return []
+    col = "gap_closed" if abl["gap_closed"].notna().any() else objective
+    pivot = abl.pivot_table(index="policy", columns="forecast_mode", values=col, sort=False)
+    pivot = pivot[[m for m in modes if m in pivot.columns]]
+    order = {m: i for i, m in enumerate(modes)}
+    abl = abl.sort_values("forecast_mode", key=lambda m: m.map(order), kind="stable")
+    p = plots.ablation_plot(abl, col, col, plot_dir / "forecast_ablation.png")
+    return [
+        "## Forecast ablation",
+        "",
+        f"{col} per forecast mode (mean over seeds). The difference between modes "
+        "is the value of the forecast to each policy.",
+        "",
+        _markdown_table(pivot.round(4).reset_index()),
+        "",
+        f"![forecast ablation]({p.relative_to(plot_dir.parent)})",
+        "",
+    ]
+
+
+def _training_section(study: Study, store: RunStore, plot_dir: Path) -> list[str]:
+    """Training throughput per SB3 agent and the learning curves."""
     unit_table = store.load_units()
-    if "kind" in unit_table and (unit_table["kind"] == "sb3").any():
-        sb3 = unit_table[unit_table["kind"] == "sb3"]
-        thr = sb3.groupby("agent").agg(
-            algo=("algo", "first"),
-            units=("unit_id", "count"),
-            timesteps=("timesteps", "mean"),
-            train_wall_s=("train_wall_s", "mean"),
-            env_steps_per_s=("env_steps_per_s", "mean"),
+    if "kind" not in unit_table or not (unit_table["kind"] == "sb3").any():
+        return []
+    sb3 = unit_table[unit_table["kind"] == "sb3"]
+    thr = sb3.groupby("agent").agg(
+        algo=("algo", "first"),
+        units=("unit_id", "count"),
+        timesteps=("timesteps", "mean"),
+        train_wall_s=("train_wall_s", "mean"),
+        env_steps_per_s=("env_steps_per_s", "mean"),
+    )
+    lines = [
+        "## Training",
+        "",
+        "Mean over units of each agent; env-steps/s counts environment steps (all "
+        "VecEnv episodes) per second of training wall time.",
+        "",
+        _markdown_table(thr.round(1).reset_index()),
+        "",
+    ]
+    curves = learning_curves(store, study.report.learning_curve_window)
+    if not curves.empty:
+        p = plots.learning_curves_plot(
+            learning_curve_bands(curves), plot_dir / "learning_curves.png"
         )
-        lines += [
-            "## Training",
-            "",
-            "Mean over units of each agent; env-steps/s counts environment steps (all "
-            "VecEnv episodes) per second of training wall time.",
-            "",
-            _markdown_table(thr.round(1).reset_index()),
-            "",
-        ]
-        curves = learning_curves(store, study.report.learning_curve_window)
-        if not curves.empty:
-            p = plots.learning_curves_plot(learning_curve_bands(curves),
-                                           plot_dir / "learning_curves.png")
-            lines += [f"![learning curves]({p.relative_to(run_dir)})", ""]
-
-    # ---------------------------------------------------------------- dispatch
-    dispatch = _dispatch_section(study, store, base, plot_dir)
-    lines += dispatch
-    return write_text_atomic(run_dir / "report.md", "\n".join(lines) + "\n")
+        lines += [f"![learning curves]({p.relative_to(plot_dir.parent)})", ""]
+    return lines
 
 
 def _dispatch_section(
@@ -396,24 +435,18 @@ def dispatch_trace(study: Study, store: RunStore, unit: pd.Series) -> Any:
     """Hour-by-hour trace of a unit's policy on its first evaluation episode.
 
     The policy is rebuilt from the unit (its policy folder, or the reference by name)
-    and run again through the harness with the study's evaluation seed, so the trace is
-    the episode the results table reports.
+    and run again through the harness with the study's evaluation seed, in the agent's
+    scenario, so the trace is the episode the results table reports.
     """
     from gridrl.agents.evaluate import evaluate_detailed
-    from gridrl.agents.registry import load_policy, make_policy
     from gridrl.agents.train import env_inputs
-    from gridrl.experiments.runner import run_scenario_path
 
-    agent = study.agent(str(unit["agent"]))
-    if agent.kind == "sb3":
-        policy = load_policy(store.unit_dir(str(unit["unit_id"])))
-    else:
-        policy = make_policy(agent.reference, **agent.params)
-    scenario_path = run_scenario_path(study, store.run_dir, agent.name)
-    mode = str(unit["forecast_mode"])
+    name, mode = str(unit["agent"]), str(unit["forecast_mode"])
+    policy = policy_for_agent(study, name, store.unit_dir(str(unit["unit_id"])))
+    scenario_path = run_scenario_path(study, store.run_dir)
     result = evaluate_detailed(
         policy,
-        scenario_path,
+        agent_scenario(study, load_scenario(scenario_path), name),
         period=study.evaluation.period,
         episodes=study.evaluation.episodes,
         seed=study.evaluation.seed,

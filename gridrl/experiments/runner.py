@@ -1,112 +1,66 @@
-"""Run a study: plan its units, fan them out on a backend, keep results, write the report.
+"""Run a study: plan its units, prepare the run folder and inputs, execute the units on
+a backend, merge their results and write the report.
 
-One unit = (agent, seed, forecast mode). An SB3 unit trains on the native VecEnv and is
-then evaluated; a reference unit is evaluated only. Evaluation always goes through the
-shared harness in :mod:`gridrl.agents`, on the study's evaluation period and episodes,
-with the study's evaluation seed, so that every policy and every training seed meets the
-same episodes.
+One unit = (agent, seed, forecast mode) (:mod:`gridrl.experiments.units`). An SB3 unit
+trains on the native VecEnv and is then evaluated; a reference unit is evaluated only.
+Evaluation always goes through the shared harness in :mod:`gridrl.agents`, on the
+study's evaluation period and episodes, with the study's evaluation seed, so that every
+policy and every training seed meets the same episodes.
 
 Each unit writes its own result and done marker (:class:`~gridrl.experiments.store.RunStore`)
-before it returns, so a killed run loses at most the units that were running; ``resume``
-skips every unit with a done marker.
+before it returns, so a killed run loses at most the units that were running. One
+driver holds the run folder at a time (its lock), its workers end with it
+(:mod:`gridrl.experiments.backends`), and ``resume`` checks every finished unit's files
+(checksum, columns, rows) before skipping it: a damaged unit is moved aside and runs
+again. The runner reports through a :class:`~gridrl.experiments.progress.RunProgress`;
+it draws nothing itself.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 
+from gridrl.errors import GridrlError
 from gridrl.experiments.backends import run_units
+from gridrl.experiments.progress import LogProgress, RunProgress
 from gridrl.experiments.schema import (
     BackendSpec,
-    ReferenceAgentSpec,
     SB3AgentSpec,
     Study,
     dump_study,
     load_study,
-    mode_slug,
 )
 from gridrl.experiments.store import RunStore
-from gridrl.io import write_text_atomic
-from gridrl.scenario import load_scenario
+from gridrl.experiments.units import (
+    Unit,
+    agent_scenario,
+    evaluation_episodes,
+    plan_units,
+    policy_for_agent,
+    result_check,
+    run_scenario_path,
+    write_run_scenario,
+    write_scenario_yaml,
+)
+from gridrl.scenario import Scenario, load_scenario
+
+__all__ = ["Unit", "UnitsFailedError", "plan_units", "run_study"]
+
+UnitFn = Callable[[dict[str, Any]], dict[str, Any]]
 
 
-@dataclass(frozen=True)
-class Unit:
-    """One unit of work: an agent, a seed and a forecast mode."""
+class UnitsFailedError(GridrlError, RuntimeError):
+    """Some units raised; every other unit finished and was saved (names the units)."""
 
-    agent: str
-    seed: int
-    forecast_mode: str
-
-    @property
-    def unit_id(self) -> str:
-        """Folder name of the unit (and policy id of an SB3 unit)."""
-        return f"{self.agent}-seed{self.seed}-{mode_slug(self.forecast_mode)}"
-
-
-def plan_units(study: Study) -> list[Unit]:
-    """Every unit of the study, agents in file order, then seeds, then forecast modes."""
-    base = study.forecast.mode
-    ablated = set()
-    modes: list[str] = [base]
-    if study.ablation is not None:
-        modes = list(dict.fromkeys([*study.ablation.forecast_modes]))
-        ablated = set(study.ablation.agents or [a.name for a in study.agents])
-    units = []
-    for agent in study.agents:
-        agent_modes = modes if agent.name in ablated else [base]
-        for seed in agent.seeds or study.seeds:
-            for mode in agent_modes:
-                units.append(Unit(agent.name, seed, mode))
-    return units
-
-
-def run_scenario_path(study: Study, run_dir: Path, agent: str | None = None) -> Path:
-    """The scenario file the run's units (of ``agent``, if given) read.
-
-    Without overrides that is the study's scenario file itself. With the study's periods
-    or the agent's ``battery_control``, the scenario is copied into the run folder
-    (``scenario.yaml``, or ``scenario-battery_<control>.yaml``) with them, and relative
-    file references that exist beside the original (CSV sources) are made absolute so
-    that the copy reads the same data.
-    """
-    control = study.agent(agent).battery_control if agent is not None else None
-    if study.periods is None and control is None:
-        return Path(study.scenario)
-    src = Path(study.scenario)
-    raw = yaml.safe_load(src.read_text())
-    if study.periods is not None:
-        raw["periods"] = study.periods.model_dump(mode="json")
-    name = "scenario.yaml"
-    if control is not None:
-        raw.setdefault("env", {})["battery_control"] = control
-        name = f"scenario-battery_{control}.yaml"
-    path = run_dir / name
-    write_text_atomic(path, yaml.safe_dump(_absolute_files(raw, src.parent), sort_keys=False))
-    load_scenario(path)  # the override must still make a valid scenario
-    return path
-
-
-def _absolute_files(node: Any, base: Path) -> Any:
-    if isinstance(node, dict):
-        out = {}
-        for k, v in node.items():
-            if isinstance(v, str) and (k == "file" or k.endswith("_file")):
-                p = Path(v)
-                v = str((base / p).resolve()) if not p.is_absolute() and (base / p).exists() else v
-            out[k] = _absolute_files(v, base)
-        return out
-    if isinstance(node, list):
-        return [_absolute_files(v, base) for v in node]
-    return node
+    exit_code = 1  # part of the study is done and kept
 
 
 # --------------------------------------------------------------------------- unit work
@@ -114,11 +68,17 @@ def _absolute_files(node: Any, base: Path) -> Any:
 
 @dataclass(frozen=True)
 class UnitContext:
-    """What a worker needs to run one unit (built from the picklable payload)."""
+    """What a worker needs to run one unit (built from the picklable payload).
+
+    ``scenario`` is the agent's scenario (in memory, with its overrides);
+    ``scenario_path`` the run's scenario file, which the signals and forecasts are
+    built from.
+    """
 
     study: Study
     unit: Unit
     store: RunStore
+    scenario: Scenario
     scenario_path: Path
 
     @property
@@ -139,10 +99,21 @@ def unit_context(payload: dict[str, Any]) -> UnitContext:
         study=study,
         unit=Unit(**payload["unit"]),
         store=RunStore(payload["run_dir"]),
+        scenario=payload["scenario"],
         scenario_path=Path(payload["scenario_path"]),
     )
     ctx.unit_dir.mkdir(parents=True, exist_ok=True)
     return ctx
+
+
+def training_scenario_path(ctx: UnitContext) -> Path:
+    """The scenario file an SB3 unit trains on: the run's, or, when the agent overrides
+    it, the agent's scenario written into the policy folder (``scenario.yaml``), which
+    ``meta.json`` then names for export."""
+    if ctx.study.agent(ctx.unit.agent).battery_control is None:
+        return ctx.scenario_path
+    raw = ctx.scenario.model_dump(mode="json")
+    return write_scenario_yaml(raw, ctx.scenario_path.parent, ctx.unit_dir / "scenario.yaml")
 
 
 def train_unit(ctx: UnitContext) -> dict[str, Any]:
@@ -152,7 +123,7 @@ def train_unit(ctx: UnitContext) -> dict[str, Any]:
     study, unit, agent = ctx.study, ctx.unit, ctx.study.agent(ctx.unit.agent)
     assert isinstance(agent, SB3AgentSpec)
     info = train_policy(
-        ctx.scenario_path, agent, study.training, ctx.unit_dir,
+        training_scenario_path(ctx), agent, study.training, ctx.unit_dir,
         seed=unit.seed, forecast_mode=unit.forecast_mode, forecast_config=study.forecast.config,
         # the driver shows unit progress from progress.json (no SB3 bar in workers)
         progress=lambda done, total: ctx.store.write_progress(unit.unit_id, done, total),
@@ -194,36 +165,25 @@ def execute_unit(payload: dict[str, Any]) -> dict[str, Any]:
     """Train (SB3) and evaluate one unit, write its result and done marker.
 
     Runs in a worker process (local pool or Ray). ``payload`` holds the study as a
-    dict, the unit and the run folder; the return value is the done-marker summary.
+    dict, the unit, the run folder and the agent's scenario; the return value is the
+    done-marker summary.
     """
     ctx = unit_context(payload)
     agent = ctx.study.agent(ctx.unit.agent)
     t0 = time.perf_counter()
     if isinstance(agent, SB3AgentSpec):
-        from gridrl.agents.train import load_policy
-
         summary = train_unit(ctx)
-        policy = load_policy(ctx.unit_dir)
     else:
-        assert isinstance(agent, ReferenceAgentSpec)
-        policy = _make_reference(agent, ctx.scenario_path, ctx.unit.forecast_mode, ctx.study)
         summary = {"kind": "reference", "algo": agent.reference}
+    policy = policy_for_agent(ctx.study, agent.name, ctx.unit_dir)
     t_eval = time.perf_counter()
-    kpis = _evaluate(policy, ctx.scenario_path, ctx.unit, ctx.study)
+    kpis = evaluate_unit(policy, ctx)
     summary["eval_wall_s"] = time.perf_counter() - t_eval
     summary["wall_s"] = time.perf_counter() - t0
     return finish_unit(ctx, kpis, summary)
 
 
-def _make_reference(
-    agent: ReferenceAgentSpec, scenario_path: Path, forecast_mode: str, study: Study
-) -> Any:
-    from gridrl.agents.registry import make_policy
-
-    return make_policy(agent.reference, **agent.params)
-
-
-def _evaluate(policy: Any, scenario_path: Path, unit: Unit, study: Study) -> pd.DataFrame:
+def evaluate_unit(policy: Any, ctx: UnitContext) -> pd.DataFrame:
     """The shared harness (:func:`gridrl.agents.evaluate.evaluate`) on the study's period.
 
     The inputs are the same scenario-seeded signals and forecasts the policy trained on;
@@ -232,15 +192,15 @@ def _evaluate(policy: Any, scenario_path: Path, unit: Unit, study: Study) -> pd.
     from gridrl.agents.evaluate import evaluate
     from gridrl.agents.train import env_inputs
 
-    data = env_inputs(scenario_path, unit.forecast_mode, study.forecast.config)
+    study, mode = ctx.study, ctx.unit.forecast_mode
     return evaluate(
         policy,
-        scenario_path,
+        ctx.scenario,
         period=study.evaluation.period,
         episodes=study.evaluation.episodes,
         seed=study.evaluation.seed,
-        forecast_mode=unit.forecast_mode,
-        data=data,
+        forecast_mode=mode,
+        data=env_inputs(ctx.scenario_path, mode, study.forecast.config),
         deterministic=study.evaluation.deterministic,
     )
 
@@ -248,7 +208,103 @@ def _evaluate(policy: Any, scenario_path: Path, unit: Unit, study: Study) -> pd.
 # --------------------------------------------------------------------------- the run
 
 
-def prepare_inputs(study: Study, scenario_path: Path, modes: set[str], console: Any) -> None:
+@dataclass
+class RunPlan:
+    """What a run will do: the study (backend overrides applied), its folder and units."""
+
+    study: Study
+    run_dir: Path
+    resume: bool
+    units: list[Unit]
+    store: RunStore = field(init=False)
+
+    def __post_init__(self) -> None:
+        scenario_path = run_scenario_path(self.study, self.run_dir)
+        rows = functools.partial(evaluation_episodes, self.study, scenario_path)
+        self.store = RunStore(self.run_dir, check_result=result_check(self.study, rows))
+
+    def todo(self) -> list[Unit]:
+        """Units without a trusted done marker, in plan order."""
+        return [u for u in self.units if not self.store.is_done(u.unit_id)]
+
+
+def default_run_dir(study: Study) -> Path:
+    """``output_dir`` of the study, else ``runs/<name>``."""
+    return Path(study.output_dir or Path("runs") / study.name).resolve()
+
+
+def plan_run(
+    study: Study | str | Path,
+    *,
+    out_dir: str | Path | None = None,
+    backend: str | None = None,
+    address: str | None = None,
+    resume: bool = False,
+) -> RunPlan:
+    """Validate the study, apply the backend overrides and plan its units (no writes)."""
+    if not isinstance(study, Study):
+        study = load_study(study)
+    if backend is not None or address is not None:
+        spec = study.backend.model_dump()
+        spec.update({k: v for k, v in (("kind", backend), ("address", address)) if v is not None})
+        study = study.model_copy(update={"backend": BackendSpec.model_validate(spec)})
+    run_dir = Path(out_dir).resolve() if out_dir else default_run_dir(study)
+    return RunPlan(study, run_dir, resume, plan_units(study))
+
+
+def prepare_run(plan: RunPlan, progress: RunProgress) -> list[dict[str, Any]]:
+    """Start (or resume) the run folder, check finished units, build shared inputs.
+
+    Returns the payloads of the units to run. Call it holding the folder's lock.
+    """
+    study, store = plan.study, plan.store
+    # backend and output folder do not change results: leave them out of the resume check
+    hashed = study.model_copy(update={"backend": BackendSpec(), "output_dir": None})
+    store.start(dump_study(study), hashed.content_hash(), resume=plan.resume)
+    scenario_path = write_run_scenario(study, plan.run_dir)
+    reject_invalid_units(plan, progress)
+    todo = plan.todo()
+    progress.message(
+        f"{study.name}: {len(plan.units)} units, {len(plan.units) - len(todo)} already "
+        f"finished, {len(todo)} to run on backend {study.backend.kind} -> {plan.run_dir}"
+    )
+    prepare_inputs(study, scenario_path, {u.forecast_mode for u in todo}, progress)
+    run_scenario = load_scenario(scenario_path)
+    scenarios = {a: agent_scenario(study, run_scenario, a) for a in {u.agent for u in todo}}
+    study_dict = study.model_dump(mode="json")
+    return [
+        {
+            "study": study_dict,
+            "unit": asdict(u),
+            "run_dir": str(plan.run_dir),
+            "scenario": scenarios[u.agent],
+            "scenario_path": str(scenario_path),
+        }
+        for u in todo
+    ]
+
+
+def reject_invalid_units(plan: RunPlan, progress: RunProgress) -> None:
+    """Check every planned unit with a done marker; move damaged ones aside, saying why.
+
+    A unit's files must match the checksum, rows and columns of its marker, and its
+    result must have the study's columns, one row per evaluation episode and this
+    unit's identity (:meth:`RunStore.check_unit` with :func:`result_check`).
+    """
+    store = plan.store
+    marked = set(store.marked_units())
+    for unit in (u for u in plan.units if u.unit_id in marked):
+        reason = store.check_unit(unit.unit_id)
+        if reason is not None:
+            moved = store.reject_unit(unit.unit_id, reason)
+            progress.message(
+                f"unit {unit.unit_id} runs again: {reason} (moved to {moved})", "warning"
+            )
+
+
+def prepare_inputs(
+    study: Study, scenario_path: Path, modes: set[str], progress: RunProgress
+) -> None:
     """Fit the LightGBM forecast cubes the units need, once, before fanning out.
 
     The cubes land in the on-disk forecast cache, where every unit then finds them;
@@ -258,14 +314,57 @@ def prepare_inputs(study: Study, scenario_path: Path, modes: set[str], console: 
 
     for mode in sorted(m for m in modes if m == "lightgbm"):
         t0 = time.perf_counter()
-        console.print(f"forecasts: building the {mode} cube (cached after the first run)")
+        progress.message(f"forecasts: building the {mode} cube (cached after the first run)")
         env_inputs(scenario_path, mode, study.forecast.config)
-        console.print(f"forecasts: {mode} ready in {time.perf_counter() - t0:,.1f} s")
+        progress.message(f"forecasts: {mode} ready in {time.perf_counter() - t0:,.1f} s")
 
 
-def default_run_dir(study: Study) -> Path:
-    """``output_dir`` of the study, else ``runs/<name>``."""
-    return Path(study.output_dir or Path("runs") / study.name).resolve()
+def execute_run(
+    plan: RunPlan, payloads: list[dict[str, Any]], unit_fn: UnitFn, progress: RunProgress
+) -> list[str]:
+    """Run the payloads on the study's backend; returns the ids of the failed units.
+
+    Every finished unit is merged into ``results.parquet`` at once; a failed unit's
+    traceback goes to ``<unit>/ERROR.txt``.
+    """
+    store, backend = plan.store, plan.study.backend
+    running = [Unit(**p["unit"]) for p in payloads]
+    failed: list[str] = []
+
+    def poll() -> None:
+        for u in running:
+            p = store.read_progress(u.unit_id)
+            if p is not None and not store.done_path(u.unit_id).exists():
+                progress.unit_progress(u.unit_id, *p)
+
+    t0 = time.perf_counter()
+    progress.units_started(len(plan.units), len(plan.units) - len(payloads))
+    try:
+        for index, _summary, error in run_units(
+            unit_fn, payloads, kind=backend.kind, max_workers=backend.max_workers,
+            address=backend.address, poll=poll,
+        ):
+            unit_id = running[index].unit_id
+            progress.unit_finished(unit_id, error)
+            if error is not None:
+                store.write_error(unit_id, error)
+                failed.append(unit_id)
+                progress.message(f"unit {unit_id} failed (see {unit_id}/ERROR.txt)", "error")
+            else:
+                store.merge()  # results.parquet always holds every finished unit
+    finally:
+        progress.units_ended()
+    progress.message(f"units finished in {time.perf_counter() - t0:,.1f} s")
+    return failed
+
+
+def merge_run(plan: RunPlan, report: bool, progress: RunProgress) -> None:
+    """Merge every finished unit and (re)write the report."""
+    plan.store.merge()
+    if report:
+        from gridrl.experiments.report import write_report
+
+        progress.message(f"report: {write_report(plan.run_dir)}")
 
 
 def run_study(
@@ -276,8 +375,8 @@ def run_study(
     address: str | None = None,
     resume: bool = False,
     report: bool = True,
-    unit_fn: Callable[[dict[str, Any]], dict[str, Any]] = execute_unit,
-    console: Any = None,
+    unit_fn: UnitFn = execute_unit,
+    progress: RunProgress | None = None,
 ) -> Path:
     """Run every unfinished unit of a study and write results (and the report).
 
@@ -291,11 +390,14 @@ def run_study(
     backend, address
         Override ``backend.kind`` and ``backend.address`` of the study.
     resume
-        Continue a run folder: finished units are skipped.
+        Continue a run folder: finished units whose files check out are skipped,
+        damaged ones are moved aside and run again.
     report
         Write ``report.md`` and its plots at the end.
     unit_fn
         The per-unit function (module level, picklable); default :func:`execute_unit`.
+    progress
+        Receives messages and unit progress; default :class:`LogProgress`.
 
     Returns
     -------
@@ -304,95 +406,21 @@ def run_study(
 
     Raises
     ------
-    RuntimeError
+    RunDirError
+        when another driver holds the run folder, or the folder does not fit the study.
+    UnitsFailedError
         naming the failed units (their tracebacks are in ``<unit>/ERROR.txt``) after
         every other unit has finished and been saved.
     """
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    console = console or Console(stderr=True)
-    if not isinstance(study, Study):
-        study = load_study(study)
-    if backend is not None or address is not None:
-        spec = study.backend.model_dump()
-        spec.update({k: v for k, v in (("kind", backend), ("address", address)) if v is not None})
-        study = study.model_copy(update={"backend": BackendSpec.model_validate(spec)})
-    run_dir = Path(out_dir).resolve() if out_dir else default_run_dir(study)
-    store = RunStore(run_dir)
-    # backend and output folder do not change results: leave them out of the resume check
-    hashed = study.model_copy(update={"backend": BackendSpec(), "output_dir": None})
-    store.start(dump_study(study), hashed.content_hash(), resume=resume)
-    scenario_path = run_scenario_path(study, run_dir)
-    units = plan_units(study)
-    todo = [u for u in units if not store.is_done(u.unit_id)]
-    skipped = len(units) - len(todo)
-    console.print(
-        f"[bold]{study.name}[/]: {len(units)} units, {skipped} already finished, "
-        f"{len(todo)} to run on backend [cyan]{study.backend.kind}[/] -> {run_dir}"
-    )
-    prepare_inputs(study, scenario_path, {u.forecast_mode for u in todo}, console)
-    # one scenario file per agent, written (and validated) once, not once per unit
-    agent_paths = {a: run_scenario_path(study, run_dir, a) for a in {u.agent for u in todo}}
-    payloads = [
-        {
-            "study": study.model_dump(mode="json"),
-            "unit": asdict(u),
-            "run_dir": str(run_dir),
-            "scenario_path": str(agent_paths[u.agent]),
-        }
-        for u in todo
-    ]
-    failed: list[str] = []
-    t0 = time.perf_counter()
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed:,.0f}/{task.total:,.0f}"),
-        TimeElapsedColumn(),
-        console=console,
-        transient=False,
-    ) as progress:
-        overall = progress.add_task("units", total=len(units), completed=skipped)
-        tasks: dict[str, Any] = {}
-
-        def poll() -> None:
-            for u in todo:
-                p = store.read_progress(u.unit_id)
-                if p is None or store.is_done(u.unit_id):
-                    continue
-                if u.unit_id not in tasks:
-                    tasks[u.unit_id] = progress.add_task(f"  train {u.unit_id}", total=p[1])
-                progress.update(tasks[u.unit_id], completed=p[0], total=p[1])
-
-        for index, _summary, error in run_units(
-            unit_fn,
-            payloads,
-            kind=study.backend.kind,
-            max_workers=study.backend.max_workers,
-            address=study.backend.address,
-            poll=poll,
-        ):
-            unit = todo[index]
-            if unit.unit_id in tasks:
-                progress.remove_task(tasks.pop(unit.unit_id))
-            if error is not None:
-                store.write_error(unit.unit_id, error)
-                failed.append(unit.unit_id)
-                console.print(f"[red]unit {unit.unit_id} failed[/] (see {unit.unit_id}/ERROR.txt)")
-            else:
-                store.merge()  # results.parquet always holds every finished unit
-            progress.advance(overall)
-    store.merge()
-    console.print(f"units finished in {time.perf_counter() - t0:,.1f} s")
-    if report:
-        from gridrl.experiments.report import write_report
-
-        path = write_report(run_dir)
-        console.print(f"report: {path}")
+    progress = progress or LogProgress()
+    plan = plan_run(study, out_dir=out_dir, backend=backend, address=address, resume=resume)
+    with plan.store.lock():
+        payloads = prepare_run(plan, progress)
+        failed = execute_run(plan, payloads, unit_fn, progress)
+        merge_run(plan, report, progress)
     if failed:
-        raise RuntimeError(
+        raise UnitsFailedError(
             f"{len(failed)} unit(s) failed: {', '.join(failed)}; finished units are saved, "
             "fix the cause and rerun with --resume"
         )
-    return run_dir
+    return plan.run_dir
