@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -44,25 +45,42 @@ class Route:
     status: int = 200
     body: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)
+    when: dict[str, str] = field(default_factory=dict)  # query parameters that must match
 
 
 @dataclass
 class FakeService:
-    """Routes ``path -> Route`` served by a real HTTP server; requests are recorded."""
+    """Routes ``path -> [Route]`` served by a real HTTP server; requests are recorded.
+
+    The first route of a path whose ``when`` parameters all match the query answers.
+    """
 
     url: str = ""
-    routes: dict[str, Route] = field(default_factory=dict)
+    routes: dict[str, list[Route]] = field(default_factory=dict)
     requests: list[tuple[str, dict[str, list[str]], dict[str, str]]] = field(default_factory=list)
 
     def serve(self, path: str, status: int = 200, body: bytes | str | dict = b"", **headers):
+        """Answer ``path`` (replacing earlier routes of it)."""
+        self.routes[path] = []
+        self.add(path, status, body, **headers)
+
+    def add(self, path, status=200, body=b"", when=None, **headers) -> None:
+        """Add a route for ``path`` tried after the existing ones."""
         if isinstance(body, dict):
             body = json.dumps(body)
         if isinstance(body, str):
             body = body.encode()
-        self.routes[path] = Route(status, body, headers)
+        headers.setdefault("Content_Type", "application/json")
+        self.routes.setdefault(path, []).append(Route(status, body, headers, when or {}))
 
     def serve_file(self, path: str, name: str) -> None:
         self.serve(path, body=(FIXTURES / name).read_bytes())
+
+    def route(self, path: str, query: dict[str, list[str]]) -> Route:
+        for route in self.routes.get(path, []):
+            if all(query.get(k) == [v] for k, v in route.when.items()):
+                return route
+        return Route(404, b'{"error": "not found"}', {"Content_Type": "application/json"})
 
 
 @pytest.fixture()
@@ -73,9 +91,8 @@ def service() -> Iterator[FakeService]:
         def do_GET(self) -> None:  # noqa: N802 (http.server's name)
             parts = urlsplit(self.path)
             state.requests.append((parts.path, parse_qs(parts.query), dict(self.headers)))
-            route = state.routes.get(parts.path, Route(404, b'{"error": "not found"}'))
+            route = state.route(parts.path, parse_qs(parts.query))
             self.send_response(route.status)
-            self.send_header("Content-Type", "application/json")
             for key, value in route.headers.items():
                 self.send_header(key.replace("_", "-"), value)
             self.send_header("Content-Length", str(len(route.body)))
@@ -86,7 +103,7 @@ def service() -> Iterator[FakeService]:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     state.url = f"http://127.0.0.1:{server.server_address[1]}"
     try:
@@ -365,6 +382,46 @@ def test_entsoe_parsing_of_documented_shapes(monkeypatch):
         Entsoe(country_code="DE_LU", series="price,wind").fetch(START, END)
 
 
+def test_entsoe_client_against_local_server(service, monkeypatch, caplog):
+    """entsoe-py's own client, its endpoint pointed at the local server."""
+    entsoe = pytest.importorskip("entsoe.entsoe", reason="entsoe-py not installed (gridrl[live])")
+    from bs4 import XMLParsedAsHTMLWarning
+
+    # entsoe-py parses its XML with bs4's HTML parser, which warns about it.
+    warnings.filterwarnings("ignore", category=XMLParsedAsHTMLWarning)
+    monkeypatch.setattr(entsoe, "URL", f"{service.url}/api")
+    monkeypatch.setenv("ENTSOE_API_KEY", SECRET)
+    caplog.set_level(logging.DEBUG)
+    xml = {"Content_Type": "text/xml"}
+    no_data = (FIXTURES / "entsoe_no_data.xml").read_text()
+    for doc, name in (("A44", "entsoe_a44_de_lu.xml"), ("A65", "entsoe_a65_de_lu.xml")):
+        # The client pages through documents by offset until "No matching data found".
+        body = (FIXTURES / name).read_text()
+        service.add("/api", body=body, when={"documentType": doc, "offset": "0"}, **xml)
+        service.add("/api", body=body, when={"documentType": doc, "processType": "A01"}, **xml)
+    service.add("/api", body=no_data, **xml)
+    s = Entsoe(country_code="DE_LU", site="de", timeout_s=5.0).fetch(START, END)
+    f = s.site("de")
+    # The A44 prices start at 2024-05-31T22:00Z: hour h of the window is position h + 3.
+    np.testing.assert_allclose(
+        f["price_per_mwh"], [round(70.0 + 3.0 * k - 0.1 * k * k, 2) for k in range(2, 8)]
+    )
+    # 15-minute loads 45000 + 20 j from 22:00Z: hour h has j = 8 + 4h .. 11 + 4h.
+    np.testing.assert_allclose(f["load_forecast_mw"], [45190.0 + 80 * h for h in range(6)])
+    sent = [q for path, q, _ in service.requests if path == "/api"]
+    assert sent and all(q["securityToken"] == [SECRET] for q in sent)  # the API's design
+    assert any(SECRET in str(q) for q in sent)
+    assert "/api" in caplog.text  # the client and urllib3 logged the requests ...
+    assert SECRET not in caplog.text  # ... with the key scrubbed
+    # An error page that quotes the request: the key is scrubbed from the message.
+    service.serve(
+        "/api", status=401, body=f"<html>bad token {SECRET}</html>", Content_Type="text/html"
+    )
+    with pytest.raises(ProviderError, match="DE_LU price: HTTPError: 401") as info:
+        Entsoe(country_code="DE_LU", timeout_s=5.0).fetch(START, END)
+    assert SECRET not in str(info.value) and SECRET not in caplog.text
+
+
 def test_library_providers_without_packages_or_keys(monkeypatch):
     import importlib.util
 
@@ -446,3 +503,32 @@ def test_poll_output_is_read_by_the_slurm_adapter(service, tmp_path):
     now_s = pd.Timestamp("2024-06-01T04:30Z").timestamp()
     row = read_signal_row(SignalFile(file=str(out)), now_s, ["temp_c", "ghi_w_per_m2"])
     assert row == {"temp_c": 11.0, "ghi_w_per_m2": 38.0}
+
+
+# ------------------------------------------------------------------ command line
+
+
+def test_cli_live_polls_into_file(service, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from gridrl.cli import app
+
+    monkeypatch.setenv("ELECTRICITYMAPS_API_KEY", SECRET)
+    service.serve_file(EM_HISTORY, "electricitymaps_history.json")
+    service.serve_file(EM_FORECAST, "electricitymaps_forecast.json")
+    out = tmp_path / "de.csv"
+    args = ["live", "electricitymaps", "--out", str(out), "-p", "zone=DE"]
+    args += ["-p", f"base_url={service.url}", "--start", START, "--end", END]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "6 hours 2024-06-01 00:00:00+00:00 .. 2024-06-01 05:00:00+00:00" in result.output
+    assert pd.read_csv(out)["carbon_g_per_kwh"].tolist() == [320, 321, 322, 323, 402, 403]
+    assert SECRET not in result.output
+
+    service.serve(EM_HISTORY, status=429, body="", Retry_After="30")
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 3 and "retry after 30 s" in result.output
+    result = CliRunner().invoke(app, ["live", "watttime", "--out", str(out)])
+    assert result.exit_code == 2 and "unknown provider 'watttime'" in result.output
+    result = CliRunner().invoke(app, ["live", "openmeteo", "--out", str(out), "-p", "latitude"])
+    assert result.exit_code == 2 and "expected KEY=VALUE" in result.output

@@ -14,9 +14,11 @@ cannot reach a log or a traceback through gridrl.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
@@ -122,22 +124,24 @@ class Provider(ABC):
         than asked is an error naming the first missing one, not a shorter table.
         """
         frame = frame.sort_index()
-        try:
-            signals = Signals.from_frame(frame, source=source, site=self.site, resample=resample)
-        except SignalError as err:
-            raise ProviderError(f"{self.name}: invalid data: {err}") from None
+        # Services answer a little more than asked (whole days, the period ending at
+        # the start): keep the window, then every hour of it must be there.
+        frame = frame[(frame.index >= start) & (frame.index < end)]
         want = pd.date_range(start, end, freq="h", inclusive="left", name="time")
-        missing = want.difference(signals.index)
+        missing = want.difference(frame.index.floor("h"))
         if len(missing):
             raise ProviderError(
                 f"{self.name}: {source}: no data for {len(missing)} of the {len(want)} hours "
                 f"asked, first {missing[0]} (window [{start}, {end}))"
             )
-        out = signals.between(start, end)
-        out.frame.attrs["provenance"] = signals.provenance + [
+        try:
+            signals = Signals.from_frame(frame, source=source, site=self.site, resample=resample)
+        except SignalError as err:
+            raise ProviderError(f"{self.name}: invalid data: {err}") from None
+        signals.frame.attrs["provenance"] = signals.provenance + [
             {"step": "live", "provider": self.name, "source": source, **dict(note or {})}
         ]
-        return Signals(out.frame, source).validate()
+        return signals
 
     @classmethod
     def options(cls) -> dict[str, Any]:
@@ -279,3 +283,30 @@ def hourly_from_intervals(
             f"{sums['w'].iloc[p] / 60:g} of 60 minutes ({partial.size} such hours)"
         )
     return pd.Series(sums["wv"].to_numpy()[full] / sums["w"].to_numpy()[full], sums.index[full])
+
+
+class _Redact(logging.Filter):
+    """Replace a secret in a log record's rendered message."""
+
+    def __init__(self, secret: str) -> None:
+        super().__init__()
+        self.secret = secret
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if self.secret in message:
+            record.msg, record.args = message.replace(self.secret, REDACTED), ()
+        return True
+
+
+@contextmanager
+def redacted_logs(secret: str, loggers: Sequence[str]) -> Iterator[None]:
+    """Scrub ``secret`` from the records of ``loggers`` (libraries that log URLs with it)."""
+    redact = _Redact(secret)
+    for name in loggers:
+        logging.getLogger(name).addFilter(redact)
+    try:
+        yield
+    finally:
+        for name in loggers:
+            logging.getLogger(name).removeFilter(redact)

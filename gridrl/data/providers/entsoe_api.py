@@ -10,9 +10,11 @@ bidding zone or country code and tz-aware ``start``/``end``:
 - ``query_load_forecast(code, start=, end=)``: a frame with ``Forecasted Load`` (MW);
 - ``query_load(code, start=, end=)``: a frame with ``Actual Load`` (MW), past hours only.
 
-The client does its own HTTP with the key in the query string, so the call sits in
-``Entsoe.query`` and the parsing after it is gridrl's. Each interval lasts one step of
-the series (its most common spacing); any other spacing is a gap and an error.
+The client does its own HTTP with the key in the query string (its endpoint is set by
+``$ENTSOE_ENDPOINT_URL`` when entsoe-py is imported); the call sits in ``Entsoe.query``,
+which scrubs the key from the client's and urllib3's log records and from errors.
+Each interval lasts one step of the series (its most common spacing); any other
+spacing is a gap and an error.
 
 Install with ``pip install 'gridrl[live]'``.
 """
@@ -25,7 +27,14 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
-from gridrl.data.providers.base import Provider, ProviderError, hourly_from_intervals
+from gridrl.data.providers.base import (
+    DEFAULT_TIMEOUT_S,
+    REDACTED,
+    Provider,
+    ProviderError,
+    hourly_from_intervals,
+    redacted_logs,
+)
 from gridrl.data.signals import Signals
 
 __all__ = ["Entsoe"]
@@ -36,6 +45,8 @@ ENTSOE_QUERIES: dict[str, tuple[str, str, str | None]] = {
     "load_forecast": ("load_forecast_mw", "query_load_forecast", "Forecasted Load"),
     "load": ("load_mw", "query_load", "Actual Load"),
 }
+
+_LIBRARY_LOGGERS = ("entsoe.entsoe", "entsoe.decorators", "urllib3.connectionpool")
 
 
 @dataclass
@@ -56,6 +67,7 @@ class Entsoe(Provider):
     provides: ClassVar[tuple[str, ...]] = tuple(v[0] for v in ENTSOE_QUERIES.values())
     country_code: str = ""
     series: str = "price,load_forecast"
+    timeout_s: float = DEFAULT_TIMEOUT_S
 
     def fetch(self, start: Any, end: Any) -> Signals:
         if not self.country_code:
@@ -88,11 +100,16 @@ class Entsoe(Provider):
                 f"{self.name}: the entsoe-py package is not installed: pip install 'gridrl[live]'"
             ) from None
         key = self.api_key()
-        method = getattr(EntsoePandasClient(api_key=key), ENTSOE_QUERIES[kind][1])
+        client = EntsoePandasClient(
+            api_key=key, retry_count=1, retry_delay=0, timeout=self.timeout_s
+        )
+        method = getattr(client, ENTSOE_QUERIES[kind][1])
         try:
-            return method(self.country_code, start=start, end=end)
+            # entsoe-py and urllib3 log request URLs at DEBUG, key included.
+            with redacted_logs(key, _LIBRARY_LOGGERS):
+                return method(self.country_code, start=start, end=end)
         except Exception as err:  # the client raises many types; its URLs carry the key
-            text = f"{type(err).__name__}: {err}".replace(key, "***")
+            text = f"{type(err).__name__}: {err}".replace(key, REDACTED)
             raise ProviderError(f"{self.name}: {self.country_code} {kind}: {text}") from None
 
     def parse(self, kind: str, data: Any, window: tuple[pd.Timestamp, pd.Timestamp]) -> pd.Series:
