@@ -702,7 +702,7 @@ def live_cmd(
         [], "--param", "-p", help="Provider option KEY=VALUE (repeatable), e.g. zone=DE."
     ),
     back_h: int = typer.Option(0, "--back-h", min=0, help="Hours before the current hour."),
-    ahead_h: int = typer.Option(24, "--ahead-h", min=1, help="Hours from the current hour."),
+    ahead_h: int = typer.Option(24, "--ahead-h", min=0, help="Hours from the current hour."),
     start: str = typer.Option(None, "--start", help="Window start (UTC ISO); overrides --back-h."),
     end: str = typer.Option(None, "--end", help="Window end (UTC ISO); overrides --ahead-h."),
 ) -> None:
