@@ -169,6 +169,12 @@ def test_uk_missing_field_and_short_answer(service):
         ProviderError, match=r"no data for 2 of the 6 hours asked, first 2024-06-01 04"
     ):
         UKCarbonIntensity(base_url=service.url).fetch(START, END)
+    for stamp, match in (("soon", "'soon' is not a timestamp"), ("2024-06-01T01:00", "no UTC")):
+        body = json.loads((FIXTURES / "uk_carbon_national.json").read_text())
+        body["data"][2]["from"] = stamp
+        service.serve(UK_PATH, body=body)
+        with pytest.raises(ProviderError, match=f"period 3: .*{match}"):
+            UKCarbonIntensity(base_url=service.url).fetch(START, END)
     service.serve(UK_PATH, body={"error": {"code": "400 Bad Request"}})
     with pytest.raises(ProviderError, match="missing field 'data'"):
         UKCarbonIntensity(base_url=service.url).fetch(START, END)

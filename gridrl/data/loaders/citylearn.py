@@ -290,14 +290,15 @@ def _building_signals(
     dst_flags: np.ndarray,
 ) -> Signals:
     # Keep the raw names so that errors point at the file's columns.
-    raw = {"non_shiftable_load": df["non_shiftable_load"].to_numpy(float)}
-    mapping = {"non_shiftable_load": "load_kw"}
-    if dst_flags.any():
-        raw[DST_COLUMN] = dst_flags
-        mapping[DST_COLUMN] = DAYLIGHT_SAVING_SIGNAL
+    raw, mapping = {}, {}
     if kw_installed is not None:
         raw["solar_generation"] = df["solar_generation"].to_numpy(float) * kw_installed * W_TO_KW
         mapping["solar_generation"] = "pv_kw"
+    raw["non_shiftable_load"] = df["non_shiftable_load"].to_numpy(float)
+    mapping["non_shiftable_load"] = "load_kw"
+    if dst_flags.any():
+        raw[DST_COLUMN] = dst_flags
+        mapping[DST_COLUMN] = DAYLIGHT_SAVING_SIGNAL
     frame = pd.DataFrame(raw, index=index)
     return Signals.from_frame(
         frame, source=str(path), site=name, columns=mapping, _line_offset=1 + int(df.index[0])

@@ -19,7 +19,7 @@ import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
@@ -143,11 +143,6 @@ class Provider(ABC):
         ]
         return signals
 
-    @classmethod
-    def options(cls) -> dict[str, Any]:
-        """Option name -> default (``dataclasses.MISSING`` when required)."""
-        return {f.name: f.default for f in fields(cls) if f.init}
-
 
 @dataclass
 class HttpJson:
@@ -233,6 +228,17 @@ def field_path(record: Any, path: str, provider: str, where: str) -> Any:
             )
         value = value[key]
     return value
+
+
+def parse_time(value: Any, provider: str, where: str) -> pd.Timestamp:
+    """A UTC timestamp from a response field; unparseable or zone-less is an error."""
+    try:
+        ts = pd.Timestamp(value)
+    except (ValueError, TypeError) as err:
+        raise ProviderError(f"{provider}: {where}: {value!r} is not a timestamp ({err})") from None
+    if ts is pd.NaT or ts.tz is None:
+        raise ProviderError(f"{provider}: {where}: {value!r} has no UTC offset")
+    return ts.tz_convert("UTC")
 
 
 def _short(value: Any) -> str:

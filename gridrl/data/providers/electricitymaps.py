@@ -26,6 +26,7 @@ from gridrl.data.providers.base import (
     Provider,
     ProviderError,
     field_path,
+    parse_time,
 )
 from gridrl.data.signals import Signals
 
@@ -94,9 +95,8 @@ class ElectricityMaps(Provider):
         times, values = [], []
         for k, row in enumerate(rows):
             at = f"{where}, {kind} entry {k + 1}"
-            times.append(pd.Timestamp(field_path(row, "datetime", self.name, at)))
+            times.append(parse_time(field_path(row, "datetime", self.name, at), self.name, at))
             value = field_path(row, "carbonIntensity", self.name, at)
             values.append(float("nan") if value is None else value)
-        index = pd.DatetimeIndex(times, name="time")
-        index = index.tz_convert("UTC") if len(index) else index.tz_localize("UTC")
+        index = pd.DatetimeIndex(times, tz="UTC", name="time")
         return pd.Series(pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(), index)

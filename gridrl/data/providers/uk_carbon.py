@@ -24,6 +24,7 @@ from gridrl.data.providers.base import (
     Provider,
     ProviderError,
     field_path,
+    parse_time,
 )
 from gridrl.data.signals import Signals
 
@@ -93,12 +94,12 @@ class UKCarbonIntensity(Provider):
         times, values = [], []
         for k, period in enumerate(periods):
             at = f"{where}, period {k + 1}"
-            times.append(pd.Timestamp(field_path(period, "from", self.name, at)))
+            times.append(parse_time(field_path(period, "from", self.name, at), self.name, at))
             value = field_path(period, f"intensity.{self.value}", self.name, at)
             values.append(float("nan") if value is None else value)
         frame = pd.DataFrame(
             {"carbon_g_per_kwh": pd.to_numeric(pd.Series(values), errors="coerce").to_numpy()},
-            index=pd.DatetimeIndex(times).tz_convert("UTC") if times else pd.DatetimeIndex([]),
+            index=pd.DatetimeIndex(times, tz="UTC"),
         )
         # The API also returns the half hour that ends at ``from``: keep the window only.
         frame = frame[(frame.index >= lo) & (frame.index < hi)]
