@@ -637,5 +637,67 @@ def data_path_cmd(name: str = typer.Argument(..., help="Registered name.")) -> N
     print(dataset_dir(name))
 
 
+# ---------------------------------------------------------------- live (gridrl.data.providers)
+
+LIVE_RATE_LIMITED_EXIT = 3
+
+
+@app.command("live")
+def live_cmd(
+    provider: str = typer.Argument(
+        ..., help="uk_carbon, electricitymaps, openmeteo, gridstatus or entsoe."
+    ),
+    out: str = typer.Option(..., "--out", help="CSV signal file to merge into (SITES.yaml)."),
+    param: list[str] = typer.Option(
+        [], "--param", "-p", help="Provider option KEY=VALUE (repeatable), e.g. zone=DE."
+    ),
+    back_h: int = typer.Option(0, "--back-h", min=0, help="Hours before the current hour."),
+    ahead_h: int = typer.Option(24, "--ahead-h", min=0, help="Hours from the current hour."),
+    start: str = typer.Option(None, "--start", help="Window start (UTC ISO); overrides --back-h."),
+    end: str = typer.Option(None, "--end", help="Window end (UTC ISO); overrides --ahead-h."),
+) -> None:
+    """Poll a live signal provider into a CSV signal file (merged, written atomically).
+
+    Keys come from the provider's environment variable (ELECTRICITYMAPS_API_KEY,
+    ENTSOE_API_KEY). Exit 2 on an error, 3 when the service rate-limits (HTTP 429).
+    """
+    import pandas as pd
+
+    from gridrl.data.providers import (
+        PROVIDERS,
+        ProviderError,
+        RateLimitedError,
+        make_provider,
+        poll_to_csv,
+    )
+
+    try:
+        options = dict(_key_value(p) for p in param)
+        source = make_provider(provider, options)
+        now = pd.Timestamp.now(tz="UTC").floor("h")
+        lo = start if start is not None else now - pd.Timedelta(hours=back_h)
+        hi = end if end is not None else now + pd.Timedelta(hours=ahead_h)
+        res = poll_to_csv(source, out, lo, hi)
+    except RateLimitedError as exc:
+        console.print(f"[yellow]rate limited:[/] {exc}", highlight=False)
+        raise typer.Exit(LIVE_RATE_LIMITED_EXIT) from None
+    except (ProviderError, ValueError) as exc:
+        hint = f" (providers: {', '.join(PROVIDERS)})" if provider not in PROVIDERS else ""
+        console.print(f"[red]error:[/] {exc}{hint}", highlight=False)
+        raise typer.Exit(2) from None
+    console.print(
+        f"{provider}: {res.fetched_rows} hours {res.first} .. {res.last} -> {res.path} "
+        f"({res.file_rows} rows, {res.replaced_values} values replaced)",
+        highlight=False,
+    )
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ValueError(f"--param {text!r}: expected KEY=VALUE")
+    return key.strip(), value
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

@@ -41,6 +41,13 @@ HOUR = pd.Timedelta(hours=1)
 TIME_NAME = "time"
 COLUMN_LEVELS = ("site", "signal")
 ResampleMethod = Literal["mean", "sum", "interpolate"]
+TimeFormat = Literal["iso", "epoch_s", "offset"]
+OffsetUnit = Literal["s", "min", "h"]
+_OFFSET_UNITS: dict[str, pd.Timedelta] = {
+    "s": pd.Timedelta(seconds=1),
+    "min": pd.Timedelta(minutes=1),
+    "h": HOUR,
+}
 
 
 # --------------------------------------------------------------------------- registry
@@ -931,19 +938,46 @@ class Signals:
         return cls(frame, source, origin).validate()
 
     @classmethod
-    def from_csv(cls, path: str | Path, *, time_column: str | None = None, **kw: Any) -> Signals:
+    def from_csv(
+        cls,
+        path: str | Path,
+        *,
+        time_column: str | None = None,
+        time_format: TimeFormat = "iso",
+        time_origin: str | None = None,
+        time_unit: OffsetUnit = "h",
+        **kw: Any,
+    ) -> Signals:
         """Read a CSV file and build validated signals (``source`` is the path).
 
         The file has one header line and either a time column (``time_column``) or the
         timestamps in its first column. Rows in errors are 1-based data rows; the line
         number in the file (header = line 1) is given beside them. Other keyword
         arguments go to ``from_frame``.
+
+        Parameters
+        ----------
+        time_format : {"iso", "epoch_s", "offset"}
+            How the timestamps are written: ISO 8601 text with or without a UTC offset
+            (naive ones need ``assume_tz``), whole seconds since 1970-01-01T00:00Z (UTC),
+            or a whole number of ``time_unit`` counted from ``time_origin``.
+        time_origin : str, optional
+            ISO timestamp of offset 0; required with ``"offset"`` and only allowed
+            there. Without a UTC offset it is local time and needs ``assume_tz``.
+        time_unit : {"s", "min", "h"}
+            Unit of the offsets.
         """
         path = Path(path)
         try:
             df = pd.read_csv(path, index_col=None if time_column else 0, skip_blank_lines=False)
         except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as err:
             raise SignalError(str(path), f"cannot read CSV: {err}") from err
+        if time_format != "iso" or time_origin is not None:
+            # Offsets are elapsed time: a local origin is placed in its zone first.
+            zone = kw.get("assume_tz")
+            df = _numeric_time_frame(
+                df, str(path), time_column, time_format, time_origin, time_unit, zone
+            )
         return cls.from_frame(df, source=str(path), time_column=time_column, _line_offset=1, **kw)
 
     @classmethod
@@ -1082,3 +1116,87 @@ class Signals:
 def _utc(value: Any) -> pd.Timestamp:
     ts = pd.Timestamp(value)
     return ts.tz_localize("UTC") if ts.tz is None else ts.tz_convert("UTC")
+
+
+def _numeric_time_frame(
+    df: pd.DataFrame,
+    source: str,
+    time_column: str | None,
+    time_format: str,
+    time_origin: str | None,
+    time_unit: str,
+    zone: str | None = None,
+) -> pd.DataFrame:
+    """``df`` with its epoch-second or offset time column (or index) turned into datetimes.
+
+    Every value must be a whole number; the first that is not (or is empty) is an error
+    naming its row and line. What was done is recorded in the provenance.
+    """
+    if time_format not in ("epoch_s", "offset"):
+        raise SignalError(
+            source, f"unknown time_format {time_format!r}: expected 'iso', 'epoch_s' or 'offset'"
+        )
+    if (time_format == "offset") != (time_origin is not None):
+        raise SignalError(
+            source,
+            "time_format='offset' needs time_origin (the ISO timestamp of offset 0), and "
+            "time_origin applies only to it",
+        )
+    if time_unit not in _OFFSET_UNITS:
+        raise SignalError(
+            source, f"unknown time_unit {time_unit!r}: expected one of {list(_OFFSET_UNITS)}"
+        )
+    label = time_column if time_column is not None else str(df.index.name or "first column")
+    origin = Origin(line_offset=1, time_column=label)
+    raw = df[time_column] if time_column is not None else df.index.to_series()
+    numbers = pd.to_numeric(pd.Series(np.asarray(raw, dtype=object)), errors="coerce")
+    values = numbers.to_numpy(dtype=np.float64)
+    bad = np.flatnonzero(~np.isfinite(values) | (values != np.round(values)))
+    if bad.size:
+        p = int(bad[0])
+        raise _fail(
+            source,
+            origin,
+            f"{_cell_text(raw.iloc[p])} is not a whole number of "
+            f"{'seconds since 1970-01-01T00:00Z' if time_format == 'epoch_s' else time_unit} "
+            f"({bad.size} such rows)",
+            column=label,
+            position=p,
+        )
+    if time_format == "epoch_s":
+        times = pd.to_datetime(values.astype(np.int64), unit="s", utc=True)
+        record: dict[str, Any] = {"step": "parse_times", "format": "epoch_s"}
+    else:
+        try:
+            start = pd.Timestamp(time_origin)
+        except ValueError as err:
+            raise SignalError(
+                source, f"time_origin {time_origin!r} is not an ISO timestamp ({err})"
+            ) from None
+        if start.tz is None and zone is not None:
+            try:
+                start = start.tz_localize(zone, ambiguous="raise", nonexistent="raise")
+            except Exception as err:  # unknown zones and DST edges raise several types
+                raise SignalError(
+                    source, f"time_origin {time_origin!r} cannot be placed in {zone!r}: {err}"
+                ) from None
+        step_ns = _OFFSET_UNITS[time_unit].value
+        times = start + pd.to_timedelta(values.astype(np.int64) * step_ns, unit="ns")
+        record = {
+            "step": "parse_times",
+            "format": "offset",
+            "origin": str(start),
+            "unit": time_unit,
+        }
+    out = df.copy(deep=False)
+    if time_column is not None:
+        out[time_column] = times
+    else:
+        out.index = pd.DatetimeIndex(times, name=df.index.name)
+    out.attrs["provenance"] = _provenance(df) + [record]
+    return out
+
+
+def _cell_text(value: Any) -> str:
+    """A cell as the file shows it: text quoted, numbers plain (``1.5``, not ``np.float64``)."""
+    return repr(value) if isinstance(value, str) else str(value)

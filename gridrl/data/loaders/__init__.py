@@ -8,6 +8,11 @@ from gridrl.data.loaders.alibaba import (
     trace_cluster_gpus,
 )
 from gridrl.data.loaders.citylearn import CITYLEARN_FORECAST_HORIZONS_H, load_citylearn
+from gridrl.data.loaders.demand import (
+    LLM_TRACE_COLUMNS,
+    load_llm_requests,
+    load_utilisation_trace,
+)
 from gridrl.data.loaders.eia930 import EIA930_NAMES, load_eia930
 from gridrl.data.loaders.entsoe import (
     ENTSOE_PRODUCTION_NAMES,
@@ -26,6 +31,7 @@ __all__ = [
     "CITYLEARN_FORECAST_HORIZONS_H",
     "EIA930_NAMES",
     "ENTSOE_PRODUCTION_NAMES",
+    "LLM_TRACE_COLUMNS",
     "QOS_CLASSES",
     "PodTrace",
     "alibaba_workload",
@@ -33,6 +39,8 @@ __all__ = [
     "load_alibaba_pods",
     "load_citylearn",
     "load_eia930",
+    "load_llm_requests",
+    "load_utilisation_trace",
     "trace_cluster_gpus",
     "ZONE_TIMEZONES",
     "load_multiregion_carbon",
