@@ -639,7 +639,6 @@ def data_path_cmd(name: str = typer.Argument(..., help="Registered name.")) -> N
 
 # ---------------------------------------------------------------- live (gridrl.data.providers)
 
-LIVE_RATE_LIMITED_EXIT = 3
 
 
 @app.command("live")
@@ -663,28 +662,15 @@ def live_cmd(
     """
     import pandas as pd
 
-    from gridrl.data.providers import (
-        PROVIDERS,
-        ProviderError,
-        RateLimitedError,
-        make_provider,
-        poll_to_csv,
-    )
+    from gridrl.data.providers import make_provider, poll_to_csv
 
-    try:
-        options = dict(_key_value(p) for p in param)
-        source = make_provider(provider, options)
-        now = pd.Timestamp.now(tz="UTC").floor("h")
-        lo = start if start is not None else now - pd.Timedelta(hours=back_h)
-        hi = end if end is not None else now + pd.Timedelta(hours=ahead_h)
-        res = poll_to_csv(source, out, lo, hi)
-    except RateLimitedError as exc:
-        console.print(f"[yellow]rate limited:[/] {exc}", highlight=False)
-        raise typer.Exit(LIVE_RATE_LIMITED_EXIT) from None
-    except (ProviderError, ValueError) as exc:
-        hint = f" (providers: {', '.join(PROVIDERS)})" if provider not in PROVIDERS else ""
-        console.print(f"[red]error:[/] {exc}{hint}", highlight=False)
-        raise typer.Exit(2) from None
+    # a rate limit ends the command with RateLimitedError.exit_code (3), other errors 2
+    options = dict(_key_value(p) for p in param)
+    source = make_provider(provider, options)
+    now = pd.Timestamp.now(tz="UTC").floor("h")
+    lo = start if start is not None else now - pd.Timedelta(hours=back_h)
+    hi = end if end is not None else now + pd.Timedelta(hours=ahead_h)
+    res = poll_to_csv(source, out, lo, hi)
     console.print(
         f"{provider}: {res.fetched_rows} hours {res.first} .. {res.last} -> {res.path} "
         f"({res.file_rows} rows, {res.replaced_values} values replaced)",
@@ -695,7 +681,7 @@ def live_cmd(
 def _key_value(text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
-        raise ValueError(f"--param {text!r}: expected KEY=VALUE")
+        raise typer.BadParameter(f"{text!r}: expected KEY=VALUE", param_hint="--param")
     return key.strip(), value
 
 

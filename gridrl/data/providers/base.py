@@ -52,6 +52,8 @@ class ProviderError(GridrlError, RuntimeError):
 class RateLimitedError(ProviderError):
     """HTTP 429: the service asks to wait ``retry_after_s`` seconds (None if unsaid)."""
 
+    exit_code = 3  # a caller's poll loop retries later; not bad input
+
     def __init__(self, message: str, retry_after_s: float | None) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
