@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gridrl.env.core import OUTPUT_FIELDS
+from gridrl.env.kernel import OUTPUT_FIELDS
 
 __all__ = ["KPIS", "Kpi", "episode_kpis", "kpi_arrays", "kpi_table"]
 
