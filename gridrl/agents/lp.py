@@ -113,6 +113,7 @@ from gridrl.env.kernel import (
     Exo,
     Out,
     facility_kw,
+    fleet_facility_kw,
     it_kw_from_active,
     it_kwh_per_gpu_h,
 )
@@ -436,7 +437,7 @@ class LPStructure:
         demand, arr = exo[..., Exo.INFERENCE_GPUS], exo[..., Exo.FLEXIBLE_GPU_H]
         pue = physics.pue_of(p, exo)
         gen = pv + wind
-        idle_kw = pue * physics.idle_kw(p)  # [H, N]
+        idle_kw = fleet_facility_kw(pue, p.gpus, p.gpu_idle_kw)  # [H, N]
         wts = p.reward_weights
         queue = np.asarray(inp.queue_gpu_h, float)
         transit = np.asarray(inp.transit_gpu_h, float)
@@ -544,7 +545,7 @@ class LPStructure:
         if p.battery_action:
             g = g + exo[t, i, Exo.HEADROOM_KW]
         f_lo = facility_floor_kw(self, pue[t, i], exo[t, i, Exo.INFERENCE_GPUS], i)
-        f_hi = pue[t, i] * physics.it_kw(p, p.gpus, 1.0)[i]
+        f_hi = fleet_facility_kw(pue[t, i], p.gpus[i], p.gpu_max_kw[i])
         keep = (g > f_lo) & (f_hi > f_lo)  # otherwise charge_limit already gives 0
         t, i, g, f_lo, f_hi = t[keep], i[keep], g[keep], f_lo[keep], f_hi[keep]
         m = len(t)
@@ -554,7 +555,7 @@ class LPStructure:
         # chord value at F_max: 0 if g < F_max, else g - F_max (slope 1: the line itself)
         rhs = np.where(slope < 1.0, slope * f_hi, g)
         pidx = t * n + i
-        idle = pue[t, i] * physics.idle_kw(p)[i]
+        idle = fleet_facility_kw(pue[t, i], p.gpus[i], p.gpu_idle_kw[i])
         width = 1 + kc
         idx = np.empty((m, width), dtype=np.int32)
         val = np.empty((m, width))
@@ -903,8 +904,8 @@ def rule_battery_rows(st: LPStructure, aux: dict, first_col: int) -> tuple[list,
     gen = exo[t, i, Exo.PV_KW] + exo[t, i, Exo.WIND_KW]
     head = exo[t, i, Exo.HEADROOM_KW]
     pb = p.battery_power_kw[i]
-    gmax = pue[t, i] * physics.it_kw(p, p.gpus, 1.0)[i]
-    idle = pue[t, i] * physics.idle_kw(p)[i]
+    gmax = fleet_facility_kw(pue[t, i], p.gpus[i], p.gpu_max_kw[i])
+    idle = fleet_facility_kw(pue[t, i], p.gpus[i], p.gpu_idle_kw[i])
     theta = p.battery_discharge_threshold_fraction
     inf = highspy.kHighsInf
     batches = []

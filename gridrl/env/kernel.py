@@ -40,7 +40,7 @@ from gridrl.env.state import EnvState
 __all__ = [
     "EXO_SIGNALS", "FAST_MATH", "KG_PER_G", "MWH_PER_KWH", "OUTPUT_FIELDS", "REWARD_TERMS",
     "Act", "BatteryMode", "Exo", "Out", "PackedParams", "StepBuffers", "StepOutputs",
-    "discharge_available_kw", "dispatch", "facility_kw", "fmax", "fmin",
+    "discharge_available_kw", "dispatch", "facility_kw", "fleet_facility_kw", "fmax", "fmin",
     "import_price_per_kwh", "it_kw", "it_kw_from_active", "it_kwh_per_gpu_h", "pack",
     "penalty", "pue_at", "rule_battery_kw", "rule_wants_kw", "step", "step_into",
     "terminal_value_per_gpu_h",
@@ -218,6 +218,13 @@ def it_kw_from_active(active_kw: Any, gpus: Any, idle_kw: Any) -> Any:
     """IT power (kW) from the power drawn above idle by the work that runs: the idle
     floor ``G P0`` plus ``active_kw`` (the planners' form, work times energy per GPU-h)."""
     return gpus * idle_kw + active_kw
+
+
+@_formula
+def fleet_facility_kw(pue: Any, gpus: Any, kw_per_gpu: Any) -> Any:
+    """Facility power of ``gpus`` GPUs each drawing ``kw_per_gpu`` (kW): ``PUE G P``; with
+    ``P0`` the idle floor, with ``Pmax`` every GPU busy uncapped."""
+    return pue * gpus * kw_per_gpu
 
 
 @_formula
