@@ -54,8 +54,8 @@ class BatchSim:
     data : EnvData
     batch_size : int
     backend : {"numba"}
-        Steps with the compiled kernel (:mod:`gridrl.env.kernel`). ``"numpy"``, which
-        stepped the reference ``core.step``, is refused: that is a test oracle now.
+        Steps with the compiled kernel (:mod:`gridrl.env.kernel`). ``"numpy"`` is
+        refused: the numpy ``core.step`` is a test oracle.
 
     Attributes
     ----------
