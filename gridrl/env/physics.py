@@ -18,7 +18,7 @@ from gridrl.env.state import EnvState
 
 __all__ = [
     "encode_battery_kw", "idle_kw", "import_price_per_kwh", "it_kw", "it_kwh_per_gpu_h",
-    "pue", "rule_battery_kw", "terminal_value_per_gpu_h", "terminal_values",
+    "pue", "pue_of", "rule_battery_kw", "terminal_value_per_gpu_h", "terminal_values",
 ]
 
 
