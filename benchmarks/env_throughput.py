@@ -34,9 +34,9 @@ from rich.table import Table
 
 import gridrl.env
 from gridrl.data.signals import Signals
-from gridrl.env.core import EXO_SIGNALS
 from gridrl.env.gym_env import GridEnv
 from gridrl.env.inputs import load_env_data
+from gridrl.env.kernel import EXO_SIGNALS
 from gridrl.env.vec_env import GridVecEnv
 from gridrl.io import write_with
 from gridrl.scenario import Scenario, load_scenario

@@ -14,7 +14,7 @@ from agents_helpers import K, make_env, scenario, site, synthetic_exo
 from gridrl.agents.evaluate import evaluate, make_setup, select_windows
 from gridrl.agents.lp import LPInputs, LPStructure, Solver
 from gridrl.agents.registry import make_policy
-from gridrl.env import core
+from gridrl.env import core, physics
 from gridrl.env.batch import BatchSim
 
 HOURS = 24 * 14
@@ -75,7 +75,7 @@ def test_many_random_action_sequences_stay_below_the_bound(setup):
         st = core.reset(params, 1)
         sol = Solver(LPStructure(params, w.hours)).solve(LPInputs(
             exo, st.queue_gpu_h[0], st.transit_gpu_h[0], st.soc_kwh[0],
-            core.terminal_value_per_gpu_h(params, exo)))
+            physics.terminal_value_per_gpu_h(params, exo)))
         sim = BatchSim(params, data, n_b)
         sim.begin(list(range(n_b)), [w] * n_b)
         # random levels per episode: some lazy, some busy, some extreme

@@ -14,7 +14,7 @@ from gridrl.agents.lp import LPInputs, LPStructure, Solver
 from gridrl.agents.mpc import plan_to_action
 from gridrl.agents.policy import ForecastView, actions_from
 from gridrl.agents.registry import REFERENCES, load_policy, make_policy
-from gridrl.env import core
+from gridrl.env import core, physics
 from gridrl.env.kpis import KPIS
 from gridrl.env.params import build_params
 
@@ -143,7 +143,7 @@ def test_mpc_action_carries_out_the_plans_first_hour():
     st.queue_gpu_h[0, 0, 3] = 6.0  # queued work with slack 2
     sol = Solver(LPStructure(p, 12)).solve(LPInputs(
         x, st.queue_gpu_h[0], st.transit_gpu_h[0], st.soc_kwh[0],
-        core.terminal_value_per_gpu_h(p, x)))
+        physics.terminal_value_per_gpu_h(p, x)))
     q1 = st.queue_gpu_h[0] + x[0, :, K["flexible_gpu_h"]][:, None] * p.arrival_split
     st_caps = LPStructure(p, 12)
     a = plan_to_action(p, q1, sol.first, st_caps.caps, st_caps.taus)

@@ -10,7 +10,7 @@ import pytest
 from agents_helpers import K, index, scenario, site, synthetic_exo
 
 from gridrl.agents.lp import LPInputs, LPStructure, Solver, release_table
-from gridrl.env import core
+from gridrl.env import core, physics
 from gridrl.env.batch import BatchSim
 from gridrl.env.episodes import Window
 from gridrl.env.inputs import EnvData
@@ -21,7 +21,7 @@ from gridrl.env.params import build_params
 def _inputs(params, exo):
     state = core.reset(params, 1)
     return LPInputs(exo, state.queue_gpu_h[0], state.transit_gpu_h[0], state.soc_kwh[0],
-                    core.terminal_value_per_gpu_h(params, exo))
+                    physics.terminal_value_per_gpu_h(params, exo))
 
 
 def _tiny_brute_force_case():
@@ -145,7 +145,7 @@ def test_plan_values_reproduce_the_objective_and_conserve_work():
     v = sol.values
     terms = v[..., [core.OUTPUT_FIELDS.index(f) for f in
                     ("carbon_kg", "cost", "slo_gpu_h", "overdue_gpu_h", "overdraw_kwh")]]
-    tval = core.terminal_value_per_gpu_h(params, x)
+    tval = physics.terminal_value_per_gpu_h(params, x)
     cost = (terms.sum((0, 1)) @ params.reward_weights) + sol.leftover_gpu_h @ tval
     assert -cost / params.reward_scale == pytest.approx(sol.J, rel=1e-7)
     kpis = episode_kpis(v.sum(0), 24, 0.0, sol.leftover_gpu_h)

@@ -12,11 +12,14 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import gridrl.env
 from gridrl.data.signals import Signals
-from gridrl.env.batch import InvalidActionError
-from gridrl.env.core import EXO_SIGNALS, OUTPUT_FIELDS, terminal_value_per_gpu_h
+from gridrl.env import core
+from gridrl.env.batch import InvalidActionError, InvalidBackendError
+from gridrl.env.episodes import EpisodeStartError
 from gridrl.env.gym_env import GridEnv
 from gridrl.env.inputs import EnvData, EnvDataError
+from gridrl.env.kernel import EXO_SIGNALS, OUTPUT_FIELDS
 from gridrl.env.kpis import KPIS
+from gridrl.env.physics import terminal_value_per_gpu_h
 from gridrl.env.vec_env import DiscreteVecActions, GridVecEnv
 from gridrl.env.wrappers import DiscreteActions
 
@@ -83,11 +86,10 @@ def test_same_seed_same_episode(tiny_env):
     assert not np.array_equal(o1[0], o3[0])
 
 
-@pytest.mark.parametrize("backend", ["numba", "numpy"])
-def test_vecenv_equals_single_envs(tiny, backend):
+def test_vecenv_equals_single_envs(tiny):
     sc, sig = tiny
     b, steps = 3, 60  # episodes of 24 h: two auto-resets
-    venv = GridVecEnv(sc, b, signals=sig, forecast_mode="perfect", seed=11, backend=backend)
+    venv = GridVecEnv(sc, b, signals=sig, forecast_mode="perfect", seed=11)
     singles = [GridEnv(sc, data=venv.data) for _ in range(b)]
     acts = np.random.default_rng(1).uniform(-1.3, 1.3, (steps, b, venv.action_space.shape[0]))
     obs = venv.reset()
@@ -111,15 +113,61 @@ def test_vecenv_equals_single_envs(tiny, backend):
             np.testing.assert_allclose(obs[j], o, rtol=1e-6, atol=1e-6)
 
 
-def test_backends_agree(tiny):
+def test_env_steps_as_the_numpy_oracle(tiny):
+    """GridEnv (compiled kernel, bookkeeping in the batched step) against ``core.step``
+    driven by hand: every output field, the reward and the terminal charge."""
     sc, sig = tiny
-    fast = GridEnv(sc, signals=sig, seed=3)
-    ref = GridEnv(sc, data=fast.data, backend="numpy", seed=3)
-    acts = np.random.default_rng(2).uniform(-1, 1, (50, fast.action_space.shape[0]))
-    of, rf, inf_f = _rollout(fast, acts, seed=3)
-    orf, rr, inf_r = _rollout(ref, acts, seed=3)
-    np.testing.assert_allclose(of, orf, rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(rf, rr, rtol=1e-9, atol=1e-9)
+    env = GridEnv(sc, signals=sig, seed=3)
+    p = env.params
+    acts = np.random.default_rng(2).uniform(-1.2, 1.2, (30, env.action_space.shape[0]))
+    acts = acts.astype(np.float32)  # what the env receives
+    _, info = env.reset(seed=3)
+    state = core.reset(p, 1)
+    tval = terminal_value_per_gpu_h(p, env.episode_exo())
+    for t, a in enumerate(acts):
+        x = env.data.exo[info["row"] + t][None]
+        a3 = np.clip(a.astype(np.float64), -1, 1).reshape(1, p.n_sites, p.n_actions_per_site)
+        state, out = core.step(p, state, a3, x)
+        _, r, term, trunc, step_info = env.step(a)
+        for k, name in enumerate(OUTPUT_FIELDS):
+            assert step_info[name] == pytest.approx(out.totals()[0, k], rel=1e-9, abs=1e-9)
+        charge = (state.work_gpu_h()[0] * tval).sum() if term or trunc else 0.0
+        assert r == pytest.approx(out.reward[0] - charge / p.reward_scale, rel=1e-9, abs=1e-9)
+        if term or trunc:
+            break
+
+
+def test_numpy_backend_is_refused(tiny):
+    """The numpy core is a test oracle: no environment steps it."""
+    sc, sig = tiny
+    with pytest.raises(InvalidBackendError, match="test oracle"):
+        GridEnv(sc, signals=sig, backend="numpy")
+    with pytest.raises(InvalidBackendError, match="test oracle"):
+        GridVecEnv(sc, 2, signals=sig, backend="numpy")
+
+
+def test_both_envs_resolve_starts_alike(tiny):
+    """A row or a timestamp starts the same episode in GridEnv and GridVecEnv; bad
+    starts raise the same error in both."""
+    sc, sig = tiny
+    env = GridEnv(sc, signals=sig, seed=0)
+    venv = GridVecEnv(sc, 2, data=env.data, seed=0)
+    row = env.windows.blocks[0][0] + 5
+    ts = env.data.index[row]
+    for start in (row, np.int64(row), ts, str(ts), ts.tz_localize(None).isoformat()):
+        _, info = env.reset(options={"start": start})
+        venv.set_options({"start": start})
+        venv.reset()
+        assert info["row"] == row
+        assert [i["row"] for i in venv.reset_infos] == [row, row]
+    for bad, match in ((1.5, "expected a data row"), (True, "expected a data row"),
+                       ("2001-01-01", "not an hour of the data"), ("soon", "not a timestamp"),
+                       (10**6, "outside every block")):
+        with pytest.raises(EpisodeStartError, match=match):
+            env.reset(options={"start": bad})
+        venv.set_options({"start": bad})
+        with pytest.raises(EpisodeStartError, match=match):
+            venv.reset()
 
 
 def test_bad_actions(tiny_env):

@@ -8,7 +8,7 @@ from env_helpers import scenario, site, synthetic_exo
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gridrl.env import core, kernel
+from gridrl.env import core, kernel, physics
 from gridrl.env.params import build_params
 
 BATTERY = {"capacity_kwh": 20.0, "power_kw": 4.0, "round_trip_efficiency": 0.85,
@@ -191,7 +191,7 @@ def test_encoded_battery_setpoints_are_what_the_battery_is_asked_for(c, control)
     for t in range(c["hours"]):
         x = exo[rows[t]]
         want = rng.uniform(-1.0, 1.0, (c["batch"], c["n_sites"])) * p.battery_power_kw
-        a = core.encode_battery_kw(p, state, acts[t], x, want)
+        a = physics.encode_battery_kw(p, state, acts[t], x, want)
         new, out = core.step(p, state, a, x)
         fac = out["facility_kwh"] + out["curtailed_kwh"]
         room = np.maximum(p.soc_max_kwh - state.soc_kwh, 0.0) / p.battery_eta
@@ -202,9 +202,9 @@ def test_encoded_battery_setpoints_are_what_the_battery_is_asked_for(c, control)
         dis = np.minimum(np.maximum(-want, 0.0), avail)
         np.testing.assert_allclose(out["battery_charge_kwh"], ch, rtol=1e-9, atol=1e-9)
         np.testing.assert_allclose(out["battery_discharge_kwh"], dis, rtol=1e-9, atol=1e-9)
-        rule = core.encode_battery_kw(p, state, acts[t], x)  # None: the rule
+        rule = physics.encode_battery_kw(p, state, acts[t], x)  # None: the rule
         _, out_rule = core.step(p, state, rule, x)
-        want_rule = core.rule_battery_kw(p, fac, gen, x[..., 2])
+        want_rule = physics.rule_battery_kw(p, fac, gen, x[..., 2])
         np.testing.assert_allclose(out_rule["battery_charge_kwh"],
                                    np.minimum(np.minimum(np.maximum(want_rule, 0.0),
                                                          p.battery_power_kw), room), atol=1e-9)

@@ -2,7 +2,7 @@
 
 It starts from the env's reset state (empty queues, battery at its initial charge),
 sees the true exogenous rows of every hour and charges work left at the end exactly as
-the env does (``core.terminal_value_per_gpu_h``). Its optimum ``J`` is an upper bound on
+the env does (``physics.terminal_value_per_gpu_h``). Its optimum ``J`` is an upper bound on
 the return of any policy on the same episode (the argument is in :mod:`gridrl.agents.lp`)
 and is what the harness reports for it; its KPIs are those of the optimal plan.
 
@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gridrl.agents.lp import LPInputs, LPSolution, LPStructure, Solver, solve_rule_battery
 from gridrl.agents.policy import EpisodeBatch, StepContext
-from gridrl.env import core
+from gridrl.env import core, physics
 
 __all__ = ["BoundOutcome", "LPBound", "LPBoundParams"]
 
@@ -91,7 +91,7 @@ class LPBound:
         exo = batch.data.exo[w.start : w.start + w.hours]
         options = {"simplex_strategy": self.params.simplex_strategy}
         state = core.reset(p, 1)
-        tval = core.terminal_value_per_gpu_h(p, exo)
+        tval = physics.terminal_value_per_gpu_h(p, exo)
         inp = LPInputs(exo, state.queue_gpu_h[0], state.transit_gpu_h[0], state.soc_kwh[0],
                        tval)
         if self.params.battery == "rule":

@@ -28,7 +28,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from gridrl.agents.policy import EpisodeBatch, StepContext, actions_from
-from gridrl.env.core import EXO_SIGNALS
+from gridrl.env import physics
+from gridrl.env.kernel import Exo, discharge_available_kw, dispatch
 
 __all__ = [
     "CarbonAware", "CarbonAwareParams", "FollowRenewables", "FollowRenewablesParams",
@@ -36,20 +37,12 @@ __all__ = [
     "RunNowParams",
 ]
 
-_K = {name: k for k, name in enumerate(EXO_SIGNALS)}
 # Queue buckets holding less than this (GPU-h) count as empty.
 _EMPTY_GPU_H = 1e-9
 
 
 class _Params(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-def _pue(params, exo_t: np.ndarray) -> np.ndarray:
-    """``[..., N]`` PUE of the hour(s) (``core`` step 4)."""
-    temp = exo_t[..., _K["temp_c"]]
-    return params.pue + params.pue_temp_slope_per_c * np.maximum(
-        temp - params.pue_temp_threshold_c, 0.0)
 
 
 def _actions(ctx: StepContext, run: np.ndarray, cap: np.ndarray,
@@ -122,7 +115,7 @@ class CarbonAware:
     def act(self, obs: np.ndarray, ctx: StepContext) -> np.ndarray:
         """Run everything in a low-carbon hour, only due work otherwise."""
         hw = self.params.window_h
-        fc = ctx.forecast(hw)[..., _K["carbon_g_per_kwh"]]  # [B, H, N]
+        fc = ctx.forecast(hw)[..., Exo.CARBON_G_PER_KWH]  # [B, H, N]
         q1 = ctx.queue_after_arrivals()  # [B, N, S+1]
         # longest slack queued: the window is hours 0 .. that slack
         present = q1[..., 1:] > _EMPTY_GPU_H
@@ -132,7 +125,7 @@ class CarbonAware:
         h = np.arange(hw)
         window = np.where(h[None, :, None] < length[:, None, :], fc, np.nan)
         threshold = np.nanquantile(window, self.params.quantile, axis=1)  # [B, N]
-        now = ctx.exo_t[..., _K["carbon_g_per_kwh"]]
+        now = ctx.exo_t[..., Exo.CARBON_G_PER_KWH]
         run = np.where(now <= threshold, 1.0, _due_share(q1))
         return _actions(ctx, run, np.ones_like(run))
 
@@ -173,14 +166,14 @@ class FollowRenewables:
         """Route to the site with the most spare generation, migrate from deficit sites."""
         p = ctx.params
         fc = ctx.forecast(self.params.window_h)  # [B, H, N, K]
-        pue = _pue(p, fc).mean(axis=1)  # [B, N]
-        gen = (fc[..., _K["pv_kw"]] + fc[..., _K["wind_kw"]]).mean(axis=1)
-        demand = fc[..., _K["inference_gpus"]].mean(axis=1)
+        pue = physics.pue_of(p, fc).mean(axis=1)  # [B, N]
+        gen = (fc[..., Exo.PV_KW] + fc[..., Exo.WIND_KW]).mean(axis=1)
+        demand = fc[..., Exo.INFERENCE_GPUS].mean(axis=1)
         q1 = ctx.queue_after_arrivals()
         queue = q1.sum(-1)
-        kw_per_gpu_h = p.gpu_max_kw - p.gpu_idle_kw
+        kw_per_gpu_h = physics.it_kwh_per_gpu_h(p, 1.0, 1.0)  # uncapped
         own = np.minimum(queue, np.maximum(p.gpus - demand, 0.0))
-        spare = gen - pue * (p.gpus * p.gpu_idle_kw + (demand + own) * kw_per_gpu_h)  # kW
+        spare = gen - pue * physics.it_kw(p, demand + own, 1.0)  # kW
         b, n = spare.shape
         best = spare.argmax(-1)
         rows = np.arange(b)
@@ -231,31 +224,29 @@ class HeadroomGuard:
         exo = ctx.exo_t  # [B, N, K]
         q1 = ctx.queue_after_arrivals()
         total = q1.sum(-1)
-        pue = _pue(p, exo)
+        pue = physics.pue_of(p, exo)
         st = ctx.state
         battery = np.minimum(p.battery_power_kw,
-                             np.maximum(st.soc_kwh - p.soc_min_kwh, 0.0) * p.battery_eta)
-        limit = (self.params.margin_fraction * exo[..., _K["headroom_kw"]]
-                 + exo[..., _K["pv_kw"]] + exo[..., _K["wind_kw"]] + battery)
-        demand = exo[..., _K["inference_gpus"]]
+                             discharge_available_kw(st.soc_kwh, p.soc_min_kwh, p.battery_eta))
+        limit = (self.params.margin_fraction * exo[..., Exo.HEADROOM_KW]
+                 + exo[..., Exo.PV_KW] + exo[..., Exo.WIND_KW] + battery)
+        demand = exo[..., Exo.INFERENCE_GPUS]
         levels = p.throttle_cap[p.throttle_cap >= p.cap_min]
         levels = np.unique(np.concatenate([[p.cap_min], levels]))[::-1]  # 1 .. cap_min
         cap = np.full(total.shape, p.cap_min)
         fits_any = np.zeros(total.shape, dtype=bool)
         for c in levels:  # a handful of curve points
-            tau = p.throughput(c)
-            inf = np.minimum(demand, p.gpus * tau)
-            flex = np.minimum(total, p.gpus * tau - inf)
-            fac = pue * ((inf + flex) / tau * (c * p.gpu_max_kw - p.gpu_idle_kw)
-                         + p.gpus * p.gpu_idle_kw)
+            _, _, busy = dispatch(demand, total, p.gpus, p.throughput(c))
+            fac = pue * physics.it_kw(p, busy, c)
             ok = (fac <= limit) & ~fits_any
             cap = np.where(ok, c, cap)
             fits_any |= ok
         # at cap_min: flexible work that fits, never less than what is due
         tau_m = p.tau_min
-        per_gpu_h = (p.cap_min * p.gpu_max_kw - p.gpu_idle_kw) / tau_m
+        per_gpu_h = physics.it_kwh_per_gpu_h(p, p.cap_min, tau_m)
         inf_m = np.minimum(demand, p.gpus * tau_m)
-        room = (limit / pue - p.gpus * p.gpu_idle_kw) / np.where(per_gpu_h > 0, per_gpu_h, 1.0)
+        # GPU-h of work the limit leaves room for above the idle floor
+        room = (limit / pue - physics.idle_kw(p)) / np.where(per_gpu_h > 0, per_gpu_h, 1.0)
         flex_ok = np.maximum(room - inf_m, 0.0)
         share = np.divide(flex_ok, total, out=np.ones_like(total), where=total > _EMPTY_GPU_H)
         run = np.where(fits_any, 1.0, np.maximum(np.minimum(share, 1.0), _due_share(q1)))

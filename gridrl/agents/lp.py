@@ -104,7 +104,19 @@ import highspy
 import numpy as np
 import scipy.sparse as sp
 
-from gridrl.env.core import EXO_SIGNALS, KG_PER_G, MWH_PER_KWH, OUTPUT_FIELDS
+from gridrl.env import physics
+from gridrl.env.kernel import (
+    EXO_SIGNALS,
+    KG_PER_G,
+    MWH_PER_KWH,
+    OUTPUT_FIELDS,
+    Exo,
+    Out,
+    facility_kw,
+    fleet_facility_kw,
+    it_kw_from_active,
+    it_kwh_per_gpu_h,
+)
 from gridrl.env.params import EnvParams
 from gridrl.errors import GridrlError
 
@@ -113,8 +125,6 @@ __all__ = [
     "release_table", "rule_battery_rows", "solve", "solve_rule_battery",
 ]
 
-_K = {name: k for k, name in enumerate(EXO_SIGNALS)}
-_F = {name: f for f, name in enumerate(OUTPUT_FIELDS)}
 # Violations of a lazy deadline row below this (GPU-h) are solver round-off.
 _CUT_TOL_GPU_H = 1e-7
 # Overdraw below this (kWh in an hour) is solver round-off, not a headroom violation.
@@ -301,7 +311,8 @@ class LPStructure:
         self.cSOC = block(npair)
         self.cV = block(h_len if self.migrate else 0)
         self.n_col = off
-        e_k = (self.caps[None, :] * p.gpu_max_kw[:, None] - p.gpu_idle_kw[:, None]) / self.taus
+        e_k = it_kwh_per_gpu_h(self.caps[None, :], self.taus, p.gpu_idle_kw[:, None],
+                               p.gpu_max_kw[:, None])
         self.e_k = e_k  # [N, Kc] IT kWh per GPU-h of work at level k, above idle
         self._build_static()
 
@@ -421,13 +432,12 @@ class LPStructure:
         exo = np.asarray(inp.exo, dtype=np.float64)
         if exo.shape != (h_len, n, len(EXO_SIGNALS)):
             raise ValueError(f"exo has shape {exo.shape}, expected {(h_len, n, len(EXO_SIGNALS))}")
-        pv, wind, head = exo[..., _K["pv_kw"]], exo[..., _K["wind_kw"]], exo[..., _K["headroom_kw"]]
-        carbon, price = exo[..., _K["carbon_g_per_kwh"]], exo[..., _K["price_per_mwh"]]
-        demand, arr = exo[..., _K["inference_gpus"]], exo[..., _K["flexible_gpu_h"]]
-        temp = exo[..., _K["temp_c"]]
-        pue = p.pue + p.pue_temp_slope_per_c * np.maximum(temp - p.pue_temp_threshold_c, 0.0)
+        pv, wind, head = exo[..., Exo.PV_KW], exo[..., Exo.WIND_KW], exo[..., Exo.HEADROOM_KW]
+        carbon, price = exo[..., Exo.CARBON_G_PER_KWH], exo[..., Exo.PRICE_PER_MWH]
+        demand, arr = exo[..., Exo.INFERENCE_GPUS], exo[..., Exo.FLEXIBLE_GPU_H]
+        pue = physics.pue_of(p, exo)
         gen = pv + wind
-        idle_kw = pue * p.gpus * p.gpu_idle_kw  # [H, N]
+        idle_kw = fleet_facility_kw(pue, p.gpus, p.gpu_idle_kw)  # [H, N]
         wts = p.reward_weights
         queue = np.asarray(inp.queue_gpu_h, float)
         transit = np.asarray(inp.transit_gpu_h, float)
@@ -462,7 +472,7 @@ class LPStructure:
             col_lo[self.cCH] = col_hi[self.cCH] = ch_fix
             col_lo[self.cDIS] = col_hi[self.cDIS] = dis_fix
         cost = np.zeros(self.n_col)
-        cost[self.cG] = (wts[0] * carbon * KG_PER_G + wts[1] * price * MWH_PER_KWH).ravel()
+        cost[self.cG] = physics.import_price_per_kwh(p, carbon, price).ravel()
         cost[self.cO] = wts[4]
         cost[self.cS] = -wts[2]
         cost[self.cOV] = wts[3]
@@ -505,8 +515,7 @@ class LPStructure:
         limit every env trajectory respects.
         """
         p = self.params
-        e_min = self.e_k.min(axis=1)  # [N]
-        f_lb = pue * (p.gpus * p.gpu_idle_kw + np.minimum(demand, p.gpus * p.tau_min) * e_min)
+        f_lb = facility_floor_kw(self, pue, demand, slice(None))
         room = gen - f_lb + (head if p.battery_action else 0.0)
         return np.maximum(room, 0.0)
 
@@ -532,14 +541,11 @@ class LPStructure:
         h_len, n, kc = self.H, self.N, self.Kc
         t = np.repeat(np.arange(h_len), len(sites))
         i = np.tile(sites, h_len)
-        g = exo[t, i, _K["pv_kw"]] + exo[t, i, _K["wind_kw"]]
+        g = exo[t, i, Exo.PV_KW] + exo[t, i, Exo.WIND_KW]
         if p.battery_action:
-            g = g + exo[t, i, _K["headroom_kw"]]
-        e_min = self.e_k.min(axis=1)
-        demand = exo[t, i, _K["inference_gpus"]]
-        f_lo = pue[t, i] * (p.gpus[i] * p.gpu_idle_kw[i]
-                            + np.minimum(demand, p.gpus[i] * p.tau_min) * e_min[i])
-        f_hi = pue[t, i] * p.gpus[i] * p.gpu_max_kw[i]
+            g = g + exo[t, i, Exo.HEADROOM_KW]
+        f_lo = facility_floor_kw(self, pue[t, i], exo[t, i, Exo.INFERENCE_GPUS], i)
+        f_hi = fleet_facility_kw(pue[t, i], p.gpus[i], p.gpu_max_kw[i])
         keep = (g > f_lo) & (f_hi > f_lo)  # otherwise charge_limit already gives 0
         t, i, g, f_lo, f_hi = t[keep], i[keep], g[keep], f_lo[keep], f_hi[keep]
         m = len(t)
@@ -549,7 +555,7 @@ class LPStructure:
         # chord value at F_max: 0 if g < F_max, else g - F_max (slope 1: the line itself)
         rhs = np.where(slope < 1.0, slope * f_hi, g)
         pidx = t * n + i
-        idle = pue[t, i] * p.gpus[i] * p.gpu_idle_kw[i]
+        idle = fleet_facility_kw(pue[t, i], p.gpus[i], p.gpu_idle_kw[i])
         width = 1 + kc
         idx = np.empty((m, width), dtype=np.int32)
         val = np.empty((m, width))
@@ -668,49 +674,62 @@ class LPStructure:
         ch, dis, soc = pair(self.cCH), pair(self.cDIS), pair(self.cSOC)
         queued = pair(self.cB)
         ov = pair(self.cOV)
-        it = (w * self.e_k[None]).sum(-1) + p.gpus * p.gpu_idle_kw
+        it = it_kw_from_active((w * self.e_k[None]).sum(-1), p.gpus, p.gpu_idle_kw)
         mig_kwh = p.migration_kwh_per_gpu_h * out
-        fac = pue * it + mig_kwh
+        fac = facility_kw(pue, it, mig_kwh)
         safe = np.where(busy > 0, busy, 1.0)
         capw = np.where(busy > 0, (w / self.taus * self.caps).sum(-1) / safe, 1.0)
         init_transit = np.asarray(inp.transit_gpu_h, float).sum(-1)
         transit_in = np.vstack([init_transit[None], recv[:-1]])
-        demand = exo[..., _K["inference_gpus"]]
-        carbon, price = exo[..., _K["carbon_g_per_kwh"]], exo[..., _K["price_per_mwh"]]
+        demand = exo[..., Exo.INFERENCE_GPUS]
+        carbon, price = exo[..., Exo.CARBON_G_PER_KWH], exo[..., Exo.PRICE_PER_MWH]
         f = np.zeros((h_len, n, len(OUTPUT_FIELDS)))
-        f[..., _F["arrived_gpu_h"]] = exo[..., _K["flexible_gpu_h"]]
-        f[..., _F["transit_in_gpu_h"]] = transit_in
-        f[..., _F["migrated_gpu_h"]] = out
-        f[..., _F["work_done_gpu_h"]] = x
-        f[..., _F["inference_demand_gpu_h"]] = demand
-        f[..., _F["inference_served_gpu_h"]] = served
-        f[..., _F["slo_gpu_h"]] = demand - served
-        f[..., _F["deadline_miss_gpu_h"]] = _edf_misses(aux["rel"], x + out)
-        f[..., _F["overdue_gpu_h"]] = ov
-        f[..., _F["queued_gpu_h"]] = queued
-        f[..., _F["transit_gpu_h"]] = recv
-        f[..., _F["busy_gpus"]] = busy
-        f[..., _F["cap"]] = capw
-        f[..., _F["it_kwh"]] = it
-        f[..., _F["migration_kwh"]] = mig_kwh
-        f[..., _F["facility_kwh"]] = fac
-        f[..., _F["pv_kwh"]] = exo[..., _K["pv_kw"]]
-        f[..., _F["wind_kwh"]] = exo[..., _K["wind_kw"]]
-        f[..., _F["battery_charge_kwh"]] = ch
-        f[..., _F["battery_discharge_kwh"]] = dis
-        f[..., _F["soc_kwh"]] = soc
-        f[..., _F["grid_import_kwh"]] = g
-        f[..., _F["export_kwh"]] = e
-        f[..., _F["overdraw_kwh"]] = o
-        f[..., _F["headroom_kw"]] = exo[..., _K["headroom_kw"]]
-        f[..., _F["carbon_kg"]] = g * carbon * KG_PER_G
-        f[..., _F["cost"]] = g * price * MWH_PER_KWH
-        f[..., _F["headroom_violation"]] = o > _OVERDRAW_TOL_KWH
+        f[..., Out.ARRIVED_GPU_H] = exo[..., Exo.FLEXIBLE_GPU_H]
+        f[..., Out.TRANSIT_IN_GPU_H] = transit_in
+        f[..., Out.MIGRATED_GPU_H] = out
+        f[..., Out.WORK_DONE_GPU_H] = x
+        f[..., Out.INFERENCE_DEMAND_GPU_H] = demand
+        f[..., Out.INFERENCE_SERVED_GPU_H] = served
+        f[..., Out.SLO_GPU_H] = demand - served
+        f[..., Out.DEADLINE_MISS_GPU_H] = _edf_misses(aux["rel"], x + out)
+        f[..., Out.OVERDUE_GPU_H] = ov
+        f[..., Out.QUEUED_GPU_H] = queued
+        f[..., Out.TRANSIT_GPU_H] = recv
+        f[..., Out.BUSY_GPUS] = busy
+        f[..., Out.CAP] = capw
+        f[..., Out.IT_KWH] = it
+        f[..., Out.MIGRATION_KWH] = mig_kwh
+        f[..., Out.FACILITY_KWH] = fac
+        f[..., Out.PV_KWH] = exo[..., Exo.PV_KW]
+        f[..., Out.WIND_KWH] = exo[..., Exo.WIND_KW]
+        f[..., Out.BATTERY_CHARGE_KWH] = ch
+        f[..., Out.BATTERY_DISCHARGE_KWH] = dis
+        f[..., Out.SOC_KWH] = soc
+        f[..., Out.GRID_IMPORT_KWH] = g
+        f[..., Out.EXPORT_KWH] = e
+        f[..., Out.OVERDRAW_KWH] = o
+        f[..., Out.HEADROOM_KW] = exo[..., Exo.HEADROOM_KW]
+        f[..., Out.CARBON_KG] = g * carbon * KG_PER_G
+        f[..., Out.COST] = g * price * MWH_PER_KWH
+        f[..., Out.HEADROOM_VIOLATION] = o > _OVERDRAW_TOL_KWH
         first = {"work": x[0], "served": served[0], "busy": busy[0], "migrated": out[0],
                  "received": recv[0], "ch": ch[0], "dis": dis[0], "levels": w[0]}
         return LPSolution(objective=float(objective), J=-float(objective) / p.reward_scale,
                           values=f, leftover_gpu_h=queued[-1] + recv[-1], first=first,
                           solve_s=solve_s, rounds=rounds)
+
+
+def facility_floor_kw(st: LPStructure, pue: np.ndarray, demand: np.ndarray,
+                      sites: np.ndarray | slice) -> np.ndarray:
+    """``F_lb = PUE_t (G P0 + min(D, G tau_min) e_min)`` of ``sites``: the least facility
+    power before curtailment of any env trajectory (idle power plus the inference the env
+    always serves, at the least energy per GPU-h of the throttle curve; see
+    :meth:`LPStructure.charge_limit`)."""
+    p = st.params
+    e_min = st.e_k.min(axis=1)[sites]
+    gpus = p.gpus[sites]
+    active = np.minimum(demand, gpus * p.tau_min) * e_min
+    return pue * it_kw_from_active(active, gpus, p.gpu_idle_kw[sites])
 
 
 def _edf_need(rel: np.ndarray, u: np.ndarray) -> np.ndarray:
@@ -882,11 +901,11 @@ def rule_battery_rows(st: LPStructure, aux: dict, first_col: int) -> tuple[list,
     ch, dis, soc = st.cCH.start + pidx, st.cDIS.start + pidx, st.cSOC.start + pidx
     wcols = st.cW.start + pidx[:, None] * kc + np.arange(kc)[None, :]  # [m, Kc]
     we = pue[t, i][:, None] * st.e_k[i]  # [m, Kc]
-    gen = exo[t, i, _K["pv_kw"]] + exo[t, i, _K["wind_kw"]]
-    head = exo[t, i, _K["headroom_kw"]]
+    gen = exo[t, i, Exo.PV_KW] + exo[t, i, Exo.WIND_KW]
+    head = exo[t, i, Exo.HEADROOM_KW]
     pb = p.battery_power_kw[i]
-    gmax = pue[t, i] * p.gpus[i] * p.gpu_max_kw[i]
-    idle = pue[t, i] * p.gpus[i] * p.gpu_idle_kw[i]
+    gmax = fleet_facility_kw(pue[t, i], p.gpus[i], p.gpu_max_kw[i])
+    idle = fleet_facility_kw(pue[t, i], p.gpus[i], p.gpu_idle_kw[i])
     theta = p.battery_discharge_threshold_fraction
     inf = highspy.kHighsInf
     batches = []
@@ -912,10 +931,7 @@ def rule_battery_rows(st: LPStructure, aux: dict, first_col: int) -> tuple[list,
     span = p.soc_max_kwh[i] - p.soc_min_kwh[i]
     rows(-inf, p.soc_min_kwh[i] + span, [soc, cz, cy3], [ones, -span, span])
     rows(1.0, inf, [cy1, cy2, cy3, cz], [ones, ones, ones, ones])
-    e_min = st.e_k.min(axis=1)
-    demand = exo[t, i, _K["inference_gpus"]]
-    f_lb = pue[t, i] * (p.gpus[i] * p.gpu_idle_kw[i]
-                        + np.minimum(demand, p.gpus[i] * p.tau_min) * e_min[i])
+    f_lb = facility_floor_kw(st, pue[t, i], exo[t, i, Exo.INFERENCE_GPUS], i)
     fixed = cz[gen < f_lb]
     return batches, (np.column_stack([cz, cy1, cy2, cy3]).ravel(), fixed)
 

@@ -36,13 +36,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gridrl.agents.lp import LPError, LPInputs, LPStructure, Solver
 from gridrl.agents.policy import EpisodeBatch, StepContext, actions_from
-from gridrl.env import core
-from gridrl.env.core import EXO_SIGNALS, KG_PER_G, MWH_PER_KWH
+from gridrl.env import physics
+from gridrl.env.kernel import Exo
 from gridrl.env.params import EnvParams
 
 __all__ = ["MPC", "MPCParams", "plan_to_action"]
 
-_K = {name: k for k, name in enumerate(EXO_SIGNALS)}
 # Work (GPU-h) below this counts as none when turning the plan into shares.
 _TINY_GPU_H = 1e-9
 
@@ -66,14 +65,11 @@ class MPCParams(BaseModel):
 
 def continuation_value(params: EnvParams, exo_plan: np.ndarray) -> np.ndarray:
     """``[N]`` value of one GPU-h left after a horizon that stops before the episode
-    ends: the env's terminal charge formula (``core.terminal_value_per_gpu_h``: uncapped
+    ends: the env's terminal charge formula (``physics.terminal_values``: uncapped
     marginal energy ``PUE (Pmax - P0)``) at the plan's mean carbon and price (weight
     units), whatever ``env.terminal_queue_valuation`` says (the work still has to run)."""
-    p = params
-    e_kwh = p.pue * (p.gpu_max_kw - p.gpu_idle_kw)
-    mean = exo_plan[..., [_K["carbon_g_per_kwh"], _K["price_per_mwh"]]].mean(axis=0)  # [N, 2]
-    w = p.reward_weights
-    return e_kwh * (w[0] * mean[:, 0] * KG_PER_G + w[1] * mean[:, 1] * MWH_PER_KWH)
+    mean = exo_plan[..., [Exo.CARBON_G_PER_KWH, Exo.PRICE_PER_MWH]].mean(axis=0)  # [N, 2]
+    return physics.terminal_values(params, mean[:, 0], mean[:, 1])
 
 
 def plan_to_action(params: EnvParams, q1: np.ndarray, first: dict, caps: np.ndarray,
@@ -164,7 +160,7 @@ class MPC:
             plan = fc[b, :hours]
             if hours == remaining[b]:
                 seen = batch.data.exo[batch.starts[b] : ctx.rows[b]]
-                tval = core.terminal_value_per_gpu_h(p, np.concatenate([seen, plan]))
+                tval = physics.terminal_value_per_gpu_h(p, np.concatenate([seen, plan]))
             else:
                 tval = continuation_value(p, plan)
             solver = self._solver(p, hours)

@@ -15,15 +15,16 @@ the saved ``VecNormalize`` statistics).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from gridrl.env import core
-from gridrl.env.core import EXO_SIGNALS
+from gridrl.env import physics
 from gridrl.env.episodes import Window
 from gridrl.env.inputs import EnvData
+from gridrl.env.kernel import EXO_SIGNALS, Act, Exo, PackedParams, pack
 from gridrl.env.params import EnvParams
 from gridrl.env.state import EnvState
 
@@ -32,7 +33,6 @@ __all__ = [
     "as_policy",
 ]
 
-_K = {name: k for k, name in enumerate(EXO_SIGNALS)}
 HOURS_PER_DAY = 24
 
 
@@ -137,6 +137,11 @@ class EpisodeBatch:
     forecasts: ForecastView
     seed: int = 0
 
+    @functools.cached_property
+    def packed(self) -> PackedParams:
+        """The parameters packed for the compiled step (:func:`gridrl.env.kernel.pack`)."""
+        return pack(self.params)
+
     @property
     def size(self) -> int:
         """Number of episodes ``B``."""
@@ -193,12 +198,13 @@ class StepContext:
                     ) -> np.ndarray:
         """``actions`` ``[B, N * A]`` with the battery asked for ``setpoint_kw``
         ``[B, N]`` (kW, + charges; None or NaN entries: the dispatch rule), through
-        ``core.encode_battery_kw``. Unchanged without a battery action."""
+        ``physics.encode_battery_kw``. Unchanged without a battery action."""
         p = self.params
         if not p.battery_action:
             return actions
         a = actions.reshape(len(self.rows), p.n_sites, p.n_actions_per_site)
-        a = core.encode_battery_kw(p, self.state, a, self.exo_t, setpoint_kw)
+        a = physics.encode_battery_kw(p, self.state, a, self.exo_t, setpoint_kw,
+                                      self.batch.packed)
         return a.reshape(actions.shape)
 
     def forecast(self, hours: int) -> np.ndarray:
@@ -212,7 +218,7 @@ class StepContext:
         """``[B, N, S + 1]`` queue the hour starts from: queued + arriving transit + this
         hour's arrivals (step 1 of the core)."""
         p = self.params
-        a = self.exo_t[..., _K["flexible_gpu_h"]]
+        a = self.exo_t[..., Exo.FLEXIBLE_GPU_H]
         return self.state.queue_gpu_h + self.state.transit_gpu_h + a[..., None] * p.arrival_split
 
 
@@ -249,16 +255,16 @@ def actions_from(params: EnvParams, run: np.ndarray, cap: np.ndarray,
     run = np.asarray(run, dtype=np.float64)
     b, n = run.shape
     out = np.zeros((b, n, p.n_actions_per_site))
-    out[..., 0] = 2.0 * np.clip(run, 0.0, 1.0) - 1.0
+    out[..., Act.RUN] = 2.0 * np.clip(run, 0.0, 1.0) - 1.0
     span = 1.0 - p.cap_min
     cap_u = (2.0 * (np.asarray(cap, float) - p.cap_min) / span - 1.0) if span > 0 else 1.0
-    out[..., 1] = np.clip(cap_u, -1.0, 1.0)
-    out[..., 2] = 0.0 if route is None else np.clip(route, -1.0, 1.0)
+    out[..., Act.CAP] = np.clip(cap_u, -1.0, 1.0)
+    out[..., Act.ROUTE] = 0.0 if route is None else np.clip(route, -1.0, 1.0)
     m_max = p.max_migration_fraction
     if migrate is None or m_max <= 0 or n == 1:
-        out[..., 3] = -1.0
+        out[..., Act.MIGRATE] = -1.0
     else:
-        out[..., 3] = np.clip(2.0 * np.asarray(migrate, float) / m_max - 1.0, -1.0, 1.0)
+        out[..., Act.MIGRATE] = np.clip(2.0 * np.asarray(migrate, float) / m_max - 1.0, -1.0, 1.0)
     return out.reshape(b, n * p.n_actions_per_site)
 
 

@@ -1,7 +1,10 @@
 """gridrl.env: batched simulation core, Gymnasium environment, native SB3 VecEnv.
 
 - :mod:`gridrl.env.core`: ``reset``/``step`` as pure numpy functions (the documented
-  equations), :mod:`gridrl.env.kernel` the same compiled.
+  equations; a test oracle), :mod:`gridrl.env.kernel` the same compiled, with every
+  formula of the site model written once and the signal, output and action columns
+  (``Exo``, ``Out``, ``Act``); :mod:`gridrl.env.physics` those formulas on a
+  scenario's parameters for planners, heuristics and replay.
 - :class:`GridEnv` (Gymnasium, registered as ``gridrl/GridEnv-v0``),
   :class:`GridVecEnv` (SB3 ``VecEnv``), :class:`DiscreteActions` (MultiDiscrete).
 - :mod:`gridrl.env.layout` observation/action layouts, :mod:`gridrl.env.kpis` KPIs.

@@ -3,7 +3,7 @@ and the native VecEnv).
 
 It owns the state (updated in place, so a step never allocates), the data row and end row
 of every episode, the running sums of step outputs per episode and site, and the
-terminal charge for work left at the end (``core.terminal_value_per_gpu_h``). Episodes
+terminal charge for work left at the end (``physics.terminal_value_per_gpu_h``). Episodes
 end independently; the caller restarts them with :meth:`begin`.
 """
 
@@ -13,23 +13,25 @@ from typing import Literal
 
 import numpy as np
 
-from gridrl.env import core, kernel
+from gridrl.env import core, kernel, physics
 from gridrl.env.episodes import Window
 from gridrl.env.inputs import EnvData
-from gridrl.env.kernel import _TERM_COLS, _advance, _sanitize
+from gridrl.env.kernel import OUTPUT_FIELDS, Exo, _advance, _sanitize
 from gridrl.env.kpis import kpi_arrays
 from gridrl.env.layout import ObservationBuilder
 from gridrl.env.params import EnvParams
 from gridrl.env.state import EnvState
 from gridrl.errors import GridrlError
 
-__all__ = ["INFO_FIELDS", "BatchSim", "InvalidActionError"]
+__all__ = ["INFO_FIELDS", "BatchSim", "InvalidActionError", "InvalidBackendError"]
 
-Backend = Literal["numba", "numpy"]
+#: How episodes are stepped: the compiled kernel (the only production path; the numpy
+#: ``core.step`` is a test oracle).
+Backend = Literal["numba"]
 
 
 #: Keys of the per-step info: output fields summed over sites, then weighted reward terms.
-INFO_FIELDS = core.OUTPUT_FIELDS + (
+INFO_FIELDS = OUTPUT_FIELDS + (
     "reward_carbon", "reward_cost", "reward_slo", "reward_overdue", "reward_overdraw",
     "reward_terminal",
 )
@@ -37,6 +39,10 @@ INFO_FIELDS = core.OUTPUT_FIELDS + (
 
 class InvalidActionError(GridrlError, ValueError):
     """An action with the wrong shape or a NaN."""
+
+
+class InvalidBackendError(GridrlError, ValueError):
+    """A stepping backend other than the compiled kernel."""
 
 
 class BatchSim:
@@ -47,9 +53,9 @@ class BatchSim:
     params : EnvParams
     data : EnvData
     batch_size : int
-    backend : {"numba", "numpy"}
-        ``numba`` steps with the compiled kernel (:mod:`gridrl.env.kernel`), ``numpy``
-        with the reference ``core.step``; both give the same numbers.
+    backend : {"numba"}
+        Steps with the compiled kernel (:mod:`gridrl.env.kernel`). ``"numpy"`` is
+        refused: the numpy ``core.step`` is a test oracle.
 
     Attributes
     ----------
@@ -67,8 +73,10 @@ class BatchSim:
 
     def __init__(self, params: EnvParams, data: EnvData, batch_size: int,
                  backend: Backend = "numba") -> None:
-        if backend not in ("numba", "numpy"):
-            raise ValueError(f"backend must be 'numba' or 'numpy', got {backend!r}")
+        if backend != "numba":
+            raise InvalidBackendError(
+                f"backend must be 'numba', got {backend!r} (the numpy core.step is a test "
+                "oracle; every environment steps the compiled kernel)")
         if tuple(data.site_names) != tuple(params.site_names):
             raise ValueError(
                 f"data sites {data.site_names} differ from scenario sites {params.site_names}"
@@ -99,7 +107,7 @@ class BatchSim:
         self.rows = np.zeros(b, dtype=np.int64)
         self.start = np.zeros(b, dtype=np.int64)
         self.end = np.ones(b, dtype=np.int64)
-        self.sums = np.zeros((b, n, len(core.OUTPUT_FIELDS)))
+        self.sums = np.zeros((b, n, len(OUTPUT_FIELDS)))
         self.returns = np.zeros(b)
         self.start_work = np.zeros((b, n))
         self.terminal_value = np.zeros((b, n))
@@ -111,7 +119,8 @@ class BatchSim:
         self.totals = np.zeros((b, len(INFO_FIELDS)))
         self.obs_buffer = np.zeros((b, self.obs.dim), dtype=np.float32)
         self._t_carbon_price = np.concatenate(
-            [np.zeros((1, n, 2)), np.cumsum(data.exo[..., [3, 4]], axis=0)])
+            [np.zeros((1, n, 2)),
+             np.cumsum(data.exo[..., [Exo.CARBON_G_PER_KWH, Exo.PRICE_PER_MWH]], axis=0)])
 
     @staticmethod
     def _state_of(buf: kernel.StepBuffers) -> EnvState:
@@ -143,16 +152,13 @@ class BatchSim:
         self.terminal_value[envs] = self._terminal_values(start, hours)
 
     def _terminal_values(self, start: np.ndarray, hours: np.ndarray) -> np.ndarray:
-        """``core.terminal_value_per_gpu_h`` of windows, from running sums (O(1) each)."""
+        """``physics.terminal_value_per_gpu_h`` of windows, from running sums (O(1) each)."""
         p = self.params
         if p.scenario.env.terminal_queue_valuation == "none":
             return np.zeros((len(start), p.n_sites))
         csum = self._t_carbon_price
         mean = (csum[start + hours] - csum[start]) / hours[:, None, None]  # [E, N, 2]
-        e_kwh = p.pue * (p.gpu_max_kw - p.gpu_idle_kw)
-        w = p.reward_weights
-        return e_kwh * (w[0] * mean[..., 0] * core.KG_PER_G + w[1] * mean[..., 1]
-                        * core.MWH_PER_KWH)
+        return physics.terminal_values(p, mean[..., 0], mean[..., 1])
 
     def episode_exo(self, env: int = 0) -> np.ndarray:
         """``[L, N, K]`` exogenous rows of episode ``env`` (a view, do not modify)."""
@@ -186,42 +192,14 @@ class BatchSim:
         st = self.state
         pp = self.packed
         ob = self.obs
-        if self.backend == "numba":
-            self.any_done = _advance(
-                pp.site, pp.scalar, pp.split, pp.curve, st.queue_gpu_h, st.transit_gpu_h,
-                st.soc_kwh, self._act3, self.data.exo, self.rows, buf.queue_gpu_h,
-                buf.transit_gpu_h, buf.soc_kwh, buf.cap, buf.values, buf.reward, self.end,
-                self.sums, self.returns, self.terminal_value, self.terminal_charge,
-                self._done, self.totals, ob.calendar, ob.site_exo, ob._inv_scale,
-                ob._group_end, self.obs_buffer)
-        else:
-            self._advance_numpy(buf)
+        self.any_done = _advance(
+            pp.site, pp.scalar, pp.split, pp.curve, st.queue_gpu_h, st.transit_gpu_h,
+            st.soc_kwh, self._act3, self.data.exo, self.rows, buf.queue_gpu_h,
+            buf.transit_gpu_h, buf.soc_kwh, buf.cap, buf.values, buf.reward, self.end,
+            self.sums, self.returns, self.terminal_value, self.terminal_charge,
+            self._done, self.totals, ob.calendar, ob.site_exo, ob._inv_scale,
+            ob._group_end, self.obs_buffer)
         return self._done
-
-    def _advance_numpy(self, buf: kernel.StepBuffers) -> None:
-        """The same as the compiled path, with the numpy reference core."""
-        new, out = core.step(self.params, self.state, self._act3, self.data.exo[self.rows])
-        buf.queue_gpu_h[:] = new.queue_gpu_h
-        buf.transit_gpu_h[:] = new.transit_gpu_h
-        buf.soc_kwh[:] = new.soc_kwh
-        buf.cap[:] = new.cap
-        buf.values[:] = out.values
-        buf.reward[:] = out.reward
-        self.sums += out.values
-        self.rows += 1
-        self._done[:] = self.rows >= self.end
-        left = new.queue_gpu_h.sum(-1) + new.transit_gpu_h.sum(-1)
-        charge = np.where(self._done, (left * self.terminal_value).sum(-1), 0.0)
-        self.terminal_charge[:] = charge
-        buf.reward[:] -= charge / self.params.reward_scale
-        self.returns += buf.reward
-        n_f = len(core.OUTPUT_FIELDS)
-        self.totals[:, :n_f] = out.values.sum(axis=1)
-        terms = self.totals[:, _TERM_COLS] * self.params.reward_weights
-        self.totals[:, n_f : n_f + 5] = -terms / self.params.reward_scale
-        self.totals[:, n_f + 5] = -charge / self.params.reward_scale
-        self.any_done = bool(self._done.any())
-        self.obs.build(np.minimum(self.rows, self._last_row), new, self.obs_buffer)
 
     # ------------------------------------------------------------------ outputs
 

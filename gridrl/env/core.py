@@ -1,5 +1,10 @@
 r"""Batched simulation core: ``reset`` and ``step`` as pure functions over numpy arrays.
 
+This is the readable statement of the model and the test oracle: the environments step
+the compiled kernel (:mod:`gridrl.env.kernel`, which also holds every formula the
+planners share), and tests check that both give the same numbers. No production path
+calls :func:`step`.
+
 Every array has a leading batch axis ``B`` (independent episodes) and a site axis ``N``.
 Nothing here loops over episodes, sites, jobs or slack buckets; the cost of a step is
 linear in ``B * N * S``. One step is one hour, so a power in kW held for the step is the
@@ -89,7 +94,8 @@ the rule's ``ch* - dis*`` of equation 5: action 0 is the rule, and every setpoin
 11. **Reward**: ``-(w . [carbon_kg, cost, slo, overdue, overdraw]) / scale`` summed over
     sites. At the last hour of an episode the environments also subtract
     ``sum_i leftover_i v_i / scale`` for work still queued or in transit
-    (:func:`terminal_value_per_gpu_h`), so pushing work past the end gains nothing.
+    (:func:`gridrl.env.physics.terminal_value_per_gpu_h`), so pushing work past the end
+    gains nothing.
 
 Given the caps, every equation is linear or piecewise linear (min/max) in the work and
 energy quantities, so a linear program can model it: with a fixed cap per hour the
@@ -115,6 +121,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from gridrl.env.kernel import (
+    _TERM_COLS,
+    EXO_SIGNALS,
+    KG_PER_G,
+    MWH_PER_KWH,
+    OUTPUT_FIELDS,
+    Act,
+    Exo,
+    StepOutputs,
+)
 from gridrl.env.params import EnvParams
 from gridrl.env.state import EnvState
 
@@ -123,86 +139,14 @@ __all__ = [
     "OUTPUT_FIELDS",
     "PhysicalAction",
     "StepOutputs",
-    "encode_battery_kw",
     "normalise_action",
     "physical_action",
     "reset",
     "reward",
-    "rule_battery_kw",
     "step",
-    "terminal_value_per_gpu_h",
 ]
 
-#: Exogenous signals of an hour, in the order of the last axis of ``exo_t``.
-EXO_SIGNALS = (
-    "pv_kw",
-    "wind_kw",
-    "headroom_kw",
-    "carbon_g_per_kwh",
-    "price_per_mwh",
-    "inference_gpus",
-    "flexible_gpu_h",
-    "temp_c",
-)
-
-#: Per-site outputs of a step, in the order of the last axis of ``StepOutputs.values``.
-OUTPUT_FIELDS = (
-    "arrived_gpu_h",  # flexible work arriving at its home site this hour
-    "transit_in_gpu_h",  # migrated work joining this site's queue at the start of the hour
-    "migrated_gpu_h",  # work sent away from this site this hour
-    "work_done_gpu_h",  # flexible work done (uncapped GPU-h)
-    "inference_demand_gpu_h",
-    "inference_served_gpu_h",
-    "slo_gpu_h",  # inference demand not served (capacity or shed)
-    "deadline_miss_gpu_h",  # work whose deadline passed this hour
-    "overdue_gpu_h",  # overdue work held at the end of the hour (penalised)
-    "queued_gpu_h",  # work queued at the end of the hour (overdue included)
-    "transit_gpu_h",  # work in transit to this site at the end of the hour
-    "busy_gpus",
-    "cap",  # mean power cap fraction applied
-    "it_kwh",
-    "migration_kwh",
-    "facility_kwh",  # PUE x IT + migration
-    "pv_kwh",  # available
-    "wind_kwh",  # available
-    "battery_charge_kwh",  # bus side
-    "battery_discharge_kwh",  # bus side
-    "soc_kwh",  # end of hour
-    "grid_import_kwh",
-    "export_kwh",  # local generation not used (spilled or exported unpaid)
-    "overdraw_kwh",  # import above headroom that curtailment could not remove
-    "curtailed_kwh",  # facility energy removed by curtailment
-    "paused_gpu_h",  # flexible work paused by curtailment
-    "shed_gpu_h",  # inference shed by curtailment
-    "headroom_kw",
-    "carbon_kg",
-    "cost",
-    "headroom_violation",  # 1 when overdraw_kwh > 0, else 0
-)
 _F = {name: i for i, name in enumerate(OUTPUT_FIELDS)}
-
-KG_PER_G = 1e-3  # carbon intensity is in g/kWh, carbon in kg
-MWH_PER_KWH = 1e-3  # prices are per MWh, energy in kWh
-
-
-@dataclass(frozen=True, eq=False)
-class StepOutputs:
-    """What happened in one hour, per episode and site.
-
-    ``values[b, i, f]`` is field ``OUTPUT_FIELDS[f]`` of site ``i`` in episode ``b``
-    (float64); ``outputs["grid_import_kwh"]`` gives the ``[B, N]`` slice.
-    ``reward`` is ``[B]``.
-    """
-
-    values: np.ndarray
-    reward: np.ndarray
-
-    def __getitem__(self, name: str) -> np.ndarray:
-        return self.values[..., _F[name]]
-
-    def totals(self) -> np.ndarray:
-        """``[B, F]``: every field summed over sites."""
-        return self.values.sum(axis=1)
 
 
 @dataclass(frozen=True, eq=False)
@@ -229,15 +173,15 @@ class PhysicalAction:
 def physical_action(params: EnvParams, action: np.ndarray) -> PhysicalAction:
     """Map a normalised action ``[B, N, A]`` in [-1, 1] to physical units (see module doc)."""
     half = (action + 1.0) * 0.5
-    migrate = half[..., 3] * params.max_migration_fraction
+    migrate = half[..., Act.MIGRATE] * params.max_migration_fraction
     if params.n_sites == 1:
         migrate = np.zeros_like(migrate)  # nowhere to go
     return PhysicalAction(
-        run=half[..., 0],
-        cap=params.cap_min + half[..., 1] * (1.0 - params.cap_min),
-        route_logit=action[..., 2] * params.route_logit_scale,
+        run=half[..., Act.RUN],
+        cap=params.cap_min + half[..., Act.CAP] * (1.0 - params.cap_min),
+        route_logit=action[..., Act.ROUTE] * params.route_logit_scale,
         migrate=migrate,
-        battery_kw=action[..., 4] * params.battery_action_span_kw if params.battery_action
+        battery_kw=action[..., Act.BATTERY] * params.battery_action_span_kw if params.battery_action
         else None,
     )
 
@@ -250,68 +194,35 @@ def normalise_action(params: EnvParams, run: np.ndarray, cap: np.ndarray,
     decision is outside the action's range, and the environments clip them).
 
     ``battery_kw`` (the battery action in kW, see :class:`PhysicalAction`) is required
-    with a battery action and ignored without; :func:`encode_battery_kw` sets it from a
-    wanted setpoint. With one site ``migrate`` has no effect (any value maps to -1).
+    with a battery action and ignored without; ``gridrl.env.physics.encode_battery_kw``
+    sets it from a wanted setpoint. With one site ``migrate`` has no effect (any value maps to -1).
     """
     run, cap, route_logit, migrate = np.broadcast_arrays(
         *(np.asarray(x, dtype=np.float64) for x in (run, cap, route_logit, migrate)))
     out = np.empty(run.shape + (params.n_actions_per_site,))
-    out[..., 0] = 2.0 * run - 1.0
+    out[..., Act.RUN] = 2.0 * run - 1.0
     span = 1.0 - params.cap_min  # 0 when cap_min = 1: every action means cap 1
-    out[..., 1] = 2.0 * (cap - params.cap_min) / span - 1.0 if span > 0 else 1.0
-    out[..., 2] = route_logit / params.route_logit_scale
+    out[..., Act.CAP] = 2.0 * (cap - params.cap_min) / span - 1.0 if span > 0 else 1.0
+    out[..., Act.ROUTE] = route_logit / params.route_logit_scale
     if params.n_sites > 1 and params.max_migration_fraction > 0:
-        out[..., 3] = 2.0 * migrate / params.max_migration_fraction - 1.0
+        out[..., Act.MIGRATE] = 2.0 * migrate / params.max_migration_fraction - 1.0
     else:
-        out[..., 3] = -1.0
+        out[..., Act.MIGRATE] = -1.0
     if params.battery_action:
         if battery_kw is None:
             raise ValueError("battery_kw is needed: the scenario has a battery action")
         power = params.battery_action_span_kw
-        out[..., 4] = np.divide(np.asarray(battery_kw, dtype=np.float64), power,
+        out[..., Act.BATTERY] = np.divide(np.asarray(battery_kw, dtype=np.float64), power,
                                 out=np.zeros(run.shape), where=power > 0)
     return out
 
 
-def rule_battery_kw(params: EnvParams, fac_kw: np.ndarray, gen_kw: np.ndarray,
+def _rule_battery_kw(params: EnvParams, fac_kw: np.ndarray, gen_kw: np.ndarray,
                     headroom_kw: np.ndarray) -> np.ndarray:
     """The dispatch rule's wanted battery power ``ch* - dis*`` (kW, + charges; equation
     5) for facility power ``F`` before curtailment, local generation and headroom."""
     return np.maximum(gen_kw - fac_kw, 0.0) - np.maximum(
         fac_kw - gen_kw - params.battery_discharge_threshold_fraction * headroom_kw, 0.0)
-
-
-def encode_battery_kw(params: EnvParams, state: EnvState, action: np.ndarray,
-                      exo_t: np.ndarray, setpoint_kw: np.ndarray | None = None) -> np.ndarray:
-    """``action`` ``[B, N, A]`` with its battery component set so that the battery is
-    asked for ``setpoint_kw`` ``[B, N]`` (kW, + charges; None, or NaN entries: what the
-    dispatch rule wants). Without a battery action ``action`` is returned unchanged.
-
-    Under ``residual`` the rule depends on the facility power the other components draw
-    this hour, so one :func:`step` is taken to find it. The result is clipped to [-1, 1].
-    """
-    if not params.battery_action:
-        return action
-    out = np.array(action, dtype=np.float64)
-    power = params.battery_power_kw
-    if setpoint_kw is not None:
-        setpoint_kw = np.asarray(setpoint_kw, dtype=np.float64)
-    if params.battery_residual or setpoint_kw is None or np.isnan(setpoint_kw).any():
-        out[..., 4] = 0.0
-        _, outputs = step(params, state, out, exo_t)
-        fac = outputs["facility_kwh"] + outputs["curtailed_kwh"]
-        gen = exo_t[..., 0] + exo_t[..., 1]
-        rule = np.clip(rule_battery_kw(params, fac, gen, exo_t[..., 2]), -power, power)
-        setpoint_kw = rule if setpoint_kw is None else np.where(np.isnan(setpoint_kw), rule,
-                                                                 setpoint_kw)
-    # asking for more than the rating is asking for the rating
-    setpoint_kw = np.clip(setpoint_kw, -power, power)
-    if params.battery_residual:
-        setpoint_kw = setpoint_kw - rule
-    span = params.battery_action_span_kw
-    out[..., 4] = np.clip(np.divide(setpoint_kw, span, out=np.zeros(out.shape[:-1]),
-                                    where=span > 0), -1.0, 1.0)
-    return out
 
 
 def reset(params: EnvParams, batch_size: int) -> EnvState:
@@ -332,9 +243,7 @@ def reward(params: EnvParams, values: np.ndarray) -> np.ndarray:
     return -(terms @ params.reward_weights) / params.reward_scale
 
 
-_REWARD_IDX = np.array(
-    [_F["carbon_kg"], _F["cost"], _F["slo_gpu_h"], _F["overdue_gpu_h"], _F["overdraw_kwh"]]
-)
+_REWARD_IDX = _TERM_COLS
 
 
 def _age(x: np.ndarray) -> np.ndarray:
@@ -369,9 +278,10 @@ def step(
     """
     p = params
     act = physical_action(p, action)
-    pv, wind, head = exo_t[..., 0], exo_t[..., 1], exo_t[..., 2]
-    carbon, price, demand = exo_t[..., 3], exo_t[..., 4], exo_t[..., 5]
-    arrivals, temp = exo_t[..., 6], exo_t[..., 7]
+    pv, wind = exo_t[..., Exo.PV_KW], exo_t[..., Exo.WIND_KW]
+    head, demand = exo_t[..., Exo.HEADROOM_KW], exo_t[..., Exo.INFERENCE_GPUS]
+    carbon, price = exo_t[..., Exo.CARBON_G_PER_KWH], exo_t[..., Exo.PRICE_PER_MWH]
+    arrivals, temp = exo_t[..., Exo.FLEXIBLE_GPU_H], exo_t[..., Exo.TEMP_C]
     gpus, p_idle, p_max = p.gpus, p.gpu_idle_kw, p.gpu_max_kw
 
     # 1. arrivals join their home queue; last hour's migrations arrive
@@ -411,7 +321,7 @@ def step(
         want = act.battery_kw
         if p.battery_residual:
             power = p.battery_power_kw
-            want = want + np.clip(rule_battery_kw(p, fac, gen, head), -power, power)
+            want = want + np.clip(_rule_battery_kw(p, fac, gen, head), -power, power)
         ch_want = np.minimum(np.maximum(want, 0.0), np.maximum(head + gen - fac, 0.0))
         dis_want = np.maximum(-want, 0.0)
     else:
@@ -513,25 +423,3 @@ def step(
     )
     new_state = EnvState(q_next, z_next, soc_next, cap_eff)
     return new_state, StepOutputs(values, reward(p, values))
-
-
-def terminal_value_per_gpu_h(params: EnvParams, exo_episode: np.ndarray) -> np.ndarray:
-    """What one GPU-h of flexible work left at the end of an episode is charged (reward
-    units before ``reward.scale``), ``[..., N]``.
-
-    ``env.terminal_queue_valuation = "episode_mean"``: the marginal energy of running it
-    uncapped, ``pue * (gpu_max_kw - gpu_idle_kw)`` kWh per GPU-h (idle power is paid
-    anyway), priced at the episode's mean carbon and price:
-    ``e * (w_carbon * mean(carbon) / 1000 + w_cost * mean(price) / 1000)``. ``"none"``: 0.
-
-    Parameters
-    ----------
-    exo_episode : ndarray
-        ``[..., L, N, len(EXO_SIGNALS)]`` exogenous rows of the episode.
-    """
-    if params.scenario.env.terminal_queue_valuation == "none":
-        return np.zeros(exo_episode.shape[:-3] + (params.n_sites,))
-    mean = exo_episode[..., [3, 4]].mean(axis=-3)  # [..., N, 2]
-    e_kwh = params.pue * (params.gpu_max_kw - params.gpu_idle_kw)
-    w = params.reward_weights
-    return e_kwh * (w[0] * mean[..., 0] * KG_PER_G + w[1] * mean[..., 1] * MWH_PER_KWH)

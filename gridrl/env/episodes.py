@@ -5,6 +5,9 @@ block when the block is shorter (such an episode is truncated at the block end).
 
 - ``random`` starts: uniform over every valid start hour of every block (a block with
   ``len`` hours offers ``len - episode_hours + 1`` starts, a short block one).
+- a given start (``reset(options={"start": ...})`` of both environments): a data row
+  (an integer) or a timestamp (an hour of the data; naive means UTC), resolved by
+  :meth:`EpisodeWindows.start_at`.
 - ``fixed`` starts: each block tiled from its first hour by whole episodes (a block
   shorter than an episode gives one short episode; a remainder shorter than an episode
   after the last whole one is not used), in block order. Evaluation cycles through them.
@@ -17,9 +20,14 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from gridrl.errors import GridrlError
 from gridrl.scenario import Period, Scenario, ScenarioError
 
-__all__ = ["EpisodeWindows", "Window"]
+__all__ = ["EpisodeStartError", "EpisodeWindows", "Window"]
+
+
+class EpisodeStartError(GridrlError, ValueError):
+    """An episode start that is not a data row or hour inside the period."""
 
 
 @dataclass(frozen=True)
@@ -48,6 +56,8 @@ class EpisodeWindows:
     """
 
     def __init__(self, index: pd.DatetimeIndex, scenario: Scenario, period: str) -> None:
+        self.index = index
+        self.period = period
         if period not in ("train", "test"):
             raise ScenarioError(f"period must be 'train' or 'test', got {period!r}")
         blocks: list[Period] = getattr(scenario.periods, period)
@@ -91,10 +101,42 @@ class EpisodeWindows:
 
         Raises
         ------
-        ValueError
+        EpisodeStartError
             When ``start`` is outside every block of the period.
         """
         for a, b in self.blocks:
             if a <= start < b:
                 return Window(start, min(self.episode_hours, b - start))
-        raise ValueError(f"start row {start} lies outside every block of the period")
+        raise EpisodeStartError(
+            f"start row {start} lies outside every block of the {self.period} period "
+            f"(rows {', '.join(f'{a}..{b - 1}' for a, b in self.blocks)})")
+
+    def start_at(self, start: object) -> Window:
+        """The episode starting at ``start``: a data row (``int``) or a timestamp
+        (``str``, ``datetime``, ``pandas.Timestamp``, ``numpy.datetime64``; naive means
+        UTC) that is an hour of the data. Both environments resolve
+        ``reset(options={"start": ...})`` here.
+
+        Raises
+        ------
+        EpisodeStartError
+            Another type, a timestamp that is not an hour of the data, or a start
+            outside every block of the period.
+        """
+        if isinstance(start, (int, np.integer)) and not isinstance(start, (bool, np.bool_)):
+            return self.at(int(start))
+        if not isinstance(start, (str, pd.Timestamp, np.datetime64)) and not hasattr(
+                start, "isoformat"):
+            raise EpisodeStartError(
+                f"start {start!r}: expected a data row (int) or a timestamp, got "
+                f"{type(start).__name__}")
+        try:
+            ts = pd.Timestamp(start)
+        except ValueError as exc:
+            raise EpisodeStartError(f"start {start!r} is not a timestamp: {exc}") from None
+        ts = ts.tz_localize("UTC") if ts.tz is None else ts.tz_convert("UTC")
+        pos = self.index.get_indexer([ts])[0]
+        if pos < 0:
+            raise EpisodeStartError(f"start {start!r} is not an hour of the data "
+                                    f"({self.index[0]} .. {self.index[-1]})")
+        return self.at(int(pos))

@@ -98,7 +98,7 @@ class GridEnv(gym.Env):
     **Reward** ``-(w_c carbon_kg + w_e cost + w_s slo_gpu_h + w_o overdue_gpu_h
     + w_g overdraw_kwh) / scale`` summed over sites (``scenario.reward``); at the last
     step, minus the charge for work left queued or in transit
-    (``core.terminal_value_per_gpu_h``). ``info`` holds every step output summed over
+    (``physics.terminal_value_per_gpu_h``). ``info`` holds every step output summed over
     sites (``core.OUTPUT_FIELDS``), the weighted reward terms (``reward_*``), the
     clipped-action count and the data row; the last step adds ``episode_summary``
     (KPIs of :mod:`gridrl.env.kpis`, fleet and per site). Per-site values of the hour
@@ -133,8 +133,9 @@ class GridEnv(gym.Env):
         Exogenous arrays (and cube) to use instead of building them.
     signals, cube : optional
         A :class:`~gridrl.data.signals.Signals` table and/or forecast cube to use.
-    backend : {"numba", "numpy"}
-        Compiled kernel (fast) or the numpy reference core.
+    backend : {"numba"}
+        The compiled kernel, the only stepping path (the numpy ``core.step`` is a test
+        oracle; ``"numpy"`` is refused).
     fixed_offset, fixed_stride : int
         With ``start="fixed"``, the k-th reset uses window ``offset + k * stride``
         (cyclic); a VecEnv gives env ``b`` offset ``b`` and stride ``B``.
@@ -224,15 +225,7 @@ class GridEnv(gym.Env):
 
     def _window(self, options: dict | None) -> Window:
         if options and options.get("start") is not None:
-            start = options["start"]
-            if not isinstance(start, (int, np.integer)):
-                ts = pd.Timestamp(start)
-                ts = ts.tz_localize("UTC") if ts.tz is None else ts.tz_convert("UTC")
-                pos = self.data.index.get_indexer([ts])[0]
-                if pos < 0:
-                    raise ValueError(f"start {start!r} is not an hour of the data")
-                start = int(pos)
-            return self.windows.at(int(start))
+            return self.windows.start_at(options["start"])
         if self.start_mode == "fixed":
             fixed = self.windows.fixed
             w = fixed[(self._fixed_offset + self._fixed_k * self._fixed_stride) % len(fixed)]

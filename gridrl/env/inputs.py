@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from gridrl.env.core import EXO_SIGNALS
+from gridrl.env.kernel import EXO_SIGNALS
 from gridrl.errors import GridrlError
 from gridrl.scenario import Scenario
 

@@ -1,15 +1,21 @@
-"""Compiled step: the equations of :mod:`gridrl.env.core`, fused into one numba kernel.
+"""Compiled step: the equations of :mod:`gridrl.env.core`, fused into one numba kernel,
+and the site model's formulas, written once.
 
-``core.step`` is the readable reference (numpy, one array operation per equation). At
-small batch sizes its cost is the per-call overhead of some 150 numpy operations, so the
-environments step through this kernel instead: the same equations in the same order,
-compiled, writing into preallocated arrays. Tests check that both give the same numbers.
+``core.step`` is the readable reference (numpy, one array operation per equation) and a
+test oracle only. Every production path runs this module: the environments step through
+the compiled kernel, and the planners, heuristics and replay call the same formula
+functions (PUE, IT power at a cap, energy per GPU-h, dispatch, the battery rule, the
+price of imported energy, the terminal value, the reward) on numpy arrays. A formula is
+a plain numpy function registered with numba (:func:`_formula`): called from Python it
+runs as numpy; called from compiled code numba compiles the same source inline, with
+``fmax``/``fmin`` lowered to scalar ``max``/``min``. Tests check kernel == oracle.
 
 Every compiled function of the environment lives in this file (the step, the
-observation fill of :mod:`gridrl.env.layout` and the batched step with bookkeeping of
-:mod:`gridrl.env.batch`): numba's on-disk cache of a function is invalidated when its own
-file changes, not when a function it calls from another file does, so a kernel split
-over files could run stale code after an upgrade.
+observation fill of :mod:`gridrl.env.layout`, the batched step with bookkeeping of
+:mod:`gridrl.env.batch`, the formulas and the column numbers they index): numba's
+on-disk cache of a function is invalidated when its own file changes, not when a
+function or constant it uses from another file does, so a kernel split over files could
+run stale code after an upgrade.
 
 Parameters are packed once per scenario (:class:`PackedParams`) so a call passes few
 arguments: numba's argument checking costs per argument.
@@ -17,40 +23,311 @@ arguments: numba's argument checking costs per argument.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any
 
 import numba
 import numpy as np
+from numba import types
+from numba.extending import overload
 
-from gridrl.env.core import (
-    _REWARD_IDX,
-    EXO_SIGNALS,
-    KG_PER_G,
-    MWH_PER_KWH,
-    OUTPUT_FIELDS,
-    StepOutputs,
-)
 from gridrl.env.params import EnvParams
 from gridrl.env.state import EnvState
 
-__all__ = ["FAST_MATH", "PackedParams", "StepBuffers", "pack", "step", "step_into"]
+__all__ = [
+    "EXO_SIGNALS", "FAST_MATH", "KG_PER_G", "MWH_PER_KWH", "OUTPUT_FIELDS", "REWARD_TERMS",
+    "Act", "BatteryMode", "Exo", "Out", "PackedParams", "StepBuffers", "StepOutputs",
+    "discharge_available_kw", "dispatch", "facility_kw", "fleet_facility_kw", "fmax", "fmin",
+    "import_price_per_kwh", "it_kw", "it_kw_from_active", "it_kwh_per_gpu_h", "pack",
+    "penalty", "pue_at", "rule_battery_kw", "rule_wants_kw", "step", "step_into",
+    "terminal_value_per_gpu_h",
+]
 
 #: LLVM may reassociate sums (vectorised reductions), fuse multiply-adds and use
 #: reciprocals; results differ from the numpy reference in the last bits only. NaN and
 #: infinity semantics are kept (inputs are validated, not assumed finite).
 FAST_MATH = {"reassoc", "nsz", "arcp", "contract"}
 
+KG_PER_G = 1e-3  # carbon intensity is in g/kWh, carbon in kg
+MWH_PER_KWH = 1e-3  # prices are per MWh, energy in kWh
+
+
+class Exo(IntEnum):
+    """Exogenous signals of an hour: positions on the last axis of ``exo``."""
+
+    PV_KW = 0
+    WIND_KW = 1
+    HEADROOM_KW = 2  # 0 in an outage
+    CARBON_G_PER_KWH = 3
+    PRICE_PER_MWH = 4
+    INFERENCE_GPUS = 5  # GPUs of uncapped inference work demanded
+    FLEXIBLE_GPU_H = 6  # flexible work arriving (uncapped GPU-h)
+    TEMP_C = 7
+
+
+class Out(IntEnum):
+    """Per-site outputs of a step: positions on the last axis of ``StepOutputs.values``."""
+
+    ARRIVED_GPU_H = 0  # flexible work arriving at its home site this hour
+    TRANSIT_IN_GPU_H = 1  # migrated work joining this site's queue at the start of the hour
+    MIGRATED_GPU_H = 2  # work sent away from this site this hour
+    WORK_DONE_GPU_H = 3  # flexible work done (uncapped GPU-h)
+    INFERENCE_DEMAND_GPU_H = 4
+    INFERENCE_SERVED_GPU_H = 5
+    SLO_GPU_H = 6  # inference demand not served (capacity or shed)
+    DEADLINE_MISS_GPU_H = 7  # work whose deadline passed this hour
+    OVERDUE_GPU_H = 8  # overdue work held at the end of the hour (penalised)
+    QUEUED_GPU_H = 9  # work queued at the end of the hour (overdue included)
+    TRANSIT_GPU_H = 10  # work in transit to this site at the end of the hour
+    BUSY_GPUS = 11
+    CAP = 12  # mean power cap fraction applied
+    IT_KWH = 13
+    MIGRATION_KWH = 14
+    FACILITY_KWH = 15  # PUE x IT + migration
+    PV_KWH = 16  # available
+    WIND_KWH = 17  # available
+    BATTERY_CHARGE_KWH = 18  # bus side
+    BATTERY_DISCHARGE_KWH = 19  # bus side
+    SOC_KWH = 20  # end of hour
+    GRID_IMPORT_KWH = 21
+    EXPORT_KWH = 22  # local generation not used (spilled or exported unpaid)
+    OVERDRAW_KWH = 23  # import above headroom that curtailment could not remove
+    CURTAILED_KWH = 24  # facility energy removed by curtailment
+    PAUSED_GPU_H = 25  # flexible work paused by curtailment
+    SHED_GPU_H = 26  # inference shed by curtailment
+    HEADROOM_KW = 27
+    CARBON_KG = 28
+    COST = 29
+    HEADROOM_VIOLATION = 30  # 1 when overdraw_kwh > 0, else 0
+
+
+class Act(IntEnum):
+    """Action components of a site, in [-1, 1] (``core.physical_action``)."""
+
+    RUN = 0
+    CAP = 1
+    ROUTE = 2
+    MIGRATE = 3
+    BATTERY = 4  # only with a battery action
+
+
+class BatteryMode(IntEnum):
+    """``env.battery_control`` as the kernel sees it."""
+
+    RULE = 0
+    SETPOINT = 1
+    RESIDUAL = 2
+
+
+#: Exogenous signal names, in ``Exo`` order.
+EXO_SIGNALS = tuple(m.name.lower() for m in Exo)
+#: Output field names, in ``Out`` order.
+OUTPUT_FIELDS = tuple(m.name.lower() for m in Out)
+#: Output columns of the reward terms, in ``reward.weights`` order.
+REWARD_TERMS = (Out.CARBON_KG, Out.COST, Out.SLO_GPU_H, Out.OVERDUE_GPU_H, Out.OVERDRAW_KWH)
+_TERM_COLS = np.array([int(c) for c in REWARD_TERMS])
+_N_TERMS = len(REWARD_TERMS)
+_N_OUT = len(Out)
+
+
+@dataclass(frozen=True, eq=False)
+class StepOutputs:
+    """What happened in one hour, per episode and site.
+
+    ``values[b, i, f]`` is field ``OUTPUT_FIELDS[f]`` of site ``i`` in episode ``b``
+    (float64); ``outputs["grid_import_kwh"]`` gives the ``[B, N]`` slice.
+    ``reward`` is ``[B]``.
+    """
+
+    values: np.ndarray
+    reward: np.ndarray
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.values[..., Out[name.upper()]]
+
+    def totals(self) -> np.ndarray:
+        """``[B, F]``: every field summed over sites."""
+        return self.values.sum(axis=1)
+
+
+# --------------------------------------------------------------------------- formulas
+#
+# Arguments are floats or broadcastable numpy arrays (per-site parameters as ``[N]``
+# arrays, signals as ``[..., N]``); compiled callers pass floats. Units are in the names.
+
+
+def fmax(a: Any, b: Any) -> Any:
+    """Elementwise maximum (``np.maximum``; scalar ``max`` when compiled)."""
+    return np.maximum(a, b)
+
+
+def fmin(a: Any, b: Any) -> Any:
+    """Elementwise minimum (``np.minimum``; scalar ``min`` when compiled)."""
+    return np.minimum(a, b)
+
+
+def _scalar(*args: Any) -> bool:
+    return all(isinstance(a, (types.Float, types.Integer)) for a in args)
+
+
+@overload(fmax, inline="always")
+def _fmax_nb(a, b):  # pragma: no cover - compiled
+    if _scalar(a, b):
+        return lambda a, b: max(a, b)
+    return lambda a, b: np.maximum(a, b)
+
+
+@overload(fmin, inline="always")
+def _fmin_nb(a, b):  # pragma: no cover - compiled
+    if _scalar(a, b):
+        return lambda a, b: min(a, b)
+    return lambda a, b: np.minimum(a, b)
+
+
+def _formula(fn: Callable) -> Callable:
+    """Register ``fn`` with numba: compiled callers inline its source; Python callers
+    run it as it is (numpy)."""
+
+    @functools.wraps(fn)
+    def typer(*args: Any, **kwargs: Any) -> Callable:
+        return fn
+
+    overload(fn, inline="always")(typer)
+    return fn
+
+
+@_formula
+def pue_at(temp_c: Any, pue: Any, slope_per_c: Any, threshold_c: Any) -> Any:
+    """PUE of an hour at outdoor temperature ``temp_c`` (step 4):
+    ``pue + slope max(temp - T0, 0)``."""
+    return pue + slope_per_c * fmax(temp_c - threshold_c, 0.0)
+
+
+@_formula
+def it_kw(busy_gpus: Any, cap: Any, gpus: Any, idle_kw: Any, max_kw: Any) -> Any:
+    """IT power (kW) of ``busy_gpus`` busy GPUs at power cap ``cap`` (a fraction of
+    ``max_kw``) among ``gpus``: ``busy (cap Pmax - P0) + G P0`` (idle GPUs draw ``P0``)."""
+    return busy_gpus * (cap * max_kw - idle_kw) + gpus * idle_kw
+
+
+@_formula
+def it_kw_from_active(active_kw: Any, gpus: Any, idle_kw: Any) -> Any:
+    """IT power (kW) from the power drawn above idle by the work that runs: the idle
+    floor ``G P0`` plus ``active_kw`` (the planners' form, work times energy per GPU-h)."""
+    return gpus * idle_kw + active_kw
+
+
+@_formula
+def fleet_facility_kw(pue: Any, gpus: Any, kw_per_gpu: Any) -> Any:
+    """Facility power of ``gpus`` GPUs each drawing ``kw_per_gpu`` (kW): ``PUE G P``; with
+    ``P0`` the idle floor, with ``Pmax`` every GPU busy uncapped."""
+    return pue * gpus * kw_per_gpu
+
+
+@_formula
+def it_kwh_per_gpu_h(cap: Any, tau: Any, idle_kw: Any, max_kw: Any) -> Any:
+    """IT energy (kWh) per GPU-h of uncapped work at cap ``cap`` with throughput ``tau``,
+    above idle: ``(cap Pmax - P0) / tau``."""
+    return (cap * max_kw - idle_kw) / tau
+
+
+@_formula
+def facility_kw(pue: Any, it: Any, migration_kw: Any) -> Any:
+    """Facility power: ``PUE IT + migration``."""
+    return pue * it + migration_kw
+
+
+@_formula
+def dispatch(demand_gpus: Any, request_gpu_h: Any, gpus: Any, tau: Any) -> tuple:
+    """Work at throughput ``tau`` (step 4), inference first: ``(inference, flexible,
+    busy GPUs)`` with ``I = min(D, G tau)``, ``X = min(R, G tau - I)``, ``busy = (I + X)/tau``."""
+    gtau = gpus * tau
+    inf = fmin(demand_gpus, gtau)
+    flex = fmin(request_gpu_h, gtau - inf)
+    return inf, flex, (inf + flex) / tau
+
+
+@_formula
+def rule_wants_kw(fac_kw: Any, gen_kw: Any, headroom_kw: Any, theta: Any) -> tuple:
+    """The dispatch rule's wanted ``(charge, discharge)`` kW (step 5): charge from local
+    surplus, discharge what import above ``theta`` of the headroom would be."""
+    return fmax(gen_kw - fac_kw, 0.0), fmax(fac_kw - gen_kw - theta * headroom_kw, 0.0)
+
+
+@_formula
+def rule_battery_kw(fac_kw: Any, gen_kw: Any, headroom_kw: Any, theta: Any) -> Any:
+    """The dispatch rule's wanted battery power ``ch* - dis*`` (kW, + charges) for
+    facility power ``F`` before curtailment, local generation and headroom."""
+    ch, dis = rule_wants_kw(fac_kw, gen_kw, headroom_kw, theta)
+    return ch - dis
+
+
+@_formula
+def discharge_available_kw(soc_kwh: Any, soc_min_kwh: Any, eta: Any) -> Any:
+    """Most the battery can deliver in an hour (bus side) by its charge alone."""
+    return fmax(soc_kwh - soc_min_kwh, 0.0) * eta
+
+
+@_formula
+def import_price_per_kwh(w_carbon: Any, w_cost: Any, carbon_g_per_kwh: Any,
+                         price_per_mwh: Any) -> Any:
+    """Reward weight (before ``reward.scale``) of one kWh imported: its carbon and cost."""
+    return w_carbon * carbon_g_per_kwh * KG_PER_G + w_cost * price_per_mwh * MWH_PER_KWH
+
+
+@_formula
+def terminal_value_per_gpu_h(pue: Any, idle_kw: Any, max_kw: Any, w_carbon: Any,
+                             w_cost: Any, carbon_g_per_kwh: Any, price_per_mwh: Any) -> Any:
+    """What one GPU-h of flexible work left at the end is charged (before the scale):
+    its marginal energy uncapped, ``pue (Pmax - P0)`` kWh (idle power is paid anyway), at
+    the given (mean) carbon and price."""
+    e_kwh = pue * it_kwh_per_gpu_h(1.0, 1.0, idle_kw, max_kw)
+    return e_kwh * import_price_per_kwh(w_carbon, w_cost, carbon_g_per_kwh, price_per_mwh)
+
+
+@_formula
+def penalty(w: Any, carbon_kg: Any, cost: Any, slo_gpu_h: Any, overdue_gpu_h: Any,
+            overdraw_kwh: Any) -> Any:
+    """Weighted reward terms of a site-hour (step 11, before ``-1 / scale``); ``w`` the
+    five ``reward.weights``."""
+    return (w[0] * carbon_kg + w[1] * cost + w[2] * slo_gpu_h + w[3] * overdue_gpu_h
+            + w[4] * overdraw_kwh)
+
+
+@_formula
+def battery_kw(mode: int, action_kw: Any, fac_kw: Any, gen_kw: Any, headroom_kw: Any,
+               theta: Any, power_kw: Any, soc_kwh: Any, soc_min_kwh: Any, soc_max_kwh: Any,
+               eta: Any) -> tuple:
+    """``(charge, discharge)`` kW, bus side, of the hour (step 5) under ``mode``
+    (:class:`BatteryMode`); ``action_kw`` is the battery action in kW (setpoint, or what
+    is added to the rule's setpoint; unused under the rule)."""
+    if mode == BatteryMode.RULE:
+        ch_want, dis_want = rule_wants_kw(fac_kw, gen_kw, headroom_kw, theta)
+    else:
+        want = action_kw
+        if mode == BatteryMode.RESIDUAL:
+            rule = rule_battery_kw(fac_kw, gen_kw, headroom_kw, theta)
+            want = want + fmin(fmax(rule, -power_kw), power_kw)
+        # grid charging never pushes import above headroom
+        ch_want = fmin(fmax(want, 0.0), fmax(headroom_kw + gen_kw - fac_kw, 0.0))
+        dis_want = fmax(-want, 0.0)
+    ch = fmin(fmin(ch_want, power_kw), fmax(soc_max_kwh - soc_kwh, 0.0) / eta)
+    dis = fmin(fmin(dis_want, power_kw), discharge_available_kw(soc_kwh, soc_min_kwh, eta))
+    return ch, dis
+
+
+# --------------------------------------------------------------------------- packing
+
 # Columns of PackedParams.site
 _GPUS, _IDLE, _PMAX, _PUE, _SLOPE, _T0, _BPOW, _ETA, _SOCMIN, _SOCMAX, _BSPAN = range(11)
-# Entries of PackedParams.scalar
+# Entries of PackedParams.scalar: cap_min, tau(cap_min), migration kWh per GPU-h, largest
+# migration share, route logit scale, BatteryMode, rule discharge threshold, the five
+# reward weights, reward scale
 _CAPMIN, _TAUMIN, _KAPPA, _MMAX, _BETA, _BACT, _THETA, _W0 = range(8)
-_SCALE = _W0 + 5
-# scalar[_BACT]: how the battery is dispatched
-_BATTERY_MODE = {"rule": 0.0, "setpoint": 1.0, "residual": 2.0}
-_N_OUT = len(OUTPUT_FIELDS)
-_TERM_COLS = _REWARD_IDX  # output columns of the reward terms, in REWARD_TERMS order
-if len(EXO_SIGNALS) != 8 or len(OUTPUT_FIELDS) != 31:  # the kernel indexes them by position
-    raise ImportError("kernel field positions are out of date")
+_SCALE = _W0 + len(REWARD_TERMS)
 
 
 @dataclass(frozen=True, eq=False)
@@ -76,7 +353,8 @@ def pack(params: EnvParams) -> PackedParams:
         [
             [p.cap_min, p.tau_min, p.migration_kwh_per_gpu_h,
              p.max_migration_fraction if p.n_sites > 1 else 0.0, p.route_logit_scale,
-             _BATTERY_MODE[p.battery_control], p.battery_discharge_threshold_fraction],
+             float(BatteryMode[p.battery_control.upper()]),
+             p.battery_discharge_threshold_fraction],
             p.reward_weights,
             [p.reward_scale],
         ]
@@ -101,6 +379,9 @@ def _interp(x: float, xp: np.ndarray, fp: np.ndarray) -> float:
     return slope * (x - xp[j]) + fp[j]
 
 
+# --------------------------------------------------------------------------- step
+
+
 @numba.njit(cache=True, fastmath=FAST_MATH)
 def _step_env(b, site, scalar, split, curve, queue, transit, soc_in, action, exo, rows,
               q_out, z_out, soc_out, cap_out, values, reward, q2, moved, acc, e, inv_den,
@@ -112,21 +393,22 @@ def _step_env(b, site, scalar, split, curve, queue, transit, soc_in, action, exo
     kappa = scalar[_KAPPA]
     m_max = scalar[_MMAX]
     beta = scalar[_BETA]
-    b_act = scalar[_BACT] > 0.5
-    b_res = scalar[_BACT] > 1.5
+    mode = int(scalar[_BACT])
     theta = scalar[_THETA]
+    weights = scalar[_W0:_SCALE]
     xp = curve[0]
     fp = curve[1]
     multi = n_s > 1
+    x_t = exo[rows[b]]
     # route weights (softmax without the source)
     mx = -np.inf
     for i in range(n_s):
-        lg = action[b, i, 2] * beta
+        lg = action[b, i, Act.ROUTE] * beta
         if lg > mx:
             mx = lg
     esum = 0.0
     for i in range(n_s):
-        e[i] = np.exp(action[b, i, 2] * beta - mx)
+        e[i] = np.exp(action[b, i, Act.ROUTE] * beta - mx)
         esum += e[i]
     for i in range(n_s):
         inv_den[i] = 1.0 / (esum - e[i]) if multi else 0.0
@@ -134,8 +416,8 @@ def _step_env(b, site, scalar, split, curve, queue, transit, soc_in, action, exo
     for k in range(n_k):
         acc[k] = 0.0
     for i in range(n_s):
-        arr = exo[rows[b], i, 6]
-        m = (action[b, i, 3] + 1.0) * 0.5 * m_max
+        arr = x_t[i, Exo.FLEXIBLE_GPU_H]
+        m = (action[b, i, Act.MIGRATE] + 1.0) * 0.5 * m_max
         w = inv_den[i]
         tin = 0.0
         mu = 0.0
@@ -151,7 +433,7 @@ def _step_env(b, site, scalar, split, curve, queue, transit, soc_in, action, exo
             mu += mv
             tot += q2k
             acc[k] += mv * w
-        values[b, i, 1] = tin
+        values[b, i, Out.TRANSIT_IN_GPU_H] = tin
         mu_s[i] = mu
         total_s[i] = tot
     for i in range(n_s):
@@ -176,49 +458,32 @@ def _step_env(b, site, scalar, split, curve, queue, transit, soc_in, action, exo
         gpus = site[i, _GPUS]
         p_idle = site[i, _IDLE]
         p_max = site[i, _PMAX]
-        pv = exo[rows[b], i, 0]
-        wind = exo[rows[b], i, 1]
-        head = exo[rows[b], i, 2]
-        demand = exo[rows[b], i, 5]
-        temp = exo[rows[b], i, 7]
+        pv = x_t[i, Exo.PV_KW]
+        wind = x_t[i, Exo.WIND_KW]
+        head = x_t[i, Exo.HEADROOM_KW]
+        demand = x_t[i, Exo.INFERENCE_GPUS]
         mu = mu_s[i]
-        total = total_s[i]
         e_mig = kappa * mu
         # 3.-4. request and dispatch
-        request = (action[b, i, 0] + 1.0) * 0.5 * total
-        cap = cap_min + (action[b, i, 1] + 1.0) * 0.5 * (1.0 - cap_min)
+        request = (action[b, i, Act.RUN] + 1.0) * 0.5 * total_s[i]
+        cap = cap_min + (action[b, i, Act.CAP] + 1.0) * 0.5 * (1.0 - cap_min)
         tau = _interp(cap, xp, fp)
-        gtau = gpus * tau
-        inf = min(demand, gtau)
-        flex = min(request, gtau - inf)
-        busy = (inf + flex) / tau
-        it = busy * (cap * p_max - p_idle) + gpus * p_idle
-        pue = site[i, _PUE] + site[i, _SLOPE] * max(temp - site[i, _T0], 0.0)
-        fac = pue * it + e_mig
+        inf, flex, busy = dispatch(demand, request, gpus, tau)
+        it = it_kw(busy, cap, gpus, p_idle, p_max)
+        pue = pue_at(x_t[i, Exo.TEMP_C], site[i, _PUE], site[i, _SLOPE], site[i, _T0])
+        fac = facility_kw(pue, it, e_mig)
         # 5. battery
         gen = pv + wind
         eta = site[i, _ETA]
-        bpow = site[i, _BPOW]
         soc = soc_in[b, i]
-        if b_act:
-            pb = action[b, i, 4] * site[i, _BSPAN]
-            if b_res:
-                rule = max(gen - fac, 0.0) - max(fac - gen - theta * head, 0.0)
-                pb += min(max(rule, -bpow), bpow)
-            ch_want = min(max(pb, 0.0), max(head + gen - fac, 0.0))
-            dis_want = max(-pb, 0.0)
-        else:
-            ch_want = max(gen - fac, 0.0)
-            dis_want = max(fac - gen - theta * head, 0.0)
-        ch = min(min(ch_want, bpow), max(site[i, _SOCMAX] - soc, 0.0) / eta)
-        dis = min(min(dis_want, bpow), max(soc - site[i, _SOCMIN], 0.0) * eta)
+        # the battery entry exists only with a battery action
+        act_kw = action[b, i, Act.BATTERY] * site[i, _BSPAN] if mode != BatteryMode.RULE else 0.0
+        ch, dis = battery_kw(mode, act_kw, fac, gen, head, theta,
+                             site[i, _BPOW], soc, site[i, _SOCMIN], site[i, _SOCMAX], eta)
         excess0 = max(fac - gen + ch - dis - head, 0.0)
         # 6a. share phi of GPUs to cap_min
-        gtau_m = gpus * tau_min
-        inf_m = min(demand, gtau_m)
-        flex_m = min(request, gtau_m - inf_m)
-        busy_m = (inf_m + flex_m) / tau_min
-        it_m = busy_m * (cap_min * p_max - p_idle) + gpus * p_idle
+        inf_m, flex_m, busy_m = dispatch(demand, request, gpus, tau_min)
+        it_m = it_kw(busy_m, cap_min, gpus, p_idle, p_max)
         red = pue * (it - it_m)
         can = red > 0.0
         phi = min(excess0 / red, 1.0) if can else 0.0
@@ -232,7 +497,7 @@ def _step_env(b, site, scalar, split, curve, queue, transit, soc_in, action, exo
         # 6b.-c. pause flexible work, shed inference
         cap_s = cap_min if full else cap
         tau_s = tau_min if full else tau
-        kw_per = (cap_s * p_max - p_idle) / tau_s
+        kw_per = it_kwh_per_gpu_h(cap_s, tau_s, p_idle, p_max)
         kk = pue * kw_per
         inv_k = 1.0 / kk if kk > 0.0 else 0.0
         x = min(flex1, excess1 * inv_k)
@@ -244,7 +509,7 @@ def _step_env(b, site, scalar, split, curve, queue, transit, soc_in, action, exo
         inf2 = inf1 - y
         busy2 = busy1 - stopped / tau_s
         it2 = it1 - stopped * kw_per
-        fac2 = pue * it2 + e_mig
+        fac2 = facility_kw(pue, it2, e_mig)
         # 7. grid
         net = fac2 - gen + ch - dis
         grid = max(net, 0.0)
@@ -279,42 +544,42 @@ def _step_env(b, site, scalar, split, curve, queue, transit, soc_in, action, exo
         soc_out[b, i] = soc_next
         cap_out[b, i] = cap_eff
         v = values[b, i]
-        v[0] = exo[rows[b], i, 6]
-        v[2] = mu
-        v[3] = done
-        v[4] = demand
-        v[5] = inf2
-        v[6] = demand - inf2
-        v[7] = q3_1 + zk1
-        v[8] = q_out[b, i, 0] + z_out[b, i, 0]
-        v[9] = queued
-        v[10] = ztot
-        v[11] = busy2
-        v[12] = cap_eff
-        v[13] = it2
-        v[14] = e_mig
-        v[15] = fac2
-        v[16] = pv
-        v[17] = wind
-        v[18] = ch
-        v[19] = dis
-        v[20] = soc_next
-        v[21] = grid
-        v[22] = export
-        v[23] = excess3
-        v[24] = fac - fac2
-        v[25] = x
-        v[26] = y
-        v[27] = head
-        v[28] = grid * exo[rows[b], i, 3] * KG_PER_G
-        v[29] = grid * exo[rows[b], i, 4] * MWH_PER_KWH
-        v[30] = 1.0 if excess3 > 0.0 else 0.0
+        v[Out.ARRIVED_GPU_H] = x_t[i, Exo.FLEXIBLE_GPU_H]
+        v[Out.MIGRATED_GPU_H] = mu
+        v[Out.WORK_DONE_GPU_H] = done
+        v[Out.INFERENCE_DEMAND_GPU_H] = demand
+        v[Out.INFERENCE_SERVED_GPU_H] = inf2
+        v[Out.SLO_GPU_H] = demand - inf2
+        v[Out.DEADLINE_MISS_GPU_H] = q3_1 + zk1
+        v[Out.OVERDUE_GPU_H] = q_out[b, i, 0] + z_out[b, i, 0]
+        v[Out.QUEUED_GPU_H] = queued
+        v[Out.TRANSIT_GPU_H] = ztot
+        v[Out.BUSY_GPUS] = busy2
+        v[Out.CAP] = cap_eff
+        v[Out.IT_KWH] = it2
+        v[Out.MIGRATION_KWH] = e_mig
+        v[Out.FACILITY_KWH] = fac2
+        v[Out.PV_KWH] = pv
+        v[Out.WIND_KWH] = wind
+        v[Out.BATTERY_CHARGE_KWH] = ch
+        v[Out.BATTERY_DISCHARGE_KWH] = dis
+        v[Out.SOC_KWH] = soc_next
+        v[Out.GRID_IMPORT_KWH] = grid
+        v[Out.EXPORT_KWH] = export
+        v[Out.OVERDRAW_KWH] = excess3
+        v[Out.CURTAILED_KWH] = fac - fac2
+        v[Out.PAUSED_GPU_H] = x
+        v[Out.SHED_GPU_H] = y
+        v[Out.HEADROOM_KW] = head
+        v[Out.CARBON_KG] = grid * x_t[i, Exo.CARBON_G_PER_KWH] * KG_PER_G
+        v[Out.COST] = grid * x_t[i, Exo.PRICE_PER_MWH] * MWH_PER_KWH
+        v[Out.HEADROOM_VIOLATION] = 1.0 if excess3 > 0.0 else 0.0
     # 11. reward
     r = 0.0
     for i in range(n_s):
-        r += (scalar[_W0] * values[b, i, 28] + scalar[_W0 + 1] * values[b, i, 29]
-              + scalar[_W0 + 2] * values[b, i, 6] + scalar[_W0 + 3] * values[b, i, 8]
-              + scalar[_W0 + 4] * values[b, i, 23])
+        v = values[b, i]
+        r += penalty(weights, v[Out.CARBON_KG], v[Out.COST], v[Out.SLO_GPU_H],
+                     v[Out.OVERDUE_GPU_H], v[Out.OVERDRAW_KWH])
     reward[b] = -r / scalar[_SCALE]
 
 
@@ -488,9 +753,9 @@ def _advance(site, scalar, split, curve, q, z, soc, action, exo, rows, q2, z2, s
             done[b] = False
         charge[b] = c
         returns[b] += reward[b]
-        for j in range(5):
+        for j in range(_N_TERMS):
             totals[b, n_f + j] = -scalar[_W0 + j] * totals[b, _TERM_COLS[j]] * inv
-        totals[b, n_f + 5] = -c * inv
+        totals[b, n_f + _N_TERMS] = -c * inv
         _fill_env(b, calendar, site_exo, min(rows[b], last), q2, z2, soc2, cap2, inv_scale,
                   group_end, obs)
     return any_done

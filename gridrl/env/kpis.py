@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gridrl.env.core import OUTPUT_FIELDS
+from gridrl.env.kernel import Out
 
 __all__ = ["KPIS", "Kpi", "episode_kpis", "kpi_arrays", "kpi_table"]
 
@@ -58,8 +58,6 @@ KPIS: tuple[Kpi, ...] = (
         "work held at start + arrived - done - held at end; must be 0 (conservation)"),
 )
 
-_IDX = {name: i for i, name in enumerate(OUTPUT_FIELDS)}
-
 
 def kpi_arrays(sums: np.ndarray, hours: np.ndarray | float, start_work_gpu_h: np.ndarray | float,
                end_work_gpu_h: np.ndarray | float, n_sites: int = 1) -> dict[str, np.ndarray]:
@@ -80,7 +78,7 @@ def kpi_arrays(sums: np.ndarray, hours: np.ndarray | float, start_work_gpu_h: np
     sums = np.asarray(sums, dtype=np.float64)
 
     def f(name: str) -> np.ndarray:
-        return sums[..., _IDX[name]]
+        return sums[..., Out[name.upper()]]
 
     hours = np.asarray(hours, dtype=np.float64)
     energy = f("facility_kwh")

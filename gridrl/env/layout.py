@@ -33,9 +33,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from gridrl.calendar import CALENDAR_FIELDS, calendar_features
-from gridrl.env.core import EXO_SIGNALS
 from gridrl.env.inputs import EnvData
-from gridrl.env.kernel import _fill
+from gridrl.env.kernel import EXO_SIGNALS, _fill
 from gridrl.env.params import EnvParams
 
 __all__ = [

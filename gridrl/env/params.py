@@ -145,10 +145,6 @@ class EnvParams:
         """Throughput fraction at power cap fraction ``cap`` (the throttle curve)."""
         return np.interp(cap, self.throttle_cap, self.throttle_throughput)
 
-    def gpu_kw(self, cap: np.ndarray | float) -> np.ndarray:
-        """Power of one busy GPU at cap ``cap`` (kW): ``cap * gpu_max_kw``."""
-        return np.asarray(cap) * self.gpu_max_kw
-
     def to_dict(self) -> dict:
         """Arrays as lists (for manifests, logs and other solvers)."""
         out: dict = {}

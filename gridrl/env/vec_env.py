@@ -124,7 +124,7 @@ class GridVecEnv(VecEnv):
     def _window(self, b: int) -> Window:
         opts = self._options[b] if self._options else {}
         if opts and opts.get("start") is not None:
-            return self.windows.at(int(opts["start"]))
+            return self.windows.start_at(opts["start"])
         if self.start_mode == "fixed":
             fixed = self.windows.fixed
             w = fixed[(b + self._fixed_k[b] * self.num_envs) % len(fixed)]

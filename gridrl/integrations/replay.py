@@ -42,8 +42,6 @@ from gridrl.integrations.slurm_queue import SlurmJob
 from gridrl.integrations.slurm_sites import SitesConfig
 
 EPS_GPU_H = 1e-9  # work below this is done (float round-off of fractional hours)
-KG_PER_G = 1e-3
-MWH_PER_KWH = 1e-3
 
 Decide = Callable[[np.ndarray], Sequence[Any]]
 
@@ -132,128 +130,161 @@ def simulate(
     row0
         Data row of the replay's first hour.
     """
-    from gridrl.env.core import EXO_SIGNALS
-    from gridrl.env.state import EnvState
-
     sites = list(params.site_names)
-    n, s_buckets = len(sites), params.slack_buckets
     pos = {s: i for i, s in enumerate(sites)}
-    k = {name: i for i, name in enumerate(EXO_SIGNALS)}
     cfg = _planner_config(params, 3600.0)
     jobs = sorted(
         (_Job(j, j.site, j.work_gpu_h) for j in workload.jobs), key=lambda j: j.spec.arrival_h
     )
     by_id = {j.spec.job_id: j for j in jobs}
     hours = len(workload.index)
-    cap = np.ones(n)
+    cap = np.ones(len(sites))
     rows: list[dict[str, Any]] = []
     nxt = 0
-    kappa = params.migration_kwh_per_gpu_h
     for t in range(hours):
-        while nxt < len(jobs) and jobs[nxt].spec.arrival_h < t + 1:
-            jobs[nxt].status = "pending"
-            jobs[nxt].arrive_h = jobs[nxt].spec.arrival_h
-            nxt += 1
-        for j in jobs[:nxt]:
-            if j.status == "transit" and j.arrive_h <= t:
-                j.status = "pending"
-        # ---- observation of the queues, as the environment's state
-        queue = np.zeros((1, n, s_buckets + 1))
-        transit = np.zeros((1, n, s_buckets + 1))
-        for j in jobs[:nxt]:
-            if j.status in ("pending", "transit"):
-                slack = _slack_h(j, t)
-                b = 0 if slack < 0 else 1 + min(int(slack), s_buckets - 1)
-                (queue if j.status == "pending" else transit)[0, pos[j.site], b] += j.remaining
-        state = EnvState(
-            queue, transit, np.asarray(params.soc_initial_kwh)[None].copy(), cap[None].copy()
-        )
-        obs = builder.build(np.array([row0 + t]), state)[0]
-        decisions = decide(obs)
-        # ---- job-level plan (the Slurm adapter's planner)
-        pending = [j for j in jobs[:nxt] if j.status == "pending"]
-        managed = [
-            ManagedJob(
-                SlurmJob(
-                    job_id=j.spec.job_id, name=str(j.spec.trace_row), partition=j.site,
-                    state="PENDING", reason="", qos="", submit_time=j.spec.arrival_h,
-                    eligible_time=None, deadline=j.spec.deadline_h,
-                    time_limit_s=j.remaining / j.spec.gpus * 3600.0, gpus=1, cpus=1, comment="",
-                ),
-                j.site, j.remaining, _slack_h(j, t), None,
-            )
-            for j in pending
-        ]  # fmt: skip
-        plans = plan_decisions(managed, decisions, cfg)
-
+        nxt = _arrive(jobs, nxt, t)
+        seen = jobs[:nxt]
+        state = _queue_state(seen, t, pos, params, cap)
+        decisions = decide(builder.build(np.array([row0 + t]), state)[0])
+        plans = plan_decisions(_managed(seen, t), decisions, cfg)
         by_site = {(d["site"] if isinstance(d, dict) else d.site): d for d in decisions}
         cap = np.array([_get(by_site[s], "power_cap_fraction") for s in sites])
-        e_mig = np.zeros(n)
-        for p in plans:
-            j = by_id[p.job_id]
-            if p.action == "move":
-                e_mig[pos[j.site]] += kappa * j.remaining
-                j.site, j.moved_to, j.status = p.to_site, p.to_site, "transit"
-                j.arrive_h, j.released = t + 1.0, False
-            else:
-                j.released = p.action == "run"
-        # ---- dispatch and work, per site
-        exo = data.exo[row0 + t]
+        e_mig = _apply_plans(plans, by_id, pos, params.migration_kwh_per_gpu_h, t)
         tau = params.throughput(cap)
         for i, site in enumerate(sites):
-            g = float(params.gpus[i])
             demand = float(workload.inference_gpus[t, i])
-            inf_gpus = min(demand / tau[i], g)
-            slo = max(demand - g * tau[i], 0.0)  # exactly 0 unless capacity binds
-            running = [j for j in jobs[:nxt] if j.status == "running" and j.site == site]
-            free = g - inf_gpus - sum(j.spec.gpus for j in running)
-            ready = sorted(
-                (j for j in jobs[:nxt] if j.status == "pending" and j.site == site and j.released),
-                key=lambda j: (_slack_h(j, t), j.spec.job_id),
-            )
-            for j in ready:
-                if j.spec.gpus <= free + EPS_GPU_H:
-                    j.status, j.start_h = "running", max(float(t), j.arrive_h)
-                    free -= j.spec.gpus
-                    running.append(j)
-            busy_gpu_h = inf_gpus
-            work = 0.0
-            for j in running:
-                begin = max(float(t), j.start_h)
-                hours_left = t + 1.0 - begin
-                rate = j.spec.gpus * tau[i]
-                run_h = min(hours_left, j.remaining / rate)
-                busy_gpu_h += j.spec.gpus * run_h
-                done = rate * run_h
-                work += done
-                j.remaining -= done
-                if j.remaining <= EPS_GPU_H:
-                    j.remaining, j.status, j.finish_h = 0.0, "done", begin + run_h
-            it_kwh = (
-                busy_gpu_h * (cap[i] * params.gpu_max_kw[i] - params.gpu_idle_kw[i])
-                + g * params.gpu_idle_kw[i]
-            )
-            pue = params.pue[i] + params.pue_temp_slope_per_c[i] * max(
-                exo[i, k["temp_c"]] - params.pue_temp_threshold_c[i], 0.0
-            )
-            facility = pue * it_kwh + e_mig[i]
-            gen = exo[i, k["pv_kw"]] + exo[i, k["wind_kw"]]
-            imp = max(facility - gen, 0.0)
-            rows.append(
-                {
-                    "hour": t, "time": workload.index[t], "site": site, "cap": cap[i],
-                    "flexible_work_gpu_h": work, "inference_served_gpu_h": inf_gpus * tau[i],
-                    "slo_gpu_h": slo, "busy_gpu_h": busy_gpu_h, "facility_kwh": facility,
-                    "migration_kwh": e_mig[i], "renewable_used_kwh": min(gen, facility),
-                    "grid_import_kwh": imp,
-                    "overdraw_kwh": max(imp - exo[i, k["headroom_kw"]], 0.0),
-                    "carbon_kg": imp * exo[i, k["carbon_g_per_kwh"]] * KG_PER_G,
-                    "cost": imp * exo[i, k["price_per_mwh"]] * MWH_PER_KWH,
-                    "carbon_g_per_kwh": exo[i, k["carbon_g_per_kwh"]],
-                }
-            )  # fmt: skip
+            served = _run_site(seen, site, t, float(params.gpus[i]), demand, tau[i])
+            rows.append({"hour": t, "time": workload.index[t], "site": site, "cap": cap[i],
+                         **served, **_energy(params, data.exo[row0 + t], i, cap[i],
+                                             served["busy_gpu_h"], e_mig[i])})
     hourly = pd.DataFrame(rows)
-    job_rows = pd.DataFrame(
+    table = _job_table(jobs)
+    return ReplayResult(policy, kpis(hourly, table, hours), hourly, table)
+
+
+def _arrive(jobs: list[_Job], nxt: int, t: int) -> int:
+    """Jobs arriving by the end of hour ``t`` become pending, moved jobs whose transit
+    ends arrive; returns how many jobs have arrived."""
+    while nxt < len(jobs) and jobs[nxt].spec.arrival_h < t + 1:
+        jobs[nxt].status = "pending"
+        jobs[nxt].arrive_h = jobs[nxt].spec.arrival_h
+        nxt += 1
+    for j in jobs[:nxt]:
+        if j.status == "transit" and j.arrive_h <= t:
+            j.status = "pending"
+    return nxt
+
+
+def _queue_state(jobs: list[_Job], t: int, pos: dict[str, int], params: Any,
+                 cap: np.ndarray) -> Any:
+    """The job queues as the environment's state (slack buckets), for the observation."""
+    from gridrl.env.state import EnvState
+
+    n, s_buckets = len(pos), params.slack_buckets
+    queue = np.zeros((1, n, s_buckets + 1))
+    transit = np.zeros((1, n, s_buckets + 1))
+    for j in jobs:
+        if j.status in ("pending", "transit"):
+            slack = _slack_h(j, t)
+            b = 0 if slack < 0 else 1 + min(int(slack), s_buckets - 1)
+            (queue if j.status == "pending" else transit)[0, pos[j.site], b] += j.remaining
+    return EnvState(
+        queue, transit, np.asarray(params.soc_initial_kwh)[None].copy(), cap[None].copy()
+    )
+
+
+def _managed(jobs: list[_Job], t: int) -> list[ManagedJob]:
+    """Pending jobs as the Slurm adapter's planner sees them."""
+    return [
+        ManagedJob(
+            SlurmJob(
+                job_id=j.spec.job_id, name=str(j.spec.trace_row), partition=j.site,
+                state="PENDING", reason="", qos="", submit_time=j.spec.arrival_h,
+                eligible_time=None, deadline=j.spec.deadline_h,
+                time_limit_s=j.remaining / j.spec.gpus * 3600.0, gpus=1, cpus=1, comment="",
+            ),
+            j.site, j.remaining, _slack_h(j, t), None,
+        )
+        for j in jobs if j.status == "pending"
+    ]  # fmt: skip
+
+
+def _apply_plans(plans: Sequence[Any], by_id: dict[Any, _Job], pos: dict[str, int],
+                 kappa_kwh_per_gpu_h: float, t: int) -> np.ndarray:
+    """Carry out the plan's moves and releases; returns the migration energy ``[N]``
+    (kWh, charged at the source)."""
+    e_mig = np.zeros(len(pos))
+    for p in plans:
+        j = by_id[p.job_id]
+        if p.action == "move":
+            e_mig[pos[j.site]] += kappa_kwh_per_gpu_h * j.remaining
+            j.site, j.moved_to, j.status = p.to_site, p.to_site, "transit"
+            j.arrive_h, j.released = t + 1.0, False
+        else:
+            j.released = p.action == "run"
+    return e_mig
+
+
+def _run_site(jobs: list[_Job], site: str, t: int, gpus: float, demand: float,
+              tau: float) -> dict[str, float]:
+    """Inference first, then released jobs earliest slack first on the free GPUs, for
+    one hour of ``site``; returns the work done and the busy GPU-h."""
+    inf_gpus = min(demand / tau, gpus)
+    slo = max(demand - gpus * tau, 0.0)  # exactly 0 unless capacity binds
+    running = [j for j in jobs if j.status == "running" and j.site == site]
+    free = gpus - inf_gpus - sum(j.spec.gpus for j in running)
+    ready = sorted(
+        (j for j in jobs if j.status == "pending" and j.site == site and j.released),
+        key=lambda j: (_slack_h(j, t), j.spec.job_id),
+    )
+    for j in ready:
+        if j.spec.gpus <= free + EPS_GPU_H:
+            j.status, j.start_h = "running", max(float(t), j.arrive_h)
+            free -= j.spec.gpus
+            running.append(j)
+    busy_gpu_h = inf_gpus
+    work = 0.0
+    for j in running:
+        begin = max(float(t), j.start_h)
+        rate = j.spec.gpus * tau
+        run_h = min(t + 1.0 - begin, j.remaining / rate)
+        busy_gpu_h += j.spec.gpus * run_h
+        done = rate * run_h
+        work += done
+        j.remaining -= done
+        if j.remaining <= EPS_GPU_H:
+            j.remaining, j.status, j.finish_h = 0.0, "done", begin + run_h
+    return {"flexible_work_gpu_h": work, "inference_served_gpu_h": inf_gpus * tau,
+            "slo_gpu_h": slo, "busy_gpu_h": busy_gpu_h}
+
+
+def _energy(params: Any, exo: np.ndarray, i: int, cap: float, busy_gpu_h: float,
+            e_mig_kwh: float) -> dict[str, float]:
+    """Energy of site ``i`` in an hour, by the environment's formulas (no battery, no
+    curtailment): facility power, local generation used, import, overdraw, carbon, cost."""
+    from gridrl.env import kernel
+    from gridrl.env.kernel import Exo
+
+    it = kernel.it_kw(busy_gpu_h, cap, params.gpus[i], params.gpu_idle_kw[i],
+                      params.gpu_max_kw[i])
+    pue = kernel.pue_at(exo[i, Exo.TEMP_C], params.pue[i], params.pue_temp_slope_per_c[i],
+                        params.pue_temp_threshold_c[i])
+    facility = float(kernel.facility_kw(pue, it, e_mig_kwh))
+    gen = exo[i, Exo.PV_KW] + exo[i, Exo.WIND_KW]
+    imp = max(facility - gen, 0.0)
+    return {
+        "facility_kwh": facility, "migration_kwh": e_mig_kwh,
+        "renewable_used_kwh": min(gen, facility), "grid_import_kwh": imp,
+        "overdraw_kwh": max(imp - exo[i, Exo.HEADROOM_KW], 0.0),
+        "carbon_kg": imp * exo[i, Exo.CARBON_G_PER_KWH] * kernel.KG_PER_G,
+        "cost": imp * exo[i, Exo.PRICE_PER_MWH] * kernel.MWH_PER_KWH,
+        "carbon_g_per_kwh": exo[i, Exo.CARBON_G_PER_KWH],
+    }  # fmt: skip
+
+
+def _job_table(jobs: list[_Job]) -> pd.DataFrame:
+    """One row per job: where it ran, when, and what is left."""
+    return pd.DataFrame(
         [
             {
                 "job_id": j.spec.job_id, "trace_row": j.spec.trace_row, "home_site": j.spec.site,
@@ -265,7 +296,6 @@ def simulate(
             for j in jobs
         ]
     )  # fmt: skip
-    return ReplayResult(policy, kpis(hourly, job_rows, hours), hourly, job_rows)
 
 
 def kpis(hourly: pd.DataFrame, jobs: pd.DataFrame, hours: int) -> dict[str, float]:

@@ -1,0 +1,130 @@
+"""The site model's formulas on a scenario's parameters, for code that runs as numpy.
+
+The formulas themselves live once, in :mod:`gridrl.env.kernel` (numba compiles the same
+source into the environment's step); these wrappers only pick the per-site parameters
+of an :class:`~gridrl.env.params.EnvParams` so that planners, heuristics and replay call
+them with signals ``[..., N]``. :func:`encode_battery_kw` finds the facility power the
+battery rule reacts to with one compiled step.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from gridrl.env import kernel
+from gridrl.env.kernel import Act, Exo
+from gridrl.env.params import EnvParams
+from gridrl.env.state import EnvState
+
+__all__ = [
+    "encode_battery_kw", "idle_kw", "import_price_per_kwh", "it_kw", "it_kwh_per_gpu_h",
+    "pue", "pue_of", "rule_battery_kw", "terminal_value_per_gpu_h", "terminal_values",
+]
+
+
+def pue(params: EnvParams, temp_c: np.ndarray) -> np.ndarray:
+    """``[..., N]`` PUE at outdoor temperatures ``temp_c`` ``[..., N]``."""
+    p = params
+    return kernel.pue_at(temp_c, p.pue, p.pue_temp_slope_per_c, p.pue_temp_threshold_c)
+
+
+def pue_of(params: EnvParams, exo: np.ndarray) -> np.ndarray:
+    """``[..., N]`` PUE of the hours of exogenous rows ``exo`` ``[..., N, K]``."""
+    return pue(params, exo[..., Exo.TEMP_C])
+
+
+def it_kw(params: EnvParams, busy_gpus: np.ndarray, cap: np.ndarray | float) -> np.ndarray:
+    """``[..., N]`` IT power of ``busy_gpus`` GPUs per site at power cap ``cap``."""
+    p = params
+    return kernel.it_kw(busy_gpus, cap, p.gpus, p.gpu_idle_kw, p.gpu_max_kw)
+
+
+def idle_kw(params: EnvParams) -> np.ndarray:
+    """``[N]`` IT power with every GPU idle: the floor no decision removes."""
+    return kernel.it_kw_from_active(0.0, params.gpus, params.gpu_idle_kw)
+
+
+def it_kwh_per_gpu_h(params: EnvParams, cap: np.ndarray | float,
+                     tau: np.ndarray | float) -> np.ndarray:
+    """``[..., N]`` IT energy above idle per GPU-h of uncapped work at cap ``cap`` with
+    throughput ``tau`` (``cap`` and ``tau`` broadcast against the sites)."""
+    return kernel.it_kwh_per_gpu_h(cap, tau, params.gpu_idle_kw, params.gpu_max_kw)
+
+
+def import_price_per_kwh(params: EnvParams, carbon_g_per_kwh: np.ndarray,
+                         price_per_mwh: np.ndarray) -> np.ndarray:
+    """Reward weight (before the scale) of a kWh imported at this carbon and price."""
+    w = params.reward_weights
+    return kernel.import_price_per_kwh(w[0], w[1], carbon_g_per_kwh, price_per_mwh)
+
+
+def rule_battery_kw(params: EnvParams, fac_kw: np.ndarray, gen_kw: np.ndarray,
+                    headroom_kw: np.ndarray) -> np.ndarray:
+    """The dispatch rule's wanted battery power (kW, + charges; core equation 5)."""
+    return kernel.rule_battery_kw(fac_kw, gen_kw, headroom_kw,
+                                  params.battery_discharge_threshold_fraction)
+
+
+def terminal_values(params: EnvParams, mean_carbon_g_per_kwh: np.ndarray,
+                    mean_price_per_mwh: np.ndarray) -> np.ndarray:
+    """``[..., N]`` charge per GPU-h left at the end at these mean carbon and price
+    (reward units before ``reward.scale``), whatever ``terminal_queue_valuation`` says."""
+    p = params
+    w = p.reward_weights
+    return kernel.terminal_value_per_gpu_h(p.pue, p.gpu_idle_kw, p.gpu_max_kw, w[0], w[1],
+                                           mean_carbon_g_per_kwh, mean_price_per_mwh)
+
+
+def terminal_value_per_gpu_h(params: EnvParams, exo_episode: np.ndarray) -> np.ndarray:
+    """What one GPU-h of flexible work left at the end of an episode is charged (reward
+    units before ``reward.scale``), ``[..., N]``.
+
+    ``env.terminal_queue_valuation = "episode_mean"``: the marginal energy of running it
+    uncapped, ``pue * (gpu_max_kw - gpu_idle_kw)`` kWh per GPU-h (idle power is paid
+    anyway), priced at the episode's mean carbon and price. ``"none"``: 0.
+
+    Parameters
+    ----------
+    exo_episode : ndarray
+        ``[..., L, N, len(EXO_SIGNALS)]`` exogenous rows of the episode.
+    """
+    if params.scenario.env.terminal_queue_valuation == "none":
+        return np.zeros(exo_episode.shape[:-3] + (params.n_sites,))
+    mean = exo_episode[..., [Exo.CARBON_G_PER_KWH, Exo.PRICE_PER_MWH]].mean(axis=-3)
+    return terminal_values(params, mean[..., 0], mean[..., 1])
+
+
+def encode_battery_kw(params: EnvParams, state: EnvState, action: np.ndarray,
+                      exo_t: np.ndarray, setpoint_kw: np.ndarray | None = None,
+                      packed: kernel.PackedParams | None = None) -> np.ndarray:
+    """``action`` ``[B, N, A]`` with its battery component set so that the battery is
+    asked for ``setpoint_kw`` ``[B, N]`` (kW, + charges; None, or NaN entries: what the
+    dispatch rule wants). Without a battery action ``action`` is returned unchanged.
+
+    The rule depends on the facility power the other components draw this hour, so one
+    compiled step (:func:`gridrl.env.kernel.step`, ``packed`` or packed here) finds it.
+    The result is clipped to [-1, 1].
+    """
+    p = params
+    if not p.battery_action:
+        return action
+    out = np.array(action, dtype=np.float64)
+    power = p.battery_power_kw
+    if setpoint_kw is not None:
+        setpoint_kw = np.asarray(setpoint_kw, dtype=np.float64)
+    if p.battery_residual or setpoint_kw is None or np.isnan(setpoint_kw).any():
+        out[..., Act.BATTERY] = 0.0
+        _, outputs = kernel.step(packed or kernel.pack(p), state, out, exo_t)
+        fac = outputs["facility_kwh"] + outputs["curtailed_kwh"]
+        gen = exo_t[..., Exo.PV_KW] + exo_t[..., Exo.WIND_KW]
+        rule = np.clip(rule_battery_kw(p, fac, gen, exo_t[..., Exo.HEADROOM_KW]), -power, power)
+        setpoint_kw = rule if setpoint_kw is None else np.where(np.isnan(setpoint_kw), rule,
+                                                                 setpoint_kw)
+    # asking for more than the rating is asking for the rating
+    setpoint_kw = np.clip(setpoint_kw, -power, power)
+    if p.battery_residual:
+        setpoint_kw = setpoint_kw - rule
+    span = p.battery_action_span_kw
+    out[..., Act.BATTERY] = np.clip(np.divide(setpoint_kw, span, out=np.zeros(out.shape[:-1]),
+                                    where=span > 0), -1.0, 1.0)
+    return out
