@@ -400,19 +400,41 @@ def serve_cmd(
         None, "--token", envvar="GRIDRL_SERVE_TOKEN",
         help="Require 'Authorization: Bearer TOKEN' on /v1/* (or set GRIDRL_SERVE_TOKEN).",
     ),
-    max_body_bytes: int = typer.Option(None, "--max-body-bytes", help="Largest request body."),
-    max_batch: int = typer.Option(None, "--max-batch", help="Most observations per request."),
+    insecure_no_auth: bool = typer.Option(
+        False, "--insecure-no-auth", help="Serve without a token (loopback hosts only)."
+    ),
+    max_body_bytes: int = typer.Option(
+        None, "--max-body-bytes",
+        help="Largest request body (default: 16 MiB, or what --max-batch needs).",
+    ),
+    max_batch: int = typer.Option(
+        None, "--max-batch", help="Most observations per request (default: what fits)."
+    ),
+    threads: int = typer.Option(None, "--threads", min=1, help="Requests decided at once."),
+    queue: int = typer.Option(
+        None, "--queue", min=0, help="Requests admitted beyond --threads (more get 503)."
+    ),
     access_log: bool = typer.Option(False, "--access-log", help="Log every request."),
     workers: int = typer.Option(1, "--workers", min=1, help="Server processes sharing the port."),
-) -> None:
+) -> None:  # fmt: skip
     """Serve a bundle over HTTP: POST /v1/decide, GET /healthz, OpenAPI at /docs."""
     from gridrl.export.runtime import BundleError, PolicyRuntime
-    from gridrl.integrations.http_service import ServeConfig, serve
+    from gridrl.integrations.http_service import ServeConfig, check_access, serve
+    from gridrl.integrations.serve_body import resolve_limits
 
-    limits = {"max_body_bytes": max_body_bytes, "max_batch": max_batch}
+    given = {
+        "max_body_bytes": max_body_bytes, "max_batch": max_batch, "threads": threads,
+        "queue": queue,
+    }  # fmt: skip
     try:
+        config = ServeConfig(
+            token=token,
+            insecure_no_auth=insecure_no_auth,
+            **{k: v for k, v in given.items() if v is not None},
+        )
+        check_access(config, host)
         runtime = PolicyRuntime(bundle)
-        config = ServeConfig(token=token, **{k: v for k, v in limits.items() if v is not None})
+        resolve_limits(runtime.observation_dim, config.max_body_bytes, config.max_batch)
     except (BundleError, ValueError) as exc:
         console.print(f"[red]error:[/] {exc}", highlight=False)
         raise typer.Exit(2) from None
