@@ -214,7 +214,11 @@ class _Workers:
     def __init__(self, config: ServeConfig, limits: BodyLimits, dim: int) -> None:
         self.capacity = config.threads + config.queue
         self.in_flight = 0
-        self.threads = ThreadPoolExecutor(config.threads, thread_name_prefix="gridrl-decide")
+        self.threads = ThreadPoolExecutor(
+            config.threads,
+            thread_name_prefix="gridrl-decide",
+            initializer=serve_body.lower_priority,
+        )
         self._n_processes = config.json_processes
         self._initargs = (dim, limits.max_batch, os.getpid())
         self._processes: ProcessPoolExecutor | None = None

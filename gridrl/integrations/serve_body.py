@@ -22,17 +22,19 @@ from gridrl.export.runtime import InputError
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 MAX_ERRORS = 20  # a 422 lists this many problems, then a count
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
-# Sizes a maximal batch must fit in. A JSON number is counted at 24 bytes: 17
+# Sizes a maximal batch must fit in. A JSON number is counted at 25 bytes: 17
 # significant digits (every float64 round-trips), sign, decimal point, a two-digit
 # exponent and the ", " separator, e.g. "-1.2345678901234567e-05, ".
-JSON_BYTES_PER_NUMBER = 24
+JSON_BYTES_PER_NUMBER = 25
 JSON_BYTES_PER_ROW = 4  # "[" + "]" + ", " around each observation
 JSON_ENVELOPE_BYTES = 64  # '{"observations": [' ... ']}' and some whitespace
 NPY_HEADER_BYTES = 128  # magic, version and header dict as np.save writes them
 NPY_MAX_HEADER_BYTES = 10_000  # numpy's own limit on the header dict (safe to parse)
-NPY_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+NPY_ITEMSIZES = (4, 8)  # float32 and float64, either byte order
 MAX_MESSAGE_CHARS = 300  # numpy's messages can quote a whole crafted header
+WORKER_NICE = 5  # parsing and deciding yield the CPU to the event loop (liveness first)
 EXIT_POLL_S = 1.0  # how often a parsing process looks for its service without a pidfd
+MAX_JSON_STRINGS = 8  # strings a large JSON body may hold (a valid one holds one key)
 
 
 class ServeConfigError(GridrlError, ValueError):
@@ -179,7 +181,7 @@ def read_npy(raw: bytes | bytearray, dim: int, max_batch: int) -> np.ndarray:
         data or bytes after the data).
     """
     shape, fortran, dtype, header_len = _npy_header(raw)
-    if dtype not in NPY_DTYPES:
+    if dtype.kind != "f" or dtype.itemsize not in NPY_ITEMSIZES or dtype.fields is not None:
         raise _npy_error(f"expected float32 or float64 values, got dtype {dtype.str!r}")
     if len(shape) not in (1, 2) or shape[-1] != dim or (len(shape) == 2 and shape[0] < 1):
         raise _npy_error(f"expected shape ({dim},) or (B, {dim}) with B >= 1, got {shape}")
@@ -205,23 +207,63 @@ def read_npy(raw: bytes | bytearray, dim: int, max_batch: int) -> np.ndarray:
 # ---------------------------------------------------------------- JSON parsing processes
 
 _worker_adapter: TypeAdapter | None = None
+_worker_limits = (0, 0)  # observation length, max batch
 
 
 def init_json_worker(dim: int, max_batch: int, service_pid: int) -> None:
     """Initializer of a JSON-parsing process: exit with the service, build the schema."""
-    global _worker_adapter
+    global _worker_adapter, _worker_limits
     _exit_with(service_pid)
+    lower_priority()
     _worker_adapter = TypeAdapter(request_model(dim, max_batch))
+    _worker_limits = (dim, max_batch)
 
 
 def parse_json_in_worker(raw: bytes | bytearray) -> tuple[bool, Any]:
     """``(True, array)`` or ``(False, 422 error items)`` (errors travel as data: an
     exception with custom arguments does not survive pickling)."""
     assert _worker_adapter is not None, "init_json_worker did not run"
+    dim, max_batch = _worker_limits
     try:
+        _count_json_items(raw, dim, max_batch)
         return True, parse_json(_worker_adapter, raw)
     except InputError as exc:
         return False, exc.errors
+
+
+def _count_json_items(raw: bytes | bytearray, dim: int, max_batch: int) -> None:
+    """Refuse, unparsed, a body with more strings, arrays or numbers than any valid one.
+
+    Parsing builds a tree of every JSON value (tens of bytes each, whatever it is): past
+    these counts a body could cost many times what the largest valid batch costs.
+    """
+
+    def refuse(msg: str) -> InputError:
+        return InputError([{"loc": ["body"], "msg": msg, "type": "too_long"}])
+
+    strings = raw.count(b'"') // 2
+    if strings > MAX_JSON_STRINGS:
+        raise refuse(
+            f"{strings} JSON strings where numbers are expected (only the key "
+            "'observation' or 'observations' is a string)"
+        )
+    if raw.count(b"[") > max_batch + 1:
+        raise refuse(f"more than {max_batch} observations (JSON arrays) in one request")
+    if raw.count(b",") >= max_batch * dim + strings:
+        raise refuse(f"more than {max_batch} x {dim} numbers in one request")
+
+
+def lower_priority() -> None:
+    """Lower the calling thread's scheduling priority by WORKER_NICE (Linux: per thread;
+    elsewhere the whole process, or nothing)."""
+    import os
+    import threading
+
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + WORKER_NICE)
+    except (AttributeError, OSError):  # no setpriority, or not allowed: keep the priority
+        pass
 
 
 def ping() -> bool:
