@@ -90,7 +90,8 @@ class ServeConfig(BaseModel):
         Processes parsing JSON bodies larger than ``inline_json_bytes``.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # the token must not be echoed in an error message
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
     token: str | None = None
     insecure_no_auth: bool = Field(default=False, strict=True)
