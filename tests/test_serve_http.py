@@ -184,7 +184,7 @@ def test_missing_or_wrong_token_is_401(server, headers):
         (json.dumps({"observations": []}), "at least 1 item"),
         (
             json.dumps({"observations": [[0.0] * DIM] * (MAX_BATCH + 1)}),
-            f"at most {MAX_BATCH} items",
+            f"more than {MAX_BATCH} observations",  # large: counted before parsing
         ),
         (json.dumps({"observation": [0.0] * DIM, "extra": 1}), "Extra inputs"),
         ("[1, 2, 3]", "Input should be an object"),
