@@ -7,7 +7,9 @@ Endpoints
     ``{"observations": [[D floats], ...]}`` -> ``{"batch_size": B, "batch": {columns}}``
     where each decision field is a ``B x n_sites`` list.
     For large batches the body may instead be a NumPy ``.npy`` array (``Content-Type:
-    application/x-npy``, float ``[B, D]`` or ``[D]``): no text parsing at all. With
+    application/x-npy``, float32 or float64 ``[B, D]`` or ``[D]``): no text parsing, and
+    its header is checked against the limits and the body length before anything is
+    allocated. With
     ``Accept: application/x-npy`` the answer is an ``.npy`` float64 array
     ``[B, n_sites, fields]``; headers ``X-Gridrl-Sites`` and ``X-Gridrl-Fields`` name its
     axes.
@@ -41,7 +43,7 @@ import multiprocessing
 import os
 import socket
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import asynccontextmanager
@@ -364,6 +366,46 @@ def _error_responses(authenticated: bool) -> dict[int | str, dict[str, Any]]:
     return errors
 
 
+def _authorizer(token: bytes | None) -> Callable[[Request], None]:
+    """A check of the bearer token (401 without it); a no-op without a token.
+
+    Called inline, not as a FastAPI dependency: dependency resolution costs more than
+    the policy itself on small requests. The OpenAPI spec still declares the scheme.
+    """
+
+    def authorize(request: Request) -> None:
+        if token is None:
+            return
+        scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(credentials.encode(), token):
+            raise HTTPException(
+                status_code=401,
+                detail="missing or wrong bearer token",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+
+    return authorize
+
+
+def _lifespan(workers: _Workers, authenticated: bool) -> Callable[[FastAPI], Any]:
+    """Start the parsing processes before serving, stop them after; warn when open."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if not authenticated:
+            LOG.warning(
+                "serving WITHOUT authentication (--insecure-no-auth): every local "
+                "account that reaches this port gets decisions"
+            )
+        await asyncio.get_running_loop().run_in_executor(None, workers.start)
+        try:
+            yield
+        finally:
+            workers.close()
+
+    return lifespan
+
+
 def create_app(runtime: PolicyRuntime, config: ServeConfig) -> FastAPI:
     """The FastAPI app serving ``runtime`` with ``config``'s access, limits and workers.
 
@@ -378,39 +420,12 @@ def create_app(runtime: PolicyRuntime, config: ServeConfig) -> FastAPI:
     workers = _Workers(config, limits, runtime.observation_dim)
     decider = _Decider(runtime, limits, workers, config.inline_json_bytes)
     token = config.token.encode() if config.token else None
-    # The token is checked inline, not as a FastAPI dependency: dependency resolution
-    # costs more than the policy itself on small requests. The OpenAPI spec still
-    # declares the scheme (see _openapi).
+    authorize = _authorizer(token)
     security = [{"bearer": []}] if token is not None else []
-
-    def authorize(request: Request) -> None:
-        if token is None:
-            return
-        scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(credentials.encode(), token):
-            raise HTTPException(
-                status_code=401,
-                detail="missing or wrong bearer token",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if token is None:
-            LOG.warning(
-                "serving WITHOUT authentication (--insecure-no-auth): every local "
-                "account that reaches this port gets decisions"
-            )
-        await asyncio.get_running_loop().run_in_executor(None, workers.start)
-        try:
-            yield
-        finally:
-            workers.close()
-
     app = FastAPI(
         title="gridrl decision service",
         version=__version__,
-        lifespan=lifespan,
+        lifespan=_lifespan(workers, authenticated=token is not None),
         description=(
             f"Policy {manifest.algo} for sites {', '.join(runtime.sites)} "
             f"(scenario {manifest.scenario.hash}). Decision semantics: "
@@ -442,33 +457,52 @@ def create_app(runtime: PolicyRuntime, config: ServeConfig) -> FastAPI:
 
     manifest_json = orjson.dumps(manifest.model_dump(mode="json"))
 
-    @app.get("/v1/manifest", responses=errors, openapi_extra={"security": security})
-    async def get_manifest(request: Request) -> dict[str, Any]:
+    @app.get(
+        "/v1/manifest",
+        response_model=dict[str, Any],
+        responses=errors,
+        openapi_extra={"security": security},
+    )
+    async def get_manifest(request: Request) -> Response:
         """The bundle's manifest.json."""
         authorize(request)
         return Response(manifest_json, media_type="application/json")
 
     body_schema = decider.adapter.json_schema(ref_template="#/components/schemas/{model}")
-    decide_responses = {
+    _add_decide(app, decider, workers, authorize, security, errors, body_schema)
+    _openapi(app, body_schema, authenticated=token is not None)
+    return app
+
+
+def _add_decide(
+    app: FastAPI,
+    decider: _Decider,
+    workers: _Workers,
+    authorize: Callable[[Request], None],
+    security: list[dict[str, list[str]]],
+    errors: dict[int | str, dict[str, Any]],
+    body_schema: dict[str, Any],
+) -> None:
+    """POST /v1/decide: admitted, read as a stream, then decided in a worker thread."""
+    responses = {
         **errors,
         200: {"content": {NPY: {"schema": BINARY_SCHEMA}}, "description": "decisions"},
     }
+    request_body = {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"anyOf": body_schema["anyOf"]}},
+            NPY: {"schema": BINARY_SCHEMA},
+        },
+    }
+    limit = decider.limits.max_body_bytes
 
     @app.post(
         "/v1/decide",
         response_model=DecideResponse,
         response_model_exclude_none=True,
-        responses=decide_responses,
-        openapi_extra={
-            "security": security,
-            "requestBody": {
-                "required": True,
-                "content": {
-                    "application/json": {"schema": {"anyOf": body_schema["anyOf"]}},
-                    NPY: {"schema": BINARY_SCHEMA},
-                },
-            },
-        },
+        responses=responses,
+        openapi_extra={"security": security, "requestBody": request_body},
     )
     async def decide(request: Request) -> Response:
         """Per-site decisions for one observation or a batch (JSON or .npy in and out)."""
@@ -484,7 +518,7 @@ def create_app(runtime: PolicyRuntime, config: ServeConfig) -> FastAPI:
             )
         workers.in_flight += 1
         try:
-            raw = await _read_body(request, limits.max_body_bytes)
+            raw = await _read_body(request, limit)
             content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
             accept = request.headers.get("accept", "")
             loop = asyncio.get_running_loop()
@@ -493,9 +527,6 @@ def create_app(runtime: PolicyRuntime, config: ServeConfig) -> FastAPI:
             )
         finally:
             workers.in_flight -= 1
-
-    _openapi(app, body_schema, authenticated=token is not None)
-    return app
 
 
 def _openapi(app: FastAPI, body_schema: dict[str, Any], authenticated: bool) -> None:
