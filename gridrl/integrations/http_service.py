@@ -42,6 +42,7 @@ import logging
 import multiprocessing
 import os
 import socket
+import sys
 import threading
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
@@ -66,6 +67,12 @@ NPY = "application/x-npy"
 DECISION_FIELDS = ("run_share", "power_cap_fraction", "route_weight", "migrate_share")
 BINARY_SCHEMA = {"type": "string", "format": "binary"}
 RETRY_AFTER_S = 1
+# GIL switch interval of a service process (Python's default is 5 ms): the worker threads
+# run Python between their GIL-free numpy and onnxruntime calls, and the event loop
+# thread waits up to one interval for the GIL at every step of a /healthz answer
+# (measured under maximal batches on a loaded 2-core machine: p99 90 ms at 0.5 ms against
+# 400 ms at 5 ms)
+SWITCH_INTERVAL_S = 0.0005
 LOG = logging.getLogger("uvicorn.error")  # uvicorn configures it: warnings show beside its own
 
 
@@ -563,6 +570,7 @@ def app_from_env() -> FastAPI:
     import os
 
     config = ServeConfig.model_validate(json.loads(os.environ[_ENV_CONFIG]))
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     return create_app(PolicyRuntime(os.environ[_ENV_BUNDLE]), config)
 
 
@@ -592,6 +600,7 @@ def serve(
 
     check_access(config, host)
     resolve_limits(runtime.observation_dim, config.max_body_bytes, config.max_batch)
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     if workers > 1:
         # Workers import the app themselves; the token travels in the environment (not
         # on a command line).
