@@ -416,7 +416,7 @@ def serve_cmd(
     ),
     access_log: bool = typer.Option(False, "--access-log", help="Log every request."),
     workers: int = typer.Option(1, "--workers", min=1, help="Server processes sharing the port."),
-) -> None:  # fmt: skip
+) -> None:
     """Serve a bundle over HTTP: POST /v1/decide, GET /healthz, OpenAPI at /docs."""
     from gridrl.export.runtime import BundleError, PolicyRuntime
     from gridrl.integrations.http_service import ServeConfig, check_access, serve
