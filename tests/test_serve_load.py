@@ -21,8 +21,8 @@ from serve_helpers import AUTH, DIM, NPY, Server, npy_bytes, post_in_loops, sess
 HEALTHZ_P99_S = 0.1
 LOAD_S = 10.0  # how long /healthz is sampled under load
 SAMPLE_EVERY_S = 0.02
-# A machine on which an idle thread wakes this late (p99) cannot show a 100 ms p99 for
-# anything: the latency test is skipped there, with its numbers.
+# A machine on which an idle thread wakes this late (p99) cannot be relied on for a
+# 100 ms p99: a slower /healthz is then a skip (with its numbers), not a failure.
 CANARY_LATE_P99_S = 0.03
 
 
@@ -134,7 +134,7 @@ def test_healthz_answers_within_100_ms_while_large_batches_are_decided(server, t
         assert counts.get(f"{ctype} 200", 0) >= 2, summary
     assert {s for _, s in done} <= {200, 503}, summary
     late_p99 = float(np.percentile(late, 99))
-    if late_p99 > CANARY_LATE_P99_S:
+    if np.percentile(ms, 99) > HEALTHZ_P99_S * 1e3 and late_p99 > CANARY_LATE_P99_S:
         pytest.skip(
             f"machine too loaded to judge a 100 ms p99: an idle thread of this test woke "
             f"{late_p99 * 1e3:.0f} ms late (p99) meanwhile; {summary}"
