@@ -6,7 +6,11 @@ Prints:
   and batch throughput of the runtime alone;
 * HTTP decisions/s over loopback against a real ``gridrl serve`` (uvicorn) process:
   one observation per request (goal >= 1,000/s) and batches (goal >= 50,000 decisions/s),
-  batches both as JSON and as ``.npy`` bodies (no text parsing).
+  batches both as JSON and as ``.npy`` bodies (no text parsing);
+* ``/healthz`` latency while four clients keep maximal batches (JSON and ``.npy``, the
+  largest the default 16 MiB body limit allows) in flight (goal p99 <= 100 ms), and the
+  service's resident memory (with its parsing processes) before and after rejected
+  bodies: 200 MB streamed past the limit, 10.7 MB of JSON strings.
 
 The HTTP load comes from ``wrk`` (Debian package, installed by .ci/system-packages.sh)
 with keep-alive connections; without wrk an aiohttp client is used (it competes with the
@@ -27,6 +31,7 @@ import io
 import json
 import os
 import re
+import secrets
 import shutil
 import socket
 import subprocess
@@ -46,8 +51,11 @@ console = Console()
 GOAL_P99_MS = 1.0
 GOAL_SINGLE_PER_S = 1_000
 GOAL_BATCH_PER_S = 50_000
+GOAL_HEALTHZ_P99_MS = 100.0
 JSON = "application/json"
 NPY = "application/x-npy"
+TOKEN = secrets.token_urlsafe(16)
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 def make_bundle(out: Path, stats_steps: int, n_obs: int) -> tuple[Path, np.ndarray]:
@@ -134,16 +142,18 @@ def _free_port() -> int:
 class Server:
     """``gridrl serve BUNDLE`` in a child process (uvicorn, one worker)."""
 
-    def __init__(self, bundle: Path, max_batch: int, workers: int) -> None:
+    def __init__(self, bundle: Path, workers: int, *limits: str) -> None:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         argv = [
             sys.executable, "-m", "gridrl.cli", "serve", str(bundle),
-            "--host", "127.0.0.1", "--port", str(self.port), "--max-batch", str(max_batch),
-            "--workers", str(workers),
+            "--host", "127.0.0.1", "--port", str(self.port), "--workers", str(workers), *limits,
         ]  # fmt: skip
         self.log = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, cwd=REPO)
+        env = {**os.environ, "GRIDRL_SERVE_TOKEN": TOKEN}
+        self.proc = subprocess.Popen(
+            argv, stdout=self.log, stderr=subprocess.STDOUT, cwd=REPO, env=env
+        )
         import httpx
 
         deadline = time.monotonic() + 60
@@ -168,7 +178,9 @@ class Server:
 def _check(url: str, body: bytes, batch_size: int, content_type: str) -> None:
     import httpx
 
-    r = httpx.post(f"{url}/v1/decide", content=body, headers={"content-type": content_type})
+    r = httpx.post(
+        f"{url}/v1/decide", content=body, headers={**AUTH, "content-type": content_type}
+    )
     if r.status_code != 200 or r.json()["batch_size"] != batch_size:
         raise RuntimeError(f"unexpected answer {r.status_code}: {r.text[:200]}")
 
@@ -183,6 +195,7 @@ def wrk_load(
         script.write_text(
             'wrk.method = "POST"\n'
             f'wrk.headers["Content-Type"] = "{content_type}"\n'
+            f'wrk.headers["Authorization"] = "{AUTH["Authorization"]}"\n'
             f'local f = io.open("{Path(tmp) / "body.json"}", "rb")\n'
             "wrk.body = f:read('*a')\nf:close()\n"
         )
@@ -219,7 +232,7 @@ def aiohttp_load(
             while time.monotonic() < stop:
                 t0 = time.perf_counter()
                 async with session.post(
-                    f"{url}/v1/decide", data=body, headers={"content-type": content_type}
+                    f"{url}/v1/decide", data=body, headers={**AUTH, "content-type": content_type}
                 ) as r:
                     await r.read()
                     if r.status != 200:
@@ -239,6 +252,125 @@ def aiohttp_load(
         "p50_ms": float(np.percentile(lat, 50)),
         "p99_ms": float(np.percentile(lat, 99)),
     }
+
+
+def _keep_posting(
+    url: str, auth: dict[str, str], bodies: list[tuple[bytes, str]], seconds: float, out
+) -> None:
+    """Child process: one thread per body, posting it again and again for ``seconds``;
+    puts the count of each (content type, status) on ``out``. Niced: the clients only
+    keep requests in flight, the service gets the CPU first."""
+    import threading
+
+    import httpx
+
+    os.nice(10)
+    counts: dict[str, int] = {}
+    lock = threading.Lock()
+    end = time.monotonic() + seconds
+
+    def loop(body: bytes, ctype: str) -> None:
+        with httpx.Client(timeout=120) as client:
+            while time.monotonic() < end:
+                r = client.post(
+                    f"{url}/v1/decide", content=body, headers={**auth, "content-type": ctype}
+                )
+                with lock:
+                    key = f"{ctype} {r.status_code}"
+                    counts[key] = counts.get(key, 0) + 1
+
+    threads = [threading.Thread(target=loop, args=b) for b in bodies]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    out.put(counts)
+
+
+def _rss_mb(pid: int) -> float:
+    """Resident memory (MB) of ``pid`` and its descendants, from /proc (Linux)."""
+    total_kb, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            status = Path(f"/proc/{p}/status").read_text()
+        except OSError:
+            continue
+        total_kb += next(int(x.split()[1]) for x in status.splitlines() if x.startswith("VmRSS:"))
+        for task in Path(f"/proc/{p}/task").glob("*"):
+            todo += [int(k) for k in (task / "children").read_text().split()]
+    return total_kb / 1024
+
+
+def healthz_under_load(bundle: Path, seconds: float) -> dict[str, float]:
+    """/healthz latency (ms) while four clients post maximal batches to a service with
+    the default limits, then its RSS (MB) before and after two rejected bodies."""
+    import multiprocessing
+
+    import httpx
+
+    server = Server(bundle, 1)
+    try:
+        health = httpx.get(f"{server.url}/healthz").json()
+        obs = np.random.default_rng(0).normal(size=(health["max_batch"], health["observation_dim"]))
+        buf = io.BytesIO()
+        np.save(buf, obs)
+        json_body = json.dumps({"observations": obs.astype(np.float32).tolist()}).encode()
+        bodies = [(json_body, JSON)] * 2 + [(buf.getvalue(), NPY)] * 2
+        ctx = multiprocessing.get_context("spawn")
+        out = ctx.Queue()
+        load = ctx.Process(
+            target=_keep_posting, args=(server.url, AUTH, bodies, seconds + 2, out)
+        )
+        load.start()
+        time.sleep(1.0)  # the large requests are in flight
+        lat = []
+        with httpx.Client(timeout=10) as probe:
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:
+                t0 = time.perf_counter()
+                probe.get(f"{server.url}/healthz").raise_for_status()
+                lat.append((time.perf_counter() - t0) * 1e3)
+                time.sleep(0.02)
+        counts = out.get(timeout=300)
+        load.join()
+        before = _rss_mb(server.proc.pid)
+        rejected = _post_rejected_bodies(server.url, health["observation_dim"])
+        after = _rss_mb(server.proc.pid)
+    finally:
+        server.stop()
+    return {
+        "p50_ms": float(np.percentile(lat, 50)),
+        "p99_ms": float(np.percentile(lat, 99)),
+        "max_ms": float(np.max(lat)),
+        "probes": len(lat),
+        "batch": health["max_batch"],
+        "decided": sum(n for k, n in counts.items() if k.endswith(" 200")),
+        "busy": sum(n for k, n in counts.items() if k.endswith(" 503")),
+        "rss_before_mb": before,
+        "rss_after_mb": after,
+        "rejected": rejected,
+    }
+
+
+def _post_rejected_bodies(url: str, dim: int) -> str:
+    """Post 200 MB streamed past the body limit and 10.7 MB of JSON strings; return
+    the statuses."""
+    import httpx
+
+    chunk = b"[" + b"0.5, " * 13_000 + b"0.5], "  # 64 KB
+
+    def oversize():
+        yield b'{"observations": ['
+        for _ in range(200 * 16):
+            yield chunk
+
+    headers = {**AUTH, "content-type": JSON}
+    big = httpx.post(f"{url}/v1/decide", content=oversize(), headers=headers, timeout=120)
+    row = b"[" + b", ".join([b'"x"'] * dim) + b"]"
+    strings = b'{"observations": [' + b", ".join([row] * (10_700_000 // len(row))) + b"]}"
+    bad = httpx.post(f"{url}/v1/decide", content=strings, headers=headers, timeout=120)
+    return f"{big.status_code}, {bad.status_code}"
 
 
 def main() -> None:
@@ -294,7 +426,7 @@ def main() -> None:
             ("batch .npy", npy_body, NPY, args.batch, 2),
         ]
         http: dict[str, dict[str, float]] = {}
-        server = Server(bundle, max_batch=max(args.batch, 1), workers=args.workers)
+        server = Server(bundle, args.workers, "--max-batch", str(max(args.batch, 1)))
         try:
             for name, body, ctype, size, conns in runs:
                 _check(server.url, body, size, ctype)
@@ -304,6 +436,8 @@ def main() -> None:
                 http[name]["connections"] = conns
         finally:
             server.stop()
+        with console.status(f"/healthz under maximal batches, {args.duration} s"):
+            hz = healthz_under_load(bundle, args.duration)
 
     table = Table(title="gridrl serving benchmark")
     for col in ("measure", "value", "goal", "met"):
@@ -342,6 +476,20 @@ def main() -> None:
             "",
             "",
         )
+    table.add_row(
+        f"/healthz p50 / p99 under 4 clients posting batches of {hz['batch']}",
+        f"{hz['p50_ms']:.1f} / {hz['p99_ms']:.1f} ms (max {hz['max_ms']:.0f}, "
+        f"{hz['probes']:.0f} probes)",
+        f"p99 <= {GOAL_HEALTHZ_P99_MS:g} ms", met(hz["p99_ms"] <= GOAL_HEALTHZ_P99_MS),
+    )  # fmt: skip
+    table.add_row(
+        "  large batches meanwhile: decided / busy (503)",
+        f"{hz['decided']:.0f} / {hz['busy']:.0f}", "", "",
+    )  # fmt: skip
+    table.add_row(
+        f"RSS around rejected bodies (statuses {hz['rejected']})",
+        f"{hz['rss_before_mb']:.0f} -> {hz['rss_after_mb']:.0f} MB", "bounded", "",
+    )  # fmt: skip
     console.print(table)
 
 

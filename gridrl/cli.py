@@ -378,18 +378,40 @@ def serve_cmd(
         None, "--token", envvar="GRIDRL_SERVE_TOKEN",
         help="Require 'Authorization: Bearer TOKEN' on /v1/* (or set GRIDRL_SERVE_TOKEN).",
     ),
-    max_body_bytes: int = typer.Option(None, "--max-body-bytes", min=1, help="Largest body."),
-    max_batch: int = typer.Option(None, "--max-batch", min=1, help="Most observations."),
+    insecure_no_auth: bool = typer.Option(
+        False, "--insecure-no-auth", help="Serve without a token (loopback hosts only)."
+    ),
+    max_body_bytes: int = typer.Option(
+        None, "--max-body-bytes", min=1,
+        help="Largest request body (default: 16 MiB, or what --max-batch needs).",
+    ),
+    max_batch: int = typer.Option(
+        None, "--max-batch", min=1, help="Most observations per request (default: what fits)."
+    ),
+    threads: int = typer.Option(None, "--threads", min=1, help="Requests decided at once."),
+    queue: int = typer.Option(
+        None, "--queue", min=0, help="Requests admitted beyond --threads (more get 503)."
+    ),
     access_log: bool = typer.Option(False, "--access-log", help="Log every request."),
     workers: int = typer.Option(1, "--workers", min=1, help="Server processes sharing the port."),
 ) -> None:
     """Serve a bundle over HTTP: POST /v1/decide, GET /healthz, OpenAPI at /docs."""
     from gridrl.export.runtime import PolicyRuntime
-    from gridrl.integrations.http_service import ServeConfig, serve
+    from gridrl.integrations.http_service import check_access, serve, serve_config
+    from gridrl.integrations.serve_body import resolve_limits
 
-    limits = {"max_body_bytes": max_body_bytes, "max_batch": max_batch}
+    given = {
+        "max_body_bytes": max_body_bytes, "max_batch": max_batch, "threads": threads,
+        "queue": queue,
+    }  # fmt: skip
+    config = serve_config(
+        token=token,
+        insecure_no_auth=insecure_no_auth,
+        **{k: v for k, v in given.items() if v is not None},
+    )
+    check_access(config, host)  # refuses to serve open except on loopback when asked
     runtime = PolicyRuntime(bundle)
-    config = ServeConfig(token=token, **{k: v for k, v in limits.items() if v is not None})
+    resolve_limits(runtime.observation_dim, config.max_body_bytes, config.max_batch)
     serve(runtime, host=host, port=port, config=config, access_log=access_log, workers=workers)
 
 

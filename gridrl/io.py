@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,15 +29,42 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = _create_temp_file(path)
     try:
         yield tmp
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _create_temp_file(path: Path) -> Path:
+    """Create an empty, uniquely named file beside ``path``.
+
+    Created with mode 0666 filtered by the umask, as ``open()`` would (``mkstemp`` makes
+    0600 files, which a service running as another account of the group cannot read).
+    """
+    while True:
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}{path.suffix}")
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return tmp
+
+
+def make_temp_dir(parent: str | Path, prefix: str) -> Path:
+    """Create a uniquely named folder in ``parent`` with mode 0777 filtered by the umask
+    (``mkdtemp`` makes it 0700)."""
+    parent = Path(parent)
+    parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        tmp = parent / f"{prefix}{secrets.token_hex(6)}"
+        try:
+            tmp.mkdir(mode=0o777)
+        except FileExistsError:
+            continue
+        return tmp
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:

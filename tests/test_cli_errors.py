@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
     [
         (["run", "{tmp}/missing.yaml"], "missing.yaml: study file not found"),
         (["export", "{tmp}", "--out", "{tmp}/bundle"], "meta.json"),
-        (["serve", "{tmp}/nobundle"], "nobundle"),
+        (["serve", "{tmp}/nobundle", "--token", "t0ken"], "nobundle"),
         (["slurm", "--bundle", "{tmp}/nobundle", "--sites", "{tmp}/sites.yaml"], "nobundle"),
         (["forecast", "show", "{tmp}"], "no forecaster, cube or backtest found"),
         (["signals", "{tmp}/none.yaml"], "none.yaml: scenario file not found"),

@@ -160,6 +160,42 @@ def test_tampered_or_incomplete_bundles_are_refused(exported, tmp_path):
         PolicyRuntime(bundle)
 
 
+def test_bundle_files_honour_the_umask_so_the_group_can_read_them(tmp_path):
+    """A service running as another account of the group reads the bundle (files were
+    0600 when written through mkstemp)."""
+    import stat
+
+    pdir = random_policy_dir(tmp_path / "p", geo_env(2), seed=1)
+    old = os.umask(0o027)
+    try:
+        export_bundle(pdir, tmp_path / "bundle")
+    finally:
+        os.umask(old)
+    bundle = tmp_path / "bundle"
+    assert stat.S_IMODE(bundle.stat().st_mode) == 0o750
+    for name in (ONNX_FILE, MANIFEST_FILE, CHECKSUM_FILE):
+        assert stat.S_IMODE((bundle / name).stat().st_mode) == 0o640, name
+    if os.geteuid() != 0:
+        return
+    # as root: read every file as an unprivileged account whose only group is the files'
+    group = 60_123
+    os.chown(bundle, -1, group)
+    for name in (ONNX_FILE, MANIFEST_FILE, CHECKSUM_FILE):
+        os.chown(bundle / name, -1, group)
+    # (the child enters the bundle folder before it drops root's rights)
+    out = subprocess.run(
+        ["cat", ONNX_FILE, MANIFEST_FILE, CHECKSUM_FILE],
+        cwd=bundle, user=65_534, group=group, extra_groups=[], capture_output=True,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    # and the same account, outside the group, cannot
+    out = subprocess.run(
+        ["cat", MANIFEST_FILE], cwd=bundle, user=65_534, group=65_534, extra_groups=[],
+        capture_output=True,
+    )  # fmt: skip
+    assert out.returncode != 0
+
+
 def test_export_refuses_to_overwrite_and_checks_the_policy_dir(exported, tmp_path):
     _, pdir, bundle, _ = exported
     with pytest.raises(ExportError, match="already exists"):

@@ -13,7 +13,6 @@ import json
 import os
 import platform
 import shutil
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -48,7 +47,7 @@ from gridrl.export.onnx_export import (
     sb3_actions,
 )
 from gridrl.export.policy_dir import PolicyDir, read_policy_dir
-from gridrl.io import write_json_atomic, write_text_atomic
+from gridrl.io import make_temp_dir, write_json_atomic, write_text_atomic
 
 
 class ExportOptions(BaseModel):
@@ -209,9 +208,9 @@ def export_bundle(
                 f"[{space.low[i]}, {space.high[i]}]"
             )
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    tmp_dir.chmod(0o755)  # mkdtemp makes it private; a bundle is meant to be read by services
+    # folder and files honour the umask: a bundle is meant to be read by services that
+    # may run as other accounts of the group
+    tmp_dir = make_temp_dir(out_dir.parent, f".{out_dir.name}.")
     try:
         export_onnx(module, obs_dim, tmp_dir / ONNX_FILE)
         obs = _sample_observations(
