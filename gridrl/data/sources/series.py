@@ -159,6 +159,56 @@ def _on_index(series: pd.Series, index: pd.DatetimeIndex, source: str) -> np.nda
     return series.reindex(index).to_numpy(dtype=np.float64)
 
 
+def _missing_hours(source: SeriesSource, path: Path) -> pd.DatetimeIndex:
+    """UTC hours at which a plain file's columns are empty (for ``keep_missing``)."""
+    probe = source.model_copy(update={"fill": None, "max_fill_h": None})
+    df = pd.read_parquet(path) if path.suffix.lower() in PARQUET_SUFFIXES else read_csv(path)
+    df, column = _times(df, probe, path)
+    empty = df[source.columns].isna().any(axis=1).to_numpy()
+    times = pd.to_datetime(df[column].iloc[np.flatnonzero(empty)], format="ISO8601")
+    times = pd.DatetimeIndex(times)
+    if times.tz is None:
+        times = times.tz_localize(source.assume_tz or "UTC")
+    return times.tz_convert("UTC")
+
+
+def load_series(
+    source: SeriesSource, signal: str, *, site: str, base_dir: Path | None = None,
+    keep_missing: bool = False,
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The whole series as a one-column frame ``(site, signal)`` (summed, scaled).
+
+    ``keep_missing`` (not with ``resample``): cells empty in the file stay NaN instead
+    of being an error; everything else is validated as usual (they are validated
+    filled, then put back empty). For forecasting, which leaves missing targets out.
+
+    Returns the frame (hourly UTC index ``time``) and a record of what was done.
+    """
+    path = series_path(source, base_dir)
+    if keep_missing and source.resample is None and source.fill is None:
+        loaded = _load(source.model_copy(update={"fill": "interpolate"}), signal, path)
+        filled = any(r.get("step") == "fill" and r.get("cells_filled") for r in loaded.provenance)
+        missing = _missing_hours(source, path) if filled else pd.DatetimeIndex([])
+    else:
+        loaded, missing = _load(source, signal, path), pd.DatetimeIndex([])
+    total = loaded.frame.sum(axis=1, min_count=len(source.columns)) * source.scale
+    total[total.index.isin(missing)] = np.nan
+    provenance = loaded.provenance
+    if len(missing):  # the fill only served validation: say what the values are
+        provenance = [r for r in provenance if r.get("step") != "fill"]
+        provenance.append({"step": "keep_missing", "empty_hours": len(missing),
+                           "first": str(missing[0])})
+    record = {
+        "signal": signal, "file": str(path), "dataset": source.dataset,
+        "columns": source.columns, "scale": source.scale, "missing_hours_kept": len(missing),
+        "typical_year": source.typical_year, "provenance": provenance,
+    }
+    frame = total.to_frame(name=(site, signal))
+    frame.columns = pd.MultiIndex.from_tuples([(site, signal)], names=["site", "signal"])
+    frame.index.name = "time"
+    return frame, record
+
+
 def read_series(
     source: SeriesSource, signal: str, index: pd.DatetimeIndex, base_dir: Path | None = None
 ) -> tuple[np.ndarray, dict[str, Any]]:
@@ -178,24 +228,18 @@ def read_series(
         Naming the file, column and row of bad data, or the hours of the scenario the
         series does not cover.
     """
-    path = series_path(source, base_dir)
-    loaded = _load(source, signal, path)
-    total = loaded.frame.sum(axis=1, min_count=len(source.columns))
-    where = f"{loaded.source} [{', '.join(source.columns)} as {signal}]"
+    frame, record = load_series(source, signal, site="_", base_dir=base_dir)
+    total = frame[("_", signal)]
+    where = f"{record['file']} [{', '.join(source.columns)} as {signal}]"
     if source.typical_year:
         values = _typical_year(total, index, where)
     else:
         values = _on_index(total, index, where)
-    values = values * source.scale
     if signal_spec(signal).nonnegative and (values < 0).any():
         r = int(np.flatnonzero(values < 0)[0])
         raise SignalError(where, f"negative value {values[r]:.4g} for {signal} after scale "
                           f"{source.scale}", timestamp=index[r])
-    record = {
-        "signal": signal, "file": str(path), "dataset": source.dataset,
-        "columns": source.columns, "scale": source.scale,
-        "typical_year": source.typical_year, "provenance": loaded.provenance,
-    }
+    del record["missing_hours_kept"]
     return values, record
 
 
@@ -205,3 +249,31 @@ def series_files(source: SeriesSource, base_dir: Path | None) -> list[Path]:
     if path.is_dir():  # a data set read as a whole (CityLearn)
         return sorted(p for p in path.iterdir() if p.is_file())
     return [path]
+
+
+def signal_name_for(column: str) -> str:
+    """A signal name for a raw column: the loaders' names for EIA-930 and ENTSO-E
+    columns (``WND`` -> ``wind_mw``), else the column in snake case when it ends in a
+    unit (``load_kw``).
+
+    Raises
+    ------
+    SignalError
+        when the column says no unit: name the signal explicitly.
+    """
+    from gridrl.data.loaders._common import snake
+    from gridrl.data.loaders.eia930 import EIA930_NAMES
+    from gridrl.data.loaders.entsoe import CARBON_COLUMN, ENTSOE_PRODUCTION_NAMES
+
+    known = {**EIA930_NAMES, **ENTSOE_PRODUCTION_NAMES, CARBON_COLUMN: "carbon_g_per_kwh"}
+    if column in known:
+        return known[column]
+    name = snake(column)
+    try:
+        signal_spec(name)
+    except SignalError:
+        raise SignalError(
+            "<column>", "no unit in the column name: give the signal name with a unit "
+            "suffix (wind_mw, load_kw, carbon_g_per_kwh, ...)", column=column,
+        ) from None
+    return name
