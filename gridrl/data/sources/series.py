@@ -42,8 +42,9 @@ def series_path(source: SeriesSource, base_dir: Path | None) -> Path:
 
 
 def _mapping(source: SeriesSource, signal: str) -> dict[str, tuple[str, str]]:
-    """Raw column -> (part, signal): each summed column is validated as the signal."""
-    return {raw: (f"part{i}", signal) for i, raw in enumerate(source.columns)}
+    """Raw column -> (raw column, signal): each summed column is validated by the
+    signal's sign rule (before ``scale``)."""
+    return {raw: (raw, signal) for raw in source.columns}
 
 
 def _times(df: pd.DataFrame, source: SeriesSource, path: Path) -> tuple[pd.DataFrame, str]:
@@ -119,7 +120,7 @@ def _read_loader(source: SeriesSource, signal: str, path: Path) -> Signals:
                           f"{['/'.join(c) for c in loaded.frame.columns]}", column=absent[0])
     frame = loaded.frame.loc[:, keys]
     frame.columns = pd.MultiIndex.from_tuples(
-        [(f"part{i}", signal) for i in range(len(keys))], names=["site", "signal"])
+        [(raw, signal) for raw in source.columns], names=["site", "signal"])
     frame.attrs["provenance"] = loaded.provenance
     return Signals.from_frame(frame, source=loaded.source)
 
