@@ -128,3 +128,17 @@ def test_derived_config_follows_the_targets():
     assert site.pv.signals == ["pv_kw"] and site.weather_for == {"pv_kw": ["ghi_w_per_m2"]}
     unlocated = derive_config(["pv_kw"], ["pv_kw"], located=False)
     assert not unlocated.features.solar and unlocated.bounds.zero_at_night == []
+
+
+def test_scenario_without_pv_or_wind_gets_a_config_without_them(shared_data):
+    """envs/entsoe_shift_fr.yaml has no PV, no wind and a constant headroom: the derived
+    config leaves them out (the built-in one would fail on zero PV in daylight)."""
+    from gridrl.forecast.pipeline import load_inputs
+
+    data = load_inputs(Path(__file__).resolve().parents[1] / "envs" / "entsoe_shift_fr.yaml")
+    cfg, left_out = resolve_config(None, data)
+    assert left_out == ["headroom_kw", "pv_kw", "wind_kw"]
+    assert cfg.targets == ["carbon_g_per_kwh", "price_per_mwh", "inference_gpus"]
+    assert not cfg.features.solar and cfg.pv.signals == []
+    with pytest.raises(ForecastError, match="'pv_kw' is constant"):
+        resolve_config(ForecastConfig(), data)
