@@ -91,6 +91,7 @@ def signals_cmd(
     for table in summary_tables(site_summary(sc, sig), title=f"{sc.name} {span}"):
         console.print(table)
     _print_source_summary(sig)
+    _print_series_summary(sig)
     saturated = {k: v.saturated_hours for k, v in build_stats(sig).items()
                  if v.saturated_hours}
     if saturated:
@@ -128,9 +129,19 @@ def _print_source_summary(sig) -> None:
     for site, row in frame.iterrows():
         cells = {k: str(v) for k, v in row.items()}
         cells["utc_offsets_h"] = ",".join(f"{h:+g}" for h in row["utc_offsets_h"])
-        cells["carbon_estimated_share"] = f"{row['carbon_estimated_share']:.1%}"
+        share = row["carbon_estimated_share"]
+        cells["carbon_estimated_share"] = "-" if share is None or share != share else f"{share:.1%}"
         table.add_row(str(zones[site]), *cells.values())
     console.print(table)
+
+def _print_series_summary(sig) -> None:
+    """The signals read from real series: file, columns, scale, what was done."""
+    from gridrl.data.build import series_summary
+
+    frame = series_summary(sig)
+    if not frame.empty:
+        _print_frame(frame.reset_index(), "real series: what was read and done")
+
 
 # ---------------------------------------------------------------- forecast (gridrl.forecast)
 

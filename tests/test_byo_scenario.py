@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from gridrl.data.build import SITE_SIGNALS, build_signals
+from gridrl.data.build import SITE_SIGNALS, build_signals, series_summary
 from gridrl.data.signals import SignalError
 from gridrl.scenario import ScenarioError, load_scenario
 
@@ -93,6 +93,11 @@ def test_every_signal_comes_from_a_file(byo, shared_data):
     np.testing.assert_allclose(site["headroom_kw"], 120.0 * 0.95 - site["background_load_kw"])
     assert set(site.columns) == set(SITE_SIGNALS)
     assert sources["series"]["background_load_kw"]["typical_year"] is True
+    assert sources["series"]["inference_gpus"]["provenance"][0] == {
+        "step": "times", "method": "offset_h", "origin": "2021-12-31T23:00Z"}
+    summary = series_summary(sig)
+    assert set(summary.index.get_level_values("signal")) == SERIES
+    assert summary.loc[("pjm", "wind_kw"), "cells_filled"] == 23
 
 
 def test_forecast_and_episode_from_yaml(byo, tmp_path):

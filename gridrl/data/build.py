@@ -462,3 +462,26 @@ def source_summary(signals: Signals) -> pd.DataFrame:
             "negative_price_hours": price.get("negative_hours"),
         }
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("site")
+
+
+def series_summary(signals: Signals) -> pd.DataFrame:
+    """One row per (site, signal) read from a real series (``sites[i].series``, carbon
+    and price ``source: csv``): file, columns, scale, the steps applied (time form or
+    zone, resampling and filling with their method), cells filled and whether the
+    series was mapped as a typical year. Empty without such signals."""
+    record = next(
+        (r for r in reversed(signals.provenance) if r.get("step") == "build_signals"), {}
+    )
+    rows = []
+    for site, rep in record.get("sources", {}).items():
+        for signal, s in rep.get("series", {}).items():
+            steps = [p["step"] + (f" {p['method']}" if "method" in p else "")
+                     for p in s["provenance"]]
+            filled = sum(n for p in s["provenance"] for n in p.get("cells_filled", {}).values())
+            rows.append({
+                "site": site, "signal": signal, "file": Path(s["file"]).name,
+                "columns": "+".join(s["columns"]),
+                "scale": s["scale"], "steps": ", ".join(steps) or "-",
+                "cells_filled": filled, "typical_year": s["typical_year"],
+            })
+    return pd.DataFrame(rows).set_index(["site", "signal"]) if rows else pd.DataFrame()

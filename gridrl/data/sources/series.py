@@ -195,6 +195,9 @@ def load_series(
     total = loaded.frame.sum(axis=1, min_count=len(source.columns)) * source.scale
     total[total.index.isin(missing)] = np.nan
     provenance = loaded.provenance
+    if source.time_format != "iso":
+        provenance.insert(0, {"step": "times", "method": source.time_format,
+                              "origin": source.time_origin})
     if len(missing):  # the fill only served validation: say what the values are
         provenance = [r for r in provenance if r.get("step") != "fill"]
         provenance.append({"step": "keep_missing", "empty_hours": len(missing),
