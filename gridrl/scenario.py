@@ -534,6 +534,12 @@ class Periods(StrictModel):
         return data
 
 
+# Site keys (paths) that scenario hashes include only when set (``content_hash``).
+_LATER_KEYS: tuple[tuple[str, ...], ...] = (
+    ("location",), ("series",), ("carbon", "assume_tz"), ("price", "assume_tz"),
+)
+
+
 class Scenario(StrictModel):
     """A whole scenario file. ``sites`` is the expanded list (groups resolved)."""
 
@@ -593,8 +599,21 @@ class Scenario(StrictModel):
         return out
 
     def content_hash(self) -> str:
-        """A stable hash of the validated scenario, for caches and bundle manifests."""
-        payload = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        """A stable hash of the validated scenario, for caches and bundle manifests.
+
+        Keys added after hashes were first recorded (``_LATER_KEYS``) count only when
+        set, so a scenario that does not use them keeps the hash it had.
+        """
+        data = self.model_dump(mode="json")
+        for site in data["sites"]:
+            for path in _LATER_KEYS:
+                *parents, leaf = path
+                node = site
+                for p in parents:
+                    node = node[p]
+                if node.get(leaf) in (None, {}):
+                    node.pop(leaf, None)
+        payload = json.dumps(data, sort_keys=True).encode()
         return hashlib.sha256(payload).hexdigest()[:16]
 
 

@@ -1,0 +1,116 @@
+"""Series options from YAML: naive times, empty hours, epoch seconds, parquet, location."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from gridrl.data.build import build_signals
+from gridrl.data.signals import SignalError
+from gridrl.scenario import Scenario, ScenarioError, load_scenario
+
+REPO = Path(__file__).resolve().parents[1]
+HOURS = pd.date_range("2021-01-01", periods=8760, freq="h", tz="UTC")
+
+
+def _geo3_site(tmp_path: Path, name: str, site_update: dict) -> Path:
+    """geo3 reduced to Greensboro, with ``site_update`` merged into its site."""
+    data = yaml.safe_load((REPO / "envs" / "geo3.yaml").read_text())
+    site = data["sites"][0]
+    site.update(site_update)
+    data["sites"] = [site]
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def _carbon(tmp_path: Path) -> np.ndarray:
+    """A carbon file with naive timestamps and three empty hours in one run."""
+    values = 300.0 + 50.0 * np.sin(np.arange(8760) / 24.0 * 2 * np.pi)
+    written = values.copy()
+    written[1000:1003] = np.nan
+    frame = pd.DataFrame({"when": HOURS.tz_localize(None).strftime("%Y-%m-%d %H:%M"),
+                          "ci": written})
+    frame.to_csv(tmp_path / "carbon.csv", index=False)
+    return values
+
+
+def test_naive_carbon_with_three_empty_hours_from_yaml(tmp_path):
+    values = _carbon(tmp_path)
+    carbon = {"source": "csv", "file": "carbon.csv", "column": "ci", "time_column": "when"}
+    plain = _geo3_site(tmp_path, "plain", {"carbon": carbon})
+    with pytest.raises(SignalError, match="assume_tz"):
+        build_signals(load_scenario(plain), base_dir=tmp_path, cache=False)
+    carbon.update(assume_tz="UTC")
+    unfilled = _geo3_site(tmp_path, "unfilled", {"carbon": carbon})
+    with pytest.raises(SignalError, match=r"carbon\.csv.*'ci'.*row 1001"):
+        build_signals(load_scenario(unfilled), base_dir=tmp_path, cache=False)
+    carbon.update(fill="interpolate", max_fill_h=3)
+    filled = load_scenario(_geo3_site(tmp_path, "filled", {"carbon": carbon}))
+    sig = build_signals(filled, base_dir=tmp_path, cache=False)
+    got = sig.frame[("greensboro", "carbon_g_per_kwh")].to_numpy()
+    np.testing.assert_allclose(got[:1000], values[:1000])
+    np.testing.assert_allclose(got[1000:1003], np.linspace(values[999], values[1003], 5)[1:4])
+    record = next(r for r in sig.provenance if r.get("step") == "build_signals")
+    steps = record["sources"]["greensboro"]["series"]["carbon_g_per_kwh"]["provenance"]
+    assert {"step": "localize", "assume_tz": "UTC"} in steps
+    assert [s["cells_filled"] for s in steps if s["step"] == "fill"] == [{"ci/carbon_g_per_kwh": 3}]
+    # A run longer than max_fill_h stays an error.
+    carbon.update(max_fill_h=2)
+    short = load_scenario(_geo3_site(tmp_path, "short", {"carbon": carbon}))
+    with pytest.raises(SignalError, match="row 1001"):
+        build_signals(short, base_dir=tmp_path, cache=False)
+
+
+def test_parquet_with_epoch_seconds_summed_and_scaled(tmp_path):
+    rng = np.random.default_rng(0)
+    a, b = rng.uniform(0, 2, 8760), rng.uniform(0, 1, 8760)
+    pd.DataFrame({"epoch": HOURS.asi8 // 10**9, "wind_a_mw": a, "wind_b_mw": b}).to_parquet(
+        tmp_path / "wind.parquet")
+    series = {"wind_kw": {"file": "wind.parquet", "column": ["wind_a_mw", "wind_b_mw"],
+                          "time_format": "epoch_s", "scale": 1000.0}}
+    sc = load_scenario(_geo3_site(tmp_path, "wind", {"series": series}))
+    sig = build_signals(sc, base_dir=tmp_path, cache=False)
+    np.testing.assert_allclose(sig.frame[("greensboro", "wind_kw")], (a + b) * 1000.0)
+    # A negative value after scale is an error for a nonnegative signal.
+    series["wind_kw"]["scale"] = -1.0
+    neg = load_scenario(_geo3_site(tmp_path, "neg", {"series": series}))
+    with pytest.raises(SignalError, match="negative value"):
+        build_signals(neg, base_dir=tmp_path, cache=False)
+
+
+def _daily_phase_h(series: pd.Series) -> float:
+    """Hour (UTC) of the peak of the first harmonic of the mean daily profile."""
+    profile = series.groupby(series.index.hour).mean().to_numpy()
+    z = np.sum(profile * np.exp(-2j * np.pi * np.arange(24) / 24))
+    return float(-np.angle(z) * 24 / (2 * np.pi)) % 24
+
+
+def test_location_key_sets_local_time_and_keeps_old_hashes(tmp_path):
+    geo3 = load_scenario(REPO / "envs" / "geo3.yaml")
+    base = _geo3_site(tmp_path, "base", {})
+    # Unset new keys leave a scenario's hash as it was.
+    data = yaml.safe_load(base.read_text())
+    data["sites"][0].update(series={}, location=None)
+    assert Scenario.model_validate(data).content_hash() == load_scenario(base).content_hash()
+    assert geo3.content_hash() == "059d8fe20dcc63f9"  # as recorded before the new keys
+    # The site placed in the Azores (UTC-1 standard time, Greensboro UTC-5): the local
+    # calendar of the workload model moves by four hours.
+    moved = load_scenario(_geo3_site(tmp_path, "moved", {"location": {
+        "latitude_deg": 37.7, "longitude_deg": -25.7, "tz": "Atlantic/Azores"}}))
+    assert moved.content_hash() != load_scenario(base).content_hash()
+    home = build_signals(load_scenario(base), cache=False).frame[("greensboro", "inference_gpus")]
+    away = build_signals(moved, cache=False).frame[("greensboro", "inference_gpus")]
+    assert (_daily_phase_h(home) - _daily_phase_h(away)) % 24 == pytest.approx(4.0, abs=0.1)
+    from gridrl.forecast.sites import site_locations
+
+    assert site_locations(moved)["greensboro"].longitude_deg == -25.7
+    bad = yaml.safe_load(base.read_text())
+    bad["sites"][0]["location"] = {"latitude_deg": 95.0, "longitude_deg": 0.0}
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
+    with pytest.raises(ScenarioError, match=r"sites\[0\]\.location\.latitude_deg"):
+        load_scenario(tmp_path / "bad.yaml")
