@@ -11,6 +11,7 @@ import yaml
 
 from gridrl.data.build import build_signals
 from gridrl.data.signals import SignalError
+from gridrl.data.sources.grid import temperature_load_kw
 from gridrl.scenario import Scenario, ScenarioError, load_scenario
 
 REPO = Path(__file__).resolve().parents[1]
@@ -114,3 +115,34 @@ def test_location_key_sets_local_time_and_keeps_old_hashes(tmp_path):
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
     with pytest.raises(ScenarioError, match=r"sites\[0\]\.location\.latitude_deg"):
         load_scenario(tmp_path / "bad.yaml")
+
+
+def test_temperature_and_headroom_series(tmp_path):
+    """A real temperature drives the feeder-load model; a real headroom is used as is."""
+    pd.DataFrame({"time": HOURS.strftime("%Y-%m-%dT%H:%M:%SZ"), "t_c": 30.0}).to_csv(
+        tmp_path / "temp.csv", index=False)
+    series = {"temp_c": {"file": "temp.csv", "column": "t_c"}}
+    sc = load_scenario(_geo3_site(tmp_path, "temp", {"series": series}))
+    site = build_signals(sc, base_dir=tmp_path, cache=False).site("greensboro")
+    assert (site["temp_c"] == 30.0).all()
+    grid = sc.sites[0].grid
+    # Constant temperature: the load is L_T(30 C) times the daily/weekly shape alone.
+    ratio = site["background_load_kw"] / temperature_load_kw(grid, np.array(30.0))
+    assert ratio.groupby([ratio.index.hour, ratio.index.dayofweek]).std().max() < 1e-9
+    assert ratio.max() <= 1 + grid.background_daily_amplitude_fraction
+    cap = grid.feeder_capacity_kw * (1 - grid.reserve_fraction)
+    headroom = cap * (0.5 + 0.4 * np.sin(np.arange(8760) / 24 * 2 * np.pi))
+    pd.DataFrame({"time": HOURS.strftime("%Y-%m-%dT%H:%M:%SZ"), "h_kw": headroom}).to_csv(
+        tmp_path / "headroom.csv", index=False)
+    data = yaml.safe_load((REPO / "envs" / "geo3.yaml").read_text())["sites"][0]["grid"]
+    data.update(congestion={"rate_per_year": 0.0}, outages={"rate_per_year": 0.0})
+    update = {"grid": data, "series": {"headroom_kw": {"file": "headroom.csv",
+                                                       "column": "h_kw"}}}
+    sc = load_scenario(_geo3_site(tmp_path, "headroom", update))
+    site = build_signals(sc, base_dir=tmp_path, cache=False).site("greensboro")
+    np.testing.assert_allclose(site["headroom_kw"], headroom)
+    np.testing.assert_allclose(site["background_load_kw"], cap - headroom)
+    update["grid"] = {**data, "feeder_capacity_kw": data["feeder_capacity_kw"] / 2}
+    small = load_scenario(_geo3_site(tmp_path, "small", update))
+    with pytest.raises(SignalError, match="headroom_kw.*exceeds the feeder capacity"):
+        build_signals(small, base_dir=tmp_path, cache=False)

@@ -47,6 +47,14 @@ def _mapping(source: SeriesSource, signal: str) -> dict[str, tuple[str, str]]:
     return {raw: (raw, signal) for raw in source.columns}
 
 
+def _assume_tz(source: SeriesSource) -> str | None:
+    """The zone of naive timestamps: as given; for ``entsoe_2020`` UTC by default, as its
+    loaders read it (ENTSO-E publishes in UTC); the localisation is recorded."""
+    if source.assume_tz is None and source.dataset == "entsoe_2020":
+        return "UTC"
+    return source.assume_tz
+
+
 def _times(df: pd.DataFrame, source: SeriesSource, path: Path) -> tuple[pd.DataFrame, str]:
     """Turn epoch-second or hour-offset times into UTC timestamps (ISO: left as they are)."""
     column = source.time_column or str(df.columns[0])
@@ -87,7 +95,7 @@ def _read_file(source: SeriesSource, signal: str, path: Path) -> Signals:
     require_columns(df, source.columns, path)
     return Signals.from_frame(
         df, source=str(path), columns=_mapping(source, signal), time_column=column,
-        assume_tz=source.assume_tz, resample=source.resample, fill=source.fill,
+        assume_tz=_assume_tz(source), resample=source.resample, fill=source.fill,
         max_fill_h=source.max_fill_h, _line_offset=1,
     )
 
@@ -103,7 +111,7 @@ def _read_loader(source: SeriesSource, signal: str, path: Path) -> Signals:
         from gridrl.data.loaders.entsoe import load_entsoe_production
 
         return load_entsoe_production(path, columns=_mapping(source, signal),
-                                      assume_tz=source.assume_tz or "UTC",
+                                      assume_tz=_assume_tz(source),
                                       resample=source.resample)
     from gridrl.data.loaders.citylearn import load_citylearn
 
@@ -169,7 +177,7 @@ def _missing_hours(source: SeriesSource, path: Path) -> pd.DatetimeIndex:
     times = pd.to_datetime(df[column].iloc[np.flatnonzero(empty)], format="ISO8601")
     times = pd.DatetimeIndex(times)
     if times.tz is None:
-        times = times.tz_localize(source.assume_tz or "UTC")
+        times = times.tz_localize(_assume_tz(source) or "UTC")
     return times.tz_convert("UTC")
 
 
