@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from pydantic import ValidationError
 
 from gridrl.data.build import build_signals
 from gridrl.data.signals import SignalError
@@ -146,3 +147,30 @@ def test_temperature_and_headroom_series(tmp_path):
     small = load_scenario(_geo3_site(tmp_path, "small", update))
     with pytest.raises(SignalError, match="headroom_kw.*exceeds the feeder capacity"):
         build_signals(small, base_dir=tmp_path, cache=False)
+
+
+def test_entsoe_series_by_data_set_name(shared_data):
+    """GB wind (onshore + offshore, mixed 15/30-min steps) and FR carbon (naive UTC)."""
+    from gridrl.data.sources.series import load_series
+    from gridrl.scenario import SeriesSource
+
+    wind = SeriesSource(dataset="entsoe_2020", file="gb_production.csv",
+                        column=["Wind Onshore", "Wind Offshore"], resample="mean")
+    frame, record = load_series(wind, "wind_mw", site="gb")
+    raw = pd.read_csv(shared_data / "grid" / "entsoe_2020" / "gb_production.csv", index_col=0,
+                      parse_dates=True)
+    hour = raw.loc["2020-06-01 12:00":"2020-06-01 12:59"]
+    expected = hour["Wind Onshore"].mean() + hour["Wind Offshore"].mean()
+    got = frame.loc[pd.Timestamp("2020-06-01 12:00", tz="UTC"), ("gb", "wind_mw")]
+    assert got == pytest.approx(expected)
+    steps = [p["step"] for p in record["provenance"]]
+    assert steps[:2] == ["localize", "resample"]
+    carbon = SeriesSource(dataset="entsoe_2020", file="fr_carbon_intensity.csv",
+                          column="Carbon Intensity", resample="mean")
+    frame, record = load_series(carbon, "carbon_g_per_kwh", site="fr")
+    assert {"step": "localize", "assume_tz": "UTC"} in record["provenance"]
+    assert frame.index[0] == pd.Timestamp("2019-12-20", tz="UTC")
+    # The multiregion set keeps its own keys (zone, years) rather than a second reader.
+    with pytest.raises(ValidationError, match="read by source: multiregion"):
+        SeriesSource(dataset="multiregion_2021_2024", file="price/SG_2022.csv.gz",
+                     column="Price (USD/MWh)")
