@@ -174,8 +174,11 @@ def _missing_hours(source: SeriesSource, path: Path) -> pd.DatetimeIndex:
     df = pd.read_parquet(path) if path.suffix.lower() in PARQUET_SUFFIXES else read_csv(path)
     df, column = _times(df, probe, path)
     empty = df[source.columns].isna().any(axis=1).to_numpy()
-    times = pd.to_datetime(df[column].iloc[np.flatnonzero(empty)], format="ISO8601")
-    times = pd.DatetimeIndex(times)
+    raw = df[column].iloc[np.flatnonzero(empty)]
+    try:
+        times = pd.DatetimeIndex(pd.to_datetime(raw, format="ISO8601"))
+    except (ValueError, TypeError):  # mixed UTC offsets (local time with DST)
+        times = pd.DatetimeIndex(pd.to_datetime(raw, format="ISO8601", utc=True))
     if times.tz is None:
         times = times.tz_localize(_assume_tz(source) or "UTC")
     return times.tz_convert("UTC")
