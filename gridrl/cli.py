@@ -150,7 +150,6 @@ forecast_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(forecast_app, name="forecast")
-_FORECAST_CONFIG = "forecasts/default.yaml"
 
 
 def _print_frame(df, title: str) -> None:
