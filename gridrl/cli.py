@@ -90,6 +90,7 @@ def signals_cmd(
     for table in summary_tables(site_summary(sc, sig), title=f"{sc.name} {span}"):
         console.print(table)
     _print_source_summary(sig)
+    _print_series_summary(sig)
     saturated = {k: v.saturated_hours for k, v in build_stats(sig).items()
                  if v.saturated_hours}
     if saturated:
@@ -127,9 +128,19 @@ def _print_source_summary(sig) -> None:
     for site, row in frame.iterrows():
         cells = {k: str(v) for k, v in row.items()}
         cells["utc_offsets_h"] = ",".join(f"{h:+g}" for h in row["utc_offsets_h"])
-        cells["carbon_estimated_share"] = f"{row['carbon_estimated_share']:.1%}"
+        share = row["carbon_estimated_share"]
+        cells["carbon_estimated_share"] = "-" if share is None or share != share else f"{share:.1%}"
         table.add_row(str(zones[site]), *cells.values())
     console.print(table)
+
+def _print_series_summary(sig) -> None:
+    """The signals read from real series: file, columns, scale, what was done."""
+    from gridrl.data.build import series_summary
+
+    frame = series_summary(sig)
+    if not frame.empty:
+        _print_frame(frame.reset_index(), "real series: what was read and done")
+
 
 # ---------------------------------------------------------------- forecast (gridrl.forecast)
 
@@ -138,7 +149,6 @@ forecast_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(forecast_app, name="forecast")
-_FORECAST_CONFIG = "forecasts/default.yaml"
 
 
 def _print_frame(df, title: str) -> None:
@@ -158,44 +168,113 @@ def _short_columns(df):
                               "coverage_outer": "cover", "skill_vs_seasonal_naive": "skill"})
 
 
+_CSV_HELP = "A CSV or parquet file to forecast instead of a scenario."
+
+
+def _forecast_inputs(scenario, csv, column, signal, lat, lon, time_column, assume_tz,
+                     resample, fill, max_fill_h):
+    """A scenario path, or the ScenarioData of one column of a file (--csv)."""
+    from pydantic import ValidationError
+
+    from gridrl.config import format_validation_errors
+    from gridrl.data.sources.series import signal_name_for
+    from gridrl.forecast.pipeline import file_inputs
+    from gridrl.scenario import SeriesSource
+
+    if (scenario is None) == (csv is None):
+        raise typer.BadParameter("give a scenario YAML or --csv FILE --column COL (one)")
+    if scenario is not None:
+        return scenario
+    if not column:
+        raise typer.BadParameter("--csv needs --column (repeat it to sum columns)")
+    try:
+        source = SeriesSource(file=csv, column=list(column), time_column=time_column,
+                              assume_tz=assume_tz, resample=resample, fill=fill,
+                              max_fill_h=max_fill_h)
+    except ValidationError as exc:
+        raise typer.BadParameter(format_validation_errors(exc, "options")) from None
+    name = signal or signal_name_for(column[0])
+    return file_inputs(source, name, latitude_deg=lat, longitude_deg=lon)
+
+
+_FILE_OPTIONS = {
+    "csv": typer.Option(None, "--csv", help=_CSV_HELP),
+    "column": typer.Option(None, "--column", help="Column of --csv (repeat to sum)."),
+    "signal": typer.Option(None, "--signal", help="Signal name with its unit (wind_mw); "
+                           "default from the column (EIA-930/ENTSO-E names, or *_kw ...)."),
+    "lat": typer.Option(None, "--lat", help="Latitude of the series (sun features)."),
+    "lon": typer.Option(None, "--lon", help="Longitude of the series (sun features)."),
+    "time_column": typer.Option(None, "--time-column", help="Default: the first column."),
+    "assume_tz": typer.Option(None, "--assume-tz", help="Zone of naive timestamps (UTC)."),
+    "resample": typer.Option(None, "--resample", help="mean|sum|interpolate to hourly."),
+    "fill": typer.Option(None, "--fill", help="interpolate: fill empty cells (default: "
+                         "they stay missing and are not fitted nor scored)."),
+    "max_fill_h": typer.Option(None, "--max-fill-h", help="Longest run --fill fills."),
+}
+
+
 @forecast_app.command("fit")
 def forecast_fit(
-    scenario: str = typer.Argument(..., help="Scenario YAML file (envs/*.yaml)."),
-    config: str = typer.Option(_FORECAST_CONFIG, "--config", help="Forecaster YAML."),
+    scenario: str = typer.Argument(None, help="Scenario YAML file (envs/*.yaml)."),
+    config: str = typer.Option(None, "--config", help="Forecaster YAML (forecasts/"
+                               "default.yaml); default: derived from the targets present."),
     out: str = typer.Option(None, "--out", help="Output folder (default runs/forecast/NAME)."),
     seed: int = typer.Option(0, "--seed", help="Seed of horizon sampling and LightGBM."),
+    csv: str = _FILE_OPTIONS["csv"], column: list[str] = _FILE_OPTIONS["column"],
+    signal: str = _FILE_OPTIONS["signal"], lat: float = _FILE_OPTIONS["lat"],
+    lon: float = _FILE_OPTIONS["lon"], time_column: str = _FILE_OPTIONS["time_column"],
+    assume_tz: str = _FILE_OPTIONS["assume_tz"], resample: str = _FILE_OPTIONS["resample"],
+    fill: str = _FILE_OPTIONS["fill"], max_fill_h: int = _FILE_OPTIONS["max_fill_h"],
 ) -> None:
-    """Fit the forecaster on the training periods, save it, build the cross-fitted cube."""
+    """Fit the forecaster on the training periods (a file: all of it), save it, build the
+    cross-fitted cube."""
     from pathlib import Path
 
-    from gridrl.forecast.pipeline import fit_scenario
-    from gridrl.scenario import load_scenario
+    from gridrl.forecast.pipeline import fit_scenario, load_inputs
 
-    out_dir = out or str(Path("runs") / "forecast" / load_scenario(scenario).name)
-    info = fit_scenario(scenario, config, out_dir, seed=seed, progress=True)
+    data = _forecast_inputs(scenario, csv, column, signal, lat, lon, time_column, assume_tz,
+                            resample, fill, max_fill_h)
+    if isinstance(data, str):
+        data = load_inputs(data)
+    out_dir = out or str(Path("runs") / "forecast" / data.name)
+    info = fit_scenario(data, config, out_dir, seed=seed, progress=True)
+    console.print(f"targets: {', '.join(info['targets'])} (solar features: "
+                  f"{'on' if info['solar_features'] else 'off'})", highlight=False)
     console.print(f"fitted in {info['fit_s']} s, cube in {info['cube_s']} s")
     console.print(f"model: {info['model']}\ncube: {info['cube']}", highlight=False)
 
 
 @forecast_app.command("backtest")
 def forecast_backtest(
-    scenario: str = typer.Argument(..., help="Scenario YAML file (envs/*.yaml)."),
-    config: str = typer.Option(_FORECAST_CONFIG, "--config", help="Forecaster YAML."),
+    scenario: str = typer.Argument(None, help="Scenario YAML file (envs/*.yaml)."),
+    config: str = typer.Option(None, "--config", help="Forecaster YAML (forecasts/"
+                               "default.yaml); default: derived from the targets present."),
     out: str = typer.Option(None, "--out", help="Folder for metrics.csv/parquet, summary."),
     plots: str = typer.Option(None, "--plots", help="Folder for PNG plots."),
     scheme: str = typer.Option("crossfit", "--scheme", help="crossfit or rolling (origin)."),
     period: str = typer.Option("test", "--period", help="Evaluate on: test or all."),
     seed: int = typer.Option(0, "--seed"),
+    csv: str = _FILE_OPTIONS["csv"], column: list[str] = _FILE_OPTIONS["column"],
+    signal: str = _FILE_OPTIONS["signal"], lat: float = _FILE_OPTIONS["lat"],
+    lon: float = _FILE_OPTIONS["lon"], time_column: str = _FILE_OPTIONS["time_column"],
+    assume_tz: str = _FILE_OPTIONS["assume_tz"], resample: str = _FILE_OPTIONS["resample"],
+    fill: str = _FILE_OPTIONS["fill"], max_fill_h: int = _FILE_OPTIONS["max_fill_h"],
 ) -> None:
     """Out-of-sample backtest against the baselines; print the table, save CSV and PNGs."""
     from gridrl.forecast.pipeline import backtest_scenario
 
     if scheme not in ("crossfit", "rolling") or period not in ("test", "all"):
         raise typer.BadParameter("--scheme is crossfit|rolling, --period is test|all")
-    result = backtest_scenario(scenario, config, out, scheme=scheme, period=period,
+    data = _forecast_inputs(scenario, csv, column, signal, lat, lon, time_column, assume_tz,
+                            resample, fill, max_fill_h)
+    result = backtest_scenario(data, config, out, scheme=scheme, period=period,
                                plots_dir=plots, seed=seed, progress=True)
+    meta = result.meta
+    console.print(f"solar features: {'on' if meta['solar_features'] else 'off'}; targets "
+                  f"left out: {', '.join(meta['targets_left_out']) or 'none'}",
+                  highlight=False)
     _print_frame(_short_columns(result.summary),
-                 f"{scheme} backtest, {period} period: mean over horizons")
+                 f"{scheme} backtest, {meta['period']} period: mean over horizons")
     if out:
         console.print(f"tables: {out}")
     if plots:

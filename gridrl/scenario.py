@@ -46,7 +46,7 @@ class MultiregionKeys(StrictModel):
     ``$GRIDRL_DATA_DIR``, ``gridrl.data.datasets``).
     Nothing is resampled or filled unless asked: ``resample`` converts a non-hourly
     step, ``fill: interpolate`` fills empty cells (runs up to ``max_fill_h`` hours);
-    both are recorded in the signals' provenance.
+    both are recorded in the signals' provenance. They apply to ``source: csv`` too.
     """
 
     zone: str | None = None
@@ -62,6 +62,85 @@ class MultiregionKeys(StrictModel):
             raise ValueError("source: multiregion needs zone and years: [first, last]")
         if self.years[0] > self.years[1]:
             raise ValueError(f"expected years [first, last] with first <= last, got {self.years}")
+
+
+SeriesSignal = Literal[
+    "pv_kw", "wind_kw", "temp_c", "background_load_kw", "headroom_kw", "carbon_g_per_kwh",
+    "price_per_mwh", "inference_gpus", "flexible_gpu_h",
+]
+# Data sets read through the built-in ``source: multiregion`` keys, not as a series.
+MULTIREGION_DATASET = "multiregion_2021_2024"
+
+
+class SeriesSource(StrictModel):
+    """A real hourly series in place of a built-in model (``sites[i].series.<signal>``).
+
+    The series is read from ``file`` (CSV, or parquet by its ``.parquet`` suffix) or
+    from a named data set (``dataset``, found through ``$GRIDRL_DATA_DIR``;
+    ``entsoe_2020``, ``eia930_2022`` and ``citylearn_2022`` go through their loaders,
+    any other registered set is read as a plain file inside its folder). ``column``
+    names the raw column, or a list of columns that are summed (onshore + offshore
+    wind); for ``citylearn_2022`` each is ``<building>/<signal>`` of its loader
+    (``Building_1/load_kw``). Values are multiplied by ``scale`` (unit conversion or the
+    site's share of a regional fleet: 1000 turns MW into kW).
+
+    Time: ``time_column`` (default the first column) holds ISO timestamps with or
+    without offset (naive ones need ``assume_tz``), epoch seconds (``time_format:
+    epoch_s``) or whole hours from ``time_origin`` (``time_format: offset_h``).
+    ``resample`` converts a non-hourly step, ``fill: interpolate`` fills empty cells
+    (runs up to ``max_fill_h`` hours); ``typical_year`` maps a one-year series onto
+    every build year by UTC month, day and hour, as the TMY files are (29 February
+    repeats 28 February). Every choice is recorded in the signals' provenance.
+    """
+
+    file: str | None = None
+    dataset: str | None = None
+    column: str | list[str]
+    time_column: str | None = None
+    time_format: Literal["iso", "epoch_s", "offset_h"] = "iso"
+    time_origin: str | None = None
+    assume_tz: str | None = None
+    scale: float = 1.0
+    resample: Literal["mean", "sum", "interpolate"] | None = None
+    fill: Literal["interpolate"] | None = None
+    max_fill_h: Annotated[int, Field(gt=0)] | None = None
+    typical_year: bool = False
+
+    @model_validator(mode="after")
+    def _series(self) -> SeriesSource:
+        if self.dataset == MULTIREGION_DATASET:
+            raise ValueError(
+                f"data set {MULTIREGION_DATASET} is read by source: multiregion of "
+                "weather, carbon and price (zone, years), not as a series"
+            )
+        if self.file is None and self.dataset != "citylearn_2022":
+            raise ValueError("expected file (a path, or a file of the named dataset)")
+        if (self.time_format == "offset_h") != (self.time_origin is not None):
+            raise ValueError("time_format: offset_h needs time_origin, and only it")
+        if not self.columns:
+            raise ValueError("expected at least one column")
+        return self
+
+    @property
+    def columns(self) -> list[str]:
+        """The raw columns, summed into the signal."""
+        return [self.column] if isinstance(self.column, str) else list(self.column)
+
+
+class SiteLocation(StrictModel):
+    """Where a site is: sun position for solar features and PV models, and local time.
+
+    When given, it replaces the weather file's coordinates (TMY header, multiregion
+    grid point) for the solar geometry of the PV model and of the forecast features,
+    and ``tz`` (an IANA zone, ``America/New_York``) gives the local standard time
+    (without daylight saving, ``gridrl.data.loaders.multiregion.standard_offset_h``)
+    the daily shapes of the load and workload models run on.
+    """
+
+    latitude_deg: Annotated[float, Field(ge=-90.0, le=90.0)]
+    longitude_deg: Annotated[float, Field(ge=-180.0, le=180.0)]
+    altitude_m: float = 0.0
+    tz: str = "UTC"
 
 
 class WeatherSource(MultiregionKeys):
@@ -194,6 +273,7 @@ class CarbonConfig(MultiregionKeys):
     regional_clearsky_weight: Fraction = 0.5  # regional solar between clear-sky and local
     min_g_per_kwh: NonNeg = 0.0  # floor of the mix (lifecycle emissions of the cleanest)
     time_column: str = "time"  # for source: csv
+    assume_tz: str | None = None  # for source: csv, zone of naive timestamps
 
     @model_validator(mode="after")
     def _carbon(self) -> CarbonConfig:
@@ -224,6 +304,7 @@ class PriceConfig(MultiregionKeys):
     noise_per_mwh: NonNeg = 5.0
     noise_ar1: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.8  # hour-to-hour persistence
     time_column: str = "time"  # for source: csv
+    assume_tz: str | None = None  # for source: csv, zone of naive timestamps
 
     @model_validator(mode="after")
     def _csv(self) -> PriceConfig:
@@ -285,11 +366,25 @@ class SiteConfig(StrictModel):
     carbon: CarbonConfig = CarbonConfig()
     price: PriceConfig = PriceConfig()
     workload: WorkloadConfig = WorkloadConfig()
+    location: SiteLocation | None = None
+    # Real series that replace the built-in model of a signal (see SeriesSource).
+    series: dict[SeriesSignal, SeriesSource] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _power_order(self) -> SiteConfig:
         if self.gpu_idle_kw > self.gpu_max_kw:
             raise ValueError("expected gpu_idle_kw <= gpu_max_kw")
+        if {"background_load_kw", "headroom_kw"} <= set(self.series):
+            raise ValueError(
+                "series: give background_load_kw or headroom_kw, not both (headroom "
+                "follows from the feeder load)"
+            )
+        for signal, cfg in (("carbon_g_per_kwh", self.carbon), ("price_per_mwh", self.price)):
+            if signal in self.series and cfg.source != "model":
+                raise ValueError(
+                    f"series.{signal} and {signal.split('_')[0]}.source: {cfg.source} "
+                    "both give the signal; keep one"
+                )
         return self
 
 
@@ -439,6 +534,12 @@ class Periods(StrictModel):
         return data
 
 
+# Site keys (paths) that scenario hashes include only when set (``content_hash``).
+_LATER_KEYS: tuple[tuple[str, ...], ...] = (
+    ("location",), ("series",), ("carbon", "assume_tz"), ("price", "assume_tz"),
+)
+
+
 class Scenario(StrictModel):
     """A whole scenario file. ``sites`` is the expanded list (groups resolved)."""
 
@@ -498,8 +599,21 @@ class Scenario(StrictModel):
         return out
 
     def content_hash(self) -> str:
-        """A stable hash of the validated scenario, for caches and bundle manifests."""
-        payload = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        """A stable hash of the validated scenario, for caches and bundle manifests.
+
+        Keys added after hashes were first recorded (``_LATER_KEYS``) count only when
+        set, so a scenario that does not use them keeps the hash it had.
+        """
+        data = self.model_dump(mode="json")
+        for site in data["sites"]:
+            for path in _LATER_KEYS:
+                *parents, leaf = path
+                node = site
+                for p in parents:
+                    node = node[p]
+                if node.get(leaf) in (None, {}):
+                    node.pop(leaf, None)
+        payload = json.dumps(data, sort_keys=True).encode()
         return hashlib.sha256(payload).hexdigest()[:16]
 
 

@@ -24,7 +24,7 @@ writes are atomic. ``cache=False`` bypasses the cache.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,24 +35,25 @@ from gridrl.data.loaders.multiregion import (
     load_multiregion_carbon,
     load_multiregion_price,
     multiregion_files,
+    standard_offset_h,
 )
 from gridrl.data.signals import SignalError, Signals
 from gridrl.data.sources.grid import grid_signals
 from gridrl.data.sources.market import (
     MarketDrivers,
     carbon_model,
-    csv_series,
     market_drivers,
     price_model,
     resolve_data_path,
 )
 from gridrl.data.sources.multiregion import multiregion_site_weather
 from gridrl.data.sources.pv import pv_power_kw, solar_geometry
+from gridrl.data.sources.series import read_series, series_files
 from gridrl.data.sources.weather import SiteWeather, load_weather_years, year_index
 from gridrl.data.sources.wind import wind_capacity_factor
 from gridrl.data.sources.workload import workload_signals
 from gridrl.io import default_cache_dir
-from gridrl.scenario import CarbonConfig, PriceConfig, Scenario, SiteConfig
+from gridrl.scenario import CarbonConfig, PriceConfig, Scenario, SeriesSource, SiteConfig
 
 SITE_SIGNALS: tuple[str, ...] = (
     "pv_kw",
@@ -70,7 +71,7 @@ SITE_SIGNALS: tuple[str, ...] = (
     "flexible_gpu_h",
 )
 # Bump when a source model changes, so cached tables from older code are not reused.
-BUILD_VERSION = 2
+BUILD_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -108,10 +109,78 @@ def build_index(scenario: Scenario) -> pd.DatetimeIndex:
 def site_weather(
     site: SiteConfig, scenario: Scenario
 ) -> tuple[SiteWeather, dict[str, Any] | None]:
-    """The weather of a site over the build years, and the loader's report (real data)."""
+    """The weather of a site over the build years, and the loader's report (real data).
+
+    A site ``location`` replaces the weather file's coordinates and time zone.
+    """
     if site.weather.source == "multiregion":
-        return multiregion_site_weather(site.weather, build_index(scenario))
-    return load_weather_years(site.weather, build_years(scenario)), None
+        weather, report = multiregion_site_weather(site.weather, build_index(scenario))
+    else:
+        weather, report = load_weather_years(site.weather, build_years(scenario)), None
+    loc = site.location
+    if loc is not None:
+        weather = replace(
+            weather, latitude_deg=loc.latitude_deg, longitude_deg=loc.longitude_deg,
+            altitude_m=loc.altitude_m, tz_offset_h=standard_offset_h(loc.tz, scenario.year),
+            source=f"{weather.source} @ {loc.latitude_deg},{loc.longitude_deg}",
+        )
+    return weather, report
+
+
+def csv_source(cfg: CarbonConfig | PriceConfig) -> SeriesSource:
+    """The series a carbon or price ``source: csv`` names."""
+    return SeriesSource(
+        file=cfg.file, column=cfg.column, time_column=cfg.time_column,
+        assume_tz=cfg.assume_tz, resample=cfg.resample, fill=cfg.fill,
+        max_fill_h=cfg.max_fill_h,
+    )
+
+
+def site_series(
+    site: SiteConfig, index: pd.DatetimeIndex, base_dir: Path | None
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Every signal of a site that comes from a real series, and what each read did.
+
+    Carbon and price ``source: csv`` are series too.
+    """
+    sources = dict(site.series)
+    for signal, cfg in (("carbon_g_per_kwh", site.carbon), ("price_per_mwh", site.price)):
+        if cfg.source == "csv":
+            sources[signal] = csv_source(cfg)
+    values, records = {}, {}
+    for signal, src in sources.items():
+        values[signal], records[signal] = read_series(src, signal, index, base_dir)
+    return values, records
+
+
+def _with_temperature(weather: SiteWeather, temp_c: np.ndarray | None) -> SiteWeather:
+    """The weather with a real temperature series in place of the file's."""
+    if temp_c is None:
+        return weather
+    return replace(weather, frame=weather.frame.assign(temp_c=temp_c))
+
+
+def _grid(
+    site: SiteConfig, weather: SiteWeather, seed: int, real: dict[str, np.ndarray]
+) -> Any:
+    """Grid signals; a real feeder load replaces the model, a real headroom is kept as
+    is with the feeder load it leaves (capacity after events minus reserve minus
+    headroom; a headroom above that is an error)."""
+    grid = grid_signals(site.grid, weather, seed, site.name, real.get("background_load_kw"))
+    if "headroom_kw" not in real:
+        return grid
+    headroom = real["headroom_kw"]
+    load = grid.feeder_capacity_kw - site.grid.reserve_fraction * site.grid.feeder_capacity_kw
+    load = load - headroom
+    if (load < 0).any():
+        r = int(np.flatnonzero(load < 0)[0])
+        raise SignalError(
+            f"site {site.name!r}", f"series headroom_kw {headroom[r]:.4g} kW exceeds the "
+            "feeder capacity left after events and reserve (grid.feeder_capacity_kw, "
+            "reserve_fraction)", column="headroom_kw", timestamp=weather.frame.index[r],
+        )
+    return replace(grid, background_load_kw=load, headroom_kw=headroom,
+                   saturated_hours=int(np.count_nonzero(headroom <= 0)))
 
 
 def _real_series(
@@ -160,23 +229,16 @@ def multiregion_price(
 
 def _carbon_and_price(
     site: SiteConfig, scenario: Scenario, index: pd.DatetimeIndex, drivers: MarketDrivers,
-    base_dir: Path | None, reports: dict[str, Any],
+    reports: dict[str, Any],
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """Carbon, its estimated-hour flag, price and the carbon model's floored hours."""
     region = site.region or site.name  # sites of one region share the market noise
     carbon, carbon_det, floored = carbon_model(site.carbon, drivers, scenario.seed, region)
     estimated = np.zeros(len(index))  # model and CSV carbon: no hour marked estimated
-    if site.carbon.source == "csv":
-        carbon = csv_series(site.carbon.file, site.carbon.column, site.carbon.time_column,
-                            "carbon_g_per_kwh", index, base_dir)
-        floored = 0
-    elif site.carbon.source == "multiregion":
+    if site.carbon.source == "multiregion":
         carbon, estimated, reports["carbon"] = multiregion_carbon(site.carbon, index)
         floored = 0
-    if site.price.source == "csv":
-        price = csv_series(site.price.file, site.price.column, site.price.time_column,
-                           "price_per_mwh", index, base_dir)
-    elif site.price.source == "multiregion":
+    if site.price.source == "multiregion":
         price, reports["price"] = multiregion_price(site.price, index)
     else:
         price = price_model(site.price, site.carbon, carbon_det, drivers, scenario.seed, region)
@@ -209,20 +271,27 @@ def build_site(
     weather, weather_report = site_weather(site, scenario)
     reports: dict[str, Any] = {"weather": weather_report} if weather_report else {}
     index = weather.frame.index
+    real, series_reports = site_series(site, index, base_dir)
+    if series_reports:
+        reports["series"] = series_reports
+    weather = _with_temperature(weather, real.get("temp_c"))
     geo = solar_geometry(weather)
     wind_cf = wind_capacity_factor(site.wind, weather)
-    grid = grid_signals(site.grid, weather, scenario.seed, site.name)
+    grid = _grid(site, weather, scenario.seed, real)
     drivers = market_drivers(weather, geo["ghi_clearsky"].to_numpy(), wind_cf,
                              grid.background_load_kw, site.carbon.regional_clearsky_weight)
     carbon, estimated, price, floored = _carbon_and_price(
-        site, scenario, index, drivers, base_dir, reports
+        site, scenario, index, drivers, reports
     )
+    if "carbon_g_per_kwh" in real:
+        carbon, floored = real["carbon_g_per_kwh"], 0
+    price = real.get("price_per_mwh", price)
     work = workload_signals(site, weather, scenario.seed, base_dir)
     w = weather.frame
     frame = pd.DataFrame(
         {
-            "pv_kw": pv_power_kw(site.pv, weather),
-            "wind_kw": site.wind.capacity_kw * wind_cf,
+            "pv_kw": real["pv_kw"] if "pv_kw" in real else pv_power_kw(site.pv, weather),
+            "wind_kw": real.get("wind_kw", site.wind.capacity_kw * wind_cf),
             "temp_c": w["temp_c"].to_numpy(),
             "ghi_w_per_m2": w["ghi_w_per_m2"].to_numpy(),
             "wind_speed_m_per_s": w["wind_speed_m_per_s"].to_numpy(),
@@ -232,8 +301,8 @@ def build_site(
             "carbon_g_per_kwh": carbon,
             "carbon_estimated_fraction": estimated,
             "price_per_mwh": price,
-            "inference_gpus": work["inference_gpus"].to_numpy(),
-            "flexible_gpu_h": work["flexible_gpu_h"].to_numpy(),
+            "inference_gpus": real.get("inference_gpus", work["inference_gpus"].to_numpy()),
+            "flexible_gpu_h": real.get("flexible_gpu_h", work["flexible_gpu_h"].to_numpy()),
         },
         index=index,
         columns=list(SITE_SIGNALS),
@@ -250,8 +319,10 @@ def _csv_fingerprints(scenario: Scenario, base_dir: Path | None) -> list[Any]:
         files = [c.file for c in (site.carbon, site.price) if c.source == "csv" and c.file]
         if site.workload.source == "alibaba":
             files += [f for f in (site.workload.trace_file, site.workload.trace_nodes_file) if f]
-        for file in files:
-            path = resolve_data_path(file, base_dir)
+        paths = [resolve_data_path(file, base_dir) for file in files]
+        for src in site.series.values():
+            paths += series_files(src, base_dir)
+        for path in paths:
             st = path.stat() if path.is_file() else None
             out.append([str(path), st.st_size if st else None, st.st_mtime_ns if st else None])
         out += _multiregion_fingerprints(site)
@@ -374,6 +445,8 @@ def source_summary(signals: Signals) -> pd.DataFrame:
     )
     rows = {}
     for site, rep in record.get("sources", {}).items():
+        if not {"weather", "carbon", "price"} & set(rep):
+            continue  # real series only: their records are under "series"
         weather, carbon, price = rep.get("weather", {}), rep.get("carbon", {}), rep.get("price", {})
         files = weather.get("files", [])
         lags = [f["temperature_peak_after_solar_noon_h"] for f in files]
@@ -389,3 +462,26 @@ def source_summary(signals: Signals) -> pd.DataFrame:
             "negative_price_hours": price.get("negative_hours"),
         }
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("site")
+
+
+def series_summary(signals: Signals) -> pd.DataFrame:
+    """One row per (site, signal) read from a real series (``sites[i].series``, carbon
+    and price ``source: csv``): file, columns, scale, the steps applied (time form or
+    zone, resampling and filling with their method), cells filled and whether the
+    series was mapped as a typical year. Empty without such signals."""
+    record = next(
+        (r for r in reversed(signals.provenance) if r.get("step") == "build_signals"), {}
+    )
+    rows = []
+    for site, rep in record.get("sources", {}).items():
+        for signal, s in rep.get("series", {}).items():
+            steps = [p["step"] + (f" {p['method']}" if "method" in p else "")
+                     for p in s["provenance"]]
+            filled = sum(n for p in s["provenance"] for n in p.get("cells_filled", {}).values())
+            rows.append({
+                "site": site, "signal": signal, "file": Path(s["file"]).name,
+                "columns": "+".join(s["columns"]),
+                "scale": s["scale"], "steps": ", ".join(steps) or "-",
+                "cells_filled": filled, "typical_year": s["typical_year"],
+            })
+    return pd.DataFrame(rows).set_index(["site", "signal"]) if rows else pd.DataFrame()

@@ -7,6 +7,7 @@ the YAML path of the offending key (``lightgbm.num_leaves``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -231,6 +232,54 @@ class ForecastConfig(_Strict):
     def horizons_h(self) -> tuple[int, ...]:
         """Horizons 1..max_horizon_h (hours)."""
         return tuple(range(1, self.max_horizon_h + 1))
+
+
+# Words of a signal name that mean its output follows the sun.
+SUN_WORDS = frozenset({"pv", "solar", "sun", "ghi", "irradiance"})
+
+
+def follows_sun(signal: str) -> bool:
+    """Whether a signal is solar output or irradiance (``pv_kw``, ``solar_mw``)."""
+    return any(word in SUN_WORDS for word in signal.lower().split("_"))
+
+
+def derive_config(
+    targets: Sequence[str],
+    present: Sequence[str],
+    *,
+    located: bool,
+    base: ForecastConfig | None = None,
+) -> ForecastConfig:
+    """A forecaster config for ``targets`` from ``base`` (default: the built-in one).
+
+    Weather covariates are kept only for targets and observed signals that are in
+    ``present``; sun features (solar elevation, clear-sky GHI), the PV clear-sky index
+    and the night bound only when some target follows the sun (``follows_sun``) and
+    the sites are ``located``. A solar series that is not a site's own array (a
+    national fleet: not in ``base.pv.signals``) is modelled against the same hour of
+    the latest day (``seasonal``) rather than a clear-sky index of one point.
+    """
+    base = base or ForecastConfig()
+    targets, have = list(targets), set(present)
+    sun = located and any(follows_sun(t) for t in targets)
+    weather = [w for w in base.weather if w.signal in have]
+    kept = {w.signal for w in weather}
+    weather_for = {t: [c for c in covs if c in kept]
+                   for t, covs in base.weather_for.items() if t in targets}
+    pv_signals = [s for s in base.pv.signals if s in targets] if sun else []
+    reference = {k: v for k, v in base.reference.items() if k in targets}
+    for t in targets:
+        if follows_sun(t) and t not in pv_signals:
+            reference.setdefault(t, "seasonal")
+    night = [s for s in base.bounds.zero_at_night if s in pv_signals]
+    return base.model_copy(update={
+        "targets": targets, "weather": weather,
+        "weather_for": {t: c for t, c in weather_for.items() if c},
+        "features": base.features.model_copy(update={"solar": sun}),
+        "pv": base.pv.model_copy(update={"signals": pv_signals}),
+        "reference": reference,
+        "bounds": base.bounds.model_copy(update={"zero_at_night": night}),
+    })
 
 
 def load_forecast_config(path: str | Path) -> ForecastConfig:

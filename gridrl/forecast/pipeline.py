@@ -23,30 +23,36 @@ import numpy as np
 import pandas as pd
 
 from gridrl.forecast.backtest import BacktestResult, backtest, evaluation_rows
-from gridrl.forecast.config import ForecastConfig, load_forecast_config
+from gridrl.forecast.config import ForecastConfig, derive_config, load_forecast_config
 from gridrl.forecast.crossfit import weather_for
 from gridrl.forecast.cube import ForecastCube, make_cube
 from gridrl.forecast.errors import ForecastError
 from gridrl.forecast.features import target_hour_arrays
-from gridrl.forecast.inputs import signal_table
+from gridrl.forecast.inputs import SignalTable, signal_table
 from gridrl.forecast.model import QuantileForecaster
 from gridrl.forecast.sites import site_locations
+from gridrl.forecast.solar import SiteLocation
 from gridrl.io import write_json_atomic
 
 
 @dataclass(eq=False)
 class ScenarioData:
-    """A scenario with its signals and site locations."""
+    """Signals to forecast with their site locations: a scenario's, or one file's
+    (``scenario`` None, ``path`` the file)."""
 
     scenario: Any
     signals: Any
     locations: dict[str, Any]
     path: Path
 
+    @property
+    def name(self) -> str:
+        return self.scenario.name if self.scenario is not None else self.path.stem
+
 
 def load_inputs(scenario_path: str | Path) -> ScenarioData:
     """Load a scenario, build its signals (cached by :mod:`gridrl.data.build`) and read the
-    site locations from its weather files."""
+    site locations (its ``location`` keys, else its weather files)."""
     from gridrl.data.build import build_signals
     from gridrl.scenario import load_scenario
 
@@ -56,14 +62,91 @@ def load_inputs(scenario_path: str | Path) -> ScenarioData:
     return ScenarioData(sc, sig, site_locations(sc), path)
 
 
-def _config(config: str | Path | ForecastConfig | None) -> ForecastConfig:
-    if isinstance(config, ForecastConfig):
-        return config
-    return ForecastConfig() if config is None else load_forecast_config(config)
+def file_inputs(
+    source: Any, signal: str, *, latitude_deg: float | None = None,
+    longitude_deg: float | None = None,
+) -> ScenarioData:
+    """One column (or a sum of columns) of a file as the only site, named after the file.
+
+    ``source`` is a :class:`gridrl.scenario.SeriesSource`; empty cells stay missing
+    (left out of fitting and scoring) unless it asks for ``fill`` or ``resample``. A
+    location enables the sun features.
+    """
+    from gridrl.data.sources.series import load_series
+
+    if (latitude_deg is None) != (longitude_deg is None):
+        raise ForecastError("give both latitude and longitude, or neither")
+    path = Path(source.file or source.dataset)
+    frame, record = load_series(source, signal, site=path.stem, keep_missing=True)
+    frame.attrs["provenance"] = [{"step": "load_series", **record}]
+    locations = {}
+    if latitude_deg is not None:
+        locations[path.stem] = SiteLocation(latitude_deg, longitude_deg)
+    return ScenarioData(None, frame, locations, path)
+
+
+def constant_targets(table: SignalTable, targets: list[str]) -> dict[str, float]:
+    """Targets whose observed values are one number at every site (nothing to forecast)."""
+    out = {}
+    for name in targets:
+        if name not in table.signals:
+            continue
+        col = table.column(name)
+        finite = col[np.isfinite(col)]
+        if finite.size and np.all(finite == finite[0]):
+            out[name] = float(finite[0])
+    return out
+
+
+def refuse_constant_targets(table: SignalTable, targets: list[str], where: str) -> None:
+    """A target that never changes (all zero: a region without wind) is an error.
+
+    Raises
+    ------
+    ForecastError
+        naming the target, its value and where it comes from.
+    """
+    constant = constant_targets(table, targets)
+    if constant:
+        name, value = next(iter(constant.items()))
+        raise ForecastError(
+            f"{where}: target {name!r} is constant ({value:g}) at every site "
+            f"({', '.join(table.sites)}): there is nothing to forecast; leave it out of "
+            "the targets"
+        )
+
+
+def resolve_config(
+    config: str | Path | ForecastConfig | None, data: ScenarioData
+) -> tuple[ForecastConfig, list[str]]:
+    """The forecaster config for ``data`` and the default targets it left out.
+
+    Without a config, one is derived (``derive_config``) from the built-in targets that
+    the signals have and that vary; a given config is used as it is, and a constant
+    target in it is an error (``refuse_constant_targets``).
+    """
+    table = signal_table(data.signals)
+    located = bool(data.locations)
+    if config is None:
+        defaults = ForecastConfig().targets
+        have = [t for t in defaults if t in table.signals] or list(table.signals)
+        constant = constant_targets(table, have)
+        targets = [t for t in have if t not in constant]
+        if not targets:
+            refuse_constant_targets(table, have, str(data.path))
+        cfg = derive_config(targets, table.signals, located=located)
+        return cfg, sorted(set(have) - set(targets))  # present but constant
+    cfg = config if isinstance(config, ForecastConfig) else load_forecast_config(config)
+    refuse_constant_targets(table, list(cfg.targets), str(data.path))
+    return cfg, []
+
+
+def _inputs(source: str | Path | ScenarioData) -> ScenarioData:
+    return source if isinstance(source, ScenarioData) else load_inputs(source)
 
 
 def fit_scenario(
-    scenario_path: str | Path,
+    scenario_path: str | Path | ScenarioData,
     config: str | Path | ForecastConfig | None,
     out_dir: str | Path,
     *,
@@ -71,20 +154,24 @@ def fit_scenario(
     cache_dir: str | Path | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Fit and save the forecaster of a scenario and build its cross-fitted cube.
+    """Fit and save the forecaster of a scenario (or a file's ``ScenarioData``: every
+    row is training data) and build its cross-fitted cube.
 
     Returns
     -------
     dict
-        paths written and seconds spent (``fit_s``, ``cube_s``).
+        paths written, seconds spent (``fit_s``, ``cube_s``), the targets and features.
     """
-    cfg = _config(config)
-    data = load_inputs(scenario_path)
+    data = _inputs(scenario_path)
+    cfg, dropped = resolve_config(config, data)
     table = signal_table(data.signals)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     train = np.zeros(len(table.index), dtype=bool)
-    train[evaluation_rows(table.index, data.scenario.periods.train)] = True
+    if data.scenario is None:
+        train[:] = True
+    else:
+        train[evaluation_rows(table.index, data.scenario.periods.train)] = True
     weather = weather_for(table, cfg, None, seed)
     t0 = time.perf_counter()
     model = QuantileForecaster(cfg, data.locations, weather, seed=seed)
@@ -98,8 +185,11 @@ def fit_scenario(
     cube_s = time.perf_counter() - t1
     cube_path = cube.save(out / "cube.npz")
     info = {
-        "scenario": data.scenario.name, "scenario_hash": data.scenario.content_hash(),
+        "scenario": data.name,
+        "scenario_hash": data.scenario.content_hash() if data.scenario is not None else None,
         "config": cfg.name, "seed": seed, "train_rows": int(train.sum()),
+        "targets": list(cfg.targets), "targets_left_out": dropped,
+        "solar_features": cfg.features.solar,
         "fit_s": round(fit_s, 2), "cube_s": round(cube_s, 2),
         "model": str(out / "model"), "cube": str(cube_path),
     }
@@ -108,7 +198,7 @@ def fit_scenario(
 
 
 def backtest_scenario(
-    scenario_path: str | Path,
+    scenario_path: str | Path | ScenarioData,
     config: str | Path | ForecastConfig | None,
     out_dir: str | Path | None = None,
     *,
@@ -118,20 +208,24 @@ def backtest_scenario(
     seed: int = 0,
     progress: bool = True,
 ) -> BacktestResult:
-    """Backtest a scenario's forecaster; save tables and plots when folders are given."""
-    cfg = _config(config)
-    data = load_inputs(scenario_path)
+    """Backtest a scenario's (or a file's) forecaster; save tables and plots when folders
+    are given. A file has no test period: every row is evaluated."""
+    data = _inputs(scenario_path)
+    cfg, dropped = resolve_config(config, data)
     eval_rows = None
-    if period == "test":
-        eval_rows = evaluation_rows(data.signals.index, data.scenario.periods.test)
+    if period == "test" and data.scenario is not None:
+        eval_rows = evaluation_rows(signal_table(data.signals).index,
+                                    data.scenario.periods.test)
     result = backtest(data.signals, cfg, scheme=scheme, locations=data.locations,
                       eval_rows=eval_rows, seed=seed, progress=progress)
-    result.meta.update(scenario=data.scenario.name, config=cfg.name, period=period)
+    result.meta.update(scenario=data.name, config=cfg.name, targets_left_out=dropped,
+                       period=period if data.scenario is not None else "all",
+                       solar_features=cfg.features.solar)
     if out_dir is not None:
         result.save(out_dir)
     if plots_dir is not None:
-        write_plots(result, plots_dir, title=f"{data.scenario.name}: {scheme} backtest, "
-                    f"{period} period")
+        write_plots(result, plots_dir, title=f"{data.name}: {scheme} backtest, "
+                    f"{result.meta['period']} period")
     return result
 
 
@@ -191,4 +285,7 @@ def describe(directory: str | Path) -> dict[str, Any]:
     return out
 
 
-__all__ = ["backtest_scenario", "describe", "fit_scenario", "load_inputs", "write_plots"]
+__all__ = [
+    "backtest_scenario", "constant_targets", "describe", "file_inputs", "fit_scenario",
+    "load_inputs", "refuse_constant_targets", "resolve_config", "write_plots",
+]

@@ -9,9 +9,10 @@ from gridrl.forecast.solar import SiteLocation
 
 
 def site_locations(scenario: Any) -> dict[str, SiteLocation]:
-    """Location of every site of a :class:`gridrl.scenario.Scenario`, from the header of
-    its weather file (read by :func:`gridrl.data.sources.weather.load_weather`), with the
-    tilt and azimuth of its PV array.
+    """Location of every site of a :class:`gridrl.scenario.Scenario`: its ``location``
+    key, else the header of its weather file (read by
+    :func:`gridrl.data.sources.weather.load_weather`), with the tilt and azimuth of its
+    PV array.
 
     Raises
     ------
@@ -22,6 +23,12 @@ def site_locations(scenario: Any) -> dict[str, SiteLocation]:
 
     out: dict[str, SiteLocation] = {}
     for site in scenario.expanded_sites():
+        if site.location is not None:  # the site's own key wins over the weather file
+            loc = site.location
+            out[site.name] = SiteLocation(loc.latitude_deg, loc.longitude_deg, loc.altitude_m,
+                                          pv_tilt_deg=site.pv.tilt_deg,
+                                          pv_azimuth_deg=site.pv.azimuth_deg)
+            continue
         try:
             w = load_weather(site.weather, scenario.year)
         except NotImplementedError:

@@ -8,7 +8,8 @@ and the hourly UTC index of the scenario year:
 - ``wind``: turbine output through windpowerlib's OEDB power curves;
 - ``grid``: background load, feeder capacity after events, headroom;
 - ``market``: carbon intensity and price of the regional mix (model or CSV);
-- ``workload``: inference demand and flexible work arrivals (seeded generator).
+- ``workload``: inference demand and flexible work arrivals (seeded generator);
+- ``series``: any of these signals from a real file or a named data set instead.
 
 ``gridrl.data.build.build_signals`` puts them together into one ``Signals`` table.
 """

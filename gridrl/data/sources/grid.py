@@ -127,7 +127,10 @@ def event_depth(process: EventProcess, n_hours: int, rng: np.random.Generator) -
     return depth
 
 
-def grid_signals(grid: GridConfig, weather: SiteWeather, seed: int, site: str) -> GridSignals:
+def grid_signals(
+    grid: GridConfig, weather: SiteWeather, seed: int, site: str,
+    load_kw: np.ndarray | None = None,
+) -> GridSignals:
     """Background load, feeder capacity after events and headroom of one site, kW.
 
     Parameters
@@ -140,6 +143,8 @@ def grid_signals(grid: GridConfig, weather: SiteWeather, seed: int, site: str) -
         Scenario seed; with ``site`` it keys the congestion and outage streams.
     site : str
         Site name.
+    load_kw : numpy.ndarray, optional
+        A real background load (kW) in place of the temperature-driven model.
 
     Returns
     -------
@@ -147,7 +152,7 @@ def grid_signals(grid: GridConfig, weather: SiteWeather, seed: int, site: str) -
         See the module docstring for the equations.
     """
     n = len(weather.frame)
-    load = background_load_kw(grid, weather)
+    load = background_load_kw(grid, weather) if load_kw is None else load_kw
     congestion = event_depth(grid.congestion, n, stream_rng(seed, site, "congestion"))
     outage = event_depth(grid.outages, n, stream_rng(seed, site, "outage")) > 0
     capacity = grid.feeder_capacity_kw * (1.0 - congestion) * np.where(outage, 0.0, 1.0)

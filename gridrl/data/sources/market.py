@@ -34,9 +34,10 @@ Low-carbon hours are cheap (renewables bid near zero), high-demand hours climb t
 convex top of the merit curve (``d^2``). ``n_P`` is AR(1) noise (std
 ``noise_per_mwh``, correlation ``noise_ar1``). Prices may be negative, as real ones do.
 
-``source: csv`` reads a real series instead (``file``, ``column``, ``time_column``):
-hourly, UTC (or zone-aware) timestamps covering the scenario year, validated by
-``Signals.from_csv`` (gaps, duplicates, NaN, wrong steps are errors, nothing is filled).
+``source: csv`` reads a real series instead (``file``, ``column``, ``time_column``,
+``assume_tz``, ``resample``, ``fill``): ``sources.series`` reads it like any
+``sites[i].series`` entry (gaps, duplicates, NaN, wrong steps are errors unless
+resampling or filling is asked for, and recorded).
 """
 
 from __future__ import annotations
@@ -45,9 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
-from gridrl.data.signals import SignalError, Signals
 from gridrl.data.sources.rng import ar1_noise, stream_rng
 from gridrl.data.sources.weather import SiteWeather
 from gridrl.scenario import CarbonConfig, PriceConfig
@@ -157,44 +156,6 @@ def resolve_data_path(file: str, base_dir: Path | None) -> Path:
     if not path.is_absolute() and base_dir is not None:
         path = base_dir / path
     return path
-
-
-def csv_series(
-    file: str,
-    column: str,
-    time_column: str,
-    signal: str,
-    index: pd.DatetimeIndex,
-    base_dir: Path | None = None,
-) -> np.ndarray:
-    """One column of a CSV as an hourly series on ``index`` (the scenario year, UTC).
-
-    The file is validated by ``Signals.from_csv`` (hourly, tz-aware, no gap, no
-    duplicate, finite, non-negative where the unit says so); the scenario's hours must
-    all be present. Extra hours outside the year are ignored (selected, not dropped
-    from the file's meaning).
-
-    Raises
-    ------
-    SignalError
-        File unreadable, column absent, bad rows (naming file, column and row), or
-        hours of the scenario year missing from the file.
-    """
-    path = resolve_data_path(file, base_dir)
-    if not path.is_file():
-        raise SignalError(str(path), "file not found", column=column)
-    signals = Signals.from_csv(path, time_column=time_column, columns={column: signal}, site="_")
-    series = signals.frame[("_", signal)]
-    present = index.isin(series.index)
-    if not present.all():
-        missing = index[~present]
-        raise SignalError(
-            str(path),
-            f"{missing.size} hours of the scenario year are not in the file (first "
-            f"{missing[0]}, file covers {series.index[0]}..{series.index[-1]})",
-            column=column,
-        )
-    return series.reindex(index).to_numpy(dtype=np.float64)
 
 
 def market_drivers(
