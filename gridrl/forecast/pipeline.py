@@ -3,10 +3,12 @@
 ``fit``
     fits the forecaster on the scenario's training periods (issue and target rows both
     inside them), saves it (LightGBM text models + ``forecaster.json``), and builds the
-    cross-fitted cube of every issue time (cached, and copied to the output folder).
+    cube of every issue time (causal in the validation and test periods, cross-fitted
+    elsewhere; cached, and copied to the output folder).
 ``backtest``
-    evaluates out of sample (rolling origin or cross-fitted) on the test periods or the
-    whole year; writes the metric table (CSV + parquet), a summary and PNG plots.
+    evaluates out of sample (the cube's causal scheme, rolling origin, or cross-fitted
+    over the whole year) on the test or validation periods or the whole year; writes the
+    metric table (CSV + parquet), a summary and PNG plots.
 ``show``
     describes a folder written by either.
 """
@@ -23,9 +25,11 @@ import numpy as np
 import pandas as pd
 
 from gridrl.forecast.backtest import BacktestResult, backtest, evaluation_rows
+from gridrl.forecast.causal import evaluation_mask
 from gridrl.forecast.config import ForecastConfig, load_forecast_config
 from gridrl.forecast.crossfit import weather_for
 from gridrl.forecast.cube import ForecastCube, make_cube
+from gridrl.forecast.errors import ForecastError
 from gridrl.forecast.features import target_hour_arrays
 from gridrl.forecast.inputs import signal_table
 from gridrl.forecast.model import QuantileForecaster
@@ -70,7 +74,8 @@ def fit_scenario(
     cache_dir: str | Path | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Fit and save the forecaster of a scenario and build its cross-fitted cube.
+    """Fit and save the forecaster of a scenario and build its cube (causal in the
+    validation and test periods).
 
     Returns
     -------
@@ -93,7 +98,8 @@ def fit_scenario(
     t1 = time.perf_counter()
     cube = make_cube(data.signals, "lightgbm", targets=cfg.targets, horizons_h=cfg.horizons_h,
                      quantiles=cfg.quantiles, config=cfg, cache_dir=cache_dir, seed=seed,
-                     locations=data.locations, progress=progress)
+                     locations=data.locations, periods=data.scenario.periods,
+                     progress=progress)
     cube_s = time.perf_counter() - t1
     cube_path = cube.save(out / "cube.npz")
     info = {
@@ -111,8 +117,8 @@ def backtest_scenario(
     config: str | Path | ForecastConfig | None,
     out_dir: str | Path | None = None,
     *,
-    scheme: Literal["rolling", "crossfit"] = "crossfit",
-    period: Literal["test", "all"] = "test",
+    scheme: Literal["causal", "rolling", "crossfit"] = "causal",
+    period: Literal["test", "validation", "all"] = "test",
     plots_dir: str | Path | None = None,
     seed: int = 0,
     progress: bool = True,
@@ -120,11 +126,18 @@ def backtest_scenario(
     """Backtest a scenario's forecaster; save tables and plots when folders are given."""
     cfg = _config(config)
     data = load_inputs(scenario_path)
+    periods = data.scenario.periods
     eval_rows = None
-    if period == "test":
-        eval_rows = evaluation_rows(data.signals.index, data.scenario.periods.test)
+    if period != "all":
+        blocks = getattr(periods, period, None)
+        if not blocks:
+            raise ForecastError(f"{data.path}: the scenario has no {period} period "
+                                f"(periods.{period})")
+        eval_rows = evaluation_rows(data.signals.index, blocks)
     result = backtest(data.signals, cfg, scheme=scheme, locations=data.locations,
-                      eval_rows=eval_rows, seed=seed, progress=progress)
+                      eval_rows=eval_rows,
+                      causal_rows=evaluation_mask(data.signals.index, periods),
+                      seed=seed, progress=progress)
     result.meta.update(scenario=data.scenario.name, config=cfg.name, period=period)
     if out_dir is not None:
         result.save(out_dir)
