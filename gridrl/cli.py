@@ -124,7 +124,8 @@ def forecast_fit(
     out: str = typer.Option(None, "--out", help="Output folder (default runs/forecast/NAME)."),
     seed: int = typer.Option(0, "--seed", help="Seed of horizon sampling and LightGBM."),
 ) -> None:
-    """Fit the forecaster on the training periods, save it, build the cross-fitted cube."""
+    """Fit the forecaster on the training periods, save it, build the cube (causal in the
+    validation and test periods, cross-fitted elsewhere)."""
     from pathlib import Path
 
     from gridrl.forecast.pipeline import fit_scenario
@@ -146,15 +147,19 @@ def forecast_backtest(
     config: str = typer.Option(_FORECAST_CONFIG, "--config", help="Forecaster YAML."),
     out: str = typer.Option(None, "--out", help="Folder for metrics.csv/parquet, summary."),
     plots: str = typer.Option(None, "--plots", help="Folder for PNG plots."),
-    scheme: str = typer.Option("crossfit", "--scheme", help="crossfit or rolling (origin)."),
-    period: str = typer.Option("test", "--period", help="Evaluate on: test or all."),
+    scheme: str = typer.Option(
+        "causal", "--scheme",
+        help="causal (the cube's), rolling (origin) or crossfit (whole year, not causal)."),
+    period: str = typer.Option("test", "--period", help="Evaluate on: test, validation or all."),
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
     """Out-of-sample backtest against the baselines; print the table, save CSV and PNGs."""
     from gridrl.forecast.pipeline import backtest_scenario
 
-    if scheme not in ("crossfit", "rolling") or period not in ("test", "all"):
-        console.print("[red]error:[/] --scheme is crossfit|rolling, --period is test|all")
+    if scheme not in ("causal", "crossfit", "rolling") or period not in ("test", "validation",
+                                                                          "all"):
+        console.print("[red]error:[/] --scheme is causal|crossfit|rolling, --period is "
+                      "test|validation|all")
         raise typer.Exit(2)
     try:
         result = backtest_scenario(scenario, config, out, scheme=scheme, period=period,
