@@ -3,7 +3,7 @@
 An evaluation is only honest if every forecast the controller saw could have been made
 at its issue time. Rows of the evaluation periods (a scenario's ``validation`` and
 ``test`` blocks) are therefore forecast *causally*: at each refit origin ``o`` (the first
-evaluation hour of each month or week that holds one: ``causal.refit``) a model is fitted
+evaluation hour of each quarter, month or week that holds one: ``causal.refit``) a model is fitted
 on pairs ``(t, h)`` whose issue row and target row both lie before ``o`` (all of them,
 or the latest ``causal.rolling_window_h`` hours: ``causal.origin``) and forecasts every
 issue row from ``o`` up to the next origin. A forecast issued at ``t >= o`` therefore
@@ -41,7 +41,7 @@ from gridrl.forecast.weather import WeatherForecasts
 
 # Scenario period lists forecast causally (``validation`` exists only in some scenarios).
 EVALUATION_PERIODS = ("validation", "test")
-_PANDAS_FREQ = {"monthly": "M", "weekly": "W"}
+_PANDAS_FREQ = {"quarterly": "Q", "monthly": "M", "weekly": "W"}
 
 
 def evaluation_mask(index: pd.DatetimeIndex, periods: Any) -> np.ndarray:

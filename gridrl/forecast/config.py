@@ -162,14 +162,14 @@ class CausalConfig(_Strict):
     """Forecasts issued in the evaluation periods (validation and test): each comes from
     a model fitted only on pairs whose issue and target rows lie before its *origin*,
     and the origin is at or before the issue time, so nothing after the issue time is
-    seen. ``refit``: one origin per calendar month (``monthly``) or week (``weekly``,
-    UTC) that holds evaluation hours, at its first evaluation hour. ``origin``: the model
+    seen. ``refit``: one origin per calendar quarter, month or week (UTC) that holds
+    evaluation hours, at its first evaluation hour. ``origin``: the model
     uses all data before the origin (``expanding``) or the last ``rolling_window_h``
     hours (``rolling``). An origin needs ``min_train_h`` hours of data before it.
     ``n_estimators`` sets the trees of these refits (``lightgbm.n_estimators`` if
     null)."""
 
-    refit: Literal["monthly", "weekly"] = "monthly"
+    refit: Literal["quarterly", "monthly", "weekly"] = "monthly"
     origin: Literal["expanding", "rolling"] = "expanding"
     rolling_window_h: PosInt = 24 * 365
     min_train_h: PosInt = 24 * 14

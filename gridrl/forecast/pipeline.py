@@ -190,7 +190,8 @@ def describe(directory: str | Path) -> dict[str, Any]:
         out["sites"] = list(model.sites)
     if (d / "cube.npz").exists():
         cube = ForecastCube.load(d / "cube.npz")
-        out["cube"] = {"mode": cube.mode, "shape": list(cube.values.shape),
+        out["cube"] = {"mode": cube.mode, "scheme": cube.meta.get("scheme"),
+                       "shape": list(cube.values.shape),
                        "sites": list(cube.sites), "signals": list(cube.signals),
                        "horizons_h": list(cube.horizons_h), "quantiles": list(cube.quantiles),
                        "start": str(cube.index[0]), "end": str(cube.index[-1])}
