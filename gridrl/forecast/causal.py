@@ -16,8 +16,13 @@ The rolling CQR needs past scores: when the data allow, one more origin
 up, so that the first evaluation hours are calibrated as well as the later ones.
 
 All other rows (the training periods, and rows no period claims) are cross-fitted among
-themselves (:mod:`gridrl.forecast.crossfit`): no model sees its own block or any
+themselves (:mod:`gridrl.forecast.crossfit`): no model fits its own block or any
 evaluation hour. Without evaluation rows every row is cross-fitted.
+
+Simulated weather forecasts (:func:`gridrl.forecast.weather.simulate_weather`) are the
+observed weather of the target hour plus an error: they stand in for a forecast product
+issued at the time and are the one input built from later observations. With real
+forecast products (``weather=``) nothing after the issue time is used.
 """
 
 from __future__ import annotations
