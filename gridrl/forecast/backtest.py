@@ -15,7 +15,7 @@ Three schemes, all out of sample for every forecast evaluated:
     model trained on the other blocks, later months included (not causal: kept to
     measure what causality costs).
 
-The quantile bands are recalibrated by the causal rolling CQR in both. Metrics
+The quantile bands are recalibrated by the causal rolling CQR in all three. Metrics
 (:mod:`gridrl.forecast.metrics`) are computed per signal and horizon on the evaluated
 issue rows (optionally restricted, e.g. to a scenario's test periods), for LightGBM and
 for the baselines (persistence, seasonal naive, climatology, smart persistence for PV).

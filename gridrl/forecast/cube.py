@@ -300,7 +300,8 @@ def make_cube(
     ------
     ForecastError
         unknown mode; a target missing, all NaN or (for the cheap modes) with NaN at a
-        site; horizons beyond the data; bad quantiles.
+        site; horizons beyond the data; bad quantiles; (``lightgbm``) an evaluation
+        period starting before ``causal.min_train_h`` hours of data.
     """
     name, sigma = parse_mode(mode)
     cfg = config or ForecastConfig()
