@@ -227,7 +227,7 @@ def forecast_fit(
     fill: str = _FILE_OPTIONS["fill"], max_fill_h: int = _FILE_OPTIONS["max_fill_h"],
 ) -> None:
     """Fit the forecaster on the training periods (a file: all of it), save it, build the
-    cross-fitted cube."""
+    cube (causal in the validation and test periods, cross-fitted elsewhere)."""
     from pathlib import Path
 
     from gridrl.forecast.pipeline import fit_scenario, load_inputs
@@ -251,8 +251,10 @@ def forecast_backtest(
                                "default.yaml); default: derived from the targets present."),
     out: str = typer.Option(None, "--out", help="Folder for metrics.csv/parquet, summary."),
     plots: str = typer.Option(None, "--plots", help="Folder for PNG plots."),
-    scheme: str = typer.Option("crossfit", "--scheme", help="crossfit or rolling (origin)."),
-    period: str = typer.Option("test", "--period", help="Evaluate on: test or all."),
+    scheme: str = typer.Option(
+        "causal", "--scheme",
+        help="causal (the cube's), rolling (origin) or crossfit (whole year, not causal)."),
+    period: str = typer.Option("test", "--period", help="Evaluate on: test, validation or all."),
     seed: int = typer.Option(0, "--seed"),
     csv: str = _FILE_OPTIONS["csv"], column: list[str] = _FILE_OPTIONS["column"],
     signal: str = _FILE_OPTIONS["signal"], lat: float = _FILE_OPTIONS["lat"],
@@ -263,10 +265,14 @@ def forecast_backtest(
     """Out-of-sample backtest against the baselines; print the table, save CSV and PNGs."""
     from gridrl.forecast.pipeline import backtest_scenario
 
-    if scheme not in ("crossfit", "rolling") or period not in ("test", "all"):
-        raise typer.BadParameter("--scheme is crossfit|rolling, --period is test|all")
+    if scheme not in ("causal", "crossfit", "rolling") or period not in ("test", "validation",
+                                                                          "all"):
+        raise typer.BadParameter("--scheme is causal|crossfit|rolling, --period is "
+                                 "test|validation|all")
     data = _forecast_inputs(scenario, csv, column, signal, lat, lon, time_column, assume_tz,
                             resample, fill, max_fill_h)
+    if csv is not None and scheme == "causal":
+        scheme = "rolling"  # a file has no validation/test periods to refit causally over
     result = backtest_scenario(data, config, out, scheme=scheme, period=period,
                                plots_dir=plots, seed=seed, progress=True)
     meta = result.meta

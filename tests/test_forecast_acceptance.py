@@ -18,6 +18,7 @@ from forecast_helpers import (
 
 from gridrl.forecast import ForecastConfig
 from gridrl.forecast.backtest import backtest, evaluation_rows
+from gridrl.forecast.causal import evaluation_mask
 
 pytestmark = pytest.mark.slow
 
@@ -39,8 +40,10 @@ def _mae(summary, signal, model):
 def geo3_result():
     data = geo3_inputs()
     rows = evaluation_rows(data.signals.index, data.scenario.periods.test)
-    return backtest(data.signals, ForecastConfig(), scheme="crossfit",
-                    locations=data.locations, eval_rows=rows)
+    # the cube's scheme: test-week forecasts from models fitted on earlier data only
+    return backtest(data.signals, ForecastConfig(), scheme="causal",
+                    locations=data.locations, eval_rows=rows,
+                    causal_rows=evaluation_mask(data.signals.index, data.scenario.periods))
 
 
 def test_geo3_test_period(geo3_result):

@@ -16,18 +16,25 @@ HORIZONS = [1, 6, 24]
 Q = [0.1, 0.5, 0.9]
 
 
-def test_fold_masks_keep_every_block_out_of_its_training():
-    t_len, h_max = 1000, 24
-    blocks = fold_blocks(t_len, 4)
-    assert np.array_equal(np.concatenate(blocks), np.arange(t_len))
+@pytest.mark.parametrize("held_out", [None, slice(400, 500)])
+def test_fold_masks_keep_every_block_out_of_its_training(held_out):
+    t_len, h_max, lookback = 1000, 24, 30
+    rows = np.ones(t_len, dtype=bool)
+    if held_out is not None:
+        rows[held_out] = False  # evaluation rows: never cross-fitted, never trained on
+    blocks = fold_blocks(t_len, 4, None if held_out is None else rows)
+    assert np.array_equal(np.concatenate(blocks), np.flatnonzero(rows))
     for block in blocks:
-        mask = crossfit_mask(t_len, block, gap_h=10)
+        mask = crossfit_mask(t_len, block, 10, None if held_out is None else rows, lookback)
         t = np.arange(t_len)[:, None]
         h = np.arange(1, h_max + 1)[None, :]
         s = np.minimum(t + h, t_len - 1)
         allowed = mask[t] & mask[s]  # the rule QuantileForecaster.fit applies to pairs
-        inside = np.isin(t, block) | np.isin(s, block)
+        inside = np.isin(t, block) | np.isin(s, block) | ~rows[t] | ~rows[s]
         assert not (allowed & inside).any()
+        # no issue row whose lags reach into the block
+        reaches = (t[:, 0] - lookback <= block[-1]) & (t[:, 0] > block[-1])
+        assert not mask[reaches].any()
 
 
 @pytest.fixture(scope="module")

@@ -150,6 +150,31 @@ def test_headroom_never_exceeds_feeder_capacity(fr):
         assert cube.values.min() >= 0
 
 
+def test_running_bounds_use_data_up_to_the_issue_row(fr):
+    """The lightgbm cube's bounds: what a forecaster knows at the issue time."""
+    wind = fr.array(["wind_mw"])[:, 0, 0]
+    t_len = len(wind)
+    rows = np.arange(t_len)
+    step = t_len // 2
+    cap = np.where(rows < step, 1.5, 2.0) * wind.max()  # the feeder is upgraded mid-year
+    price = np.where(rows < step, wind, wind - 0.5 * wind.max())  # negative from mid-year
+    data = np.stack([cap, cap - wind, price], axis=-1)[:, None, :]  # [T, 1, 3]
+    names = ("feeder_capacity_kw", "headroom_kw", "price_per_mwh")
+    args = (data, fr.index, ("f",), names, names[1:], BoundsConfig())
+    running, static = physical_bounds(*args, running=True), physical_bounds(*args)
+    assert static.upper[0, 0] == cap.max() and np.isneginf(static.lower[0, 1])
+    assert (running.upper[:step, 0, 0] == cap[0]).all()
+    assert (running.upper[step:, 0, 0] == cap.max()).all()
+    first_negative = int(np.flatnonzero(price < 0)[0])
+    assert (running.lower[:first_negative, 0, 1] == 0).all()
+    assert np.isneginf(running.lower[first_negative:, 0, 1]).all()
+    values = np.full((t_len, 1, 2, 1, 3), -1e9, dtype=np.float32)
+    values[:, :, 0] = 1e9
+    running.apply(values, rows, [1])
+    assert (values[:step, 0, 0] == np.float32(cap[0])).all()
+    assert (values[:first_negative, 0, 1] == 0).all() and (values[first_negative:, 0, 1] < 0).all()
+
+
 def test_bad_input_is_named(fr):
     with pytest.raises(ForecastError, match="unknown forecast mode"):
         _cube(fr, "oracle")

@@ -227,4 +227,5 @@ def make_forecast(scenario: Scenario, signals: Any, forecast_mode: str, *,
         signals, forecast_mode, targets=env.forecast_targets,
         horizons_h=env.forecast_horizons_h, quantiles=env.forecast_quantiles,
         config=forecast_config, seed=seed, locations=locations,
+        periods=scenario.periods,  # causal in validation/test: fitted on earlier hours only
     )

@@ -1,16 +1,21 @@
 """Out-of-sample evaluation of the LightGBM forecaster against the baselines.
 
-Two schemes, both strictly out of sample for every forecast evaluated:
+Three schemes, all out of sample for every forecast evaluated:
 
 ``rolling`` (rolling origin)
     origins every ``backtest.refit_every_h`` hours after ``backtest.initial_train_h``;
     at each origin the model is fitted on pairs whose issue and target rows lie before
     it, and forecasts the issue rows up to the next origin.
+``causal``
+    what a scenario's cube holds (:mod:`gridrl.forecast.causal`): the evaluation rows
+    (validation, test) forecast by monthly refits on the data before them, the other
+    rows cross-fitted among themselves.
 ``crossfit``
-    the cross-fitted cube (:mod:`gridrl.forecast.crossfit`): each block forecast by a
-    model trained on the other blocks; what the environment observes.
+    every row cross-fitted (:mod:`gridrl.forecast.crossfit`): each block forecast by a
+    model trained on the other blocks, later months included (not causal: kept to
+    measure what causality costs).
 
-The quantile bands are recalibrated by the causal rolling CQR in both. Metrics
+The quantile bands are recalibrated by the causal rolling CQR in all three. Metrics
 (:mod:`gridrl.forecast.metrics`) are computed per signal and horizon on the evaluated
 issue rows (optionally restricted, e.g. to a scenario's test periods), for LightGBM and
 for the baselines (persistence, seasonal naive, climatology, smart persistence for PV).
@@ -29,8 +34,16 @@ import pandas as pd
 from gridrl.forecast import baselines as bl
 from gridrl.forecast.bounds import physical_bounds
 from gridrl.forecast.calibration import rolling_cqr, target_truth
+from gridrl.forecast.causal import forecast_values, origin_mask, refit_plan
 from gridrl.forecast.config import ForecastConfig
-from gridrl.forecast.crossfit import _progress, crossfit_values, weather_for
+from gridrl.forecast.crossfit import (
+    _progress,
+    crossfit_mask,
+    crossfit_values,
+    fold_blocks,
+    lookback_gap_h,
+    weather_for,
+)
 from gridrl.forecast.errors import ForecastError
 from gridrl.forecast.features import target_hour_arrays
 from gridrl.forecast.inputs import SignalTable, check_targets, signal_table
@@ -112,10 +125,11 @@ def backtest(
     signals: Any,
     config: ForecastConfig,
     *,
-    scheme: Literal["rolling", "crossfit"] = "rolling",
+    scheme: Literal["rolling", "causal", "crossfit"] = "rolling",
     locations: Mapping[str, SiteLocation] | None = None,
     weather: WeatherForecasts | None = None,
     eval_rows: np.ndarray | None = None,
+    causal_rows: np.ndarray | None = None,
     seed: int = 0,
     progress: bool = False,
 ) -> BacktestResult:
@@ -128,10 +142,13 @@ def backtest(
     config
         targets, horizons ``1..max_horizon_h``, quantiles, model and backtest settings.
     scheme
-        ``rolling`` (rolling origin) or ``crossfit``.
+        ``rolling`` (rolling origin), ``causal`` or ``crossfit``.
     eval_rows
         issue rows to evaluate (e.g. a scenario's test periods); all forecast rows if
         None.
+    causal_rows
+        bool ``[T]``: the rows the ``causal`` scheme forecasts causally (a scenario's
+        validation and test periods: :func:`gridrl.forecast.causal.evaluation_mask`).
 
     Raises
     ------
@@ -146,19 +163,26 @@ def backtest(
     weather = weather_for(table, config, weather, seed)
     hours = target_hour_arrays(table, locations)
     y = table.data[:, :, [table.signals.index(s) for s in targets]]
-    origin_of = np.full(t_len, -1, dtype=np.int64)  # training cut-off of each issue row
+    kw = {"targets": targets, "horizons_h": horizons, "quantiles": config.quantiles,
+          "config": config, "seed": seed, "locations": locations, "weather": weather,
+          "progress": progress}
     if scheme == "crossfit":
-        values, meta = crossfit_values(
-            table, targets=targets, horizons_h=horizons, quantiles=config.quantiles,
-            config=config, seed=seed, locations=locations, weather=weather, progress=progress,
-        )
-        origin_of[:] = t_len  # climatology from all rows of the other blocks (see below)
+        values, meta = crossfit_values(table, **kw)
         meta["scheme"] = "crossfit"
+        groups = _crossfit_groups(t_len, config, None)
+    elif scheme == "causal":
+        if causal_rows is None or not np.any(causal_rows):
+            raise ForecastError("the causal backtest needs the evaluation periods "
+                                "(causal_rows: validation/test rows)")
+        causal_rows = np.asarray(causal_rows, dtype=bool)
+        values, meta = forecast_values(table, eval_mask=causal_rows, **kw)
+        groups = _causal_groups(table, config, causal_rows)
     elif scheme == "rolling":
-        values, meta = _rolling(table, config, horizons, locations, weather, hours,
-                                          seed, origin_of, progress)
+        values, meta, groups = _rolling(table, config, horizons, locations, weather, hours,
+                                        seed, progress)
     else:
-        raise ForecastError(f"unknown backtest scheme {scheme!r}; expected rolling or crossfit")
+        raise ForecastError(f"unknown backtest scheme {scheme!r}; expected rolling, causal "
+                            "or crossfit")
     predicted = np.isfinite(values).all(axis=(1, 2, 3, 4))
     rows = np.flatnonzero(predicted)
     if eval_rows is not None:
@@ -166,11 +190,11 @@ def backtest(
     if rows.size == 0:
         raise ForecastError("no issue rows to evaluate (the evaluation rows hold no forecasts)")
     b = physical_bounds(table.data, table.index, table.sites, table.signals, targets,
-                        config.bounds, locations)
+                        config.bounds, locations, running=True)
     forecasts = values[rows]
     b.apply(forecasts, rows, horizons)
     truth = target_truth(y, rows, horizons)
-    base = _baselines(table, config, targets, rows, horizons, hours, origin_of, scheme)
+    base = _baselines(table, config, targets, rows, horizons, hours, groups)
     frames = []
     for k, name in enumerate(targets):
         points = {"lightgbm": forecasts[:, :, k, :, config.quantiles.index(0.5)]}
@@ -191,7 +215,7 @@ def backtest(
     )
 
 
-def _rolling(table, config, horizons, locations, weather, hours, seed, origin_of, progress):
+def _rolling(table, config, horizons, locations, weather, hours, seed, progress):
     t_len = len(table.index)
     bt = config.backtest
     if bt.initial_train_h >= t_len:
@@ -200,6 +224,7 @@ def _rolling(table, config, horizons, locations, weather, hours, seed, origin_of
     origins = list(range(bt.initial_train_h, t_len, bt.refit_every_h))
     shape = (t_len, len(table.sites), len(config.targets), len(horizons), len(config.quantiles))
     values = np.full(shape, np.nan, dtype=np.float32)
+    groups = []
     with _progress(progress) as p:
         task = None if p is None else p.add_task(
             "rolling-origin backtest", total=len(origins) * len(config.targets))
@@ -210,30 +235,44 @@ def _rolling(table, config, horizons, locations, weather, hours, seed, origin_of
             model.fit(table, mask, hours=hours,
                       progress=None if p is None else (lambda: p.advance(task)))
             values[block] = model.predict(table, block, horizons, hours=hours, bounds=False)
-            origin_of[block] = origin
+            groups.append((block, mask))
     y = table.data[:, :, [table.signals.index(s) for s in config.targets]]
     calibrated, _ = rolling_cqr(values, y, horizons, config.quantiles, config.calibration)
     meta = {"scheme": "rolling", "origins": [str(table.index[o]) for o in origins],
             "refit_every_h": bt.refit_every_h, "calibration": config.calibration.method}
-    return calibrated, meta
+    return calibrated, meta, groups
+
+
+def _crossfit_groups(t_len: int, config: ForecastConfig, rows: np.ndarray | None
+                     ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(block, rows its models train on) of the cross-fitted rows (bool ``[T]``, all if
+    None)."""
+    return [(blk, crossfit_mask(t_len, blk, config.crossfit.gap_h, rows,
+                                lookback_gap_h(config)))
+            for blk in fold_blocks(t_len, config.crossfit.folds, rows)]
+
+
+def _causal_groups(table: SignalTable, config: ForecastConfig, causal_rows: np.ndarray
+                   ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The groups of the ``causal`` scheme: each origin's evaluation rows with the rows
+    before it, and the cross-fitted blocks of the other rows."""
+    t_len = len(table.index)
+    plan = refit_plan(table.index, causal_rows, config)
+    groups = [(blk[causal_rows[blk]], origin_mask(t_len, o, config.causal))
+              for o, end in zip(plan.origins, plan.ends, strict=True)
+              for blk in [np.arange(o, end)]]
+    return groups + _crossfit_groups(t_len, config, ~causal_rows)
 
 
 def _baselines(table: SignalTable, config: ForecastConfig, targets: list[str], rows: np.ndarray,
-               horizons: list[int], hours, origin_of: np.ndarray, scheme: str
+               horizons: list[int], hours, groups: list[tuple[np.ndarray, np.ndarray]]
                ) -> dict[str, np.ndarray]:
-    """Baselines ``[R, N, K, H]``. The climatology of a row uses the rows before its
-    origin (rolling) or every row outside its cross-fitting block (crossfit)."""
-    from gridrl.forecast.crossfit import fold_blocks
-
-    t_len, n_sites = len(table.index), len(table.sites)
+    """Baselines ``[R, N, K, H]``. The climatology (and PV clear-sky scale) of a row
+    comes from the rows the LightGBM model of that row trained on (``groups``: issue
+    rows, bool training rows)."""
+    n_sites = len(table.sites)
     out = {name: np.full((len(rows), n_sites, len(targets), len(horizons)), np.nan)
            for name in ("persistence", "seasonal_naive", "climatology", "smart_persistence")}
-    if scheme == "crossfit":
-        groups = [(blk, ~np.isin(np.arange(t_len), blk)) for blk in
-                  fold_blocks(t_len, config.crossfit.folds)]
-    else:
-        groups = [(np.flatnonzero(origin_of == o), np.arange(t_len) < o)
-                  for o in np.unique(origin_of[origin_of >= 0])]
     for k, name in enumerate(targets):
         yk = table.column(name)
         out["persistence"][:, :, k] = bl.persistence(yk, rows, horizons)

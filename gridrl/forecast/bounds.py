@@ -34,7 +34,7 @@ class PhysicalBounds:
     ----------
     lower, upper : numpy.ndarray
         ``[N, K]`` lower and upper limits in each signal's unit (``-inf``/``inf`` where
-        none).
+        none), or ``[T, N, K]`` limits per issue row (``running`` bounds).
     night : numpy.ndarray
         bool ``[T, N, K]``: True where target row ``r`` must be 0 (night, zero-at-night
         signal).
@@ -51,14 +51,17 @@ class PhysicalBounds:
         ``min(row + h, T - 1)`` (targets past the data hold the last row).
         """
         t_len = self.night.shape[0]
+        rows = np.asarray(rows, dtype=np.int64)
         h = np.asarray(horizons_h, dtype=np.int64)
-        target = np.minimum(np.asarray(rows, dtype=np.int64)[:, None] + h[None, :], t_len - 1)
+        target = np.minimum(rows[:, None] + h[None, :], t_len - 1)
         if self.night.any():
             mask = self.night[target]  # [R, H, N, K]
             mask = np.moveaxis(mask, 1, 3)  # [R, N, K, H]
             values[mask] = 0.0
-        lo = self.lower[None, :, :, None, None].astype(values.dtype)
-        hi = self.upper[None, :, :, None, None].astype(values.dtype)
+        lo = self.lower[rows] if self.lower.ndim == 3 else self.lower[None]  # [R|1, N, K]
+        hi = self.upper[rows] if self.upper.ndim == 3 else self.upper[None]
+        lo = lo[:, :, :, None, None].astype(values.dtype)
+        hi = hi[:, :, :, None, None].astype(values.dtype)
         np.clip(values, lo, hi, out=values)
         values.sort(axis=-1)
         return values
@@ -73,6 +76,14 @@ def _registry_nonnegative(name: str) -> bool:
         return False
 
 
+def _extreme(col: np.ndarray, ufunc: np.ufunc, running: bool) -> np.ndarray:
+    """Smallest/largest (``np.fmin``/``np.fmax``) value per site, NaN skipped: ``[N]``
+    over all rows, or ``[T, N]`` over rows ``0..t``."""
+    if running:
+        return ufunc.accumulate(col, axis=0)
+    return ufunc.reduce(col, axis=0)
+
+
 def physical_bounds(
     data: np.ndarray,
     index: pd.DatetimeIndex,
@@ -81,8 +92,14 @@ def physical_bounds(
     targets: Sequence[str],
     config: BoundsConfig,
     locations: Mapping[str, SiteLocation] | None = None,
+    *,
+    running: bool = False,
 ) -> PhysicalBounds:
     """Bounds of ``targets`` from the data ``[T, N, len(signals)]`` and the config.
+
+    With ``running`` the data-derived bounds of issue row ``t`` come from rows ``0..t``
+    only (a signal never negative *so far*, the largest capacity *so far*): what a
+    forecaster knows at the issue time. Otherwise from the whole data.
 
     Raises
     ------
@@ -91,24 +108,25 @@ def physical_bounds(
     """
     n_sites = len(sites)
     k_targets = len(targets)
-    lower = np.full((n_sites, k_targets), -np.inf)
-    upper = np.full((n_sites, k_targets), np.inf)
+    shape = (len(index), n_sites, k_targets) if running else (n_sites, k_targets)
+    lower = np.full(shape, -np.inf)
+    upper = np.full(shape, np.inf)
     night = np.zeros((len(index), n_sites, k_targets), dtype=bool)
     pos = {s: i for i, s in enumerate(signals)}
     for k, name in enumerate(targets):
-        col = data[:, :, pos[name]]
-        with np.errstate(invalid="ignore"):
-            never_negative = np.nanmin(np.where(np.isfinite(col), col, np.nan), axis=0) >= 0
+        col = np.where(np.isfinite(data[:, :, pos[name]]), data[:, :, pos[name]], np.nan)
         if name in config.nonnegative or _registry_nonnegative(name):
-            lower[:, k] = 0.0
+            lower[..., k] = 0.0
         elif config.nonnegative_from_data:
-            lower[never_negative, k] = 0.0
+            lowest = _extreme(col, np.fmin, running)
+            with np.errstate(invalid="ignore"):
+                lower[..., k] = np.where(lowest >= 0, 0.0, -np.inf)
         cap = config.upper.get(name)
         if cap is not None and cap in pos:
             cap_col = data[:, :, pos[cap]]
-            finite = np.isfinite(cap_col).any(axis=0)
-            upper[finite, k] = np.nanmax(np.where(np.isfinite(cap_col), cap_col, -np.inf)[
-                :, finite], axis=0)
+            highest = _extreme(np.where(np.isfinite(cap_col), cap_col, np.nan), np.fmax,
+                               running)
+            upper[..., k] = np.where(np.isfinite(highest), highest, np.inf)
         if name in config.zero_at_night:
             for n, site in enumerate(sites):
                 loc = (locations or {}).get(site)

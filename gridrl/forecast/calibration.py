@@ -16,6 +16,8 @@ import numpy as np
 import pandas as pd
 
 from gridrl.forecast.config import CalibrationConfig
+from gridrl.forecast.inputs import SignalTable
+from gridrl.forecast.metrics import coverage
 
 
 def quantile_pairs(quantiles: Sequence[float]) -> list[tuple[int, int]]:
@@ -38,6 +40,16 @@ def target_truth(y: np.ndarray, rows: np.ndarray, horizons_h: Sequence[int]) -> 
     truth = y[np.minimum(tgt, t_len - 1)]  # [R, H, N, K]
     truth = np.where(ok[:, :, None, None], truth, np.nan)
     return np.moveaxis(truth, 1, 3)
+
+
+def running_mean_abs(y: np.ndarray) -> np.ndarray:
+    """``[T, N, K]`` mean of ``|y|`` over rows ``0..t`` (NaN skipped; NaN before the first
+    finite value): what is known of a signal's size at issue row ``t``."""
+    finite = np.isfinite(y)
+    total = np.cumsum(np.where(finite, np.abs(y), 0.0), axis=0)
+    count = np.cumsum(finite, axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
 
 def rolling_cqr(
@@ -71,16 +83,15 @@ def rolling_cqr(
         return out, {"correction": corr_all}
     rows = np.arange(t_len)
     truth = target_truth(y, rows, horizons_h)  # [T, N, K, H]
-    with np.errstate(invalid="ignore"):
-        floor = config.width_floor_fraction * np.nanmean(np.abs(y), axis=0)  # [N, K]
-    floor = np.where(np.isfinite(floor) & (floor > 0), floor, 1.0)
+    floor = config.width_floor_fraction * running_mean_abs(y)  # [T, N, K]
+    floor = np.where(np.isfinite(floor) & (floor > 0), floor, 1.0)[..., None]
     q = np.asarray(quantiles)
     win = config.window_h * n_sites
     for p, (i, j) in enumerate(pairs):
         level = float(q[j] - q[i])
         lo = values[..., i].astype(np.float64)
         hi = values[..., j].astype(np.float64)
-        width = np.maximum(hi - lo, floor[None, :, :, None])
+        width = np.maximum(hi - lo, floor)
         score = np.maximum(lo - truth, truth - hi) / width  # [T, N, K, H]
         trivial = (hi == lo) & (truth == lo)  # zero band exactly right (PV at night)
         score = np.where(trivial, np.nan, score)
@@ -97,3 +108,26 @@ def rolling_cqr(
                 out[:, :, k, m, i] = lo[:, :, k, m] - c[:, None] * w
                 out[:, :, k, m, j] = hi[:, :, k, m] + c[:, None] * w
     return out, {"correction": corr_all}
+
+
+def calibrate_rows(
+    values: np.ndarray,
+    table: SignalTable,
+    targets: Sequence[str],
+    horizons_h: Sequence[int],
+    quantiles: Sequence[float],
+    config: CalibrationConfig,
+    rows: np.ndarray,
+) -> tuple[np.ndarray, dict[str, dict[str, float]]]:
+    """:func:`rolling_cqr` of ``values`` ``[T, N, K, H, Q]`` (NaN where no forecast was
+    made) and the outer-band coverage of ``rows`` (int), raw and calibrated, per target."""
+    y = table.data[:, :, [table.signals.index(s) for s in targets]]
+    calibrated, _ = rolling_cqr(values, y, horizons_h, quantiles, config)
+    truth = target_truth(y, rows, horizons_h)
+    cover = {}
+    for k, name in enumerate(targets):
+        raw = coverage(values[rows, :, k, :, 0], values[rows, :, k, :, -1], truth[:, :, k])
+        cal = coverage(calibrated[rows, :, k, :, 0], calibrated[rows, :, k, :, -1],
+                       truth[:, :, k])
+        cover[name] = {"raw": round(float(raw), 4), "calibrated": round(float(cal), 4)}
+    return calibrated.astype(np.float32, copy=False), cover

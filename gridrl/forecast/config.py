@@ -134,13 +134,14 @@ class CalibrationConfig(_Strict):
 
     For a pair ``(q, 1 - q)`` the conformity score of a past forecast is
     ``max(lo - y, y - hi) / width`` with ``width = max(hi - lo, floor)`` and ``floor =
-    width_floor_fraction x`` the site's mean absolute value of the signal. A forecast
-    issued at ``t`` for horizon ``h`` is widened (or narrowed) to ``[lo - c w, hi + c w]``
-    where ``c`` is the ``1 - 2q`` quantile of the scores of the same signal and horizon,
-    pooled over sites, whose target was observed by ``t`` (issue rows ``t - h -
-    window_h + 1 .. t - h``). Strictly causal; with fewer than ``min_scores`` scores
-    the raw quantiles are kept. Scores of forecasts that are exactly right with a zero
-    band (PV at night) are left out. ``method: none`` keeps the raw quantiles.
+    width_floor_fraction x`` the site's mean absolute value of the signal up to the
+    issue row (a size known at the time). A forecast issued at ``t`` for horizon ``h``
+    is widened (or narrowed) to ``[lo - c w, hi + c w]`` where ``c`` is the ``1 - 2q``
+    quantile of the scores of the same signal and horizon, pooled over sites, whose
+    target was observed by ``t`` (issue rows ``t - h - window_h + 1 .. t - h``).
+    Strictly causal; with fewer than ``min_scores`` scores the raw quantiles are kept.
+    Scores of forecasts that are exactly right with a zero band (PV at night) are left
+    out. ``method: none`` keeps the raw quantiles.
     """
 
     method: Literal["rolling_cqr", "none"] = "rolling_cqr"
@@ -156,6 +157,24 @@ class CrossFitConfig(_Strict):
 
     folds: Annotated[Count, Field(ge=2)] = 4
     gap_h: Annotated[Count, Field(ge=0)] = 48
+
+
+class CausalConfig(_Strict):
+    """Forecasts issued in the evaluation periods (validation and test): each comes from
+    a model fitted only on pairs whose issue and target rows lie before its *origin*,
+    and the origin is at or before the issue time, so nothing after the issue time is
+    seen. ``refit``: one origin per calendar quarter, month or week (UTC) that holds
+    evaluation hours, at its first evaluation hour. ``origin``: the model uses all data
+    before the origin (``expanding``) or the last ``rolling_window_h`` hours
+    (``rolling``). An origin needs ``min_train_h`` hours of data before it.
+    ``n_estimators`` sets the trees of these refits (``lightgbm.n_estimators`` if null).
+    """
+
+    refit: Literal["quarterly", "monthly", "weekly"] = "monthly"
+    origin: Literal["expanding", "rolling"] = "expanding"
+    rolling_window_h: PosInt = 24 * 365
+    min_train_h: PosInt = 24 * 14
+    n_estimators: PosInt | None = None
 
 
 class BacktestConfig(_Strict):
@@ -211,6 +230,7 @@ class ForecastConfig(_Strict):
     training: TrainingConfig = TrainingConfig()
     calibration: CalibrationConfig = CalibrationConfig()
     crossfit: CrossFitConfig = CrossFitConfig()
+    causal: CausalConfig = CausalConfig()
     backtest: BacktestConfig = BacktestConfig()
     # Capacity for nMAE: ``max`` (largest value in the data: installed power) or the name
     # of the signal holding the capacity. Signals not listed get no nMAE.

@@ -1,11 +1,15 @@
-"""Cross-fitted LightGBM forecasts for every issue time (the ``lightgbm`` cube mode).
+"""Cross-fitted LightGBM forecasts of the training rows (the ``lightgbm`` cube mode).
 
-The rows are cut into ``crossfit.folds`` contiguous blocks. Block ``b`` is forecast by a
-model trained on pairs ``(t, h)`` whose issue row and target row both lie outside block
-``b`` widened by ``crossfit.gap_h`` on each side, so no forecast comes from a model that
-saw its period; the training episodes of an agent then see realistic forecast errors.
-The quantile bands are then recalibrated with the causal rolling CQR of
-:mod:`gridrl.forecast.calibration`, and the physical bounds applied by the caller.
+The cross-fitted rows (all rows, or those outside the evaluation periods: see
+:mod:`gridrl.forecast.causal`) are cut into ``crossfit.folds`` contiguous blocks. Block
+``b`` is forecast by a model trained on pairs ``(t, h)`` whose issue row and target row
+are both cross-fitted rows outside block ``b`` widened by ``crossfit.gap_h`` before it
+and by the larger of ``gap_h`` and the features' lookback after it, so no forecast comes
+from a model that saw its period, not even through the lags of a later issue row (nor
+any evaluation hour as a target); the training episodes of an agent then see realistic
+forecast errors. The quantile bands are then recalibrated with the causal rolling CQR of
+:mod:`gridrl.forecast.calibration` on the cross-fitted rows' own forecasts, and the
+physical bounds applied by the caller.
 """
 
 from __future__ import annotations
@@ -16,27 +20,37 @@ from typing import Any
 
 import numpy as np
 
-from gridrl.forecast.calibration import rolling_cqr, target_truth
+from gridrl.forecast.calibration import calibrate_rows
 from gridrl.forecast.config import ForecastConfig
-from gridrl.forecast.features import target_hour_arrays
+from gridrl.forecast.features import TargetHourArrays, required_history_h, target_hour_arrays
 from gridrl.forecast.inputs import SignalTable
-from gridrl.forecast.metrics import coverage
 from gridrl.forecast.model import QuantileForecaster
 from gridrl.forecast.solar import SiteLocation
 from gridrl.forecast.weather import WeatherForecasts, simulate_weather
 
 
-def fold_blocks(t_len: int, folds: int) -> list[np.ndarray]:
-    """Contiguous blocks of rows ``0..t_len-1`` of (nearly) equal length."""
-    return [b for b in np.array_split(np.arange(t_len), folds) if b.size]
+def fold_blocks(t_len: int, folds: int, rows: np.ndarray | None = None) -> list[np.ndarray]:
+    """Consecutive blocks of (nearly) equal size of the rows where ``rows`` (bool ``[T]``)
+    is True, in time order (of rows ``0..t_len-1`` if None)."""
+    pool = np.arange(t_len) if rows is None else np.flatnonzero(rows)
+    return [b for b in np.array_split(pool, folds) if b.size]
 
 
-def crossfit_mask(t_len: int, block: np.ndarray, gap_h: int) -> np.ndarray:
+def crossfit_mask(t_len: int, block: np.ndarray, gap_h: int,
+                  rows: np.ndarray | None = None, after_h: int | None = None) -> np.ndarray:
     """Rows a model forecasting ``block`` may train on (issue and target rows alike):
-    every row outside the block widened by ``gap_h`` on each side."""
-    mask = np.ones(t_len, dtype=bool)
-    mask[max(int(block[0]) - gap_h, 0): int(block[-1]) + gap_h + 1] = False
+    every row outside the block widened by ``gap_h`` before it and ``after_h`` (default
+    ``gap_h``) after it, among ``rows`` (bool ``[T]``; all rows if None)."""
+    mask = np.ones(t_len, dtype=bool) if rows is None else np.asarray(rows, dtype=bool).copy()
+    after = gap_h if after_h is None else after_h
+    mask[max(int(block[0]) - gap_h, 0): int(block[-1]) + after + 1] = False
     return mask
+
+
+def lookback_gap_h(config: ForecastConfig) -> int:
+    """Hours removed after a cross-fitting block: the gap, or the features' lookback
+    when longer (a later issue row's lags must not reach into the block)."""
+    return max(config.crossfit.gap_h, required_history_h(config))
 
 
 def resolve_config(config: ForecastConfig, targets: Sequence[str], horizons_h: Sequence[int],
@@ -70,43 +84,40 @@ def crossfit_values(
     seed: int = 0,
     locations: Mapping[str, SiteLocation] | None = None,
     weather: WeatherForecasts | None = None,
+    rows: np.ndarray | None = None,
+    hours: TargetHourArrays | None = None,
     progress: bool = False,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Cross-fitted, calibrated quantile forecasts ``[T, N, K, H, Q]`` (float32, bounds
-    not yet applied) and a metadata dict (folds, raw and calibrated coverage)."""
+    not yet applied) of the rows where ``rows`` (bool ``[T]``) is True, NaN elsewhere
+    (all rows if None), and a metadata dict (folds, raw and calibrated coverage)."""
     cfg = resolve_config(config, targets, list(horizons_h), list(quantiles))
     weather = weather_for(table, cfg, weather, seed)
     t_len = len(table.index)
-    hours = target_hour_arrays(table, locations)
-    blocks = fold_blocks(t_len, cfg.crossfit.folds)
-    values = np.empty((t_len, len(table.sites), len(targets), len(horizons_h), len(quantiles)),
-                      dtype=np.float32)
-    bar = _progress(progress)
-    with bar as p:
+    hours = hours or target_hour_arrays(table, locations)
+    blocks = fold_blocks(t_len, cfg.crossfit.folds, rows)
+    values = np.full((t_len, len(table.sites), len(targets), len(horizons_h), len(quantiles)),
+                     np.nan, dtype=np.float32)
+    with _progress(progress) as p:
         task = None if p is None else p.add_task("cross-fitting forecasts",
                                                   total=len(blocks) * len(targets))
         for b, block in enumerate(blocks):
-            mask = crossfit_mask(t_len, block, cfg.crossfit.gap_h)
+            mask = crossfit_mask(t_len, block, cfg.crossfit.gap_h, rows, lookback_gap_h(cfg))
             model = QuantileForecaster(cfg, locations, weather, seed=seed + 1000 * b)
             model.fit(table, mask, hours=hours,
                       progress=None if p is None else (lambda: p.advance(task)))
             values[block] = model.predict(table, block, horizons_h, hours=hours, bounds=False)
-    y = table.data[:, :, [table.signals.index(s) for s in targets]]
-    calibrated, info = rolling_cqr(values, y, horizons_h, quantiles, cfg.calibration)
-    truth = target_truth(y, np.arange(t_len), horizons_h)
-    cover = {}
-    for k, name in enumerate(targets):
-        raw = coverage(values[:, :, k, :, 0], values[:, :, k, :, -1], truth[:, :, k])
-        cal = coverage(calibrated[:, :, k, :, 0], calibrated[:, :, k, :, -1], truth[:, :, k])
-        cover[name] = {"raw": round(float(raw), 4), "calibrated": round(float(cal), 4)}
+    calibrated, cover = calibrate_rows(values, table, targets, horizons_h, quantiles,
+                                       cfg.calibration, np.concatenate(blocks))
     meta = {
         "coverage_outer": cover,
         "folds": [[int(b[0]), int(b[-1])] for b in blocks],
         "gap_h": cfg.crossfit.gap_h,
+        "gap_after_h": lookback_gap_h(cfg),
         "calibration": cfg.calibration.method,
         "weather_covariates": [] if weather is None else list(weather.names),
     }
-    return calibrated.astype(np.float32), meta
+    return calibrated, meta
 
 
 def _progress(enabled: bool):

@@ -25,10 +25,14 @@ Modes (ablations share one interface):
     ``q`` is the noisy median plus ``sigma * scale * Phi^-1(q)``: the bands are
     calibrated for that error.
 ``lightgbm``
-    cross-fitted LightGBM quantile forecasts (:mod:`gridrl.forecast.crossfit`), cached on
-    disk under a hash of data and config.
+    LightGBM quantile forecasts, cached on disk under a hash of data, config and
+    periods: causal in the evaluation periods (validation, test) given by ``periods``,
+    each from a model fitted only on data before its issue time, and cross-fitted among
+    the other rows (:mod:`gridrl.forecast.causal`); all rows cross-fitted without
+    ``periods`` (forecasts for training only).
 
-Physical bounds and non-crossing quantiles hold in every mode (:mod:`.bounds`).
+Physical bounds and non-crossing quantiles hold in every mode (:mod:`.bounds`); in
+``lightgbm`` mode the data-derived bounds of a row use data up to that row only.
 """
 
 from __future__ import annotations
@@ -61,7 +65,7 @@ from gridrl.io import default_cache_dir, write_json_atomic, write_with
 CUBE_FORMAT_VERSION = 1
 # Part of the cache key of ``lightgbm`` cubes: bump it whenever a change of the model,
 # features or calibration code changes the forecasts, so stale cubes are not reused.
-FORECAST_CODE_VERSION = 2
+FORECAST_CODE_VERSION = 3
 _NOISY = re.compile(r"^noisy\(\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*\)$")
 MODES = ("lightgbm", "perfect", "persistence", "none", "noisy(sigma)")
 
@@ -256,6 +260,7 @@ def make_cube(
     seed: int = 0,
     locations: Mapping[str, SiteLocation] | None = None,
     weather: Any = None,
+    periods: Any = None,
     progress: bool = False,
 ) -> ForecastCube:
     """Build the forecast cube of ``targets`` at every site of ``signals``.
@@ -283,6 +288,11 @@ def make_cube(
         weather forecasts for the ``lightgbm`` features
         (:class:`gridrl.forecast.weather.WeatherForecasts`), simulated from the signals
         per the config when omitted.
+    periods
+        the scenario's periods (:class:`gridrl.scenario.Periods`): ``lightgbm``
+        forecasts of its ``validation`` and ``test`` rows are causal, the other rows
+        cross-fitted; None cross-fits every row (a cube for training only: models see
+        every hour but their own block).
     progress
         show a progress bar while fitting (``lightgbm``).
 
@@ -290,7 +300,8 @@ def make_cube(
     ------
     ForecastError
         unknown mode; a target missing, all NaN or (for the cheap modes) with NaN at a
-        site; horizons beyond the data; bad quantiles.
+        site; horizons beyond the data; bad quantiles; (``lightgbm``) an evaluation
+        period starting before ``causal.min_train_h`` hours of data.
     """
     name, sigma = parse_mode(mode)
     cfg = config or ForecastConfig()
@@ -312,28 +323,8 @@ def make_cube(
     meta: dict[str, Any] = {"data_hash": data_hash, "seed": seed}
 
     if name == "lightgbm":
-        loc_json = {s: vars(v) for s, v in (locations or {}).items()}
-        key = key_hash(FORECAST_CODE_VERSION, data_hash, targets, list(common["horizons_h"]),
-                       list(common["quantiles"]), cfg.model_dump(mode="json"), seed, loc_json,
-                       None if weather is None else weather.content_hash())
-        root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-        cached = root / "forecast" / f"cube-{key}.npz"
-        if cached.exists():
-            cube = ForecastCube.load(cached)
-            return replace(cube, index=table.index)
-        from gridrl.forecast.crossfit import crossfit_values
-
-        values, fit_meta = crossfit_values(
-            table, targets=targets, horizons_h=h, quantiles=q, config=cfg, seed=seed,
-            locations=locations, weather=weather, progress=progress,
-        )
-        meta.update(fit_meta, config_hash=key_hash(cfg.model_dump(mode="json")), cache_key=key)
-        bounds = physical_bounds(table.data, table.index, table.sites, table.signals, targets,
-                                 cfg.bounds, locations)
-        bounds.apply(values, np.arange(len(table.index)), h)
-        cube = ForecastCube(values=values, mode="lightgbm", meta=meta, **common)
-        cube.save(cached)
-        return cube
+        return _lightgbm_cube(table, common, meta, targets, h, q, cfg, cache_dir, seed,
+                              locations, weather, periods, progress)
 
     values = _cheap_values(table, name, sigma, targets, h, q, cfg, seed, locations)
     bounds = physical_bounds(table.data, table.index, table.sites, table.signals, targets,
@@ -341,6 +332,38 @@ def make_cube(
     bounds.apply(values, np.arange(len(table.index)), h)
     mode_label = f"noisy({sigma:g})" if name == "noisy" else name
     return ForecastCube(values=values, mode=mode_label, meta=meta, **common)
+
+
+def _lightgbm_cube(table: SignalTable, common: dict[str, Any], meta: dict[str, Any],
+                   targets: list[str], h: np.ndarray, q: np.ndarray, cfg: ForecastConfig,
+                   cache_dir: str | Path | None, seed: int,
+                   locations: Mapping[str, SiteLocation] | None, weather: Any, periods: Any,
+                   progress: bool) -> ForecastCube:
+    from gridrl.forecast.causal import evaluation_mask, forecast_values, row_runs
+
+    eval_mask = evaluation_mask(table.index, periods)
+    loc_json = {s: vars(v) for s, v in (locations or {}).items()}
+    key = key_hash(FORECAST_CODE_VERSION, meta["data_hash"], targets,
+                   list(common["horizons_h"]), list(common["quantiles"]),
+                   cfg.model_dump(mode="json"), seed, loc_json,
+                   None if weather is None else weather.content_hash(), row_runs(eval_mask))
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    cached = root / "forecast" / f"cube-{key}.npz"
+    if cached.exists():
+        cube = ForecastCube.load(cached)
+        return replace(cube, index=table.index)
+    values, fit_meta = forecast_values(
+        table, targets=targets, horizons_h=h, quantiles=q, config=cfg, eval_mask=eval_mask,
+        seed=seed, locations=locations, weather=weather, progress=progress,
+    )
+    meta = {**meta, **fit_meta, "config_hash": key_hash(cfg.model_dump(mode="json")),
+            "cache_key": key}
+    bounds = physical_bounds(table.data, table.index, table.sites, table.signals, targets,
+                             cfg.bounds, locations, running=True)
+    bounds.apply(values, np.arange(len(table.index)), h)
+    cube = ForecastCube(values=values, mode="lightgbm", meta=meta, **common)
+    cube.save(cached)
+    return cube
 
 
 def target_rows(t_len: int, horizons_h: np.ndarray) -> np.ndarray:

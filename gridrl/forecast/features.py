@@ -93,16 +93,34 @@ def target_hour_arrays(
 
 
 def trailing_sums(y: np.ndarray, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Sum, sum of squares and count of finite values over rows ``t-w+1..t``."""
+    """Sum, sum of squares and count of finite values over rows ``t-w+1..t``.
+
+    Each sum reads only the rows of its window (:func:`window_sums`), so values outside
+    the window cannot change it, not even in the last bit.
+    """
     finite = np.isfinite(y)
     v = np.where(finite, y, 0.0)
-    zeros = np.zeros((1,) + y.shape[1:])
-    c1 = np.concatenate([zeros, np.cumsum(v, axis=0)])
-    c2 = np.concatenate([zeros, np.cumsum(v * v, axis=0)])
-    cn = np.concatenate([zeros, np.cumsum(finite, axis=0)])
-    lo = np.maximum(np.arange(1, len(y) + 1) - w, 0)
-    hi = np.arange(1, len(y) + 1)
-    return c1[hi] - c1[lo], c2[hi] - c2[lo], cn[hi] - cn[lo]
+    return window_sums(v, w), window_sums(v * v, w), window_sums(finite.astype(np.float64), w)
+
+
+def window_sums(a: np.ndarray, w: int) -> np.ndarray:
+    """Sums of rows ``t-w+1..t`` of ``a`` (rows before 0 count as 0), in O(T).
+
+    The rows are cut into blocks of ``w``; a window spans the tail of one block and the
+    head of the next, summed by a backward and a forward cumulative sum inside each
+    block (van Herk / Gil-Werman), which both stay inside the window.
+    """
+    t_len = len(a)
+    n_blocks = -(-(t_len + w - 1) // w)
+    padded = np.zeros((n_blocks * w,) + a.shape[1:])
+    padded[w - 1: w - 1 + t_len] = a
+    blocks = padded.reshape((n_blocks, w) + a.shape[1:])
+    head = np.cumsum(blocks, axis=1).reshape(padded.shape)  # block start .. row
+    tail = np.cumsum(blocks[:, ::-1], axis=1)[:, ::-1].reshape(padded.shape)  # row .. end
+    start = np.arange(t_len)  # window of row t: padded rows t .. t + w - 1
+    end = start + w - 1
+    aligned = (start % w == 0).reshape((-1,) + (1,) * (a.ndim - 1))
+    return np.where(aligned, head[end], tail[start] + head[end])
 
 
 def _daily_profile(y: np.ndarray, days: int) -> np.ndarray:

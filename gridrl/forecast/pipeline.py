@@ -3,10 +3,12 @@
 ``fit``
     fits the forecaster on the scenario's training periods (issue and target rows both
     inside them), saves it (LightGBM text models + ``forecaster.json``), and builds the
-    cross-fitted cube of every issue time (cached, and copied to the output folder).
+    cube of every issue time (causal in the validation and test periods, cross-fitted
+    elsewhere; cached, and copied to the output folder).
 ``backtest``
-    evaluates out of sample (rolling origin or cross-fitted) on the test periods or the
-    whole year; writes the metric table (CSV + parquet), a summary and PNG plots.
+    evaluates out of sample (the cube's causal scheme, rolling origin, or cross-fitted
+    over the whole year) on the test or validation periods or the whole year; writes the
+    metric table (CSV + parquet), a summary and PNG plots.
 ``show``
     describes a folder written by either.
 """
@@ -23,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from gridrl.forecast.backtest import BacktestResult, backtest, evaluation_rows
+from gridrl.forecast.causal import evaluation_mask
 from gridrl.forecast.config import ForecastConfig, derive_config, load_forecast_config
 from gridrl.forecast.crossfit import weather_for
 from gridrl.forecast.cube import ForecastCube, make_cube
@@ -155,7 +158,7 @@ def fit_scenario(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Fit and save the forecaster of a scenario (or a file's ``ScenarioData``: every
-    row is training data) and build its cross-fitted cube.
+    row is training data) and build its cube (causal in the validation and test periods).
 
     Returns
     -------
@@ -181,7 +184,9 @@ def fit_scenario(
     t1 = time.perf_counter()
     cube = make_cube(data.signals, "lightgbm", targets=cfg.targets, horizons_h=cfg.horizons_h,
                      quantiles=cfg.quantiles, config=cfg, cache_dir=cache_dir, seed=seed,
-                     locations=data.locations, progress=progress)
+                     locations=data.locations,
+                     periods=data.scenario.periods if data.scenario is not None else None,
+                     progress=progress)
     cube_s = time.perf_counter() - t1
     cube_path = cube.save(out / "cube.npz")
     info = {
@@ -202,22 +207,30 @@ def backtest_scenario(
     config: str | Path | ForecastConfig | None,
     out_dir: str | Path | None = None,
     *,
-    scheme: Literal["rolling", "crossfit"] = "crossfit",
-    period: Literal["test", "all"] = "test",
+    scheme: Literal["causal", "rolling", "crossfit"] = "causal",
+    period: Literal["test", "validation", "all"] = "test",
     plots_dir: str | Path | None = None,
     seed: int = 0,
     progress: bool = True,
 ) -> BacktestResult:
     """Backtest a scenario's (or a file's) forecaster; save tables and plots when folders
-    are given. A file has no test period: every row is evaluated."""
+    are given. A file has no periods: every row is evaluated (the ``causal`` scheme needs
+    a scenario's validation/test periods)."""
     data = _inputs(scenario_path)
     cfg, dropped = resolve_config(config, data)
-    eval_rows = None
-    if period == "test" and data.scenario is not None:
-        eval_rows = evaluation_rows(signal_table(data.signals).index,
-                                    data.scenario.periods.test)
+    eval_rows = causal_rows = None
+    if data.scenario is not None:
+        periods = data.scenario.periods
+        if period != "all":
+            blocks = getattr(periods, period, None)
+            if not blocks:
+                raise ForecastError(f"{data.name}: the scenario has no {period} period "
+                                    f"(periods.{period})")
+            eval_rows = evaluation_rows(signal_table(data.signals).index, blocks)
+        causal_rows = evaluation_mask(data.signals.index, periods)
     result = backtest(data.signals, cfg, scheme=scheme, locations=data.locations,
-                      eval_rows=eval_rows, seed=seed, progress=progress)
+                      eval_rows=eval_rows, causal_rows=causal_rows, seed=seed,
+                      progress=progress)
     result.meta.update(scenario=data.name, config=cfg.name, targets_left_out=dropped,
                        period=period if data.scenario is not None else "all",
                        solar_features=cfg.features.solar)
@@ -272,7 +285,8 @@ def describe(directory: str | Path) -> dict[str, Any]:
         out["sites"] = list(model.sites)
     if (d / "cube.npz").exists():
         cube = ForecastCube.load(d / "cube.npz")
-        out["cube"] = {"mode": cube.mode, "shape": list(cube.values.shape),
+        out["cube"] = {"mode": cube.mode, "scheme": cube.meta.get("scheme"),
+                       "shape": list(cube.values.shape),
                        "sites": list(cube.sites), "signals": list(cube.signals),
                        "horizons_h": list(cube.horizons_h), "quantiles": list(cube.quantiles),
                        "start": str(cube.index[0]), "end": str(cube.index[-1])}

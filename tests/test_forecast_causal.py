@@ -1,0 +1,197 @@
+"""Causal forecasts of the evaluation periods: a forecast issued at t cannot change when
+anything after t changes; training-period forecasts stay cross-fitted.
+
+The data are geo3's real signals (pvlib TMY weather) from 1 January to 14 March: two
+test weeks (22-28 January and February) among three training blocks, every forecast
+target of the default config, its simulated weather forecasts as covariates.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+from forecast_helpers import geo3_inputs, small_config
+
+from gridrl.data.signals import signal_spec
+from gridrl.forecast import ForecastConfig, ForecastError, make_cube
+from gridrl.forecast.causal import evaluation_mask, origin_mask, refit_plan
+from gridrl.forecast.config import CalibrationConfig, CausalConfig
+from gridrl.forecast.crossfit import crossfit_mask, fold_blocks, lookback_gap_h, weather_for
+from gridrl.forecast.inputs import signal_table
+from gridrl.forecast.weather import WeatherForecasts
+from gridrl.scenario import Period
+
+ROWS = 24 * 73  # 1 January .. 14 March
+TARGETS = ForecastConfig().targets  # every target of the default config
+FIRST_TEST_ROW = 24 * 21  # 22 January 00:00 UTC
+SECOND_TEST_ROW = 24 * (31 + 21)  # 22 February
+
+
+@pytest.fixture(scope="module")
+def geo3():
+    data = geo3_inputs()
+    frame = data.signals.frame.iloc[:ROWS].copy()
+    cfg = small_config(calibration=CalibrationConfig(window_h=168),
+                       causal=CausalConfig(min_train_h=240))
+    weather = weather_for(signal_table(frame), cfg, None, seed=0)
+    return SimpleNamespace(frame=frame, periods=data.scenario.periods, cfg=cfg,
+                           weather=weather, locations=data.locations)
+
+
+def _cube(geo3, cache, frame=None, weather=None, periods="scenario", config=None):
+    return make_cube(
+        geo3.frame if frame is None else frame, "lightgbm", targets=TARGETS,
+        horizons_h=list(range(1, 25)), quantiles=[0.1, 0.5, 0.9],
+        config=config or geo3.cfg, cache_dir=cache, locations=geo3.locations,
+        weather=geo3.weather if weather is None else weather,
+        periods=geo3.periods if periods == "scenario" else periods,
+    )
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("cubes")
+
+
+@pytest.fixture(scope="module")
+def base(geo3, cache):
+    return _cube(geo3, cache)
+
+
+def _changed(values: np.ndarray, name: str, rows: slice, rng: np.random.Generator
+             ) -> np.ndarray:
+    """A copy of ``values`` with ``rows`` changed: scaled for nonnegative signals, shifted
+    (possibly below zero) for the others."""
+    out = np.array(values, dtype=np.float64, copy=True)
+    part = out[rows]
+    if signal_spec(name).nonnegative:
+        out[rows] = part * rng.lognormal(0.0, 0.5, part.shape)
+    else:
+        out[rows] = part + rng.normal(0.0, 2.0 * np.nanstd(values), part.shape)
+    return out
+
+
+def perturbed(frame: pd.DataFrame, weather: WeatherForecasts, after: int,
+              until: int | None = None, seed: int = 1
+              ) -> tuple[pd.DataFrame, WeatherForecasts]:
+    """Every signal changed at rows ``after + 1 .. until`` (to the end if None), and every
+    weather forecast issued after row ``after`` for a target row up to ``until``."""
+    rng = np.random.default_rng(seed)
+    stop = len(frame) if until is None else until + 1
+    out = frame.copy()
+    for col in frame.columns:
+        out[col] = _changed(frame[col].to_numpy(), col[1], slice(after + 1, stop), rng)
+    forecasts = {}
+    for name, by_lead in weather.forecasts.items():
+        forecasts[name] = {}
+        for lead, arr in by_lead.items():
+            target = np.arange(len(arr))
+            issued_later = (target - lead > after) & (target < stop)
+            changed = _changed(arr, name, slice(None), rng)
+            forecasts[name][lead] = np.where(issued_later[:, None], changed, arr)
+    return out, WeatherForecasts(forecasts)
+
+
+# ------------------------------------------------------------------ the plan
+
+
+def test_refit_origins_are_first_evaluation_hours_of_each_month(geo3):
+    index = geo3.frame.index
+    mask = evaluation_mask(index, geo3.periods)
+    assert mask.sum() == 2 * 7 * 24
+    plan = refit_plan(index, mask, geo3.cfg)
+    warm = FIRST_TEST_ROW - 168 - geo3.cfg.max_horizon_h  # calibration warm-up
+    assert plan.origins == (warm, FIRST_TEST_ROW, SECOND_TEST_ROW) and plan.warmup
+    assert plan.ends == (FIRST_TEST_ROW, SECOND_TEST_ROW, SECOND_TEST_ROW + 7 * 24)
+    weekly = refit_plan(index, mask, geo3.cfg.model_copy(
+        update={"causal": CausalConfig(refit="weekly", min_train_h=240)}))
+    # 22 January 2021 is a Friday: that test week spans two calendar weeks
+    assert weekly.origins[1:3] == (FIRST_TEST_ROW, FIRST_TEST_ROW + 3 * 24)
+    # the model of an origin trains on rows before it only (and within the window)
+    m = origin_mask(ROWS, FIRST_TEST_ROW, CausalConfig(origin="rolling", rolling_window_h=100))
+    assert np.array_equal(np.flatnonzero(m), np.arange(FIRST_TEST_ROW - 100, FIRST_TEST_ROW))
+    assert not origin_mask(ROWS, FIRST_TEST_ROW, CausalConfig())[FIRST_TEST_ROW:].any()
+
+
+def test_validation_blocks_are_forecast_causally_and_early_ones_refused(geo3):
+    index = geo3.frame.index
+    periods = SimpleNamespace(train=[], test=geo3.periods.test,
+                              validation=[Period(start="2021-03-05", end="2021-03-07")])
+    mask = evaluation_mask(index, periods)
+    assert mask[24 * 63: 24 * 66].all() and mask.sum() == 2 * 7 * 24 + 3 * 24
+    plan = refit_plan(index, mask, geo3.cfg)
+    assert plan.origins[-1] == 24 * 63  # March's first evaluation hour
+    early = SimpleNamespace(train=[], test=[Period(start="2021-01-05", end="2021-01-08")])
+    with pytest.raises(ForecastError, match=r"causal.min_train_h = 240"):
+        refit_plan(index, evaluation_mask(index, early), geo3.cfg)
+
+
+# ------------------------------------------------------------------ causality
+
+
+@pytest.mark.parametrize("t", [FIRST_TEST_ROW, FIRST_TEST_ROW + 83, SECOND_TEST_ROW + 101])
+def test_forecast_issued_at_t_ignores_everything_after_t(geo3, cache, base, t):
+    frame, weather = perturbed(geo3.frame, geo3.weather, after=t)
+    cube = _cube(geo3, cache, frame, weather)
+    assert cube.meta["scheme"] == "causal"
+    for k, name in enumerate(TARGETS):
+        np.testing.assert_array_equal(cube.values[t, :, k], base.values[t, :, k],
+                                      err_msg=f"{name}: the forecast issued at {t} changed")
+    # the change is real: the next issue time already sees it
+    assert not np.allclose(cube.values[t + 1], base.values[t + 1])
+
+
+def test_whole_year_crossfitting_fails_the_same_check(geo3, cache, base):
+    """Without the periods every row is cross-fitted, and the forecast issued at t
+    moves with data after t: the check above has teeth."""
+    t = FIRST_TEST_ROW + 83
+    old = _cube(geo3, cache, periods=None)
+    assert old.meta["scheme"] == "crossfit" and base.meta["cache_key"] != old.meta["cache_key"]
+    frame, weather = perturbed(geo3.frame, geo3.weather, after=t)
+    moved = _cube(geo3, cache, frame, weather, periods=None)
+    assert not np.array_equal(moved.values[t], old.values[t])
+    assert len(list((cache / "forecast").glob("cube-*.npz"))) >= 3
+
+
+def test_causal_cube_is_finite_bounded_and_calibrated(geo3, base):
+    v = base.values
+    assert np.isfinite(v).all() and (np.diff(v, axis=-1) >= 0).all()
+    meta = base.meta
+    assert meta["causal"]["warmup_origin"] and len(meta["causal"]["origins"]) == 3
+    for name in TARGETS:
+        cover = meta["coverage_outer_evaluation"][name]["calibrated"]
+        assert 0.6 < cover < 0.95, (name, cover)
+
+
+# ------------------------------------------------------------------ training rows
+
+
+def test_training_blocks_never_train_on_themselves_or_evaluation_rows(geo3):
+    train = ~evaluation_mask(geo3.frame.index, geo3.periods)
+    blocks = fold_blocks(ROWS, 3, train)
+    assert np.array_equal(np.concatenate(blocks), np.flatnonzero(train))
+    after_h = lookback_gap_h(geo3.cfg)
+    assert after_h == 167  # rows the weekly lags and 7-day profile of an issue row reach back
+    for block in blocks:
+        mask = crossfit_mask(ROWS, block, 24, train, after_h)
+        assert not mask[block].any() and not mask[~train].any()
+        assert not mask[block[0] - 24: block[-1] + after_h + 1].any()
+
+
+def test_training_forecasts_are_cross_fitted(geo3, cache):
+    """Data changed inside a training block after t leaves the block's forecast at t
+    unchanged (its model never saw the block) but moves the forecasts of another
+    block, whose model trained on it. Calibration off: the models alone are compared."""
+    cfg = geo3.cfg.model_copy(update={"calibration": CalibrationConfig(method="none")})
+    train = ~evaluation_mask(geo3.frame.index, geo3.periods)
+    block = fold_blocks(ROWS, cfg.crossfit.folds, train)[1]
+    t = int(block[len(block) // 3])
+    before = _cube(geo3, cache, config=cfg)
+    frame, weather = perturbed(geo3.frame, geo3.weather, after=t, until=int(block[-1]))
+    after = _cube(geo3, cache, frame, weather, config=cfg)
+    np.testing.assert_array_equal(after.values[t], before.values[t])
+    other = fold_blocks(ROWS, cfg.crossfit.folds, train)[0][-100]
+    assert not np.array_equal(after.values[other], before.values[other])
