@@ -281,19 +281,21 @@ class NodeAgent:
         ``once`` steps one time and leaves the caps in force (for timer-driven use: the
         next step restores what is no longer listed, a stop everything)."""
         report = on_step or (lambda _: None)
-        if handle_signals:
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                signal.signal(sig, self.stop)
-        if not once:
-            report(self.restore_all())
+        if once:
+            report(self.step())
+            return
+        stops = (signal.SIGTERM, signal.SIGINT) if handle_signals else ()
+        previous = {sig: signal.signal(sig, self.stop) for sig in stops}
         n = 0
         try:
+            report(self.restore_all())
             while not self.stop_event.is_set():
                 report(self.step())
                 n += 1
-                if once or (max_steps is not None and n >= max_steps):
+                if max_steps is not None and n >= max_steps:
                     break
                 self.stop_event.wait(self.cfg.interval_s)
         finally:
-            if not once:
-                report(self.restore_all())
+            report(self.restore_all())
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
