@@ -499,7 +499,11 @@ def node_agent_cmd(
         if result.caps_error or result.errors:
             bad.append(result)
 
-    NodeAgent(cfg, gpus).run(once=once, on_step=show)
+    try:
+        NodeAgent(cfg, gpus).run(once=once, on_step=show)
+    finally:
+        if isinstance(gpus, PynvmlPower):
+            gpus.close()
     if once and bad:
         raise typer.Exit(1)
 

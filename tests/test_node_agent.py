@@ -250,3 +250,16 @@ def test_real_nvml_reads_and_sets_back_the_same_limit():
             now = nv.power_limit_mw(0)
             nv.set_power_limit_mw(0, now)
             assert nv.power_limit_mw(0) == now
+
+
+@pytest.mark.skipif(_nvml_answers(), reason="NVML answers here: no missing-driver path")
+def test_command_without_nvml_is_one_clear_error(tmp_path):
+    from typer.testing import CliRunner
+
+    from gridrl.cli import app
+
+    caps = tmp_path / "caps.json"
+    write_node_caps(caps, {NODE: {}}, time.time(), "policy")
+    res = CliRunner().invoke(app, ["node-agent", "--caps", str(caps), "--once", "--node", NODE])
+    assert res.exit_code == 2, res.output
+    assert "NVML cannot start" in res.output and "Traceback" not in res.output

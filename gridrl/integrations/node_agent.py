@@ -182,8 +182,8 @@ class NodeAgent:
         except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError):
             raise AgentStateError(
                 f"{path}: not the node agent's state ({{'version': {AGENT_STATE_VERSION}, "
-                "'gpus': {index: job id}}); restore the GPUs' default limits "
-                "(nvidia-smi -rpl or -pl) and delete it"
+                "'gpus': {index: job id}}); set the GPUs' default limits (nvidia-smi "
+                "-q -d POWER shows them; nvidia-smi -i N -pl W) and delete it"
             ) from None
 
     def _save_state(self, gpus: dict[int, int]) -> None:
