@@ -149,6 +149,15 @@ def test_adapter_publishes_caps_the_agent_applies(tmp_path, monkeypatch):
         assert all(gpus.limits_mw[g] == MEMORY_GPU_MAX_MW for g in gpus_a)
         assert gpus.limits_mw[gpus_b[0]] == round(cap_min * MEMORY_GPU_MAX_MW)
 
+        # a bad signal file: the safe default publishes no caps, the agent restores job b's
+        (tmp_path / "signals_greensboro.csv").write_text("")
+        res = runner.invoke(app, tick)
+        assert res.exit_code == 1 and "is empty" in res.output, res.output
+        doc = json.loads(caps_file.read_text())
+        assert doc["decision"] == "safe_default" and doc["nodes"] == {}
+        assert agent.step().restored == gpus_b
+        assert set(gpus.limits_mw.values()) == {MEMORY_GPU_MAX_MW}
+
 
 def _running(c: LocalSlurm) -> set[int]:
     out = c.run("squeue", "-h", "-t", "RUNNING", "-o", "%i").stdout.split()
