@@ -570,6 +570,51 @@ def slurm_cmd(
         raise typer.Exit(1)  # a bad tick is visible to the operator of --once
 
 
+@app.command("node-agent")
+def node_agent_cmd(
+    caps: str = typer.Option(..., "--caps", help="Node caps file the Slurm adapter writes."),
+    node: str = typer.Option(None, "--node", help="Slurm node name; default: short hostname."),
+    state: str = typer.Option(None, "--state", help="The agent's own record of capped GPUs."),
+    interval: float = typer.Option(None, "--interval", help="Seconds between steps."),
+    max_age: float = typer.Option(None, "--max-age", help="Refuse caps files older (s)."),
+    once: bool = typer.Option(False, "--once", help="Apply once, leave the caps, exit."),
+    memory_gpus: int = typer.Option(
+        None, "--memory-gpus", help="Use N in-memory GPUs instead of NVML (no hardware)."
+    ),
+) -> None:
+    """Apply the adapter's caps to the GPUs of running jobs (NVML); restore on stop."""
+    import json
+    import socket
+    from dataclasses import fields
+    from pathlib import Path
+
+    from gridrl.integrations.node_agent import AgentConfig, NodeAgent, StepResult
+    from gridrl.integrations.nvml import MemoryGpuPower, PynvmlPower
+
+    given = {"state_file": state, "interval_s": interval, "max_age_s": max_age}
+    defaults = {f.name: f.default for f in fields(AgentConfig)}
+    cfg = AgentConfig(
+        caps_file=Path(caps),
+        node=node or socket.gethostname().split(".")[0],
+        **{k: type(defaults[k])(v) for k, v in given.items() if v is not None},
+    )
+    gpus = MemoryGpuPower(memory_gpus) if memory_gpus is not None else PynvmlPower()
+    bad: list[StepResult] = []
+
+    def show(result: StepResult) -> None:
+        print(json.dumps(result.summary()), flush=True)  # one JSON line per step
+        if result.caps_error or result.errors:
+            bad.append(result)
+
+    try:
+        NodeAgent(cfg, gpus).run(once=once, on_step=show)
+    finally:
+        if isinstance(gpus, PynvmlPower):
+            gpus.close()
+    if once and bad:
+        raise typer.Exit(1)
+
+
 REPLAY_ZERO = 1e-9  # KPI magnitudes below this are round-off, not a reference
 REPLAY_DATASET = ("alibaba_gpu_2023", "pods.csv")  # the trace replayed by default
 

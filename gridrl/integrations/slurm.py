@@ -43,7 +43,13 @@ from gridrl.integrations.slurm_plan import (
 )
 from gridrl.integrations.slurm_queue import SlurmClient, SlurmError, SlurmJob
 from gridrl.integrations.slurm_sites import SitesConfig, SitesConfigError
-from gridrl.integrations.slurm_state import AdapterState, JobRecord, StateError, write_health
+from gridrl.integrations.slurm_state import (
+    AdapterState,
+    JobRecord,
+    StateError,
+    write_health,
+    write_node_caps,
+)
 
 POLICY = "policy"
 SAFE_DEFAULT = "safe_default"
@@ -190,6 +196,9 @@ class SlurmAdapter:
                 )
             if not self.dry_run:
                 self._apply(result, by_id, records)
+        if not self.dry_run and self.cfg.node_caps_file is not None:
+            nodes = node_caps(jobs, result.decisions, self.cfg)
+            write_node_caps(self.cfg.node_caps_file, nodes, now_s, result.decision)
         return result
 
     def _decide(
@@ -317,6 +326,24 @@ class SlurmAdapter:
             if on_error is None:
                 raise
             on_error(err)
+
+
+def node_caps(
+    jobs: list[SlurmJob], decisions: list[SiteDecision], cfg: SitesConfig
+) -> dict[str, dict[int, tuple[float, list[int]]]]:
+    """``{node: {job id: (cap, GPU indices)}}`` of the running jobs of the sites'
+    partitions: each gets its site's decided cap, as every GPU of a site does in the
+    environment. No decisions (the safe default) means no caps."""
+    cap = {d.site: round(d.power_cap_fraction, cfg.power_cap_digits) for d in decisions}
+    site_of = cfg.site_of_partition()
+    out: dict[str, dict[int, tuple[float, list[int]]]] = {}
+    for job in jobs:
+        site = site_of.get(job.partition)
+        if job.state != "RUNNING" or site not in cap:
+            continue
+        for node, gpus in job.gpu_indices.items():
+            out.setdefault(node, {})[job.job_id] = (cap[site], list(gpus))
+    return out
 
 
 def format_command(argv: list[str]) -> str:

@@ -14,7 +14,7 @@ import re
 import shlex
 import subprocess
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from gridrl.errors import GridrlError
@@ -26,6 +26,8 @@ _INFINITE32 = 0xFFFFFFFF
 USER_HOLD = "JobHeldUser"
 ADMIN_HOLD = "JobHeldAdmin"
 _GPU_RE = re.compile(r"gres[/:]gpu(?::[^=:,]+)?[=:](\d+)")
+# one node's entry of gres_detail: "gpu:2(IDX:0-1)", "gpu:a100:3(IDX:0,2-3)"
+_GPU_IDX_RE = re.compile(r"(?:^|,)gpu(?::[^(,]*)?\(IDX:([0-9,-]+)\)")
 
 
 class SlurmError(GridrlError, RuntimeError):
@@ -71,6 +73,40 @@ def _gpu_count(raw: Mapping[str, Any]) -> int:
     return 0
 
 
+def _index_list(text: str) -> tuple[int, ...]:
+    """``"0,2-3"`` -> ``(0, 2, 3)``."""
+    out: list[int] = []
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        out.extend(range(int(lo), int(hi or lo) + 1))
+    return tuple(out)
+
+
+def _allocated_nodes(raw: Mapping[str, Any]) -> list[str]:
+    """Node names of a job's allocation in ``gres_detail`` order (22.05:
+    ``allocated_nodes[].nodename``; 23.02+: ``nodes.allocation[].name``)."""
+    res = raw.get("job_resources") or {}
+    old = res.get("allocated_nodes")
+    if isinstance(old, list):
+        return [str(n.get("nodename")) for n in old]
+    nodes = res.get("nodes")
+    if isinstance(nodes, Mapping) and isinstance(nodes.get("allocation"), list):
+        return [str(n.get("name")) for n in nodes["allocation"]]
+    return []
+
+
+def _gpu_indices(raw: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
+    """GPU indices (GRES ``IDX``) per allocated node: ``{node: (0, 1)}``."""
+    detail = raw.get("gres_detail") or []
+    nodes = _allocated_nodes(raw)
+    out: dict[str, tuple[int, ...]] = {}
+    for node, text in zip(nodes, detail, strict=False):
+        idx = [i for m in _GPU_IDX_RE.findall(str(text)) for i in _index_list(m)]
+        if idx:
+            out[node] = tuple(sorted(idx))
+    return out
+
+
 def _text(value: Any) -> str:
     if value is None:
         return ""
@@ -97,6 +133,8 @@ class SlurmJob:
     cpus: int
     comment: str
     admin_comment: str = ""  # only Slurm administrators can change it
+    # running jobs: GPU indices (GRES IDX) allocated on each node
+    gpu_indices: dict[str, tuple[int, ...]] = field(default_factory=dict, hash=False)
 
     @property
     def held(self) -> bool:
@@ -148,6 +186,7 @@ def parse_squeue_json(text: str) -> list[SlurmJob]:
                     cpus=int(_num(raw.get("cpus")) or 0),
                     comment=_text(raw.get("comment")),
                     admin_comment=_text(raw.get("admin_comment")),
+                    gpu_indices=_gpu_indices(raw),
                 )
             )
         except (KeyError, TypeError, ValueError) as exc:

@@ -151,6 +151,10 @@ class SitesConfig(_Strict):
         ``admin_comment``: write ``<comment_prefix>power_cap=0.800`` into the job's
         AdminComment (only Slurm administrators can edit it) for a prolog to apply;
         ``none``: keep the cap in the state folder only.
+    node_caps_file
+        JSON the adapter rewrites after every tick for the node agents (``gridrl
+        node-agent``): per node, each running job's cap and GPU indices. On storage
+        every GPU node reads; relative to SITES.yaml's folder. Default: none.
     comment_prefix
         Prefix of the adapter's ``key=value`` tokens in AdminComment. Other text is kept
         byte for byte.
@@ -169,6 +173,7 @@ class SitesConfig(_Strict):
     health_file: str | None = None
     start_time_tolerance_s: Annotated[Number, Field(ge=0)] = 120.0
     publish_cap: Literal["admin_comment", "none"] = "admin_comment"
+    node_caps_file: str | None = None
     comment_prefix: str = "gridrl."
     power_cap_digits: Annotated[Count, Field(ge=1, le=6)] = 3
     signal_limits: SignalLimits = SignalLimits()
@@ -212,7 +217,7 @@ def load_sites(path: str | Path) -> SitesConfig:
     """
     path = Path(path)
     raw = read_yaml_mapping(path, SitesConfigError, "file")
-    for key in ("state_dir", "health_file"):
+    for key in ("state_dir", "health_file", "node_caps_file"):
         if isinstance(raw.get(key), str):
             raw[key] = str(_resolve(path, raw[key]))
     for site in raw.get("sites") or []:

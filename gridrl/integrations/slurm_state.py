@@ -14,7 +14,9 @@ in the partition the adapter chose. So a record never lets the adapter touch a j
 beyond what it did itself.
 
 The power cap is published to the job's AdminComment (only Slurm administrators can
-edit it) for a prolog to read; the record here is the adapter's own copy.
+edit it) for a prolog to read; the record here is the adapter's own copy. Caps of
+running jobs go to the node caps file (:func:`write_node_caps`) for the node agent
+(:mod:`gridrl.integrations.node_agent`).
 
 ``health.json`` (path configurable) says when the last tick and the last good tick were
 and what the last error was; it is world-readable for monitoring.
@@ -41,6 +43,8 @@ LOCK_FILE = "state.lock"
 STATE_VERSION = 1
 DIR_MODE = 0o700
 HEALTH_MODE = 0o644  # read by monitoring, written by the adapter only
+NODE_CAPS_VERSION = 1
+NODE_CAPS_MODE = 0o644  # read by the node agents' account, written by the adapter only
 _OTHERS_WRITE = stat.S_IWGRP | stat.S_IWOTH
 
 
@@ -223,3 +227,34 @@ def write_health(path: str | Path, health: dict[str, Any]) -> None:
             tmp.chmod(HEALTH_MODE)
     except OSError as exc:
         raise StateError(f"{path}: cannot write the health file: {exc}") from None
+
+
+def write_node_caps(
+    path: str | Path,
+    nodes: dict[str, dict[int, tuple[float, list[int]]]],
+    now_s: float,
+    decision: str,
+) -> None:
+    """Rewrite the node caps file atomically (world-readable, the adapter's only).
+
+    ``nodes`` is ``{node: {job id: (cap fraction, GPU indices on the node)}}``; the
+    document is ``{"version", "written_at_s", "decision", "nodes": {node: {job id:
+    {"cap_fraction", "gpus"}}}}``. A node agent refuses it once older than its max age."""
+    doc = {
+        "version": NODE_CAPS_VERSION,
+        "written_at_s": now_s,
+        "decision": decision,
+        "nodes": {
+            node: {
+                str(jid): {"cap_fraction": cap, "gpus": sorted(gpus)}
+                for jid, (cap, gpus) in sorted(jobs.items())
+            }
+            for node, jobs in sorted(nodes.items())
+        },
+    }
+    try:
+        with atomic_path(path) as tmp:
+            tmp.write_text(json.dumps(doc, indent=1))
+            tmp.chmod(NODE_CAPS_MODE)
+    except OSError as exc:
+        raise StateError(f"{path}: cannot write the node caps file: {exc}") from None

@@ -19,6 +19,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 DAEMONS = ("munged", "mungekey", "slurmctld", "slurmd", "sinfo", "squeue", "scontrol", "sbatch")
 NOBODY_UID = 65534
+# GPUs the node announces (gres/gpu); gres.conf maps them to placeholder files.
+FAKE_GPUS = 4
 # Unix socket paths are limited to 107 bytes.
 _MAX_SOCKET_PATH = 100
 
@@ -113,10 +115,12 @@ class LocalSlurm:
                 root=root,
                 cpus=cpus,
                 memory_mb=mem,
+                gpus=FAKE_GPUS,
             )
         )
         (root / "slurm.conf").write_text(conf)
         (root / "slurm.conf").chmod(0o644)
+        self._write_gres_conf()
         self.env = {**os.environ, "SLURM_CONF": str(root / "slurm.conf")}
         log = root / "log"
         self._spawn(
@@ -137,6 +141,18 @@ class LocalSlurm:
         self._wait(self._ctld_answers, "slurmctld (sinfo)")
         self._spawn([_which("slurmd"), "-D", "-N", "localhost"], log / "slurmd.out")
         self._wait(self._node_idle, "slurmd registration (node idle)")
+
+    def _write_gres_conf(self) -> None:
+        """gres.conf of fake GPUs: one empty placeholder file per GPU (slurmd only needs a
+        path per device to hand out indices; task/none never opens them)."""
+        dev = self.root / "dev"
+        dev.mkdir(exist_ok=True)
+        for i in range(FAKE_GPUS):
+            (dev / f"gpu{i}").touch()
+        (self.root / "gres.conf").write_text(
+            f"AutoDetect=off\nNodeName=localhost Name=gpu File={dev}/gpu[0-{FAKE_GPUS - 1}]\n"
+        )
+        (self.root / "gres.conf").chmod(0o644)
 
     def _spawn(self, argv: list[str], out: Path) -> None:
         fh = open(out, "wb")  # noqa: SIM115 - kept open for the daemon's lifetime
