@@ -432,6 +432,8 @@ def slurm_cmd(
             )
         for note in result.notes:
             console.print(f"[yellow]note:[/] {note}", highlight=False)
+        for event in result.events:
+            console.print(f"[magenta]event:[/] {event}", highlight=False)
         table = Table(
             "site", "run_share", "power_cap", "route_weight", "migrate_share", "battery_kw"
         )
