@@ -168,8 +168,11 @@ def parse_event(event: Mapping[str, Any], full_kw: float, received: Any) -> Dema
         if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
             raise OpenADRError(f"{at}: payload {value!r}: expected a finite number >= 0")
         kw = float(value) * per_unit
-        intervals.append(EventInterval(start, start + length, kw if request == "limit" else
-                                       max(full_kw - kw, 0.0)))
+        intervals.append(
+            EventInterval(
+                start, start + length, kw if request == "limit" else max(full_kw - kw, 0.0)
+            )
+        )
         t = start + length
     if not intervals:
         raise OpenADRError(f"{where}: the {LOAD_DISPATCH} signal has no intervals")
@@ -198,14 +201,23 @@ def _row(events: Iterable[DemandEvent], t: pd.Timestamp, full_kw: float) -> dict
     else:
         ahead = sorted((e for e in events if e.start > t), key=lambda e: e.start)
         if not ahead:
-            return dict(zip(COLUMNS, (0, full_kw, 0.0, 0.0, 0.0, 0.0, NO_EVENT, NO_EVENT),
-                            strict=True))
+            return dict(
+                zip(COLUMNS, (0, full_kw, 0.0, 0.0, 0.0, 0.0, NO_EVENT, NO_EVENT), strict=True)
+            )
         e, on = ahead[0], 0
         starts_in_h = (e.start - t).total_seconds() / SECONDS_PER_HOUR
         remaining_h = (e.end - e.start).total_seconds() / SECONDS_PER_HOUR
         limit = e.intervals[0].limit_kw
-    values = (on, limit, max(full_kw - limit, 0.0), e.notice_h, starts_in_h, remaining_h,
-              e.start.isoformat(), e.event_id)
+    values = (
+        on,
+        limit,
+        max(full_kw - limit, 0.0),
+        e.notice_h,
+        starts_in_h,
+        remaining_h,
+        e.start.isoformat(),
+        e.event_id,
+    )
     return dict(zip(COLUMNS, values, strict=True))
 
 
