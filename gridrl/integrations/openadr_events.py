@@ -102,7 +102,8 @@ def _utc(value: Any, what: str) -> pd.Timestamp:
     if not isinstance(value, datetime):
         raise OpenADRError(f"{what}: expected a date-time, got {value!r}")
     ts = pd.Timestamp(value)
-    return ts.tz_localize("UTC") if ts.tz is None else ts.tz_convert("UTC")
+    ts = ts.tz_localize("UTC") if ts.tz is None else ts.tz_convert("UTC")
+    return ts.floor("s")  # whole seconds: one time format in the file, as the adapter reads
 
 
 def _kw_per_unit(signal: Mapping[str, Any], where: str) -> float:
