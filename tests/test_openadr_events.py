@@ -180,3 +180,35 @@ def test_bad_event_signal_is_an_observation_error(tmp_path):
 def test_events_need_the_gpu_power(tmp_path):
     with pytest.raises(ValueError, match="events needs gpu_max_kw"):
         _cfg(tmp_path, "time,dr_active\n", gpu_max_kw=None)
+
+
+def test_a_bundle_observing_dr_keys_reads_them_from_the_event_signal(tmp_path):
+    from gridrl.export.manifest import ObservationField
+    from gridrl.integrations.slurm_observation import raw_observation
+
+    stamp = T0.isoformat()
+    cfg = _cfg(tmp_path, f"time,dr_active,dr_limit_kw,dr_event_id\n{stamp},1,30.0,ev1\n")
+    fields = [
+        ObservationField(name=f"a/{k}", key=k, site="a", unit=u, kind="signal", signal=k)
+        for k, u in (("dr_active", "1"), ("dr_limit_kw", "kW"))
+    ]
+    raw = raw_observation(fields, cfg, [], [], T0.timestamp() + 60)
+    assert raw == {"a/dr_active": 1.0, "a/dr_limit_kw": 30.0}
+
+
+def test_ven_security_comes_from_the_environment_and_hides_the_passphrase(tmp_path):
+    from gridrl.integrations.openadr import SECURITY_ENV, VenSecurity
+
+    assert VenSecurity.from_env({}) == VenSecurity()
+    with pytest.raises(OpenADRError, match="set both GRIDRL_OPENADR_CERT and GRIDRL_OPENADR_KEY"):
+        VenSecurity.from_env({SECURITY_ENV["cert"]: str(tmp_path / "c.pem")})
+    with pytest.raises(OpenADRError, match="GRIDRL_OPENADR_CERT: no file"):
+        VenSecurity.from_env(
+            {SECURITY_ENV["cert"]: str(tmp_path / "c.pem"), SECURITY_ENV["key"]: "k.pem"}
+        )
+    (tmp_path / "c.pem").write_text("cert")
+    (tmp_path / "k.pem").write_text("key")
+    env = {"cert": str(tmp_path / "c.pem"), "key": str(tmp_path / "k.pem"),
+           "passphrase": "s3cret-phrase"}  # fmt: skip
+    sec = VenSecurity.from_env({SECURITY_ENV[k]: v for k, v in env.items()})
+    assert sec.passphrase == "s3cret-phrase" and "s3cret" not in repr(sec)
