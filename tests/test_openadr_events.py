@@ -66,6 +66,9 @@ def test_setpoint_and_delta_become_limits_in_kw():
     assert shed.request == "shed" and shed.notice_h == 0.0
     mw = parse_event(_event((0.03,), scale="M"), FULL_KW, T0)
     assert mw.intervals[0].limit_kw == pytest.approx(30.0)
+    nested = _event((30.0,))
+    nested["event_signals"] = {"event_signals": nested["event_signals"]}
+    assert parse_event(nested, FULL_KW, T0).intervals[0].limit_kw == 30.0
 
 
 @pytest.mark.parametrize(

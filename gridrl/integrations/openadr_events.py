@@ -126,6 +126,8 @@ def _kw_per_unit(signal: Mapping[str, Any], where: str) -> float:
 
 def _dispatch_signal(event: Mapping[str, Any], where: str) -> Mapping[str, Any]:
     signals = event.get("event_signals") or []
+    if isinstance(signals, Mapping):  # openleadr nests them when there is one group
+        signals = signals.get("event_signals") or []
     found = [s for s in signals if s.get("signal_name") == LOAD_DISPATCH]
     if len(found) != 1:
         names = [s.get("signal_name") for s in signals]
