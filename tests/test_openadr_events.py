@@ -215,3 +215,30 @@ def test_ven_security_comes_from_the_environment_and_hides_the_passphrase(tmp_pa
            "passphrase": "s3cret-phrase"}  # fmt: skip
     sec = VenSecurity.from_env({SECURITY_ENV[k]: v for k, v in env.items()})
     assert sec.passphrase == "s3cret-phrase" and "s3cret" not in repr(sec)
+
+
+def test_ven_command_names_a_wrong_site_and_an_unreachable_vtn(tmp_path):
+    import socket
+
+    from typer.testing import CliRunner
+
+    from gridrl.cli import app
+
+    pytest.importorskip("openleadr", reason="openleadr not installed (the openadr extra)")
+    sites = tmp_path / "sites.yaml"
+    sites.write_text("sites: [{name: a, partitions: [p], gpus: 64, gpu_max_kw: 0.7}]\n")
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    vtn = f"http://127.0.0.1:{port}/OpenADR2/Simple/2.0b"
+    out = str(tmp_path / "dr.csv")
+    base = ["openadr-ven", "--vtn", vtn, "--ven-name", "v", "--out", out, "--sites", str(sites)]
+    wrong = CliRunner().invoke(app, [*base, "--site", "b"])
+    said = " ".join(wrong.output.split())  # rich wraps long lines
+    assert wrong.exit_code == 2 and "no site 'b'; sites are ['a']" in said
+    down = CliRunner().invoke(app, [*base, "--site", "a"])
+    assert down.exit_code == 2, down.output
+    assert "the VTN did not register this VEN" in " ".join(down.output.split())
+    # the file was written before registration: the site's full power, no event
+    rows = pd.read_csv(tmp_path / "dr.csv")
+    assert set(rows["dr_active"]) == {0} and set(rows["dr_limit_kw"]) == {64 * 0.7}
