@@ -239,6 +239,5 @@ def test_ven_command_names_a_wrong_site_and_an_unreachable_vtn(tmp_path):
     down = CliRunner().invoke(app, [*base, "--site", "a"])
     assert down.exit_code == 2, down.output
     assert "the VTN did not register this VEN" in " ".join(down.output.split())
-    # the file was written before registration: the site's full power, no event
-    rows = pd.read_csv(tmp_path / "dr.csv")
-    assert set(rows["dr_active"]) == {0} and set(rows["dr_limit_kw"]) == {64 * 0.7}
+    # unregistered, the VEN does not know the events in force: it leaves the file alone
+    assert not (tmp_path / "dr.csv").exists()

@@ -6,7 +6,8 @@ power with every GPU at ``cap_min_fraction`` is at or below each limit of the ev
 ``optOut`` otherwise, or when the event is not a load dispatch in real power it
 understands (:mod:`.openadr_events`). Accepted events go into the event signal CSV (the
 SITES.yaml ``events`` file the Slurm adapter reads), rewritten atomically on every event
-and every ``step_s``. Cancelled and completed events leave the signal.
+and every ``step_s`` once the VTN has registered the VEN and sent the events in force.
+Cancelled and completed events leave the signal.
 
 Certificates and keys (paths) come from the environment (:data:`SECURITY_ENV`), never the
 command line; the passphrase is never logged.
@@ -170,10 +171,12 @@ class SiteVen:
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Register, poll and keep the file fresh until ``stop`` is set (or forever)."""
         stop = stop or asyncio.Event()
-        self.write()
+        # registers and requests every event in force: only then does the VEN know them
+        # all, so the file (events accepted before a restart) is left alone until then
         await self.client.run()
         if self.client.registration_id is None:  # openleadr logged why and stopped
             raise OpenADRError(f"{self.client.vtn_url}: the VTN did not register this VEN")
+        self.write()
         try:
             while not stop.is_set():
                 try:
