@@ -539,6 +539,8 @@ def slurm_cmd(
             )
         for note in result.notes:
             console.print(f"[yellow]note:[/] {note}", highlight=False)
+        for event in result.events:
+            console.print(f"[magenta]event:[/] {event}", highlight=False)
         table = Table(
             "site", "run_share", "power_cap", "route_weight", "migrate_share", "battery_kw"
         )
@@ -828,6 +830,55 @@ def live_cmd(
         f"({res.file_rows} rows, {res.replaced_values} values replaced)",
         highlight=False,
     )
+
+
+# ---------------------------------------------------------------- openadr (gridrl.integrations)
+
+OPENADR_STEP_S = 900.0  # rows of the event signal: fresher than any decision interval
+OPENADR_HORIZON_H = 24.0  # rows ahead without events: the file stays valid a day
+
+
+@app.command("openadr-ven")
+def openadr_ven_cmd(
+    vtn: str = typer.Option(..., "--vtn", help="VTN URL, e.g. https://vtn/OpenADR2/Simple/2.0b"),
+    ven_name: str = typer.Option(..., "--ven-name", help="This VEN's name at the VTN."),
+    out: str = typer.Option(..., "--out", help="Event signal CSV (the site's events file)."),
+    sites: str = typer.Option(..., "--sites", help="SITES.yaml (GPUs and power of the site)."),
+    site: str = typer.Option(..., "--site", help="The site this VEN answers for."),
+    step_s: float = typer.Option(OPENADR_STEP_S, "--step-s", min=1, help="Row spacing (s)."),
+    horizon_h: float = typer.Option(
+        OPENADR_HORIZON_H, "--horizon-h", min=0, help="Hours of rows written ahead."
+    ),
+) -> None:
+    """Receive a utility's demand-response events (OpenADR 2.0b) into a site's event signal.
+
+    Opts in to events the site can meet by capping its GPUs, out of the others. Certificates
+    and keys come from GRIDRL_OPENADR_CERT, _KEY, _KEY_PASSPHRASE, _CA_FILE and
+    _VTN_FINGERPRINT (unset: plain HTTP without signatures).
+    """
+    import asyncio
+    import logging
+
+    from gridrl.integrations.openadr import SiteVen, VenSecurity
+    from gridrl.integrations.openadr_events import OpenADRError
+    from gridrl.integrations.slurm_sites import load_sites
+
+    cfg = load_sites(sites)
+    by_name = {s.name: s for s in cfg.sites}
+    if site not in by_name:
+        raise OpenADRError(f"{sites}: no site {site!r}; sites are {sorted(by_name)}")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+
+    def said(event_id: str, opt: str, reason: str | None) -> None:
+        console.print(f"event {event_id}: {opt}" + (f" ({reason})" if reason else ""),
+                      highlight=False)
+
+    ven = SiteVen(by_name[site], out, vtn, ven_name, step_s=step_s, horizon_h=horizon_h,
+                  security=VenSecurity.from_env(), on_opt=said)
+    try:
+        asyncio.run(ven.run())
+    except KeyboardInterrupt:  # the operator stopped the VEN: not an error
+        raise typer.Exit(0) from None
 
 
 def _key_value(text: str) -> tuple[str, str]:

@@ -84,3 +84,57 @@ def write_with(path: str | Path, writer: Callable[[Path], Any]) -> Path:
     with atomic_path(path) as tmp:
         writer(tmp)
     return Path(path)
+
+
+def merge_time_csv(
+    new: Any, out: str | Path, error: type[Exception], time_column: str = "time"
+) -> tuple[int, int]:
+    """Merge rows ``new`` (a pandas frame on a UTC time index) into the CSV ``out`` and
+    return (rows in the file, stored values replaced).
+
+    A new value replaces the stored one of the same time and column; every other stored
+    row and column is kept; the file is replaced atomically. An existing file that cannot
+    be read (no ``time_column``, unparsable or repeated times) raises ``error`` naming the
+    file and row, and is left untouched.
+    """
+    out = Path(out)
+    old = _read_time_csv(out, error, time_column)
+    replaced = 0
+    merged = new
+    if old is not None:
+        both = old.reindex(index=new.index, columns=new.columns)
+        replaced = int((both.notna() & (both != new)).to_numpy().sum())
+        merged = new.combine_first(old)
+        merged = merged[list(dict.fromkeys([*old.columns, *new.columns]))]
+    merged = merged.sort_index()
+    frame = merged.reset_index(names=time_column)
+    frame[time_column] = frame[time_column].map(lambda t: t.isoformat())
+    write_with(out, lambda tmp: frame.to_csv(tmp, index=False))
+    return len(merged), replaced
+
+
+def _read_time_csv(path: Path, error: type[Exception], time_column: str) -> Any:
+    """The stored CSV on its UTC time index, or None when there is no file."""
+    import pandas as pd
+
+    if not path.exists():
+        return None
+    try:
+        df = pd.read_csv(path)
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as err:
+        raise error(f"{path}: existing signal file unreadable, not replaced: {err}") from None
+    if time_column not in df.columns:
+        raise error(
+            f"{path}: existing signal file has no {time_column!r} column (columns "
+            f"{list(df.columns)}); not replaced"
+        )
+    try:
+        times = pd.to_datetime(df[time_column], utc=True, format="ISO8601")
+    except (ValueError, TypeError) as err:
+        raise error(f"{path}: column {time_column!r}: not times ({err}); not replaced") from None
+    if times.duplicated().any():
+        p = int(times.duplicated().to_numpy().argmax())
+        raise error(
+            f"{path}: row {p + 1} (line {p + 2}): duplicate time {times.iloc[p]}; not replaced"
+        )
+    return df.drop(columns=[time_column]).set_axis(pd.DatetimeIndex(times, name="time"))

@@ -433,7 +433,7 @@ def test_library_providers_without_packages_or_keys(monkeypatch):
 
     monkeypatch.delenv("ENTSOE_API_KEY", raising=False)
     if importlib.util.find_spec("gridstatus") is None:
-        with pytest.raises(ProviderError, match=r"pip install 'gridrl\[live\]'"):
+        with pytest.raises(ProviderError, match=r"pip install 'gridrl\[iso\]'"):
             GridStatus(iso="PJM").fetch(START, END)
     if importlib.util.find_spec("entsoe") is None:
         with pytest.raises(ProviderError, match=r"pip install 'gridrl\[live\]'"):

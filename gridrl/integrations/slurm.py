@@ -30,6 +30,7 @@ from typing import Any
 
 from gridrl.errors import GridrlError
 from gridrl.export.runtime import PolicyRuntime, SiteDecision
+from gridrl.integrations.slurm_events import active_limits, cap_for_events
 from gridrl.integrations.slurm_observation import ObservationError, raw_observation
 from gridrl.integrations.slurm_plan import (
     JobPlan,
@@ -60,7 +61,8 @@ class TickResult:
     """What one tick saw, decided and did.
 
     ``decision`` is ``policy`` or ``safe_default`` (then ``input_error`` says why);
-    ``notes`` tell which of the adapter's records no longer hold (someone else acted)."""
+    ``notes`` tell which of the adapter's records no longer hold (someone else acted);
+    ``events`` how demand-response events changed the policy's caps."""
 
     now_s: float
     observation: dict[str, float]
@@ -71,6 +73,7 @@ class TickResult:
     decision: str = POLICY
     input_error: str | None = None
     notes: list[str] = field(default_factory=list)
+    events: list[str] = field(default_factory=list)
 
     @property
     def commands(self) -> list[list[str]]:
@@ -212,12 +215,16 @@ class SlurmAdapter:
         fields = self.runtime.manifest.observation.fields
         try:
             raw = raw_observation(fields, self.cfg, managed, jobs, now_s, records)
+            limits = active_limits(self.cfg, now_s)
         except ObservationError as exc:
             plans = safe_plans(managed, self.cfg)
             return TickResult(now_s, {}, [], plans, decision=SAFE_DEFAULT, input_error=str(exc))
         decisions = self.runtime.decide(self.runtime.observation_from_values(raw))
         assert isinstance(decisions, list)
-        return TickResult(now_s, raw, decisions, plan_decisions(managed, decisions, self.cfg))
+        # demand-response events bound the policy's caps (slurm_events)
+        decisions, events = cap_for_events(decisions, limits, self.cfg)
+        plans = plan_decisions(managed, decisions, self.cfg)
+        return TickResult(now_s, raw, decisions, plans, events=events)
 
     def _apply(
         self, result: TickResult, by_id: dict[int, ManagedJob], records: dict[str, JobRecord]

@@ -8,7 +8,8 @@ the first source that knows its key:
    overdue work, work the adapter moved there within the last step, arrivals of the
    last step, inference demand, the power cap in force);
 3. the site's constant ``values`` in SITES.yaml;
-4. the site's signal CSV (the latest row at or before now).
+4. the site's signal CSV (the latest row at or before now);
+5. the site's demand-response event signal CSV (``events``, written by the OpenADR VEN).
 
 Which source answers a field follows from its manifest metadata (``kind``, ``signal``,
 slack range), never from its name. The runtime then scales the raw values with the
@@ -278,6 +279,15 @@ def raw_observation(
                 lambda k, v, f=by_key: value_problem(k, v, f.get(k), cfg),
             )
             values.update({k: v for k, v in row.items() if k not in values})
+        if site.events is not None and any(k not in values for k in keys):
+            # demand-response keys (dr_*) a bundle observes, from the VEN's event signal
+            row = read_signal_row(
+                site.events,
+                now_s,
+                [k for k in keys if k not in values],
+                lambda k, v, f=by_key: value_problem(k, v, f.get(k), cfg),
+            )
+            values.update(row)
         per_site[name] = values
     out: dict[str, float] = {}
     missing: list[str] = []

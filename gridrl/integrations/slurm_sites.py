@@ -18,6 +18,8 @@ Example::
         gpus: 64
         signals: {file: signals/dc_a.csv, time_column: time, max_age_s: 7200}
         values: {battery_soc_fraction: 0.5}
+        gpu_max_kw: 0.7           # demand response: per-GPU power at the meter
+        events: {file: signals/dc_a_dr.csv}  # written by gridrl openadr-ven
 """
 
 from __future__ import annotations
@@ -73,13 +75,48 @@ class SignalFile(_Strict):
 
 
 class SlurmSite(_Strict):
-    """One site: its partitions, capacity and signal sources."""
+    """One site: its partitions, capacity and signal sources.
+
+    Demand response (``gridrl openadr-ven`` writes ``events``; see
+    :mod:`gridrl.integrations.slurm_events`) estimates the site's power as
+    ``gpus x gpu_max_kw x cap``: every GPU busy at its cap.
+
+    Attributes
+    ----------
+    gpu_max_kw
+        Power of one busy uncapped GPU where the utility meters the site (kW): the board's
+        maximum (NVIDIA H100 SXM: 0.7 kW, A100 SXM: 0.4 kW, product briefs) plus its share
+        of host and cooling when the limit is at the site meter. Required for events.
+    cap_min_fraction
+        Lowest power cap the GPUs accept, as a fraction of maximum board power
+        (``nvidia-smi -q -d POWER``: H100 SXM 200 of 700 W = 0.29, A100 SXM 100 of 400 W
+        = 0.25); below the policy's own range, which an event may need.
+    events
+        The demand-response event signal file the VEN writes.
+    """
 
     name: str
     partitions: Annotated[list[str], Field(min_length=1)]
     gpus: Annotated[Count, Field(gt=0)]
     signals: SignalFile | None = None
     values: dict[str, Number] = Field(default_factory=dict)
+    gpu_max_kw: Annotated[Number, Field(gt=0)] | None = None
+    cap_min_fraction: Annotated[Number, Field(gt=0, le=1)] = 0.3
+    events: SignalFile | None = None
+
+    @model_validator(mode="after")
+    def _event_power(self) -> SlurmSite:
+        if self.events is not None and self.gpu_max_kw is None:
+            raise ValueError(
+                "events needs gpu_max_kw (kW of one busy uncapped GPU) to turn a power "
+                "limit into a GPU power cap"
+            )
+        return self
+
+    @property
+    def full_power_kw(self) -> float | None:
+        """Estimated power with every GPU busy and uncapped (kW), None without gpu_max_kw."""
+        return None if self.gpu_max_kw is None else self.gpus * self.gpu_max_kw
 
 
 class SlurmCommands(_Strict):
@@ -221,9 +258,10 @@ def load_sites(path: str | Path) -> SitesConfig:
         if isinstance(raw.get(key), str):
             raw[key] = str(_resolve(path, raw[key]))
     for site in raw.get("sites") or []:
-        sig = site.get("signals") if isinstance(site, dict) else None
-        if isinstance(sig, dict) and isinstance(sig.get("file"), str):
-            sig["file"] = str(_resolve(path, sig["file"]))
+        for key in ("signals", "events"):
+            sig = site.get(key) if isinstance(site, dict) else None
+            if isinstance(sig, dict) and isinstance(sig.get("file"), str):
+                sig["file"] = str(_resolve(path, sig["file"]))
     try:
         return SitesConfig.model_validate(raw)
     except ValidationError as exc:

@@ -8,7 +8,7 @@ APIs behind one interface and returns frames with tz-aware ``Interval Start`` an
 it is ``GridStatus.query`` and everything after it (interval checks, hourly means,
 validation) is gridrl's and tested on frames of that documented shape.
 
-Install with ``pip install 'gridrl[live]'``.
+Install with ``pip install 'gridrl[iso]'``.
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ class GridStatus(Provider):
             import gridstatus
         except ImportError:
             raise ProviderError(
-                f"{self.name}: the gridstatus package is not installed: pip install 'gridrl[live]'"
+                f"{self.name}: the gridstatus package is not installed: pip install 'gridrl[iso]'"
             ) from None
         iso = getattr(gridstatus, self.iso)()
         try:
