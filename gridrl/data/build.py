@@ -217,7 +217,7 @@ def build_site(
     carbon, estimated, price, floored = _carbon_and_price(
         site, scenario, index, drivers, base_dir, reports
     )
-    work = workload_signals(site, weather, scenario.seed, base_dir)
+    work = workload_signals(site, weather, scenario.seed, base_dir, scenario.periods)
     w = weather.frame
     frame = pd.DataFrame(
         {
