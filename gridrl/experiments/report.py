@@ -351,6 +351,7 @@ def write_report(run_dir: str | Path, *, objective: str = OBJECTIVE) -> Path:
     plot_dir = run_dir / "plots"
     main, section = _leaderboard_section(study, board, objective, plot_dir)
     lines += section
+    lines += _site_savings_section(main)
     lines += _distribution_section(study, results, objective, plot_dir)
     lines += _validation_section(study, store, objective)
     lines += _ablation_section(study, _summary(study, results, objective), objective, plot_dir)
@@ -477,6 +478,25 @@ def _leaderboard_section(
     p = plots.interval_plot(base.set_index("policy"), objective, plot_dir / "leaderboard.png")
     lines += [f"![leaderboard]({p.relative_to(plot_dir.parent)})", ""]
     return base, lines
+
+
+def _site_savings_section(board: pd.DataFrame) -> list[str]:
+    """Per-site carbon and cost saved against run_now (mean per episode)."""
+    cols = [c for c in board.columns
+            if c.startswith(("saving_carbon_kg@", "saving_cost@"))]  # fmt: skip
+    if not cols:
+        return []
+    table = board.set_index("policy")[cols].round(2)
+    table.columns = [c.removeprefix("saving_") for c in cols]
+    return [
+        "## Savings per site",
+        "",
+        "Carbon (kg) and cost saved against `run_now` at each site, mean per episode on "
+        "the same weeks (positive = less). Every per-site KPI: `leaderboard.csv`.",
+        "",
+        _markdown_table(table.reset_index()),
+        "",
+    ]
 
 
 def normalized_scores(results: pd.DataFrame, objective: str = OBJECTIVE) -> pd.DataFrame:
