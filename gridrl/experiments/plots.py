@@ -138,7 +138,7 @@ def profile_plot(profiles: dict[str, np.ndarray], cis: dict[str, np.ndarray],
         profiles, taus, performance_profile_cis=cis, ax=ax, xlabel=label,
         ylabel="share of seed x week scores > threshold",
     )
-    ax.legend(list(profiles), fontsize="small", loc="lower left")
+    ax.legend(fontsize="small", loc="best")  # rliable labels each line by policy
     return _save(fig, Path(path))
 
 
