@@ -15,12 +15,13 @@ from rliable import library as rly
 from rliable import metrics
 
 from gridrl.agents.evaluate import evaluate, make_setup
+from gridrl.agents.heuristics import SiteSettingsError
 from gridrl.agents.registry import PolicySpecError, make_policy
 from gridrl.env.gym_env import make_data
 from gridrl.experiments.report import leaderboard
 from gridrl.experiments.runner import run_study
 from gridrl.experiments.schema import ReferenceAgentSpec, StudyError, load_study
-from gridrl.experiments.stats import interval_table, score_matrices
+from gridrl.experiments.stats import StatsError, interval_table, score_matrices
 from gridrl.experiments.tuning import TUNING_FILE, VALIDATION_FILE, tune_agent
 from gridrl.scenario import Periods, load_scenario
 
@@ -69,7 +70,7 @@ def test_score_matrix_is_seeds_by_weeks_and_refuses_holes() -> None:
         "start": pd.to_datetime(["2021-01-01", "2021-02-01"] * 2), "J": [1.0, 2.0, 3.0, 4.0],
     })
     assert score_matrices(rows, "J")["p"].tolist() == [[1.0, 2.0], [3.0, 4.0]]
-    with pytest.raises(ValueError, match="policy 'p': 1 missing J score"):
+    with pytest.raises(StatsError, match="policy 'p': 1 missing J score"):
         score_matrices(rows.iloc[:3], "J")
 
 
@@ -140,7 +141,7 @@ def test_static_needs_one_value_per_site() -> None:
     policy = make_policy("static", cap=[0.8, 0.9])
     scenario = load_scenario(GEO3).model_copy(update={"periods": Periods(**PERIODS)})
     data = make_data(scenario, forecast_mode="perfect", base_dir=GEO3.parent)
-    with pytest.raises(ValueError, match="cap: expected one value or 3"):
+    with pytest.raises(SiteSettingsError, match="cap: expected one value or 3"):
         evaluate(policy, make_setup(scenario, period="validation", data=data),
                  period="validation", episodes=1)
 

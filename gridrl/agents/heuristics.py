@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gridrl.agents.policy import EpisodeBatch, StepContext, actions_from
 from gridrl.env.core import EXO_SIGNALS
+from gridrl.errors import GridrlError
 
 __all__ = [
     "CarbonAware", "CarbonAwareParams", "FollowRenewables", "FollowRenewablesParams",
@@ -295,9 +296,13 @@ class RandomPolicy:
 
 __all__ += [
     "GreedySpatial", "GreedySpatialParams", "PriceThreshold", "PriceThresholdParams",
-    "StaticParams", "StaticPolicy",
+    "SiteSettingsError", "StaticParams", "StaticPolicy",
 ]
 _Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class SiteSettingsError(GridrlError, ValueError):
+    """Per-site settings whose count does not match the scenario's sites (names the key)."""
 
 
 def _per_site(value: float | list[float], n: int, key: str) -> np.ndarray:
@@ -306,7 +311,8 @@ def _per_site(value: float | list[float], n: int, key: str) -> np.ndarray:
     if arr.size == 1:
         return np.full(n, float(arr[0]))
     if arr.size != n:
-        raise ValueError(f"{key}: expected one value or {n} (one per site), got {arr.size}")
+        raise SiteSettingsError(
+            f"{key}: expected one value or {n} (one per site), got {arr.size}")
     return arr
 
 

@@ -23,7 +23,15 @@ import pandas as pd
 from rliable import library as rly
 from rliable import metrics
 
-__all__ = ["interval_table", "performance_profiles", "score_matrices", "seeded_numpy"]
+from gridrl.errors import GridrlError
+
+__all__ = [
+    "StatsError", "interval_table", "performance_profiles", "score_matrices", "seeded_numpy",
+]
+
+
+class StatsError(GridrlError, ValueError):
+    """Scores that do not form the full runs x tasks matrix rliable needs (names the policy)."""
 
 
 @contextlib.contextmanager
@@ -52,7 +60,7 @@ def score_matrices(
 
     Raises
     ------
-    ValueError
+    StatsError
         when a policy lacks a score for some (run, task) pair: rliable needs full
         matrices, and filling a hole would invent a score (names the policy).
     """
@@ -61,7 +69,7 @@ def score_matrices(
         wide = g.pivot_table(index=run, columns=task, values=column, aggfunc="mean")
         if wide.isna().to_numpy().any():
             holes = int(wide.isna().to_numpy().sum())
-            raise ValueError(
+            raise StatsError(
                 f"policy {policy!r}: {holes} missing {column} score(s) in its "
                 f"{run} x {task} matrix (every run must be evaluated on every task)"
             )
