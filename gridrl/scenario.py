@@ -266,6 +266,9 @@ class WorkloadConfig(StrictModel):
             raise ValueError("expected deadline_slack_h_min <= deadline_slack_h_max")
         if self.source == "alibaba" and not self.trace_file:
             raise ValueError("source 'alibaba' needs trace_file (the trace's pods.csv)")
+        if self.source != "alibaba_calibrated" and self.trace_target_utilisation_fraction:
+            raise ValueError("trace_target_utilisation_fraction applies to source "
+                             "'alibaba_calibrated' only")
         return self
 
 

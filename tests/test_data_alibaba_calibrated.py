@@ -12,7 +12,7 @@ import yaml
 from gridrl.data.build import build_signals
 from gridrl.data.sources.alibaba_calibrated import fit_trace, generate_calibrated
 from gridrl.data.sources.site_weather import SiteWeather
-from gridrl.scenario import Periods, load_scenario
+from gridrl.scenario import Periods, ScenarioError, load_scenario
 
 REPO = Path(__file__).resolve().parents[1]
 # Tolerances (relative) of generated statistics against the trace's, over 4 years of
@@ -101,3 +101,12 @@ def test_scenario_key_selects_the_calibrated_generator(shared_data: Path, tmp_pa
     busy = got["inference_gpus"].mean() + got["flexible_gpu_h"].mean()
     assert busy / site.gpus == pytest.approx(0.5, rel=TOL_WORK)
     assert (got["flexible_gpu_h"] >= 0).all() and (got["inference_gpus"] > 0).all()
+
+
+def test_calibration_keys_belong_to_the_calibrated_source(tmp_path: Path) -> None:
+    raw = yaml.safe_load((REPO / "envs" / "congested1.yaml").read_text())
+    raw["sites"][0]["workload"] = {"trace_target_utilisation_fraction": 0.5}
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ScenarioError, match="applies to source 'alibaba_calibrated' only"):
+        load_scenario(path)
