@@ -313,7 +313,7 @@ def evaluate_cmd(
     policy: str = typer.Option(
         ..., "--policy", help="Reference name (run_now, carbon_aware, follow_renewables, "
         "headroom_guard, mpc, lp_bound, random) or a trained policy folder."),
-    period: str = typer.Option("test", "--period", help="train or test."),
+    period: str = typer.Option("test", "--period", help="train, validation or test."),
     episodes: int = typer.Option(
         None, "--episodes", help="Episodes drawn from the period; default: all its weeks."),
     seed: int = typer.Option(0, "--seed", help="Seeds the choice of episodes."),

@@ -317,10 +317,18 @@ class PriceConfig(MultiregionKeys):
 class WorkloadConfig(StrictModel):
     """Inference demand (GPUs, latency-sensitive) and flexible work (GPU-h with deadlines)."""
 
-    source: Literal["generator", "alibaba"] = "generator"
-    trace_file: str | None = None  # pods.csv of the Alibaba GPU trace (source: alibaba)
+    # generator (default), alibaba (the trace replayed) or alibaba_calibrated (a
+    # generator fitted to the trace: gridrl.data.sources.alibaba_calibrated)
+    source: Literal["generator", "alibaba", "alibaba_calibrated"] = "generator"
+    # pods.csv of the Alibaba GPU trace; alibaba_calibrated defaults to the registered set
+    trace_file: str | None = None
     trace_nodes_file: str | None = None  # its gpu_nodes.csv; default: beside trace_file
     trace_window_days: Annotated[Count, Field(gt=0)] = 28  # last whole days of the trace, tiled
+    # alibaba_calibrated: weekday (Monday = 0) of the trace's first local midnight
+    trace_start_weekday: Annotated[Count, Field(le=6)] = 0
+    # alibaba_calibrated: mean GPU share busy (inference + flexible) at the site; None
+    # keeps the traced cluster's own share (site.gpus / cluster GPUs, as source alibaba)
+    trace_target_utilisation_fraction: Fraction | None = None
     inference_peak_fraction: Fraction = 0.4  # of the site's GPUs at the daily peak
     inference_trough_fraction: Fraction = 0.15
     weekend_factor: Positive = 0.8
@@ -339,6 +347,9 @@ class WorkloadConfig(StrictModel):
             raise ValueError("expected deadline_slack_h_min <= deadline_slack_h_max")
         if self.source == "alibaba" and not self.trace_file:
             raise ValueError("source 'alibaba' needs trace_file (the trace's pods.csv)")
+        if self.source != "alibaba_calibrated" and self.trace_target_utilisation_fraction:
+            raise ValueError("trace_target_utilisation_fraction applies to source "
+                             "'alibaba_calibrated' only")
         return self
 
 

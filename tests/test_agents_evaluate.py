@@ -9,7 +9,14 @@ import pytest
 import yaml
 from agents_helpers import K, make_env, scenario, site, synthetic_exo
 
-from gridrl.agents.evaluate import evaluate, evaluate_detailed, gap_closed, make_setup
+from gridrl.agents.evaluate import (
+    SITE_KPIS,
+    SITE_SEP,
+    evaluate,
+    evaluate_detailed,
+    gap_closed,
+    make_setup,
+)
 from gridrl.agents.lp import LPInputs, LPStructure, Solver
 from gridrl.agents.mpc import plan_to_action
 from gridrl.agents.policy import ForecastView, actions_from
@@ -34,7 +41,8 @@ def setup(env):
 
 
 def test_every_policy_gets_the_same_episodes_and_the_same_kpi_columns(setup):
-    expect = ["episode", "start", *[k.name for k in KPIS], "J", "terminal_charge"]
+    per_site = [f"{k}{SITE_SEP}{site}" for site in setup.params.site_names for k in SITE_KPIS]
+    expect = ["episode", "start", *[k.name for k in KPIS], "J", "terminal_charge", *per_site]
     starts = None
     for name in REFERENCES:
         table = evaluate(make_policy(name), setup, episodes=3, seed=7)

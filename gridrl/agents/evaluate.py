@@ -3,7 +3,8 @@
 ``evaluate(policy, scenario, period="test", episodes=N, seed=S, forecast_mode=...)``
 returns one row per episode: the episode number and start, every KPI of
 :mod:`gridrl.env.kpis` (fleet totals, computed by the env's own ``episode_kpis``) and
-the objective ``J`` (the sum of the env's rewards, terminal charge included).
+the objective ``J`` (the sum of the env's rewards, terminal charge included), and
+:data:`SITE_KPIS` per site as ``<kpi>@<site>`` columns.
 
 Episodes are chosen from the period by the seed alone, so every policy evaluated with
 the same seed sees the same episodes: with ``episodes=None`` all of the period's fixed
@@ -82,6 +83,9 @@ SUMMARY_KPIS = (
     "overdraw_kwh", "mean_cap", "leftover_gpu_h", "work_lost_gpu_h",
 )
 DEFAULT_FORECAST_MODE = "perfect"  # of a reference evaluated without --forecast
+#: KPIs also reported per site, as ``<kpi>@<site>`` columns (per-site savings)
+SITE_KPIS = ("carbon_kg", "cost", "energy_kwh", "overdraw_kwh")
+SITE_SEP = "@"
 
 
 class EvaluationError(GridrlError, ValueError):
@@ -358,12 +362,21 @@ def _resolve_policy(policy: PolicySource, deterministic: bool) -> Policy:
 
 
 def _row(k: int, window: Window, setup: EvalSetup, kpis: dict[str, float], j: float,
-         charge: float) -> dict[str, Any]:
+         charge: float, per_site: dict[str, dict[str, float]]) -> dict[str, Any]:
     row: dict[str, Any] = {"episode": k, "start": setup.data.index[window.start]}
     row.update({kpi.name: kpis[kpi.name] for kpi in KPIS})
     row[OBJECTIVE] = j
     row["terminal_charge"] = charge
+    for site, site_kpis in per_site.items():
+        row.update({f"{name}{SITE_SEP}{site}": site_kpis[name] for name in SITE_KPIS})
     return row
+
+
+def _bound_sites(setup: EvalSetup, values: np.ndarray, hours: int) -> dict[str, dict]:
+    """Per-site KPIs of an LP plan ``[L, N, F]`` (work terms left at zero)."""
+    sums = values.sum(0)
+    return {name: episode_kpis(sums[i], hours, 0.0, 0.0)
+            for i, name in enumerate(setup.params.site_names)}
 
 
 def evaluate_detailed(policy: PolicySource, scenario: ScenarioSource, *,
@@ -401,7 +414,8 @@ def evaluate_detailed(policy: PolicySource, scenario: ScenarioSource, *,
                 res = pol.solve_episode(batch, k)
                 policy_s += time.perf_counter() - t0
                 kpis = episode_kpis(res.values.sum(0), w.hours, 0.0, res.leftover_gpu_h)
-                rows[k] = _row(k, w, setup, kpis, res.J, res.terminal_charge)
+                rows[k] = _row(k, w, setup, kpis, res.J, res.terminal_charge,
+                               _bound_sites(setup, res.values, w.hours))
                 if k in trace_episodes:
                     traces[k] = _trace(setup, w, res.values, name)
                 done_steps += w.hours
@@ -455,7 +469,7 @@ def _run_group(pol, setup, view, group, ks, hours, seed, backend, rows, traces,
     for j, (k, w) in enumerate(zip(ks, group, strict=True)):
         summary = sim.episode_summary(j)
         rows[k] = _row(k, w, setup, summary["kpis"], summary["kpis"]["return"],
-                       summary["kpis"]["terminal_charge"])
+                       summary["kpis"]["terminal_charge"], summary["kpis_per_site"])
     for j_rec, j in enumerate(want):
         traces[ks[j]] = _trace(setup, group[j], record[:, j_rec], name)
     return policy_s, done_steps

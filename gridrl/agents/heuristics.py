@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from gridrl.agents.policy import EpisodeBatch, StepContext, actions_from
 from gridrl.env import physics
 from gridrl.env.kernel import Exo, discharge_available_kw, dispatch
+from gridrl.errors import GridrlError
 
 __all__ = [
     "CarbonAware", "CarbonAwareParams", "FollowRenewables", "FollowRenewablesParams",
@@ -280,3 +281,169 @@ class RandomPolicy:
         """Uniform actions ``[B, N * A]``."""
         p = ctx.params
         return self._rng.uniform(-1.0, 1.0, (len(ctx.rows), p.n_sites * p.n_actions_per_site))
+
+
+# --------------------------------------------------------------------------- validation-tuned rules
+
+__all__ += [
+    "GreedySpatial", "GreedySpatialParams", "PriceThreshold", "PriceThresholdParams",
+    "SiteSettingsError", "StaticParams", "StaticPolicy",
+]
+_Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class SiteSettingsError(GridrlError, ValueError):
+    """Per-site settings whose count does not match the scenario's sites (names the key)."""
+
+
+def _per_site(value: float | list[float], n: int, key: str) -> np.ndarray:
+    """``[N]`` from one value for every site or one per site (length checked)."""
+    arr = np.atleast_1d(np.asarray(value, dtype=np.float64))
+    if arr.size == 1:
+        return np.full(n, float(arr[0]))
+    if arr.size != n:
+        raise SiteSettingsError(
+            f"{key}: expected one value or {n} (one per site), got {arr.size}")
+    return arr
+
+
+class StaticParams(_Params):
+    """``static`` parameters: one value for every site or a list with one per site."""
+
+    # Power cap fraction (values below the scenario's cap_min act as cap_min).
+    cap: _Fraction | list[_Fraction] = 1.0
+    # Share of the queue run each hour (due work always runs).
+    run_share: _Fraction | list[_Fraction] = 1.0
+
+
+class StaticPolicy:
+    """A fixed power cap and run share per site, every hour: the best of these (chosen
+    on the validation period) is the baseline a forecast-aware policy must beat. Work
+    that is due runs regardless of the share (no rule should miss deadlines by design);
+    no migration; the battery follows the env's rule."""
+
+    name = "static"
+    is_bound = False
+
+    def __init__(self, params: StaticParams | None = None) -> None:
+        self.params = params or StaticParams()
+        self._cap = self._share = np.ones(1)
+
+    def reset(self, batch: EpisodeBatch) -> None:
+        """Broadcast the settings to the scenario's sites (length checked)."""
+        n = batch.params.n_sites
+        self._cap = np.maximum(_per_site(self.params.cap, n, "cap"), batch.params.cap_min)
+        self._share = _per_site(self.params.run_share, n, "run_share")
+
+    def act(self, obs: np.ndarray, ctx: StepContext) -> np.ndarray:
+        """The fixed settings, with at least the due share run."""
+        run = np.maximum(self._share[None, :], _due_share(ctx.queue_after_arrivals()))
+        return _actions(ctx, run, np.broadcast_to(self._cap, run.shape))
+
+
+def _cheap_hour_run(ctx: StepContext, signal: str, quantile: float, window_h: int) -> np.ndarray:
+    """``[B, N]`` run share: everything when the hour's ``signal`` is at or below its
+    ``quantile`` over the forecast hours the queued work can still wait, else what is
+    due (the rule of :class:`CarbonAware` for any signal)."""
+    fc = ctx.forecast(window_h)[..., Exo[signal.upper()]]  # [B, H, N]
+    q1 = ctx.queue_after_arrivals()
+    present = q1[..., 1:] > _EMPTY_GPU_H
+    longest = np.where(present.any(-1), (present * np.arange(present.shape[-1])).max(-1), 0)
+    length = np.minimum(longest + 1, window_h)
+    window = np.where(np.arange(window_h)[None, :, None] < length[:, None, :], fc, np.nan)
+    threshold = np.nanquantile(window, quantile, axis=1)
+    return np.where(ctx.exo_t[..., Exo[signal.upper()]] <= threshold, 1.0, _due_share(q1))
+
+
+class PriceThresholdParams(_Params):
+    """``price_threshold`` parameters."""
+
+    # Run when the price is at or below this quantile of the forecast window.
+    quantile: Annotated[float, Field(ge=0.0, le=1.0)] = 0.3
+    # Longest window (h) looked at; shorter when the queued work cannot wait that long.
+    window_h: Annotated[int, Field(ge=1)] = 24
+
+
+class PriceThreshold:
+    """Defer flexible work while the hour's price is above the ``quantile`` of the
+    forecast prices over the hours the queued work can still wait; run what is due
+    regardless. Cap 1, no migration."""
+
+    name = "price_threshold"
+    is_bound = False
+
+    def __init__(self, params: PriceThresholdParams | None = None) -> None:
+        self.params = params or PriceThresholdParams()
+
+    def reset(self, batch: EpisodeBatch) -> None:
+        """Nothing to prepare."""
+
+    def act(self, obs: np.ndarray, ctx: StepContext) -> np.ndarray:
+        """Run everything in a cheap hour, only due work otherwise."""
+        p = self.params
+        run = _cheap_hour_run(ctx, "price_per_mwh", p.quantile, p.window_h)
+        return _actions(ctx, run, np.ones_like(run))
+
+
+class GreedySpatialParams(_Params):
+    """``greedy_spatial`` parameters."""
+
+    # Hours of forecast the cost is averaged over (at most the longest queued slack).
+    window_h: Annotated[int, Field(ge=1)] = 12
+    # A site sends work only when its cost exceeds the cheapest site's by this share.
+    min_saving_fraction: Annotated[float, Field(ge=0.0)] = 0.1
+    # ... and while at most this share of its queue is due within an hour.
+    max_urgent_fraction: Annotated[float, Field(ge=0.0, le=1.0)] = 0.1
+
+
+class GreedySpatial:
+    """Send flexible work to the site with the lowest forecast cost over the slack.
+
+    A site's cost per kWh is the reward's price of grid energy, ``w_carbon x carbon +
+    w_cost x price`` (per kWh) times its PUE, averaged over the forecast hours the queued
+    work can wait (at most ``window_h``). The cheapest site is every route's
+    destination; sites dearer by more than ``min_saving_fraction`` send it queued work
+    (at most ``max_migration_fraction`` of their queue, no more than its free GPUs can
+    take) while little of their queue is urgent. Everything runs now, uncapped."""
+
+    name = "greedy_spatial"
+    is_bound = False
+
+    def __init__(self, params: GreedySpatialParams | None = None) -> None:
+        self.params = params or GreedySpatialParams()
+
+    def reset(self, batch: EpisodeBatch) -> None:
+        """Nothing to prepare."""
+
+    def _cost(self, ctx: StepContext, q1: np.ndarray) -> np.ndarray:
+        p, hw = ctx.params, self.params.window_h
+        fc = ctx.forecast(hw)  # [B, H, N, K]
+        per_kwh = physics.import_price_per_kwh(
+            p, fc[..., Exo.CARBON_G_PER_KWH], fc[..., Exo.PRICE_PER_MWH]
+        ) * physics.pue_of(p, fc)
+        present = q1[..., 1:] > _EMPTY_GPU_H
+        longest = np.where(present.any(-1), (present * np.arange(present.shape[-1])).max(-1), 0)
+        slack = np.minimum(longest.max(-1) + 1, hw)  # [B]: the fleet's longest wait
+        inside = np.arange(hw)[None, :, None] < slack[:, None, None]
+        return np.nanmean(np.where(inside, per_kwh, np.nan), axis=1)  # [B, N]
+
+    def act(self, obs: np.ndarray, ctx: StepContext) -> np.ndarray:
+        """Route to the cheapest site; migrate from dear, non-urgent sites."""
+        p = ctx.params
+        q1 = ctx.queue_after_arrivals()
+        queue = q1.sum(-1)
+        cost = self._cost(ctx, q1)
+        b, n = cost.shape
+        rows, best = np.arange(b), cost.argmin(-1)
+        is_best = np.arange(n)[None, :] == best[:, None]
+        dear = cost > cost[rows, best][:, None] * (1.0 + self.params.min_saving_fraction)
+        urgent = _due_share(q1) + np.divide(q1[..., 2], queue, out=np.zeros_like(queue),
+                                            where=queue > _EMPTY_GPU_H)
+        send = ~is_best & dear & (urgent <= self.params.max_urgent_fraction)
+        demand = ctx.exo_t[..., Exo.INFERENCE_GPUS]
+        free = np.maximum(p.gpus - demand - queue, 0.0)[rows, best]
+        pool = np.where(send, queue, 0.0).sum(-1)
+        share = np.divide(free, pool, out=np.zeros_like(pool), where=pool > _EMPTY_GPU_H)
+        migrate = np.where(send, np.minimum(share, p.max_migration_fraction)[:, None], 0.0)
+        ones = np.ones((b, n))
+        return _actions(ctx, ones, ones, route=np.where(is_best, 1.0, -1.0), migrate=migrate)

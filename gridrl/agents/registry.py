@@ -19,12 +19,18 @@ from gridrl.agents.heuristics import (
     CarbonAwareParams,
     FollowRenewables,
     FollowRenewablesParams,
+    GreedySpatial,
+    GreedySpatialParams,
     HeadroomGuard,
     HeadroomGuardParams,
+    PriceThreshold,
+    PriceThresholdParams,
     RandomParams,
     RandomPolicy,
     RunNow,
     RunNowParams,
+    StaticParams,
+    StaticPolicy,
 )
 from gridrl.agents.mpc import MPC, MPCParams
 from gridrl.agents.policy import Policy, SB3Policy
@@ -50,6 +56,9 @@ REFERENCES: dict[str, tuple[type, type[BaseModel]]] = {
     "mpc": (MPC, MPCParams),
     "lp_bound": (LPBound, LPBoundParams),
     "random": (RandomPolicy, RandomParams),
+    "static": (StaticPolicy, StaticParams),
+    "price_threshold": (PriceThreshold, PriceThresholdParams),
+    "greedy_spatial": (GreedySpatial, GreedySpatialParams),
 }
 
 

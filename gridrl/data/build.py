@@ -286,7 +286,7 @@ def build_site(
     if "carbon_g_per_kwh" in real:
         carbon, floored = real["carbon_g_per_kwh"], 0
     price = real.get("price_per_mwh", price)
-    work = workload_signals(site, weather, scenario.seed, base_dir)
+    work = workload_signals(site, weather, scenario.seed, base_dir, scenario.periods)
     w = weather.frame
     frame = pd.DataFrame(
         {

@@ -46,7 +46,7 @@ class EpisodeWindows:
     index : pandas.DatetimeIndex
         Rows of the data (hourly UTC).
     scenario : Scenario
-    period : {"train", "test"}
+    period : {"train", "validation", "test"}
         Which ``scenario.periods`` entry.
 
     Raises
@@ -58,8 +58,9 @@ class EpisodeWindows:
     def __init__(self, index: pd.DatetimeIndex, scenario: Scenario, period: str) -> None:
         self.index = index
         self.period = period
-        if period not in ("train", "test"):
-            raise ScenarioError(f"period must be 'train' or 'test', got {period!r}")
+        if period not in ("train", "validation", "test"):
+            raise ScenarioError(
+                f"period must be 'train', 'validation' or 'test', got {period!r}")
         blocks: list[Period] = getattr(scenario.periods, period)
         self.episode_hours = int(scenario.env.episode_hours)
         self.blocks: list[tuple[int, int]] = []

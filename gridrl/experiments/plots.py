@@ -109,3 +109,50 @@ def ablation_plot(table: pd.DataFrame, column: str, label: str, path: str | Path
     ax.legend(title="forecast mode", fontsize=8)
     ax.set_title("Forecast ablation (mean over seeds, 95% CI)")
     return _save(fig, Path(path))
+
+
+def interval_plot(board: pd.DataFrame, objective: str, path: str | Path) -> Path:
+    """``<objective>_iqm`` per policy with its ``_ci_low`` / ``_ci_high`` interval."""
+    data = board.dropna(subset=[f"{objective}_iqm"])
+    fig, ax = plt.subplots(figsize=(7, 0.45 * max(len(data), 2) + 1.2))
+    y = np.arange(len(data))[::-1]
+    mid = data[f"{objective}_iqm"].to_numpy(dtype=float)
+    err = np.vstack([mid - data[f"{objective}_ci_low"].to_numpy(dtype=float),
+                     data[f"{objective}_ci_high"].to_numpy(dtype=float) - mid])
+    colors = ["tab:orange" if k == "sb3" else "tab:blue" for k in data.get("kind", [])]
+    ax.barh(y, mid, xerr=np.maximum(err, 0.0), color=colors or None, capsize=3)
+    ax.set_yticks(y, data.index.astype(str))
+    ax.set_xlabel(f"{objective} (interquartile mean over seeds x weeks)")
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_title("Leaderboard (IQM, stratified bootstrap CI); orange = learned")
+    return _save(fig, Path(path))
+
+
+def profile_plot(profiles: dict[str, np.ndarray], cis: dict[str, np.ndarray],
+                 taus: np.ndarray, label: str, path: str | Path) -> Path:
+    """rliable's performance-profile figure for the profiles of ``stats``."""
+    from rliable import plot_utils
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    plot_utils.plot_performance_profiles(
+        profiles, taus, performance_profile_cis=cis, ax=ax, xlabel=label,
+        ylabel="share of seed x week scores > threshold",
+    )
+    ax.legend(fontsize="small", loc="best")  # rliable labels each line by policy
+    return _save(fig, Path(path))
+
+
+def week_distribution_plot(results: pd.DataFrame, column: str, label: str,
+                           path: str | Path) -> Path:
+    """Box plot of ``column`` per policy over every seed x week (each point a week)."""
+    groups = [(name, g[column].to_numpy(dtype=float))
+              for name, g in results.groupby("policy", sort=False)]
+    fig, ax = plt.subplots(figsize=(7, 0.45 * max(len(groups), 2) + 1.2))
+    ax.boxplot([g for _, g in groups], orientation="horizontal", showmeans=True)
+    for k, (_, g) in enumerate(groups, start=1):
+        ax.scatter(g, np.full(g.size, k), s=8, alpha=0.5, color="tab:gray")
+    ax.set_yticks(np.arange(1, len(groups) + 1), [n for n, _ in groups])
+    ax.set_xlabel(label)
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_title("Per-week distribution (box: quartiles, triangle: mean)")
+    return _save(fig, Path(path))

@@ -1,14 +1,19 @@
-"""Study report: leaderboard with confidence intervals, gap closed, curves, ablation.
+"""Study report: rliable leaderboard, gap closed, curves, ablation, tuning, validation.
 
-Statistics are over seeds: a seed's value is the mean over its evaluation episodes,
-and the interval is Student's t interval of the seed values (95 % by default). Gap
-closed is computed per seed from paired episodes (every policy and seed is evaluated
-on the same episodes): ``(J - J_run_now) / (J_lp_bound - J_run_now)`` with the seed's
-mean objectives. With one seed the interval is not defined and shows as ``n/a``.
+Aggregates and intervals come from :mod:`gridrl.experiments.stats` (rliable): for each
+policy the scores of every training seed on every evaluation week form a
+``runs x weeks`` matrix; the leaderboard shows its interquartile mean (IQM) and mean
+with stratified bootstrap 95 % intervals over weeks and seeds. Gap closed is computed
+per seed from paired episodes (every policy and seed is evaluated on the same
+episodes): ``(J - J_run_now) / (J_lp_bound - J_run_now)`` with the seed's mean
+objectives, and again against the best static policy (``static`` reference):
+``(J - J_static) / (J_lp_bound - J_static)``. The forecast ablation still shows the
+t-interval of seed means (one number per seed and mode).
 """
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -18,9 +23,12 @@ import pandas as pd
 import yaml
 from scipy import stats
 
+from gridrl.env.kpis import KPIS
 from gridrl.experiments import plots
 from gridrl.experiments.schema import Study
+from gridrl.experiments.stats import interval_table, performance_profiles, score_matrices
 from gridrl.experiments.store import RunStore
+from gridrl.experiments.tuning import TUNING_FILE, VALIDATION_FILE, load_tuning, tuned_study
 from gridrl.experiments.units import (
     agent_scenario,
     overrides,
@@ -57,7 +65,10 @@ def _episode_key(results: pd.DataFrame) -> list[str]:
     return ["start"] if "start" in results.columns else ["seed", "episode"]
 
 
-def gap_closed_per_seed(results: pd.DataFrame, objective: str = OBJECTIVE) -> pd.DataFrame:
+def gap_closed_per_seed(
+    results: pd.DataFrame, objective: str = OBJECTIVE, *, baseline: str = BASELINE,
+    column: str = "gap_closed",
+) -> pd.DataFrame:
     """Gap closed per policy x forecast mode x seed, from paired episodes.
 
     Each episode row is paired with the ``run_now`` and ``lp_bound`` rows of the same
@@ -70,16 +81,17 @@ def gap_closed_per_seed(results: pd.DataFrame, objective: str = OBJECTIVE) -> pd
     Returns
     -------
     pandas.DataFrame
-        ``policy``, ``forecast_mode``, ``seed``, ``gap_closed``.
+        ``policy``, ``forecast_mode``, ``seed``, ``column`` (``gap_closed``); the
+        baseline is the reference whose ``algo`` is ``baseline`` (``run_now``).
     """
     keys = ["policy", "forecast_mode", "seed"]
     if objective not in results.columns:
         out = results[keys].drop_duplicates().copy()
-        out["gap_closed"] = np.nan
+        out[column] = np.nan
         return out
     ep = _episode_key(results)
     frame = results[list(dict.fromkeys([*keys, *ep, objective]))].copy()
-    for algo in (BASELINE, BOUND):
+    for algo in (baseline, BOUND):
         ref = results[results["algo"] == algo]
         col = f"_{algo}"
         by_mode = ref.groupby(["forecast_mode", *ep])[objective].mean().rename(col)
@@ -87,14 +99,15 @@ def gap_closed_per_seed(results: pd.DataFrame, objective: str = OBJECTIVE) -> pd
         frame = frame.merge(by_mode, left_on=["forecast_mode", *ep], right_index=True, how="left")
         frame = frame.merge(any_mode, left_on=ep, right_index=True, how="left")
         frame[col] = frame[col].fillna(frame.pop(col + "_any"))
-    paired = frame.dropna(subset=[f"_{BASELINE}", f"_{BOUND}"])
-    means = paired.groupby(keys, sort=False)[[objective, f"_{BASELINE}", f"_{BOUND}"]].mean()
-    den = means[f"_{BOUND}"] - means[f"_{BASELINE}"]
-    gap = (means[objective] - means[f"_{BASELINE}"]) / den.where(den.abs() > _NO_GAP)
+    base = f"_{baseline}"
+    paired = frame.dropna(subset=[base, f"_{BOUND}"])
+    means = paired.groupby(keys, sort=False)[[objective, base, f"_{BOUND}"]].mean()
+    den = means[f"_{BOUND}"] - means[base]
+    gap = (means[objective] - means[base]) / den.where(den.abs() > _NO_GAP)
     out = (
         results[keys]
         .drop_duplicates()
-        .merge(gap.rename("gap_closed").reset_index(), on=keys, how="left")
+        .merge(gap.rename(column).reset_index(), on=keys, how="left")
     )
     return out
 
@@ -125,6 +138,96 @@ def summarize(per_seed: pd.DataFrame, columns: list[str], confidence: float) -> 
             row[c], row[f"{c}_ci"] = mean, ci
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+STATIC = "static"  # the reference whose best entry is the second gap's baseline
+_BEST_STATIC = "_best_static"
+
+
+def best_static(results: pd.DataFrame, objective: str = OBJECTIVE) -> str | None:
+    """The ``static`` reference entry with the highest mean objective, if any."""
+    static = results[results["algo"] == STATIC]
+    if static.empty or objective not in static:
+        return None
+    return str(static.groupby("policy")[objective].mean().idxmax())
+
+
+def leaderboard(
+    results: pd.DataFrame, *, objective: str = OBJECTIVE, reps: int, confidence: float,
+    seed: int,
+) -> pd.DataFrame:
+    """One row per policy x forecast mode (see the module docstring for the columns).
+
+    ``J_mean``, ``J_iqm`` and the IQM's ``J_ci_low`` / ``J_ci_high`` come from rliable
+    over the ``seeds x weeks`` matrix; ``gap_closed`` / ``gap_closed_vs_static`` are
+    means over seeds of the per-seed gaps; ``<kpi>`` are means over every episode, and
+    ``saving_<kpi>@<site>`` what the policy saves at each site against ``run_now`` on
+    the same weeks (positive = less carbon or cost), from the harness's per-site
+    columns.
+    """
+    rows = []
+    for mode, sub in results.groupby("forecast_mode", sort=False):
+        board = interval_table(
+            score_matrices(sub, objective), reps=reps, confidence=confidence, seed=seed
+        )
+        board.columns = [f"{objective}_{c}" for c in board.columns]
+        board = board.rename(columns={
+            f"{objective}_iqm_ci_low": f"{objective}_ci_low",
+            f"{objective}_iqm_ci_high": f"{objective}_ci_high",
+            f"{objective}_runs": "seeds", f"{objective}_tasks": "weeks",
+        })  # fmt: skip
+        board.insert(0, "forecast_mode", mode)
+        rows.append(board.rename_axis("policy").reset_index())
+    board = pd.concat(rows, ignore_index=True)
+    ids = results[["policy", "kind", "algo"]].drop_duplicates("policy")
+    board = ids.merge(board, on="policy")
+    board.insert(3, "learned", board["kind"] == "sb3")
+    return _board_extras(board, results, objective)
+
+
+def _board_extras(board: pd.DataFrame, results: pd.DataFrame, objective: str) -> pd.DataFrame:
+    """Gap closed (both baselines), per-term KPI means and per-site savings."""
+    keys = ["policy", "forecast_mode"]
+    gaps = gap_closed_per_seed(results, objective)
+    static = best_static(results, objective)
+    marked = results.copy()
+    if static is not None:
+        marked.loc[marked["policy"] == static, "algo"] = _BEST_STATIC
+    gaps = gaps.merge(
+        gap_closed_per_seed(marked, objective, baseline=_BEST_STATIC,
+                            column="gap_closed_vs_static"),
+        on=[*keys, "seed"],
+    )  # fmt: skip
+    board = board.merge(gaps.groupby(keys)[["gap_closed", "gap_closed_vs_static"]].mean(),
+                        left_on=keys, right_index=True, how="left")
+    # every KPI of the env (carbon, cost, delay, SLO, overdraw, ...), as the env defines them
+    terms = [k.name for k in KPIS if k.name in results.columns]
+    board = board.merge(results.groupby(keys)[terms].mean(), left_on=keys,
+                        right_index=True, how="left")
+    savings = site_savings(results)
+    if not savings.empty:
+        board = board.merge(savings, left_on=keys, right_index=True, how="left")
+    board["best_static"] = board["policy"] == static
+    return board
+
+
+def site_savings(results: pd.DataFrame) -> pd.DataFrame:
+    """Per policy x forecast mode, ``saving_<kpi>@<site>``: mean over paired weeks of
+    ``run_now``'s value minus the policy's, for every per-site KPI column."""
+    from gridrl.agents.evaluate import SITE_SEP
+
+    site_cols = [c for c in results.columns if SITE_SEP in c]
+    ref = results[results["algo"] == BASELINE]
+    if not site_cols or ref.empty:
+        return pd.DataFrame()
+    ep = _episode_key(results)
+    base = ref.groupby(ep)[site_cols].mean()
+    merged = results.merge(base, left_on=ep, right_index=True, suffixes=("", "_ref"))
+    diff = pd.DataFrame({
+        f"saving_{c}": merged[f"{c}_ref"] - merged[c] for c in site_cols
+    })  # fmt: skip
+    diff[["policy", "forecast_mode"]] = merged[["policy", "forecast_mode"]]
+    return diff.groupby(["policy", "forecast_mode"]).mean()
 
 
 def learning_curves(store: RunStore, window: int) -> pd.DataFrame:
@@ -218,7 +321,7 @@ def _load_study(run_dir: Path) -> Study:
 
 
 def write_report(run_dir: str | Path, *, objective: str = OBJECTIVE) -> Path:
-    """Write ``report.md`` and ``plots/*.png`` for a run folder from its results.
+    """Write ``report.md``, ``leaderboard.csv`` and ``plots/*.png`` for a run folder.
 
     Parameters
     ----------
@@ -235,22 +338,54 @@ def write_report(run_dir: str | Path, *, objective: str = OBJECTIVE) -> Path:
         ``RUN_DIR/report.md``.
     """
     run_dir = Path(run_dir).resolve()
-    study = _load_study(run_dir)
+    record = load_tuning(run_dir)
+    study = tuned_study(_load_study(run_dir), record)
     store = RunStore(run_dir, check_result=result_check(study))
     results = store.load_results()
-    lines = _header(study, store)
+    lines = _header(study, store) + _tuning_section(record)
     if results.empty:
         lines.append("No finished units yet.")
         return write_text_atomic(run_dir / "report.md", "\n".join(lines) + "\n")
-    summary = _summary(study, results, objective)
-    write_with(run_dir / "leaderboard.csv", lambda p: summary.to_csv(p, index=False))
+    board = _board(study, results, objective)
+    write_with(run_dir / "leaderboard.csv", lambda p: board.to_csv(p, index=False))
     plot_dir = run_dir / "plots"
-    board, leaderboard = _leaderboard_section(study, summary, objective, plot_dir)
-    lines += leaderboard
-    lines += _ablation_section(study, summary, objective, plot_dir)
+    main, section = _leaderboard_section(study, board, objective, plot_dir)
+    lines += section
+    lines += _site_savings_section(main)
+    lines += _distribution_section(study, results, objective, plot_dir)
+    lines += _validation_section(study, store, objective)
+    lines += _ablation_section(study, _summary(study, results, objective), objective, plot_dir)
     lines += _training_section(study, store, plot_dir)
-    lines += _dispatch_section(study, store, board, plot_dir)
+    lines += _dispatch_section(study, store, main, plot_dir)
     return write_text_atomic(run_dir / "report.md", "\n".join(lines) + "\n")
+
+
+def _tuning_section(record: dict[str, Any]) -> list[str]:
+    """The settings chosen on validation (empty without tuning)."""
+    if not record:
+        return []
+    o = record["objective"]
+    table = pd.DataFrame([
+        {"agent": name, "reference": a["reference"], "candidates": len(a["trials"]),
+         "chosen": json.dumps(a["chosen"]), f"validation {o}": round(a["validation_J"], 3)}
+        for name, a in record["agents"].items()
+    ])  # fmt: skip
+    return [
+        "## Tuned on validation",
+        "",
+        f"Chosen on the `{record['period']}` period (forecast mode "
+        f"`{record['forecast_mode']}`, highest mean {o} over its episodes); the test ran "
+        f"once with these settings. Every candidate's score: `{TUNING_FILE}`.",
+        "",
+        _markdown_table(table),
+        "",
+    ]
+
+
+def _board(study: Study, results: pd.DataFrame, objective: str) -> pd.DataFrame:
+    rep = study.report
+    return leaderboard(results, objective=objective, reps=rep.bootstrap_reps,
+                       confidence=rep.confidence, seed=rep.bootstrap_seed)
 
 
 def _header(study: Study, store: RunStore) -> list[str]:
@@ -295,46 +430,159 @@ def _summary(study: Study, results: pd.DataFrame, objective: str) -> pd.DataFram
     return summarize(per_seed, kpis, study.report.confidence)
 
 
+def _interval(lo: float, mid: float, hi: float) -> str:
+    if not np.isfinite(mid):
+        return "n/a"
+    digits = 3 if abs(mid) < 100 else 1
+    return f"{mid:,.{digits}f} [{lo:,.{digits}f}, {hi:,.{digits}f}]"
+
+
 def _leaderboard_section(
-    study: Study, summary: pd.DataFrame, objective: str, plot_dir: Path
+    study: Study, board: pd.DataFrame, objective: str, plot_dir: Path
 ) -> tuple[pd.DataFrame, list[str]]:
     """The leaderboard of the study's forecast mode (sorted, best first) and its lines."""
-    base = summary[summary["forecast_mode"] == study.forecast.mode]
-    sort_col = "gap_closed" if base["gap_closed"].notna().any() else objective
-    if sort_col in base:
-        base = base.sort_values(sort_col, ascending=False)
-    board = base.set_index("policy")
-    shown = [c for c in study.report.leaderboard_columns if c in board.columns]
-    table = pd.DataFrame(
-        {
-            "policy": board.index,
-            "kind": board["algo"].to_numpy(),
-            "seeds": board["seeds"].to_numpy(),
-            **{
-                c: [_fmt(m, s) for m, s in zip(board[c], board[f"{c}_ci"], strict=True)]
-                for c in shown
-            },
-        }
-    )
+    base = board[board["forecast_mode"] == study.forecast.mode]
+    sort_col = "gap_closed" if base["gap_closed"].notna().any() else f"{objective}_iqm"
+    base = base.sort_values(sort_col, ascending=False)
+    o = objective
+    shown = [c for c in study.report.leaderboard_columns
+             if c in base.columns and c not in (o, "gap_closed")]
+    table = pd.DataFrame({
+        "policy": base["policy"].to_numpy(),
+        "kind": base["algo"].to_numpy(),
+        "seeds x weeks": [f"{r} x {t}" for r, t in zip(base["seeds"], base["weeks"], strict=True)],
+        f"{o} IQM [CI]": [_interval(*v) for v in base[[f"{o}_ci_low", f"{o}_iqm",
+                                                      f"{o}_ci_high"]].to_numpy()],
+        f"{o} mean [CI]": [_interval(*v) for v in base[[f"{o}_mean_ci_low", f"{o}_mean",
+                                                       f"{o}_mean_ci_high"]].to_numpy()],
+        "gap_closed": base["gap_closed"].round(3).to_numpy(),
+        "gap_closed_vs_static": base["gap_closed_vs_static"].round(3).to_numpy(),
+        **{c: base[c].round(3).to_numpy() for c in shown},
+    })  # fmt: skip
+    conf = f"{study.report.confidence:.0%}"
     lines = [
         f"## Leaderboard (forecast mode `{study.forecast.mode}`)",
         "",
-        f"Mean over seeds ± half-width of the {study.report.confidence:.0%} t-interval. "
-        "Gap closed = (J − J_run_now) / (J_lp_bound − J_run_now) per seed on paired episodes.",
+        f"{o}: interquartile mean and mean over the seeds x weeks matrix with rliable's "
+        f"stratified bootstrap {conf} intervals (runs and weeks resampled, "
+        f"{study.report.bootstrap_reps} replications). Gap closed = (J − J_run_now) / "
+        "(J_lp_bound − J_run_now) per seed on paired episodes; gap_closed_vs_static "
+        "uses the best static policy in place of run_now. Other KPIs: mean per episode.",
         "",
         _markdown_table(table),
         "",
-        "Every KPI (mean and CI half-width, every forecast mode): `leaderboard.csv`; "
-        "every episode: `results.parquet`.",
+        "Every KPI, per-site savings against run_now and every forecast mode: "
+        "`leaderboard.csv`; every episode: `results.parquet`.",
         "",
     ]
-    if sort_col in board:
-        label = sort_col
-        if sort_col == "gap_closed":
-            label = "gap closed (fraction of run_now → lp_bound)"
-        p = plots.leaderboard_plot(board, sort_col, label, plot_dir / "leaderboard.png")
-        lines += [f"![leaderboard]({p.relative_to(plot_dir.parent)})", ""]
+    p = plots.interval_plot(base.set_index("policy"), objective, plot_dir / "leaderboard.png")
+    lines += [f"![leaderboard]({p.relative_to(plot_dir.parent)})", ""]
     return base, lines
+
+
+def _site_savings_section(board: pd.DataFrame) -> list[str]:
+    """Per-site carbon and cost saved against run_now (mean per episode)."""
+    cols = [c for c in board.columns
+            if c.startswith(("saving_carbon_kg@", "saving_cost@"))]  # fmt: skip
+    if not cols:
+        return []
+    table = board.set_index("policy")[cols].round(2)
+    table.columns = [c.removeprefix("saving_") for c in cols]
+    return [
+        "## Savings per site",
+        "",
+        "Carbon (kg) and cost saved against `run_now` at each site, mean per episode on "
+        "the same weeks (positive = less). Every per-site KPI: `leaderboard.csv`.",
+        "",
+        _markdown_table(table.reset_index()),
+        "",
+    ]
+
+
+def normalized_scores(results: pd.DataFrame, objective: str = OBJECTIVE) -> pd.DataFrame:
+    """``results`` with ``score``: each episode's gap closed against the same week's
+    ``run_now`` and ``lp_bound`` (NaN where a reference is missing or no gap)."""
+    ep = _episode_key(results)
+    refs = {
+        a: results[results["algo"] == a].groupby(ep)[objective].mean() for a in (BASELINE, BOUND)
+    }
+    out = results.copy()
+    if any(r.empty for r in refs.values()):
+        out["score"] = np.nan
+        return out
+    j0 = out[ep].merge(refs[BASELINE].rename("j0"), left_on=ep, right_index=True, how="left")
+    j1 = out[ep].merge(refs[BOUND].rename("j1"), left_on=ep, right_index=True, how="left")
+    from gridrl.agents.evaluate import gap_closed
+
+    out["score"] = gap_closed(out[objective].to_numpy(), j0["j0"].to_numpy(), j1["j1"].to_numpy())
+    return out
+
+
+def _distribution_section(
+    study: Study, results: pd.DataFrame, objective: str, plot_dir: Path
+) -> list[str]:
+    """rliable performance profiles and the per-week distribution of the objective."""
+    main = results[results["forecast_mode"] == study.forecast.mode]
+    scored = normalized_scores(main, objective)
+    column, label = "score", "gap closed per week (0 = run_now, 1 = lp_bound)"
+    if scored["score"].isna().any():
+        column, label = objective, objective  # no paired references: raw objective
+    matrices = score_matrices(scored, column)
+    flat = np.concatenate([m.ravel() for m in matrices.values()])
+    taus = np.linspace(float(flat.min()), float(flat.max()), study.report.profile_points)
+    rep = study.report
+    prof, cis = performance_profiles(matrices, taus, reps=rep.bootstrap_reps,
+                                     confidence=rep.confidence, seed=rep.bootstrap_seed)
+    p1 = plots.profile_plot(prof, cis, taus, label, plot_dir / "performance_profile.png")
+    p2 = plots.week_distribution_plot(scored, column, label, plot_dir / "per_week.png")
+    rel = plot_dir.parent
+    return [
+        "## Distributions",
+        "",
+        f"Performance profile (rliable score distribution: share of seed x week scores "
+        f"above each threshold, with bootstrap bands) and per-week distribution of {label}.",
+        "",
+        f"![performance profile]({p1.relative_to(rel)})",
+        "",
+        f"![per week]({p2.relative_to(rel)})",
+        "",
+    ]
+
+
+def load_validation(store: RunStore) -> pd.DataFrame:
+    """The validation-period rows of every finished unit (empty without any)."""
+    frames = [
+        pd.read_parquet(path)
+        for unit in store.finished_units()
+        if (path := store.unit_dir(unit) / VALIDATION_FILE).is_file()
+    ]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _validation_section(study: Study, store: RunStore, objective: str) -> list[str]:
+    """Every agent's validation-period result beside its test result."""
+    val = load_validation(store)
+    if val.empty:
+        return []
+    test = store.load_results()
+    keys = ["policy", "forecast_mode"]
+    def gap(frame: pd.DataFrame) -> pd.Series:
+        return gap_closed_per_seed(frame, objective).groupby(keys)["gap_closed"].mean()
+
+    side = pd.DataFrame({
+        f"{objective} validation": val.groupby(keys)[objective].mean(),
+        f"{objective} test": test.groupby(keys)[objective].mean(),
+        "gap_closed validation": gap(val), "gap_closed test": gap(test),
+    }).round(3)  # fmt: skip
+    return [
+        "## Validation beside test",
+        "",
+        f"Mean {objective} and gap closed of every agent on the validation period (where "
+        "settings are tuned) and on the test period (run once with those settings).",
+        "",
+        _markdown_table(side.reset_index()),
+        "",
+    ]
 
 
 def _ablation_section(

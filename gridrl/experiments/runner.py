@@ -39,6 +39,7 @@ from gridrl.experiments.schema import (
     load_study,
 )
 from gridrl.experiments.store import RunStore
+from gridrl.experiments.tuning import VALIDATION_FILE, tune_study, tuned_study
 from gridrl.experiments.units import (
     Unit,
     agent_scenario,
@@ -50,6 +51,7 @@ from gridrl.experiments.units import (
     write_run_scenario,
     write_scenario_yaml,
 )
+from gridrl.io import write_with
 from gridrl.scenario import Scenario, load_scenario
 
 __all__ = ["Unit", "UnitsFailedError", "plan_units", "run_study"]
@@ -178,9 +180,32 @@ def execute_unit(payload: dict[str, Any]) -> dict[str, Any]:
     policy = policy_for_agent(ctx.study, agent.name, ctx.unit_dir)
     t_eval = time.perf_counter()
     kpis = evaluate_unit(policy, ctx)
+    if ctx.study.validation_rows():
+        write_validation_rows(policy, ctx)
     summary["eval_wall_s"] = time.perf_counter() - t_eval
     summary["wall_s"] = time.perf_counter() - t0
     return finish_unit(ctx, kpis, summary)
+
+
+def write_validation_rows(policy: Any, ctx: UnitContext) -> None:
+    """Evaluate the unit on every validation window too, reported beside the test
+    (``<unit>/validation.parquet``, written before the unit's done marker)."""
+    from gridrl.agents.evaluate import evaluate
+    from gridrl.agents.train import env_inputs
+
+    study, unit, mode = ctx.study, ctx.unit, ctx.unit.forecast_mode
+    rows = evaluate(
+        policy, ctx.scenario, period="validation", seed=study.evaluation.seed,
+        forecast_mode=mode, data=env_inputs(ctx.scenario_path, mode, study.forecast.config),
+        deterministic=study.evaluation.deterministic,
+    )  # fmt: skip
+    agent = study.agent(unit.agent)
+    algo = agent.algo if isinstance(agent, SB3AgentSpec) else agent.reference
+    ids = {"policy": unit.agent, "kind": agent.kind, "algo": algo, "seed": unit.seed,
+           "forecast_mode": mode, "unit_id": unit.unit_id}
+    for i, (k, v) in enumerate(ids.items()):
+        rows.insert(i, k, v)
+    write_with(ctx.unit_dir / VALIDATION_FILE, lambda p: rows.to_parquet(p, index=False))
 
 
 def evaluate_unit(policy: Any, ctx: UnitContext) -> pd.DataFrame:
@@ -268,7 +293,11 @@ def prepare_run(plan: RunPlan, progress: RunProgress) -> list[dict[str, Any]]:
         f"{study.name}: {len(plan.units)} units, {len(plan.units) - len(todo)} already "
         f"finished, {len(todo)} to run on backend {study.backend.kind} -> {plan.run_dir}"
     )
-    prepare_inputs(study, scenario_path, {u.forecast_mode for u in todo}, progress)
+    modes = {u.forecast_mode for u in todo}
+    if study.tuning is not None:
+        modes.add(study.forecast.mode)  # tuning evaluates in the study's mode
+    prepare_inputs(study, scenario_path, modes, progress)
+    study = tune_references(study, scenario_path, plan.run_dir, progress)
     run_scenario = load_scenario(scenario_path)
     scenarios = {a: agent_scenario(study, run_scenario, a) for a in {u.agent for u in todo}}
     study_dict = study.model_dump(mode="json")
@@ -282,6 +311,23 @@ def prepare_run(plan: RunPlan, progress: RunProgress) -> list[dict[str, Any]]:
         }
         for u in todo
     ]
+
+
+def tune_references(
+    study: Study, scenario_path: Path, run_dir: Path, progress: RunProgress
+) -> Study:
+    """The study with its ``tuning`` agents' settings chosen on validation (recorded in
+    ``tuning.json``; a resumed run reads the record)."""
+    if study.tuning is None:
+        return study
+    t0 = time.perf_counter()
+    progress.message(f"tuning {', '.join(study.tuning.grid)} on the validation period")
+    record = tune_study(study, scenario_path, run_dir)
+    for name, agent in record["agents"].items():
+        progress.message(f"tuned {name}: {agent['chosen']} (validation J "
+                         f"{agent['validation_J']:,.3f}, {len(agent['trials'])} candidates)")
+    progress.message(f"tuning done in {time.perf_counter() - t0:,.1f} s")
+    return tuned_study(study, record)
 
 
 def reject_invalid_units(plan: RunPlan, progress: RunProgress) -> None:

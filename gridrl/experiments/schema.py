@@ -155,9 +155,41 @@ class EvaluationSpec(StrictSpec):
     """
 
     episodes: Annotated[Count, Field(gt=0)] | None = None
-    period: Literal["train", "test"] = "test"
+    period: Literal["train", "validation", "test"] = "test"
     deterministic: bool = True
     seed: Count = 0  # draws the evaluation windows (and seeds stochastic policies)
+    # also evaluate every unit on the validation period, reported beside the test
+    # (always on with ``tuning``); its windows: every fixed one
+    validation: bool = False
+
+
+class TuningSpec(StrictSpec):
+    """Settings of reference agents chosen on the validation period before the test.
+
+    ``grid`` maps an agent name to candidate values of its parameters (every
+    combination is evaluated: mean ``J`` over the validation episodes, best kept);
+    agents in ``per_site`` are then refined one site at a time (each site tries every
+    combination while the others keep theirs), so a static policy gets its own cap and
+    run share per site. The runner records the choice in ``tuning.json`` and every unit
+    (and the report) uses it; the test period is evaluated once, with it.
+    """
+
+    period: Literal["validation"] = "validation"
+    episodes: Annotated[Count, Field(gt=0)] | None = None  # default: every fixed window
+    seed: Count = 0
+    grid: dict[str, dict[str, list[Any]]]
+    per_site: list[str] = Field(default_factory=list)
+
+    @field_validator("grid")
+    @classmethod
+    def _grid(cls, v: dict[str, dict[str, list[Any]]]) -> dict[str, dict[str, list[Any]]]:
+        for agent, params in v.items():
+            if not params:
+                raise ValueError(f"{agent}: expected at least one parameter to tune")
+            empty = [k for k, vals in params.items() if not vals]
+            if empty:
+                raise ValueError(f"{agent}: no candidate values for {empty}")
+        return v
 
 
 class BackendSpec(StrictSpec):
@@ -207,6 +239,10 @@ class ReportSpec(StrictSpec):
     dispatch_week: bool = True  # dispatch plot of one test week for the best policy
     learning_curve_window: Annotated[Count, Field(gt=0)] = 20  # episodes in the rolling mean
     confidence: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.95
+    # rliable's stratified bootstrap: replications and the seed of its resampling
+    bootstrap_reps: Annotated[Count, Field(gt=0)] = 2000
+    bootstrap_seed: Count = 0
+    profile_points: Annotated[Count, Field(ge=2)] = 101  # thresholds of the profiles
 
 
 class Study(StrictSpec):
@@ -225,6 +261,7 @@ class Study(StrictSpec):
     output_dir: str | None = None  # default: runs/<name>
     ablation: AblationSpec | None = None
     report: ReportSpec = ReportSpec()
+    tuning: TuningSpec | None = None
 
     @field_validator("name")
     @classmethod
@@ -261,11 +298,40 @@ class Study(StrictSpec):
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise ValueError(f"agent names must be unique; repeated: {dup}")
+        if self.tuning is not None:
+            self._check_tuning()
         if self.ablation and self.ablation.agents:
             missing = sorted(set(self.ablation.agents) - set(names))
             if missing:
                 raise ValueError(f"ablation.agents names unknown agents {missing}")
         return self
+
+    def _check_tuning(self) -> None:
+        """Tuned agents are reference agents and every candidate is valid."""
+        import itertools
+
+        tuning = self.tuning
+        assert tuning is not None
+        for name in [*tuning.grid, *tuning.per_site]:
+            spec = next((a for a in self.agents if a.name == name), None)
+            if not isinstance(spec, ReferenceAgentSpec):
+                raise ValueError(f"tuning.grid.{name}: expected the name of a reference agent")
+        for name, grid in tuning.grid.items():
+            spec = self.agent(name)
+            model = REFERENCES[spec.reference][1]
+            for combo in itertools.product(*grid.values()):
+                try:
+                    model(**{**spec.params, **dict(zip(grid, combo, strict=True))})
+                except ValidationError as exc:
+                    bad = "; ".join(f"{key_path(e['loc'], '')}: {e['msg']}" for e in exc.errors())
+                    raise ValueError(f"tuning.grid.{name}: candidate {combo}: {bad}") from None
+        missing = sorted(set(tuning.per_site) - set(tuning.grid))
+        if missing:
+            raise ValueError(f"tuning.per_site names agents without a grid: {missing}")
+
+    def validation_rows(self) -> bool:
+        """Whether units are also evaluated on the validation period."""
+        return self.evaluation.validation or self.tuning is not None
 
     def agent(self, name: str) -> SB3AgentSpec | ReferenceAgentSpec:
         """The agent called ``name``."""
@@ -330,9 +396,17 @@ def load_study(path: str | Path, *, check_files: bool = True) -> Study:
     study_dir = path.resolve().parent
     scenario_path = _resolve(study.scenario, study_dir, "scenario", path)
     try:
-        load_scenario(scenario_path)
+        scenario = load_scenario(scenario_path)
     except ScenarioError as exc:
         raise StudyError(f"{path}: scenario: invalid scenario file:\n{exc}") from None
+    periods = study.periods or scenario.periods
+    wants = study.validation_rows() or study.evaluation.period == "validation"
+    if wants and not periods.validation:
+        raise StudyError(
+            f"{path}: tuning / evaluation.validation / evaluation.period need validation "
+            f"blocks: the scenario {scenario_path} has no periods.validation (set it there "
+            "or in the study's periods)"
+        )
     forecast = study.forecast
     needs_forecaster = any(
         _mode_needs_forecaster(m)

@@ -34,14 +34,16 @@ indexed by the scenario's hourly UTC index with columns ``inference_gpus`` and
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from gridrl.data.sources.alibaba_calibrated import DATASET, TraceFit, fit_trace, generate_calibrated
 from gridrl.data.sources.rng import ar1_noise, stream_rng
 from gridrl.data.sources.weather import SiteWeather, local_standard_time
-from gridrl.scenario import SiteConfig, WorkloadConfig
+from gridrl.scenario import Periods, SiteConfig, WorkloadConfig
 
 HOURS_PER_DAY = 24.0
 SATURDAY = 5  # pandas dayofweek: Monday = 0
@@ -112,20 +114,50 @@ def generate_workload(
     return inference, flexible
 
 
+def trace_fit(cfg: WorkloadConfig, base_dir: Path | None = None) -> TraceFit:
+    """The calibration of ``cfg`` (its trace files, window and start weekday), cached."""
+    if cfg.trace_file is None:
+        from gridrl.data.datasets import dataset_dir
+
+        pods = dataset_dir(DATASET) / "pods.csv"
+    else:
+        pods = Path(cfg.trace_file).expanduser()
+        pods = base_dir / pods if base_dir is not None and not pods.is_absolute() else pods
+    nodes = pods.with_name("gpu_nodes.csv")
+    if cfg.trace_nodes_file:
+        nodes = Path(cfg.trace_nodes_file).expanduser()
+        nodes = base_dir / nodes if base_dir is not None and not nodes.is_absolute() else nodes
+    return _fit_cached(str(pods.resolve()), str(nodes.resolve()), cfg.trace_window_days,
+                       cfg.trace_start_weekday)
+
+
+@functools.lru_cache(maxsize=4)
+def _fit_cached(pods: str, nodes: str, window_days: int, start_weekday: int) -> TraceFit:
+    return fit_trace(Path(pods), Path(nodes), window_days, start_weekday)
+
+
 def workload_signals(
-    site: SiteConfig, weather: SiteWeather, seed: int, base_dir: Path | None = None
+    site: SiteConfig, weather: SiteWeather, seed: int, base_dir: Path | None = None,
+    periods: Periods | None = None,
 ) -> pd.DataFrame:
     """``inference_gpus`` and ``flexible_gpu_h`` of one site on the weather's index.
 
-    Dispatches on ``site.workload.source``: ``generator`` (this module) or ``alibaba``
+    Dispatches on ``site.workload.source``: ``generator`` (this module), ``alibaba``
     (``gridrl.data.loaders.alibaba_workload``: the real trace, tiled and scaled to
-    the site's GPUs).
+    the site's GPUs) or ``alibaba_calibrated`` (a generator fitted to that trace,
+    :mod:`gridrl.data.sources.alibaba_calibrated`; each of ``periods``' splits draws
+    its own copy).
     """
     index = weather.frame.index
     cfg = site.workload
     if cfg.source == "generator":
         inf, flex = generate_workload(cfg, site.gpus, weather, seed, site.name)
         return pd.DataFrame({"inference_gpus": inf, "flexible_gpu_h": flex}, index=index)
+    if cfg.source == "alibaba_calibrated":
+        fit = trace_fit(cfg, base_dir)
+        frame = generate_calibrated(fit, site.gpus, weather, seed, site.name, periods,
+                                    cfg.trace_target_utilisation_fraction)
+        return frame.loc[:, ["inference_gpus", "flexible_gpu_h"]]
     from gridrl.data.loaders import alibaba_workload
 
     frame = alibaba_workload(site, index, base_dir=base_dir)

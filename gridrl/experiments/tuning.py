@@ -1,0 +1,179 @@
+"""Settings chosen on the validation period, recorded, then used for the test.
+
+With a study's ``tuning`` key the runner evaluates every candidate setting of each
+listed reference agent on the validation episodes (through the same harness as the
+test, with the study's forecast mode), keeps the one with the highest mean ``J``,
+writes every score and the choice to ``RUN_DIR/tuning.json`` and runs the units with
+the chosen parameters. Only validation rows are read: the test period's signals cannot
+move the choice (a test checks this by perturbing them).
+
+A resumed run reads ``tuning.json`` instead of tuning again, so the test units of one
+run always share one choice.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gridrl.errors import GridrlError
+from gridrl.experiments.schema import ReferenceAgentSpec, Study
+from gridrl.io import write_text_atomic
+
+__all__ = [
+    "TUNING_FILE", "VALIDATION_FILE", "TuningError", "TuningResult", "candidates",
+    "load_tuning", "tune_agent", "tune_study", "tuned_study",
+]
+
+TUNING_FILE = "tuning.json"
+VALIDATION_FILE = "validation.parquet"  # a unit's rows on the validation period
+OBJECTIVE = "J"
+
+
+class TuningError(GridrlError, ValueError):
+    """A tuning record that does not belong to the study, or a tuning that cannot run."""
+
+
+@dataclass(frozen=True)
+class TuningResult:
+    """The chosen parameters of one agent and the score of every candidate tried."""
+
+    agent: str
+    chosen: dict[str, Any]
+    score: float
+    trials: list[dict[str, Any]]
+
+
+def candidates(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """Every combination of the grid's values, in grid order."""
+    return [dict(zip(grid, combo, strict=True)) for combo in itertools.product(*grid.values())]
+
+
+def _score(reference: str, params: dict[str, Any], setup: Any, episodes: int | None,
+           seed: int) -> float:
+    from gridrl.agents.evaluate import evaluate
+    from gridrl.agents.registry import make_policy
+
+    table = evaluate(make_policy(reference, **params), setup, period="validation",
+                     episodes=episodes, seed=seed)
+    return float(table[OBJECTIVE].mean())
+
+
+def tune_agent(spec: ReferenceAgentSpec, grid: dict[str, list[Any]], setup: Any, *,
+               episodes: int | None = None, seed: int = 0, per_site: bool = False,
+               ) -> TuningResult:
+    """Grid search of ``spec``'s parameters on the validation windows of ``setup``.
+
+    Parameters
+    ----------
+    setup
+        An :class:`gridrl.agents.evaluate.EvalSetup` built for ``period="validation"``.
+    per_site
+        Then refine site by site: each site tries every combination while the other
+        sites keep theirs (values become per-site lists).
+    """
+    trials: list[dict[str, Any]] = []
+
+    def trial(params: dict[str, Any]) -> float:
+        j = _score(spec.reference, {**spec.params, **params}, setup, episodes, seed)
+        trials.append({"params": params, OBJECTIVE: j})
+        return j
+
+    scored = [(trial(c), c) for c in candidates(grid)]
+    best_j, best = max(scored, key=lambda t: t[0])  # first of equals: grid order
+    if per_site:
+        n = setup.params.n_sites
+        best = {k: [v] * n for k, v in best.items()}
+        for site in range(n):
+            for combo in candidates(grid):
+                params = {k: [*best[k][:site], combo[k], *best[k][site + 1:]] for k in grid}
+                if params == best:
+                    continue
+                j = trial(params)
+                if j > best_j:
+                    best_j, best = j, params
+    return TuningResult(spec.name, dict(best), best_j, trials)
+
+
+def tune_study(study: Study, scenario_path: Path, run_dir: Path) -> dict[str, Any]:
+    """Tune the study's ``tuning.grid`` agents once per run (module docstring).
+
+    Returns the record written to ``tuning.json`` (read back when it exists).
+    """
+    tuning = study.tuning
+    if tuning is None:
+        return {}
+    path = Path(run_dir) / TUNING_FILE
+    if path.is_file():
+        return load_tuning(run_dir, study)
+    from gridrl.agents.evaluate import make_setup
+    from gridrl.agents.train import env_inputs
+    from gridrl.experiments.units import agent_scenario
+    from gridrl.scenario import load_scenario
+
+    mode = study.forecast.mode
+    data = env_inputs(scenario_path, mode, study.forecast.config)
+    scenario = load_scenario(scenario_path)
+    agents = {}
+    for name, grid in tuning.grid.items():
+        spec = study.agent(name)
+        assert isinstance(spec, ReferenceAgentSpec)
+        setup = make_setup(agent_scenario(study, scenario, name), period="validation",
+                           forecast_mode=mode, data=data)
+        res = tune_agent(spec, grid, setup, episodes=tuning.episodes, seed=tuning.seed,
+                         per_site=name in tuning.per_site)
+        agents[name] = {"reference": spec.reference, "chosen": res.chosen,
+                        "validation_J": res.score, "trials": res.trials}
+    record = {"period": tuning.period, "forecast_mode": mode, "objective": OBJECTIVE,
+              "study_hash": _tuning_hash(study), "agents": agents}
+    write_text_atomic(path, json.dumps(record, indent=2, default=_json_default) + "\n")
+    return record
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def _tuning_hash(study: Study) -> str:
+    return study.model_copy(update={"backend": type(study.backend)(), "output_dir": None}
+                            ).content_hash()
+
+
+def load_tuning(run_dir: Path, study: Study | None = None) -> dict[str, Any]:
+    """``tuning.json`` of a run folder ({} without one).
+
+    Raises
+    ------
+    TuningError
+        unreadable, or written for another study (names the file).
+    """
+    path = Path(run_dir) / TUNING_FILE
+    if not path.is_file():
+        return {}
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise TuningError(f"{path}: unreadable tuning record ({exc})") from None
+    if study is not None and record.get("study_hash") != _tuning_hash(study):
+        raise TuningError(f"{path}: tuning record of another study (delete it to tune again)")
+    return record
+
+
+def tuned_study(study: Study, record: dict[str, Any]) -> Study:
+    """``study`` with each tuned agent's parameters replaced by the chosen ones."""
+    chosen = {name: a["chosen"] for name, a in record.get("agents", {}).items()}
+    if not chosen:
+        return study
+    agents = [
+        a.model_copy(update={"params": {**a.params, **chosen[a.name]}})
+        if a.name in chosen else a
+        for a in study.agents
+    ]
+    return study.model_copy(update={"agents": agents})
