@@ -346,6 +346,15 @@ def _check_index(frame: pd.DataFrame, source: str, origin: Origin, *, hourly: bo
     if len(index) < 2:
         return
     diffs = np.diff(index.asi8)  # ns, vectorised
+    _check_order(diffs, index, source, origin)
+    if hourly:
+        _check_hourly(diffs, index, source, origin)
+
+
+def _check_order(diffs: np.ndarray, index: pd.DatetimeIndex, source: str,
+                 origin: Origin) -> None:
+    """Strictly increasing times: no backward step, no repeated timestamp."""
+    col = origin.time_column
     back = np.flatnonzero(diffs < 0)
     if back.size:
         p = int(back[0]) + 1
@@ -369,8 +378,12 @@ def _check_index(frame: pd.DataFrame, source: str, origin: Origin, *, hourly: bo
             position=p,
             index=index,
         )
-    if not hourly:
-        return
+
+
+def _check_hourly(diffs: np.ndarray, index: pd.DatetimeIndex, source: str,
+                  origin: Origin) -> None:
+    """Hourly steps; a gap or another step is named with where it is."""
+    col = origin.time_column
     hour_ns = HOUR.value
     bad = np.flatnonzero(diffs != hour_ns)
     if not bad.size:

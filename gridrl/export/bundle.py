@@ -156,6 +156,65 @@ def verify_onnx(
     return err
 
 
+def _check_spaces(pdir: PolicyDir, model: Any, obs_layout: ObservationLayout,
+                  act_layout: ActionLayout) -> tuple[int, int]:
+    """The model's observation and action sizes, checked against the layouts (and the
+    action box against the layout's ranges)."""
+    obs_dim = int(model.policy.observation_space.shape[0])
+    act_dim = int(model.policy.action_space.shape[0])
+    if obs_dim != obs_layout.dim:
+        raise ExportError(
+            f"{pdir.path}: model observes {obs_dim} values, layout has {obs_layout.dim}"
+        )
+    if act_dim != act_layout.dim:
+        raise ExportError(
+            f"{pdir.path}: model outputs {act_dim} actions, layout has {act_layout.dim}"
+        )
+    space = model.policy.action_space
+    for i, f in enumerate(act_layout.fields):
+        if not (np.isclose(space.low[i], f.low) and np.isclose(space.high[i], f.high)):
+            raise ExportError(
+                f"action {i} ({f.name}): layout range [{f.low}, {f.high}] != policy box "
+                f"[{space.low[i]}, {space.high[i]}]"
+            )
+    return obs_dim, act_dim
+
+
+def _manifest(meta: Any, obs_layout: ObservationLayout, act_layout: ActionLayout,
+              module: Any, norm: Any, dims: tuple[int, int],
+              export_check: dict[str, Any]) -> Manifest:
+    """The bundle's manifest: layouts, ONNX interface, semantics, training metadata."""
+    norm_text = (
+        "VecNormalize observation normalisation folded in: clip((obs - mean) / "
+        f"sqrt(var + {norm.epsilon:g}), -{norm.clip_obs:g}, {norm.clip_obs:g})"
+        if norm is not None
+        else "none (the policy was trained on raw observations)"
+    )
+    return Manifest(
+        gridrl_version=__version__,
+        created_utc=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        algo=meta.algo,
+        scenario=ScenarioRef(path=meta.scenario_path, hash=meta.scenario_hash),
+        forecast_mode=meta.forecast_mode,
+        observation=obs_layout,
+        action=act_layout,
+        onnx=OnnxInfo(
+            opset=ONNX_OPSET,
+            input_name=INPUT_NAME,
+            output_name=OUTPUT_NAME,
+            decision_output_name=DECISION_NAME,
+            decision_components=list(act_layout.components),
+            observation_dim=dims[0],
+            action_dim=dims[1],
+            normalisation=norm_text,
+            action_postprocess=module.postprocess,
+        ),
+        decision_semantics=decision_semantics(act_layout),
+        training={**meta.training, "export_check": export_check},
+        versions=_versions(),
+    )
+
+
 def export_bundle(
     policy_dir: str | Path | PolicyDir, out_dir: str | Path, options: ExportOptions | None = None
 ) -> Manifest:
@@ -190,23 +249,7 @@ def export_bundle(
     model = load_sb3_model(meta.algo, pdir.model_path)
     norm = load_obs_normalisation(pdir.vecnormalize_path) if pdir.vecnormalize_path else None
     module = build_module(model, meta.algo, norm, act_layout)
-    obs_dim = int(model.policy.observation_space.shape[0])
-    act_dim = int(model.policy.action_space.shape[0])
-    if obs_dim != obs_layout.dim:
-        raise ExportError(
-            f"{pdir.path}: model observes {obs_dim} values, layout has {obs_layout.dim}"
-        )
-    if act_dim != act_layout.dim:
-        raise ExportError(
-            f"{pdir.path}: model outputs {act_dim} actions, layout has {act_layout.dim}"
-        )
-    space = model.policy.action_space
-    for i, f in enumerate(act_layout.fields):
-        if not (np.isclose(space.low[i], f.low) and np.isclose(space.high[i], f.high)):
-            raise ExportError(
-                f"action {i} ({f.name}): layout range [{f.low}, {f.high}] != policy box "
-                f"[{space.low[i]}, {space.high[i]}]"
-            )
+    obs_dim, act_dim = _check_spaces(pdir, model, obs_layout, act_layout)
 
     # folder and files honour the umask: a bundle is meant to be read by services that
     # may run as other accounts of the group
@@ -219,38 +262,8 @@ def export_bundle(
         err = verify_onnx(
             tmp_dir / ONNX_FILE, model, norm, obs, options.verify_tolerance, act_layout
         )
-        norm_text = (
-            "VecNormalize observation normalisation folded in: clip((obs - mean) / "
-            f"sqrt(var + {norm.epsilon:g}), -{norm.clip_obs:g}, {norm.clip_obs:g})"
-            if norm is not None
-            else "none (the policy was trained on raw observations)"
-        )
-        manifest = Manifest(
-            gridrl_version=__version__,
-            created_utc=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            algo=meta.algo,
-            scenario=ScenarioRef(path=meta.scenario_path, hash=meta.scenario_hash),
-            forecast_mode=meta.forecast_mode,
-            observation=obs_layout,
-            action=act_layout,
-            onnx=OnnxInfo(
-                opset=ONNX_OPSET,
-                input_name=INPUT_NAME,
-                output_name=OUTPUT_NAME,
-                decision_output_name=DECISION_NAME,
-                decision_components=list(act_layout.components),
-                observation_dim=obs_dim,
-                action_dim=act_dim,
-                normalisation=norm_text,
-                action_postprocess=module.postprocess,
-            ),
-            decision_semantics=decision_semantics(act_layout),
-            training={
-                **meta.training,
-                "export_check": {"samples": options.verify_samples, "max_abs_error": err},
-            },
-            versions=_versions(),
-        )
+        manifest = _manifest(meta, obs_layout, act_layout, module, norm, (obs_dim, act_dim),
+                             {"samples": options.verify_samples, "max_abs_error": err})
         write_json_atomic(tmp_dir / MANIFEST_FILE, manifest.model_dump(mode="json"))
         write_text_atomic(tmp_dir / CHECKSUM_FILE, checksum_text(tmp_dir))
         if out_dir.exists():

@@ -235,6 +235,16 @@ def load_alibaba_pods(
     source = str(path)
     df = read_csv(path)
     require_columns(df, _REQUIRED, path)
+    qos, num_gpu, gpu_milli = _checked_sizes(df, source, qos_classes)
+    created, scheduled, deleted, end = _checked_times(df, source, trace_end_s)
+    jobs = _pod_frame(df, qos, qos_classes, num_gpu, gpu_milli, (created, scheduled, deleted),
+                      end)
+    return PodTrace(jobs, source, end)
+
+
+def _checked_sizes(df: pd.DataFrame, source: str, qos_classes: Mapping[str, str]
+                   ) -> tuple[pd.Series, np.ndarray, np.ndarray]:
+    """The qos column and GPU sizes, each checked (unknown qos, counts, milli-GPUs)."""
     bad_cls = [c for c in qos_classes.values() if c not in WORKLOAD_CLASSES]
     if bad_cls:
         raise SignalError(source, f"qos_classes maps to {bad_cls[0]!r}, not {WORKLOAD_CLASSES}")
@@ -268,6 +278,12 @@ def load_alibaba_pods(
             f"num_gpu={num_gpu[r]:g} with gpu_milli={gpu_milli[r]:g}: both or neither must be 0",
         )
 
+    return qos, num_gpu, gpu_milli
+
+
+def _checked_times(df: pd.DataFrame, source: str, trace_end_s: float | None
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """Creation, scheduling and deletion times (s), in order, and the trace's end."""
     created = _numeric(df, "creation_time", source)
     scheduled = _numeric(df, "scheduled_time", source)
     deleted = _numeric(df, "deletion_time", source)
@@ -293,6 +309,14 @@ def load_alibaba_pods(
     if bad.size:
         raise _fail_row(source, "creation_time", bad, f"created after the trace end {end:g} s")
 
+    return created, scheduled, deleted, end
+
+
+def _pod_frame(df: pd.DataFrame, qos: pd.Series, qos_classes: Mapping[str, str],
+               num_gpu: np.ndarray, gpu_milli: np.ndarray,
+               times: tuple[np.ndarray, np.ndarray, np.ndarray], end: float) -> pd.DataFrame:
+    """One row per pod with its class, size, times, lifetime and GPU-hours."""
+    created, scheduled, deleted = times
     unscheduled = np.isnan(scheduled)
     running_at_end = np.isnan(deleted) | (deleted >= end)
     held_until = np.minimum(np.where(np.isnan(deleted), end, deleted), end)
@@ -301,7 +325,7 @@ def load_alibaba_pods(
     # An unscheduled pod never held a GPU: 0 GPU-hours (flagged, not dropped).
     gpu_h = np.where(unscheduled, 0.0, gpu_equiv * lifetime_h)
 
-    jobs = pd.DataFrame(
+    return pd.DataFrame(
         {
             "row": np.arange(1, len(df) + 1),
             "name": df["name"].astype("string"),
@@ -323,7 +347,6 @@ def load_alibaba_pods(
             "running_at_end": running_at_end,
         }
     )
-    return PodTrace(jobs, source, end)
 
 
 def trace_cluster_gpus(nodes_path: str | Path) -> int:
