@@ -9,7 +9,7 @@ from forecast_helpers import REPO, geo3_inputs, small_config
 
 from gridrl.forecast import ForecastConfig, ForecastConfigError, ForecastError
 from gridrl.forecast.bounds import physical_bounds
-from gridrl.forecast.config import load_forecast_config
+from gridrl.forecast.config import TrainingConfig, load_forecast_config
 from gridrl.forecast.crossfit import weather_for
 from gridrl.forecast.inputs import signal_table
 from gridrl.forecast.model import QuantileForecaster
@@ -139,3 +139,26 @@ def test_index_must_be_hourly(fitted):
     naive.index = pd.DatetimeIndex(naive.index.tz_localize(None))
     with pytest.raises(ForecastError, match="tz-aware"):
         signal_table(naive)
+
+
+def test_every_issue_time_trains_one_hour_ahead():
+    cfg = small_config(training=TrainingConfig(horizons_per_issue=2, every_issue_horizons_h=[1]))
+    t_len, n_sites = 1000, 2
+    mask = np.ones(t_len, dtype=bool)
+    mask[600:650] = False
+    t, n, h = QuantileForecaster(cfg, seed=3)._training_pairs(t_len, n_sites, mask)
+    pairs = pd.DataFrame({"t": t, "n": n, "h": h})
+    assert not pairs.duplicated().any()
+    assert mask[t].all() and mask[t + h].all() and (t + h < t_len).all()
+    first = max(cfg.training.min_history_h, 168)
+    issues = np.flatnonzero(mask[first: t_len - 1]) + first
+    ok1 = issues[mask[issues + 1]]
+    one = pairs[pairs.h == 1]
+    assert len(one) == ok1.size * n_sites  # every issue time with an allowed target, once
+    per = pairs.groupby(["t", "n"]).size()
+    assert per.max() == 3 and (pairs.h > cfg.max_horizon_h).sum() == 0
+    rand = pairs[pairs.h > 1].h  # the random ones spread over 2..24
+    assert set(rand) == set(range(2, cfg.max_horizon_h + 1))
+    bad = small_config(training=TrainingConfig(every_issue_horizons_h=[25]))
+    with pytest.raises(ForecastError, match="every_issue_horizons_h: 25 h"):
+        QuantileForecaster(bad)._training_pairs(t_len, n_sites, mask)

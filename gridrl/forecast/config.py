@@ -125,6 +125,9 @@ class TrainingConfig(_Strict):
     """
 
     horizons_per_issue: PosInt = 1
+    # Horizons every issue time contributes besides the random ones: the shortest ones
+    # depend most on the latest values and would otherwise get 1/H of the rows.
+    every_issue_horizons_h: list[PosInt] = [1]
     min_history_h: PosInt = 168  # issue times with less history than this are not used
 
 

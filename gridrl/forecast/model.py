@@ -155,10 +155,17 @@ class QuantileForecaster:
         first = max(cfg.training.min_history_h, required_history_h(cfg))
         issue = np.flatnonzero(mask[: t_len - 1])
         issue = issue[issue >= first]
-        per = min(cfg.training.horizons_per_issue, cfg.max_horizon_h)
+        fixed = np.array(sorted(set(cfg.training.every_issue_horizons_h)), dtype=np.int64)
+        if fixed.size and fixed[-1] > cfg.max_horizon_h:
+            raise ForecastError(f"training.every_issue_horizons_h: {int(fixed[-1])} h is "
+                                f"beyond max_horizon_h = {cfg.max_horizon_h}")
+        per = min(cfg.training.horizons_per_issue, cfg.max_horizon_h - len(fixed))
         rng = np.random.default_rng(self.seed)
         keys = rng.random((issue.size * n_sites, cfg.max_horizon_h))
+        keys[:, fixed - 1] = np.inf  # drawn below, not at random
         h = np.argsort(keys, axis=1)[:, :per] + 1  # distinct horizons per (issue, site)
+        h = np.concatenate([h, np.broadcast_to(fixed, (len(h), len(fixed)))], axis=1)
+        per += len(fixed)
         t = np.repeat(np.repeat(issue, n_sites), per)
         n = np.repeat(np.tile(np.arange(n_sites), issue.size), per)
         h = h.ravel()
