@@ -11,8 +11,9 @@ from gridrl.forecast import ForecastConfig, ForecastConfigError, ForecastError
 from gridrl.forecast.bounds import physical_bounds
 from gridrl.forecast.config import TrainingConfig, load_forecast_config
 from gridrl.forecast.crossfit import weather_for
+from gridrl.forecast.features import required_history_h
 from gridrl.forecast.inputs import signal_table
-from gridrl.forecast.model import QuantileForecaster
+from gridrl.forecast.model import QuantileForecaster, own_model_horizons
 
 TARGETS = ["pv_kw", "wind_kw", "headroom_kw", "carbon_g_per_kwh"]
 HORIZONS = [1, 6, 24]
@@ -141,8 +142,11 @@ def test_index_must_be_hourly(fitted):
         signal_table(naive)
 
 
-def test_every_issue_time_trains_one_hour_ahead():
-    cfg = small_config(training=TrainingConfig(horizons_per_issue=2, every_issue_horizons_h=[1]))
+def test_one_hour_ahead_has_its_own_model_fitted_on_every_issue_time(fitted):
+    model = fitted[4]
+    for m in model.models.values():
+        assert set(m.horizon_boosters) == {1} and set(m.horizon_boosters[1]) == set(m.boosters)
+    cfg = small_config(training=TrainingConfig(horizons_per_issue=2, own_model_horizons_h=[1]))
     t_len, n_sites = 1000, 2
     mask = np.ones(t_len, dtype=bool)
     mask[600:650] = False
@@ -150,7 +154,7 @@ def test_every_issue_time_trains_one_hour_ahead():
     pairs = pd.DataFrame({"t": t, "n": n, "h": h})
     assert not pairs.duplicated().any()
     assert mask[t].all() and mask[t + h].all() and (t + h < t_len).all()
-    first = max(cfg.training.min_history_h, 168)
+    first = max(cfg.training.min_history_h, required_history_h(cfg))
     issues = np.flatnonzero(mask[first: t_len - 1]) + first
     ok1 = issues[mask[issues + 1]]
     one = pairs[pairs.h == 1]
@@ -159,6 +163,9 @@ def test_every_issue_time_trains_one_hour_ahead():
     assert per.max() == 3 and (pairs.h > cfg.max_horizon_h).sum() == 0
     rand = pairs[pairs.h > 1].h  # the random ones spread over 2..24
     assert set(rand) == set(range(2, cfg.max_horizon_h + 1))
-    bad = small_config(training=TrainingConfig(every_issue_horizons_h=[25]))
-    with pytest.raises(ForecastError, match="every_issue_horizons_h: 25 h"):
+    bad = small_config(training=TrainingConfig(own_model_horizons_h=[25]))
+    with pytest.raises(ForecastError, match="own_model_horizons_h: 25 h"):
         QuantileForecaster(bad)._training_pairs(t_len, n_sites, mask)
+    # a single horizon needs no model of its own: the pooled one is it
+    one = small_config(max_horizon_h=1)
+    assert own_model_horizons(one).size == 0

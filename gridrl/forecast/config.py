@@ -125,9 +125,10 @@ class TrainingConfig(_Strict):
     """
 
     horizons_per_issue: PosInt = 1
-    # Horizons every issue time contributes besides the random ones: the shortest ones
-    # depend most on the latest values and would otherwise get 1/H of the rows.
-    every_issue_horizons_h: list[PosInt] = [1]
+    # Horizons with a model of their own, fitted on every issue time: pooled, they would
+    # get 1/H of the rows and, their changes being the smallest, little of the loss. The
+    # pooled model also gets them from every issue time (the next horizons gain).
+    own_model_horizons_h: list[PosInt] = [1]
     min_history_h: PosInt = 168  # issue times with less history than this are not used
 
 
