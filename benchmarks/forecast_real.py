@@ -12,8 +12,9 @@ Evaluation window (fixed, the same for every series): rolling origin with refits
 September and 1 November; each model is fitted on every pair whose issue and target hour
 lie before its origin and forecasts hours 1..24 from every issue hour up to the next
 origin (September to December, about 2,900 issue hours per series). ``--window tune``
-is the earlier window the feature settings were chosen on: origins 1 May and 1 July,
-issue hours May to August, data after August never read.
+is the earlier window the feature settings were chosen on: origins 1 May and 1 July
+(and 31 August, 61 days later, for the last day), issue hours May to August, no data
+after 1 September used.
 
 Models: gridrl's forecaster with ``forecasts/default.yaml`` (features, LightGBM and
 calibration settings; targets and references set per series: national solar as the
@@ -179,6 +180,7 @@ def evaluate(group: Group, base: ForecastConfig, window: str, horizons: list[int
                    eval_rows=eval_rows)
     gridrl_s = time.perf_counter() - t0
     rows = res.rows
+    origins = [int(table.index.get_loc(pd.Timestamp(o))) for o in res.meta["origins"]]
     q50 = cfg.quantiles.index(0.5)
     out = []
     t0 = time.perf_counter()
@@ -188,6 +190,8 @@ def evaluate(group: Group, base: ForecastConfig, window: str, horizons: list[int
         for j, origin in enumerate(origins if plain_from is None else []):
             nxt = origins[j + 1] if j + 1 < len(origins) else len(table.index)
             sel = (rows >= origin) & (rows < nxt)
+            if not sel.any():
+                continue
             mask = np.arange(len(table.index)) < origin
             plain[sel] = per_horizon_lightgbm(y, table.index, rows[sel], horizons, mask,
                                               num_threads=cfg.lightgbm.num_threads)
