@@ -169,3 +169,21 @@ def test_one_hour_ahead_has_its_own_model_fitted_on_every_issue_time(fitted):
     # a single horizon needs no model of its own: the pooled one is it
     one = small_config(max_horizon_h=1)
     assert own_model_horizons(one).size == 0
+
+
+def test_own_horizon_models_may_use_their_own_reference(fitted, tmp_path):
+    data, table, _, weather, _, rows, _ = fitted
+    cfg = small_config(targets=["price_per_mwh"], reference={"price_per_mwh": "seasonal"},
+                       training=TrainingConfig(own_model_reference={"price_per_mwh": "last"}))
+    train = np.arange(len(table.index)) < len(table.index) // 2
+    model = QuantileForecaster(cfg, data.locations, weather, seed=0).fit(table, train)
+    m = model.models["price_per_mwh"]
+    assert (m.reference, m.horizon_reference) == ("seasonal", "last")
+    assert "last_rel" not in m.horizon_boosters[1][0.5].feature_name()
+    pred = model.predict(table, rows, HORIZONS)
+    again = QuantileForecaster.load(model.save(tmp_path / "m"), weather)
+    np.testing.assert_array_equal(again.predict(table, rows, HORIZONS), pred)
+    y = table.column("price_per_mwh")
+    r = rows[:-1]  # 1 h ahead (HORIZONS[0]): from the latest value, and better than it
+    err = np.abs(pred[:-1, :, 0, 0, cfg.quantiles.index(0.5)] - y[r + 1]).mean()
+    assert HORIZONS[0] == 1 and err < np.abs(y[r] - y[r + 1]).mean()

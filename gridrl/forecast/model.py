@@ -74,6 +74,15 @@ def own_model_horizons(config: ForecastConfig) -> np.ndarray:
     return own if own.size < config.max_horizon_h else own[:0]
 
 
+def own_reference(signal: str, config: ForecastConfig) -> str:
+    """Reference of the own-horizon models of ``signal``: ``training.own_model_reference``
+    where given (not for PV), the signal's reference otherwise."""
+    reference = reference_of(signal, config)
+    if reference == "clearsky":
+        return reference
+    return config.training.own_model_reference.get(signal, reference)
+
+
 def reference_of(signal: str, config: ForecastConfig) -> str:
     """How ``signal`` is expressed for its model (``clearsky`` for PV signals)."""
     if signal in config.pv.signals:
@@ -100,6 +109,8 @@ class TargetModel:
     horizon_boosters : dict
         horizon -> quantile -> booster of the horizons with a model of their own
         (``training.own_model_horizons_h``).
+    horizon_reference : str
+        the reference of those models (:func:`own_reference`).
     """
 
     signal: str
@@ -110,6 +121,7 @@ class TargetModel:
     constant: np.ndarray
     boosters: dict[float, lgb.Booster] = field(default_factory=dict)
     horizon_boosters: dict[int, dict[float, lgb.Booster]] = field(default_factory=dict)
+    horizon_reference: str = "last"
 
     def booster_groups(self) -> list[tuple[int | None, dict[float, lgb.Booster]]]:
         """``(None, pooled)`` then ``(h, own)`` for every horizon with its own models."""
@@ -237,10 +249,20 @@ class QuantileForecaster:
         model = TargetModel(target, reference, builder.names, scale, cs_scale, constant)
         # The pooled model keeps the own horizons' rows: the horizons next to them gain.
         model.boosters = self._train(builder, x, z, w, seed)
+        model.horizon_reference = own_reference(target, cfg)
+        same = model.horizon_reference == reference
+        own_b = builder if same else FeatureBuilder(table, target, cfg, model.horizon_reference,
+                                                    hours, self.weather)
+        t_ok, n_ok = t_idx[ok], n_idx[ok]
         for h in own_model_horizons(cfg).tolist():
             sel = h_ok == h
-            model.horizon_boosters[h] = self._train(builder, x[sel], z[sel],
-                                                    None if w is None else w[sel], seed)
+            if same:
+                xs, zs, ws = x[sel], z[sel], None if w is None else w[sel]
+            else:  # non-PV: labels relative to the own reference, no weights
+                ts, ns, hs = t_ok[sel], n_ok[sel], h_ok[sel]
+                zs = ((y[ts + hs, ns] - own_b.base(ts, ns, hs)) / scale[ns]).astype(np.float32)
+                xs, ws = own_b.build(ts, ns, hs, scale, cs_scale), None
+            model.horizon_boosters[h] = self._train(own_b, xs, zs, ws, seed)
         return model
 
     def _train(self, builder: FeatureBuilder, x: np.ndarray, z: np.ndarray,
@@ -308,32 +330,41 @@ class QuantileForecaster:
         t_model = np.where(known, t - 1, t)  # any valid row; replaced by the observation
         for k, target in enumerate(cfg.targets):
             m = self.models[target]
-            builder = FeatureBuilder(table, target, cfg, m.reference, hours, self.weather)
-            x = builder.build(t_model, n, h_model, m.scale, m.clearsky_scale)
-            base = builder.base(t_model, n, h_model)
-            if m.reference == "clearsky":
-                kbase = builder.index_base(t_model, n, h_model, m.clearsky_scale)
-            y = builder.y
-            for j, q in enumerate(cfg.quantiles):
-                z = np.empty(len(x))
-                for h_own, group in m.booster_groups():
-                    sel = ~np.isin(h_model, list(m.horizon_boosters)) if h_own is None else (
-                        h_model == h_own)
-                    if sel.any():
-                        z[sel] = group[float(q)].predict(x[sel],
-                                                         num_threads=cfg.lightgbm.num_threads)
-                if m.reference == "clearsky":
-                    cs = hours.clearsky_array_w_per_m2[t + h_eff, n] * m.clearsky_scale[n]
-                    val = np.clip(kbase + z, 0.0, cfg.pv.max_clearsky_index) * cs
-                else:
-                    val = base + z * m.scale[n]
-                val = np.where(np.isfinite(m.constant[n]), m.constant[n], val)
+            vals = np.empty((len(t), len(cfg.quantiles)))
+            for h_own, group in m.booster_groups():
+                sel = ~np.isin(h_model, list(m.horizon_boosters)) if h_own is None else (
+                    h_model == h_own)
+                ref = m.reference if h_own is None else m.horizon_reference
+                if sel.any():
+                    vals[sel] = self._predict_rows(table, m, ref, group, hours, t_model[sel],
+                                                   n[sel], h_model[sel], (t + h_eff)[sel])
+            y = table.column(target)
+            for j in range(len(cfg.quantiles)):
+                val = np.where(np.isfinite(m.constant[n]), m.constant[n], vals[:, j])
                 val = np.where(known, y[t, n], val)
                 out[:, :, k, :, j] = val.reshape(r, n_sites, hh)
         if bounds:
             b = physical_bounds(table.data, table.index, table.sites, table.signals, cfg.targets,
                                 cfg.bounds, self.locations)
             b.apply(out, rows, hz)
+        return out
+
+    def _predict_rows(self, table: SignalTable, m: TargetModel, reference: str,
+                      group: dict[float, lgb.Booster], hours: TargetHourArrays, t: np.ndarray,
+                      n: np.ndarray, h: np.ndarray, s: np.ndarray) -> np.ndarray:
+        """Quantiles ``[R, Q]`` of rows ``(t, n, h)`` (target rows ``s``) from ``group``."""
+        cfg = self.config
+        b = FeatureBuilder(table, m.signal, cfg, reference, hours, self.weather)
+        x = b.build(t, n, h, m.scale, m.clearsky_scale)
+        out = np.empty((len(t), len(cfg.quantiles)))
+        for j, q in enumerate(cfg.quantiles):
+            z = group[float(q)].predict(x, num_threads=cfg.lightgbm.num_threads)
+            if reference == "clearsky":
+                cs = hours.clearsky_array_w_per_m2[s, n] * m.clearsky_scale[n]
+                kbase = b.index_base(t, n, h, m.clearsky_scale)
+                out[:, j] = np.clip(kbase + z, 0.0, cfg.pv.max_clearsky_index) * cs
+            else:
+                out[:, j] = b.base(t, n, h) + z * m.scale[n]
         return out
 
     # ------------------------------------------------------------------ save / load
@@ -361,6 +392,7 @@ class QuantileForecaster:
                     files[tag][f"{q:g}"] = name
             meta["targets"][target] = {
                 "reference": m.reference,
+                "horizon_reference": m.horizon_reference,
                 "feature_names": m.feature_names,
                 "scale": m.scale.tolist(),
                 "clearsky_scale": None if m.clearsky_scale is None else m.clearsky_scale.tolist(),
@@ -398,6 +430,7 @@ class QuantileForecaster:
             m = TargetModel(target, tm["reference"], list(tm["feature_names"]),
                             np.asarray(tm["scale"]), None if cs is None else np.asarray(cs),
                             const)
+            m.horizon_reference = tm["horizon_reference"]
             for tag, group in tm["models"].items():
                 boosters = {float(q): lgb.Booster(model_file=str(d / name))
                             for q, name in group.items()}
