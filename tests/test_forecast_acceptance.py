@@ -16,9 +16,16 @@ from forecast_helpers import (
     geo3_inputs,
 )
 
+from gridrl.data.loaders.eia930 import load_eia930
+from gridrl.data.loaders.multiregion import load_multiregion_price
 from gridrl.forecast import ForecastConfig
+from gridrl.forecast import baselines as bl
 from gridrl.forecast.backtest import backtest, evaluation_rows
 from gridrl.forecast.causal import evaluation_mask
+from gridrl.forecast.config import BacktestConfig, BoundsConfig, PVConfig
+from gridrl.forecast.inputs import signal_table
+from gridrl.forecast.metrics import mae
+from gridrl.forecast.solar import SiteLocation
 
 pytestmark = pytest.mark.slow
 
@@ -74,3 +81,41 @@ def test_citylearn_pv_with_irradiance_forecasts(shared_data):
                       weather=weather)
     s = _report("citylearn", result)
     assert _mae(s, "pv_kw", "lightgbm") < _mae(s, "pv_kw", "seasonal_naive")
+
+
+def _eia930_wind(root):
+    sig = load_eia930(root / "grid" / "eia930_2022" / "CISO.csv", columns={"WND": "wind_mw"},
+                      fill="interpolate")
+    return sig.frame, SiteLocation(37.0, -120.0)
+
+
+def _multiregion_price(root):
+    sig = load_multiregion_price("DE-LU", (2023, 2023))  # the data set under ``root``
+    return sig.frame, SiteLocation(50.12, 8.68)
+
+
+@pytest.mark.parametrize("series", [_eia930_wind, _multiregion_price])
+def test_one_hour_ahead_as_good_as_a_per_horizon_lightgbm(shared_data, series):
+    """Fitted on January-August, issued every hour of September-December: at 1 h gridrl's
+    P50 is at least as good as a per-horizon LightGBM on lags and calendar, and better
+    averaged over the horizons."""
+    frame, location = series(shared_data)
+    table = signal_table(frame)
+    signal, site = table.signals[0], table.sites[0]
+    t_len = len(table.index)
+    origin = int(table.index.searchsorted(table.index[0].replace(month=9, day=1)))
+    cfg = ForecastConfig(targets=[signal], weather=[], weather_for={}, pv=PVConfig(signals=[]),
+                         bounds=BoundsConfig(zero_at_night=[]),
+                         backtest=BacktestConfig(initial_train_h=origin, refit_every_h=t_len))
+    hz = np.array([1, 2, 3, 6, 12, 24])
+    res = backtest(table, cfg, scheme="rolling", locations={site: location},
+                   eval_rows=np.arange(origin, t_len - hz.max()))
+    plain = bl.per_horizon_lightgbm(table.column(signal), table.index, res.rows, hz,
+                                    np.arange(t_len) < origin)
+    truth = res.truth[:, :, 0, hz - 1]
+    ours = mae(res.forecasts[:, :, 0, hz - 1, cfg.quantiles.index(0.5)], truth, axis=(0, 1))
+    theirs = mae(plain, truth, axis=(0, 1))
+    print(f"{site}/{signal} MAE at {hz.tolist()} h: gridrl {np.round(ours, 1).tolist()}, "
+          f"per-horizon LightGBM {np.round(theirs, 1).tolist()}")
+    assert ours[0] <= theirs[0]
+    assert ours.mean() < theirs.mean()

@@ -35,6 +35,29 @@ def test_baselines_index_the_right_rows():
     np.testing.assert_allclose(sp[0, 0, 0], np.mean([28, 29, 30]))
 
 
+def test_per_horizon_lightgbm_learns_and_never_looks_ahead():
+    t_len = 24 * 60
+    index = pd.date_range("2021-01-04", periods=t_len, freq="h", tz="UTC")
+    rng = np.random.default_rng(0)
+    y = (10 + 5 * np.sin(2 * np.pi * np.arange(t_len) / 24) + rng.normal(0, 0.1, t_len))
+    y = y[:, None]
+    train = np.arange(t_len) < 24 * 40
+    rows = np.arange(24 * 40, t_len - 24, 7)
+    hz = [1, 6, 24]
+    p = bl.per_horizon_lightgbm(y, index, rows, hz, train)
+    assert p.shape == (len(rows), 1, 3)
+    truth = y[rows[:, None] + np.array(hz)[None, :], 0]
+    assert np.abs(p[:, 0] - truth).mean() < 0.5  # the daily cycle (amplitude 5) is learnt
+    # everything after an issue row (targets included) leaves its forecast unchanged
+    later = y.copy()
+    later[rows[3] + 1:] += 100.0
+    np.testing.assert_array_equal(
+        bl.per_horizon_lightgbm(later, index, rows[3:4], hz, train)[0], p[3])
+    # the lags reach 167 h back: earlier issue rows get no forecast; past the data: last row
+    edge = bl.per_horizon_lightgbm(y, index, np.array([100, t_len - 2]), [1, 24], train)
+    assert np.isnan(edge[0]).all() and edge[1, 0, 1] == y[-1, 0]
+
+
 def test_metrics_on_known_values():
     truth = np.array([1.0, 2.0, np.nan])
     pred = np.array([2.0, 2.0, 5.0])

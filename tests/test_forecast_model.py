@@ -9,10 +9,11 @@ from forecast_helpers import REPO, geo3_inputs, small_config
 
 from gridrl.forecast import ForecastConfig, ForecastConfigError, ForecastError
 from gridrl.forecast.bounds import physical_bounds
-from gridrl.forecast.config import load_forecast_config
+from gridrl.forecast.config import TrainingConfig, load_forecast_config
 from gridrl.forecast.crossfit import weather_for
+from gridrl.forecast.features import required_history_h
 from gridrl.forecast.inputs import signal_table
-from gridrl.forecast.model import QuantileForecaster
+from gridrl.forecast.model import QuantileForecaster, own_model_horizons
 
 TARGETS = ["pv_kw", "wind_kw", "headroom_kw", "carbon_g_per_kwh"]
 HORIZONS = [1, 6, 24]
@@ -139,3 +140,50 @@ def test_index_must_be_hourly(fitted):
     naive.index = pd.DatetimeIndex(naive.index.tz_localize(None))
     with pytest.raises(ForecastError, match="tz-aware"):
         signal_table(naive)
+
+
+def test_one_hour_ahead_has_its_own_model_fitted_on_every_issue_time(fitted):
+    model = fitted[4]
+    for m in model.models.values():
+        assert set(m.horizon_boosters) == {1} and set(m.horizon_boosters[1]) == set(m.boosters)
+    cfg = small_config(training=TrainingConfig(horizons_per_issue=2, own_model_horizons_h=[1]))
+    t_len, n_sites = 1000, 2
+    mask = np.ones(t_len, dtype=bool)
+    mask[600:650] = False
+    t, n, h = QuantileForecaster(cfg, seed=3)._training_pairs(t_len, n_sites, mask)
+    pairs = pd.DataFrame({"t": t, "n": n, "h": h})
+    assert not pairs.duplicated().any()
+    assert mask[t].all() and mask[t + h].all() and (t + h < t_len).all()
+    first = max(cfg.training.min_history_h, required_history_h(cfg))
+    issues = np.flatnonzero(mask[first: t_len - 1]) + first
+    ok1 = issues[mask[issues + 1]]
+    one = pairs[pairs.h == 1]
+    assert len(one) == ok1.size * n_sites  # every issue time with an allowed target, once
+    per = pairs.groupby(["t", "n"]).size()
+    assert per.max() == 3 and (pairs.h > cfg.max_horizon_h).sum() == 0
+    rand = pairs[pairs.h > 1].h  # the random ones spread over 2..24
+    assert set(rand) == set(range(2, cfg.max_horizon_h + 1))
+    bad = small_config(training=TrainingConfig(own_model_horizons_h=[25]))
+    with pytest.raises(ForecastError, match="own_model_horizons_h: 25 h"):
+        QuantileForecaster(bad)._training_pairs(t_len, n_sites, mask)
+    # a single horizon needs no model of its own: the pooled one is it
+    one = small_config(max_horizon_h=1)
+    assert own_model_horizons(one).size == 0
+
+
+def test_own_horizon_models_may_use_their_own_reference(fitted, tmp_path):
+    data, table, _, weather, _, rows, _ = fitted
+    cfg = small_config(targets=["price_per_mwh"], reference={"price_per_mwh": "seasonal"},
+                       training=TrainingConfig(own_model_reference={"price_per_mwh": "last"}))
+    train = np.arange(len(table.index)) < len(table.index) // 2
+    model = QuantileForecaster(cfg, data.locations, weather, seed=0).fit(table, train)
+    m = model.models["price_per_mwh"]
+    assert (m.reference, m.horizon_reference) == ("seasonal", "last")
+    assert "last_rel" not in m.horizon_boosters[1][0.5].feature_name()
+    pred = model.predict(table, rows, HORIZONS)
+    again = QuantileForecaster.load(model.save(tmp_path / "m"), weather)
+    np.testing.assert_array_equal(again.predict(table, rows, HORIZONS), pred)
+    y = table.column("price_per_mwh")
+    r = rows[:-1]  # 1 h ahead (HORIZONS[0]): from the latest value, and better than it
+    err = np.abs(pred[:-1, :, 0, 0, cfg.quantiles.index(0.5)] - y[r + 1]).mean()
+    assert HORIZONS[0] == 1 and err < np.abs(y[r] - y[r + 1]).mean()

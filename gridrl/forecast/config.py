@@ -126,6 +126,12 @@ class TrainingConfig(_Strict):
     """
 
     horizons_per_issue: PosInt = 1
+    # Horizons with a model of their own, fitted on every issue time: pooled, they would
+    # get 1/H of the rows and, their changes being the smallest, little of the loss. The
+    # pooled model also gets them from every issue time (the next horizons gain).
+    own_model_horizons_h: list[PosInt] = [1]
+    # Reference of those models per signal where it differs from the signal's (not PV).
+    own_model_reference: dict[str, Literal["last", "seasonal", "level"]] = {}
     min_history_h: PosInt = 168  # issue times with less history than this are not used
 
 

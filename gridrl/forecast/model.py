@@ -3,7 +3,11 @@
 One LightGBM model per target signal and quantile serves every horizon ``1..H`` (the
 horizon is a feature) and every site (the site is a categorical feature; values are
 scaled per site). Each issue time contributes a few horizons drawn at random to the
-training set, which keeps fitting fast without favouring any horizon.
+training set, which keeps fitting fast without favouring any horizon. The shortest
+horizons (``training.own_model_horizons_h``, 1 h by default) are the exception: every
+issue time contributes them, and they are forecast by models of their own; pooled, 1 h
+got 1/H of the rows and little of the loss (its changes are the smallest), and a plain
+per-horizon LightGBM on a few lags forecast it better.
 
 Targets are expressed relative to a reference (:data:`gridrl.forecast.features.REFERENCES`):
 PV as a clear-sky index (DESIGN §5) — the model predicts ``y / P_cs`` where ``P_cs`` is
@@ -50,7 +54,33 @@ from gridrl.forecast.solar import SiteLocation
 from gridrl.forecast.weather import WeatherForecasts
 from gridrl.io import write_json_atomic, write_text_atomic
 
-MODEL_FORMAT_VERSION = 1
+MODEL_FORMAT_VERSION = 2  # 2: models grouped as pooled and per own horizon
+
+
+def own_model_horizons(config: ForecastConfig) -> np.ndarray:
+    """Horizons with models of their own, fitted on every issue time (sorted).
+
+    None when they would be every horizon: the pooled model is then the same thing.
+
+    Raises
+    ------
+    ForecastError
+        a horizon beyond ``max_horizon_h``.
+    """
+    own = np.array(sorted(set(config.training.own_model_horizons_h)), dtype=np.int64)
+    if own.size and own[-1] > config.max_horizon_h:
+        raise ForecastError(f"training.own_model_horizons_h: {int(own[-1])} h is beyond "
+                            f"max_horizon_h = {config.max_horizon_h}")
+    return own if own.size < config.max_horizon_h else own[:0]
+
+
+def own_reference(signal: str, config: ForecastConfig) -> str:
+    """Reference of the own-horizon models of ``signal``: ``training.own_model_reference``
+    where given (not for PV), the signal's reference otherwise."""
+    reference = reference_of(signal, config)
+    if reference == "clearsky":
+        return reference
+    return config.training.own_model_reference.get(signal, reference)
 
 
 def reference_of(signal: str, config: ForecastConfig) -> str:
@@ -74,7 +104,13 @@ class TargetModel:
         ``[N]`` the value of a site whose signal is constant on the training rows (it is
         forecast as that constant: a site without a wind turbine), NaN otherwise.
     boosters : dict
-        quantile -> LightGBM booster.
+        quantile -> LightGBM booster of the pooled model (fitted on every training row,
+        used at the horizons without a model of their own).
+    horizon_boosters : dict
+        horizon -> quantile -> booster of the horizons with a model of their own
+        (``training.own_model_horizons_h``).
+    horizon_reference : str
+        the reference of those models (:func:`own_reference`).
     """
 
     signal: str
@@ -84,6 +120,12 @@ class TargetModel:
     clearsky_scale: np.ndarray | None
     constant: np.ndarray
     boosters: dict[float, lgb.Booster] = field(default_factory=dict)
+    horizon_boosters: dict[int, dict[float, lgb.Booster]] = field(default_factory=dict)
+    horizon_reference: str = "last"
+
+    def booster_groups(self) -> list[tuple[int | None, dict[float, lgb.Booster]]]:
+        """``(None, pooled)`` then ``(h, own)`` for every horizon with its own models."""
+        return [(None, self.boosters), *sorted(self.horizon_boosters.items())]
 
 
 class QuantileForecaster:
@@ -155,10 +197,14 @@ class QuantileForecaster:
         first = max(cfg.training.min_history_h, required_history_h(cfg))
         issue = np.flatnonzero(mask[: t_len - 1])
         issue = issue[issue >= first]
-        per = min(cfg.training.horizons_per_issue, cfg.max_horizon_h)
+        fixed = own_model_horizons(cfg)
+        per = min(cfg.training.horizons_per_issue, cfg.max_horizon_h - len(fixed))
         rng = np.random.default_rng(self.seed)
         keys = rng.random((issue.size * n_sites, cfg.max_horizon_h))
+        keys[:, fixed - 1] = np.inf  # every issue time trains them (below), not at random
         h = np.argsort(keys, axis=1)[:, :per] + 1  # distinct horizons per (issue, site)
+        h = np.concatenate([h, np.broadcast_to(fixed, (len(h), len(fixed)))], axis=1)
+        per += len(fixed)
         t = np.repeat(np.repeat(issue, n_sites), per)
         n = np.repeat(np.tile(np.arange(n_sites), issue.size), per)
         h = h.ravel()
@@ -198,15 +244,39 @@ class QuantileForecaster:
             raise ForecastError(f"signal {target!r}: no training rows (all targets NaN or "
                                 "outside the training period)")
         x = builder.build(t_idx[ok], n_idx[ok], h_idx[ok], scale, cs_scale)
+        z, h_ok = z[ok].astype(np.float32), h_idx[ok]
+        w = None if weight is None else weight[ok]
+        model = TargetModel(target, reference, builder.names, scale, cs_scale, constant)
+        # The pooled model keeps the own horizons' rows: the horizons next to them gain.
+        model.boosters = self._train(builder, x, z, w, seed)
+        model.horizon_reference = own_reference(target, cfg)
+        same = model.horizon_reference == reference
+        own_b = builder if same else FeatureBuilder(table, target, cfg, model.horizon_reference,
+                                                    hours, self.weather)
+        t_ok, n_ok = t_idx[ok], n_idx[ok]
+        for h in own_model_horizons(cfg).tolist():
+            sel = h_ok == h
+            if same:
+                xs, zs, ws = x[sel], z[sel], None if w is None else w[sel]
+            else:  # non-PV: labels relative to the own reference, no weights
+                ts, ns, hs = t_ok[sel], n_ok[sel], h_ok[sel]
+                zs = ((y[ts + hs, ns] - own_b.base(ts, ns, hs)) / scale[ns]).astype(np.float32)
+                xs, ws = own_b.build(ts, ns, hs, scale, cs_scale), None
+            model.horizon_boosters[h] = self._train(own_b, xs, zs, ws, seed)
+        return model
+
+    def _train(self, builder: FeatureBuilder, x: np.ndarray, z: np.ndarray,
+               weight: np.ndarray | None, seed: int) -> dict[float, lgb.Booster]:
+        """One booster per quantile on rows ``x`` with labels ``z``."""
+        cfg = self.config
         lg = cfg.lightgbm
         ds_params = {"max_bin": lg.max_bin, "verbose": -1, "min_data_in_leaf": lg.min_data_in_leaf,
                      "num_threads": lg.num_threads}
         dataset = lgb.Dataset(
-            x, label=z[ok].astype(np.float32), weight=None if weight is None else weight[ok],
-            feature_name=builder.names, categorical_feature=builder.categorical,
-            params=ds_params, free_raw_data=True,
+            x, label=z, weight=weight, feature_name=builder.names,
+            categorical_feature=builder.categorical, params=ds_params, free_raw_data=True,
         ).construct()
-        model = TargetModel(target, reference, builder.names, scale, cs_scale, constant)
+        boosters = {}
         for q in cfg.quantiles:
             params = {
                 "objective": "quantile", "alpha": float(q), "learning_rate": lg.learning_rate,
@@ -216,8 +286,8 @@ class QuantileForecaster:
                 "num_threads": lg.num_threads, "seed": seed, "verbose": -1,
                 "max_bin": lg.max_bin,
             }
-            model.boosters[float(q)] = lgb.train(params, dataset, num_boost_round=lg.n_estimators)
-        return model
+            boosters[float(q)] = lgb.train(params, dataset, num_boost_round=lg.n_estimators)
+        return boosters
 
     # ------------------------------------------------------------------ predict
 
@@ -260,26 +330,41 @@ class QuantileForecaster:
         t_model = np.where(known, t - 1, t)  # any valid row; replaced by the observation
         for k, target in enumerate(cfg.targets):
             m = self.models[target]
-            builder = FeatureBuilder(table, target, cfg, m.reference, hours, self.weather)
-            x = builder.build(t_model, n, h_model, m.scale, m.clearsky_scale)
-            base = builder.base(t_model, n, h_model)
-            if m.reference == "clearsky":
-                kbase = builder.index_base(t_model, n, h_model, m.clearsky_scale)
-            y = builder.y
-            for j, q in enumerate(cfg.quantiles):
-                z = m.boosters[float(q)].predict(x, num_threads=cfg.lightgbm.num_threads)
-                if m.reference == "clearsky":
-                    cs = hours.clearsky_array_w_per_m2[t + h_eff, n] * m.clearsky_scale[n]
-                    val = np.clip(kbase + z, 0.0, cfg.pv.max_clearsky_index) * cs
-                else:
-                    val = base + z * m.scale[n]
-                val = np.where(np.isfinite(m.constant[n]), m.constant[n], val)
+            vals = np.empty((len(t), len(cfg.quantiles)))
+            for h_own, group in m.booster_groups():
+                sel = ~np.isin(h_model, list(m.horizon_boosters)) if h_own is None else (
+                    h_model == h_own)
+                ref = m.reference if h_own is None else m.horizon_reference
+                if sel.any():
+                    vals[sel] = self._predict_rows(table, m, ref, group, hours, t_model[sel],
+                                                   n[sel], h_model[sel], (t + h_eff)[sel])
+            y = table.column(target)
+            for j in range(len(cfg.quantiles)):
+                val = np.where(np.isfinite(m.constant[n]), m.constant[n], vals[:, j])
                 val = np.where(known, y[t, n], val)
                 out[:, :, k, :, j] = val.reshape(r, n_sites, hh)
         if bounds:
             b = physical_bounds(table.data, table.index, table.sites, table.signals, cfg.targets,
                                 cfg.bounds, self.locations)
             b.apply(out, rows, hz)
+        return out
+
+    def _predict_rows(self, table: SignalTable, m: TargetModel, reference: str,
+                      group: dict[float, lgb.Booster], hours: TargetHourArrays, t: np.ndarray,
+                      n: np.ndarray, h: np.ndarray, s: np.ndarray) -> np.ndarray:
+        """Quantiles ``[R, Q]`` of rows ``(t, n, h)`` (target rows ``s``) from ``group``."""
+        cfg = self.config
+        b = FeatureBuilder(table, m.signal, cfg, reference, hours, self.weather)
+        x = b.build(t, n, h, m.scale, m.clearsky_scale)
+        out = np.empty((len(t), len(cfg.quantiles)))
+        for j, q in enumerate(cfg.quantiles):
+            z = group[float(q)].predict(x, num_threads=cfg.lightgbm.num_threads)
+            if reference == "clearsky":
+                cs = hours.clearsky_array_w_per_m2[s, n] * m.clearsky_scale[n]
+                kbase = b.index_base(t, n, h, m.clearsky_scale)
+                out[:, j] = np.clip(kbase + z, 0.0, cfg.pv.max_clearsky_index) * cs
+            else:
+                out[:, j] = b.base(t, n, h) + z * m.scale[n]
         return out
 
     # ------------------------------------------------------------------ save / load
@@ -297,13 +382,17 @@ class QuantileForecaster:
             "targets": {},
         }
         for target, m in self.models.items():
-            files = {}
-            for q, booster in m.boosters.items():
-                name = f"{target}_q{q:g}.txt"
-                write_text_atomic(d / name, booster.model_to_string())
-                files[f"{q:g}"] = name
+            files: dict[str, dict[str, str]] = {}
+            for h, group in m.booster_groups():
+                tag = "pooled" if h is None else f"h{h}"
+                files[tag] = {}
+                for q, booster in group.items():
+                    name = f"{target}_q{q:g}.txt" if h is None else f"{target}_{tag}_q{q:g}.txt"
+                    write_text_atomic(d / name, booster.model_to_string())
+                    files[tag][f"{q:g}"] = name
             meta["targets"][target] = {
                 "reference": m.reference,
+                "horizon_reference": m.horizon_reference,
                 "feature_names": m.feature_names,
                 "scale": m.scale.tolist(),
                 "clearsky_scale": None if m.clearsky_scale is None else m.clearsky_scale.tolist(),
@@ -341,8 +430,14 @@ class QuantileForecaster:
             m = TargetModel(target, tm["reference"], list(tm["feature_names"]),
                             np.asarray(tm["scale"]), None if cs is None else np.asarray(cs),
                             const)
-            for q, name in tm["models"].items():
-                m.boosters[float(q)] = lgb.Booster(model_file=str(d / name))
+            m.horizon_reference = tm["horizon_reference"]
+            for tag, group in tm["models"].items():
+                boosters = {float(q): lgb.Booster(model_file=str(d / name))
+                            for q, name in group.items()}
+                if tag == "pooled":
+                    m.boosters = boosters
+                else:
+                    m.horizon_boosters[int(tag.removeprefix("h"))] = boosters
             self.models[target] = m
         return self
 
