@@ -545,9 +545,12 @@ class Periods(StrictModel):
         return data
 
 
-# Site keys (paths) that scenario hashes include only when set (``content_hash``).
-_LATER_KEYS: tuple[tuple[str, ...], ...] = (
-    ("location",), ("series",), ("carbon", "assume_tz"), ("price", "assume_tz"),
+# Site keys (paths) added after hashes were first recorded, with the value that means
+# "not used": scenario hashes include them only when set otherwise (``content_hash``).
+_LATER_KEYS: tuple[tuple[tuple[str, ...], Any], ...] = (
+    (("location",), None), (("series",), {}), (("carbon", "assume_tz"), None),
+    (("price", "assume_tz"), None), (("workload", "trace_start_weekday"), 0),
+    (("workload", "trace_target_utilisation_fraction"), None),
 )
 
 
@@ -617,12 +620,12 @@ class Scenario(StrictModel):
         """
         data = self.model_dump(mode="json")
         for site in data["sites"]:
-            for path in _LATER_KEYS:
+            for path, unused in _LATER_KEYS:
                 *parents, leaf = path
                 node = site
                 for p in parents:
                     node = node[p]
-                if node.get(leaf) in (None, {}):
+                if node.get(leaf) in (None, {}, unused):
                     node.pop(leaf, None)
         payload = json.dumps(data, sort_keys=True).encode()
         return hashlib.sha256(payload).hexdigest()[:16]
