@@ -333,6 +333,9 @@ class WorkloadConfig(StrictModel):
     inference_trough_fraction: Fraction = 0.15
     weekend_factor: Positive = 0.8
     flexible_utilisation_fraction: Fraction = 0.35  # mean GPU share the flexible work needs
+    # Price of holding a GPU-h of flexible work (queued or in transit) for one hour: the
+    # value of results delivered sooner.
+    holding_cost_per_gpu_h_h: NonNeg = 0.0
     deadline_slack_h_min: Annotated[Count, Field(ge=0)] = 4
     deadline_slack_h_max: Annotated[Count, Field(ge=1)] = 24
     noise_fraction: Fraction = 0.1
@@ -370,6 +373,9 @@ class SiteConfig(StrictModel):
     pue: Annotated[float, Field(ge=1.0)] = 1.2
     pue_temp_slope_per_c: NonNeg = 0.0  # PUE rises above pue_temp_threshold_c
     pue_temp_threshold_c: float = 20.0
+    # Price of a busy GPU-hour where the capacity is rented by the hour (cloud on-demand);
+    # 0 where it is owned.
+    gpu_rent_per_gpu_h: NonNeg = 0.0
     pv: PVConfig = PVConfig()
     wind: WindConfig = WindConfig()
     battery: BatteryConfig = BatteryConfig()
@@ -445,8 +451,8 @@ class ThrottleCurve(StrictModel):
 class RewardWeights(StrictModel):
     """Reward weights.
 
-    ``reward = -(w_c carbon_kg + w_e cost + w_s slo_gpu_h + w_o overdue_gpu_h
-    + w_g overdraw_kwh) / scale``.
+    ``reward = -(w_c carbon_kg + w_e (cost + gpu_rent_cost + holding_cost) + w_s slo_gpu_h
+    + w_o overdue_gpu_h + w_g overdraw_kwh) / scale``.
     """
 
     carbon_per_kg: NonNeg = 1.0

@@ -15,7 +15,7 @@ from gridrl.env.batch import BatchSim
 from gridrl.env.episodes import Window
 from gridrl.env.inputs import EnvData
 from gridrl.env.kpis import episode_kpis
-from gridrl.env.params import build_params
+from gridrl.env.params import REWARD_TERMS, build_params
 
 
 def _inputs(params, exo):
@@ -138,13 +138,18 @@ def test_deadline_rows_are_the_edf_backlog():
 
 
 def test_plan_values_reproduce_the_objective_and_conserve_work():
-    sc = scenario([site("a", battery={"capacity_kwh": 8.0, "power_kw": 2.0}), site("b")])
+    """Every reward term, GPU rent and holding included, as the plan reports it."""
+    sc = scenario([site("a", battery={"capacity_kwh": 8.0, "power_kw": 2.0},
+                        gpu_rent_per_gpu_h=0.05,
+                        workload={"deadline_slack_h_min": 2, "deadline_slack_h_max": 4,
+                                  "holding_cost_per_gpu_h_h": 0.01}),
+                   site("b")])
     params = build_params(sc)
     x = synthetic_exo(2, 24, seed=5)
     sol = Solver(LPStructure(params, 24)).solve(_inputs(params, x))
     v = sol.values
-    terms = v[..., [core.OUTPUT_FIELDS.index(f) for f in
-                    ("carbon_kg", "cost", "slo_gpu_h", "overdue_gpu_h", "overdraw_kwh")]]
+    terms = v[..., [core.OUTPUT_FIELDS.index(f) for f in REWARD_TERMS]]
+    assert terms[..., -2:].sum() > 0  # rent and holding are charged
     tval = physics.terminal_value_per_gpu_h(params, x)
     cost = (terms.sum((0, 1)) @ params.reward_weights) + sol.leftover_gpu_h @ tval
     assert -cost / params.reward_scale == pytest.approx(sol.J, rel=1e-7)

@@ -43,7 +43,9 @@ of the hour; per hour ``v`` the fleet's cumulative flexible work done.
   optimum of the full LP.
 
 Objective (minimised): the env's weighted reward terms, ``sum (w_c carbon/1000 +
-w_e price/1000) g + w_s (D - s) + w_o ov + w_g o``, plus a charge per GPU-h left queued
+w_e price/1000) g + w_s (D - s) + w_o ov + w_g o + w_e rho_r sum_k w_k / tau_k +
+w_e h_q (b + in)`` (rent per busy GPU-hour, holding per GPU-h queued or in transit at
+the end of the hour), plus a charge per GPU-h left queued
 or in transit after the last hour (the env's terminal charge for the bound; an
 estimate for MPC). ``J = -objective / reward.scale`` is in the units of the env's
 return.
@@ -114,6 +116,7 @@ from gridrl.env.kernel import (
     Out,
     facility_kw,
     fleet_facility_kw,
+    gpu_time_cost,
     it_kw_from_active,
     it_kwh_per_gpu_h,
 )
@@ -473,6 +476,14 @@ class LPStructure:
             col_lo[self.cDIS] = col_hi[self.cDIS] = dis_fix
         cost = np.zeros(self.n_col)
         cost[self.cG] = physics.import_price_per_kwh(p, carbon, price).ravel()
+        # rent per busy GPU-hour: w_k / tau_k busy GPUs; holding per GPU-h held at the
+        # end of the hour (queued b, in transit in)
+        rent = wts[5] * p.gpu_rent_per_gpu_h[:, None] / self.taus[None, :]  # [N, Kc]
+        cost[self.cW] = np.tile(rent, (h_len, 1)).ravel()
+        hold = np.tile(wts[6] * p.holding_cost_per_gpu_h_h, h_len)
+        cost[self.cB] = hold
+        if self.migrate:
+            cost[self.cIN] = hold
         cost[self.cO] = wts[4]
         cost[self.cS] = -wts[2]
         cost[self.cOV] = wts[3]
@@ -712,6 +723,8 @@ class LPStructure:
         f[..., Out.CARBON_KG] = g * carbon * KG_PER_G
         f[..., Out.COST] = g * price * MWH_PER_KWH
         f[..., Out.HEADROOM_VIOLATION] = o > _OVERDRAW_TOL_KWH
+        f[..., Out.GPU_RENT_COST], f[..., Out.HOLDING_COST] = gpu_time_cost(
+            busy, p.gpu_rent_per_gpu_h, queued + recv, p.holding_cost_per_gpu_h_h)
         first = {"work": x[0], "served": served[0], "busy": busy[0], "migrated": out[0],
                  "received": recv[0], "ch": ch[0], "dis": dis[0], "levels": w[0]}
         return LPSolution(objective=float(objective), J=-float(objective) / p.reward_scale,

@@ -72,7 +72,9 @@ def terminal_values(params: EnvParams, mean_carbon_g_per_kwh: np.ndarray,
     p = params
     w = p.reward_weights
     return kernel.terminal_value_per_gpu_h(p.pue, p.gpu_idle_kw, p.gpu_max_kw, w[0], w[1],
-                                           mean_carbon_g_per_kwh, mean_price_per_mwh)
+                                           mean_carbon_g_per_kwh, mean_price_per_mwh,
+                                           p.gpu_rent_per_gpu_h, p.holding_cost_per_gpu_h_h,
+                                           p.terminal_delay_h)
 
 
 def terminal_value_per_gpu_h(params: EnvParams, exo_episode: np.ndarray) -> np.ndarray:
@@ -81,7 +83,9 @@ def terminal_value_per_gpu_h(params: EnvParams, exo_episode: np.ndarray) -> np.n
 
     ``env.terminal_queue_valuation = "episode_mean"``: the marginal energy of running it
     uncapped, ``pue * (gpu_max_kw - gpu_idle_kw)`` kWh per GPU-h (idle power is paid
-    anyway), priced at the episode's mean carbon and price. ``"none"``: 0.
+    anyway), priced at the episode's mean carbon and price, plus one rented GPU-hour and
+    the holding price over ``terminal_delay_h`` hours (the site's mean deadline slack).
+    ``"none"``: 0.
 
     Parameters
     ----------
