@@ -217,6 +217,12 @@ class BatteryConfig(StrictModel):
     soc_min_fraction: Fraction = 0.1
     soc_max_fraction: Fraction = 0.9
     soc_initial_fraction: Fraction = 0.5
+    # [low, high]: the initial charge of each episode is drawn uniformly from this range
+    # (seeded by the scenario seed and the episode's first hour, so every policy starts an
+    # episode alike); None: always soc_initial_fraction.
+    soc_initial_fraction_range: tuple[Fraction, Fraction] | None = None
+    # Wear priced per kWh discharged (bus side); 0: cycling is free.
+    degradation_cost_per_kwh: NonNeg = 0.0
 
     @model_validator(mode="after")
     def _soc_order(self) -> BatteryConfig:
@@ -224,6 +230,12 @@ class BatteryConfig(StrictModel):
             raise ValueError(
                 "expected soc_min_fraction <= soc_initial_fraction <= soc_max_fraction"
             )
+        rng = self.soc_initial_fraction_range
+        if rng is not None and not (self.soc_min_fraction <= rng[0] <= rng[1]
+                                    <= self.soc_max_fraction):
+            raise ValueError(
+                f"soc_initial_fraction_range = {list(rng)}: expected soc_min_fraction <= "
+                "low <= high <= soc_max_fraction")
         return self
 
 
@@ -500,6 +512,10 @@ class EnvConfig(StrictModel):
     # full power would cost at the episode's mean carbon and price ("none": not charged),
     # so no policy gains by pushing work past the episode end.
     terminal_queue_valuation: Literal["episode_mean", "none"] = "episode_mean"
+    # The battery's charge at the end of an episode, less its charge at the start, is
+    # credited at the episode's mean carbon and price per kWh it can deliver ("none":
+    # the final charge is worth nothing).
+    terminal_battery_valuation: Literal["episode_mean", "none"] = "episode_mean"
     discrete_action_levels: Annotated[Count, Field(ge=2)] = 5  # per action, MultiDiscrete wrapper
 
 

@@ -102,8 +102,10 @@ def _compiled(temp, pue, slope, t0, busy, cap, gpus, idle, pmax, tau, demand, re
         kernel.import_price_per_kwh(w[0], w[1], carbon, price),
         kernel.terminal_value_per_gpu_h(pue, idle, pmax, w[0], w[1], carbon, price, rent,
                                         hold, gen),
-        kernel.penalty(w, carbon, price, demand, request, head, rent, hold),
-        *kernel.gpu_time_cost(busy, rent, request, hold)])
+        kernel.penalty(w, carbon, price, demand, request, head, rent, hold, gen),
+        *kernel.gpu_time_cost(busy, rent, request, hold),
+        kernel.battery_value_per_kwh(tau, w[0], w[1], carbon, price),
+        kernel.terminal_charge(busy, hold, fac, gen, rent)])
 
 
 def test_formulas_give_the_same_numbers_compiled_and_as_numpy():
@@ -118,7 +120,7 @@ def test_formulas_give_the_same_numbers_compiled_and_as_numpy():
             rng.uniform(0, 120, n), rng.uniform(0, 200, n), rng.uniform(0, 200, n),
             rng.uniform(0, 200, n), rng.choice([0.0, 0.5, 1.0], n), rng.uniform(20, 800, n),
             rng.uniform(10, 300, n), rng.uniform(0, 4, n), rng.uniform(0, 0.05, n)]
-    w = np.array([0.19, 1.0, 10.0, 2.0, 5.0, 1.0, 1.0])
+    w = np.array([0.19, 1.0, 10.0, 2.0, 5.0, 1.0, 1.0, 1.0])
     (temp, pue, slope, t0, busy, cap, gpus, idle, pmax, tau, demand, request, fac, gen,
      head, theta, carbon, price, rent, hold) = args
     inf, flex, busy_d = kernel.dispatch(demand, request, gpus, tau)
@@ -132,8 +134,10 @@ def test_formulas_give_the_same_numbers_compiled_and_as_numpy():
         kernel.import_price_per_kwh(w[0], w[1], carbon, price),
         kernel.terminal_value_per_gpu_h(pue, idle, pmax, w[0], w[1], carbon, price, rent,
                                         hold, gen),
-        kernel.penalty(w, carbon, price, demand, request, head, rent, hold),
-        *kernel.gpu_time_cost(busy, rent, request, hold)], axis=1)
+        kernel.penalty(w, carbon, price, demand, request, head, rent, hold, gen),
+        *kernel.gpu_time_cost(busy, rent, request, hold),
+        kernel.battery_value_per_kwh(tau, w[0], w[1], carbon, price),
+        kernel.terminal_charge(busy, hold, fac, gen, rent)], axis=1)
     compiled = np.stack([_compiled(*(a[j] for a in args), w) for j in range(n)])
     np.testing.assert_allclose(compiled, as_numpy, rtol=1e-12, atol=1e-12)
 

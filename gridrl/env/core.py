@@ -96,11 +96,20 @@ the rule's ``ch* - dis*`` of equation 5: action 0 is the rule, and every setpoin
     0 where owned) and ``hold = (sum(q') + sum(z'')) h_q`` (``h_q`` =
     ``workload.holding_cost_per_gpu_h_h``: every GPU-h of flexible work still queued or
     in transit at the end of the hour, overdue included, costs the value of an hour's
-    delay). Reward ``-(w . [carbon_kg, cost, slo, overdue, overdraw, rent, hold]) /
-    scale`` summed over sites (``rent`` and ``hold`` are money: their weight is
-    ``reward.cost_per_unit``). At the last hour of an episode the environments also
-    subtract ``sum_i leftover_i v_i / scale`` for work still queued or in transit
-    (:func:`gridrl.env.physics.terminal_value_per_gpu_h`): what running it costs after
+    delay); battery wear ``wear = dis c_d`` (``c_d`` =
+    ``battery.degradation_cost_per_kwh`` per kWh discharged). Reward ``-(w . [carbon_kg,
+    cost, slo, overdue, overdraw, rent, hold, wear]) / scale`` summed over sites
+    (``rent``, ``hold`` and ``wear`` are money: their weight is ``reward.cost_per_unit``).
+    At the last hour of an episode the environments also subtract ``sum_i (leftover_i
+    v_i - (soc_i - soc0_i) v_b,i) / scale``. ``soc0`` is the charge the episode started
+    with, drawn uniformly from ``battery.soc_initial_fraction_range`` by a generator
+    seeded by the scenario seed and the first hour
+    (:func:`gridrl.env.physics.initial_soc_kwh`); ``v_b = eta (w_c carbon / 1000 + w_e
+    price / 1000)`` at the episode's mean carbon and price
+    (:func:`gridrl.env.physics.battery_value_per_kwh`): a kWh left in store delivers
+    ``eta`` kWh later and displaces that much import, so emptying the battery at the end
+    is not free energy. ``v_i`` is the charge per GPU-h of work still queued or in
+    transit (:func:`gridrl.env.physics.terminal_value_per_gpu_h`): what running it costs after
     the end, its uncapped energy ``PUE (Pmax - P0)`` at the episode's mean carbon and
     price plus one rented GPU-hour ``rho_r``, and its holding ``h_q d`` over ``d`` =
     the site's mean deadline slack (the wait the work was allowed on average), so
@@ -249,7 +258,7 @@ def reset(params: EnvParams, batch_size: int) -> EnvState:
 
 def reward(params: EnvParams, values: np.ndarray) -> np.ndarray:
     """``[B]`` reward from step output values ``[B, N, F]`` (module doc, equation 11)."""
-    terms = values[..., _REWARD_IDX].sum(axis=1)  # [B, 7]
+    terms = values[..., _REWARD_IDX].sum(axis=1)  # [B, 8]
     return -(terms @ params.reward_weights) / params.reward_scale
 
 
@@ -430,6 +439,7 @@ def step(
             excess3 > 0.0,
             busy2 * p.gpu_rent_per_gpu_h,
             (q_next.sum(-1) + z_next.sum(-1)) * p.holding_cost_per_gpu_h_h,
+            dis * p.battery_degradation_per_kwh,
         ],
         axis=-1,
     )

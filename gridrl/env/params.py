@@ -27,7 +27,7 @@ MAX_ROUTE_LOGIT_SCALE = 300.0
 
 #: Reward terms, in the order of ``EnvParams.reward_weights``.
 REWARD_TERMS = ("carbon_kg", "cost", "slo_gpu_h", "overdue_gpu_h", "overdraw_kwh",
-                "gpu_rent_cost", "holding_cost")
+                "gpu_rent_cost", "holding_cost", "battery_degradation_cost")
 
 
 @dataclass(frozen=True, eq=False)
@@ -51,6 +51,12 @@ class EnvParams:
     battery_eta : ndarray
         One-way efficiency ``sqrt(round_trip_efficiency)``.
     soc_min_kwh, soc_max_kwh, soc_initial_kwh : ndarray
+    soc_initial_low_kwh, soc_initial_high_kwh : ndarray
+        Range the initial charge of an episode is drawn from
+        (:func:`gridrl.env.physics.initial_soc_kwh`); both ``soc_initial_kwh`` without
+        ``battery.soc_initial_fraction_range``.
+    battery_degradation_per_kwh : ndarray
+        Wear cost per kWh discharged (bus side).
     arrival_split : ndarray
         ``[N, S + 1]``: share of an hour's flexible arrivals entering each queue bucket
         (index 0 = overdue gets none; index ``1 + d`` = slack ``d`` hours).
@@ -81,8 +87,8 @@ class EnvParams:
         Hours of holding charged to a GPU-h left at the end of an episode: the site's
         mean deadline slack (see :func:`terminal_delay_h`).
     reward_weights : ndarray
-        ``[7]`` weights of ``REWARD_TERMS`` (rent and holding are money, weighted like
-        ``cost``).
+        ``[8]`` weights of ``REWARD_TERMS`` (rent, holding and battery wear are money,
+        weighted like ``cost``).
     reward_scale : float
         The weighted sum is divided by it.
     ref_kw : ndarray
@@ -105,6 +111,9 @@ class EnvParams:
     soc_min_kwh: np.ndarray
     soc_max_kwh: np.ndarray
     soc_initial_kwh: np.ndarray
+    soc_initial_low_kwh: np.ndarray
+    soc_initial_high_kwh: np.ndarray
+    battery_degradation_per_kwh: np.ndarray
     arrival_split: np.ndarray
     throttle_cap: np.ndarray
     throttle_throughput: np.ndarray
@@ -195,6 +204,11 @@ def terminal_delay_h(site: SiteConfig) -> float:
     """
     w = site.workload
     return 0.5 * (w.deadline_slack_h_min + w.deadline_slack_h_max)
+
+
+def _initial_range(site: SiteConfig) -> tuple[float, float]:
+    b = site.battery
+    return b.soc_initial_fraction_range or (b.soc_initial_fraction, b.soc_initial_fraction)
 
 
 def slack_buckets(scenario: Scenario) -> int:
@@ -296,6 +310,9 @@ def build_params(scenario: Scenario) -> EnvParams:
         soc_min_kwh=cap * arr(lambda s: s.battery.soc_min_fraction),
         soc_max_kwh=cap * arr(lambda s: s.battery.soc_max_fraction),
         soc_initial_kwh=cap * arr(lambda s: s.battery.soc_initial_fraction),
+        soc_initial_low_kwh=cap * arr(lambda s: _initial_range(s)[0]),
+        soc_initial_high_kwh=cap * arr(lambda s: _initial_range(s)[1]),
+        battery_degradation_per_kwh=arr(lambda s: s.battery.degradation_cost_per_kwh),
         arrival_split=np.stack([arrival_split(s, n_slack) for s in sites]),
         throttle_cap=cap_x,
         throttle_throughput=thr_y,
@@ -311,7 +328,7 @@ def build_params(scenario: Scenario) -> EnvParams:
         terminal_delay_h=arr(terminal_delay_h),
         reward_weights=np.array(
             [rw.carbon_per_kg, rw.cost_per_unit, rw.slo_per_gpu_h, rw.overdue_per_gpu_h,
-             rw.overdraw_per_kwh, rw.cost_per_unit, rw.cost_per_unit],
+             rw.overdraw_per_kwh, rw.cost_per_unit, rw.cost_per_unit, rw.cost_per_unit],
             dtype=np.float64,
         ),
         reward_scale=float(rw.scale),
