@@ -24,7 +24,7 @@ def _inputs(params, exo):
                     physics.terminal_value_per_gpu_h(params, exo))
 
 
-def _tiny_brute_force_case():
+def _tiny_brute_force_case(rent_per_gpu_h: float = 0.0, holding_per_gpu_h_h: float = 0.0):
     """One site, three hours, one job. Chosen so that the LP optimum is an env action on
     a three-level grid (run 0 / 0.5 / 1, cap 0.5 / 0.75 / 1):
 
@@ -42,7 +42,9 @@ def _tiny_brute_force_case():
     action is dominated here, so the LP bound must equal the best grid sequence.
     """
     sc = scenario(
-        [site("a", workload={"deadline_slack_h_min": 2, "deadline_slack_h_max": 2})],
+        [site("a", gpu_rent_per_gpu_h=rent_per_gpu_h,
+              workload={"deadline_slack_h_min": 2, "deadline_slack_h_max": 2,
+                        "holding_cost_per_gpu_h_h": holding_per_gpu_h_h})],
         throttle={"cap_fraction": [0.5, 1.0], "throughput_fraction": [0.7, 1.0],
                   "source": "two-point test curve"},
         env={"episode_hours": 3, "slack_buckets": 3, "observation_slack_edges_h": [1],
@@ -59,8 +61,12 @@ def _tiny_brute_force_case():
     return sc, x
 
 
-def test_lp_bound_equals_brute_force_through_the_env():
-    sc, x = _tiny_brute_force_case()
+@pytest.mark.parametrize("rent, holding", [(0.0, 0.0), (0.01, 0.01)])
+def test_lp_bound_equals_brute_force_through_the_env(rent, holding):
+    """With GPU time priced too (rent 0.01 per busy GPU-hour adds 0.004 per GPU-h at cap
+    0.5 over cap 1; holding 0.01 per GPU-h-hour is less than any saving above), the same
+    plan is best and the LP still equals the best env sequence."""
+    sc, x = _tiny_brute_force_case(rent, holding)
     params = build_params(sc)
     sol = Solver(LPStructure(params, 3)).solve(_inputs(params, x))
     data = EnvData.from_arrays(index(3), x, ["a"])
