@@ -21,7 +21,8 @@ from gridrl.env.state import EnvState
 
 PACKAGE = Path(__file__).resolve().parents[1] / "gridrl"
 BATTERY = {"capacity_kwh": 20.0, "power_kw": 4.0, "round_trip_efficiency": 0.85,
-           "soc_min_fraction": 0.1, "soc_max_fraction": 0.9, "soc_initial_fraction": 0.5}
+           "soc_min_fraction": 0.1, "soc_max_fraction": 0.9, "soc_initial_fraction": 0.5,
+           "soc_initial_fraction_range": [0.2, 0.8], "degradation_cost_per_kwh": 0.03}
 
 cases = st.fixed_dictionaries({
     "n_sites": st.integers(1, 3),

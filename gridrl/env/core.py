@@ -246,7 +246,8 @@ def _rule_battery_kw(params: EnvParams, fac_kw: np.ndarray, gen_kw: np.ndarray,
 
 def reset(params: EnvParams, batch_size: int) -> EnvState:
     """Initial state of ``batch_size`` episodes: empty queues, nothing in transit, battery
-    at its initial state of charge, cap 1."""
+    at ``soc_initial_kwh``, cap 1 (the environments draw the charge per episode instead,
+    :func:`gridrl.env.physics.initial_soc_kwh`)."""
     n, s = params.n_sites, params.slack_buckets
     return EnvState(
         queue_gpu_h=np.zeros((batch_size, n, s + 1)),
