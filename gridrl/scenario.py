@@ -217,6 +217,12 @@ class BatteryConfig(StrictModel):
     soc_min_fraction: Fraction = 0.1
     soc_max_fraction: Fraction = 0.9
     soc_initial_fraction: Fraction = 0.5
+    # [low, high]: the initial charge of each episode is drawn uniformly from this range
+    # (seeded by the scenario seed and the episode's first hour, so every policy starts an
+    # episode alike); None: always soc_initial_fraction.
+    soc_initial_fraction_range: tuple[Fraction, Fraction] | None = None
+    # Wear priced per kWh discharged (bus side); 0: cycling is free.
+    degradation_cost_per_kwh: NonNeg = 0.0
 
     @model_validator(mode="after")
     def _soc_order(self) -> BatteryConfig:
@@ -224,6 +230,12 @@ class BatteryConfig(StrictModel):
             raise ValueError(
                 "expected soc_min_fraction <= soc_initial_fraction <= soc_max_fraction"
             )
+        rng = self.soc_initial_fraction_range
+        if rng is not None and not (self.soc_min_fraction <= rng[0] <= rng[1]
+                                    <= self.soc_max_fraction):
+            raise ValueError(
+                f"soc_initial_fraction_range = {list(rng)}: expected soc_min_fraction <= "
+                "low <= high <= soc_max_fraction")
         return self
 
 
@@ -333,6 +345,9 @@ class WorkloadConfig(StrictModel):
     inference_trough_fraction: Fraction = 0.15
     weekend_factor: Positive = 0.8
     flexible_utilisation_fraction: Fraction = 0.35  # mean GPU share the flexible work needs
+    # Price of holding a GPU-h of flexible work (queued or in transit) for one hour: the
+    # value of results delivered sooner.
+    holding_cost_per_gpu_h_h: NonNeg = 0.0
     deadline_slack_h_min: Annotated[Count, Field(ge=0)] = 4
     deadline_slack_h_max: Annotated[Count, Field(ge=1)] = 24
     noise_fraction: Fraction = 0.1
@@ -370,6 +385,9 @@ class SiteConfig(StrictModel):
     pue: Annotated[float, Field(ge=1.0)] = 1.2
     pue_temp_slope_per_c: NonNeg = 0.0  # PUE rises above pue_temp_threshold_c
     pue_temp_threshold_c: float = 20.0
+    # Price of a busy GPU-hour where the capacity is rented by the hour (cloud on-demand);
+    # 0 where it is owned.
+    gpu_rent_per_gpu_h: NonNeg = 0.0
     pv: PVConfig = PVConfig()
     wind: WindConfig = WindConfig()
     battery: BatteryConfig = BatteryConfig()
@@ -445,8 +463,8 @@ class ThrottleCurve(StrictModel):
 class RewardWeights(StrictModel):
     """Reward weights.
 
-    ``reward = -(w_c carbon_kg + w_e cost + w_s slo_gpu_h + w_o overdue_gpu_h
-    + w_g overdraw_kwh) / scale``.
+    ``reward = -(w_c carbon_kg + w_e (cost + gpu_rent_cost + holding_cost) + w_s slo_gpu_h
+    + w_o overdue_gpu_h + w_g overdraw_kwh) / scale``.
     """
 
     carbon_per_kg: NonNeg = 1.0
@@ -494,6 +512,10 @@ class EnvConfig(StrictModel):
     # full power would cost at the episode's mean carbon and price ("none": not charged),
     # so no policy gains by pushing work past the episode end.
     terminal_queue_valuation: Literal["episode_mean", "none"] = "episode_mean"
+    # The battery's charge at the end of an episode, less its charge at the start, is
+    # credited at the episode's mean carbon and price per kWh it can deliver ("none":
+    # the final charge is worth nothing).
+    terminal_battery_valuation: Literal["episode_mean", "none"] = "episode_mean"
     discrete_action_levels: Annotated[Count, Field(ge=2)] = 5  # per action, MultiDiscrete wrapper
 
 

@@ -23,10 +23,17 @@ TOL = 1e-7
 
 
 def _scenario(battery_control: str):
+    """GPU time priced (rent at site a, holding at both), battery b starting anywhere in
+    [0.2, 0.8] of its capacity with its final charge valued and its wear priced."""
     return scenario(
-        [site("a", pv={"kwp": 5.0}),
-         site("b", battery={"capacity_kwh": 12.0, "power_kw": 4.0},
-              workload={"deadline_slack_h_min": 2, "deadline_slack_h_max": 5})],
+        [site("a", pv={"kwp": 5.0}, gpu_rent_per_gpu_h=0.05,
+              workload={"deadline_slack_h_min": 2, "deadline_slack_h_max": 4,
+                        "holding_cost_per_gpu_h_h": 0.01}),
+         site("b", battery={"capacity_kwh": 12.0, "power_kw": 4.0,
+                            "soc_initial_fraction_range": [0.2, 0.8],
+                            "degradation_cost_per_kwh": 0.02},
+              workload={"deadline_slack_h_min": 2, "deadline_slack_h_max": 5,
+                        "holding_cost_per_gpu_h_h": 0.01})],
         env={"episode_hours": 24, "battery_control": battery_control,
              "migration_kwh_per_gpu_h": 0.3},
     )
@@ -74,8 +81,10 @@ def test_many_random_action_sequences_stay_below_the_bound(setup):
         exo = data.exo[w.start : w.start + w.hours]
         st = core.reset(params, 1)
         sol = Solver(LPStructure(params, w.hours)).solve(LPInputs(
-            exo, st.queue_gpu_h[0], st.transit_gpu_h[0], st.soc_kwh[0],
-            physics.terminal_value_per_gpu_h(params, exo)))
+            exo, st.queue_gpu_h[0], st.transit_gpu_h[0],
+            physics.initial_soc_kwh(params, [w.start])[0],
+            physics.terminal_value_per_gpu_h(params, exo),
+            battery_value=physics.battery_value_per_kwh(params, exo)))
         sim = BatchSim(params, data, n_b)
         sim.begin(list(range(n_b)), [w] * n_b)
         # random levels per episode: some lazy, some busy, some extreme

@@ -15,7 +15,7 @@ from gridrl.env.batch import BatchSim
 from gridrl.env.episodes import Window
 from gridrl.env.inputs import EnvData
 from gridrl.env.kpis import episode_kpis
-from gridrl.env.params import build_params
+from gridrl.env.params import REWARD_TERMS, build_params
 
 
 def _inputs(params, exo):
@@ -24,7 +24,7 @@ def _inputs(params, exo):
                     physics.terminal_value_per_gpu_h(params, exo))
 
 
-def _tiny_brute_force_case():
+def _tiny_brute_force_case(rent_per_gpu_h: float = 0.0, holding_per_gpu_h_h: float = 0.0):
     """One site, three hours, one job. Chosen so that the LP optimum is an env action on
     a three-level grid (run 0 / 0.5 / 1, cap 0.5 / 0.75 / 1):
 
@@ -42,7 +42,9 @@ def _tiny_brute_force_case():
     action is dominated here, so the LP bound must equal the best grid sequence.
     """
     sc = scenario(
-        [site("a", workload={"deadline_slack_h_min": 2, "deadline_slack_h_max": 2})],
+        [site("a", gpu_rent_per_gpu_h=rent_per_gpu_h,
+              workload={"deadline_slack_h_min": 2, "deadline_slack_h_max": 2,
+                        "holding_cost_per_gpu_h_h": holding_per_gpu_h_h})],
         throttle={"cap_fraction": [0.5, 1.0], "throughput_fraction": [0.7, 1.0],
                   "source": "two-point test curve"},
         env={"episode_hours": 3, "slack_buckets": 3, "observation_slack_edges_h": [1],
@@ -59,8 +61,12 @@ def _tiny_brute_force_case():
     return sc, x
 
 
-def test_lp_bound_equals_brute_force_through_the_env():
-    sc, x = _tiny_brute_force_case()
+@pytest.mark.parametrize("rent, holding", [(0.0, 0.0), (0.01, 0.01)])
+def test_lp_bound_equals_brute_force_through_the_env(rent, holding):
+    """With GPU time priced too (rent 0.01 per busy GPU-hour adds 0.004 per GPU-h at cap
+    0.5 over cap 1; holding 0.01 per GPU-h-hour is less than any saving above), the same
+    plan is best and the LP still equals the best env sequence."""
+    sc, x = _tiny_brute_force_case(rent, holding)
     params = build_params(sc)
     sol = Solver(LPStructure(params, 3)).solve(_inputs(params, x))
     data = EnvData.from_arrays(index(3), x, ["a"])
@@ -138,13 +144,18 @@ def test_deadline_rows_are_the_edf_backlog():
 
 
 def test_plan_values_reproduce_the_objective_and_conserve_work():
-    sc = scenario([site("a", battery={"capacity_kwh": 8.0, "power_kw": 2.0}), site("b")])
+    """Every reward term, GPU rent and holding included, as the plan reports it."""
+    sc = scenario([site("a", battery={"capacity_kwh": 8.0, "power_kw": 2.0},
+                        gpu_rent_per_gpu_h=0.05,
+                        workload={"deadline_slack_h_min": 2, "deadline_slack_h_max": 4,
+                                  "holding_cost_per_gpu_h_h": 0.01}),
+                   site("b")])
     params = build_params(sc)
     x = synthetic_exo(2, 24, seed=5)
     sol = Solver(LPStructure(params, 24)).solve(_inputs(params, x))
     v = sol.values
-    terms = v[..., [core.OUTPUT_FIELDS.index(f) for f in
-                    ("carbon_kg", "cost", "slo_gpu_h", "overdue_gpu_h", "overdraw_kwh")]]
+    terms = v[..., [core.OUTPUT_FIELDS.index(f) for f in REWARD_TERMS]]
+    assert terms[..., -2:].sum() > 0  # rent and holding are charged
     tval = physics.terminal_value_per_gpu_h(params, x)
     cost = (terms.sum((0, 1)) @ params.reward_weights) + sol.leftover_gpu_h @ tval
     assert -cost / params.reward_scale == pytest.approx(sol.J, rel=1e-7)

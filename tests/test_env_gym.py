@@ -12,14 +12,14 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import gridrl.env
 from gridrl.data.signals import Signals
-from gridrl.env import core
+from gridrl.env import core, physics
 from gridrl.env.batch import InvalidActionError, InvalidBackendError
 from gridrl.env.episodes import EpisodeStartError
 from gridrl.env.gym_env import GridEnv
 from gridrl.env.inputs import EnvData, EnvDataError
 from gridrl.env.kernel import EXO_SIGNALS, OUTPUT_FIELDS
 from gridrl.env.kpis import KPIS
-from gridrl.env.physics import terminal_value_per_gpu_h
+from gridrl.env.physics import battery_value_per_kwh, terminal_value_per_gpu_h
 from gridrl.env.vec_env import DiscreteVecActions, GridVecEnv
 from gridrl.env.wrappers import DiscreteActions
 
@@ -124,6 +124,8 @@ def test_env_steps_as_the_numpy_oracle(tiny):
     _, info = env.reset(seed=3)
     state = core.reset(p, 1)
     tval = terminal_value_per_gpu_h(p, env.episode_exo())
+    bval = battery_value_per_kwh(p, env.episode_exo())
+    soc0 = state.soc_kwh[0].copy()
     for t, a in enumerate(acts):
         x = env.data.exo[info["row"] + t][None]
         a3 = np.clip(a.astype(np.float64), -1, 1).reshape(1, p.n_sites, p.n_actions_per_site)
@@ -131,7 +133,8 @@ def test_env_steps_as_the_numpy_oracle(tiny):
         _, r, term, trunc, step_info = env.step(a)
         for k, name in enumerate(OUTPUT_FIELDS):
             assert step_info[name] == pytest.approx(out.totals()[0, k], rel=1e-9, abs=1e-9)
-        charge = (state.work_gpu_h()[0] * tval).sum() if term or trunc else 0.0
+        charge = ((state.work_gpu_h()[0] * tval).sum() - (state.soc_kwh[0] - soc0) @ bval
+                  if term or trunc else 0.0)
         assert r == pytest.approx(out.reward[0] - charge / p.reward_scale, rel=1e-9, abs=1e-9)
         if term or trunc:
             break
@@ -238,10 +241,14 @@ def test_info_and_episode_summary(tiny_env):
     assert set(summary["kpis_per_site"]) == {"a", "b", "c"}
     per_site = sum(v["energy_kwh"] for v in summary["kpis_per_site"].values())
     assert per_site == pytest.approx(kpis["energy_kwh"])
-    # the terminal charge is the leftover work valued at the episode's mean carbon/price
+    # the terminal charge is the leftover work valued at the episode's mean carbon/price,
+    # less the battery's gain in charge at its value
     left = env.state.work_gpu_h()[0]
     value = terminal_value_per_gpu_h(env.params, env.episode_exo())
-    assert kpis["terminal_charge"] == pytest.approx(float(left @ value))
+    gain = env.state.soc_kwh[0] - physics.initial_soc_kwh(env.params, [env.sim.start[0]])[0]
+    credit = battery_value_per_kwh(env.params, env.episode_exo())
+    assert (credit > 0).any() and np.abs(gain).max() > 0  # the credit is exercised
+    assert kpis["terminal_charge"] == pytest.approx(float(left @ value - gain @ credit))
     assert info["reward_terminal"] == pytest.approx(-kpis["terminal_charge"] /
                                                    env.params.reward_scale)
 

@@ -21,7 +21,8 @@ from gridrl.env.state import EnvState
 
 PACKAGE = Path(__file__).resolve().parents[1] / "gridrl"
 BATTERY = {"capacity_kwh": 20.0, "power_kw": 4.0, "round_trip_efficiency": 0.85,
-           "soc_min_fraction": 0.1, "soc_max_fraction": 0.9, "soc_initial_fraction": 0.5}
+           "soc_min_fraction": 0.1, "soc_max_fraction": 0.9, "soc_initial_fraction": 0.5,
+           "soc_initial_fraction_range": [0.2, 0.8], "degradation_cost_per_kwh": 0.03}
 
 cases = st.fixed_dictionaries({
     "n_sites": st.integers(1, 3),
@@ -30,6 +31,8 @@ cases = st.fixed_dictionaries({
     "battery_control": st.sampled_from(["rule", "setpoint", "residual"]),
     "threshold": st.sampled_from([0.0, 0.5, 1.0]),
     "pue_slope": st.sampled_from([0.0, 0.01, 0.05]),
+    "rent": st.sampled_from([0.0, 2.5]),
+    "holding": st.sampled_from([0.0, 0.02]),
     "seed": st.integers(0, 2**31 - 1),
 })
 
@@ -38,7 +41,9 @@ def _params(c):
     sites = [site(f"s{i}", pue=1.0 + 0.2 * i, pue_temp_slope_per_c=c["pue_slope"],
                   pue_temp_threshold_c=15.0 + 5 * i, gpus=10 + 7 * i,
                   battery=BATTERY if c["battery"] else {},
-                  workload={"deadline_slack_h_min": i, "deadline_slack_h_max": 3 + 2 * i})
+                  gpu_rent_per_gpu_h=c.get("rent", 0.0) * (i % 2 == 0),
+                  workload={"deadline_slack_h_min": i, "deadline_slack_h_max": 3 + 2 * i,
+                            "holding_cost_per_gpu_h_h": c.get("holding", 0.0)})
              for i in range(c["n_sites"])]
     return build_params(scenario(sites=sites, env={
         "battery_control": c["battery_control"],
@@ -86,7 +91,7 @@ def test_kernel_equals_the_oracle_from_random_states(c):
 
 @numba.njit
 def _compiled(temp, pue, slope, t0, busy, cap, gpus, idle, pmax, tau, demand, request,
-              fac, gen, head, theta, carbon, price, w):  # pragma: no cover - compiled
+              fac, gen, head, theta, carbon, price, rent, hold, w):  # pragma: no cover
     inf, flex, busy_d = kernel.dispatch(demand, request, gpus, tau)
     ch, dis = kernel.rule_wants_kw(fac, gen, head, theta)
     return np.array([
@@ -96,8 +101,12 @@ def _compiled(temp, pue, slope, t0, busy, cap, gpus, idle, pmax, tau, demand, re
         kernel.rule_battery_kw(fac, gen, head, theta),
         kernel.discharge_available_kw(fac, gen, theta),
         kernel.import_price_per_kwh(w[0], w[1], carbon, price),
-        kernel.terminal_value_per_gpu_h(pue, idle, pmax, w[0], w[1], carbon, price),
-        kernel.penalty(w, carbon, price, demand, request, head)])
+        kernel.terminal_value_per_gpu_h(pue, idle, pmax, w[0], w[1], carbon, price, rent,
+                                        hold, gen),
+        kernel.penalty(w, carbon, price, demand, request, head, rent, hold, gen),
+        *kernel.gpu_time_cost(busy, rent, request, hold),
+        kernel.battery_value_per_kwh(tau, w[0], w[1], carbon, price),
+        kernel.terminal_charge(busy, hold, fac, gen, rent)])
 
 
 def test_formulas_give_the_same_numbers_compiled_and_as_numpy():
@@ -111,10 +120,10 @@ def test_formulas_give_the_same_numbers_compiled_and_as_numpy():
             rng.uniform(0.5, 1.0, n), rng.uniform(0.4, 1.0, n), rng.uniform(0, 120, n),
             rng.uniform(0, 120, n), rng.uniform(0, 200, n), rng.uniform(0, 200, n),
             rng.uniform(0, 200, n), rng.choice([0.0, 0.5, 1.0], n), rng.uniform(20, 800, n),
-            rng.uniform(10, 300, n)]
-    w = np.array([0.19, 1.0, 10.0, 2.0, 5.0])
+            rng.uniform(10, 300, n), rng.uniform(0, 4, n), rng.uniform(0, 0.05, n)]
+    w = np.array([0.19, 1.0, 10.0, 2.0, 5.0, 1.0, 1.0, 1.0])
     (temp, pue, slope, t0, busy, cap, gpus, idle, pmax, tau, demand, request, fac, gen,
-     head, theta, carbon, price) = args
+     head, theta, carbon, price, rent, hold) = args
     inf, flex, busy_d = kernel.dispatch(demand, request, gpus, tau)
     ch, dis = kernel.rule_wants_kw(fac, gen, head, theta)
     as_numpy = np.stack([
@@ -124,20 +133,28 @@ def test_formulas_give_the_same_numbers_compiled_and_as_numpy():
         kernel.rule_battery_kw(fac, gen, head, theta),
         kernel.discharge_available_kw(fac, gen, theta),
         kernel.import_price_per_kwh(w[0], w[1], carbon, price),
-        kernel.terminal_value_per_gpu_h(pue, idle, pmax, w[0], w[1], carbon, price),
-        kernel.penalty(w, carbon, price, demand, request, head)], axis=1)
+        kernel.terminal_value_per_gpu_h(pue, idle, pmax, w[0], w[1], carbon, price, rent,
+                                        hold, gen),
+        kernel.penalty(w, carbon, price, demand, request, head, rent, hold, gen),
+        *kernel.gpu_time_cost(busy, rent, request, hold),
+        kernel.battery_value_per_kwh(tau, w[0], w[1], carbon, price),
+        kernel.terminal_charge(busy, hold, fac, gen, rent)], axis=1)
     compiled = np.stack([_compiled(*(a[j] for a in args), w) for j in range(n)])
     np.testing.assert_allclose(compiled, as_numpy, rtol=1e-12, atol=1e-12)
 
 
 def test_terminal_value_is_the_documented_formula():
+    """Uncapped energy at the mean carbon and price, one rented GPU-hour, and holding over
+    the site's mean deadline slack."""
     p = _params({"n_sites": 2, "battery": False, "battery_control": "rule", "threshold": 0.5,
-                 "pue_slope": 0.01})
+                 "pue_slope": 0.01, "rent": 2.5, "holding": 0.02})
     exo = synthetic_exo(2, 48, seed=1)
     mean = exo[..., [kernel.Exo.CARBON_G_PER_KWH, kernel.Exo.PRICE_PER_MWH]].mean(0)
     w = p.reward_weights
+    slack_mean_h = np.array([(0 + 3) / 2, (1 + 5) / 2])
     want = p.pue * (p.gpu_max_kw - p.gpu_idle_kw) * (w[0] * mean[:, 0] / 1000
                                                      + w[1] * mean[:, 1] / 1000)
+    want = want + w[1] * (np.array([2.5, 0.0]) + 0.02 * slack_mean_h)
     np.testing.assert_allclose(physics.terminal_value_per_gpu_h(p, exo), want, rtol=1e-12)
 
 

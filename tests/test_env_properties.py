@@ -209,3 +209,51 @@ def test_encoded_battery_setpoints_are_what_the_battery_is_asked_for(c, control)
                                    np.minimum(np.minimum(np.maximum(want_rule, 0.0),
                                                          p.battery_power_kw), room), atol=1e-9)
         state = new
+
+
+def test_initial_charge_is_drawn_per_episode_within_its_range_and_seeded():
+    ranged = {**BATTERY, "soc_initial_fraction_range": [0.2, 0.8]}
+    p = build_params(scenario(sites=[site("a", battery=ranged), site("b", battery=BATTERY)]))
+    starts = np.arange(0, 24 * 60, 24)
+    soc = physics.initial_soc_kwh(p, starts)
+    assert soc.shape == (len(starts), 2)
+    assert (soc[:, 0] >= 0.2 * 20.0).all() and (soc[:, 0] <= 0.8 * 20.0).all()
+    assert soc[:, 0].std() > 1.0  # drawn, not fixed: uniform on 12 kWh has std 3.5
+    np.testing.assert_array_equal(soc[:, 1], 0.5 * 20.0)  # no range: the fixed fraction
+    np.testing.assert_array_equal(physics.initial_soc_kwh(p, starts), soc)  # seeded
+
+
+def test_an_initial_charge_range_outside_the_limits_is_refused():
+    bad = {**BATTERY, "soc_initial_fraction_range": [0.05, 0.8]}
+    with pytest.raises(ValueError, match="soc_initial_fraction_range"):
+        scenario(sites=[site("a", battery=bad)])
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cases)
+def test_gpu_time_and_battery_wear_are_priced_as_documented(c):
+    """Rent = busy GPUs x price, holding = work held at the end of the hour x price, wear
+    = kWh discharged x price, every hour, and the reward carries them."""
+    p = _params(c["n_sites"], True, c["battery_control"], c["threshold"], c["pue_slope"])
+    raw = p.scenario.model_dump(mode="json")
+    for i, s in enumerate(raw["sites"]):
+        s["gpu_rent_per_gpu_h"] = 2.0 + i
+        s["workload"]["holding_cost_per_gpu_h_h"] = 0.01 * (i + 1)
+        s["battery"]["degradation_cost_per_kwh"] = 0.03
+    p = build_params(type(p.scenario).model_validate(raw))
+    _, exo, rows, acts = _rollout(c)
+    state = core.reset(p, c["batch"])
+    for t in range(c["hours"]):
+        state, out = core.step(p, state, acts[t], exo[rows[t]])
+        held = state.work_gpu_h()
+        np.testing.assert_allclose(out["gpu_rent_cost"], out["busy_gpus"] * p.gpu_rent_per_gpu_h)
+        np.testing.assert_allclose(out["holding_cost"], held * p.holding_cost_per_gpu_h_h)
+        np.testing.assert_allclose(out["battery_degradation_cost"],
+                                   out["battery_discharge_kwh"] * 0.03)
+        money = (out["cost"] + out["gpu_rent_cost"] + out["holding_cost"]
+                 + out["battery_degradation_cost"])
+        other = (p.reward_weights[0] * out["carbon_kg"] + p.reward_weights[2] * out["slo_gpu_h"]
+                 + p.reward_weights[3] * out["overdue_gpu_h"]
+                 + p.reward_weights[4] * out["overdraw_kwh"])
+        np.testing.assert_allclose(
+            out.reward, -(p.reward_weights[1] * money + other).sum(-1) / p.reward_scale)

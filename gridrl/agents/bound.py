@@ -1,9 +1,11 @@
 """``lp_bound``: the LP of :mod:`gridrl.agents.lp` with perfect foresight of a whole episode.
 
-It starts from the env's reset state (empty queues, battery at its initial charge),
-sees the true exogenous rows of every hour and charges work left at the end exactly as
-the env does (``physics.terminal_value_per_gpu_h``). Its optimum ``J`` is an upper bound on
-the return of any policy on the same episode (the argument is in :mod:`gridrl.agents.lp`)
+It starts from the env's reset state (empty queues, the battery at the env's draw of
+its initial charge, ``physics.initial_soc_kwh``), sees the true exogenous rows of every
+hour and charges work left at the end and credits the battery's gain in charge exactly
+as the env does (``physics.terminal_value_per_gpu_h``, ``physics.battery_value_per_kwh``).
+Its optimum ``J`` is an upper bound on the return of any policy on the same episode (the
+argument is in :mod:`gridrl.agents.lp`)
 and is what the harness reports for it; its KPIs are those of the optimal plan.
 
 With ``battery="rule"`` and a rule-dispatched battery (``env.battery_control: rule``) the
@@ -23,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from gridrl.agents.lp import LPInputs, LPSolution, LPStructure, Solver, solve_rule_battery
 from gridrl.agents.policy import EpisodeBatch, StepContext
 from gridrl.env import core, physics
+from gridrl.env.kernel import Out, terminal_charge
 
 __all__ = ["BoundOutcome", "LPBound", "LPBoundParams"]
 
@@ -92,8 +95,10 @@ class LPBound:
         options = {"simplex_strategy": self.params.simplex_strategy}
         state = core.reset(p, 1)
         tval = physics.terminal_value_per_gpu_h(p, exo)
-        inp = LPInputs(exo, state.queue_gpu_h[0], state.transit_gpu_h[0], state.soc_kwh[0],
-                       tval)
+        bval = physics.battery_value_per_kwh(p, exo)
+        soc0 = physics.initial_soc_kwh(p, [w.start])[0]  # the env's draw for this window
+        inp = LPInputs(exo, state.queue_gpu_h[0], state.transit_gpu_h[0], soc0, tval,
+                       battery_value=bval)
         if self.params.battery == "rule":
             sol = solve_rule_battery(p, inp, time_limit_s=self.params.time_limit_s,
                                      mip_rel_gap=self.params.mip_rel_gap, options=options)
@@ -102,4 +107,6 @@ class LPBound:
                 self._solvers[w.hours] = Solver(LPStructure(p, w.hours), options)
             sol = self._solvers[w.hours].solve(inp)
         return BoundOutcome(J=sol.J, values=sol.values, leftover_gpu_h=sol.leftover_gpu_h,
-                            terminal_charge=float(sol.leftover_gpu_h @ tval), solution=sol)
+                            terminal_charge=float(terminal_charge(
+                                sol.leftover_gpu_h, tval, sol.values[-1, :, Out.SOC_KWH], soc0,
+                                bval).sum()), solution=sol)

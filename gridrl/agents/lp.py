@@ -43,7 +43,10 @@ of the hour; per hour ``v`` the fleet's cumulative flexible work done.
   optimum of the full LP.
 
 Objective (minimised): the env's weighted reward terms, ``sum (w_c carbon/1000 +
-w_e price/1000) g + w_s (D - s) + w_o ov + w_g o``, plus a charge per GPU-h left queued
+w_e price/1000) g + w_s (D - s) + w_o ov + w_g o + w_e rho_r sum_k w_k / tau_k +
+w_e h_q (b + in) + w_e c_d dis`` (rent per busy GPU-hour, holding per GPU-h queued or
+in transit at the end of the hour, battery wear per kWh discharged), less a credit
+``v_b (soc_H - soc_0)`` for charge gained over the horizon, plus a charge per GPU-h left queued
 or in transit after the last hour (the env's terminal charge for the bound; an
 estimate for MPC). ``J = -objective / reward.scale`` is in the units of the env's
 return.
@@ -87,7 +90,8 @@ is at least the return of any policy (``J_lp >= J_env``):
   too (pooled EDF over the work done anywhere is the least overdue any placement can
   reach), with the same total.
 - *queue, energy and objective* terms are the env's equations once the choices above
-  are fixed; the terminal charge is the env's.
+  are fixed (rent, holding and battery wear are linear in busy GPUs, held work and
+  discharge); the terminal charge and the battery's terminal credit are the env's.
 
 So the LP relaxes the env only by offering more choices; it never forbids an env
 trajectory and never charges one less. Work is fluid in both (GPU-hours, not jobs).
@@ -114,6 +118,7 @@ from gridrl.env.kernel import (
     Out,
     facility_kw,
     fleet_facility_kw,
+    gpu_time_cost,
     it_kw_from_active,
     it_kwh_per_gpu_h,
 )
@@ -167,6 +172,9 @@ class LPInputs:
     battery_kw : (ndarray, ndarray), optional
         ``([H, N], [H, N])`` charge and discharge fixed in advance (MPC's prediction of a
         rule-dispatched battery); None lets the LP choose them.
+    battery_value : ndarray, optional
+        ``[N]`` credit per kWh of charge gained between the start and the end of the
+        horizon (the env's terminal credit for the bound; an estimate for MPC); None: 0.
     """
 
     exo: np.ndarray
@@ -176,6 +184,7 @@ class LPInputs:
     terminal_value: np.ndarray
     overdue_carry: np.ndarray | None = None
     battery_kw: tuple[np.ndarray, np.ndarray] | None = None
+    battery_value: np.ndarray | None = None
 
 
 @dataclass(eq=False)
@@ -438,7 +447,6 @@ class LPStructure:
         pue = physics.pue_of(p, exo)
         gen = pv + wind
         idle_kw = fleet_facility_kw(pue, p.gpus, p.gpu_idle_kw)  # [H, N]
-        wts = p.reward_weights
         queue = np.asarray(inp.queue_gpu_h, float)
         transit = np.asarray(inp.transit_gpu_h, float)
         vals = self._vals.copy()
@@ -471,8 +479,42 @@ class LPStructure:
             ch_fix, dis_fix = (np.asarray(x, float).ravel() for x in inp.battery_kw)
             col_lo[self.cCH] = col_hi[self.cCH] = ch_fix
             col_lo[self.cDIS] = col_hi[self.cDIS] = dis_fix
+        cost, offset = self._objective(inp, carbon, price, demand)
+        lp = highspy.HighsLp()
+        lp.num_col_ = self.n_col
+        lp.num_row_ = self.n_row
+        lp.col_cost_ = cost
+        lp.col_lower_ = col_lo
+        lp.col_upper_ = col_hi
+        lp.row_lower_ = row_lo
+        lp.row_upper_ = row_hi
+        lp.offset_ = offset
+        lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
+        lp.a_matrix_.start_ = self._indptr
+        lp.a_matrix_.index_ = self._indices
+        lp.a_matrix_.value_ = data
+        rel = release_table(p, arr, queue, transit)  # [N, H+1, H]
+        aux = {"exo": exo, "pue": pue, "rel": rel,
+               "rel_fleet": rel.sum(0) if self.migrate else None}
+        return lp, aux
+
+    def _objective(self, inp: LPInputs, carbon: np.ndarray, price: np.ndarray,
+                   demand: np.ndarray) -> tuple[np.ndarray, float]:
+        """Column costs and constant of the objective (module doc)."""
+        p = self.params
+        h_len, n = self.H, self.N
+        wts = p.reward_weights
         cost = np.zeros(self.n_col)
         cost[self.cG] = physics.import_price_per_kwh(p, carbon, price).ravel()
+        # rent per busy GPU-hour: w_k / tau_k busy GPUs; holding per GPU-h held at the
+        # end of the hour (queued b, in transit in)
+        rent = wts[5] * p.gpu_rent_per_gpu_h[:, None] / self.taus[None, :]  # [N, Kc]
+        cost[self.cW] = np.tile(rent, (h_len, 1)).ravel()
+        hold = np.tile(wts[6] * p.holding_cost_per_gpu_h_h, h_len)
+        cost[self.cB] = hold
+        if self.migrate:
+            cost[self.cIN] = hold
+        cost[self.cDIS] = np.tile(wts[7] * p.battery_degradation_per_kwh, h_len)
         cost[self.cO] = wts[4]
         cost[self.cS] = -wts[2]
         cost[self.cOV] = wts[3]
@@ -483,23 +525,12 @@ class LPStructure:
             cost[self.cIN.start + last] += tval
         if inp.overdue_carry is not None:
             cost[self.cOV.start + last] += np.asarray(inp.overdue_carry, float)
-        lp = highspy.HighsLp()
-        lp.num_col_ = self.n_col
-        lp.num_row_ = self.n_row
-        lp.col_cost_ = cost
-        lp.col_lower_ = col_lo
-        lp.col_upper_ = col_hi
-        lp.row_lower_ = row_lo
-        lp.row_upper_ = row_hi
-        lp.offset_ = float(wts[2] * demand.sum())
-        lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
-        lp.a_matrix_.start_ = self._indptr
-        lp.a_matrix_.index_ = self._indices
-        lp.a_matrix_.value_ = data
-        rel = release_table(p, arr, queue, transit)  # [N, H+1, H]
-        aux = {"exo": exo, "pue": pue, "rel": rel,
-               "rel_fleet": rel.sum(0) if self.migrate else None}
-        return lp, aux
+        offset = float(wts[2] * demand.sum())
+        if inp.battery_value is not None:
+            bval = np.asarray(inp.battery_value, float)
+            cost[self.cSOC.start + last] -= bval
+            offset += float(bval @ np.asarray(inp.soc_kwh, float))
+        return cost, offset
 
     def charge_limit(self, gen: np.ndarray, head: np.ndarray, pue: np.ndarray,
                      demand: np.ndarray) -> np.ndarray:
@@ -712,6 +743,9 @@ class LPStructure:
         f[..., Out.CARBON_KG] = g * carbon * KG_PER_G
         f[..., Out.COST] = g * price * MWH_PER_KWH
         f[..., Out.HEADROOM_VIOLATION] = o > _OVERDRAW_TOL_KWH
+        f[..., Out.GPU_RENT_COST], f[..., Out.HOLDING_COST] = gpu_time_cost(
+            busy, p.gpu_rent_per_gpu_h, queued + recv, p.holding_cost_per_gpu_h_h)
+        f[..., Out.BATTERY_DEGRADATION_COST] = dis * p.battery_degradation_per_kwh
         first = {"work": x[0], "served": served[0], "busy": busy[0], "migrated": out[0],
                  "received": recv[0], "ch": ch[0], "dis": dis[0], "levels": w[0]}
         return LPSolution(objective=float(objective), J=-float(objective) / p.reward_scale,

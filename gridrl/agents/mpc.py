@@ -15,9 +15,10 @@ Its first-hour decision is turned into the environment's action:
   setpoint (``StepContext.set_battery``).
 
 Work left at the end of a horizon that stops before the episode ends is valued like the
-env's terminal charge (uncapped energy at the horizon's mean carbon and price); when the
-horizon reaches the episode end the env's own terminal charge is used (its mean over
-the episode: observed hours so far, forecasts for the rest). Work still overdue after
+env's terminal charge (uncapped energy, rent and holding at the horizon's mean carbon
+and price), and charge the battery gained like the env's terminal credit; when the
+horizon reaches the episode end the env's own terminal charge and credit are used (their
+mean over the episode: observed hours so far, forecasts for the rest). Work still overdue after
 the horizon costs ``overdue_carry_h`` more hours of the overdue weight.
 
 ``run`` is raised to at least the work that is due (overdue and slack 0): the LP removes
@@ -63,13 +64,16 @@ class MPCParams(BaseModel):
     charge_rows: bool = False
 
 
-def continuation_value(params: EnvParams, exo_plan: np.ndarray) -> np.ndarray:
-    """``[N]`` value of one GPU-h left after a horizon that stops before the episode
-    ends: the env's terminal charge formula (``physics.terminal_values``: uncapped
-    marginal energy ``PUE (Pmax - P0)``) at the plan's mean carbon and price (weight
-    units), whatever ``env.terminal_queue_valuation`` says (the work still has to run)."""
+def continuation_value(params: EnvParams, exo_plan: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``([N], [N])`` values after a horizon that stops before the episode ends: of one
+    GPU-h left (the env's terminal charge formula, ``physics.terminal_values``: uncapped
+    marginal energy, rent and holding) and of one kWh gained in the battery
+    (``physics.battery_values``), at the plan's mean carbon and price (weight units),
+    whatever ``env.terminal_*_valuation`` says (the work still has to run, the charge
+    is still there)."""
     mean = exo_plan[..., [Exo.CARBON_G_PER_KWH, Exo.PRICE_PER_MWH]].mean(axis=0)  # [N, 2]
-    return physics.terminal_values(params, mean[:, 0], mean[:, 1])
+    return (physics.terminal_values(params, mean[:, 0], mean[:, 1]),
+            physics.battery_values(params, mean[:, 0], mean[:, 1]))
 
 
 def plan_to_action(params: EnvParams, q1: np.ndarray, first: dict, caps: np.ndarray,
@@ -160,16 +164,19 @@ class MPC:
             plan = fc[b, :hours]
             if hours == remaining[b]:
                 seen = batch.data.exo[batch.starts[b] : ctx.rows[b]]
-                tval = physics.terminal_value_per_gpu_h(p, np.concatenate([seen, plan]))
+                episode = np.concatenate([seen, plan])
+                tval = physics.terminal_value_per_gpu_h(p, episode)
+                bval = physics.battery_value_per_kwh(p, episode)
             else:
-                tval = continuation_value(p, plan)
+                tval, bval = continuation_value(p, plan)
             solver = self._solver(p, hours)
             t0 = time.perf_counter()
             # last hour's deadline rows, one hour on, are likely needed again
             seed = [c for c in (x.shifted(1, hours) for x in self._cuts.get(b, [])) if c]
             try:
                 sol = solver.solve(LPInputs(plan, st.queue_gpu_h[b], st.transit_gpu_h[b],
-                                            st.soc_kwh[b], tval, carry), seed)
+                                            st.soc_kwh[b], tval, carry, battery_value=bval),
+                                     seed)
             except LPError as exc:
                 # numerical trouble in one hour must not end an evaluation: fall back to
                 # the status quo for this hour and say so

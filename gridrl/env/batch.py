@@ -3,7 +3,9 @@ and the native VecEnv).
 
 It owns the state (updated in place, so a step never allocates), the data row and end row
 of every episode, the running sums of step outputs per episode and site, and the
-terminal charge for work left at the end (``physics.terminal_value_per_gpu_h``). Episodes
+terminal charge for work left at the end (``physics.terminal_value_per_gpu_h``) less the
+credit for charge the battery gained (``physics.battery_value_per_kwh``; each episode
+starts at ``physics.initial_soc_kwh``). Episodes
 end independently; the caller restarts them with :meth:`begin`.
 """
 
@@ -33,7 +35,7 @@ Backend = Literal["numba"]
 #: Keys of the per-step info: output fields summed over sites, then weighted reward terms.
 INFO_FIELDS = OUTPUT_FIELDS + (
     "reward_carbon", "reward_cost", "reward_slo", "reward_overdue", "reward_overdraw",
-    "reward_terminal",
+    "reward_gpu_rent", "reward_holding", "reward_degradation", "reward_terminal",
 )
 
 
@@ -111,7 +113,10 @@ class BatchSim:
         self.returns = np.zeros(b)
         self.start_work = np.zeros((b, n))
         self.terminal_value = np.zeros((b, n))
-        self.terminal_charge = np.zeros(b)  # this hour's charge for work left (at episode ends)
+        self.soc_start = np.zeros((b, n))  # battery charge at the start of each episode
+        self.battery_value = np.zeros((b, n))  # credit per kWh gained at the end
+        # this hour's charge for work left less the battery's gain (at episode ends)
+        self.terminal_charge = np.zeros(b)
         self.clipped = np.zeros(b, dtype=np.int64)
         self._act = np.zeros((b, n * self.n_act))
         self._act3 = self._act.reshape(b, n, self.n_act)
@@ -141,7 +146,7 @@ class BatchSim:
         st = self.state
         st.queue_gpu_h[envs] = 0.0
         st.transit_gpu_h[envs] = 0.0
-        st.soc_kwh[envs] = p.soc_initial_kwh
+        st.soc_kwh[envs] = self.soc_start[envs] = physics.initial_soc_kwh(p, start)
         st.cap[envs] = 1.0
         self.rows[envs] = start
         self.start[envs] = start
@@ -149,16 +154,22 @@ class BatchSim:
         self.sums[envs] = 0.0
         self.returns[envs] = 0.0
         self.start_work[envs] = 0.0
-        self.terminal_value[envs] = self._terminal_values(start, hours)
+        self.terminal_value[envs], self.battery_value[envs] = self._terminal_values(start, hours)
 
-    def _terminal_values(self, start: np.ndarray, hours: np.ndarray) -> np.ndarray:
-        """``physics.terminal_value_per_gpu_h`` of windows, from running sums (O(1) each)."""
+    def _terminal_values(self, start: np.ndarray,
+                         hours: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``physics.terminal_value_per_gpu_h`` and ``physics.battery_value_per_kwh`` of
+        windows, from running sums (O(1) each)."""
         p = self.params
-        if p.scenario.env.terminal_queue_valuation == "none":
-            return np.zeros((len(start), p.n_sites))
+        env = p.scenario.env
         csum = self._t_carbon_price
         mean = (csum[start + hours] - csum[start]) / hours[:, None, None]  # [E, N, 2]
-        return physics.terminal_values(p, mean[..., 0], mean[..., 1])
+        zero = np.zeros((len(start), p.n_sites))
+        work = (zero if env.terminal_queue_valuation == "none"
+                else physics.terminal_values(p, mean[..., 0], mean[..., 1]))
+        charge = (zero if env.terminal_battery_valuation == "none"
+                  else physics.battery_values(p, mean[..., 0], mean[..., 1]))
+        return work, charge
 
     def episode_exo(self, env: int = 0) -> np.ndarray:
         """``[L, N, K]`` exogenous rows of episode ``env`` (a view, do not modify)."""
@@ -196,7 +207,8 @@ class BatchSim:
             pp.site, pp.scalar, pp.split, pp.curve, st.queue_gpu_h, st.transit_gpu_h,
             st.soc_kwh, self._act3, self.data.exo, self.rows, buf.queue_gpu_h,
             buf.transit_gpu_h, buf.soc_kwh, buf.cap, buf.values, buf.reward, self.end,
-            self.sums, self.returns, self.terminal_value, self.terminal_charge,
+            self.sums, self.returns, self.terminal_value, self.soc_start, self.battery_value,
+            self.terminal_charge,
             self._done, self.totals, ob.calendar, ob.site_exo, ob._inv_scale,
             ob._group_end, self.obs_buffer)
         return self._done

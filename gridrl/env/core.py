@@ -91,19 +91,38 @@ the rule's ``ch* - dis*`` of equation 5: action 0 is the rule, and every setpoin
    ``overdue = q'[0] + z''[0]`` is penalised in this hour's reward and every later hour
    until it runs.
 10. **Battery**: ``soc' = soc + eta ch - dis / eta``.
-11. **Reward**: ``-(w . [carbon_kg, cost, slo, overdue, overdraw]) / scale`` summed over
-    sites. At the last hour of an episode the environments also subtract
-    ``sum_i leftover_i v_i / scale`` for work still queued or in transit
-    (:func:`gridrl.env.physics.terminal_value_per_gpu_h`), so pushing work past the end
-    gains nothing.
+11. **Reward**: GPU time is priced: ``rent = busy2 rho_r`` (``rho_r`` =
+    ``gpu_rent_per_gpu_h``, the site's price of a busy GPU-hour where capacity is rented,
+    0 where owned) and ``hold = (sum(q') + sum(z'')) h_q`` (``h_q`` =
+    ``workload.holding_cost_per_gpu_h_h``: every GPU-h of flexible work still queued or
+    in transit at the end of the hour, overdue included, costs the value of an hour's
+    delay); battery wear ``wear = dis c_d`` (``c_d`` =
+    ``battery.degradation_cost_per_kwh`` per kWh discharged). Reward ``-(w . [carbon_kg,
+    cost, slo, overdue, overdraw, rent, hold, wear]) / scale`` summed over sites
+    (``rent``, ``hold`` and ``wear`` are money: their weight is ``reward.cost_per_unit``).
+    At the last hour of an episode the environments also subtract ``sum_i (leftover_i
+    v_i - (soc_i - soc0_i) v_b,i) / scale``. ``soc0`` is the charge the episode started
+    with, drawn uniformly from ``battery.soc_initial_fraction_range`` by a generator
+    seeded by the scenario seed and the first hour
+    (:func:`gridrl.env.physics.initial_soc_kwh`); ``v_b = eta (w_c carbon / 1000 + w_e
+    price / 1000)`` at the episode's mean carbon and price
+    (:func:`gridrl.env.physics.battery_value_per_kwh`): a kWh left in store delivers
+    ``eta`` kWh later and displaces that much import, so emptying the battery at the end
+    is not free energy. ``v_i`` is the charge per GPU-h of work still queued or in
+    transit (:func:`gridrl.env.physics.terminal_value_per_gpu_h`): what running it costs after
+    the end, its uncapped energy ``PUE (Pmax - P0)`` at the episode's mean carbon and
+    price plus one rented GPU-hour ``rho_r``, and its holding ``h_q d`` over ``d`` =
+    the site's mean deadline slack (the wait the work was allowed on average), so
+    work pushed past the end still pays its rent and holding.
 
 Given the caps, every equation is linear or piecewise linear (min/max) in the work and
 energy quantities, so a linear program can model it: with a fixed cap per hour the
 facility energy is the idle floor ``PUE_t G P0`` plus ``e(c) = PUE_t (c Pmax - P0) /
 tau(c)`` kWh per GPU-h of work (inference and flexible alike) plus migration energy;
-GPU capacity is ``G tau(c)`` GPU-h per hour. Mixing tabulated cap levels in an hour is a
-convex relaxation of choosing one cap (per-GPU caps make that mixture physical, as stage
-6a does).
+GPU capacity is ``G tau(c)`` GPU-h per hour, and rent ``rho_r / tau(c)`` per GPU-h of
+work (a capped GPU needs more busy hours for the same work). Mixing tabulated cap
+levels in an hour is a convex relaxation of choosing one cap (per-GPU caps make that
+mixture physical, as stage 6a does).
 
 Timing: the decision for hour ``t`` sees the signals of hour ``t`` (a nowcast, as
 telemetry and hour-ahead forecasts give in operation), the forecasts issued at ``t``
@@ -227,7 +246,8 @@ def _rule_battery_kw(params: EnvParams, fac_kw: np.ndarray, gen_kw: np.ndarray,
 
 def reset(params: EnvParams, batch_size: int) -> EnvState:
     """Initial state of ``batch_size`` episodes: empty queues, nothing in transit, battery
-    at its initial state of charge, cap 1."""
+    at ``soc_initial_kwh``, cap 1 (the environments draw the charge per episode instead,
+    :func:`gridrl.env.physics.initial_soc_kwh`)."""
     n, s = params.n_sites, params.slack_buckets
     return EnvState(
         queue_gpu_h=np.zeros((batch_size, n, s + 1)),
@@ -239,7 +259,7 @@ def reset(params: EnvParams, batch_size: int) -> EnvState:
 
 def reward(params: EnvParams, values: np.ndarray) -> np.ndarray:
     """``[B]`` reward from step output values ``[B, N, F]`` (module doc, equation 11)."""
-    terms = values[..., _REWARD_IDX].sum(axis=1)  # [B, 5]
+    terms = values[..., _REWARD_IDX].sum(axis=1)  # [B, 8]
     return -(terms @ params.reward_weights) / params.reward_scale
 
 
@@ -418,6 +438,9 @@ def step(
             grid * carbon * KG_PER_G,
             grid * price * MWH_PER_KWH,
             excess3 > 0.0,
+            busy2 * p.gpu_rent_per_gpu_h,
+            (q_next.sum(-1) + z_next.sum(-1)) * p.holding_cost_per_gpu_h_h,
+            dis * p.battery_degradation_per_kwh,
         ],
         axis=-1,
     )

@@ -41,6 +41,7 @@ __all__ = [
     "EXO_SIGNALS", "FAST_MATH", "KG_PER_G", "MWH_PER_KWH", "OUTPUT_FIELDS", "REWARD_TERMS",
     "Act", "BatteryMode", "Exo", "Out", "PackedParams", "StepBuffers", "StepOutputs",
     "discharge_available_kw", "dispatch", "facility_kw", "fleet_facility_kw", "fmax", "fmin",
+    "battery_value_per_kwh", "gpu_time_cost", "terminal_charge",
     "import_price_per_kwh", "it_kw", "it_kw_from_active", "it_kwh_per_gpu_h", "pack",
     "penalty", "pue_at", "rule_battery_kw", "rule_wants_kw", "step", "step_into",
     "terminal_value_per_gpu_h",
@@ -102,6 +103,9 @@ class Out(IntEnum):
     CARBON_KG = 28
     COST = 29
     HEADROOM_VIOLATION = 30  # 1 when overdraw_kwh > 0, else 0
+    GPU_RENT_COST = 31  # busy GPU-hours x the site's rental price per GPU-hour
+    HOLDING_COST = 32  # work held (queued or in transit) at the end of the hour x its price
+    BATTERY_DEGRADATION_COST = 33  # kWh discharged x the battery's wear cost per kWh
 
 
 class Act(IntEnum):
@@ -127,7 +131,8 @@ EXO_SIGNALS = tuple(m.name.lower() for m in Exo)
 #: Output field names, in ``Out`` order.
 OUTPUT_FIELDS = tuple(m.name.lower() for m in Out)
 #: Output columns of the reward terms, in ``reward.weights`` order.
-REWARD_TERMS = (Out.CARBON_KG, Out.COST, Out.SLO_GPU_H, Out.OVERDUE_GPU_H, Out.OVERDRAW_KWH)
+REWARD_TERMS = (Out.CARBON_KG, Out.COST, Out.SLO_GPU_H, Out.OVERDUE_GPU_H, Out.OVERDRAW_KWH,
+                Out.GPU_RENT_COST, Out.HOLDING_COST, Out.BATTERY_DEGRADATION_COST)
 _TERM_COLS = np.array([int(c) for c in REWARD_TERMS])
 _N_TERMS = len(REWARD_TERMS)
 _N_OUT = len(Out)
@@ -279,22 +284,52 @@ def import_price_per_kwh(w_carbon: Any, w_cost: Any, carbon_g_per_kwh: Any,
 
 
 @_formula
+def gpu_time_cost(busy_gpus: Any, rent_per_gpu_h: Any, held_gpu_h: Any,
+                  holding_per_gpu_h_h: Any) -> tuple:
+    """``(rent, holding)`` of a site-hour (step 11): busy GPU-hours at the rental price,
+    and work held at the end of the hour (queued or in transit) at the holding price."""
+    return busy_gpus * rent_per_gpu_h, held_gpu_h * holding_per_gpu_h_h
+
+
+@_formula
 def terminal_value_per_gpu_h(pue: Any, idle_kw: Any, max_kw: Any, w_carbon: Any,
-                             w_cost: Any, carbon_g_per_kwh: Any, price_per_mwh: Any) -> Any:
+                             w_cost: Any, carbon_g_per_kwh: Any, price_per_mwh: Any,
+                             rent_per_gpu_h: Any, holding_per_gpu_h_h: Any,
+                             delay_h: Any) -> Any:
     """What one GPU-h of flexible work left at the end is charged (before the scale):
-    its marginal energy uncapped, ``pue (Pmax - P0)`` kWh (idle power is paid anyway), at
-    the given (mean) carbon and price."""
+    what running it uncapped costs, its marginal energy ``pue (Pmax - P0)`` kWh (idle
+    power is paid anyway) at the given (mean) carbon and price plus one rented GPU-hour,
+    and its holding price over ``delay_h`` more hours of waiting."""
     e_kwh = pue * it_kwh_per_gpu_h(1.0, 1.0, idle_kw, max_kw)
-    return e_kwh * import_price_per_kwh(w_carbon, w_cost, carbon_g_per_kwh, price_per_mwh)
+    energy = e_kwh * import_price_per_kwh(w_carbon, w_cost, carbon_g_per_kwh, price_per_mwh)
+    return energy + w_cost * (rent_per_gpu_h + holding_per_gpu_h_h * delay_h)
 
 
 @_formula
 def penalty(w: Any, carbon_kg: Any, cost: Any, slo_gpu_h: Any, overdue_gpu_h: Any,
-            overdraw_kwh: Any) -> Any:
+            overdraw_kwh: Any, rent_cost: Any, holding_cost: Any, wear_cost: Any) -> Any:
     """Weighted reward terms of a site-hour (step 11, before ``-1 / scale``); ``w`` the
-    five ``reward.weights``."""
+    eight weights of ``REWARD_TERMS``."""
     return (w[0] * carbon_kg + w[1] * cost + w[2] * slo_gpu_h + w[3] * overdue_gpu_h
-            + w[4] * overdraw_kwh)
+            + w[4] * overdraw_kwh + w[5] * rent_cost + w[6] * holding_cost
+            + w[7] * wear_cost)
+
+
+@_formula
+def battery_value_per_kwh(eta: Any, w_carbon: Any, w_cost: Any, carbon_g_per_kwh: Any,
+                          price_per_mwh: Any) -> Any:
+    """Credit (before the scale) per kWh stored at the end of an episode beyond the
+    charge it started with: the ``eta`` kWh it delivers to the bus, each displacing a kWh
+    imported at the given (mean) carbon and price."""
+    return eta * import_price_per_kwh(w_carbon, w_cost, carbon_g_per_kwh, price_per_mwh)
+
+
+@_formula
+def terminal_charge(left_gpu_h: Any, value_per_gpu_h: Any, soc_end_kwh: Any,
+                    soc_start_kwh: Any, value_per_kwh: Any) -> Any:
+    """Charge (before the scale) at the end of an episode: work left at its value, less
+    the battery's gain in charge at its value."""
+    return left_gpu_h * value_per_gpu_h - (soc_end_kwh - soc_start_kwh) * value_per_kwh
 
 
 @_formula
@@ -322,7 +357,8 @@ def battery_kw(mode: int, action_kw: Any, fac_kw: Any, gen_kw: Any, headroom_kw:
 # --------------------------------------------------------------------------- packing
 
 # Columns of PackedParams.site
-_GPUS, _IDLE, _PMAX, _PUE, _SLOPE, _T0, _BPOW, _ETA, _SOCMIN, _SOCMAX, _BSPAN = range(11)
+(_GPUS, _IDLE, _PMAX, _PUE, _SLOPE, _T0, _BPOW, _ETA, _SOCMIN, _SOCMAX, _BSPAN, _RENT,
+ _HOLD, _WEAR) = range(14)
 # Entries of PackedParams.scalar: cap_min, tau(cap_min), migration kWh per GPU-h, largest
 # migration share, route logit scale, BatteryMode, rule discharge threshold, the five
 # reward weights, reward scale
@@ -332,7 +368,7 @@ _SCALE = _W0 + len(REWARD_TERMS)
 
 @dataclass(frozen=True, eq=False)
 class PackedParams:
-    """``EnvParams`` as four arrays: per-site ``[N, 11]``, scalars, arrival split, curve."""
+    """``EnvParams`` as four arrays: per-site ``[N, 14]``, scalars, arrival split, curve."""
 
     site: np.ndarray
     scalar: np.ndarray
@@ -346,7 +382,8 @@ def pack(params: EnvParams) -> PackedParams:
     site = np.stack(
         [p.gpus, p.gpu_idle_kw, p.gpu_max_kw, p.pue, p.pue_temp_slope_per_c,
          p.pue_temp_threshold_c, p.battery_power_kw, p.battery_eta, p.soc_min_kwh,
-         p.soc_max_kwh, p.battery_action_span_kw],
+         p.soc_max_kwh, p.battery_action_span_kw, p.gpu_rent_per_gpu_h,
+         p.holding_cost_per_gpu_h_h, p.battery_degradation_per_kwh],
         axis=1,
     )
     scalar = np.concatenate(
@@ -574,12 +611,17 @@ def _step_env(b, site, scalar, split, curve, queue, transit, soc_in, action, exo
         v[Out.CARBON_KG] = grid * x_t[i, Exo.CARBON_G_PER_KWH] * KG_PER_G
         v[Out.COST] = grid * x_t[i, Exo.PRICE_PER_MWH] * MWH_PER_KWH
         v[Out.HEADROOM_VIOLATION] = 1.0 if excess3 > 0.0 else 0.0
+        rent, hold = gpu_time_cost(busy2, site[i, _RENT], queued + ztot, site[i, _HOLD])
+        v[Out.GPU_RENT_COST] = rent
+        v[Out.HOLDING_COST] = hold
+        v[Out.BATTERY_DEGRADATION_COST] = dis * site[i, _WEAR]
     # 11. reward
     r = 0.0
     for i in range(n_s):
         v = values[b, i]
         r += penalty(weights, v[Out.CARBON_KG], v[Out.COST], v[Out.SLO_GPU_H],
-                     v[Out.OVERDUE_GPU_H], v[Out.OVERDRAW_KWH])
+                     v[Out.OVERDUE_GPU_H], v[Out.OVERDRAW_KWH], v[Out.GPU_RENT_COST],
+                     v[Out.HOLDING_COST], v[Out.BATTERY_DEGRADATION_COST])
     reward[b] = -r / scalar[_SCALE]
 
 
@@ -716,7 +758,7 @@ def _sanitize(a, out, clipped):  # pragma: no cover - compiled
 
 @numba.njit(cache=True, fastmath=FAST_MATH)
 def _advance(site, scalar, split, curve, q, z, soc, action, exo, rows, q2, z2, soc2, cap2,
-             values, reward, end, sums, returns, tvalue, charge, done, totals,
+             values, reward, end, sums, returns, tvalue, soc0, bvalue, charge, done, totals,
              calendar, site_exo, inv_scale, group_end, obs):  # pragma: no cover
     # One hour for every episode, one episode at a time (its arrays stay in cache): the
     # kernel step into (q2, z2, soc2, cap2, values, reward), the bookkeeping (sums, rows,
@@ -747,7 +789,8 @@ def _advance(site, scalar, split, curve, q, z, soc, action, exo, rows, q2, z2, s
                 left = 0.0
                 for k in range(n_k):
                     left += q2[b, i, k] + z2[b, i, k]
-                c += left * tvalue[b, i]
+                c += terminal_charge(left, tvalue[b, i], soc2[b, i], soc0[b, i],
+                                     bvalue[b, i])
             reward[b] -= c * inv
         else:
             done[b] = False

@@ -35,6 +35,12 @@ KPIS: tuple[Kpi, ...] = (
     Kpi("export_kwh", "kWh", "local generation not used (spilled or exported unpaid)"),
     Kpi("carbon_kg", "kg CO2e", "grid import x grid carbon intensity of the hour"),
     Kpi("cost", "currency", "grid import x price of the hour"),
+    Kpi("gpu_rent_cost", "currency", "busy GPU-hours x the site's rental price per GPU-hour"),
+    Kpi("battery_degradation_cost", "currency",
+        "battery energy discharged x its wear cost per kWh"),
+    Kpi("holding_cost", "currency",
+        "flexible work held (queued or in transit) at the end of each hour x its holding "
+        "price per GPU-h per hour"),
     Kpi("renewable_share", "1",
         "share of facility energy not imported from the grid, i.e. met by local PV and "
         "wind directly or through the battery: 1 - grid_import / energy (0 when no energy)"),
@@ -99,6 +105,9 @@ def kpi_arrays(sums: np.ndarray, hours: np.ndarray | float, start_work_gpu_h: np
         "export_kwh": f("export_kwh"),
         "carbon_kg": carbon,
         "cost": f("cost"),
+        "gpu_rent_cost": f("gpu_rent_cost"),
+        "holding_cost": f("holding_cost"),
+        "battery_degradation_cost": f("battery_degradation_cost"),
         "renewable_share": share,
         "useful_gpu_h": useful,
         "energy_per_useful_gpu_h": energy * per_useful,

@@ -16,6 +16,7 @@ from gridrl.scenario import Scenario, ScenarioError, SiteConfig
 
 __all__ = [
     "ACTION_NAMES", "REWARD_TERMS", "EnvParams", "arrival_split", "build_params", "slack_buckets",
+    "terminal_delay_h",
 ]
 
 #: Per-site action components, in layout order (``battery`` only with a battery action).
@@ -25,7 +26,8 @@ ACTION_NAMES = ("run", "cap", "route", "migrate", "battery")
 MAX_ROUTE_LOGIT_SCALE = 300.0
 
 #: Reward terms, in the order of ``EnvParams.reward_weights``.
-REWARD_TERMS = ("carbon_kg", "cost", "slo_gpu_h", "overdue_gpu_h", "overdraw_kwh")
+REWARD_TERMS = ("carbon_kg", "cost", "slo_gpu_h", "overdue_gpu_h", "overdraw_kwh",
+                "gpu_rent_cost", "holding_cost", "battery_degradation_cost")
 
 
 @dataclass(frozen=True, eq=False)
@@ -49,6 +51,12 @@ class EnvParams:
     battery_eta : ndarray
         One-way efficiency ``sqrt(round_trip_efficiency)``.
     soc_min_kwh, soc_max_kwh, soc_initial_kwh : ndarray
+    soc_initial_low_kwh, soc_initial_high_kwh : ndarray
+        Range the initial charge of an episode is drawn from
+        (:func:`gridrl.env.physics.initial_soc_kwh`); both ``soc_initial_kwh`` without
+        ``battery.soc_initial_fraction_range``.
+    battery_degradation_per_kwh : ndarray
+        Wear cost per kWh discharged (bus side).
     arrival_split : ndarray
         ``[N, S + 1]``: share of an hour's flexible arrivals entering each queue bucket
         (index 0 = overdue gets none; index ``1 + d`` = slack ``d`` hours).
@@ -70,8 +78,17 @@ class EnvParams:
         the setpoint) or ``"residual"`` (the action adds to the rule's setpoint).
     battery_discharge_threshold_fraction : float
         The rule: discharge covers import above this share of headroom.
+    gpu_rent_per_gpu_h : ndarray
+        Price of a busy GPU-hour where capacity is rented (0 where it is owned).
+    holding_cost_per_gpu_h_h : ndarray
+        Price of holding one GPU-h of flexible work (queued or in transit) for an hour:
+        the value of results delivered sooner.
+    terminal_delay_h : ndarray
+        Hours of holding charged to a GPU-h left at the end of an episode: the site's
+        mean deadline slack (see :func:`terminal_delay_h`).
     reward_weights : ndarray
-        ``[5]`` weights of ``REWARD_TERMS``.
+        ``[8]`` weights of ``REWARD_TERMS`` (rent, holding and battery wear are money,
+        weighted like ``cost``).
     reward_scale : float
         The weighted sum is divided by it.
     ref_kw : ndarray
@@ -94,6 +111,9 @@ class EnvParams:
     soc_min_kwh: np.ndarray
     soc_max_kwh: np.ndarray
     soc_initial_kwh: np.ndarray
+    soc_initial_low_kwh: np.ndarray
+    soc_initial_high_kwh: np.ndarray
+    battery_degradation_per_kwh: np.ndarray
     arrival_split: np.ndarray
     throttle_cap: np.ndarray
     throttle_throughput: np.ndarray
@@ -104,6 +124,9 @@ class EnvParams:
     route_logit_scale: float
     battery_control: str
     battery_discharge_threshold_fraction: float
+    gpu_rent_per_gpu_h: np.ndarray
+    holding_cost_per_gpu_h_h: np.ndarray
+    terminal_delay_h: np.ndarray
     reward_weights: np.ndarray
     reward_scale: float
     ref_kw: np.ndarray
@@ -169,6 +192,23 @@ def arrival_split(site: SiteConfig, slack_buckets: int) -> np.ndarray:
     lo, hi = w.deadline_slack_h_min, w.deadline_slack_h_max
     split[1 + lo : 2 + hi] = 1.0 / (hi - lo + 1)
     return split
+
+
+def terminal_delay_h(site: SiteConfig) -> float:
+    """Hours of holding a GPU-h of work left at the end of an episode is charged: the mean
+    deadline slack its site's arrivals get, ``(slack_min + slack_max) / 2``.
+
+    Work left at the end still has to run after it; it was allowed to wait that long
+    on average, so leaving it costs at least that much holding. A shorter charge would
+    make pushing work past the end cheaper than holding it inside the episode.
+    """
+    w = site.workload
+    return 0.5 * (w.deadline_slack_h_min + w.deadline_slack_h_max)
+
+
+def _initial_range(site: SiteConfig) -> tuple[float, float]:
+    b = site.battery
+    return b.soc_initial_fraction_range or (b.soc_initial_fraction, b.soc_initial_fraction)
 
 
 def slack_buckets(scenario: Scenario) -> int:
@@ -270,6 +310,9 @@ def build_params(scenario: Scenario) -> EnvParams:
         soc_min_kwh=cap * arr(lambda s: s.battery.soc_min_fraction),
         soc_max_kwh=cap * arr(lambda s: s.battery.soc_max_fraction),
         soc_initial_kwh=cap * arr(lambda s: s.battery.soc_initial_fraction),
+        soc_initial_low_kwh=cap * arr(lambda s: _initial_range(s)[0]),
+        soc_initial_high_kwh=cap * arr(lambda s: _initial_range(s)[1]),
+        battery_degradation_per_kwh=arr(lambda s: s.battery.degradation_cost_per_kwh),
         arrival_split=np.stack([arrival_split(s, n_slack) for s in sites]),
         throttle_cap=cap_x,
         throttle_throughput=thr_y,
@@ -280,9 +323,12 @@ def build_params(scenario: Scenario) -> EnvParams:
         route_logit_scale=float(env.route_logit_scale),
         battery_control=env.battery_control,
         battery_discharge_threshold_fraction=float(env.battery_discharge_threshold_fraction),
+        gpu_rent_per_gpu_h=arr(lambda s: s.gpu_rent_per_gpu_h),
+        holding_cost_per_gpu_h_h=arr(lambda s: s.workload.holding_cost_per_gpu_h_h),
+        terminal_delay_h=arr(terminal_delay_h),
         reward_weights=np.array(
             [rw.carbon_per_kg, rw.cost_per_unit, rw.slo_per_gpu_h, rw.overdue_per_gpu_h,
-             rw.overdraw_per_kwh],
+             rw.overdraw_per_kwh, rw.cost_per_unit, rw.cost_per_unit, rw.cost_per_unit],
             dtype=np.float64,
         ),
         reward_scale=float(rw.scale),

@@ -17,7 +17,8 @@ from gridrl.env.params import EnvParams
 from gridrl.env.state import EnvState
 
 __all__ = [
-    "encode_battery_kw", "idle_kw", "import_price_per_kwh", "it_kw", "it_kwh_per_gpu_h",
+    "battery_value_per_kwh", "battery_values", "encode_battery_kw", "idle_kw",
+    "initial_soc_kwh", "import_price_per_kwh", "it_kw", "it_kwh_per_gpu_h",
     "pue", "pue_of", "rule_battery_kw", "terminal_value_per_gpu_h", "terminal_values",
 ]
 
@@ -72,7 +73,9 @@ def terminal_values(params: EnvParams, mean_carbon_g_per_kwh: np.ndarray,
     p = params
     w = p.reward_weights
     return kernel.terminal_value_per_gpu_h(p.pue, p.gpu_idle_kw, p.gpu_max_kw, w[0], w[1],
-                                           mean_carbon_g_per_kwh, mean_price_per_mwh)
+                                           mean_carbon_g_per_kwh, mean_price_per_mwh,
+                                           p.gpu_rent_per_gpu_h, p.holding_cost_per_gpu_h_h,
+                                           p.terminal_delay_h)
 
 
 def terminal_value_per_gpu_h(params: EnvParams, exo_episode: np.ndarray) -> np.ndarray:
@@ -81,7 +84,9 @@ def terminal_value_per_gpu_h(params: EnvParams, exo_episode: np.ndarray) -> np.n
 
     ``env.terminal_queue_valuation = "episode_mean"``: the marginal energy of running it
     uncapped, ``pue * (gpu_max_kw - gpu_idle_kw)`` kWh per GPU-h (idle power is paid
-    anyway), priced at the episode's mean carbon and price. ``"none"``: 0.
+    anyway), priced at the episode's mean carbon and price, plus one rented GPU-hour and
+    the holding price over ``terminal_delay_h`` hours (the site's mean deadline slack).
+    ``"none"``: 0.
 
     Parameters
     ----------
@@ -92,6 +97,42 @@ def terminal_value_per_gpu_h(params: EnvParams, exo_episode: np.ndarray) -> np.n
         return np.zeros(exo_episode.shape[:-3] + (params.n_sites,))
     mean = exo_episode[..., [Exo.CARBON_G_PER_KWH, Exo.PRICE_PER_MWH]].mean(axis=-3)
     return terminal_values(params, mean[..., 0], mean[..., 1])
+
+
+def initial_soc_kwh(params: EnvParams, starts: np.ndarray | list[int]) -> np.ndarray:
+    """``[E, N]`` battery charge at the start of episodes starting at data rows ``starts``:
+    uniform in ``[soc_initial_low_kwh, soc_initial_high_kwh]``, drawn from a generator
+    seeded by the scenario seed and the start row (the same for every policy and every
+    run; the low end when the range is a point)."""
+    p = params
+    starts = np.atleast_1d(np.asarray(starts, dtype=np.int64))
+    draws = np.empty((len(starts), p.n_sites))
+    for j, start in enumerate(starts.tolist()):
+        draws[j] = np.random.default_rng([p.scenario.seed, start]).random(p.n_sites)
+    return p.soc_initial_low_kwh + draws * (p.soc_initial_high_kwh - p.soc_initial_low_kwh)
+
+
+def battery_values(params: EnvParams, mean_carbon_g_per_kwh: np.ndarray,
+                   mean_price_per_mwh: np.ndarray) -> np.ndarray:
+    """``[..., N]`` credit per kWh the battery gained over an episode at these mean carbon
+    and price (reward units before ``reward.scale``), whatever
+    ``terminal_battery_valuation`` says."""
+    w = params.reward_weights
+    return kernel.battery_value_per_kwh(params.battery_eta, w[0], w[1], mean_carbon_g_per_kwh,
+                                        mean_price_per_mwh)
+
+
+def battery_value_per_kwh(params: EnvParams, exo_episode: np.ndarray) -> np.ndarray:
+    """Credit per kWh of charge gained over an episode (lost: charged), ``[..., N]``.
+
+    ``env.terminal_battery_valuation = "episode_mean"``: the ``eta`` kWh it delivers at
+    the episode's mean carbon and price (it displaces that much import later). ``"none"``:
+    0 (the final charge is worth nothing).
+    """
+    if params.scenario.env.terminal_battery_valuation == "none":
+        return np.zeros(exo_episode.shape[:-3] + (params.n_sites,))
+    mean = exo_episode[..., [Exo.CARBON_G_PER_KWH, Exo.PRICE_PER_MWH]].mean(axis=-3)
+    return battery_values(params, mean[..., 0], mean[..., 1])
 
 
 def encode_battery_kw(params: EnvParams, state: EnvState, action: np.ndarray,
