@@ -64,6 +64,12 @@ def _score(reference: str, params: dict[str, Any], setup: Any, episodes: int | N
     return float(table[OBJECTIVE].mean())
 
 
+def _per_site_form(params: dict[str, Any], n_sites: int) -> dict[str, Any]:
+    """``params`` with every value as a per-site list (one setting, one form)."""
+    return {k: list(v) if isinstance(v, list | tuple) else [v] * n_sites
+            for k, v in params.items()}
+
+
 def tune_agent(spec: ReferenceAgentSpec, grid: dict[str, list[Any]], setup: Any, *,
                episodes: int | None = None, seed: int = 0, per_site: bool = False,
                ) -> TuningResult:
@@ -78,11 +84,14 @@ def tune_agent(spec: ReferenceAgentSpec, grid: dict[str, list[Any]], setup: Any,
         sites keep theirs (values become per-site lists).
     """
     trials: list[dict[str, Any]] = []
+    seen: dict[str, float] = {}  # a setting met again (per site: the old best) costs nothing
 
     def trial(params: dict[str, Any]) -> float:
-        j = _score(spec.reference, {**spec.params, **params}, setup, episodes, seed)
-        trials.append({"params": params, OBJECTIVE: j})
-        return j
+        key = json.dumps(_per_site_form(params, setup.params.n_sites), sort_keys=True)
+        if key not in seen:
+            seen[key] = _score(spec.reference, {**spec.params, **params}, setup, episodes, seed)
+            trials.append({"params": params, OBJECTIVE: seen[key]})
+        return seen[key]
 
     scored = [(trial(c), c) for c in candidates(grid)]
     best_j, best = max(scored, key=lambda t: t[0])  # first of equals: grid order
