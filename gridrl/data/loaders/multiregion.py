@@ -47,6 +47,7 @@ import numpy as np
 import pandas as pd
 
 from gridrl.data.datasets import dataset_dir
+from gridrl.data.loaders._common import require_columns, row_error
 from gridrl.data.signals import SignalError, Signals
 
 __all__ = [
@@ -189,14 +190,8 @@ def _utc_times(raw: pd.Series, path: Path, fmt: str) -> pd.DatetimeIndex:
         parsed = pd.to_datetime(raw, format="ISO8601", errors="coerce", utc=True)
     bad = np.flatnonzero(parsed.isna().to_numpy())
     if bad.size:
-        r = int(bad[0])
-        raise SignalError(
-            str(path),
-            f"timestamp {raw.iloc[r]!r} is neither {fmt} nor ISO 8601 ({bad.size} such rows)",
-            column=raw.name,
-            row=r + 1,
-            line=r + 2,
-        )
+        raise row_error(path, raw.name, bad,
+                        f"timestamp {raw.iloc[bad[0]]!r} is neither {fmt} nor ISO 8601")
     return pd.DatetimeIndex(parsed, name=raw.name)
 
 
@@ -240,24 +235,14 @@ def _estimated_flag(raw: pd.Series, path: Path) -> np.ndarray:
     flag = text.map({"true": 1.0, "false": 0.0}).astype("Float64")
     bad = np.flatnonzero(flag.isna().to_numpy())
     if bad.size:
-        r = int(bad[0])
-        raise SignalError(
-            str(path),
-            f"{raw.iloc[r]!r} where true or false was expected ({bad.size} such rows)",
-            column="Data Estimated",
-            row=r + 1,
-            line=r + 2,
-        )
+        raise row_error(path, "Data Estimated", bad,
+                        f"{raw.iloc[bad[0]]!r} where true or false was expected")
     return flag.to_numpy(dtype=np.float64)
 
 
 def _carbon_file(path: Path, zone: str, options: LoadOptions) -> Signals:
     df = _read_csv(path)
-    for col in (UTC_COLUMN, *CARBON_COLUMNS):
-        if col not in df.columns:
-            raise SignalError(
-                str(path), f"column not found; the file has {list(df.columns)}", column=col
-            )
+    require_columns(df, (UTC_COLUMN, *CARBON_COLUMNS), path)
     # The column is named "Datetime (UTC)"; its values carry no zone: read as UTC.
     times = _utc_times(df[UTC_COLUMN], path, "%Y-%m-%d %H:%M:%S")
     frame = df.loc[:, list(CARBON_COLUMNS)].set_axis(times, axis=0)
@@ -336,11 +321,7 @@ def _local_mismatches(df: pd.DataFrame, utc: pd.DatetimeIndex, tz: str) -> int:
 
 def _price_file(path: Path, zone: str, options: LoadOptions) -> tuple[Signals, int]:
     df = _read_csv(path)
-    for col in (UTC_COLUMN, PRICE_COLUMN):
-        if col not in df.columns:
-            raise SignalError(
-                str(path), f"column not found; the file has {list(df.columns)}", column=col
-            )
+    require_columns(df, (UTC_COLUMN, PRICE_COLUMN), path)
     times = _utc_times(df[UTC_COLUMN], path, "%Y-%m-%d %H:%M:%S%z")
     frame = df.loc[:, [PRICE_COLUMN]].set_axis(times, axis=0)
     signals = Signals.from_frame(
