@@ -37,7 +37,6 @@ import datetime as dt
 import functools
 import gzip
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -195,6 +194,20 @@ def _utc_times(raw: pd.Series, path: Path, fmt: str) -> pd.DatetimeIndex:
     return pd.DatetimeIndex(parsed, name=raw.name)
 
 
+def _cache_key(years: tuple[int, int], root: str | Path | None) -> tuple[tuple[int, int], str]:
+    """Hashable ``(years, root)`` of a cached load: whole years, the data set by default."""
+    base = Path(root) if root is not None else dataset_dir(MULTIREGION_DATASET)
+    return (int(years[0]), int(years[1])), str(base)
+
+
+def _record_head(
+    step: str, zone: str, years: tuple[int, int], paths: list[Path], options: LoadOptions
+) -> dict[str, Any]:
+    """The provenance fields every per-zone CSV load records first."""
+    return {"step": step, "options": options.kwargs(), "zone": zone, "years": list(years),
+            "files": [str(p) for p in paths]}
+
+
 def _join_years(parts: list[Signals], paths: list[Path], record: dict[str, Any]) -> Signals:
     """Concatenate per-year signals along time and check the joined index is hourly."""
     frame = pd.concat([p.frame for p in parts], axis=0)
@@ -259,11 +272,7 @@ def _carbon_cached(zone: str, years: tuple[int, int], root: str, options: LoadOp
     parts = [_carbon_file(p, zone, options) for p in paths]
     estimated = pd.concat([p.frame[(zone, "carbon_estimated_fraction")] for p in parts])
     record = {
-        "step": "multiregion_carbon",
-        "options": options.kwargs(),
-        "zone": zone,
-        "years": list(years),
-        "files": [str(p) for p in paths],
+        **_record_head("multiregion_carbon", zone, years, paths, options),
         "time": "Datetime (UTC): naive values read as UTC",
         "estimated_hours": int(estimated.sum()),
         "estimated_share": float(estimated.mean()),
@@ -295,10 +304,7 @@ def load_multiregion_carbon(
     SignalError
         Missing file or column, bad value, gap or duplicate (naming file, column, row).
     """
-    base = str(Path(root) if root is not None else dataset_dir(MULTIREGION_DATASET))
-    return _carbon_cached(
-        zone, (int(years[0]), int(years[1])), base, LoadOptions(resample, fill, max_fill_h)
-    )
+    return _carbon_cached(zone, *_cache_key(years, root), LoadOptions(resample, fill, max_fill_h))
 
 
 # --------------------------------------------------------------------------- price
@@ -337,11 +343,7 @@ def _price_cached(zone: str, years: tuple[int, int], root: str, options: LoadOpt
     parts, mismatches = zip(*(_price_file(p, zone, options) for p in paths), strict=True)
     prices = pd.concat([p.frame[(zone, "price_per_mwh")] for p in parts])
     record = {
-        "step": "multiregion_price",
-        "options": options.kwargs(),
-        "zone": zone,
-        "years": list(years),
-        "files": [str(p) for p in paths],
+        **_record_head("multiregion_price", zone, years, paths, options),
         "unit": "USD/MWh",
         "negative_hours": int((prices < 0).sum()),
         "local_time_mismatches": int(sum(mismatches)),
@@ -364,10 +366,7 @@ def load_multiregion_price(
     Negative prices are kept. The provenance counts negative hours and rows whose
     local timestamp disagrees with the zone's civil clock (the UTC column is used).
     """
-    base = str(Path(root) if root is not None else dataset_dir(MULTIREGION_DATASET))
-    return _price_cached(
-        zone, (int(years[0]), int(years[1])), base, LoadOptions(resample, fill, max_fill_h)
-    )
+    return _price_cached(zone, *_cache_key(years, root), LoadOptions(resample, fill, max_fill_h))
 
 
 # --------------------------------------------------------------------------- weather
@@ -623,9 +622,8 @@ def load_multiregion_weather(
         Missing file, variable or unit, bad value, gap, wrong timezone, an offset the
         temperature check rejects, or uncovered edge hours with ``edge_fill: none``.
     """
-    base = str(Path(root) if root is not None else dataset_dir(MULTIREGION_DATASET))
     return _weather_cached(
-        zone, (int(years[0]), int(years[1])), os.fspath(base),
+        zone, *_cache_key(years, root),
         None if utc_offset_h is None else float(utc_offset_h),
         (float(offset_check_lag_h[0]), float(offset_check_lag_h[1])), edge_fill,
         LoadOptions(resample, fill, max_fill_h),
