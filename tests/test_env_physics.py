@@ -84,12 +84,12 @@ def test_kernel_equals_the_oracle_from_random_states(c):
                                    rtol=1e-9, atol=1e-9, err_msg=name)
 
 
-@numba.njit
-def _compiled(temp, pue, slope, t0, busy, cap, gpus, idle, pmax, tau, demand, request,
-              fac, gen, head, theta, carbon, price, w):  # pragma: no cover - compiled
+def _formulas(temp, pue, slope, t0, busy, cap, gpus, idle, pmax, tau, demand, request,
+              fac, gen, head, theta, carbon, price, w):
+    """Every formula of the site model, on scalars or on arrays alike."""
     inf, flex, busy_d = kernel.dispatch(demand, request, gpus, tau)
     ch, dis = kernel.rule_wants_kw(fac, gen, head, theta)
-    return np.array([
+    return (
         kernel.pue_at(temp, pue, slope, t0), kernel.it_kw(busy, cap, gpus, idle, pmax),
         kernel.it_kwh_per_gpu_h(cap, tau, idle, pmax), kernel.it_kw_from_active(busy, gpus, idle),
         kernel.facility_kw(pue, busy, fac), inf, flex, busy_d, ch, dis,
@@ -97,7 +97,10 @@ def _compiled(temp, pue, slope, t0, busy, cap, gpus, idle, pmax, tau, demand, re
         kernel.discharge_available_kw(fac, gen, theta),
         kernel.import_price_per_kwh(w[0], w[1], carbon, price),
         kernel.terminal_value_per_gpu_h(pue, idle, pmax, w[0], w[1], carbon, price),
-        kernel.penalty(w, carbon, price, demand, request, head)])
+        kernel.penalty(w, carbon, price, demand, request, head))
+
+
+_compiled = numba.njit(_formulas)
 
 
 def test_formulas_give_the_same_numbers_compiled_and_as_numpy():
@@ -113,20 +116,8 @@ def test_formulas_give_the_same_numbers_compiled_and_as_numpy():
             rng.uniform(0, 200, n), rng.choice([0.0, 0.5, 1.0], n), rng.uniform(20, 800, n),
             rng.uniform(10, 300, n)]
     w = np.array([0.19, 1.0, 10.0, 2.0, 5.0])
-    (temp, pue, slope, t0, busy, cap, gpus, idle, pmax, tau, demand, request, fac, gen,
-     head, theta, carbon, price) = args
-    inf, flex, busy_d = kernel.dispatch(demand, request, gpus, tau)
-    ch, dis = kernel.rule_wants_kw(fac, gen, head, theta)
-    as_numpy = np.stack([
-        kernel.pue_at(temp, pue, slope, t0), kernel.it_kw(busy, cap, gpus, idle, pmax),
-        kernel.it_kwh_per_gpu_h(cap, tau, idle, pmax), kernel.it_kw_from_active(busy, gpus, idle),
-        kernel.facility_kw(pue, busy, fac), inf, flex, busy_d, ch, dis,
-        kernel.rule_battery_kw(fac, gen, head, theta),
-        kernel.discharge_available_kw(fac, gen, theta),
-        kernel.import_price_per_kwh(w[0], w[1], carbon, price),
-        kernel.terminal_value_per_gpu_h(pue, idle, pmax, w[0], w[1], carbon, price),
-        kernel.penalty(w, carbon, price, demand, request, head)], axis=1)
-    compiled = np.stack([_compiled(*(a[j] for a in args), w) for j in range(n)])
+    as_numpy = np.stack(_formulas(*args, w), axis=1)
+    compiled = np.array([_compiled(*(a[j] for a in args), w) for j in range(n)])
     np.testing.assert_allclose(compiled, as_numpy, rtol=1e-12, atol=1e-12)
 
 
