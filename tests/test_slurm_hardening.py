@@ -25,20 +25,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from slurm_helpers import LocalSlurm, needs_slurm
 from test_slurm_integration import ACTION, _bundle, _sites_yaml, _submit_queue
 from typer.testing import CliRunner
 
-sys.path.insert(0, str(Path(__file__).parent / "slurm"))
-from cluster import LocalSlurm, missing_binaries  # noqa: E402
-
-from gridrl.cli import app  # noqa: E402
+from gridrl.cli import app
 
 pytestmark = [
-    pytest.mark.skipif(
-        bool(missing_binaries()),
-        reason=f"Slurm/munge programs missing: {missing_binaries()} "
-        "(Debian: apt-get install slurm-wlm munge; see .ci/system-packages.sh)",
-    ),
+    needs_slurm,
     pytest.mark.timeout(240),
 ]
 

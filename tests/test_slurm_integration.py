@@ -9,7 +9,6 @@ start, moved partition, power cap in the AdminComment (the owner's Comment untou
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -17,20 +16,14 @@ import numpy as np
 import pytest
 import yaml
 from export_helpers import fixed_action_policy_dir, geo_env, raw_signal_row
+from slurm_helpers import LocalSlurm, needs_slurm
 from typer.testing import CliRunner
 
-sys.path.insert(0, str(Path(__file__).parent / "slurm"))
-from cluster import LocalSlurm, missing_binaries  # noqa: E402
-
-from gridrl.cli import app  # noqa: E402
-from gridrl.export.bundle import export_bundle  # noqa: E402
+from gridrl.cli import app
+from gridrl.export.bundle import export_bundle
 
 pytestmark = [
-    pytest.mark.skipif(
-        bool(missing_binaries()),
-        reason=f"Slurm/munge programs missing: {missing_binaries()} "
-        "(Debian: apt-get install slurm-wlm munge; see .ci/system-packages.sh)",
-    ),
+    needs_slurm,
     pytest.mark.timeout(180),
 ]
 

@@ -9,6 +9,8 @@ import time
 
 import pytest
 import yaml
+from slurm_helpers import NOW
+from slurm_helpers import pending_job as _job
 
 from gridrl.calendar import calendar_at
 from gridrl.export.manifest import ObservationField
@@ -30,8 +32,6 @@ from gridrl.integrations.slurm_queue import SlurmError, SlurmJob, parse_squeue_j
 from gridrl.integrations.slurm_sites import SitesConfig, SitesConfigError, load_sites
 from gridrl.integrations.slurm_state import JobRecord, job_key
 
-NOW = 1_800_000_000.0
-
 
 def _cfg(**kw) -> SitesConfig:
     base = {
@@ -43,26 +43,6 @@ def _cfg(**kw) -> SitesConfig:
     }
     base.update(kw)
     return SitesConfig.model_validate(base)
-
-
-def _job(job_id, partition="pa", gpus=1, limit_h=1.0, deadline_h=None, **kw) -> SlurmJob:
-    fields = dict(
-        job_id=job_id,
-        name=f"j{job_id}",
-        partition=partition,
-        state="PENDING",
-        reason="Priority",
-        qos="normal",
-        submit_time=NOW - 600,
-        eligible_time=NOW - 600,
-        deadline=None if deadline_h is None else NOW + deadline_h * 3600,
-        time_limit_s=limit_h * 3600,
-        gpus=gpus,
-        cpus=4,
-        comment="",
-    )
-    fields.update(kw)
-    return SlurmJob(**fields)
 
 
 def _decision(site, run=1.0, cap=1.0, route=None, migrate=0.0):

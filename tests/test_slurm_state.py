@@ -11,6 +11,8 @@ from dataclasses import replace
 
 import pytest
 import yaml
+from slurm_helpers import NOW
+from slurm_helpers import pending_job as _job
 
 from gridrl.export.manifest import ObservationField
 from gridrl.integrations.slurm_observation import ObservationError, raw_observation
@@ -22,11 +24,9 @@ from gridrl.integrations.slurm_plan import (
     record_for,
     safe_plans,
 )
-from gridrl.integrations.slurm_queue import SlurmJob
 from gridrl.integrations.slurm_sites import SitesConfig, SitesConfigError, load_sites
 from gridrl.integrations.slurm_state import AdapterState, JobRecord, StateError, job_key
 
-NOW = 1_800_000_000.0
 HOUR_S = 3600.0
 
 
@@ -39,26 +39,6 @@ def _cfg(**kw) -> SitesConfig:
     }
     base.update(kw)
     return SitesConfig.model_validate(base)
-
-
-def _job(job_id, partition="pa", deadline_h=None, **kw) -> SlurmJob:
-    fields = dict(
-        job_id=job_id,
-        name=f"j{job_id}",
-        partition=partition,
-        state="PENDING",
-        reason="Priority",
-        qos="normal",
-        submit_time=NOW - 600,
-        eligible_time=NOW - 600,
-        deadline=None if deadline_h is None else NOW + deadline_h * HOUR_S,
-        time_limit_s=HOUR_S,
-        gpus=1,
-        cpus=1,
-        comment="",
-    )
-    fields.update(kw)
-    return SlurmJob(**fields)
 
 
 def _decisions(run_a=1.0, migrate_a=0.0, migrate_b=0.0, cap=0.8):

@@ -271,23 +271,14 @@ def raw_observation(
             if problem:
                 raise ObservationError(f"SITES.yaml: sites[{i}].values.{k}: {problem}")
             values[k] = v
-        if site.signals is not None and any(k not in values for k in keys):
-            row = read_signal_row(
-                site.signals,
-                now_s,
-                [k for k in keys if k not in values],
-                lambda k, v, f=by_key: value_problem(k, v, f.get(k), cfg),
-            )
-            values.update({k: v for k, v in row.items() if k not in values})
-        if site.events is not None and any(k not in values for k in keys):
-            # demand-response keys (dr_*) a bundle observes, from the VEN's event signal
-            row = read_signal_row(
-                site.events,
-                now_s,
-                [k for k in keys if k not in values],
-                lambda k, v, f=by_key: value_problem(k, v, f.get(k), cfg),
-            )
-            values.update(row)
+        # then the signal file; the demand-response keys (dr_*) from the VEN's event signal
+        for source in (site.signals, site.events):
+            wanted = [k for k in keys if k not in values]
+            if source is not None and wanted:
+                values.update(read_signal_row(
+                    source, now_s, wanted,
+                    lambda k, v, f=by_key: value_problem(k, v, f.get(k), cfg),
+                ))  # fmt: skip
         per_site[name] = values
     out: dict[str, float] = {}
     missing: list[str] = []

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from gridrl.data.signals import SignalError
@@ -29,6 +30,15 @@ def require_columns(df: pd.DataFrame, columns: Iterable[str], source: str | Path
             raise SignalError(
                 str(source), f"column not found; the file has {list(df.columns)}", column=col
             )
+
+
+def row_error(source: str | Path, column: Hashable, rows: np.ndarray, problem: str) -> SignalError:
+    """``SignalError`` naming the first bad data row of ``rows`` (0-based, below the
+    header line) and how many rows share the problem."""
+    r = int(rows[0])
+    return SignalError(
+        str(source), f"{problem} ({rows.size} such rows)", column=column, row=r + 1, line=r + 2
+    )
 
 
 def snake(name: str) -> str:

@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from gridrl.data.loaders._common import read_csv, require_columns
+from gridrl.data.loaders._common import read_csv, require_columns, row_error
 from gridrl.data.signals import COLUMN_LEVELS, TIME_NAME, SignalError, Signals
 
 __all__ = ["QOS_CLASSES", "PodTrace", "alibaba_workload", "load_alibaba_pods", "trace_cluster_gpus"]
@@ -66,23 +66,12 @@ _REQUIRED = (
 )
 
 
-def _fail_row(source: str, column: str, rows: np.ndarray, problem: str) -> SignalError:
-    r = int(rows[0])
-    return SignalError(
-        source,
-        f"{problem} ({rows.size} such rows)",
-        column=column,
-        row=r + 1,
-        line=r + 2,
-    )
-
-
 def _numeric(df: pd.DataFrame, column: str, source: str) -> np.ndarray:
     raw = df[column]
     num = pd.to_numeric(raw, errors="coerce")
     bad = np.flatnonzero(num.isna().to_numpy() & raw.notna().to_numpy())
     if bad.size:
-        raise _fail_row(source, column, bad, f"not a number: {raw.iloc[bad[0]]!r}")
+        raise row_error(source, column, bad, f"not a number: {raw.iloc[bad[0]]!r}")
     return num.to_numpy(dtype=np.float64)
 
 
@@ -253,7 +242,7 @@ def _checked_sizes(df: pd.DataFrame, source: str, qos_classes: Mapping[str, str]
     known = qos.isin(list(qos_classes)).to_numpy() & qos.notna().to_numpy()
     if not known.all():
         rows = np.flatnonzero(~known)
-        raise _fail_row(
+        raise row_error(
             source,
             "qos",
             rows,
@@ -264,14 +253,14 @@ def _checked_sizes(df: pd.DataFrame, source: str, qos_classes: Mapping[str, str]
     for col, v in (("num_gpu", num_gpu), ("gpu_milli", gpu_milli)):
         bad = np.flatnonzero(np.isnan(v) | (v < 0) | (v != np.round(v)))
         if bad.size:
-            raise _fail_row(source, col, bad, f"{v[bad[0]]} is not a count >= 0")
+            raise row_error(source, col, bad, f"{v[bad[0]]} is not a count >= 0")
     bad = np.flatnonzero(gpu_milli > MILLI)
     if bad.size:
-        raise _fail_row(source, "gpu_milli", bad, f"{gpu_milli[bad[0]]:g} > {MILLI:g} per GPU")
+        raise row_error(source, "gpu_milli", bad, f"{gpu_milli[bad[0]]:g} > {MILLI:g} per GPU")
     bad = np.flatnonzero((num_gpu == 0) != (gpu_milli == 0))
     if bad.size:
         r = bad[0]
-        raise _fail_row(
+        raise row_error(
             source,
             "gpu_milli",
             bad,
@@ -289,7 +278,7 @@ def _checked_times(df: pd.DataFrame, source: str, trace_end_s: float | None
     deleted = _numeric(df, "deletion_time", source)
     bad = np.flatnonzero(np.isnan(created))
     if bad.size:
-        raise _fail_row(source, "creation_time", bad, "missing creation time")
+        raise row_error(source, "creation_time", bad, "missing creation time")
     with np.errstate(invalid="ignore"):
         for col, later, earlier, what in (
             ("scheduled_time", scheduled, created, "scheduled before created"),
@@ -299,7 +288,7 @@ def _checked_times(df: pd.DataFrame, source: str, trace_end_s: float | None
             bad = np.flatnonzero(later < earlier)
             if bad.size:
                 r = bad[0]
-                raise _fail_row(source, col, bad, f"{what}: {later[r]:g} < {earlier[r]:g} s")
+                raise row_error(source, col, bad, f"{what}: {later[r]:g} < {earlier[r]:g} s")
     end = (
         float(np.nanmax(np.concatenate([created, scheduled, deleted])))
         if trace_end_s is None
@@ -307,7 +296,7 @@ def _checked_times(df: pd.DataFrame, source: str, trace_end_s: float | None
     )
     bad = np.flatnonzero(created > end)
     if bad.size:
-        raise _fail_row(source, "creation_time", bad, f"created after the trace end {end:g} s")
+        raise row_error(source, "creation_time", bad, f"created after the trace end {end:g} s")
 
     return created, scheduled, deleted, end
 
@@ -356,7 +345,7 @@ def trace_cluster_gpus(nodes_path: str | Path) -> int:
     require_columns(df, ("gpu",), nodes_path)
     gpus = _numeric(df, "gpu", str(nodes_path))
     if np.any(gpus < 0):
-        raise _fail_row(str(nodes_path), "gpu", np.flatnonzero(gpus < 0), "negative GPU count")
+        raise row_error(str(nodes_path), "gpu", np.flatnonzero(gpus < 0), "negative GPU count")
     return int(gpus.sum())
 
 

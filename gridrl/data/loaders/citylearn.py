@@ -54,7 +54,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from gridrl.data.loaders._common import read_csv, require_columns
+from gridrl.data.loaders._common import read_csv, require_columns, row_error
 from gridrl.data.signals import SignalError, Signals
 
 __all__ = [
@@ -228,15 +228,9 @@ def _dst_flags(df: pd.DataFrame, path: Path) -> np.ndarray:
     flags = pd.to_numeric(df[DST_COLUMN], errors="coerce").to_numpy(float)
     bad = np.flatnonzero(~np.isin(flags, (0.0, 1.0)))
     if bad.size:
-        r = int(bad[0])
-        line_row = int(df.index[r])
-        raise SignalError(
-            str(path),
-            f"{df[DST_COLUMN].iloc[r]} where 0 or 1 was expected ({bad.size} such rows)",
-            column=DST_COLUMN,
-            row=line_row + 1,
-            line=line_row + 2,
-        )
+        # df.index holds the rows of the file, before any year selection
+        raise row_error(path, DST_COLUMN, df.index.to_numpy()[bad],
+                        f"{df[DST_COLUMN].iloc[bad[0]]} where 0 or 1 was expected")
     return flags
 
 

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from gridrl.data.loaders._common import read_csv, require_columns
+from gridrl.data.loaders._common import read_csv, require_columns, row_error
 from gridrl.data.signals import SignalError, Signals
 
 __all__ = ["LLM_TRACE_COLUMNS", "load_llm_requests", "load_utilisation_trace"]
@@ -35,17 +35,6 @@ __all__ = ["LLM_TRACE_COLUMNS", "load_llm_requests", "load_utilisation_trace"]
 SECONDS_PER_HOUR = 3600.0
 TOKENS_PER_K = 1000.0
 LLM_TRACE_COLUMNS = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
-
-
-def _bad_row(path: Path, column: str, rows: np.ndarray, problem: str) -> SignalError:
-    r = int(rows[0])
-    return SignalError(
-        str(path),
-        f"{problem} ({rows.size} such rows)",
-        column=column,
-        row=r + 1,
-        line=r + 2,
-    )
 
 
 def load_utilisation_trace(
@@ -76,7 +65,7 @@ def load_utilisation_trace(
     steps = np.diff(numbers)
     bad = np.flatnonzero(~np.isfinite(numbers[1:]) | (steps != 1))
     if bad.size:
-        raise _bad_row(
+        raise row_error(
             path,
             str(df.index.name or "first column"),
             bad + 1,
@@ -86,7 +75,7 @@ def load_utilisation_trace(
     load = pd.to_numeric(df[column], errors="coerce").to_numpy(float)
     bad = np.flatnonzero(~((load >= 0.0) & (load <= 1.0)))
     if bad.size:
-        raise _bad_row(
+        raise row_error(
             path, column, bad, f"{df[column].iloc[bad[0]]} is not a utilisation in [0, 1]"
         )
     first = pd.Timestamp(start)
@@ -136,7 +125,7 @@ def load_llm_requests(
         values = pd.to_numeric(df[col], errors="coerce").to_numpy(float)
         bad = np.flatnonzero(~(values >= 0) | (values != np.round(values)))
         if bad.size:
-            raise _bad_row(path, col, bad, f"{df[col].iloc[bad[0]]} is not a token count")
+            raise row_error(path, col, bad, f"{df[col].iloc[bad[0]]} is not a token count")
         tokens[col] = values
     gpu_s = (
         tokens["ContextTokens"] * gpu_s_per_1k_context_tokens
@@ -174,7 +163,7 @@ def _request_times(df: pd.DataFrame, path: Path, assume_tz: str) -> pd.DatetimeI
     times = pd.to_datetime(text, errors="coerce", format="ISO8601")
     bad = np.flatnonzero(times.isna().to_numpy())
     if bad.size:
-        raise _bad_row(path, col, bad, f"cannot parse timestamp {df[col].iloc[bad[0]]!r}")
+        raise row_error(path, col, bad, f"cannot parse timestamp {df[col].iloc[bad[0]]!r}")
     if getattr(times.dt, "tz", None) is not None:
         raise SignalError(
             str(path), "timestamps carry a zone: assume_tz does not apply", column=col

@@ -37,7 +37,6 @@ import datetime as dt
 import functools
 import gzip
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -47,6 +46,7 @@ import numpy as np
 import pandas as pd
 
 from gridrl.data.datasets import dataset_dir
+from gridrl.data.loaders._common import require_columns, row_error
 from gridrl.data.signals import SignalError, Signals
 
 __all__ = [
@@ -189,15 +189,23 @@ def _utc_times(raw: pd.Series, path: Path, fmt: str) -> pd.DatetimeIndex:
         parsed = pd.to_datetime(raw, format="ISO8601", errors="coerce", utc=True)
     bad = np.flatnonzero(parsed.isna().to_numpy())
     if bad.size:
-        r = int(bad[0])
-        raise SignalError(
-            str(path),
-            f"timestamp {raw.iloc[r]!r} is neither {fmt} nor ISO 8601 ({bad.size} such rows)",
-            column=raw.name,
-            row=r + 1,
-            line=r + 2,
-        )
+        raise row_error(path, raw.name, bad,
+                        f"timestamp {raw.iloc[bad[0]]!r} is neither {fmt} nor ISO 8601")
     return pd.DatetimeIndex(parsed, name=raw.name)
+
+
+def _cache_key(years: tuple[int, int], root: str | Path | None) -> tuple[tuple[int, int], str]:
+    """Hashable ``(years, root)`` of a cached load: whole years, the data set by default."""
+    base = Path(root) if root is not None else dataset_dir(MULTIREGION_DATASET)
+    return (int(years[0]), int(years[1])), str(base)
+
+
+def _record_head(
+    step: str, zone: str, years: tuple[int, int], paths: list[Path], options: LoadOptions
+) -> dict[str, Any]:
+    """The provenance fields every per-zone CSV load records first."""
+    return {"step": step, "options": options.kwargs(), "zone": zone, "years": list(years),
+            "files": [str(p) for p in paths]}
 
 
 def _join_years(parts: list[Signals], paths: list[Path], record: dict[str, Any]) -> Signals:
@@ -240,24 +248,14 @@ def _estimated_flag(raw: pd.Series, path: Path) -> np.ndarray:
     flag = text.map({"true": 1.0, "false": 0.0}).astype("Float64")
     bad = np.flatnonzero(flag.isna().to_numpy())
     if bad.size:
-        r = int(bad[0])
-        raise SignalError(
-            str(path),
-            f"{raw.iloc[r]!r} where true or false was expected ({bad.size} such rows)",
-            column="Data Estimated",
-            row=r + 1,
-            line=r + 2,
-        )
+        raise row_error(path, "Data Estimated", bad,
+                        f"{raw.iloc[bad[0]]!r} where true or false was expected")
     return flag.to_numpy(dtype=np.float64)
 
 
 def _carbon_file(path: Path, zone: str, options: LoadOptions) -> Signals:
     df = _read_csv(path)
-    for col in (UTC_COLUMN, *CARBON_COLUMNS):
-        if col not in df.columns:
-            raise SignalError(
-                str(path), f"column not found; the file has {list(df.columns)}", column=col
-            )
+    require_columns(df, (UTC_COLUMN, *CARBON_COLUMNS), path)
     # The column is named "Datetime (UTC)"; its values carry no zone: read as UTC.
     times = _utc_times(df[UTC_COLUMN], path, "%Y-%m-%d %H:%M:%S")
     frame = df.loc[:, list(CARBON_COLUMNS)].set_axis(times, axis=0)
@@ -274,11 +272,7 @@ def _carbon_cached(zone: str, years: tuple[int, int], root: str, options: LoadOp
     parts = [_carbon_file(p, zone, options) for p in paths]
     estimated = pd.concat([p.frame[(zone, "carbon_estimated_fraction")] for p in parts])
     record = {
-        "step": "multiregion_carbon",
-        "options": options.kwargs(),
-        "zone": zone,
-        "years": list(years),
-        "files": [str(p) for p in paths],
+        **_record_head("multiregion_carbon", zone, years, paths, options),
         "time": "Datetime (UTC): naive values read as UTC",
         "estimated_hours": int(estimated.sum()),
         "estimated_share": float(estimated.mean()),
@@ -310,10 +304,7 @@ def load_multiregion_carbon(
     SignalError
         Missing file or column, bad value, gap or duplicate (naming file, column, row).
     """
-    base = str(Path(root) if root is not None else dataset_dir(MULTIREGION_DATASET))
-    return _carbon_cached(
-        zone, (int(years[0]), int(years[1])), base, LoadOptions(resample, fill, max_fill_h)
-    )
+    return _carbon_cached(zone, *_cache_key(years, root), LoadOptions(resample, fill, max_fill_h))
 
 
 # --------------------------------------------------------------------------- price
@@ -336,11 +327,7 @@ def _local_mismatches(df: pd.DataFrame, utc: pd.DatetimeIndex, tz: str) -> int:
 
 def _price_file(path: Path, zone: str, options: LoadOptions) -> tuple[Signals, int]:
     df = _read_csv(path)
-    for col in (UTC_COLUMN, PRICE_COLUMN):
-        if col not in df.columns:
-            raise SignalError(
-                str(path), f"column not found; the file has {list(df.columns)}", column=col
-            )
+    require_columns(df, (UTC_COLUMN, PRICE_COLUMN), path)
     times = _utc_times(df[UTC_COLUMN], path, "%Y-%m-%d %H:%M:%S%z")
     frame = df.loc[:, [PRICE_COLUMN]].set_axis(times, axis=0)
     signals = Signals.from_frame(
@@ -356,11 +343,7 @@ def _price_cached(zone: str, years: tuple[int, int], root: str, options: LoadOpt
     parts, mismatches = zip(*(_price_file(p, zone, options) for p in paths), strict=True)
     prices = pd.concat([p.frame[(zone, "price_per_mwh")] for p in parts])
     record = {
-        "step": "multiregion_price",
-        "options": options.kwargs(),
-        "zone": zone,
-        "years": list(years),
-        "files": [str(p) for p in paths],
+        **_record_head("multiregion_price", zone, years, paths, options),
         "unit": "USD/MWh",
         "negative_hours": int((prices < 0).sum()),
         "local_time_mismatches": int(sum(mismatches)),
@@ -383,10 +366,7 @@ def load_multiregion_price(
     Negative prices are kept. The provenance counts negative hours and rows whose
     local timestamp disagrees with the zone's civil clock (the UTC column is used).
     """
-    base = str(Path(root) if root is not None else dataset_dir(MULTIREGION_DATASET))
-    return _price_cached(
-        zone, (int(years[0]), int(years[1])), base, LoadOptions(resample, fill, max_fill_h)
-    )
+    return _price_cached(zone, *_cache_key(years, root), LoadOptions(resample, fill, max_fill_h))
 
 
 # --------------------------------------------------------------------------- weather
@@ -642,9 +622,8 @@ def load_multiregion_weather(
         Missing file, variable or unit, bad value, gap, wrong timezone, an offset the
         temperature check rejects, or uncovered edge hours with ``edge_fill: none``.
     """
-    base = str(Path(root) if root is not None else dataset_dir(MULTIREGION_DATASET))
     return _weather_cached(
-        zone, (int(years[0]), int(years[1])), os.fspath(base),
+        zone, *_cache_key(years, root),
         None if utc_offset_h is None else float(utc_offset_h),
         (float(offset_check_lag_h[0]), float(offset_check_lag_h[1])), edge_fill,
         LoadOptions(resample, fill, max_fill_h),

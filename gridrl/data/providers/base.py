@@ -36,6 +36,7 @@ __all__ = [
     "RateLimitedError",
     "hour_floor",
     "hourly_from_intervals",
+    "timed_values",
 ]
 
 DEFAULT_TIMEOUT_S = 30.0
@@ -241,6 +242,21 @@ def parse_time(value: Any, provider: str, where: str) -> pd.Timestamp:
     if ts is pd.NaT or ts.tz is None:
         raise ProviderError(f"{provider}: {where}: {value!r} has no UTC offset")
     return ts.tz_convert("UTC")
+
+
+def timed_values(
+    rows: list[Any], time_field: str, value_field: str, provider: str, where: str, item: str
+) -> pd.Series:
+    """``value_field`` of each row (NaN where null or not a number) at its UTC
+    ``time_field``; a missing field or bad time names ``item`` and its 1-based number."""
+    times, values = [], []
+    for k, row in enumerate(rows):
+        at = f"{where}, {item} {k + 1}"
+        times.append(parse_time(field_path(row, time_field, provider, at), provider, at))
+        value = field_path(row, value_field, provider, at)
+        values.append(float("nan") if value is None else value)
+    numbers = pd.to_numeric(pd.Series(values), errors="coerce").to_numpy()
+    return pd.Series(numbers, pd.DatetimeIndex(times, tz="UTC"))
 
 
 def _short(value: Any) -> str:

@@ -26,7 +26,7 @@ from gridrl.data.providers.base import (
     Provider,
     ProviderError,
     field_path,
-    parse_time,
+    timed_values,
 )
 from gridrl.data.signals import Signals
 
@@ -92,11 +92,6 @@ class ElectricityMaps(Provider):
         rows = field_path(body, kind, self.name, where)
         if not isinstance(rows, list):
             raise ProviderError(f"{self.name}: {where}: {kind!r} is not a list")
-        times, values = [], []
-        for k, row in enumerate(rows):
-            at = f"{where}, {kind} entry {k + 1}"
-            times.append(parse_time(field_path(row, "datetime", self.name, at), self.name, at))
-            value = field_path(row, "carbonIntensity", self.name, at)
-            values.append(float("nan") if value is None else value)
-        index = pd.DatetimeIndex(times, tz="UTC", name="time")
-        return pd.Series(pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(), index)
+        item = f"{kind} entry"
+        series = timed_values(rows, "datetime", "carbonIntensity", self.name, where, item)
+        return series.rename_axis("time")

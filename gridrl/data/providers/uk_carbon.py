@@ -24,7 +24,7 @@ from gridrl.data.providers.base import (
     Provider,
     ProviderError,
     field_path,
-    parse_time,
+    timed_values,
 )
 from gridrl.data.signals import Signals
 
@@ -91,16 +91,9 @@ class UKCarbonIntensity(Provider):
         """Half-hour values inside ``[lo, hi)``; each hour must have both halves."""
         if not isinstance(periods, list):
             raise ProviderError(f"{self.name}: {where}: 'data' is not a list of periods")
-        times, values = [], []
-        for k, period in enumerate(periods):
-            at = f"{where}, period {k + 1}"
-            times.append(parse_time(field_path(period, "from", self.name, at), self.name, at))
-            value = field_path(period, f"intensity.{self.value}", self.name, at)
-            values.append(float("nan") if value is None else value)
-        frame = pd.DataFrame(
-            {"carbon_g_per_kwh": pd.to_numeric(pd.Series(values), errors="coerce").to_numpy()},
-            index=pd.DatetimeIndex(times, tz="UTC"),
-        )
+        field = f"intensity.{self.value}"
+        values = timed_values(periods, "from", field, self.name, where, "period")
+        frame = values.to_frame("carbon_g_per_kwh")
         # The API also returns the half hour that ends at ``from``: keep the window only.
         frame = frame[(frame.index >= lo) & (frame.index < hi)]
         empty = frame.index[frame["carbon_g_per_kwh"].isna().to_numpy()]
