@@ -72,6 +72,8 @@ DEFAULT_OUT = ROOT / "docs" / "benchmarks"
 LEVERS = ("cap", "deferral", "migration", "battery", "inference_routing")
 FULL = "full"
 NA = "n/a"
+# Gap closed below this is drawn cut (and red) in the static-caps figure.
+STATIC_PLOT_FLOOR = -1.0
 # Cap values closer than this are the same setting.
 _CAP_TOL = 1e-9
 console = Console()
@@ -342,16 +344,21 @@ def print_tables(levers: pd.DataFrame, static: pd.DataFrame) -> None:
 
 
 def _bars(frame: pd.DataFrame, label: str, value: str, ylabel: str, title: str,
-          path: Path) -> Path:
+          path: Path, floor: float = -np.inf) -> Path:
+    """One panel of bars per scenario, each labelled with its value; bars below
+    ``floor`` are cut there (a collapsing policy would hide the others)."""
     names = list(dict.fromkeys(frame["scenario"]))
     fig, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 4.2), squeeze=False)
     for ax, name in zip(axes[0], names, strict=True):
         part = frame[frame["scenario"] == name]
         y = part[value].to_numpy(dtype=float)
         x = np.arange(len(part))
-        ax.bar(x, np.nan_to_num(y), color=np.where(np.isfinite(y), "tab:blue", "lightgrey"))
-        for k in np.flatnonzero(~np.isfinite(y)):
-            ax.text(k, 0.0, NA, ha="center", va="bottom", fontsize=8)
+        shown = np.maximum(np.nan_to_num(y), floor)
+        ax.bar(x, shown, color=np.where(y < floor, "tab:red", "tab:blue"))
+        for k in x:
+            text = NA if not np.isfinite(y[k]) else f"{y[k]:.2f}"
+            ax.text(k, shown[k], text, ha="center", va="bottom" if shown[k] >= 0 else "top",
+                    fontsize=7)
         ax.set_xticks(x, part[label], rotation=45, ha="right", fontsize=8)
         ax.axhline(0.0, color="black", linewidth=0.6)
         ax.set_title(name)
@@ -373,7 +380,8 @@ def write_outputs(levers: pd.DataFrame, static: pd.DataFrame, out: Path) -> list
     paths.append(_bars(shown, "variant", "value", "J_bound(full) - J_bound(without)",
                        "Value of each lever (LP bound, test weeks)", out / "levers.png"))
     paths.append(_bars(static, "policy", "gap_closed", "gap closed (run_now -> lp_bound)",
-                       "Static caps: run now at a fixed cap", out / "levers_static_caps.png"))
+                       "Static caps: run now at a fixed cap (bars cut at -1)",
+                       out / "levers_static_caps.png", floor=STATIC_PLOT_FLOOR))
     return paths
 
 
