@@ -89,12 +89,13 @@ def test_kernel_equals_the_oracle_from_random_states(c):
                                    rtol=1e-9, atol=1e-9, err_msg=name)
 
 
-@numba.njit
-def _compiled(temp, pue, slope, t0, busy, cap, gpus, idle, pmax, tau, demand, request,
-              fac, gen, head, theta, carbon, price, rent, hold, w):  # pragma: no cover
+def _formulas(temp, pue, slope, t0, busy, cap, gpus, idle, pmax, tau, demand, request,
+              fac, gen, head, theta, carbon, price, rent, hold, w):
+    """Every formula of the site model, on scalars or on arrays alike."""
     inf, flex, busy_d = kernel.dispatch(demand, request, gpus, tau)
     ch, dis = kernel.rule_wants_kw(fac, gen, head, theta)
-    return np.array([
+    rent_cost, hold_cost = kernel.gpu_time_cost(busy, rent, request, hold)
+    return (
         kernel.pue_at(temp, pue, slope, t0), kernel.it_kw(busy, cap, gpus, idle, pmax),
         kernel.it_kwh_per_gpu_h(cap, tau, idle, pmax), kernel.it_kw_from_active(busy, gpus, idle),
         kernel.facility_kw(pue, busy, fac), inf, flex, busy_d, ch, dis,
@@ -104,9 +105,12 @@ def _compiled(temp, pue, slope, t0, busy, cap, gpus, idle, pmax, tau, demand, re
         kernel.terminal_value_per_gpu_h(pue, idle, pmax, w[0], w[1], carbon, price, rent,
                                         hold, gen),
         kernel.penalty(w, carbon, price, demand, request, head, rent, hold, gen),
-        *kernel.gpu_time_cost(busy, rent, request, hold),
+        rent_cost, hold_cost,
         kernel.battery_value_per_kwh(tau, w[0], w[1], carbon, price),
-        kernel.terminal_charge(busy, hold, fac, gen, rent)])
+        kernel.terminal_charge(busy, hold, fac, gen, rent))
+
+
+_compiled = numba.njit(_formulas)
 
 
 def test_formulas_give_the_same_numbers_compiled_and_as_numpy():
@@ -122,24 +126,8 @@ def test_formulas_give_the_same_numbers_compiled_and_as_numpy():
             rng.uniform(0, 200, n), rng.choice([0.0, 0.5, 1.0], n), rng.uniform(20, 800, n),
             rng.uniform(10, 300, n), rng.uniform(0, 4, n), rng.uniform(0, 0.05, n)]
     w = np.array([0.19, 1.0, 10.0, 2.0, 5.0, 1.0, 1.0, 1.0])
-    (temp, pue, slope, t0, busy, cap, gpus, idle, pmax, tau, demand, request, fac, gen,
-     head, theta, carbon, price, rent, hold) = args
-    inf, flex, busy_d = kernel.dispatch(demand, request, gpus, tau)
-    ch, dis = kernel.rule_wants_kw(fac, gen, head, theta)
-    as_numpy = np.stack([
-        kernel.pue_at(temp, pue, slope, t0), kernel.it_kw(busy, cap, gpus, idle, pmax),
-        kernel.it_kwh_per_gpu_h(cap, tau, idle, pmax), kernel.it_kw_from_active(busy, gpus, idle),
-        kernel.facility_kw(pue, busy, fac), inf, flex, busy_d, ch, dis,
-        kernel.rule_battery_kw(fac, gen, head, theta),
-        kernel.discharge_available_kw(fac, gen, theta),
-        kernel.import_price_per_kwh(w[0], w[1], carbon, price),
-        kernel.terminal_value_per_gpu_h(pue, idle, pmax, w[0], w[1], carbon, price, rent,
-                                        hold, gen),
-        kernel.penalty(w, carbon, price, demand, request, head, rent, hold, gen),
-        *kernel.gpu_time_cost(busy, rent, request, hold),
-        kernel.battery_value_per_kwh(tau, w[0], w[1], carbon, price),
-        kernel.terminal_charge(busy, hold, fac, gen, rent)], axis=1)
-    compiled = np.stack([_compiled(*(a[j] for a in args), w) for j in range(n)])
+    as_numpy = np.stack(_formulas(*args, w), axis=1)
+    compiled = np.array([_compiled(*(a[j] for a in args), w) for j in range(n)])
     np.testing.assert_allclose(compiled, as_numpy, rtol=1e-12, atol=1e-12)
 
 
