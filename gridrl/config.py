@@ -40,13 +40,15 @@ def key_path(loc: tuple[Any, ...], prefix: str = "", tags: Collection[str] = ())
 
 
 def format_validation_errors(
-    exc: ValidationError, source: str, prefix: str = "", tags: Collection[str] = ()
+    exc: ValidationError, source: str, prefix: str = "", tags: Collection[str] = (),
+    *, show_input: bool = True,
 ) -> str:
-    """One line per error: ``source: key.path: message (got value)``."""
+    """One line per error: ``source: key.path: message (got value)``; ``show_input=False``
+    leaves the values out (one of them may be a secret)."""
     lines = []
-    for err in exc.errors():
+    for err in exc.errors(include_input=show_input):
         got = err.get("input")
-        got_txt = "" if isinstance(got, dict | list) else f" (got {got!r})"
+        got_txt = "" if not show_input or isinstance(got, dict | list) else f" (got {got!r})"
         msg = err["msg"].removeprefix("Value error, ")
         lines.append(f"{source}: {key_path(err['loc'], prefix, tags)}: {msg}{got_txt}")
     return "\n".join(lines)

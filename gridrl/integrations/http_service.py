@@ -66,6 +66,7 @@ from pydantic import (
 from starlette.requests import ClientDisconnect
 
 from gridrl import __version__
+from gridrl.config import format_validation_errors
 from gridrl.export.runtime import InputError, PolicyRuntime
 from gridrl.integrations import serve_body
 from gridrl.integrations.serve_body import BodyLimits, ServeConfigError, resolve_limits
@@ -134,11 +135,9 @@ def serve_config(**options: Any) -> ServeConfig:
     try:
         return ServeConfig(**options)
     except ValidationError as exc:  # values left out: one of them may be the token
-        lines = [
-            f"serve option {'.'.join(map(str, e['loc']))}: {e['msg'].removeprefix('Value error, ')}"
-            for e in exc.errors(include_input=False)
-        ]
-        raise ServeConfigError("\n".join(lines)) from None
+        raise ServeConfigError(
+            format_validation_errors(exc, "serve options", show_input=False)
+        ) from None
 
 
 def is_loopback(host: str) -> bool:
