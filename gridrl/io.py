@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 CACHE_ENV_VAR = "GRIDRL_CACHE"
+HASH_BLOCK_BYTES = 1 << 20  # files are hashed in blocks, never read whole
 
 
 def default_cache_dir() -> Path:
@@ -138,3 +140,12 @@ def _read_time_csv(path: Path, error: type[Exception], time_column: str) -> Any:
             f"{path}: row {p + 1} (line {p + 2}): duplicate time {times.iloc[p]}; not replaced"
         )
     return df.drop(columns=[time_column]).set_axis(pd.DatetimeIndex(times, name="time"))
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes (bundle checksums, done markers, data sets)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(HASH_BLOCK_BYTES), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -16,7 +16,8 @@ import pandas as pd
 import pytest
 from experiments_helpers import write_study
 
-from gridrl.experiments.store import RunDirError, RunStore, frame_columns, sha256_file
+from gridrl.experiments.store import RunDirError, RunStore, frame_columns
+from gridrl.io import sha256_file
 
 pytestmark = pytest.mark.slow
 

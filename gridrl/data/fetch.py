@@ -39,12 +39,11 @@ from gridrl.data.datasets import (
     fetch_command,
 )
 from gridrl.errors import GridrlError
-from gridrl.io import write_with
+from gridrl.io import sha256_file, write_with
 
 DATA_URL_ENV_VAR = "GRIDRL_DATA_URL"
 DOWNLOAD_TIMEOUT_S = 60.0
 CHUNK_BYTES = 1 << 16
-HASH_CHUNK_BYTES = 1 << 20
 PARTIAL_SUFFIX = ".part"
 STAGING_SUFFIX = ".upstream"
 # ``gzip -n -9``: deflate level 9, memLevel 9, no name, mtime 0, XFL 2, OS 3 (Unix).
@@ -87,13 +86,6 @@ class FetchReport:
     refetched: dict[str, str] = field(default_factory=dict)  # path -> what was wrong
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(HASH_CHUNK_BYTES), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
 
 def gzip_exact(data: bytes) -> bytes:
     """``data`` compressed as the registry's gzip transform: ``gzip -n -9``.
@@ -127,14 +119,14 @@ def check_file(entry: DataFile, target: Path) -> FileCheck:
     if not found.exists():
         return FileCheck(target, False, "missing")
     if found != target:  # the other form: compare the content with the upstream bytes
-        plain = _gunzip_sha256(found) if found.name.endswith(".gz") else sha256_of(found)
+        plain = _gunzip_sha256(found) if found.name.endswith(".gz") else sha256_file(found)
         ok = plain == entry.upstream_sha256
         return FileCheck(found, ok, f"{'content ok' if ok else 'content differs'} "
                                     f"({found.name} instead of {target.name})")
     size = found.stat().st_size
     if size != entry.size_bytes:
         return FileCheck(found, False, f"size {size} bytes, expected {entry.size_bytes}")
-    digest = sha256_of(found)
+    digest = sha256_file(found)
     if digest == entry.sha256:
         return FileCheck(found, True, "ok")
     if entry.gzipped and _gunzip_sha256(found) == entry.upstream_sha256:

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import hashlib
 import json
 import os
 import platform
@@ -47,7 +46,7 @@ import pandas as pd
 
 from gridrl import __version__
 from gridrl.errors import GridrlError
-from gridrl.io import write_json_atomic, write_text_atomic, write_with
+from gridrl.io import sha256_file, write_json_atomic, write_text_atomic, write_with
 
 RESULT_FILE = "result.parquet"
 DONE_FILE = "DONE"
@@ -70,14 +69,6 @@ class RunDirError(GridrlError, RuntimeError):
 def _utc_now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
-
-def sha256_file(path: Path) -> str:
-    """Hex SHA-256 of a file's bytes (the checksum a done marker records)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def frame_columns(frame: pd.DataFrame) -> dict[str, str]:

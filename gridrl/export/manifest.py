@@ -20,7 +20,6 @@ the torch-free runtime can use it.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -28,6 +27,7 @@ from typing import Any, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gridrl.calendar import CALENDAR_FIELDS
+from gridrl.io import sha256_file
 
 BUNDLE_FORMAT = "gridrl-policy-bundle/1"
 ONNX_FILE = "policy.onnx"
@@ -323,14 +323,6 @@ class Manifest(_Model):
             )
         return self
 
-
-def sha256_file(path: str | Path) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def checksum_text(

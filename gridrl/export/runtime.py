@@ -28,8 +28,8 @@ from gridrl.export.manifest import (
     ONNX_FILE,
     Manifest,
     parse_checksums,
-    sha256_file,
 )
+from gridrl.io import sha256_file
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
