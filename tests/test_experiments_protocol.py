@@ -193,6 +193,7 @@ def test_per_site_static_search_keeps_the_best(geo3_validation) -> None:
 def test_study_tuning_needs_validation_blocks_and_reference_agents(tmp_path: Path) -> None:
     study = {
         "name": "t", "scenario": str(GEO3), "forecast": {"mode": "perfect"},
+        "periods": {"train": PERIODS["train"], "test": PERIODS["test"]},
         "agents": [{"name": "st", "reference": "static"}], "seeds": [0],
         "tuning": {"grid": {"st": {"cap": [0.8, 1.0]}}},
     }

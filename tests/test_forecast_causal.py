@@ -37,7 +37,9 @@ def geo3():
     cfg = small_config(calibration=CalibrationConfig(window_h=168),
                        causal=CausalConfig(min_train_h=240))
     weather = weather_for(signal_table(frame), cfg, None, seed=0)
-    return SimpleNamespace(frame=frame, periods=data.scenario.periods, cfg=cfg,
+    # the test weeks only: the tests below place validation blocks themselves
+    periods = data.scenario.periods.model_copy(update={"validation": []})
+    return SimpleNamespace(frame=frame, periods=periods, cfg=cfg,
                            weather=weather, locations=data.locations)
 
 
