@@ -481,8 +481,9 @@ class EnvConfig(StrictModel):
     # Minimum hourly queue buckets; the queue grows to the longest deadline slack of any site.
     slack_buckets: Annotated[Count, Field(ge=2)] = 25
     cap_min_fraction: Annotated[float, Field(gt=0.0, le=1.0)] = 0.6
-    migration_kwh_per_gpu_h: NonNeg = 0.5
     max_migration_fraction: Fraction = 0.5
+    # Largest share of a site's inference demand served at other sites (within
+    # network.inference_rtt_max_ms): the share it cannot serve at its cap overflows.
     inference_remote_fraction_max: Fraction = 0.0
     inference_remote_penalty_per_gpu_h: NonNeg = 0.0
     # How batteries are dispatched: "rule" (the site rule below, no battery action),
@@ -517,6 +518,34 @@ class EnvConfig(StrictModel):
     # the final charge is worth nothing).
     terminal_battery_valuation: Literal["episode_mean", "none"] = "episode_mean"
     discrete_action_levels: Annotated[Count, Field(ge=2)] = 5  # per action, MultiDiscrete wrapper
+
+
+class NetworkConfig(StrictModel):
+    """Links between sites: what moving work and serving inference elsewhere costs.
+
+    Defaults are sourced in the shipped scenarios (``envs/geo3.yaml``); units are in the
+    names. ``transfer_cost_regions`` maps every site to a cloud region of the data set
+    ``transfer_cost_dataset``'s ``transfer_cost_file`` (a USD/GB matrix, rows the
+    source); without it every transfer costs ``transfer_cost_per_gb``.
+    ``coordinates_deg`` (site -> [latitude, longitude]) give great-circle distances, and
+    round-trip times ``rtt_inflation x 2 d / c``; sites without coordinates serve no
+    inference for others.
+    """
+
+    checkpoint_gb_per_gpu_h: NonNeg = 2.0
+    bandwidth_gbps: Positive = 10.0
+    link_share_fraction: Annotated[float, Field(gt=0.0, le=1.0)] = 0.5
+    latency_ms: NonNeg = 30.0
+    transfer_kwh_per_gb: NonNeg = 0.06
+    transfer_cost_per_gb: NonNeg = 0.02
+    transfer_cost_dataset: str = "multiregion_2021_2024"
+    transfer_cost_file: str = "aws_transmission_cost_matrix.csv"
+    transfer_cost_regions: dict[str, str] = Field(default_factory=dict)
+    restart_overhead_gpu_h_per_gpu_h: NonNeg = 0.04
+    coordinates_deg: dict[str, tuple[float, float]] = Field(default_factory=dict)
+    rtt_inflation: Annotated[float, Field(ge=1.0)] = 3.0
+    inference_rtt_max_ms: NonNeg = 50.0
+    inference_kwh_per_gpu_h: NonNeg = 0.01
 
 
 class Period(StrictModel):
@@ -588,6 +617,7 @@ class Scenario(StrictModel):
     throttle: ThrottleCurve
     reward: RewardWeights = RewardWeights()
     env: EnvConfig = EnvConfig()
+    network: NetworkConfig = NetworkConfig()
     periods: Periods
 
     @model_validator(mode="after")
@@ -641,6 +671,8 @@ class Scenario(StrictModel):
         set, so a scenario that does not use them keeps the hash it had.
         """
         data = self.model_dump(mode="json")
+        if data["network"] == NetworkConfig().model_dump(mode="json"):
+            data.pop("network")  # added later: counts only when set
         for site in data["sites"]:
             for path, unused in _LATER_KEYS:
                 *parents, leaf = path

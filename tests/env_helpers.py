@@ -18,6 +18,20 @@ THROTTLE = {
 }
 
 
+#: Network limits that bind on test sites of 10 GPUs: the link carries 10 Gbps x 0.5 x
+#: 3600 s = 2250 GB, i.e. 2.25 GPU-h of work an hour; a restart adds 5 %.
+TEST_NETWORK: dict[str, Any] = {
+    "checkpoint_gb_per_gpu_h": 1000.0, "transfer_kwh_per_gb": 3e-4,
+    "transfer_cost_per_gb": 1e-4, "restart_overhead_gpu_h_per_gpu_h": 0.05,
+    "bandwidth_gbps": 10.0, "link_share_fraction": 0.5, "latency_ms": 0.0,
+}
+
+
+def network_of(n_sites: int) -> dict[str, Any]:
+    """``TEST_NETWORK`` with sites ``s0 ..`` ~11 km apart (all within inference reach)."""
+    return TEST_NETWORK | {"coordinates_deg": {f"s{i}": (0.0, 0.1 * i) for i in range(n_sites)}}
+
+
 def site(name: str, **over: Any) -> dict[str, Any]:
     """A site dict with small round numbers; ``over`` replaces top-level keys."""
     base: dict[str, Any] = {

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from agents_helpers import K, make_env, scenario, site, synthetic_exo
+from env_helpers import TEST_NETWORK
 
 from gridrl.agents.evaluate import evaluate, make_setup, select_windows
 from gridrl.agents.lp import LPInputs, LPStructure, Solver
@@ -35,7 +36,8 @@ def _scenario(battery_control: str):
               workload={"deadline_slack_h_min": 2, "deadline_slack_h_max": 5,
                         "holding_cost_per_gpu_h_h": 0.01})],
         env={"episode_hours": 24, "battery_control": battery_control,
-             "migration_kwh_per_gpu_h": 0.3},
+             "inference_remote_fraction_max": 0.3},
+        network=TEST_NETWORK | {"coordinates_deg": {"a": (0.0, 0.0), "b": (0.0, 1.0)}},
     )
 
 

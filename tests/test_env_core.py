@@ -86,7 +86,9 @@ def test_throttling_changes_energy_per_gpu_hour_as_the_curve_says(cap, tau, pue)
 
 
 def test_migration_arrives_one_step_later_and_charges_energy_at_the_source():
-    sc = scenario(2, env={"migration_kwh_per_gpu_h": 0.5, "max_migration_fraction": 0.5})
+    sc = scenario(2, env={"max_migration_fraction": 0.5},
+                  network={"checkpoint_gb_per_gpu_h": 1.0, "transfer_kwh_per_gb": 0.5,
+                           "restart_overhead_gpu_h_per_gpu_h": 0.0})
     p = build_params(sc)
     arrivals = np.zeros((3, 2))
     arrivals[0, 0] = 4.0
@@ -119,7 +121,8 @@ def test_route_softmax_splits_migrating_work_over_other_sites():
     route = np.array([1.0, 0.0, np.log(2.0)])  # logits: destinations 1 and 2 weigh 1 : 2
     state, out = core.step(p, core.reset(p, 1), act(3, run=0, route=route, migrate=0.5),
                            x[0][None])
-    assert out["transit_gpu_h"][0].tolist() == pytest.approx([0.0, 1.0, 2.0])
+    grow = 1.0 + p.restart_overhead_gpu_h_per_gpu_h  # the restart overhead travels along
+    assert out["transit_gpu_h"][0].tolist() == pytest.approx([0.0, grow, 2.0 * grow])
 
 
 def test_missed_deadline_becomes_overdue_and_is_penalised_until_it_runs():
@@ -226,8 +229,12 @@ def test_bad_scenarios_raise_clear_errors():
         build_params(scenario(sites=[site("a", gpu_idle_kw=0.7)]))
     with pytest.raises(ScenarioError, match="throttle curve's first point"):
         build_params(scenario(1, env={"cap_min_fraction": 0.3}))
-    with pytest.raises(ScenarioError, match="not modelled"):
-        build_params(scenario(1, env={"inference_remote_fraction_max": 0.2}))
+    with pytest.raises(ScenarioError, match=r"network.coordinates_deg.nowhere: no site"):
+        build_params(scenario(2, network={"coordinates_deg": {"nowhere": (0.0, 0.0)}}))
+    with pytest.raises(ScenarioError, match=r"network.latency_ms = 4000000.0: expected less"):
+        build_params(scenario(2, network={"latency_ms": 4e6}))
+    with pytest.raises(ScenarioError, match=r"transfer_cost_regions: .*missing \['s1'\]"):
+        build_params(scenario(2, network={"transfer_cost_regions": {"s0": "us-east-1"}}))
     with pytest.raises(ScenarioError, match="route_logit_scale"):
         build_params(scenario(2, env={"route_logit_scale": 1000.0}))
 
@@ -251,3 +258,80 @@ def test_normalise_action_inverts_physical_action():
     np.testing.assert_allclose(back, a, atol=1e-12)
     with pytest.raises(ValueError, match="battery_kw"):
         core.normalise_action(p, phys.run, phys.cap, phys.route_logit, phys.migrate)
+
+
+# --------------------------------------------------------------------------- network
+
+
+def _two_sites(**network):
+    return build_params(scenario(2, env={"max_migration_fraction": 1.0},
+                                 network={"latency_ms": 0.0, **network}))
+
+
+def test_the_link_limits_the_work_sent_in_an_hour():
+    # 1 Gbps x 0.5 x 3600 s = 225 GB an hour; 100 GB per GPU-h: 2.25 GPU-h
+    p = _two_sites(bandwidth_gbps=1.0, link_share_fraction=0.5, checkpoint_gb_per_gpu_h=100.0)
+    assert p.migration_link_gpu_h.tolist() == pytest.approx([2.25, 2.25])
+    arrivals = np.array([[9.0, 0.0]])
+    _, out = core.step(p, core.reset(p, 1), act(2, run=0, migrate=[1.0, 0.0], max_mig=1.0),
+                       exo(2, 1, flexible_gpu_h=arrivals)[0][None])
+    assert out["migrated_gpu_h"][0].tolist() == pytest.approx([2.25, 0.0])
+    assert out["migration_kwh"][0, 0] == pytest.approx(2.25 * 100.0 * p.scenario.network
+                                                       .transfer_kwh_per_gb)
+    assert out["transfer_cost"][0, 0] == pytest.approx(2.25 * 100.0 * 0.02)
+
+
+def test_a_destination_accepts_only_what_it_can_run_within_the_slack():
+    # site 1 (10 GPUs) already holds 30 GPU-h; 200 GPU-h with slack 2..4 h arrive with
+    # 3 h left on average: it can run 10 x 3 - 30 = 0 more, so nothing moves
+    p = _two_sites(checkpoint_gb_per_gpu_h=0.0, restart_overhead_gpu_h_per_gpu_h=0.0)
+    state = core.reset(p, 1)
+    state.queue_gpu_h[0, 1, 5] = 30.0
+    arrivals = np.array([[200.0, 0.0]])
+    new, out = core.step(p, state, act(2, run=0, migrate=[1.0, 0.0], max_mig=1.0),
+                         exo(2, 1, flexible_gpu_h=arrivals)[0][None])
+    assert out["migrated_gpu_h"][0, 0] == pytest.approx(0.0)
+    assert new.queue_gpu_h[0, 0].sum() == pytest.approx(200.0)
+    # with 10 GPU-h queued there it takes 30 - 10 = 20 GPU-h of the 200
+    state.queue_gpu_h[0, 1, 5] = 10.0
+    new, out = core.step(p, state, act(2, run=0, migrate=[1.0, 0.0], max_mig=1.0),
+                         exo(2, 1, flexible_gpu_h=arrivals)[0][None])
+    assert out["migrated_gpu_h"][0, 0] == pytest.approx(20.0)
+    assert new.transit_gpu_h[0, 1].sum() == pytest.approx(20.0)
+    assert new.queue_gpu_h[0, 0].sum() == pytest.approx(180.0)
+
+
+def test_the_restart_overhead_is_work_added_at_the_destination():
+    p = _two_sites(restart_overhead_gpu_h_per_gpu_h=0.25)
+    arrivals = np.array([[4.0, 0.0]])
+    new, out = core.step(p, core.reset(p, 1), act(2, run=0, migrate=[1.0, 0.0], max_mig=1.0),
+                         exo(2, 1, flexible_gpu_h=arrivals)[0][None])
+    assert out["migrated_gpu_h"][0, 0] == pytest.approx(4.0)
+    assert out["restart_gpu_h"][0, 0] == pytest.approx(1.0)
+    assert new.transit_gpu_h[0, 1].sum() == pytest.approx(5.0)
+
+
+def test_transfer_prices_come_from_the_region_matrix(shared_data):
+    sc = scenario(2, network={"transfer_cost_regions": {"s0": "ap-southeast-1",
+                                                        "s1": "us-east-1"}})
+    p = build_params(sc)
+    # rows are the source: out of Singapore 0.09 USD/GB, out of N. Virginia 0.02
+    assert p.transfer_cost_per_gb.tolist() == [[0.0, 0.09], [0.02, 0.0]]
+
+
+def test_inference_beyond_a_sites_capacity_overflows_to_sites_in_reach():
+    sc = scenario(3, env={"inference_remote_fraction_max": 0.5},
+                  network={"coordinates_deg": {"s0": (0.0, 0.0), "s1": (0.0, 1.0),
+                                               "s2": (0.0, 90.0)},
+                           "inference_kwh_per_gpu_h": 0.1})
+    p = build_params(sc)
+    # s1 is ~111 km away (RTT 3 x 2 x 111 / c = 2.2 ms), s2 10,000 km (200 ms): out of reach
+    assert p.inference_routable[0].tolist() == [0.0, 1.0, 0.0]
+    demand = np.array([[16.0, 2.0, 0.0]])  # 10 GPUs each, uncapped
+    x = exo(3, 1, inference_gpus=demand)
+    _, out = core.step(p, core.reset(p, 1), act(3, run=0), x[0][None])
+    # s0 cannot serve 6 of its 16; up to 8 may go, s1 has 8 spare: all 6 go
+    assert out["inference_routed_gpu_h"][0].tolist() == pytest.approx([6.0, 0.0, 0.0])
+    assert out["inference_served_gpu_h"][0].tolist() == pytest.approx([10.0, 8.0, 0.0])
+    assert out["slo_gpu_h"][0].sum() == pytest.approx(0.0)
+    assert out["inference_network_kwh"][0, 0] == pytest.approx(0.6)

@@ -11,7 +11,7 @@ from pathlib import Path
 import numba
 import numpy as np
 import pytest
-from env_helpers import scenario, site, synthetic_exo
+from env_helpers import network_of, scenario, site, synthetic_exo
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -48,7 +48,7 @@ def _params(c):
     return build_params(scenario(sites=sites, env={
         "battery_control": c["battery_control"],
         "battery_discharge_threshold_fraction": c["threshold"],
-        "migration_kwh_per_gpu_h": 0.3}))
+        "inference_remote_fraction_max": 0.3}, network=network_of(c["n_sites"])))
 
 
 def _random_state(p, b, rng) -> EnvState:
@@ -104,7 +104,8 @@ def _formulas(temp, pue, slope, t0, busy, cap, gpus, idle, pmax, tau, demand, re
         kernel.import_price_per_kwh(w[0], w[1], carbon, price),
         kernel.terminal_value_per_gpu_h(pue, idle, pmax, w[0], w[1], carbon, price, rent,
                                         hold, gen),
-        kernel.penalty(w, carbon, price, demand, request, head, rent, hold, gen),
+        kernel.penalty(w, carbon, price, demand, request, head, rent, hold, gen, tau),
+        kernel.migration_accept_share(gpus, demand * request, request, gen),
         rent_cost, hold_cost,
         kernel.battery_value_per_kwh(tau, w[0], w[1], carbon, price),
         kernel.terminal_charge(busy, hold, fac, gen, rent))
@@ -125,7 +126,7 @@ def test_formulas_give_the_same_numbers_compiled_and_as_numpy():
             rng.uniform(0, 120, n), rng.uniform(0, 200, n), rng.uniform(0, 200, n),
             rng.uniform(0, 200, n), rng.choice([0.0, 0.5, 1.0], n), rng.uniform(20, 800, n),
             rng.uniform(10, 300, n), rng.uniform(0, 4, n), rng.uniform(0, 0.05, n)]
-    w = np.array([0.19, 1.0, 10.0, 2.0, 5.0, 1.0, 1.0, 1.0])
+    w = np.array([0.19, 1.0, 10.0, 2.0, 5.0, 1.0, 1.0, 1.0, 1.0])
     as_numpy = np.stack(_formulas(*args, w), axis=1)
     compiled = np.array([_compiled(*(a[j] for a in args), w) for j in range(n)])
     np.testing.assert_allclose(compiled, as_numpy, rtol=1e-12, atol=1e-12)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from env_helpers import scenario, site, synthetic_exo
+from env_helpers import network_of, scenario, site, synthetic_exo
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -22,7 +22,7 @@ def _params(n_sites: int, battery: bool, battery_control: str, threshold: float,
              for i in range(n_sites)]
     return build_params(scenario(sites=sites, env={
         "battery_control": battery_control, "battery_discharge_threshold_fraction": threshold,
-        "migration_kwh_per_gpu_h": 0.3}))
+        "inference_remote_fraction_max": 0.3}, network=network_of(n_sites)))
 
 
 cases = st.fixed_dictionaries({
@@ -59,17 +59,39 @@ def test_invariants_hold_every_hour(c):
     held0 = state.work_gpu_h().sum(axis=1)
     arrived = np.zeros(c["batch"])
     done = np.zeros(c["batch"])
+    restart = np.zeros(c["batch"])
     for t in range(c["hours"]):
         x = exo[rows[t]]
         new, out = core.step(p, state, acts[t], x)
         assert np.isfinite(out.values).all() and np.isfinite(out.reward).all()
         # no negative queues
         assert (new.queue_gpu_h >= 0).all() and (new.transit_gpu_h >= 0).all()
-        # work conserved (fleet: migration moves work between sites)
+        # work conserved (fleet: migration moves work between sites and adds its restart
+        # overhead at the destination)
         arrived += out["arrived_gpu_h"].sum(1)
         done += out["work_done_gpu_h"].sum(1)
+        restart += out["restart_gpu_h"].sum(1)
         held = new.work_gpu_h().sum(axis=1)
-        np.testing.assert_allclose(held0 + arrived - done, held, rtol=1e-10, atol=1e-9)
+        np.testing.assert_allclose(held0 + arrived + restart - done, held, rtol=1e-10, atol=1e-9)
+        np.testing.assert_allclose(out["restart_gpu_h"], out["migrated_gpu_h"]
+                                   * p.restart_overhead_gpu_h_per_gpu_h, rtol=1e-12, atol=0)
+        np.testing.assert_allclose(
+            out["transit_gpu_h"].sum(1),
+            new.transit_gpu_h.sum((1, 2)), rtol=1e-10, atol=1e-9)
+        # the link and the destinations limit migration
+        assert (out["migrated_gpu_h"] <= p.migration_link_gpu_h + 1e-9).all()
+        arriving = new.transit_gpu_h.sum(-1)
+        assert (arriving <= p.gpus * p.accept_hours + 1e-9).all()
+        # a flat price per GB: GB per GPU-h x price x GPU-h sent
+        np.testing.assert_allclose(out["transfer_cost"], p.migration_gb_per_gpu_h
+                                   * p.transfer_cost_per_gb.max() * out["migrated_gpu_h"],
+                                   rtol=1e-10, atol=1e-12)
+        # inference routed within its share, and none lost or made up
+        assert (out["inference_routed_gpu_h"]
+                <= p.inference_remote_fraction_max * x[..., 5] + 1e-9).all()
+        np.testing.assert_allclose(
+            out["inference_demand_gpu_h"].sum(1) - out["inference_served_gpu_h"].sum(1),
+            out["slo_gpu_h"].sum(1), rtol=1e-10, atol=1e-9)
         np.testing.assert_allclose(held, out["queued_gpu_h"].sum(1) + out["transit_gpu_h"].sum(1),
                                    rtol=1e-10, atol=1e-9)
         # energy balance at every site
@@ -81,7 +103,7 @@ def test_invariants_hold_every_hour(c):
             out["facility_kwh"],
             np.maximum(p.pue + p.pue_temp_slope_per_c * np.maximum(
                 x[..., 7] - p.pue_temp_threshold_c, 0), 0) * out["it_kwh"]
-            + out["migration_kwh"], rtol=1e-10)
+            + out["migration_kwh"] + out["inference_network_kwh"], rtol=1e-10)
         # SoC in bounds and consistent with the flows
         assert (new.soc_kwh >= p.soc_min_kwh - tol).all()
         assert (new.soc_kwh <= p.soc_max_kwh + tol).all()
@@ -251,7 +273,7 @@ def test_gpu_time_and_battery_wear_are_priced_as_documented(c):
         np.testing.assert_allclose(out["battery_degradation_cost"],
                                    out["battery_discharge_kwh"] * 0.03)
         money = (out["cost"] + out["gpu_rent_cost"] + out["holding_cost"]
-                 + out["battery_degradation_cost"])
+                 + out["battery_degradation_cost"] + out["transfer_cost"])
         other = (p.reward_weights[0] * out["carbon_kg"] + p.reward_weights[2] * out["slo_gpu_h"]
                  + p.reward_weights[3] * out["overdue_gpu_h"]
                  + p.reward_weights[4] * out["overdraw_kwh"])

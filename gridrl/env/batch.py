@@ -204,7 +204,7 @@ class BatchSim:
         pp = self.packed
         ob = self.obs
         self.any_done = _advance(
-            pp.site, pp.scalar, pp.split, pp.curve, st.queue_gpu_h, st.transit_gpu_h,
+            pp.site, pp.scalar, pp.split, pp.curve, pp.pair, st.queue_gpu_h, st.transit_gpu_h,
             st.soc_kwh, self._act3, self.data.exo, self.rows, buf.queue_gpu_h,
             buf.transit_gpu_h, buf.soc_kwh, buf.cap, buf.values, buf.reward, self.end,
             self.sums, self.returns, self.terminal_value, self.soc_start, self.battery_value,

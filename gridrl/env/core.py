@@ -149,6 +149,7 @@ from gridrl.env.kernel import (
     Act,
     Exo,
     StepOutputs,
+    migration_accept_share,
 )
 from gridrl.env.params import EnvParams
 from gridrl.env.state import EnvState
@@ -259,11 +260,29 @@ def reset(params: EnvParams, batch_size: int) -> EnvState:
 
 def reward(params: EnvParams, values: np.ndarray) -> np.ndarray:
     """``[B]`` reward from step output values ``[B, N, F]`` (module doc, equation 11)."""
-    terms = values[..., _REWARD_IDX].sum(axis=1)  # [B, 8]
+    terms = values[..., _REWARD_IDX].sum(axis=1)  # [B, 9]
     return -(terms @ params.reward_weights) / params.reward_scale
 
 
 _REWARD_IDX = _TERM_COLS
+
+
+def _route_inference(p: EnvParams, demand: np.ndarray,
+                     capacity: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Demand after overflow routing (step 2e) and inference routed away, ``[B, N]``."""
+    f_max = p.inference_remote_fraction_max if p.n_sites > 1 else 0.0
+    if f_max <= 0.0:
+        return demand, np.zeros_like(demand)
+    over = np.minimum(np.maximum(demand - capacity, 0.0), f_max * demand)
+    spare = np.maximum(capacity - demand, 0.0)
+    reach = p.inference_routable[None] * spare[:, None, :]  # [B, i, j]
+    tot = reach.sum(-1, keepdims=True)
+    offer = over[..., None] * np.divide(reach, tot, out=np.zeros_like(reach), where=tot > 0)
+    inbound = offer.sum(1)  # [B, j]
+    take = np.minimum(np.divide(spare, inbound, out=np.ones_like(spare), where=inbound > 0), 1.0)
+    took = offer * take[:, None, :]
+    out, into = took.sum(-1), took.sum(1)
+    return demand - out + into, out
 
 
 def _age(x: np.ndarray) -> np.ndarray:
@@ -308,31 +327,57 @@ def step(
     transit_in = state.transit_gpu_h.sum(-1)
     q1 = state.queue_gpu_h + state.transit_gpu_h + arrivals[..., None] * p.arrival_split
 
-    # 2. migration out, proportional over buckets, destinations by softmax without source
-    moved = act.migrate[..., None] * q1  # [B, N, S+1]
-    q2 = q1 - moved
-    mu = moved.sum(-1)
+    # 2. migration out, proportional over buckets, within the link (2a-b)
+    total1 = q1.sum(-1)
+    link = p.migration_link_gpu_h
+    over_link = act.migrate * total1 > link
+    m = np.where(over_link, link / np.where(over_link, total1, 1.0), act.migrate)
+    offered = m[..., None] * q1  # [B, N, S+1]
+    mu_off = offered.sum(-1)
     e = np.exp(act.route_logit - act.route_logit.max(axis=-1, keepdims=True))
     den = e.sum(axis=-1, keepdims=True) - e
+    grow = 1.0 + p.restart_overhead_gpu_h_per_gpu_h
     if p.n_sites > 1:
-        per_den = moved / den[..., None]
-        transit = e[..., None] * (per_den.sum(axis=1, keepdims=True) - per_den)
+        per_den = offered / den[..., None]
+        arriving = grow * e[..., None] * (per_den.sum(axis=1, keepdims=True) - per_den)
+        # 2c. acceptance: what the destination can run within the work's slack
+        zt = arriving.sum(-1)
+        wt = (arriving * np.maximum(np.arange(q1.shape[-1]) - 1, 0)).sum(-1)
+        acc = np.where(zt > 0, migration_accept_share(
+            p.gpus, wt, zt, (q1 - offered).sum(-1)), 1.0)
+        # 2d. refused work stays at the source
+        fe = (1.0 - acc) * e
+        rho = (fe.sum(-1, keepdims=True) - fe) / den
+        transit = acc[..., None] * arriving
+        # price of a GB from i: sum_j price_ij P[i->j] acc_j
+        per_gb = np.einsum("ij,bj->bi", p.transfer_cost_per_gb, acc * e) / den
+        transfer_cost = p.migration_gb_per_gpu_h * mu_off * per_gb
     else:
-        transit = np.zeros_like(moved)
+        rho = np.zeros_like(mu_off)
+        transit = np.zeros_like(offered)
+        transfer_cost = np.zeros_like(mu_off)
+    moved = (1.0 - rho)[..., None] * offered
+    q2 = q1 - moved
+    mu = moved.sum(-1)
     e_mig = p.migration_kwh_per_gpu_h * mu
+
+    # 2e. inference overflow to sites in reach
+    cap = act.cap
+    tau = np.interp(cap, p.throttle_cap, p.throttle_throughput)
+    demand_home = demand
+    demand, routed = _route_inference(p, demand, gpus * tau)
+    e_net = e_mig + p.inference_network_kwh_per_gpu_h * routed
 
     # 3.-4. request and dispatch at the action's cap
     cum = np.cumsum(q2, axis=-1)
     request = act.run * cum[..., -1]
-    cap = act.cap
-    tau = np.interp(cap, p.throttle_cap, p.throttle_throughput)
     gtau = gpus * tau
     inf = np.minimum(demand, gtau)
     flex = np.minimum(request, gtau - inf)
     busy = (inf + flex) / tau
     it = busy * (cap * p_max - p_idle) + gpus * p_idle
     pue = p.pue + p.pue_temp_slope_per_c * np.maximum(temp - p.pue_temp_threshold_c, 0.0)
-    fac = pue * it + e_mig
+    fac = pue * it + e_net
 
     # 5. battery
     gen = pv + wind
@@ -387,7 +432,7 @@ def step(
     inf2 = inf1 - y
     busy2 = busy1 - stopped / tau_s
     it2 = it1 - stopped * kw_per_gpu_h
-    fac2 = pue * it2 + e_mig
+    fac2 = pue * it2 + e_net
 
     # 7. grid
     net = fac2 - gen + ch - dis
@@ -411,7 +456,7 @@ def step(
             transit_in,
             mu,
             take.sum(-1),
-            demand + 0.0,
+            demand_home + 0.0,
             inf2,
             demand - inf2,
             miss,
@@ -441,6 +486,10 @@ def step(
             busy2 * p.gpu_rent_per_gpu_h,
             (q_next.sum(-1) + z_next.sum(-1)) * p.holding_cost_per_gpu_h_h,
             dis * p.battery_degradation_per_kwh,
+            transfer_cost,
+            (grow - 1.0) * mu,
+            routed,
+            p.inference_network_kwh_per_gpu_h * routed,
         ],
         axis=-1,
     )

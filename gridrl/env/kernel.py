@@ -42,7 +42,8 @@ __all__ = [
     "Act", "BatteryMode", "Exo", "Out", "PackedParams", "StepBuffers", "StepOutputs",
     "discharge_available_kw", "dispatch", "facility_kw", "fleet_facility_kw", "fmax", "fmin",
     "battery_value_per_kwh", "gpu_time_cost", "terminal_charge",
-    "import_price_per_kwh", "it_kw", "it_kw_from_active", "it_kwh_per_gpu_h", "pack",
+    "import_price_per_kwh", "it_kw", "it_kw_from_active", "it_kwh_per_gpu_h",
+    "migration_accept_share", "pack",
     "penalty", "pue_at", "rule_battery_kw", "rule_wants_kw", "step", "step_into",
     "terminal_value_per_gpu_h",
 ]
@@ -106,6 +107,10 @@ class Out(IntEnum):
     GPU_RENT_COST = 31  # busy GPU-hours x the site's rental price per GPU-hour
     HOLDING_COST = 32  # work held (queued or in transit) at the end of the hour x its price
     BATTERY_DEGRADATION_COST = 33  # kWh discharged x the battery's wear cost per kWh
+    TRANSFER_COST = 34  # GB of migrated work sent from this site x the link's price per GB
+    RESTART_GPU_H = 35  # restart overhead added to the work migrated from this site
+    INFERENCE_ROUTED_GPU_H = 36  # inference demand of this site served at other sites
+    INFERENCE_NETWORK_KWH = 37  # network energy of the inference routed away
 
 
 class Act(IntEnum):
@@ -132,7 +137,8 @@ EXO_SIGNALS = tuple(m.name.lower() for m in Exo)
 OUTPUT_FIELDS = tuple(m.name.lower() for m in Out)
 #: Output columns of the reward terms, in ``reward.weights`` order.
 REWARD_TERMS = (Out.CARBON_KG, Out.COST, Out.SLO_GPU_H, Out.OVERDUE_GPU_H, Out.OVERDRAW_KWH,
-                Out.GPU_RENT_COST, Out.HOLDING_COST, Out.BATTERY_DEGRADATION_COST)
+                Out.GPU_RENT_COST, Out.HOLDING_COST, Out.BATTERY_DEGRADATION_COST,
+                Out.TRANSFER_COST)
 _TERM_COLS = np.array([int(c) for c in REWARD_TERMS])
 _N_TERMS = len(REWARD_TERMS)
 _N_OUT = len(Out)
@@ -307,12 +313,24 @@ def terminal_value_per_gpu_h(pue: Any, idle_kw: Any, max_kw: Any, w_carbon: Any,
 
 @_formula
 def penalty(w: Any, carbon_kg: Any, cost: Any, slo_gpu_h: Any, overdue_gpu_h: Any,
-            overdraw_kwh: Any, rent_cost: Any, holding_cost: Any, wear_cost: Any) -> Any:
+            overdraw_kwh: Any, rent_cost: Any, holding_cost: Any, wear_cost: Any,
+            transfer_cost: Any) -> Any:
     """Weighted reward terms of a site-hour (step 11, before ``-1 / scale``); ``w`` the
-    eight weights of ``REWARD_TERMS``."""
+    nine weights of ``REWARD_TERMS``."""
     return (w[0] * carbon_kg + w[1] * cost + w[2] * slo_gpu_h + w[3] * overdue_gpu_h
             + w[4] * overdraw_kwh + w[5] * rent_cost + w[6] * holding_cost
-            + w[7] * wear_cost)
+            + w[7] * wear_cost + w[8] * transfer_cost)
+
+
+@_formula
+def migration_accept_share(gpus: Any, wait_gpu_h2: Any, arriving_gpu_h: Any,
+                           queued_gpu_h: Any) -> Any:
+    """Share of the work arriving at a site it accepts (step 2c): what it can run within
+    the work's slack, ``G d - Q`` with ``d = wait_gpu_h2 / arriving`` the arriving work's
+    mean hours left and ``Q`` its own queue, over what arrives (1 when nothing does)."""
+    safe = fmax(arriving_gpu_h, 1e-300)
+    room = fmax(gpus * wait_gpu_h2 / safe - queued_gpu_h, 0.0)
+    return fmin(room / safe, 1.0)
 
 
 @_formula
@@ -358,22 +376,30 @@ def battery_kw(mode: int, action_kw: Any, fac_kw: Any, gen_kw: Any, headroom_kw:
 
 # Columns of PackedParams.site
 (_GPUS, _IDLE, _PMAX, _PUE, _SLOPE, _T0, _BPOW, _ETA, _SOCMIN, _SOCMAX, _BSPAN, _RENT,
- _HOLD, _WEAR) = range(14)
+ _HOLD, _WEAR, _LINK) = range(15)
 # Entries of PackedParams.scalar: cap_min, tau(cap_min), migration kWh per GPU-h, largest
 # migration share, route logit scale, BatteryMode, rule discharge threshold, the five
-# reward weights, reward scale
+# reward weights, reward scale, then the network: GB per GPU-h migrated, restart
+# overhead, largest remote inference share, network kWh per GPU-h of inference routed
 _CAPMIN, _TAUMIN, _KAPPA, _MMAX, _BETA, _BACT, _THETA, _W0 = range(8)
 _SCALE = _W0 + len(REWARD_TERMS)
+_GB, _RESTART, _INFMAX, _INFKWH = range(_SCALE + 1, _SCALE + 5)
+# Planes of PackedParams.pair [N, N, 2]: price per GB sent i -> j, j may serve i's inference
+_PRICE, _ROUTABLE = range(2)
+# Columns of the per-site scratch of a step
+_WS_ACCEPT, _WS_CAP, _WS_TAU, _WS_DEMAND, _WS_ROUTED, _WS_TCOST = range(6)
 
 
 @dataclass(frozen=True, eq=False)
 class PackedParams:
-    """``EnvParams`` as four arrays: per-site ``[N, 14]``, scalars, arrival split, curve."""
+    """``EnvParams`` as five arrays: per-site ``[N, 15]``, scalars, arrival split, curve,
+    site pairs."""
 
     site: np.ndarray
     scalar: np.ndarray
     split: np.ndarray
     curve: np.ndarray  # [2, P]: cap points, throughput points
+    pair: np.ndarray  # [N, N, 2]: price per GB i -> j, 1 where j may serve i's inference
 
 
 def pack(params: EnvParams) -> PackedParams:
@@ -383,7 +409,8 @@ def pack(params: EnvParams) -> PackedParams:
         [p.gpus, p.gpu_idle_kw, p.gpu_max_kw, p.pue, p.pue_temp_slope_per_c,
          p.pue_temp_threshold_c, p.battery_power_kw, p.battery_eta, p.soc_min_kwh,
          p.soc_max_kwh, p.battery_action_span_kw, p.gpu_rent_per_gpu_h,
-         p.holding_cost_per_gpu_h_h, p.battery_degradation_per_kwh],
+         p.holding_cost_per_gpu_h_h, p.battery_degradation_per_kwh,
+         np.minimum(p.migration_link_gpu_h, np.finfo(np.float64).max)],
         axis=1,
     )
     scalar = np.concatenate(
@@ -394,11 +421,15 @@ def pack(params: EnvParams) -> PackedParams:
              p.battery_discharge_threshold_fraction],
             p.reward_weights,
             [p.reward_scale],
+            [p.migration_gb_per_gpu_h, p.restart_overhead_gpu_h_per_gpu_h,
+             p.inference_remote_fraction_max if p.n_sites > 1 else 0.0,
+             p.inference_network_kwh_per_gpu_h],
         ]
     )
     curve = np.stack([p.throttle_cap, p.throttle_throughput])
+    pair = np.stack([p.transfer_cost_per_gb, p.inference_routable], axis=-1)
     return PackedParams(np.ascontiguousarray(site), scalar, np.ascontiguousarray(p.arrival_split),
-                        np.ascontiguousarray(curve))
+                        np.ascontiguousarray(curve), np.ascontiguousarray(pair))
 
 
 @numba.njit(cache=True, inline="always")
@@ -420,10 +451,60 @@ def _interp(x: float, xp: np.ndarray, fp: np.ndarray) -> float:
 
 
 @numba.njit(cache=True, fastmath=FAST_MATH)
-def _step_env(b, site, scalar, split, curve, queue, transit, soc_in, action, exo, rows,
+def _route_inference(b, site, scalar, curve, pair, action, x_t, ws):  # pragma: no cover
+    # Caps, throughputs and inference demand after overflow routing (step 2e) into ws.
+    n_s = ws.shape[0]
+    cap_min = scalar[_CAPMIN]
+    f_max = scalar[_INFMAX]
+    for i in range(n_s):
+        cap = cap_min + (action[b, i, Act.CAP] + 1.0) * 0.5 * (1.0 - cap_min)
+        tau = _interp(cap, curve[0], curve[1])
+        ws[i, _WS_CAP] = cap
+        ws[i, _WS_TAU] = tau
+        ws[i, _WS_DEMAND] = x_t[i, Exo.INFERENCE_GPUS]
+        ws[i, _WS_ROUTED] = 0.0
+    if f_max <= 0.0:
+        return
+    # offers o_i spare_j / sum_k spare_k, then each destination takes at most its spare
+    inbound = np.zeros(n_s)
+    for i in range(n_s):
+        d_i = x_t[i, Exo.INFERENCE_GPUS]
+        over = min(max(d_i - site[i, _GPUS] * ws[i, _WS_TAU], 0.0), f_max * d_i)
+        tot = 0.0
+        for j in range(n_s):
+            tot += pair[i, j, _ROUTABLE] * _spare(site, ws, x_t, j)
+        if over <= 0.0 or tot <= 0.0:
+            continue
+        for j in range(n_s):
+            inbound[j] += over * pair[i, j, _ROUTABLE] * _spare(site, ws, x_t, j) / tot
+    for i in range(n_s):
+        d_i = x_t[i, Exo.INFERENCE_GPUS]
+        over = min(max(d_i - site[i, _GPUS] * ws[i, _WS_TAU], 0.0), f_max * d_i)
+        tot = 0.0
+        for j in range(n_s):
+            tot += pair[i, j, _ROUTABLE] * _spare(site, ws, x_t, j)
+        if over <= 0.0 or tot <= 0.0:
+            continue
+        for j in range(n_s):
+            offer = over * pair[i, j, _ROUTABLE] * _spare(site, ws, x_t, j) / tot
+            if offer > 0.0:
+                took = offer * min(_spare(site, ws, x_t, j) / inbound[j], 1.0)
+                ws[i, _WS_ROUTED] += took
+                ws[i, _WS_DEMAND] -= took
+                ws[j, _WS_DEMAND] += took
+
+
+@numba.njit(cache=True, inline="always")
+def _spare(site, ws, x_t, j):  # pragma: no cover - compiled
+    # GPU-h of inference site j could serve beyond its own demand at its cap
+    return max(site[j, _GPUS] * ws[j, _WS_TAU] - x_t[j, Exo.INFERENCE_GPUS], 0.0)
+
+
+@numba.njit(cache=True, fastmath=FAST_MATH)
+def _step_env(b, site, scalar, split, curve, pair, queue, transit, soc_in, action, exo, rows,
               q_out, z_out, soc_out, cap_out, values, reward, q2, moved, acc, e, inv_den,
-              mu_s, total_s):  # pragma: no cover - compiled
-    # One episode (batch row b) of the step; q2 ... total_s are scratch arrays.
+              mu_s, total_s, ws):  # pragma: no cover - compiled
+    # One episode (batch row b) of the step; q2 ... ws are scratch arrays.
     n_s, n_k = queue.shape[1], queue.shape[2]
     cap_min = scalar[_CAPMIN]
     tau_min = scalar[_TAUMIN]
@@ -433,8 +514,7 @@ def _step_env(b, site, scalar, split, curve, queue, transit, soc_in, action, exo
     mode = int(scalar[_BACT])
     theta = scalar[_THETA]
     weights = scalar[_W0:_SCALE]
-    xp = curve[0]
-    fp = curve[1]
+    grow = 1.0 + scalar[_RESTART]
     multi = n_s > 1
     x_t = exo[rows[b]]
     # route weights (softmax without the source)
@@ -449,33 +529,65 @@ def _step_env(b, site, scalar, split, curve, queue, transit, soc_in, action, exo
         esum += e[i]
     for i in range(n_s):
         inv_den[i] = 1.0 / (esum - e[i]) if multi else 0.0
-    # 1.-2. arrivals, transit in, migration out
+    # 1.-2b. arrivals, transit in, migration offered (within the link)
     for k in range(n_k):
         acc[k] = 0.0
     for i in range(n_s):
         arr = x_t[i, Exo.FLEXIBLE_GPU_H]
-        m = (action[b, i, Act.MIGRATE] + 1.0) * 0.5 * m_max
-        w = inv_den[i]
         tin = 0.0
-        mu = 0.0
-        tot = 0.0
+        tot1 = 0.0
         for k in range(n_k):
             zk = transit[b, i, k]
             tin += zk
             q1 = queue[b, i, k] + zk + arr * split[i, k]
-            mv = m * q1
+            q2[i, k] = q1
+            tot1 += q1
+        m = (action[b, i, Act.MIGRATE] + 1.0) * 0.5 * m_max
+        if m * tot1 > site[i, _LINK]:
+            m = site[i, _LINK] / tot1
+        w = inv_den[i]
+        mu = 0.0
+        for k in range(n_k):
+            mv = m * q2[i, k]
             moved[i, k] = mv
-            q2k = q1 - mv
-            q2[i, k] = q2k
+            q2[i, k] -= mv
             mu += mv
-            tot += q2k
             acc[k] += mv * w
         values[b, i, Out.TRANSIT_IN_GPU_H] = tin
         mu_s[i] = mu
-        total_s[i] = tot
+        total_s[i] = tot1 - mu
+    # 2c. each destination accepts what it can run within the arriving work's slack
+    refused = 0.0
+    for j in range(n_s):
+        zt = 0.0
+        wt = 0.0
+        for k in range(n_k):
+            zk = grow * e[j] * (acc[k] - moved[j, k] * inv_den[j])
+            zt += zk
+            wt += zk * max(k - 1, 0)
+        f = migration_accept_share(site[j, _GPUS], wt, zt, total_s[j]) if zt > 0.0 else 1.0
+        ws[j, _WS_ACCEPT] = f
+        refused += (1.0 - f) * e[j]
+    # 2d. refused work stays at its source; transfer price of what is sent
     for i in range(n_s):
-        # transit to i, aged on the way (step 9)
-        ei = e[i]
+        if not multi:
+            ws[i, _WS_TCOST] = 0.0
+            continue
+        f_i = ws[i, _WS_ACCEPT]
+        rho = (refused - (1.0 - f_i) * e[i]) * inv_den[i]
+        price = 0.0
+        for j in range(n_s):
+            price += pair[i, j, _PRICE] * ws[j, _WS_ACCEPT] * e[j]
+        ws[i, _WS_TCOST] = scalar[_GB] * mu_s[i] * price * inv_den[i]
+        for k in range(n_k):
+            q2[i, k] += rho * moved[i, k]
+        total_s[i] += rho * mu_s[i]
+        mu_s[i] *= 1.0 - rho
+    # 2e. inference overflow to sites in reach
+    _route_inference(b, site, scalar, curve, pair, action, x_t, ws)
+    for i in range(n_s):
+        # transit to i, aged on the way (step 9), restart overhead included
+        ei = e[i] * grow * ws[i, _WS_ACCEPT]
         w = inv_den[i]
         ztot = 0.0
         if multi:
@@ -498,17 +610,17 @@ def _step_env(b, site, scalar, split, curve, queue, transit, soc_in, action, exo
         pv = x_t[i, Exo.PV_KW]
         wind = x_t[i, Exo.WIND_KW]
         head = x_t[i, Exo.HEADROOM_KW]
-        demand = x_t[i, Exo.INFERENCE_GPUS]
+        demand = ws[i, _WS_DEMAND]
         mu = mu_s[i]
-        e_mig = kappa * mu
+        e_net = kappa * mu + scalar[_INFKWH] * ws[i, _WS_ROUTED]
         # 3.-4. request and dispatch
         request = (action[b, i, Act.RUN] + 1.0) * 0.5 * total_s[i]
-        cap = cap_min + (action[b, i, Act.CAP] + 1.0) * 0.5 * (1.0 - cap_min)
-        tau = _interp(cap, xp, fp)
+        cap = ws[i, _WS_CAP]
+        tau = ws[i, _WS_TAU]
         inf, flex, busy = dispatch(demand, request, gpus, tau)
         it = it_kw(busy, cap, gpus, p_idle, p_max)
         pue = pue_at(x_t[i, Exo.TEMP_C], site[i, _PUE], site[i, _SLOPE], site[i, _T0])
-        fac = facility_kw(pue, it, e_mig)
+        fac = facility_kw(pue, it, e_net)
         # 5. battery
         gen = pv + wind
         eta = site[i, _ETA]
@@ -546,7 +658,7 @@ def _step_env(b, site, scalar, split, curve, queue, transit, soc_in, action, exo
         inf2 = inf1 - y
         busy2 = busy1 - stopped / tau_s
         it2 = it1 - stopped * kw_per
-        fac2 = facility_kw(pue, it2, e_mig)
+        fac2 = facility_kw(pue, it2, e_net)
         # 7. grid
         net = fac2 - gen + ch - dis
         grid = max(net, 0.0)
@@ -584,7 +696,7 @@ def _step_env(b, site, scalar, split, curve, queue, transit, soc_in, action, exo
         v[Out.ARRIVED_GPU_H] = x_t[i, Exo.FLEXIBLE_GPU_H]
         v[Out.MIGRATED_GPU_H] = mu
         v[Out.WORK_DONE_GPU_H] = done
-        v[Out.INFERENCE_DEMAND_GPU_H] = demand
+        v[Out.INFERENCE_DEMAND_GPU_H] = x_t[i, Exo.INFERENCE_GPUS]
         v[Out.INFERENCE_SERVED_GPU_H] = inf2
         v[Out.SLO_GPU_H] = demand - inf2
         v[Out.DEADLINE_MISS_GPU_H] = q3_1 + zk1
@@ -594,7 +706,7 @@ def _step_env(b, site, scalar, split, curve, queue, transit, soc_in, action, exo
         v[Out.BUSY_GPUS] = busy2
         v[Out.CAP] = cap_eff
         v[Out.IT_KWH] = it2
-        v[Out.MIGRATION_KWH] = e_mig
+        v[Out.MIGRATION_KWH] = kappa * mu
         v[Out.FACILITY_KWH] = fac2
         v[Out.PV_KWH] = pv
         v[Out.WIND_KWH] = wind
@@ -615,32 +727,37 @@ def _step_env(b, site, scalar, split, curve, queue, transit, soc_in, action, exo
         v[Out.GPU_RENT_COST] = rent
         v[Out.HOLDING_COST] = hold
         v[Out.BATTERY_DEGRADATION_COST] = dis * site[i, _WEAR]
+        v[Out.TRANSFER_COST] = ws[i, _WS_TCOST]
+        v[Out.RESTART_GPU_H] = (grow - 1.0) * mu
+        v[Out.INFERENCE_ROUTED_GPU_H] = ws[i, _WS_ROUTED]
+        v[Out.INFERENCE_NETWORK_KWH] = scalar[_INFKWH] * ws[i, _WS_ROUTED]
     # 11. reward
     r = 0.0
     for i in range(n_s):
         v = values[b, i]
         r += penalty(weights, v[Out.CARBON_KG], v[Out.COST], v[Out.SLO_GPU_H],
                      v[Out.OVERDUE_GPU_H], v[Out.OVERDRAW_KWH], v[Out.GPU_RENT_COST],
-                     v[Out.HOLDING_COST], v[Out.BATTERY_DEGRADATION_COST])
+                     v[Out.HOLDING_COST], v[Out.BATTERY_DEGRADATION_COST],
+                     v[Out.TRANSFER_COST])
     reward[b] = -r / scalar[_SCALE]
 
 
 @numba.njit(cache=True, fastmath=FAST_MATH)
 def _scratch(n_s, n_k):  # pragma: no cover - compiled
     return (np.empty((n_s, n_k)), np.empty((n_s, n_k)), np.empty(n_k), np.empty(n_s),
-            np.empty(n_s), np.empty(n_s), np.empty(n_s))
+            np.empty(n_s), np.empty(n_s), np.empty(n_s), np.empty((n_s, 6)))
 
 
 @numba.njit(cache=True, fastmath=FAST_MATH)
-def _kernel(site, scalar, split, curve, queue, transit, soc_in, action, exo, rows,
+def _kernel(site, scalar, split, curve, pair, queue, transit, soc_in, action, exo, rows,
             q_out, z_out, soc_out, cap_out, values, reward):  # pragma: no cover - compiled
     # exo is [T, N, K]; episode b reads row rows[b].
     n_b, n_s, n_k = queue.shape
-    q2, moved, acc, e, inv_den, mu_s, total_s = _scratch(n_s, n_k)
+    q2, moved, acc, e, inv_den, mu_s, total_s, ws = _scratch(n_s, n_k)
     for b in range(n_b):
-        _step_env(b, site, scalar, split, curve, queue, transit, soc_in, action, exo, rows,
-                  q_out, z_out, soc_out, cap_out, values, reward, q2, moved, acc, e, inv_den,
-                  mu_s, total_s)
+        _step_env(b, site, scalar, split, curve, pair, queue, transit, soc_in, action, exo,
+                  rows, q_out, z_out, soc_out, cap_out, values, reward, q2, moved, acc, e,
+                  inv_den, mu_s, total_s, ws)
 
 
 @dataclass(eq=False)
@@ -671,7 +788,7 @@ def step_into(pp: PackedParams, state: EnvState, action: np.ndarray, exo_t: np.n
     the kernel reads all of an episode's state before writing it).
     """
     rows = np.arange(exo_t.shape[0])
-    _kernel(pp.site, pp.scalar, pp.split, pp.curve, state.queue_gpu_h, state.transit_gpu_h,
+    _kernel(pp.site, pp.scalar, pp.split, pp.curve, pp.pair, state.queue_gpu_h, state.transit_gpu_h,
             state.soc_kwh, action, exo_t, rows, out.queue_gpu_h, out.transit_gpu_h,
             out.soc_kwh, out.cap, out.values, out.reward)
 
@@ -757,7 +874,7 @@ def _sanitize(a, out, clipped):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, fastmath=FAST_MATH)
-def _advance(site, scalar, split, curve, q, z, soc, action, exo, rows, q2, z2, soc2, cap2,
+def _advance(site, scalar, split, curve, pair, q, z, soc, action, exo, rows, q2, z2, soc2, cap2,
              values, reward, end, sums, returns, tvalue, soc0, bvalue, charge, done, totals,
              calendar, site_exo, inv_scale, group_end, obs):  # pragma: no cover
     # One hour for every episode, one episode at a time (its arrays stay in cache): the
@@ -769,10 +886,11 @@ def _advance(site, scalar, split, curve, q, z, soc, action, exo, rows, q2, z2, s
     inv = 1.0 / scalar[_SCALE]
     last = exo.shape[0] - 1
     any_done = False
-    s_q2, s_moved, s_acc, s_e, s_inv_den, s_mu, s_total = _scratch(n_s, n_k)
+    s_q2, s_moved, s_acc, s_e, s_inv_den, s_mu, s_total, s_ws = _scratch(n_s, n_k)
     for b in range(n_b):
-        _step_env(b, site, scalar, split, curve, q, z, soc, action, exo, rows, q2, z2, soc2,
-                  cap2, values, reward, s_q2, s_moved, s_acc, s_e, s_inv_den, s_mu, s_total)
+        _step_env(b, site, scalar, split, curve, pair, q, z, soc, action, exo, rows, q2, z2,
+                  soc2, cap2, values, reward, s_q2, s_moved, s_acc, s_e, s_inv_den, s_mu,
+                  s_total, s_ws)
         for f in range(n_f):
             totals[b, f] = 0.0
         for i in range(n_s):

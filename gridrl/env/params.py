@@ -11,12 +11,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 
-from gridrl.scenario import Scenario, ScenarioError, SiteConfig
+from gridrl.data.datasets import dataset_dir, existing_form
+from gridrl.errors import GridrlError
+from gridrl.scenario import NetworkConfig, Scenario, ScenarioError, SiteConfig
 
 __all__ = [
-    "ACTION_NAMES", "REWARD_TERMS", "EnvParams", "arrival_split", "build_params", "slack_buckets",
-    "terminal_delay_h",
+    "ACTION_NAMES", "REWARD_TERMS", "EnvParams", "arrival_split", "build_params",
+    "migration_link_gpu_h", "rtt_ms", "slack_buckets", "terminal_delay_h",
+    "transfer_cost_per_gb",
 ]
 
 #: Per-site action components, in layout order (``battery`` only with a battery action).
@@ -27,7 +31,15 @@ MAX_ROUTE_LOGIT_SCALE = 300.0
 
 #: Reward terms, in the order of ``EnvParams.reward_weights``.
 REWARD_TERMS = ("carbon_kg", "cost", "slo_gpu_h", "overdue_gpu_h", "overdraw_kwh",
-                "gpu_rent_cost", "holding_cost", "battery_degradation_cost")
+                "gpu_rent_cost", "holding_cost", "battery_degradation_cost", "transfer_cost")
+
+#: One step of the simulation (s): every rate is per step.
+STEP_S = 3600.0
+#: Speed of light in vacuum (km per ms): round-trip times from distances.
+C_KM_PER_MS = 299.792458
+#: Mean Earth radius (km) for great-circle distances.
+EARTH_RADIUS_KM = 6371.0
+GB_PER_GBIT = 0.125
 
 
 @dataclass(frozen=True, eq=False)
@@ -68,7 +80,28 @@ class EnvParams:
     tau_min : float
         Throughput at ``cap_min``.
     migration_kwh_per_gpu_h : float
-        Energy charged at the source per GPU-hour of work moved.
+        Transfer energy charged at the source per GPU-hour of work moved
+        (``network.transfer_kwh_per_gb x network.checkpoint_gb_per_gpu_h``).
+    migration_gb_per_gpu_h : float
+        Checkpoint and data (GB) moved with one GPU-hour of queued work.
+    migration_link_gpu_h : ndarray
+        Most work (GPU-h) a site can send in one step over its link
+        (:func:`migration_link_gpu_h`).
+    restart_overhead_gpu_h_per_gpu_h : float
+        Work added at the destination per GPU-h migrated (checkpoint reload, lost
+        progress).
+    accept_hours : float
+        ``S - 1``: the longest a migrated GPU-h may still wait on arrival (hours); a
+        destination accepts at most ``G accept_hours`` per step.
+    transfer_cost_per_gb : ndarray
+        ``[N, N]`` price of one GB sent from site ``i`` to site ``j``.
+    inference_routable : ndarray
+        ``[N, N]`` 1 where site ``j`` may serve site ``i``'s inference (round trip within
+        ``network.inference_rtt_max_ms``, ``i != j``), else 0.
+    inference_remote_fraction_max : float
+        Largest share of a site's inference demand served elsewhere.
+    inference_network_kwh_per_gpu_h : float
+        Network energy charged at the home site per GPU-h of inference routed away.
     max_migration_fraction : float
         Upper end of the ``migrate`` action.
     route_logit_scale : float
@@ -87,7 +120,7 @@ class EnvParams:
         Hours of holding charged to a GPU-h left at the end of an episode: the site's
         mean deadline slack (see :func:`terminal_delay_h`).
     reward_weights : ndarray
-        ``[8]`` weights of ``REWARD_TERMS`` (rent, holding and battery wear are money,
+        ``[9]`` weights of ``REWARD_TERMS`` (rent, holding and battery wear are money,
         weighted like ``cost``).
     reward_scale : float
         The weighted sum is divided by it.
@@ -120,6 +153,14 @@ class EnvParams:
     cap_min: float
     tau_min: float
     migration_kwh_per_gpu_h: float
+    migration_gb_per_gpu_h: float
+    migration_link_gpu_h: np.ndarray
+    restart_overhead_gpu_h_per_gpu_h: float
+    accept_hours: float
+    transfer_cost_per_gb: np.ndarray
+    inference_routable: np.ndarray
+    inference_remote_fraction_max: float
+    inference_network_kwh_per_gpu_h: float
     max_migration_fraction: float
     route_logit_scale: float
     battery_control: str
@@ -241,9 +282,9 @@ def build_params(scenario: Scenario) -> EnvParams:
     ------
     ScenarioError
         A power cap below
-        idle power; ``env.cap_min_fraction`` outside the throttle curve; remote inference
-        (``env.inference_remote_fraction_max > 0``, not modelled); bad observation edges
-        or horizons.
+        idle power; ``env.cap_min_fraction`` outside the throttle curve; a network key
+        naming an unknown site or region, or a latency of a step or more; bad observation
+        edges or horizons.
     """
     env = scenario.env
     sites = scenario.expanded_sites()
@@ -260,11 +301,6 @@ def build_params(scenario: Scenario) -> EnvParams:
         raise ScenarioError(
             f"env.route_logit_scale = {env.route_logit_scale} exceeds "
             f"{MAX_ROUTE_LOGIT_SCALE}: softmax weights exp(-2 x scale) would underflow"
-        )
-    if env.inference_remote_fraction_max > 0.0:
-        raise ScenarioError(
-            "env.inference_remote_fraction_max > 0: serving inference at another site is not "
-            "modelled by gridrl.env (inference runs at its home site); set it to 0"
         )
     n_slack = slack_buckets(scenario)
     edges = env.observation_slack_edges_h
@@ -318,7 +354,7 @@ def build_params(scenario: Scenario) -> EnvParams:
         throttle_throughput=thr_y,
         cap_min=float(env.cap_min_fraction),
         tau_min=float(np.interp(env.cap_min_fraction, cap_x, thr_y)),
-        migration_kwh_per_gpu_h=float(env.migration_kwh_per_gpu_h),
+        **_network_fields(scenario, sites, n_slack),
         max_migration_fraction=float(env.max_migration_fraction),
         route_logit_scale=float(env.route_logit_scale),
         battery_control=env.battery_control,
@@ -328,10 +364,94 @@ def build_params(scenario: Scenario) -> EnvParams:
         terminal_delay_h=arr(terminal_delay_h),
         reward_weights=np.array(
             [rw.carbon_per_kg, rw.cost_per_unit, rw.slo_per_gpu_h, rw.overdue_per_gpu_h,
-             rw.overdraw_per_kwh, rw.cost_per_unit, rw.cost_per_unit, rw.cost_per_unit],
+             rw.overdraw_per_kwh, rw.cost_per_unit, rw.cost_per_unit, rw.cost_per_unit,
+             rw.cost_per_unit],
             dtype=np.float64,
         ),
         reward_scale=float(rw.scale),
         ref_kw=gpus * gpu_max * pue,
         scenario=scenario,
+    )
+
+
+# --------------------------------------------------------------------------- network
+
+
+def migration_link_gpu_h(net: NetworkConfig) -> float:
+    """Most work (GPU-h) a site can send in one step: ``bandwidth x link share x (step -
+    latency)`` in GB over ``checkpoint_gb_per_gpu_h`` (unlimited without data).
+
+    Work sent in a step arrives at the start of the next one: the transfer of at most
+    this much work takes ``latency + size / rate <= 1`` step, so the transit delay is one
+    step (the only place the link's hours are turned into steps).
+    """
+    latency_s = net.latency_ms * 1e-3
+    if latency_s >= STEP_S:
+        raise ScenarioError(f"network.latency_ms = {net.latency_ms}: expected less than "
+                            f"one step ({STEP_S * 1e3:g} ms)")
+    if net.checkpoint_gb_per_gpu_h == 0.0:
+        return float("inf")
+    gb = net.bandwidth_gbps * GB_PER_GBIT * net.link_share_fraction * (STEP_S - latency_s)
+    return gb / net.checkpoint_gb_per_gpu_h
+
+
+def rtt_ms(net: NetworkConfig, names: list[str]) -> np.ndarray:
+    """``[N, N]`` round-trip times (ms) from ``network.coordinates_deg``: ``inflation x 2 d
+    / c`` over the great-circle distance ``d`` (infinite where a site has none)."""
+    for name in net.coordinates_deg:
+        if name not in names:
+            raise ScenarioError(f"network.coordinates_deg.{name}: no site of that name "
+                                f"(sites: {', '.join(names)})")
+    pos = np.array([net.coordinates_deg.get(n, (np.nan, np.nan)) for n in names], float)
+    lat, lon = np.radians(pos[:, 0]), np.radians(pos[:, 1])
+    h = (np.sin((lat[:, None] - lat[None]) / 2) ** 2
+         + np.cos(lat[:, None]) * np.cos(lat[None]) * np.sin((lon[:, None] - lon[None]) / 2) ** 2)
+    d_km = 2 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(np.clip(h, 0.0, 1.0)))
+    out = net.rtt_inflation * 2 * d_km / C_KM_PER_MS
+    return np.where(np.isnan(out), np.inf, out)
+
+
+def transfer_cost_per_gb(net: NetworkConfig, names: list[str]) -> np.ndarray:
+    """``[N, N]`` USD per GB sent from site ``i`` (row) to ``j``: the cloud regions'
+    matrix when ``network.transfer_cost_regions`` is set, else the flat
+    ``transfer_cost_per_gb``."""
+    n = len(names)
+    regions = net.transfer_cost_regions
+    if not regions:
+        return np.full((n, n), net.transfer_cost_per_gb) * (1.0 - np.eye(n))
+    missing = [s for s in names if s not in regions]
+    extra = [s for s in regions if s not in names]
+    if missing or extra:
+        raise ScenarioError(
+            f"network.transfer_cost_regions: expected one region per site; missing "
+            f"{missing}, unknown sites {extra}")
+    try:
+        path = existing_form(dataset_dir(net.transfer_cost_dataset) / net.transfer_cost_file)
+        table = pd.read_csv(path, index_col=0)
+    except (GridrlError, OSError) as exc:
+        raise ScenarioError(f"network.transfer_cost_regions: {exc}") from None
+    bad = sorted({regions[s] for s in names} - set(table.index) - set(table.columns))
+    if bad:
+        raise ScenarioError(
+            f"network.transfer_cost_regions: regions {bad} are not in {path} (rows and "
+            f"columns: {', '.join(table.index)})")
+    src = [regions[s] for s in names]
+    return table.loc[src, src].to_numpy(dtype=np.float64) * (1.0 - np.eye(n))
+
+
+def _network_fields(scenario: Scenario, sites: list[SiteConfig], n_slack: int) -> dict:
+    net, env = scenario.network, scenario.env
+    names = [s.name for s in sites]
+    n = len(names)
+    routable = (rtt_ms(net, names) <= net.inference_rtt_max_ms) & ~np.eye(n, dtype=bool)
+    return dict(
+        migration_kwh_per_gpu_h=net.transfer_kwh_per_gb * net.checkpoint_gb_per_gpu_h,
+        migration_gb_per_gpu_h=float(net.checkpoint_gb_per_gpu_h),
+        migration_link_gpu_h=np.full(n, migration_link_gpu_h(net)),
+        restart_overhead_gpu_h_per_gpu_h=float(net.restart_overhead_gpu_h_per_gpu_h),
+        accept_hours=float(n_slack - 1),
+        transfer_cost_per_gb=transfer_cost_per_gb(net, names) if n > 1 else np.zeros((1, 1)),
+        inference_routable=routable.astype(np.float64),
+        inference_remote_fraction_max=float(env.inference_remote_fraction_max),
+        inference_network_kwh_per_gpu_h=float(net.inference_kwh_per_gpu_h),
     )
