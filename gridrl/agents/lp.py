@@ -295,6 +295,12 @@ class LPStructure:
         self.caps, self.taus = cap_levels(p)
         self.Kc = kc = len(self.caps)
         self.migrate = n > 1 and p.max_migration_fraction > 0
+        # routable (origin, server) pairs of inference
+        oi, sj = np.nonzero(p.inference_routable > 0)
+        if n < 2 or p.inference_remote_fraction_max <= 0:
+            oi, sj = oi[:0], sj[:0]
+        self.route_from, self.route_to = oi, sj
+        self.K = kr = len(oi)
         self.P = npair = h_len * n
         off = 0
 
@@ -319,10 +325,15 @@ class LPStructure:
         self.cDIS = block(npair)
         self.cSOC = block(npair)
         self.cV = block(h_len if self.migrate else 0)
+        self.cR = block(h_len * kr)  # inference of route_from served at route_to
         self.n_col = off
         e_k = it_kwh_per_gpu_h(self.caps[None, :], self.taus, p.gpu_idle_kw[:, None],
                                p.gpu_max_kw[:, None])
         self.e_k = e_k  # [N, Kc] IT kWh per GPU-h of work at level k, above idle
+        # cheapest transfer price per GPU-h sent from each site (the env pays at least it)
+        price = np.where(np.eye(n, dtype=bool), np.inf, p.transfer_cost_per_gb)
+        self.transfer_per_gpu_h = (p.migration_gb_per_gpu_h * price.min(axis=1)
+                                   if n > 1 else np.zeros(n))
         self._build_static()
 
     def col(self, block: slice, t: np.ndarray | int, i: np.ndarray | int) -> np.ndarray:
@@ -350,6 +361,12 @@ class LPStructure:
         later = pidx >= n  # t >= 1
         wcol = self.cW.start + pidx[:, None] * kc + np.arange(kc)[None, :]
         kappa = p.migration_kwh_per_gpu_h
+        kinf = p.inference_network_kwh_per_gpu_h
+        kr = self.K
+        t_r = np.repeat(np.arange(h_len), kr)  # hour of each route column
+        rcol = self.cR.start + np.arange(h_len * kr)
+        r_from = t_r * n + np.tile(self.route_from, h_len)  # pair index of the origin
+        r_to = t_r * n + np.tile(self.route_to, h_len)
 
         def rowblock() -> slice:
             nonlocal r0
@@ -375,6 +392,7 @@ class LPStructure:
         add(rb.start + pidx, self.cE.start + pidx, 1.0)
         add(rb.start + pidx, self.cG.start + pidx, -1.0)
         add(rb.start + pidx, self.cDIS.start + pidx, -1.0)
+        add(rb.start + r_from, rcol, kinf)
         # headroom: g - o <= h
         self.rHEAD = rb = rowblock()
         add(rb.start + pidx, self.cG.start + pidx, 1.0)
@@ -384,6 +402,7 @@ class LPStructure:
         add(rb.start + pidx, self.cO.start + pidx, 1.0)
         if self.migrate:
             add(rb.start + pidx, self.cOUT.start + pidx, -kappa)
+        add(rb.start + r_from, rcol, -kinf)
         # state of charge
         self.rSOC = rb = rowblock()
         eta = p.battery_eta[site]
@@ -415,11 +434,24 @@ class LPStructure:
             add(r0 + t_of, self.cX.start + pidx, -1.0)
             r0 += h_len
             self.rPOOL = slice(r0, r0 + h_len)
-            add(r0 + t_of, self.cOUT.start + pidx, 1.0)
+            add(r0 + t_of, self.cOUT.start + pidx, 1.0 + p.restart_overhead_gpu_h_per_gpu_h)
             add(r0 + t_of, self.cIN.start + pidx, -1.0)
             r0 += h_len
         else:
             self.rVREC = self.rPOOL = slice(r0, r0)
+        # inference routing: served here from elsewhere <= served here; served for an
+        # origin <= its demand; routed away <= its share of the demand
+        self.rLOCAL = self.rDEM = self.rROUT = slice(r0, r0)
+        if kr:
+            self.rLOCAL = rb = rowblock()
+            add(rb.start + pidx, self.cS.start + pidx, 1.0)
+            add(rb.start + r_to, rcol, -1.0)
+            self.rDEM = rb = rowblock()
+            add(rb.start + pidx, self.cS.start + pidx, 1.0)
+            add(rb.start + r_to, rcol, -1.0)
+            add(rb.start + r_from, rcol, 1.0)
+            self.rROUT = rb = rowblock()
+            add(rb.start + r_from, rcol, 1.0)
         self.n_row = r0
         rows_a, cols_a, vals_a = np.concatenate(rows), np.concatenate(cols), np.concatenate(vals)
         start = sum(len(r) for r in rows[:pue_at])
@@ -469,7 +501,16 @@ class LPStructure:
         row_lo[self.rBACK] = row_hi[self.rBACK] = back.ravel()
         col_lo = np.zeros(self.n_col)
         col_hi = np.full(self.n_col, np.inf)
-        col_hi[self.cS] = demand.ravel()
+        if self.K:
+            row_hi[self.rLOCAL] = np.inf
+            row_lo[self.rDEM] = row_lo[self.rROUT] = -np.inf
+            row_hi[self.rDEM] = demand.ravel()
+            row_hi[self.rROUT] = (p.inference_remote_fraction_max * demand).ravel()
+        else:
+            col_hi[self.cS] = demand.ravel()
+        if self.migrate:
+            col_hi[self.cOUT] = np.tile(p.migration_link_gpu_h, h_len)
+            col_hi[self.cIN] = np.tile(p.gpus * p.accept_hours, h_len)
         bpow = np.tile(p.battery_power_kw, h_len)
         col_hi[self.cCH] = np.minimum(bpow, self.charge_limit(gen, head, pue, demand).ravel())
         col_hi[self.cDIS] = bpow
@@ -514,6 +555,7 @@ class LPStructure:
         cost[self.cB] = hold
         if self.migrate:
             cost[self.cIN] = hold
+            cost[self.cOUT] = np.tile(wts[8] * self.transfer_per_gpu_h, h_len)
         cost[self.cDIS] = np.tile(wts[7] * p.battery_degradation_per_kwh, h_len)
         cost[self.cO] = wts[4]
         cost[self.cS] = -wts[2]
@@ -705,9 +747,15 @@ class LPStructure:
         ch, dis, soc = pair(self.cCH), pair(self.cDIS), pair(self.cSOC)
         queued = pair(self.cB)
         ov = pair(self.cOV)
+        r = xs[self.cR].reshape(h_len, self.K)
+        routed = np.zeros((h_len, n))
+        np.add.at(routed, (slice(None), self.route_from), r)
+        routed_in = np.zeros((h_len, n))
+        np.add.at(routed_in, (slice(None), self.route_to), r)
         it = it_kw_from_active((w * self.e_k[None]).sum(-1), p.gpus, p.gpu_idle_kw)
         mig_kwh = p.migration_kwh_per_gpu_h * out
-        fac = facility_kw(pue, it, mig_kwh)
+        inf_kwh = p.inference_network_kwh_per_gpu_h * routed
+        fac = facility_kw(pue, it, mig_kwh + inf_kwh)
         safe = np.where(busy > 0, busy, 1.0)
         capw = np.where(busy > 0, (w / self.taus * self.caps).sum(-1) / safe, 1.0)
         init_transit = np.asarray(inp.transit_gpu_h, float).sum(-1)
@@ -721,7 +769,7 @@ class LPStructure:
         f[..., Out.WORK_DONE_GPU_H] = x
         f[..., Out.INFERENCE_DEMAND_GPU_H] = demand
         f[..., Out.INFERENCE_SERVED_GPU_H] = served
-        f[..., Out.SLO_GPU_H] = demand - served
+        f[..., Out.SLO_GPU_H] = demand - (served - routed_in + routed)
         f[..., Out.DEADLINE_MISS_GPU_H] = _edf_misses(aux["rel"], x + out)
         f[..., Out.OVERDUE_GPU_H] = ov
         f[..., Out.QUEUED_GPU_H] = queued
@@ -746,6 +794,10 @@ class LPStructure:
         f[..., Out.GPU_RENT_COST], f[..., Out.HOLDING_COST] = gpu_time_cost(
             busy, p.gpu_rent_per_gpu_h, queued + recv, p.holding_cost_per_gpu_h_h)
         f[..., Out.BATTERY_DEGRADATION_COST] = dis * p.battery_degradation_per_kwh
+        f[..., Out.TRANSFER_COST] = out * self.transfer_per_gpu_h
+        f[..., Out.RESTART_GPU_H] = out * p.restart_overhead_gpu_h_per_gpu_h
+        f[..., Out.INFERENCE_ROUTED_GPU_H] = routed
+        f[..., Out.INFERENCE_NETWORK_KWH] = inf_kwh
         first = {"work": x[0], "served": served[0], "busy": busy[0], "migrated": out[0],
                  "received": recv[0], "ch": ch[0], "dis": dis[0], "levels": w[0]}
         return LPSolution(objective=float(objective), J=-float(objective) / p.reward_scale,

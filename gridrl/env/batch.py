@@ -35,7 +35,8 @@ Backend = Literal["numba"]
 #: Keys of the per-step info: output fields summed over sites, then weighted reward terms.
 INFO_FIELDS = OUTPUT_FIELDS + (
     "reward_carbon", "reward_cost", "reward_slo", "reward_overdue", "reward_overdraw",
-    "reward_gpu_rent", "reward_holding", "reward_degradation", "reward_terminal",
+    "reward_gpu_rent", "reward_holding", "reward_degradation", "reward_transfer",
+    "reward_terminal",
 )
 
 

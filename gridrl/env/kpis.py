@@ -61,7 +61,11 @@ KPIS: tuple[Kpi, ...] = (
     Kpi("mean_cap", "1", "mean power cap fraction over the hours"),
     Kpi("leftover_gpu_h", "GPU h", "flexible work still queued or in transit at the end"),
     Kpi("work_lost_gpu_h", "GPU h",
-        "work held at start + arrived - done - held at end; must be 0 (conservation)"),
+        "work held at start + arrived + restart overhead - done - held at end; must be 0 "
+        "(conservation)"),
+    Kpi("transfer_cost", "currency", "price of the data sent with migrated work"),
+    Kpi("restart_gpu_h", "GPU h", "restart overhead added to migrated work"),
+    Kpi("inference_routed_gpu_h", "GPU h", "inference served at a site other than its own"),
 )
 
 
@@ -125,7 +129,11 @@ def kpi_arrays(sums: np.ndarray, hours: np.ndarray | float, start_work_gpu_h: np
         "migration_kwh": f("migration_kwh"),
         "mean_cap": mean_cap,
         "leftover_gpu_h": end + 0.0 * energy,
-        "work_lost_gpu_h": start + f("arrived_gpu_h") - f("work_done_gpu_h") - end,
+        "work_lost_gpu_h": (start + f("arrived_gpu_h") + f("restart_gpu_h")
+                            - f("work_done_gpu_h") - end),
+        "transfer_cost": f("transfer_cost"),
+        "restart_gpu_h": f("restart_gpu_h"),
+        "inference_routed_gpu_h": f("inference_routed_gpu_h"),
     }
 
 
