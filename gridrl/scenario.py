@@ -523,8 +523,10 @@ class EnvConfig(StrictModel):
 class NetworkConfig(StrictModel):
     """Links between sites: what moving work and serving inference elsewhere costs.
 
-    Defaults are sourced in the shipped scenarios (``envs/geo3.yaml``); units are in the
-    names. ``transfer_cost_regions`` maps every site to a cloud region of the data set
+    Defaults are geo3's values, each sourced in ``envs/geo3.yaml``; units are in the
+    names. Work sent in a step arrives at the start of the next: the link carries at
+    most what it can deliver within the step (``gridrl.env.params.migration_link_gpu_h``).
+    ``transfer_cost_regions`` maps every site to a cloud region of the data set
     ``transfer_cost_dataset``'s ``transfer_cost_file`` (a USD/GB matrix, rows the
     source); without it every transfer costs ``transfer_cost_per_gb``.
     ``coordinates_deg`` (site -> [latitude, longitude]) give great-circle distances, and
@@ -532,11 +534,11 @@ class NetworkConfig(StrictModel):
     inference for others.
     """
 
-    checkpoint_gb_per_gpu_h: NonNeg = 2.0
+    checkpoint_gb_per_gpu_h: NonNeg = 1.0
     bandwidth_gbps: Positive = 10.0
     link_share_fraction: Annotated[float, Field(gt=0.0, le=1.0)] = 0.5
     latency_ms: NonNeg = 30.0
-    transfer_kwh_per_gb: NonNeg = 0.06
+    transfer_kwh_per_gb: NonNeg = 0.0075
     transfer_cost_per_gb: NonNeg = 0.02
     transfer_cost_dataset: str = "multiregion_2021_2024"
     transfer_cost_file: str = "aws_transmission_cost_matrix.csv"
@@ -545,7 +547,7 @@ class NetworkConfig(StrictModel):
     coordinates_deg: dict[str, tuple[float, float]] = Field(default_factory=dict)
     rtt_inflation: Annotated[float, Field(ge=1.0)] = 3.0
     inference_rtt_max_ms: NonNeg = 50.0
-    inference_kwh_per_gpu_h: NonNeg = 0.01
+    inference_kwh_per_gpu_h: NonNeg = 0.001
 
 
 class Period(StrictModel):
