@@ -18,12 +18,17 @@ of the hour; per hour ``v`` the fleet's cumulative flexible work done.
 
 - queue ``b_t = b_{t-1} + in_{t-1} + a_t - x_t - out_t`` (plus the initial queue and
   transit at ``t = 0``); ``u_t = u_{t-1} + x_t + out_t``; ``v_t = v_{t-1} + sum_i x_t``;
-- migration pool ``sum_i out_t = sum_i in_t``;
-- work ``sum_k w = x + s``, ``s <= D``; GPUs ``sum_k w_k / tau_k <= G``;
-- power ``PUE_t (sum_k w_k (c_k Pmax - P0)/tau_k + G P0) + kappa out + ch + e - g - dis
-  = pv + wind``;
+- migration pool ``(1 + r_o) sum_i out_t = sum_i in_t`` (the restart overhead is work
+  added at the destinations); ``out <= L`` (the link), ``in <= G (S - 1)`` (no
+  destination accepts more than it can run within the longest slack);
+- work ``sum_k w = x + s``; GPUs ``sum_k w_k / tau_k <= G``; inference ``s <= D``, or
+  with routing (``r[t, i->j]`` for the pairs in reach, ``s`` served at the site from
+  any origin): ``s_j >= sum_i r_ij``, ``s_i - sum_k r_ki + sum_j r_ij <= D_i`` (served
+  for an origin within its demand), ``sum_j r_ij <= f_inf D_i``;
+- power ``PUE_t (sum_k w_k (c_k Pmax - P0)/tau_k + G P0) + kappa out + k_inf sum_j r_ij
+  + ch + e - g - dis = pv + wind``;
 - headroom ``g - o <= h``; overdraw only for load that curtailment cannot remove:
-  ``o <= max(PUE_t G P0 - pv - wind - h, 0) + kappa out``;
+  ``o <= max(PUE_t G P0 - pv - wind - h, 0) + kappa out + k_inf sum_j r_ij``;
 - battery ``soc_t = soc_{t-1} + eta ch - dis / eta`` within ``[soc_min, soc_max]``,
   ``ch, dis <= P_b``;
 - **deadlines** (earliest deadline first in cumulative form). Let ``C_i[s, t]`` be the
@@ -44,8 +49,9 @@ of the hour; per hour ``v`` the fleet's cumulative flexible work done.
 
 Objective (minimised): the env's weighted reward terms, ``sum (w_c carbon/1000 +
 w_e price/1000) g + w_s (D - s) + w_o ov + w_g o + w_e rho_r sum_k w_k / tau_k +
-w_e h_q (b + in) + w_e c_d dis`` (rent per busy GPU-hour, holding per GPU-h queued or
-in transit at the end of the hour, battery wear per kWh discharged), less a credit
+w_e h_q (b + in) + w_e c_d dis + w_e gb min_j pi[i, j] out`` (rent per busy GPU-hour,
+holding per GPU-h queued or in transit at the end of the hour, battery wear per kWh
+discharged, transfers at the site's cheapest link), less a credit
 ``v_b (soc_H - soc_0)`` for charge gained over the horizon, plus a charge per GPU-h left queued
 or in transit after the last hour (the env's terminal charge for the bound; an
 estimate for MPC). ``J = -objective / reward.scale`` is in the units of the env's
@@ -67,7 +73,19 @@ is at least the return of any policy (``J_lp >= J_env``):
   earliest deadline first; the LP may serve any amount up to the demand (unserved
   demand costs the SLO weight) and do any amount of flexible work the queue holds.
 - *migration*: the env moves a share of every queue bucket to destinations set by one
-  softmax; the LP may move any amount from any site to any other.
+  softmax; the LP may move any amount from any site to any other. The env sends at
+  most ``L`` a step, and a destination accepts at most ``G d - Q <= G (S - 1)`` (``d``
+  the arriving work's mean hours left, at most ``S - 1``); both are the LP's bounds.
+  The env's transit carries the restart overhead ``r_o`` of what was accepted, as the
+  pool row does. The env prices each GB at its link's price, at least the source's
+  cheapest, which the LP charges. The overhead is work of no origin's release table:
+  the deadline rows below ignore it (so they are weaker, still valid), and its holding
+  and energy are charged as in the env.
+- *inference routing*: the env's overflow rule routes at most ``f_inf D`` to sites in
+  reach and serves routed demand with the site's own; map the served part of each
+  site's demand (own and routed in, in proportion) to the LP's ``r`` and ``s``: every
+  routing row holds, and the LP charges network energy only on routed work served
+  (the env on all of it).
 - *battery*: the env follows its dispatch rule (or a setpoint it may clip); the LP
   chooses charge and discharge freely within the same power and energy limits, and
   charges no more than the env ever can in that hour (:meth:`LPStructure.charge_limit`).

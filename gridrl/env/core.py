@@ -17,7 +17,13 @@ Notation, per episode and site ``i`` (batch index omitted). Parameters
 (:class:`~gridrl.env.params.EnvParams`): ``G`` GPUs, ``P0`` idle kW per GPU, ``Pmax``
 busy uncapped kW per GPU, ``tau(c)`` the throttle curve (linear interpolation of the
 scenario's table), ``c_min``, ``S`` slack buckets, ``A[b]`` arrival split, ``kappa``
-migration kWh per GPU-h, ``m_max``, ``beta`` route logit scale, battery ``E_cap``, ``P_b``,
+migration kWh per GPU-h (``network.transfer_kwh_per_gb x gb``), ``gb`` =
+``network.checkpoint_gb_per_gpu_h``, ``L`` the link's GPU-h per step
+(:func:`gridrl.env.params.migration_link_gpu_h`), ``r_o`` restart overhead GPU-h per
+GPU-h moved, ``pi[i, j]`` price per GB sent from ``i`` to ``j``, ``R[i, j]`` 1 where
+``j`` is within ``network.inference_rtt_max_ms`` of ``i``, ``f_inf`` =
+``env.inference_remote_fraction_max``, ``k_inf`` network kWh per GPU-h of inference
+routed, ``m_max``, ``beta`` route logit scale, battery ``E_cap``, ``P_b``,
 ``eta = sqrt(round-trip efficiency)``, ``soc_min``, ``soc_max``, ``theta`` rule discharge
 threshold. Exogenous inputs of hour ``t`` (``exo_t[..., k]``, order ``EXO_SIGNALS``):
 ``pv``, ``wind`` (kW), ``h`` headroom (kW, 0 in an outage), ``carbon`` (g/kWh),
@@ -39,18 +45,42 @@ the rule's ``ch* - dis*`` of equation 5: action 0 is the rule, and every setpoin
 
 1. **Arrivals, transit**: ``q1 = q + z + a A`` (arrivals of hour ``t`` may run in hour
    ``t``); ``z = 0``.
-2. **Migration** (proportional over buckets): ``M = m q1``, ``q2 = q1 - M``,
-   ``mu = sum(M)``. Destination shares exclude the source:
-   ``E_j = exp(rho_j - max rho)``, ``P[i->j] = E_j / (sum_k E_k - E_i)`` for ``j != i``.
-   In transit to ``j``: ``z'_j = sum_{i != j} P[i->j] M_i`` (computed in O(N) as
-   ``E_j (sum_i M_i/den_i - M_j/den_j)``). Migration energy ``e_mig = kappa mu`` kWh,
-   charged at the source in this hour and not curtailable.
+2. **Migration** (proportional over buckets).
+
+   a. *Link*: a site sends at most ``L`` GPU-h a step: ``m' = min(m, L / sum(q1))``.
+      ``L`` is what the link (``bandwidth x link share``) delivers in one step less the
+      latency, over ``gb``, so every step's transfer arrives by the next: the transit
+      delay is one step.
+   b. *Offer*: ``O = m' q1``. Destination shares exclude the source:
+      ``E_j = exp(rho_j - max rho)``, ``P[i->j] = E_j / (sum_k E_k - E_i)`` for
+      ``j != i``; arriving at ``j``: ``Z_j = (1 + r_o) sum_{i != j} P[i->j] O_i``
+      (computed in O(N) as ``E_j (sum_i O_i/den_i - O_j/den_j)``; ``r_o`` is the
+      restart overhead, work the destination must also run).
+   c. *Destination limit*: ``j`` accepts the share ``f_j = min(1, max(G_j d_j - Q_j, 0)
+      / sum(Z_j))`` (1 when nothing arrives) of what arrives: what it can run within
+      the work's slack, ``d_j = sum_b Z_j[b] max(b - 1, 0) / sum(Z_j)`` the mean hours
+      the arriving work may still wait after its transit, ``Q_j = sum(q1_j - O_j)`` its
+      own queue (before refused work returns).
+   d. *Refusals stay home*: the share of ``i``'s offer refused is
+      ``rho_i = sum_{j != i} (1 - f_j) P[i->j]``; ``M = (1 - rho) O``, ``q2 = q1 - M``,
+      ``mu = sum(M)``, in transit to ``j``: ``z'_j = f_j Z_j``. Migration energy
+      ``e_mig = kappa mu`` kWh, charged at the source in this hour and not curtailable;
+      transfer cost ``gb sum(O_i) sum_{j != i} pi[i, j] f_j P[i->j]`` (each GB at its
+      link's price); restart overhead ``r_o mu`` GPU-h.
+   e. *Inference overflow* (at the action's caps ``c``, ``C_i = G_i tau(c_i)``): what a
+      site cannot serve, up to ``f_inf`` of its demand, ``o_i = min(max(D_i - C_i, 0),
+      f_inf D_i)``, is offered to the sites in reach in proportion to their spare
+      capacity ``s_j = max(C_j - D_j, 0)``: ``o_ij = o_i R_ij s_j / sum_k R_ik s_k``;
+      ``j`` takes ``g_j = min(1, s_j / sum_i o_ij)`` of its offers. Routed away
+      ``rt_i = sum_j g_j o_ij``; the demand each site dispatches (4.) becomes
+      ``D_i - rt_i + sum_k g_i o_ki``; network energy ``e_inf = k_inf rt_i`` at the home
+      site, not curtailable. ``e_net = e_mig + e_inf``.
 3. **Request**: ``Q = sum(q2)``, ``R = r Q`` (GPU-h requested, earliest deadline first).
 4. **Dispatch at cap c** (inference first, it cannot wait):
    ``I = min(D, G tau(c))``; ``X = min(R, G tau(c) - I)``; ``busy = (I + X)/tau(c)``;
    ``IT = busy (c Pmax - P0) + G P0`` (a busy GPU at cap ``c`` draws ``c Pmax``; idle
    GPUs stay powered at ``P0``); ``PUE_t = pue + slope max(temp - T0, 0)``;
-   ``F = PUE_t IT + e_mig``.
+   ``F = PUE_t IT + e_net``.
 5. **Battery** (``gen = pv + wind``). Rule (``battery_control: rule``):
    ``ch* = max(gen - F, 0)``, ``dis* = max(F - gen - theta h, 0)``. Action (``setpoint``,
    ``residual``): ``ch* = min(max(p_b, 0), max(h + gen - F, 0))`` (grid charging never
@@ -74,15 +104,16 @@ the rule's ``ch* - dis*`` of equation 5: action 0 is the rule, and every setpoin
    c. *shed inference*: ``y = min(I1, excess2 / k)``, ``excess3 = excess2 - y k``
       (exactly 0 when ``y < I1``).
 
-   Paused and shed GPUs go idle (they keep drawing ``P0``): idle power and migration
+   Paused and shed GPUs go idle (they keep drawing ``P0``): idle power and network
    energy are never curtailed, so an outage that battery and local generation cannot
    carry leaves ``overdraw = excess3 > 0``.
 7. **Grid**: ``X2 = X1 - x``, ``I2 = I1 - y``, ``IT2 = IT1 - (x + y)(c* Pmax - P0)/tau(c*)``,
-   ``F2 = PUE_t IT2 + e_mig``, ``net = F2 - gen + ch - dis``;
+   ``F2 = PUE_t IT2 + e_net``, ``net = F2 - gen + ch - dis``;
    ``import = max(net, 0)``, ``export = max(-net, 0)`` (surplus generation spilled or
    exported without pay), ``overdraw = excess3`` (= ``max(import - h, 0)``).
    ``carbon_kg = import carbon / 1000``, ``cost = import price / 1000``.
-8. **Work**: ``slo = D - I2`` (GPU-h of inference not served). ``X2`` is taken from
+8. **Work**: ``slo = D' - I2`` (GPU-h of inference not served, ``D'`` the demand
+   after routing: summed over sites, demand less what was served anywhere). ``X2`` is taken from
    ``q2`` earliest deadline first (overdue, then slack 0, 1, ...) with a cumulative sum:
    ``take_b = min(q2_b, max(X2 - (cumsum(q2)_b - q2_b), 0))``; ``q3 = q2 - take``.
 9. **Ageing** (queue and transit): overdue keeps its work and receives slack 0
@@ -97,9 +128,10 @@ the rule's ``ch* - dis*`` of equation 5: action 0 is the rule, and every setpoin
     ``workload.holding_cost_per_gpu_h_h``: every GPU-h of flexible work still queued or
     in transit at the end of the hour, overdue included, costs the value of an hour's
     delay); battery wear ``wear = dis c_d`` (``c_d`` =
-    ``battery.degradation_cost_per_kwh`` per kWh discharged). Reward ``-(w . [carbon_kg,
-    cost, slo, overdue, overdraw, rent, hold, wear]) / scale`` summed over sites
-    (``rent``, ``hold`` and ``wear`` are money: their weight is ``reward.cost_per_unit``).
+    ``battery.degradation_cost_per_kwh`` per kWh discharged); ``transfer`` the transfer
+    cost of 2d. Reward ``-(w . [carbon_kg, cost, slo, overdue, overdraw, rent, hold,
+    wear, transfer]) / scale`` summed over sites (``rent``, ``hold``, ``wear`` and
+    ``transfer`` are money: their weight is ``reward.cost_per_unit``).
     At the last hour of an episode the environments also subtract ``sum_i (leftover_i
     v_i - (soc_i - soc0_i) v_b,i) / scale``. ``soc0`` is the charge the episode started
     with, drawn uniformly from ``battery.soc_initial_fraction_range`` by a generator
@@ -118,7 +150,7 @@ the rule's ``ch* - dis*`` of equation 5: action 0 is the rule, and every setpoin
 Given the caps, every equation is linear or piecewise linear (min/max) in the work and
 energy quantities, so a linear program can model it: with a fixed cap per hour the
 facility energy is the idle floor ``PUE_t G P0`` plus ``e(c) = PUE_t (c Pmax - P0) /
-tau(c)`` kWh per GPU-h of work (inference and flexible alike) plus migration energy;
+tau(c)`` kWh per GPU-h of work (inference and flexible alike) plus network energy;
 GPU capacity is ``G tau(c)`` GPU-h per hour, and rent ``rho_r / tau(c)`` per GPU-h of
 work (a capped GPU needs more busy hours for the same work). Mixing tabulated cap
 levels in an hour is a convex relaxation of choosing one cap (per-GPU caps make that
@@ -129,9 +161,11 @@ telemetry and hour-ahead forecasts give in operation), the forecasts issued at `
 for ``t + h``, and the state at the start of ``t``; arrivals of hour ``t`` are in
 ``exo_t`` and can run in hour ``t``.
 
-Invariants (property-tested): ``sum(q) + sum(z)`` changes by ``a - X2`` each hour (no work
-is lost); ``F2 + ch + export = import + pv + wind + dis``; ``soc_min <= soc <= soc_max``;
-queues are never negative; ``import <= h + overdraw``.
+Invariants (property-tested): ``sum(q) + sum(z)`` changes by ``a + r_o mu - X2`` each
+hour (no work is lost; the restart overhead is work added); a site sends at most ``L``
+and a destination receives at most ``G (S - 1)`` a step; inference demand less served
+equals ``slo`` over the fleet; ``F2 + ch + export = import + pv + wind + dis``;
+``soc_min <= soc <= soc_max``; queues are never negative; ``import <= h + overdraw``.
 """
 
 from __future__ import annotations

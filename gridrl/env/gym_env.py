@@ -111,11 +111,11 @@ class GridEnv(gym.Env):
 
     **Scenario keys** that shape it: ``sites[*]`` (GPUs, power, PUE, battery, workload
     deadlines), ``throttle``, ``reward``, ``env.*`` (``slack_buckets``,
-    ``cap_min_fraction``, ``migration_kwh_per_gpu_h``, ``max_migration_fraction``,
+    ``cap_min_fraction``, ``max_migration_fraction``, ``inference_remote_fraction_max``,
     ``route_logit_scale``, ``battery_control``, ``battery_discharge_threshold_fraction``,
     ``forecast_targets``, ``forecast_horizons_h``, ``forecast_quantiles``,
     ``observation_slack_edges_h``, ``obs_*_scale``, ``episode_hours``,
-    ``terminal_queue_valuation``) and ``periods``.
+    ``terminal_queue_valuation``), ``network`` and ``periods``.
 
     Parameters
     ----------
