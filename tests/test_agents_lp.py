@@ -14,6 +14,7 @@ from gridrl.env import core, physics
 from gridrl.env.batch import BatchSim
 from gridrl.env.episodes import Window
 from gridrl.env.inputs import EnvData
+from gridrl.env.kernel import Out
 from gridrl.env.kpis import episode_kpis
 from gridrl.env.params import REWARD_TERMS, build_params
 
@@ -167,3 +168,51 @@ def test_plan_values_reproduce_the_objective_and_conserve_work():
     rhs = f["grid_import_kwh"] + f["pv_kwh"] + f["wind_kwh"] + f["battery_discharge_kwh"]
     assert lhs == pytest.approx(rhs, abs=1e-6)
     assert (f["busy_gpus"] <= params.gpus + 1e-6).all()
+
+
+def _network_case(**network):
+    sc = scenario([site("a"), site("b")], env={"inference_remote_fraction_max": 0.2,
+                                               "max_migration_fraction": 1.0},
+                  network={"coordinates_deg": {"a": (0.0, 0.0), "b": (0.0, 1.0)},
+                           "latency_ms": 0.0, **network})
+    params = build_params(sc)
+    x = np.zeros((6, 2, len(K)))
+    x[..., K["headroom_kw"]] = 100.0
+    x[..., K["carbon_g_per_kwh"]] = [100.0, 900.0]  # b is dirty: work and inference move
+    x[..., K["price_per_mwh"]] = 50.0
+    return params, x
+
+
+def test_the_lp_routes_inference_within_its_share_and_pays_its_network_energy():
+    params, x = _network_case(inference_kwh_per_gpu_h=0.05)
+    x[..., 1, K["inference_gpus"]] = 5.0
+    sol = Solver(LPStructure(params, 6)).solve(_inputs(params, x))
+    v = sol.values
+    # a fifth of b's 5 GPUs of inference is served at a every hour, nothing unserved
+    assert v[:, 1, Out.INFERENCE_ROUTED_GPU_H] == pytest.approx(np.ones(6), abs=1e-9)
+    assert v[:, :, Out.INFERENCE_SERVED_GPU_H] == pytest.approx(
+        np.tile([1.0, 4.0], (6, 1)), abs=1e-9)
+    assert v[..., Out.SLO_GPU_H].sum() == pytest.approx(0.0, abs=1e-9)
+    assert v[:, 1, Out.INFERENCE_NETWORK_KWH] == pytest.approx(np.full(6, 0.05))
+    # out of reach: nothing moves
+    far = build_params(params.scenario.model_copy(update={"network": params.scenario.network
+                       .model_copy(update={"coordinates_deg": {"a": (0.0, 0.0),
+                                                               "b": (0.0, 90.0)}})}))
+    sol = Solver(LPStructure(far, 6)).solve(_inputs(far, x))
+    assert sol.values[..., Out.INFERENCE_ROUTED_GPU_H].sum() == pytest.approx(0.0)
+
+
+def test_the_lp_sends_no_more_than_the_link_carries_and_pays_the_restart():
+    # 1000 GB per GPU-h over 10 Gbps x 0.5: 2.25 GPU-h an hour
+    params, x = _network_case(checkpoint_gb_per_gpu_h=1000.0, transfer_cost_per_gb=0.0,
+                              transfer_kwh_per_gb=1e-5, restart_overhead_gpu_h_per_gpu_h=0.1)
+    x[0, 1, K["flexible_gpu_h"]] = 40.0
+    sol = Solver(LPStructure(params, 6)).solve(_inputs(params, x))
+    v = sol.values
+    sent = v[:, 1, Out.MIGRATED_GPU_H]
+    assert sent.max() == pytest.approx(2.25, rel=1e-9)  # the link binds
+    assert (sent <= 2.25 + 1e-9).all()
+    assert v[:, 0, Out.TRANSIT_GPU_H].sum() == pytest.approx(1.1 * sent.sum())
+    kpis = episode_kpis(v.sum(0), 6, 0.0, sol.leftover_gpu_h)
+    assert kpis["work_lost_gpu_h"] == pytest.approx(0.0, abs=1e-6)
+    assert kpis["restart_gpu_h"] == pytest.approx(0.1 * sent.sum())
