@@ -229,8 +229,6 @@ def test_bad_scenarios_raise_clear_errors():
         build_params(scenario(sites=[site("a", gpu_idle_kw=0.7)]))
     with pytest.raises(ScenarioError, match="throttle curve's first point"):
         build_params(scenario(1, env={"cap_min_fraction": 0.3}))
-    with pytest.raises(ScenarioError, match=r"network.coordinates_deg.nowhere: no site"):
-        build_params(scenario(2, network={"coordinates_deg": {"nowhere": (0.0, 0.0)}}))
     with pytest.raises(ScenarioError, match=r"network.latency_ms = 4000000.0: expected less"):
         build_params(scenario(2, network={"latency_ms": 4e6}))
     with pytest.raises(ScenarioError, match=r"transfer_cost_regions: .*missing \['s1'\]"):

@@ -397,11 +397,8 @@ def migration_link_gpu_h(net: NetworkConfig) -> float:
 
 def rtt_ms(net: NetworkConfig, names: list[str]) -> np.ndarray:
     """``[N, N]`` round-trip times (ms) from ``network.coordinates_deg``: ``inflation x 2 d
-    / c`` over the great-circle distance ``d`` (infinite where a site has none)."""
-    for name in net.coordinates_deg:
-        if name not in names:
-            raise ScenarioError(f"network.coordinates_deg.{name}: no site of that name "
-                                f"(sites: {', '.join(names)})")
+    / c`` over the great-circle distance ``d`` (infinite where a site has none; entries
+    of other sites are not used, so a scenario cut to fewer sites keeps its network)."""
     pos = np.array([net.coordinates_deg.get(n, (np.nan, np.nan)) for n in names], float)
     lat, lon = np.radians(pos[:, 0]), np.radians(pos[:, 1])
     h = (np.sin((lat[:, None] - lat[None]) / 2) ** 2
@@ -420,11 +417,10 @@ def transfer_cost_per_gb(net: NetworkConfig, names: list[str]) -> np.ndarray:
     if not regions:
         return np.full((n, n), net.transfer_cost_per_gb) * (1.0 - np.eye(n))
     missing = [s for s in names if s not in regions]
-    extra = [s for s in regions if s not in names]
-    if missing or extra:
+    if missing:
         raise ScenarioError(
-            f"network.transfer_cost_regions: expected one region per site; missing "
-            f"{missing}, unknown sites {extra}")
+            f"network.transfer_cost_regions: expected a region for every site; missing "
+            f"{missing}")
     try:
         path = existing_form(dataset_dir(net.transfer_cost_dataset) / net.transfer_cost_file)
         table = pd.read_csv(path, index_col=0)
