@@ -183,17 +183,22 @@ def _network_case(**network):
     return params, x
 
 
-def test_the_lp_routes_inference_within_its_share_and_pays_its_network_energy():
+def test_the_lp_routes_only_overflow_inference_within_its_share():
     params, x = _network_case(inference_kwh_per_gpu_h=0.05)
-    x[..., 1, K["inference_gpus"]] = 5.0
+    # b (10 GPUs, 7 GPU-h an hour at cap 0.5) is asked for 9.5 GPUs: it may route
+    # min(0.2 x 9.5, 9.5 - 7) = 1.9 GPU-h, and does (a is clean)
+    x[..., 1, K["inference_gpus"]] = 9.5
+    x[..., 0, K["inference_gpus"]] = 2.0
     sol = Solver(LPStructure(params, 6)).solve(_inputs(params, x))
     v = sol.values
-    # a fifth of b's 5 GPUs of inference is served at a every hour, nothing unserved
-    assert v[:, 1, Out.INFERENCE_ROUTED_GPU_H] == pytest.approx(np.ones(6), abs=1e-9)
-    assert v[:, :, Out.INFERENCE_SERVED_GPU_H] == pytest.approx(
-        np.tile([1.0, 4.0], (6, 1)), abs=1e-9)
-    assert v[..., Out.SLO_GPU_H].sum() == pytest.approx(0.0, abs=1e-9)
-    assert v[:, 1, Out.INFERENCE_NETWORK_KWH] == pytest.approx(np.full(6, 0.05))
+    routed = v[:, 1, Out.INFERENCE_ROUTED_GPU_H]
+    assert routed == pytest.approx(np.full(6, 1.9), abs=1e-9)
+    assert v[:, 1, Out.INFERENCE_NETWORK_KWH] == pytest.approx(0.05 * routed)
+    # a site that never overflows routes nothing, however dirty its power
+    x[..., 1, K["inference_gpus"]] = 5.0
+    sol = Solver(LPStructure(params, 6)).solve(_inputs(params, x))
+    assert sol.values[..., Out.INFERENCE_ROUTED_GPU_H].sum() == pytest.approx(0.0, abs=1e-9)
+    x[..., 1, K["inference_gpus"]] = 9.5
     # out of reach: nothing moves
     far = build_params(params.scenario.model_copy(update={"network": params.scenario.network
                        .model_copy(update={"coordinates_deg": {"a": (0.0, 0.0),

@@ -24,7 +24,8 @@ of the hour; per hour ``v`` the fleet's cumulative flexible work done.
 - work ``sum_k w = x + s``; GPUs ``sum_k w_k / tau_k <= G``; inference ``s <= D``, or
   with routing (``r[t, i->j]`` for the pairs in reach, ``s`` served at the site from
   any origin): ``s_j >= sum_i r_ij``, ``s_i - sum_k r_ki + sum_j r_ij <= D_i`` (served
-  for an origin within its demand), ``sum_j r_ij <= f_inf D_i``;
+  for an origin within its demand), ``sum_j r_ij <= min(f_inf D_i, max(D_i - G_i
+  tau_min, 0))`` (only overflow is routed);
 - power ``PUE_t (sum_k w_k (c_k Pmax - P0)/tau_k + G P0) + kappa out + k_inf sum_j r_ij
   + ch + e - g - dis = pv + wind``;
 - headroom ``g - o <= h``; overdraw only for load that curtailment cannot remove:
@@ -81,8 +82,9 @@ is at least the return of any policy (``J_lp >= J_env``):
   cheapest, which the LP charges. The overhead is work of no origin's release table:
   the deadline rows below ignore it (so they are weaker, still valid), and its holding
   and energy are charged as in the env.
-- *inference routing*: the env's overflow rule routes at most ``f_inf D`` to sites in
-  reach and serves routed demand with the site's own; map the served part of each
+- *inference routing*: the env's overflow rule routes at most ``min(f_inf D, max(D -
+  G tau(c), 0))`` to sites in reach, at most the LP's ``min(f_inf D, max(D - G tau_min,
+  0))``, and serves routed demand with the site's own; map the served part of each
   site's demand (own and routed in, in proportion) to the LP's ``r`` and ``s``: every
   routing row holds, and the LP charges network energy only on routed work served
   (the env on all of it).
@@ -523,7 +525,11 @@ class LPStructure:
             row_hi[self.rLOCAL] = np.inf
             row_lo[self.rDEM] = row_lo[self.rROUT] = -np.inf
             row_hi[self.rDEM] = demand.ravel()
-            row_hi[self.rROUT] = (p.inference_remote_fraction_max * demand).ravel()
+            # the env routes only what a site cannot serve at its cap, at most
+            # max(D - G tau_min, 0) (its capacity is G tau(c) >= G tau_min)
+            over = np.maximum(demand - p.gpus * p.tau_min, 0.0)
+            row_hi[self.rROUT] = np.minimum(p.inference_remote_fraction_max * demand,
+                                            over).ravel()
         else:
             col_hi[self.cS] = demand.ravel()
         if self.migrate:
