@@ -73,8 +73,12 @@ def test_without_migration_nothing_moves(case):
 
 
 def test_without_deferral_queued_work_is_overdue(case):
-    """Slack 0: work due in its arrival hour, so whatever waits is overdue."""
+    """Slack 0: work due in its arrival hour, so whatever waits is overdue. (The restart
+    overhead of migrated work has no deadline row in the LP, a relaxation: set to 0
+    here so that every GPU-h queued has one.)"""
     sc, data, start = case
+    sc = sc.model_copy(update={"network": sc.network.model_copy(
+        update={"restart_overhead_gpu_h_per_gpu_h": 0.0})})
     full = _plan(sc, data, start)
     gone = _plan(levers.without(sc, "deferral"), data, start)
     waits = full[..., Out.QUEUED_GPU_H] - full[..., Out.OVERDUE_GPU_H]
