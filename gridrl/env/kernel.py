@@ -387,7 +387,7 @@ _GB, _RESTART, _INFMAX, _INFKWH = range(_SCALE + 1, _SCALE + 5)
 # Planes of PackedParams.pair [N, N, 2]: price per GB sent i -> j, j may serve i's inference
 _PRICE, _ROUTABLE = range(2)
 # Columns of the per-site scratch of a step
-_WS_ACCEPT, _WS_CAP, _WS_TAU, _WS_DEMAND, _WS_ROUTED, _WS_TCOST = range(6)
+_WS_ACCEPT, _WS_CAP, _WS_TAU, _WS_DEMAND, _WS_ROUTED, _WS_TCOST, _WS_INBOUND = range(7)
 
 
 @dataclass(frozen=True, eq=False)
@@ -466,7 +466,8 @@ def _route_inference(b, site, scalar, curve, pair, action, x_t, ws):  # pragma: 
     if f_max <= 0.0:
         return
     # offers o_i spare_j / sum_k spare_k, then each destination takes at most its spare
-    inbound = np.zeros(n_s)
+    for i in range(n_s):
+        ws[i, _WS_INBOUND] = 0.0
     for i in range(n_s):
         d_i = x_t[i, Exo.INFERENCE_GPUS]
         over = min(max(d_i - site[i, _GPUS] * ws[i, _WS_TAU], 0.0), f_max * d_i)
@@ -476,7 +477,7 @@ def _route_inference(b, site, scalar, curve, pair, action, x_t, ws):  # pragma: 
         if over <= 0.0 or tot <= 0.0:
             continue
         for j in range(n_s):
-            inbound[j] += over * pair[i, j, _ROUTABLE] * _spare(site, ws, x_t, j) / tot
+            ws[j, _WS_INBOUND] += over * pair[i, j, _ROUTABLE] * _spare(site, ws, x_t, j) / tot
     for i in range(n_s):
         d_i = x_t[i, Exo.INFERENCE_GPUS]
         over = min(max(d_i - site[i, _GPUS] * ws[i, _WS_TAU], 0.0), f_max * d_i)
@@ -488,7 +489,7 @@ def _route_inference(b, site, scalar, curve, pair, action, x_t, ws):  # pragma: 
         for j in range(n_s):
             offer = over * pair[i, j, _ROUTABLE] * _spare(site, ws, x_t, j) / tot
             if offer > 0.0:
-                took = offer * min(_spare(site, ws, x_t, j) / inbound[j], 1.0)
+                took = offer * min(_spare(site, ws, x_t, j) / ws[j, _WS_INBOUND], 1.0)
                 ws[i, _WS_ROUTED] += took
                 ws[i, _WS_DEMAND] -= took
                 ws[j, _WS_DEMAND] += took
@@ -745,7 +746,7 @@ def _step_env(b, site, scalar, split, curve, pair, queue, transit, soc_in, actio
 @numba.njit(cache=True, fastmath=FAST_MATH)
 def _scratch(n_s, n_k):  # pragma: no cover - compiled
     return (np.empty((n_s, n_k)), np.empty((n_s, n_k)), np.empty(n_k), np.empty(n_s),
-            np.empty(n_s), np.empty(n_s), np.empty(n_s), np.empty((n_s, 6)))
+            np.empty(n_s), np.empty(n_s), np.empty(n_s), np.empty((n_s, 7)))
 
 
 @numba.njit(cache=True, fastmath=FAST_MATH)
