@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from env_helpers import scenario, site
 
-from gridrl.env import core
+from gridrl.env import core, kernel
 from gridrl.env.core import EXO_SIGNALS
 from gridrl.env.params import build_params
 from gridrl.scenario import ScenarioError
@@ -333,3 +335,26 @@ def test_inference_beyond_a_sites_capacity_overflows_to_sites_in_reach():
     assert out["inference_served_gpu_h"][0].tolist() == pytest.approx([10.0, 8.0, 0.0])
     assert out["slo_gpu_h"][0].sum() == pytest.approx(0.0)
     assert out["inference_network_kwh"][0, 0] == pytest.approx(0.6)
+
+
+def test_kernel_prices_each_link_like_the_oracle():
+    """A price per pair (not one per source) takes the kernel's per-pair path."""
+    p = build_params(scenario(3, env={"max_migration_fraction": 1.0,
+                                      "inference_remote_fraction_max": 0.5},
+                              network={"coordinates_deg": {"s0": (0.0, 0.0), "s1": (0.0, 1.0),
+                                                           "s2": (0.0, 2.0)}}))
+    price = np.array([[0.0, 0.01, 0.09], [0.02, 0.0, 0.05], [0.1, 0.03, 0.0]])
+    p = dataclasses.replace(p, transfer_cost_per_gb=price)
+    assert kernel.pack(p).scalar[kernel._PAIRWISE] == 1.0
+    rng = np.random.default_rng(3)
+    state = core.reset(p, 4)
+    state.queue_gpu_h[:] = rng.exponential(20.0, state.queue_gpu_h.shape)
+    x = exo(3, 4, inference_gpus=rng.uniform(0, 14, (4, 3)),
+            flexible_gpu_h=rng.uniform(0, 30, (4, 3)))
+    a = rng.uniform(-1, 1, (4, 3, 4))
+    want_state, want = core.step(p, state, a, x)
+    got_state, got = kernel.step(p, state, a, x)
+    np.testing.assert_allclose(got.values, want.values, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(got_state.transit_gpu_h, want_state.transit_gpu_h, rtol=1e-9,
+                               atol=1e-9)
+    assert want["transfer_cost"].sum() > 0 and want["inference_routed_gpu_h"].sum() > 0

@@ -376,14 +376,15 @@ def battery_kw(mode: int, action_kw: Any, fac_kw: Any, gen_kw: Any, headroom_kw:
 
 # Columns of PackedParams.site
 (_GPUS, _IDLE, _PMAX, _PUE, _SLOPE, _T0, _BPOW, _ETA, _SOCMIN, _SOCMAX, _BSPAN, _RENT,
- _HOLD, _WEAR, _LINK) = range(15)
+ _HOLD, _WEAR, _LINK, _EGRESS) = range(16)
 # Entries of PackedParams.scalar: cap_min, tau(cap_min), migration kWh per GPU-h, largest
 # migration share, route logit scale, BatteryMode, rule discharge threshold, the five
 # reward weights, reward scale, then the network: GB per GPU-h migrated, restart
-# overhead, largest remote inference share, network kWh per GPU-h of inference routed
+# overhead, largest remote inference share, network kWh per GPU-h of inference routed,
+# 1 when transfer prices depend on the destination (else site column _EGRESS holds them)
 _CAPMIN, _TAUMIN, _KAPPA, _MMAX, _BETA, _BACT, _THETA, _W0 = range(8)
 _SCALE = _W0 + len(REWARD_TERMS)
-_GB, _RESTART, _INFMAX, _INFKWH = range(_SCALE + 1, _SCALE + 5)
+_GB, _RESTART, _INFMAX, _INFKWH, _PAIRWISE = range(_SCALE + 1, _SCALE + 6)
 # Planes of PackedParams.pair [N, N, 2]: price per GB sent i -> j, j may serve i's inference
 _PRICE, _ROUTABLE = range(2)
 # Columns of the per-site scratch of a step
@@ -392,7 +393,7 @@ _WS_ACCEPT, _WS_CAP, _WS_TAU, _WS_DEMAND, _WS_ROUTED, _WS_TCOST, _WS_INBOUND = r
 
 @dataclass(frozen=True, eq=False)
 class PackedParams:
-    """``EnvParams`` as five arrays: per-site ``[N, 15]``, scalars, arrival split, curve,
+    """``EnvParams`` as five arrays: per-site ``[N, 16]``, scalars, arrival split, curve,
     site pairs."""
 
     site: np.ndarray
@@ -405,12 +406,18 @@ class PackedParams:
 def pack(params: EnvParams) -> PackedParams:
     """Pack parameters for the kernel."""
     p = params
+    # a price per source when every row is one price off the diagonal: O(N) per step
+    off = ~np.eye(p.n_sites, dtype=bool)
+    egress = np.array([row[o].max(initial=0.0) for row, o in zip(p.transfer_cost_per_gb, off,
+                                                                  strict=True)])
+    pairwise = not np.all(np.where(off, p.transfer_cost_per_gb, egress[:, None])
+                          == egress[:, None])
     site = np.stack(
         [p.gpus, p.gpu_idle_kw, p.gpu_max_kw, p.pue, p.pue_temp_slope_per_c,
          p.pue_temp_threshold_c, p.battery_power_kw, p.battery_eta, p.soc_min_kwh,
          p.soc_max_kwh, p.battery_action_span_kw, p.gpu_rent_per_gpu_h,
          p.holding_cost_per_gpu_h_h, p.battery_degradation_per_kwh,
-         np.minimum(p.migration_link_gpu_h, np.finfo(np.float64).max)],
+         np.minimum(p.migration_link_gpu_h, np.finfo(np.float64).max), egress],
         axis=1,
     )
     scalar = np.concatenate(
@@ -423,7 +430,7 @@ def pack(params: EnvParams) -> PackedParams:
             [p.reward_scale],
             [p.migration_gb_per_gpu_h, p.restart_overhead_gpu_h_per_gpu_h,
              p.inference_remote_fraction_max if p.n_sites > 1 else 0.0,
-             p.inference_network_kwh_per_gpu_h],
+             p.inference_network_kwh_per_gpu_h, float(pairwise)],
         ]
     )
     curve = np.stack([p.throttle_cap, p.throttle_throughput])
@@ -559,6 +566,7 @@ def _step_env(b, site, scalar, split, curve, pair, queue, transit, soc_in, actio
         total_s[i] = tot1 - mu
     # 2c. each destination accepts what it can run within the arriving work's slack
     refused = 0.0
+    fe_sum = 0.0
     for j in range(n_s):
         zt = 0.0
         wt = 0.0
@@ -569,6 +577,7 @@ def _step_env(b, site, scalar, split, curve, pair, queue, transit, soc_in, actio
         f = migration_accept_share(site[j, _GPUS], wt, zt, total_s[j]) if zt > 0.0 else 1.0
         ws[j, _WS_ACCEPT] = f
         refused += (1.0 - f) * e[j]
+        fe_sum += f * e[j]
     # 2d. refused work stays at its source; transfer price of what is sent
     for i in range(n_s):
         if not multi:
@@ -576,9 +585,12 @@ def _step_env(b, site, scalar, split, curve, pair, queue, transit, soc_in, actio
             continue
         f_i = ws[i, _WS_ACCEPT]
         rho = (refused - (1.0 - f_i) * e[i]) * inv_den[i]
-        price = 0.0
-        for j in range(n_s):
-            price += pair[i, j, _PRICE] * ws[j, _WS_ACCEPT] * e[j]
+        if scalar[_PAIRWISE] > 0.0:
+            price = 0.0
+            for j in range(n_s):
+                price += pair[i, j, _PRICE] * ws[j, _WS_ACCEPT] * e[j]
+        else:
+            price = site[i, _EGRESS] * (fe_sum - f_i * e[i])
         ws[i, _WS_TCOST] = scalar[_GB] * mu_s[i] * price * inv_den[i]
         for k in range(n_k):
             q2[i, k] += rho * moved[i, k]
