@@ -10,8 +10,7 @@ Nothing here loops over episodes, sites, jobs or slack buckets; the cost of a st
 linear in ``B * N * S``, except two site-pair terms (``N^2`` per episode): inference
 routing (2e, only with ``env.inference_remote_fraction_max > 0``) and transfer prices
 that differ by destination (2d; a price per source stays linear in the kernel). One
-step is one hour, so a power in kW held for the step is the
-same number in kWh.
+step is one hour, so a power in kW held for the step is the same number in kWh.
 
 Step equations
 ==============
