@@ -245,6 +245,80 @@ class EventProcess(StrictModel):
     rate_per_year: NonNeg = 0.0
     mean_duration_h: Positive = 4.0
     depth_fraction: Fraction = 1.0  # share of feeder capacity lost while the event lasts
+    # Outages only: share of outages that are planned work announced notice_h ahead
+    # (the rest come without notice). Utilities announce planned interruptions days ahead
+    # (e.g. the UK's Guaranteed Standards, SI 2015/699 reg. 11: two days' notice; most US
+    # tariffs ask for 24-72 h).
+    planned_fraction: Fraction = 0.0
+    planned_notice_h: Annotated[Count, Field(ge=0)] = 48
+
+
+class BackupConfig(StrictModel):
+    """Standby generation (diesel sets), run only when import would exceed headroom.
+
+    US EPA RICE NESHAP (40 CFR 63.6640(f)) lets emergency engines run without limit in an
+    emergency but caps non-emergency use, so backup here covers only what the grid cannot
+    deliver. NFPA 110 type-10 sets take load within 10 s; the UPS bridges that start, so
+    at the hourly step the set carries load from the hour an outage begins.
+    """
+
+    capacity_kw: NonNeg = 0.0
+    fuel_cost_per_kwh: NonNeg = 0.27  # 0.27 L/kWh at 75 % load x 1.0 USD/L diesel
+    carbon_g_per_kwh: NonNeg = 724.0  # 0.27 L/kWh x 2.68 kg CO2/L (EPA emission factors)
+    start_s: NonNeg = 10.0  # NFPA 110 type 10
+    ups_ride_through_s: NonNeg = 300.0  # UPS battery autonomy at full load (typ. 5-10 min)
+    source: str | None = None
+
+    @model_validator(mode="after")
+    def _bridged(self) -> BackupConfig:
+        if self.capacity_kw > 0 and self.start_s > self.ups_ride_through_s:
+            raise ValueError(
+                f"start_s = {self.start_s} exceeds ups_ride_through_s = "
+                f"{self.ups_ride_through_s}: the UPS must carry the load until the set starts")
+        return self
+
+
+class DemandResponseConfig(StrictModel):
+    """Demand-response programme of a site: events asking it to keep grid import at or
+    below a level over a window, announced ahead, paid per event hour and penalised per
+    kWh above the level (programme terms: PJM Emergency Load Response / Capacity
+    Performance non-performance charges, ERCOT ERS, CAISO BIP).
+
+    Events come from a seeded process (``rate_per_year`` > 0) and/or a CSV file
+    (``file``: columns ``dr_event_id, dr_start, dr_end, dr_notice_h`` and ``dr_limit_kw``
+    or ``dr_shed_kw`` with ``dr_baseline_kw``; see ``gridrl.data.sources.events``).
+    """
+
+    payment_per_event_h: NonNeg = 0.0  # paid for every event hour (availability)
+    penalty_per_kwh: NonNeg = 0.0  # charged per kWh imported above the level
+    rate_per_year: NonNeg = 0.0
+    limit_kw: NonNeg = 0.0  # level of the drawn events
+    duration_h_min: Annotated[Count, Field(ge=1)] = 2
+    duration_h_max: Annotated[Count, Field(ge=1)] = 4
+    start_hour_local_min: Annotated[Count, Field(le=23)] = 14
+    start_hour_local_max: Annotated[Count, Field(le=23)] = 18
+    # notice of the drawn events (hours between announcement and start) and their shares
+    notice_h: list[Annotated[Count, Field(ge=0)]] = [24, 1, 0]
+    notice_shares: list[Fraction] = [0.5, 0.3, 0.2]
+    file: str | None = None
+    source: str | None = None
+
+    @model_validator(mode="after")
+    def _ranges(self) -> DemandResponseConfig:
+        if self.duration_h_min > self.duration_h_max:
+            raise ValueError("expected duration_h_min <= duration_h_max")
+        if self.start_hour_local_min > self.start_hour_local_max:
+            raise ValueError("expected start_hour_local_min <= start_hour_local_max")
+        if len(self.notice_h) != len(self.notice_shares) or not self.notice_h:
+            raise ValueError("expected notice_h and notice_shares of equal, non-zero length")
+        if abs(sum(self.notice_shares) - 1.0) > 1e-9:
+            raise ValueError(f"notice_shares {self.notice_shares} must sum to 1")
+        return self
+
+    @property
+    def active(self) -> bool:
+        """True when the site takes part (events drawn or read from a file)."""
+        return self.rate_per_year > 0 or self.file is not None
 
 
 class GridConfig(StrictModel):
@@ -392,6 +466,8 @@ class SiteConfig(StrictModel):
     wind: WindConfig = WindConfig()
     battery: BatteryConfig = BatteryConfig()
     grid: GridConfig
+    backup: BackupConfig = BackupConfig()
+    demand_response: DemandResponseConfig = DemandResponseConfig()
     carbon: CarbonConfig = CarbonConfig()
     price: PriceConfig = PriceConfig()
     workload: WorkloadConfig = WorkloadConfig()
@@ -509,6 +585,7 @@ class EnvConfig(StrictModel):
     obs_carbon_scale_g_per_kwh: Positive = 500.0
     obs_price_scale_per_mwh: Positive = 100.0
     obs_temp_scale_c: Positive = 30.0
+    obs_event_scale_h: Positive = 24.0  # hours until / left of announced grid events
     # Work still queued or in transit when an episode ends is charged what running it at
     # full power would cost at the episode's mean carbon and price ("none": not charged),
     # so no policy gains by pushing work past the episode end.

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from gridrl.data.sources.events import GridEvent, announced_view
 from gridrl.env.core import EXO_SIGNALS
 from gridrl.scenario import Scenario
 
@@ -89,4 +90,14 @@ def synthetic_exo(n_sites: int, hours: int = 24 * 14, seed: int = 0, *,
     out[..., k["inference_gpus"]] = rng.uniform(0.1, 0.5, (hours, n_sites)) * gpus
     out[..., k["flexible_gpu_h"]] = rng.uniform(0.0, 0.6, (hours, n_sites)) * gpus
     out[..., k["temp_c"]] = rng.normal(15, 8, (hours, n_sites))
+    # a 3-hour demand-response event every afternoon, announced 1 h to a day ahead; the
+    # outages above come without notice (known hour by hour)
+    for i in range(n_sites):
+        events = [GridEvent(d * 24 + 14 - int(rng.integers(0, 25)), d * 24 + 14, d * 24 + 17,
+                            float(rng.uniform(2.0, 8.0))) for d in range(hours // 24 + 1)]
+        view = announced_view(events, hours)
+        out[:, i, k["dr_starts_in_h"]] = view[:, 0]
+        out[:, i, k["dr_remaining_h"]] = view[:, 1]
+        out[:, i, k["dr_limit_kw"]] = view[:, 2]
+    out[..., k["outage_remaining_h"]] = out[..., k["headroom_kw"]] == 0.0
     return out

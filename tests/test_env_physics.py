@@ -33,6 +33,8 @@ cases = st.fixed_dictionaries({
     "pue_slope": st.sampled_from([0.0, 0.01, 0.05]),
     "rent": st.sampled_from([0.0, 2.5]),
     "holding": st.sampled_from([0.0, 0.02]),
+    "backup_kw": st.sampled_from([0.0, 3.0, 50.0]),
+    "dr": st.booleans(),
     "seed": st.integers(0, 2**31 - 1),
 })
 
@@ -43,7 +45,11 @@ def _params(c):
                   battery=BATTERY if c["battery"] else {},
                   gpu_rent_per_gpu_h=c.get("rent", 0.0) * (i % 2 == 0),
                   workload={"deadline_slack_h_min": i, "deadline_slack_h_max": 3 + 2 * i,
-                            "holding_cost_per_gpu_h_h": c.get("holding", 0.0)})
+                            "holding_cost_per_gpu_h_h": c.get("holding", 0.0)},
+                  backup={"capacity_kw": c.get("backup_kw", 0.0), "fuel_cost_per_kwh": 0.27,
+                          "carbon_g_per_kwh": 724.0},
+                  demand_response={"payment_per_event_h": 5.0 * c.get("dr", False),
+                                   "penalty_per_kwh": 2.0 * c.get("dr", False)})
              for i in range(c["n_sites"])]
     return build_params(scenario(sites=sites, env={
         "battery_control": c["battery_control"],
@@ -104,11 +110,14 @@ def _formulas(temp, pue, slope, t0, busy, cap, gpus, idle, pmax, tau, demand, re
         kernel.import_price_per_kwh(w[0], w[1], carbon, price),
         kernel.terminal_value_per_gpu_h(pue, idle, pmax, w[0], w[1], carbon, price, rent,
                                         hold, gen),
-        kernel.penalty(w, carbon, price, demand, request, head, rent, hold, gen, tau),
+        kernel.penalty(w, carbon, price, demand, request, head, rent, hold, gen, tau, fac,
+                       busy, temp),
         kernel.migration_accept_share(gpus, demand * request, request, gen),
         rent_cost, hold_cost,
         kernel.battery_value_per_kwh(tau, w[0], w[1], carbon, price),
-        kernel.terminal_charge(busy, hold, fac, gen, rent))
+        kernel.terminal_charge(busy, hold, fac, gen, rent),
+        kernel.backup_kw(head - fac, gen), kernel.dr_event_on(temp - 20.0, busy - 50.0),
+        kernel.dr_shortfall_kwh(theta, fac, head))
 
 
 _compiled = numba.njit(_formulas)
@@ -126,7 +135,7 @@ def test_formulas_give_the_same_numbers_compiled_and_as_numpy():
             rng.uniform(0, 120, n), rng.uniform(0, 200, n), rng.uniform(0, 200, n),
             rng.uniform(0, 200, n), rng.choice([0.0, 0.5, 1.0], n), rng.uniform(20, 800, n),
             rng.uniform(10, 300, n), rng.uniform(0, 4, n), rng.uniform(0, 0.05, n)]
-    w = np.array([0.19, 1.0, 10.0, 2.0, 5.0, 1.0, 1.0, 1.0, 1.0])
+    w = np.array([0.19, 1.0, 10.0, 2.0, 5.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, -1.0])
     as_numpy = np.stack(_formulas(*args, w), axis=1)
     compiled = np.array([_compiled(*(a[j] for a in args), w) for j in range(n)])
     np.testing.assert_allclose(compiled, as_numpy, rtol=1e-12, atol=1e-12)

@@ -15,9 +15,10 @@ BATTERY = {"capacity_kwh": 20.0, "power_kw": 4.0, "round_trip_efficiency": 0.85,
            "soc_min_fraction": 0.1, "soc_max_fraction": 0.9, "soc_initial_fraction": 0.5}
 
 
-def _params(n_sites: int, battery: bool, battery_control: str, threshold: float, pue_slope: float):
+def _params(n_sites: int, battery: bool, battery_control: str, threshold: float, pue_slope: float,
+            backup_kw: float = 0.0):
     sites = [site(f"s{i}", pue=1.0 + 0.2 * i, pue_temp_slope_per_c=pue_slope,
-                  battery=BATTERY if battery else {},
+                  battery=BATTERY if battery else {}, backup={"capacity_kw": backup_kw * i},
                   workload={"deadline_slack_h_min": i, "deadline_slack_h_max": 3 + 2 * i})
              for i in range(n_sites)]
     return build_params(scenario(sites=sites, env={
@@ -34,11 +35,13 @@ cases = st.fixed_dictionaries({
     "pue_slope": st.sampled_from([0.0, 0.01]),
     "seed": st.integers(0, 2**31 - 1),
     "hours": st.integers(1, 30),
+    "backup_kw": st.sampled_from([0.0, 2.0, 40.0]),  # site i has i x this
 })
 
 
 def _rollout(c):
-    p = _params(c["n_sites"], c["battery"], c["battery_control"], c["threshold"], c["pue_slope"])
+    p = _params(c["n_sites"], c["battery"], c["battery_control"], c["threshold"], c["pue_slope"],
+                c["backup_kw"])
     rng = np.random.default_rng(c["seed"])
     exo = synthetic_exo(c["n_sites"], 48, seed=c["seed"])
     # stress: deep outages, huge arrivals, tight headroom
@@ -97,8 +100,23 @@ def test_invariants_hold_every_hour(c):
         # energy balance at every site
         lhs = out["facility_kwh"] + out["battery_charge_kwh"] + out["export_kwh"]
         rhs = (out["grid_import_kwh"] + out["pv_kwh"] + out["wind_kwh"]
-               + out["battery_discharge_kwh"])
+               + out["battery_discharge_kwh"] + out["backup_kwh"])
         np.testing.assert_allclose(lhs, rhs, rtol=1e-10, atol=1e-9)
+        # backup: emergency use only (import at headroom), within capacity, before
+        # any overdraw; its carbon is counted
+        bk = out["backup_kwh"]
+        assert (bk <= p.backup_capacity_kw + tol).all()
+        ran = bk > 1e-9
+        assert (out["grid_import_kwh"][ran] >= x[..., 2][ran] - 1e-8).all()
+        assert (np.abs(bk - p.backup_capacity_kw)[out["overdraw_kwh"] > 1e-9] < 1e-9).all()
+        np.testing.assert_allclose(out["backup_carbon_kg"],
+                                   bk * p.backup_carbon_g_per_kwh / 1000.0, atol=1e-12)
+        # demand response: shortfall only in event hours, and it is the import above
+        # the level
+        on = (x[..., kernel.Exo.DR_STARTS_IN_H] == 0) & (x[..., kernel.Exo.DR_REMAINING_H] > 0)
+        np.testing.assert_array_equal(out["dr_event_h"] > 0, on)
+        np.testing.assert_allclose(out["dr_shortfall_kwh"], on * np.maximum(
+            out["grid_import_kwh"] - x[..., kernel.Exo.DR_LIMIT_KW], 0.0), atol=1e-9)
         np.testing.assert_allclose(
             out["facility_kwh"],
             np.maximum(p.pue + p.pue_temp_slope_per_c * np.maximum(
@@ -160,8 +178,9 @@ def test_outages_behave_as_documented(c):
         np.testing.assert_allclose(out["grid_import_kwh"], out["overdraw_kwh"], atol=1e-9)
         pue = p.pue + p.pue_temp_slope_per_c * np.maximum(x[..., 7] - p.pue_temp_threshold_c, 0)
         floor = pue * p.gpus * p.gpu_idle_kw + out["migration_kwh"]
-        assert (out["overdraw_kwh"] <= floor + 1e-9).all()
-        covered = x[..., 0] + x[..., 1] + out["battery_discharge_kwh"] >= floor + 1e-9
+        assert (out["overdraw_kwh"] <= np.maximum(floor - p.backup_capacity_kw, 0) + 1e-9).all()
+        covered = (x[..., 0] + x[..., 1] + out["battery_discharge_kwh"] + out["backup_kwh"]
+                   >= floor + 1e-9)
         assert (out["overdraw_kwh"][covered] < 1e-9).all()
 
 

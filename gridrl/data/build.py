@@ -38,6 +38,12 @@ from gridrl.data.loaders.multiregion import (
     standard_offset_h,
 )
 from gridrl.data.signals import SignalError, Signals
+from gridrl.data.sources.events import (
+    GridEvent,
+    announced_view,
+    drawn_dr_events,
+    read_dr_events,
+)
 from gridrl.data.sources.grid import grid_signals
 from gridrl.data.sources.market import (
     MarketDrivers,
@@ -48,6 +54,7 @@ from gridrl.data.sources.market import (
 )
 from gridrl.data.sources.multiregion import multiregion_site_weather
 from gridrl.data.sources.pv import pv_power_kw, solar_geometry
+from gridrl.data.sources.rng import stream_rng
 from gridrl.data.sources.series import read_series, series_files
 from gridrl.data.sources.weather import SiteWeather, load_weather_years, year_index
 from gridrl.data.sources.wind import wind_capacity_factor
@@ -69,9 +76,14 @@ SITE_SIGNALS: tuple[str, ...] = (
     "price_per_mwh",
     "inference_gpus",
     "flexible_gpu_h",
+    "dr_starts_in_h",
+    "dr_remaining_h",
+    "dr_limit_kw",
+    "outage_starts_in_h",
+    "outage_remaining_h",
 )
 # Bump when a source model changes, so cached tables from older code are not reused.
-BUILD_VERSION = 3
+BUILD_VERSION = 4
 
 
 @dataclass(frozen=True)
@@ -287,6 +299,7 @@ def build_site(
         carbon, floored = real["carbon_g_per_kwh"], 0
     price = real.get("price_per_mwh", price)
     work = workload_signals(site, weather, scenario.seed, base_dir, scenario.periods)
+    dr = announced_view(dr_events(site, weather, scenario.seed, base_dir), len(index))
     w = weather.frame
     frame = pd.DataFrame(
         {
@@ -303,6 +316,11 @@ def build_site(
             "price_per_mwh": price,
             "inference_gpus": real.get("inference_gpus", work["inference_gpus"].to_numpy()),
             "flexible_gpu_h": real.get("flexible_gpu_h", work["flexible_gpu_h"].to_numpy()),
+            "dr_starts_in_h": dr[:, 0],
+            "dr_remaining_h": dr[:, 1],
+            "dr_limit_kw": dr[:, 2],
+            "outage_starts_in_h": grid.outage_view[:, 0],
+            "outage_remaining_h": grid.outage_view[:, 1],
         },
         index=index,
         columns=list(SITE_SIGNALS),
@@ -312,11 +330,26 @@ def build_site(
     return frame, stats, reports
 
 
+def dr_events(site: SiteConfig, weather: SiteWeather, seed: int,
+              base_dir: Path | None) -> list[GridEvent]:
+    """A site's demand-response events: those of its file, and the seeded process's
+    events that overlap none of them (``gridrl.data.sources.events``)."""
+    cfg = site.demand_response
+    index = weather.frame.index
+    from_file = [] if cfg.file is None else read_dr_events(
+        resolve_data_path(cfg.file, base_dir), index)
+    drawn = drawn_dr_events(cfg, index, weather.tz_offset_h,
+                            stream_rng(seed, site.name, "demand_response"))
+    drawn = [d for d in drawn if all(d.end <= f.start or d.start >= f.end for f in from_file)]
+    return sorted(from_file + drawn, key=lambda e: e.start)
+
+
 def _csv_fingerprints(scenario: Scenario, base_dir: Path | None) -> list[Any]:
     """Size and mtime of every data file the scenario names (part of the cache key)."""
     out = []
     for site in scenario.expanded_sites():
         files = [c.file for c in (site.carbon, site.price) if c.source == "csv" and c.file]
+        files += [site.demand_response.file] if site.demand_response.file else []
         if site.workload.source == "alibaba":
             files += [f for f in (site.workload.trace_file, site.workload.trace_nodes_file) if f]
         paths = [resolve_data_path(file, base_dir) for file in files]

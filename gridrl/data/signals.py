@@ -88,6 +88,11 @@ SIGNALS: dict[str, SignalSpec] = {
     "wind_speed_m_per_s": SignalSpec("m/s", True, "wind speed at measurement height"),
     "inference_gpus": SignalSpec("GPU", True, "mean GPUs busy with latency-sensitive work"),
     "flexible_gpu_h": SignalSpec("GPU h", True, "GPU-hours of flexible work arriving in the hour"),
+    "dr_starts_in_h": SignalSpec("h", True, "hours until the announced demand-response event"),
+    "dr_remaining_h": SignalSpec("h", True, "hours left of the announced demand-response event"),
+    "dr_limit_kw": SignalSpec("kW", True, "import level the announced event asks for"),
+    "outage_starts_in_h": SignalSpec("h", True, "hours until the next announced outage"),
+    "outage_remaining_h": SignalSpec("h", True, "hours left of the announced outage"),
 }
 
 # Unit suffix -> (unit, nonnegative). Matched longest first, so ``_per_mwh`` wins over

@@ -30,8 +30,11 @@ routed, ``m_max``, ``beta`` route logit scale, battery ``E_cap``, ``P_b``,
 threshold. Exogenous inputs of hour ``t`` (``exo_t[..., k]``, order ``EXO_SIGNALS``):
 ``pv``, ``wind`` (kW), ``h`` headroom (kW, 0 in an outage), ``carbon`` (g/kWh),
 ``price`` (per MWh), ``D`` inference demand (GPUs of uncapped work), ``a`` flexible
-arrivals (GPU-h), ``temp`` (deg C). Work is measured in GPU-hours *of uncapped work*: a GPU
-capped at ``c`` does ``tau(c)`` of it per hour.
+arrivals (GPU-h), ``temp`` (deg C), and the announced grid events
+(:mod:`gridrl.data.sources.events`): the current or next announced demand-response event
+(``dr_starts_in_h``, ``dr_remaining_h``, ``dr_limit_kw`` ``L``) and outage
+(``outage_starts_in_h``, ``outage_remaining_h``). Work is measured in GPU-hours *of
+uncapped work*: a GPU capped at ``c`` does ``tau(c)`` of it per hour.
 
 Queue vector ``q`` (length ``S + 1``): ``q[0]`` overdue, ``q[1 + s]`` work that may still
 wait ``s`` hours (it must run in this hour or the next ``s``). ``z`` is work in transit to
@@ -89,7 +92,17 @@ the rule's ``ch* - dis*`` of equation 5: action 0 is the rule, and every setpoin
    pushes import above headroom), ``dis* = max(-p_b, 0)``.
    Limits: ``ch = min(ch*, P_b, max(soc_max - soc, 0)/eta)``,
    ``dis = min(dis*, P_b, max(soc - soc_min, 0) eta)``.
-   ``excess0 = max(F - gen + ch - dis - h, 0)``.
+   ``excess0 = max(F - gen + ch - dis - h - bk, 0)`` with 5b.
+
+5b. **Standby generation** (``backup``: capacity ``B``, fuel ``f`` per kWh, carbon
+   ``c_b`` g/kWh): ``bk = min(max(F - gen + ch - dis - h, 0), B)``. The sets run only
+   when import would exceed headroom (emergency use: US EPA RICE NESHAP, 40 CFR
+   63.6640(f), caps non-emergency run hours of standby engines), after the battery and
+   local generation and before any curtailment. An NFPA 110 type-10 set takes load
+   within 10 s and the UPS carries the load until then (the scenario checks
+   ``start_s <= ups_ride_through_s``), so at the hourly step the set covers the whole
+   hour an outage begins. Overdraw is what neither battery, local generation, backup nor
+   curtailment covers.
 6. **Curtailment**, in a fixed order, each stage only as far as needed:
 
    a. *cap to c_min*: dispatch (4.) again at ``c_min`` -> ``I_m, X_m, busy_m, IT_m``;
@@ -110,10 +123,18 @@ the rule's ``ch* - dis*`` of equation 5: action 0 is the rule, and every setpoin
    energy are never curtailed, so an outage that battery and local generation cannot
    carry leaves ``overdraw = excess3 > 0``.
 7. **Grid**: ``X2 = X1 - x``, ``I2 = I1 - y``, ``IT2 = IT1 - (x + y)(c* Pmax - P0)/tau(c*)``,
-   ``F2 = PUE_t IT2 + e_net``, ``net = F2 - gen + ch - dis``;
+   ``F2 = PUE_t IT2 + e_net``, ``net = F2 - gen + ch - dis - bk``;
    ``import = max(net, 0)``, ``export = max(-net, 0)`` (surplus generation spilled or
    exported without pay), ``overdraw = excess3`` (= ``max(import - h, 0)``).
-   ``carbon_kg = import carbon / 1000``, ``cost = import price / 1000``.
+   ``carbon_kg = (import carbon + bk c_b) / 1000``, ``cost = import price / 1000``,
+   ``fuel = bk f``.
+   **Demand response**: an hour is an event hour (``on = 1``) when the announced event
+   has started and has hours left (``dr_starts_in_h = 0``, ``dr_remaining_h > 0``); the
+   event asks the site to keep grid import at or below ``L``. ``shortfall = on
+   max(import - L, 0)`` kWh; the programme pays ``pay_e`` per event hour (availability,
+   whatever the performance) and charges ``pen`` per kWh of shortfall (non-performance
+   charge, as PJM Capacity Performance and ERCOT ERS settle). The core does not
+   curtail for an event: complying is the policy's choice.
 8. **Work**: ``slo = D' - I2`` (GPU-h of inference not served, ``D'`` the demand
    after routing: summed over sites, demand less what was served anywhere). ``X2`` is taken from
    ``q2`` earliest deadline first (overdue, then slack 0, 1, ...) with a cumulative sum:
@@ -132,8 +153,10 @@ the rule's ``ch* - dis*`` of equation 5: action 0 is the rule, and every setpoin
     delay); battery wear ``wear = dis c_d`` (``c_d`` =
     ``battery.degradation_cost_per_kwh`` per kWh discharged); ``transfer`` the transfer
     cost of 2d. Reward ``-(w . [carbon_kg, cost, slo, overdue, overdraw, rent, hold,
-    wear, transfer]) / scale`` summed over sites (``rent``, ``hold``, ``wear`` and
-    ``transfer`` are money: their weight is ``reward.cost_per_unit``).
+    wear, transfer, fuel, short pen, on pay_e]) / scale`` summed over sites (``rent``,
+    ``hold``, ``wear``, ``transfer``, ``fuel`` and the demand-response penalty are money:
+    their weight is ``reward.cost_per_unit``; the payment is a credit, weight
+    ``-reward.cost_per_unit``).
     At the last hour of an episode the environments also subtract ``sum_i (leftover_i
     v_i - (soc_i - soc0_i) v_b,i) / scale``. ``soc0`` is the charge the episode started
     with, drawn uniformly from ``battery.soc_initial_fraction_range`` by a generator
@@ -166,7 +189,7 @@ for ``t + h``, and the state at the start of ``t``; arrivals of hour ``t`` are i
 Invariants (property-tested): ``sum(q) + sum(z)`` changes by ``a + r_o mu - X2`` each
 hour (no work is lost; the restart overhead is work added); a site sends at most ``L``
 and a destination receives at most ``G (S - 1)`` a step; inference demand less served
-equals ``slo`` over the fleet; ``F2 + ch + export = import + pv + wind + dis``;
+equals ``slo`` over the fleet; ``F2 + ch + export = import + pv + wind + dis + bk``;
 ``soc_min <= soc <= soc_max``; queues are never negative; ``import <= h + overdraw``.
 """
 
@@ -296,7 +319,7 @@ def reset(params: EnvParams, batch_size: int) -> EnvState:
 
 def reward(params: EnvParams, values: np.ndarray) -> np.ndarray:
     """``[B]`` reward from step output values ``[B, N, F]`` (module doc, equation 11)."""
-    terms = values[..., _REWARD_IDX].sum(axis=1)  # [B, 9]
+    terms = values[..., _REWARD_IDX].sum(axis=1)  # [B, len(REWARD_TERMS)]
     return -(terms @ params.reward_weights) / params.reward_scale
 
 
@@ -433,7 +456,9 @@ def step(
     avail = np.maximum(soc - p.soc_min_kwh, 0.0) * eta
     ch = np.minimum(np.minimum(ch_want, p.battery_power_kw), room)
     dis = np.minimum(np.minimum(dis_want, p.battery_power_kw), avail)
-    excess0 = np.maximum(fac - gen + ch - dis - head, 0.0)
+    # 5b. standby generation
+    bk = np.minimum(np.maximum(fac - gen + ch - dis - head, 0.0), p.backup_capacity_kw)
+    excess0 = np.maximum(fac - gen + ch - dis - head - bk, 0.0)
 
     # 6a. curtailment: a share phi of the GPUs goes to cap_min
     gtau_m = gpus * p.tau_min
@@ -471,9 +496,13 @@ def step(
     fac2 = pue * it2 + e_net
 
     # 7. grid
-    net = fac2 - gen + ch - dis
+    net = fac2 - gen + ch - dis - bk
     grid = np.maximum(net, 0.0)
     export = np.maximum(-net, 0.0)
+    dr_on = ((exo_t[..., Exo.DR_STARTS_IN_H] <= 0.0)
+             & (exo_t[..., Exo.DR_REMAINING_H] > 0.0)).astype(np.float64)
+    short = dr_on * np.maximum(grid - exo_t[..., Exo.DR_LIMIT_KW], 0.0)
+    bk_kg = bk * p.backup_carbon_g_per_kwh * KG_PER_G
 
     # 8. earliest deadline first
     take = np.minimum(q2, np.maximum(flex2[..., None] - (cum - q2), 0.0))
@@ -516,7 +545,7 @@ def step(
             x,
             y,
             head + 0.0,
-            grid * carbon * KG_PER_G,
+            grid * carbon * KG_PER_G + bk_kg,
             grid * price * MWH_PER_KWH,
             excess3 > 0.0,
             busy2 * p.gpu_rent_per_gpu_h,
@@ -526,6 +555,13 @@ def step(
             (grow - 1.0) * mu,
             routed,
             p.inference_network_kwh_per_gpu_h * routed,
+            bk,
+            bk * p.backup_fuel_cost_per_kwh,
+            bk_kg,
+            dr_on,
+            short,
+            short * p.dr_penalty_per_kwh,
+            dr_on * p.dr_payment_per_event_h,
         ],
         axis=-1,
     )

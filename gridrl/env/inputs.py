@@ -25,7 +25,8 @@ __all__ = ["EnvData", "EnvDataError", "load_env_data", "make_forecast"]
 
 # Exogenous signals that cannot be negative (price can; temperature can).
 _NONNEG = {"pv_kw", "wind_kw", "headroom_kw", "carbon_g_per_kwh", "inference_gpus",
-           "flexible_gpu_h"}
+           "flexible_gpu_h", "dr_starts_in_h", "dr_remaining_h", "dr_limit_kw",
+           "outage_starts_in_h", "outage_remaining_h"}
 
 
 class EnvDataError(GridrlError, ValueError):

@@ -40,7 +40,8 @@ from gridrl.env.state import EnvState
 __all__ = [
     "EXO_SIGNALS", "FAST_MATH", "KG_PER_G", "MWH_PER_KWH", "OUTPUT_FIELDS", "REWARD_TERMS",
     "Act", "BatteryMode", "Exo", "Out", "PackedParams", "StepBuffers", "StepOutputs",
-    "discharge_available_kw", "dispatch", "facility_kw", "fleet_facility_kw", "fmax", "fmin",
+    "backup_kw", "discharge_available_kw", "dispatch", "dr_event_on", "dr_shortfall_kwh",
+    "facility_kw", "fleet_facility_kw", "fmax", "fmin",
     "battery_value_per_kwh", "gpu_time_cost", "terminal_charge",
     "import_price_per_kwh", "it_kw", "it_kw_from_active", "it_kwh_per_gpu_h",
     "migration_accept_share", "pack",
@@ -68,6 +69,13 @@ class Exo(IntEnum):
     INFERENCE_GPUS = 5  # GPUs of uncapped inference work demanded
     FLEXIBLE_GPU_H = 6  # flexible work arriving (uncapped GPU-h)
     TEMP_C = 7
+    # announced grid events (gridrl.data.sources.events): the current or next announced
+    # demand-response event and outage; remaining 0 when none is announced
+    DR_STARTS_IN_H = 8  # hours until it starts, 0 while it is on
+    DR_REMAINING_H = 9  # its hours left (its whole length before it starts)
+    DR_LIMIT_KW = 10  # grid import level it asks the site to stay at or below
+    OUTAGE_STARTS_IN_H = 11
+    OUTAGE_REMAINING_H = 12  # 1 during an outage that came without notice
 
 
 class Out(IntEnum):
@@ -111,6 +119,13 @@ class Out(IntEnum):
     RESTART_GPU_H = 35  # restart overhead added to the work migrated from this site
     INFERENCE_ROUTED_GPU_H = 36  # inference demand of this site served at other sites
     INFERENCE_NETWORK_KWH = 37  # network energy of the inference routed away
+    BACKUP_KWH = 38  # standby generation (import above headroom it covered)
+    BACKUP_FUEL_COST = 39
+    BACKUP_CARBON_KG = 40  # also inside carbon_kg
+    DR_EVENT_H = 41  # 1 in an hour of a demand-response event, else 0
+    DR_SHORTFALL_KWH = 42  # import above the event's level
+    DR_PENALTY_COST = 43  # shortfall x the programme's penalty per kWh
+    DR_PAYMENT = 44  # the programme's payment for an event hour (a credit)
 
 
 class Act(IntEnum):
@@ -138,7 +153,7 @@ OUTPUT_FIELDS = tuple(m.name.lower() for m in Out)
 #: Output columns of the reward terms, in ``reward.weights`` order.
 REWARD_TERMS = (Out.CARBON_KG, Out.COST, Out.SLO_GPU_H, Out.OVERDUE_GPU_H, Out.OVERDRAW_KWH,
                 Out.GPU_RENT_COST, Out.HOLDING_COST, Out.BATTERY_DEGRADATION_COST,
-                Out.TRANSFER_COST)
+                Out.TRANSFER_COST, Out.BACKUP_FUEL_COST, Out.DR_PENALTY_COST, Out.DR_PAYMENT)
 _TERM_COLS = np.array([int(c) for c in REWARD_TERMS])
 _N_TERMS = len(REWARD_TERMS)
 _N_OUT = len(Out)
@@ -314,12 +329,13 @@ def terminal_value_per_gpu_h(pue: Any, idle_kw: Any, max_kw: Any, w_carbon: Any,
 @_formula
 def penalty(w: Any, carbon_kg: Any, cost: Any, slo_gpu_h: Any, overdue_gpu_h: Any,
             overdraw_kwh: Any, rent_cost: Any, holding_cost: Any, wear_cost: Any,
-            transfer_cost: Any) -> Any:
+            transfer_cost: Any, fuel_cost: Any, dr_penalty: Any, dr_payment: Any) -> Any:
     """Weighted reward terms of a site-hour (step 11, before ``-1 / scale``); ``w`` the
-    nine weights of ``REWARD_TERMS``."""
+    twelve weights of ``REWARD_TERMS`` (the payment's weight is negative: a credit)."""
     return (w[0] * carbon_kg + w[1] * cost + w[2] * slo_gpu_h + w[3] * overdue_gpu_h
             + w[4] * overdraw_kwh + w[5] * rent_cost + w[6] * holding_cost
-            + w[7] * wear_cost + w[8] * transfer_cost)
+            + w[7] * wear_cost + w[8] * transfer_cost + w[9] * fuel_cost
+            + w[10] * dr_penalty + w[11] * dr_payment)
 
 
 @_formula
@@ -331,6 +347,25 @@ def migration_accept_share(gpus: Any, wait_gpu_h2: Any, arriving_gpu_h: Any,
     safe = fmax(arriving_gpu_h, 1e-300)
     room = fmax(gpus * wait_gpu_h2 / safe - queued_gpu_h, 0.0)
     return fmin(room / safe, 1.0)
+
+
+@_formula
+def backup_kw(excess_kw: Any, capacity_kw: Any) -> Any:
+    """Standby generation of an hour (step 5b): what import above headroom would be after
+    the battery, up to the sets' capacity (emergency use only)."""
+    return fmin(excess_kw, capacity_kw)
+
+
+@_formula
+def dr_event_on(starts_in_h: Any, remaining_h: Any) -> Any:
+    """1.0 in an hour of a demand-response event (it has started and has hours left)."""
+    return (starts_in_h <= 0.0) * (remaining_h > 0.0) * 1.0
+
+
+@_formula
+def dr_shortfall_kwh(on: Any, import_kw: Any, limit_kw: Any) -> Any:
+    """Import above the event's level in an event hour (step 7), else 0."""
+    return on * fmax(import_kw - limit_kw, 0.0)
 
 
 @_formula
@@ -376,12 +411,13 @@ def battery_kw(mode: int, action_kw: Any, fac_kw: Any, gen_kw: Any, headroom_kw:
 
 # Columns of PackedParams.site
 (_GPUS, _IDLE, _PMAX, _PUE, _SLOPE, _T0, _BPOW, _ETA, _SOCMIN, _SOCMAX, _BSPAN, _RENT,
- _HOLD, _WEAR, _LINK, _EGRESS) = range(16)
+ _HOLD, _WEAR, _LINK, _EGRESS, _BKCAP, _BKFUEL, _BKCARB, _DRPAY, _DRPEN) = range(21)
 # Entries of PackedParams.scalar: cap_min, tau(cap_min), migration kWh per GPU-h, largest
-# migration share, route logit scale, BatteryMode, rule discharge threshold, the five
-# reward weights, reward scale, then the network: GB per GPU-h migrated, restart
-# overhead, largest remote inference share, network kWh per GPU-h of inference routed,
-# 1 when transfer prices depend on the destination (else site column _EGRESS holds them)
+# migration share, route logit scale, BatteryMode, rule discharge threshold, the
+# reward weights (REWARD_TERMS order), reward scale, then the network: GB per GPU-h
+# migrated, restart overhead, largest remote inference share, network kWh per GPU-h of
+# inference routed, 1 when transfer prices depend on the destination (else site column
+# _EGRESS holds them)
 _CAPMIN, _TAUMIN, _KAPPA, _MMAX, _BETA, _BACT, _THETA, _W0 = range(8)
 _SCALE = _W0 + len(REWARD_TERMS)
 _GB, _RESTART, _INFMAX, _INFKWH, _PAIRWISE = range(_SCALE + 1, _SCALE + 6)
@@ -393,7 +429,7 @@ _WS_ACCEPT, _WS_CAP, _WS_TAU, _WS_DEMAND, _WS_ROUTED, _WS_TCOST, _WS_INBOUND = r
 
 @dataclass(frozen=True, eq=False)
 class PackedParams:
-    """``EnvParams`` as five arrays: per-site ``[N, 16]``, scalars, arrival split, curve,
+    """``EnvParams`` as five arrays: per-site ``[N, 21]``, scalars, arrival split, curve,
     site pairs."""
 
     site: np.ndarray
@@ -417,7 +453,9 @@ def pack(params: EnvParams) -> PackedParams:
          p.pue_temp_threshold_c, p.battery_power_kw, p.battery_eta, p.soc_min_kwh,
          p.soc_max_kwh, p.battery_action_span_kw, p.gpu_rent_per_gpu_h,
          p.holding_cost_per_gpu_h_h, p.battery_degradation_per_kwh,
-         np.minimum(p.migration_link_gpu_h, np.finfo(np.float64).max), egress],
+         np.minimum(p.migration_link_gpu_h, np.finfo(np.float64).max), egress,
+         p.backup_capacity_kw, p.backup_fuel_cost_per_kwh, p.backup_carbon_g_per_kwh,
+         p.dr_payment_per_event_h, p.dr_penalty_per_kwh],
         axis=1,
     )
     scalar = np.concatenate(
@@ -642,7 +680,9 @@ def _step_env(b, site, scalar, split, curve, pair, queue, transit, soc_in, actio
         act_kw = action[b, i, Act.BATTERY] * site[i, _BSPAN] if mode != BatteryMode.RULE else 0.0
         ch, dis = battery_kw(mode, act_kw, fac, gen, head, theta,
                              site[i, _BPOW], soc, site[i, _SOCMIN], site[i, _SOCMAX], eta)
-        excess0 = max(fac - gen + ch - dis - head, 0.0)
+        # 5b. standby generation covers import above headroom first
+        bk = backup_kw(max(fac - gen + ch - dis - head, 0.0), site[i, _BKCAP])
+        excess0 = max(fac - gen + ch - dis - head - bk, 0.0)
         # 6a. share phi of GPUs to cap_min
         inf_m, flex_m, busy_m = dispatch(demand, request, gpus, tau_min)
         it_m = it_kw(busy_m, cap_min, gpus, p_idle, p_max)
@@ -673,9 +713,11 @@ def _step_env(b, site, scalar, split, curve, pair, queue, transit, soc_in, actio
         it2 = it1 - stopped * kw_per
         fac2 = facility_kw(pue, it2, e_net)
         # 7. grid
-        net = fac2 - gen + ch - dis
+        net = fac2 - gen + ch - dis - bk
         grid = max(net, 0.0)
         export = max(-net, 0.0)
+        dr_on = dr_event_on(x_t[i, Exo.DR_STARTS_IN_H], x_t[i, Exo.DR_REMAINING_H])
+        short = dr_shortfall_kwh(dr_on, grid, x_t[i, Exo.DR_LIMIT_KW])
         # 8. earliest deadline first, 9. ageing (overdue and slack 0 merge)
         q0 = q2[i, 0]
         t0 = min(q0, max(flex2, 0.0))
@@ -733,7 +775,8 @@ def _step_env(b, site, scalar, split, curve, pair, queue, transit, soc_in, actio
         v[Out.PAUSED_GPU_H] = x
         v[Out.SHED_GPU_H] = y
         v[Out.HEADROOM_KW] = head
-        v[Out.CARBON_KG] = grid * x_t[i, Exo.CARBON_G_PER_KWH] * KG_PER_G
+        bk_kg = bk * site[i, _BKCARB] * KG_PER_G
+        v[Out.CARBON_KG] = grid * x_t[i, Exo.CARBON_G_PER_KWH] * KG_PER_G + bk_kg
         v[Out.COST] = grid * x_t[i, Exo.PRICE_PER_MWH] * MWH_PER_KWH
         v[Out.HEADROOM_VIOLATION] = 1.0 if excess3 > 0.0 else 0.0
         rent, hold = gpu_time_cost(busy2, site[i, _RENT], queued + ztot, site[i, _HOLD])
@@ -744,6 +787,13 @@ def _step_env(b, site, scalar, split, curve, pair, queue, transit, soc_in, actio
         v[Out.RESTART_GPU_H] = (grow - 1.0) * mu
         v[Out.INFERENCE_ROUTED_GPU_H] = ws[i, _WS_ROUTED]
         v[Out.INFERENCE_NETWORK_KWH] = scalar[_INFKWH] * ws[i, _WS_ROUTED]
+        v[Out.BACKUP_KWH] = bk
+        v[Out.BACKUP_FUEL_COST] = bk * site[i, _BKFUEL]
+        v[Out.BACKUP_CARBON_KG] = bk_kg
+        v[Out.DR_EVENT_H] = dr_on
+        v[Out.DR_SHORTFALL_KWH] = short
+        v[Out.DR_PENALTY_COST] = short * site[i, _DRPEN]
+        v[Out.DR_PAYMENT] = dr_on * site[i, _DRPAY]
     # 11. reward
     r = 0.0
     for i in range(n_s):
@@ -751,7 +801,8 @@ def _step_env(b, site, scalar, split, curve, pair, queue, transit, soc_in, actio
         r += penalty(weights, v[Out.CARBON_KG], v[Out.COST], v[Out.SLO_GPU_H],
                      v[Out.OVERDUE_GPU_H], v[Out.OVERDRAW_KWH], v[Out.GPU_RENT_COST],
                      v[Out.HOLDING_COST], v[Out.BATTERY_DEGRADATION_COST],
-                     v[Out.TRANSFER_COST])
+                     v[Out.TRANSFER_COST], v[Out.BACKUP_FUEL_COST], v[Out.DR_PENALTY_COST],
+                     v[Out.DR_PAYMENT])
     reward[b] = -r / scalar[_SCALE]
 
 
@@ -797,8 +848,8 @@ def step_into(pp: PackedParams, state: EnvState, action: np.ndarray, exo_t: np.n
     """Advance ``B`` episodes by one hour, writing into ``out``.
 
     ``action`` ``[B, N, A]`` must be float64, finite and inside [-1, 1]; ``exo_t``
-    ``[B, N, 8]`` float64. ``out`` may hold ``state``'s own arrays (an in-place update:
-    the kernel reads all of an episode's state before writing it).
+    ``[B, N, len(EXO_SIGNALS)]`` float64. ``out`` may hold ``state``'s own arrays (an
+    in-place update: the kernel reads all of an episode's state before writing it).
     """
     rows = np.arange(exo_t.shape[0])
     _kernel(pp.site, pp.scalar, pp.split, pp.curve, pp.pair, state.queue_gpu_h, state.transit_gpu_h,

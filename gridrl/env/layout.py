@@ -10,7 +10,9 @@ Observation vector (float32), in order:
 2. per site, site after site (``site_names`` order):
 
    a. the hour's signals (``EXO_SIGNALS``: pv, wind, headroom, carbon, price, inference
-      demand, flexible arrivals, temperature);
+      demand, flexible arrivals, temperature, and the announced grid events: hours until
+      the current or next announced demand-response event starts, its hours left and
+      its level, hours until the next announced outage and its hours left);
    b. forecasts issued now for each ``env.forecast_targets`` x ``env.forecast_horizons_h``:
       P50 and spread (highest minus lowest of ``env.forecast_quantiles``), same scale as
       the signal (absent when the environment has no forecast cube);
@@ -22,7 +24,8 @@ Observation vector (float32), in order:
 Each entry is ``(value - offset) / scale`` with ``offset = 0``. Scales: power (kW) by
 the site's reference power ``G * gpu_max_kw * pue``; GPUs and GPU-h by ``G``; carbon,
 price and temperature by ``env.obs_carbon_scale_g_per_kwh``, ``env.obs_price_scale_per_mwh``,
-``env.obs_temp_scale_c``; state of charge by the battery capacity (1 without battery); cap
+``env.obs_temp_scale_c``; event hours by ``env.obs_event_scale_h``; state of charge by
+the battery capacity (1 without battery); cap
 and calendar unscaled. Values are near unit range, not clipped.
 """
 
@@ -48,7 +51,8 @@ __all__ = [
 
 _UNITS = {"pv_kw": "kW", "wind_kw": "kW", "headroom_kw": "kW", "carbon_g_per_kwh": "g/kWh",
           "price_per_mwh": "currency/MWh", "inference_gpus": "GPU", "flexible_gpu_h": "GPU h",
-          "temp_c": "degC"}
+          "temp_c": "degC", "dr_starts_in_h": "h", "dr_remaining_h": "h", "dr_limit_kw": "kW",
+          "outage_starts_in_h": "h", "outage_remaining_h": "h"}
 
 
 @dataclass(frozen=True)
@@ -166,6 +170,7 @@ class ObservationBuilder:
                 "g/kWh": env.obs_carbon_scale_g_per_kwh,
                 "currency/MWh": env.obs_price_scale_per_mwh,
                 "degC": env.obs_temp_scale_c,
+                "h": env.obs_event_scale_h,
             }[_UNITS[name]]
         parts = [data.exo / exo_scale[None]]
         fields: list[ObservationField] = [

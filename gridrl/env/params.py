@@ -31,7 +31,8 @@ MAX_ROUTE_LOGIT_SCALE = 300.0
 
 #: Reward terms, in the order of ``EnvParams.reward_weights``.
 REWARD_TERMS = ("carbon_kg", "cost", "slo_gpu_h", "overdue_gpu_h", "overdraw_kwh",
-                "gpu_rent_cost", "holding_cost", "battery_degradation_cost", "transfer_cost")
+                "gpu_rent_cost", "holding_cost", "battery_degradation_cost", "transfer_cost",
+                "backup_fuel_cost", "dr_penalty_cost", "dr_payment")
 
 #: One step of the simulation (s): every rate is per step.
 STEP_S = 3600.0
@@ -119,9 +120,15 @@ class EnvParams:
     terminal_delay_h : ndarray
         Hours of holding charged to a GPU-h left at the end of an episode: the site's
         mean deadline slack (see :func:`terminal_delay_h`).
+    backup_capacity_kw, backup_fuel_cost_per_kwh, backup_carbon_g_per_kwh : ndarray
+        Standby generation: capacity, fuel cost and carbon per kWh generated.
+    dr_payment_per_event_h, dr_penalty_per_kwh : ndarray
+        Demand-response programme terms: payment per event hour, penalty per kWh of
+        import above an event's level.
     reward_weights : ndarray
-        ``[9]`` weights of ``REWARD_TERMS`` (rent, holding and battery wear are money,
-        weighted like ``cost``).
+        ``[12]`` weights of ``REWARD_TERMS`` (rent, holding, battery wear, transfer, fuel and
+        the demand-response penalty are money, weighted like ``cost``; the payment is a
+        credit, weighted ``-cost``).
     reward_scale : float
         The weighted sum is divided by it.
     ref_kw : ndarray
@@ -168,6 +175,11 @@ class EnvParams:
     gpu_rent_per_gpu_h: np.ndarray
     holding_cost_per_gpu_h_h: np.ndarray
     terminal_delay_h: np.ndarray
+    backup_capacity_kw: np.ndarray
+    backup_fuel_cost_per_kwh: np.ndarray
+    backup_carbon_g_per_kwh: np.ndarray
+    dr_payment_per_event_h: np.ndarray
+    dr_penalty_per_kwh: np.ndarray
     reward_weights: np.ndarray
     reward_scale: float
     ref_kw: np.ndarray
@@ -362,10 +374,15 @@ def build_params(scenario: Scenario) -> EnvParams:
         gpu_rent_per_gpu_h=arr(lambda s: s.gpu_rent_per_gpu_h),
         holding_cost_per_gpu_h_h=arr(lambda s: s.workload.holding_cost_per_gpu_h_h),
         terminal_delay_h=arr(terminal_delay_h),
+        backup_capacity_kw=arr(lambda s: s.backup.capacity_kw),
+        backup_fuel_cost_per_kwh=arr(lambda s: s.backup.fuel_cost_per_kwh),
+        backup_carbon_g_per_kwh=arr(lambda s: s.backup.carbon_g_per_kwh),
+        dr_payment_per_event_h=arr(lambda s: s.demand_response.payment_per_event_h),
+        dr_penalty_per_kwh=arr(lambda s: s.demand_response.penalty_per_kwh),
         reward_weights=np.array(
             [rw.carbon_per_kg, rw.cost_per_unit, rw.slo_per_gpu_h, rw.overdue_per_gpu_h,
              rw.overdraw_per_kwh, rw.cost_per_unit, rw.cost_per_unit, rw.cost_per_unit,
-             rw.cost_per_unit],
+             rw.cost_per_unit, rw.cost_per_unit, rw.cost_per_unit, -rw.cost_per_unit],
             dtype=np.float64,
         ),
         reward_scale=float(rw.scale),

@@ -31,6 +31,13 @@ The ``max(., 0)`` is physics, not a repair: when the background load plus the re
 exceed the capacity left by an event, the site may import nothing; those hours are
 counted in ``GridSignals.saturated_hours`` and reported by ``gridrl signals``.
 Headroom is 0 during every outage hour and never exceeds ``C(t)``.
+
+Notice: each outage is planned work with probability ``planned_fraction`` (its own
+seeded stream), announced ``planned_notice_h`` hours before it starts; the others come
+without notice. Overlapping outages form one outage with the notice of the first.
+``outage_view`` holds what the site knows of them each hour
+(:func:`gridrl.data.sources.events.announced_view`: hours until the next announced
+outage and its hours left).
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from gridrl.data.sources.events import GridEvent, announced_view
 from gridrl.data.sources.rng import stream_rng
 from gridrl.data.sources.weather import SiteWeather, local_standard_time
 from gridrl.scenario import EventProcess, GridConfig
@@ -61,6 +69,9 @@ class GridSignals:
     saturated_hours : int
         Hours outside outages in which background load plus reserve reached the
         capacity left, so headroom is 0.
+    outage_view : numpy.ndarray
+        ``[T, 2]``: hours until the current or next announced outage starts, its hours
+        left (module doc).
     """
 
     background_load_kw: np.ndarray
@@ -69,6 +80,8 @@ class GridSignals:
     congestion_hours: int
     outage_hours: int
     saturated_hours: int
+    outage_view: np.ndarray
+
 
 
 def daily_weekly_shape(
@@ -112,19 +125,48 @@ def event_depth(process: EventProcess, n_hours: int, rng: np.random.Generator) -
     events take the largest depth. Events that run past the last hour are cut there.
     """
     depth = np.zeros(n_hours)
+    depth[_covered(*draw_events(process, n_hours, rng), n_hours)] = process.depth_fraction
+    return depth
+
+
+def draw_events(process: EventProcess, n_hours: int,
+                rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """``(starts, ends)`` hour indices of the process's events (ends exclusive, cut at
+    ``n_hours``), in drawing order."""
     if process.rate_per_year == 0:
-        return depth
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
     n_events = rng.poisson(process.rate_per_year * n_hours / HOURS_PER_YEAR)
     starts = rng.integers(0, n_hours, size=n_events)
     durations = rng.geometric(min(1.0 / process.mean_duration_h, 1.0), size=n_events)
+    return starts, np.minimum(starts + durations, n_hours)
+
+
+def _covered(starts: np.ndarray, ends: np.ndarray, n_hours: int) -> np.ndarray:
     # Mark +1 at each start and -1 after each end: a running sum counts active events.
-    ends = np.minimum(starts + durations, n_hours)
     active = np.zeros(n_hours + 1, dtype=np.int64)
     np.add.at(active, starts, 1)
     np.add.at(active, ends, -1)
-    covered = np.cumsum(active[:-1]) > 0
-    depth[covered] = process.depth_fraction
-    return depth
+    return np.cumsum(active[:-1]) > 0
+
+
+def outage_events(process: EventProcess, n_hours: int, rng: np.random.Generator,
+                  notice_rng: np.random.Generator) -> tuple[np.ndarray, list[GridEvent]]:
+    """Hours in an outage ``[n_hours]`` and the outages as announced events (overlapping
+    draws merged, a planned share with notice; module doc)."""
+    starts, ends = draw_events(process, n_hours, rng)
+    covered = _covered(starts, ends, n_hours)
+    planned = notice_rng.random(len(starts)) < process.planned_fraction
+    events: list[GridEvent] = []
+    for k in np.argsort(starts, kind="stable"):
+        s, e = int(starts[k]), int(ends[k])
+        if events and s <= events[-1].end:  # merge: notice of the first
+            last = events[-1]
+            events[-1] = GridEvent(last.announced, last.start, max(last.end, e),
+                                   end_known=last.end_known)
+            continue
+        notice = process.planned_notice_h if planned[k] else 0
+        events.append(GridEvent(s - notice, s, e, end_known=bool(planned[k])))
+    return covered, events
 
 
 def grid_signals(
@@ -154,7 +196,8 @@ def grid_signals(
     n = len(weather.frame)
     load = background_load_kw(grid, weather) if load_kw is None else load_kw
     congestion = event_depth(grid.congestion, n, stream_rng(seed, site, "congestion"))
-    outage = event_depth(grid.outages, n, stream_rng(seed, site, "outage")) > 0
+    outage, outages = outage_events(grid.outages, n, stream_rng(seed, site, "outage"),
+                                    stream_rng(seed, site, "outage_notice"))
     capacity = grid.feeder_capacity_kw * (1.0 - congestion) * np.where(outage, 0.0, 1.0)
     raw = capacity - load - grid.reserve_fraction * grid.feeder_capacity_kw
     headroom = np.maximum(raw, 0.0)
@@ -165,4 +208,5 @@ def grid_signals(
         congestion_hours=int(np.count_nonzero(congestion > 0)),
         outage_hours=int(np.count_nonzero(outage)),
         saturated_hours=int(np.count_nonzero((raw <= 0) & ~outage)),
+        outage_view=announced_view(outages, n)[:, :2],
     )
