@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from env_helpers import THROTTLE
+from env_helpers import THROTTLE, with_grid_events
 from env_helpers import site as env_site
 
 from gridrl.env.core import EXO_SIGNALS
@@ -67,7 +67,7 @@ def synthetic_exo(n_sites: int, hours: int, seed: int = 0, *, gpus: float = 10.0
     x[..., K["inference_gpus"]] = rng.uniform(0.1, 0.5, (hours, n_sites)) * gpus
     x[..., K["flexible_gpu_h"]] = rng.uniform(0.0, 0.6, (hours, n_sites)) * gpus
     x[..., K["temp_c"]] = rng.normal(18, 8, (hours, n_sites))
-    return x
+    return with_grid_events(x, rng)
 
 
 def make_env(sc: Scenario, exo: np.ndarray, *, forecast: str | None = "perfect",

@@ -90,14 +90,21 @@ def synthetic_exo(n_sites: int, hours: int = 24 * 14, seed: int = 0, *,
     out[..., k["inference_gpus"]] = rng.uniform(0.1, 0.5, (hours, n_sites)) * gpus
     out[..., k["flexible_gpu_h"]] = rng.uniform(0.0, 0.6, (hours, n_sites)) * gpus
     out[..., k["temp_c"]] = rng.normal(15, 8, (hours, n_sites))
-    # a 3-hour demand-response event every afternoon, announced 1 h to a day ahead; the
-    # outages above come without notice (known hour by hour)
+    return with_grid_events(out, rng)
+
+
+def with_grid_events(exo: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``exo`` with a 3-hour demand-response event every afternoon (level 2-8 kW),
+    announced 0 h to a day ahead; hours with headroom 0 are outages without notice
+    (known hour by hour)."""
+    hours, n_sites = exo.shape[:2]
+    k = {s: i for i, s in enumerate(EXO_SIGNALS)}
     for i in range(n_sites):
         events = [GridEvent(d * 24 + 14 - int(rng.integers(0, 25)), d * 24 + 14, d * 24 + 17,
                             float(rng.uniform(2.0, 8.0))) for d in range(hours // 24 + 1)]
         view = announced_view(events, hours)
-        out[:, i, k["dr_starts_in_h"]] = view[:, 0]
-        out[:, i, k["dr_remaining_h"]] = view[:, 1]
-        out[:, i, k["dr_limit_kw"]] = view[:, 2]
-    out[..., k["outage_remaining_h"]] = out[..., k["headroom_kw"]] == 0.0
-    return out
+        exo[:, i, k["dr_starts_in_h"]] = view[:, 0]
+        exo[:, i, k["dr_remaining_h"]] = view[:, 1]
+        exo[:, i, k["dr_limit_kw"]] = view[:, 2]
+    exo[..., k["outage_remaining_h"]] = exo[..., k["headroom_kw"]] == 0.0
+    return exo

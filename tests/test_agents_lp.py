@@ -145,18 +145,27 @@ def test_deadline_rows_are_the_edf_backlog():
 
 
 def test_plan_values_reproduce_the_objective_and_conserve_work():
-    """Every reward term, GPU rent and holding included, as the plan reports it."""
+    """Every reward term, GPU rent, holding, backup fuel and demand response included, as
+    the plan reports it."""
     sc = scenario([site("a", battery={"capacity_kwh": 8.0, "power_kw": 2.0},
                         gpu_rent_per_gpu_h=0.05,
                         workload={"deadline_slack_h_min": 2, "deadline_slack_h_max": 4,
                                   "holding_cost_per_gpu_h_h": 0.01}),
-                   site("b")])
+                   site("b", backup={"capacity_kw": 1.0},
+                        demand_response={"payment_per_event_h": 2.0,
+                                         "penalty_per_kwh": 0.05})],
+                  reward={"cost_per_unit": 1.0})
     params = build_params(sc)
     x = synthetic_exo(2, 24, seed=5)
+    x[..., 1, K["dr_limit_kw"]] = 0.0  # an event at a dark hour: only shortfall or fuel
+    x[14:17, 1, [K["pv_kw"], K["wind_kw"]]] = 0.0
+    x[1:4, 1, K["headroom_kw"]] = 0.0  # a night outage the sets carry
     sol = Solver(LPStructure(params, 24)).solve(_inputs(params, x))
     v = sol.values
     terms = v[..., [core.OUTPUT_FIELDS.index(f) for f in REWARD_TERMS]]
-    assert terms[..., -2:].sum() > 0  # rent and holding are charged
+    for name in ("gpu_rent_cost", "holding_cost", "backup_fuel_cost", "dr_penalty_cost",
+                 "dr_payment"):
+        assert terms[..., REWARD_TERMS.index(name)].sum() > 0, name
     tval = physics.terminal_value_per_gpu_h(params, x)
     cost = (terms.sum((0, 1)) @ params.reward_weights) + sol.leftover_gpu_h @ tval
     assert -cost / params.reward_scale == pytest.approx(sol.J, rel=1e-7)
@@ -165,7 +174,8 @@ def test_plan_values_reproduce_the_objective_and_conserve_work():
     # energy balance per hour: facility + charge + export = import + pv + wind + discharge
     f = {name: v[..., i] for i, name in enumerate(core.OUTPUT_FIELDS)}
     lhs = f["facility_kwh"] + f["battery_charge_kwh"] + f["export_kwh"]
-    rhs = f["grid_import_kwh"] + f["pv_kwh"] + f["wind_kwh"] + f["battery_discharge_kwh"]
+    rhs = (f["grid_import_kwh"] + f["pv_kwh"] + f["wind_kwh"] + f["battery_discharge_kwh"]
+           + f["backup_kwh"])
     assert lhs == pytest.approx(rhs, abs=1e-6)
     assert (f["busy_gpus"] <= params.gpus + 1e-6).all()
 

@@ -14,7 +14,8 @@ received (it joins site ``i``'s queue at ``t+1``), ``b`` flexible work queued at
 of the hour, ``u`` cumulative work removed from the site's queue (done or sent),
 ``ov`` overdue work, ``g`` grid import, ``o`` overdraw, ``e`` spilled generation,
 ``ch``/``dis`` battery charge/discharge (bus side), ``soc`` state of charge at the end
-of the hour; per hour ``v`` the fleet's cumulative flexible work done.
+of the hour, ``bk`` standby generation, ``sf`` demand-response shortfall; per hour
+``v`` the fleet's cumulative flexible work done.
 
 - queue ``b_t = b_{t-1} + in_{t-1} + a_t - x_t - out_t`` (plus the initial queue and
   transit at ``t = 0``); ``u_t = u_{t-1} + x_t + out_t``; ``v_t = v_{t-1} + sum_i x_t``;
@@ -27,9 +28,11 @@ of the hour; per hour ``v`` the fleet's cumulative flexible work done.
   for an origin within its demand), ``sum_j r_ij <= min(f_inf D_i, max(D_i - G_i
   tau_min, 0))`` (only overflow is routed);
 - power ``PUE_t (sum_k w_k (c_k Pmax - P0)/tau_k + G P0) + kappa out + k_inf sum_j r_ij
-  + ch + e - g - dis = pv + wind``;
-- headroom ``g - o <= h``; overdraw only for load that curtailment cannot remove:
-  ``o <= max(PUE_t G P0 - pv - wind - h, 0) + kappa out + k_inf sum_j r_ij``;
+  + ch + e - g - dis - bk = pv + wind``, ``bk <= B`` (standby capacity);
+- headroom ``g - o <= h``; overdraw only for load that curtailment and backup cannot
+  remove: ``o <= max(PUE_t G P0 - pv - wind - h - B, 0) + kappa out + k_inf sum_j r_ij``;
+- demand response: ``g - sf <= L`` in the hours of an event (``sf = 0`` outside them);
+  the events are the announced ones of the rows (all of them for the bound);
 - battery ``soc_t = soc_{t-1} + eta ch - dis / eta`` within ``[soc_min, soc_max]``,
   ``ch, dis <= P_b``;
 - **deadlines** (earliest deadline first in cumulative form). Let ``C_i[s, t]`` be the
@@ -50,9 +53,11 @@ of the hour; per hour ``v`` the fleet's cumulative flexible work done.
 
 Objective (minimised): the env's weighted reward terms, ``sum (w_c carbon/1000 +
 w_e price/1000) g + w_s (D - s) + w_o ov + w_g o + w_e rho_r sum_k w_k / tau_k +
-w_e h_q (b + in) + w_e c_d dis + w_e gb min_j pi[i, j] out`` (rent per busy GPU-hour,
-holding per GPU-h queued or in transit at the end of the hour, battery wear per kWh
-discharged, transfers at the site's cheapest link), less a credit
+w_e h_q (b + in) + w_e c_d dis + w_e gb min_j pi[i, j] out + (w_e f + w_c c_b / 1000) bk
++ w_e pen sf - w_e pay_e on`` (rent per busy GPU-hour, holding per GPU-h queued or in
+transit at the end of the hour, battery wear per kWh discharged, transfers at the site's
+cheapest link, backup fuel and carbon, the demand-response penalty and payment), less a
+credit
 ``v_b (soc_H - soc_0)`` for charge gained over the horizon, plus a charge per GPU-h left queued
 or in transit after the last hour (the env's terminal charge for the bound; an
 estimate for MPC). ``J = -objective / reward.scale`` is in the units of the env's
@@ -109,6 +114,11 @@ is at least the return of any policy (``J_lp >= J_env``):
   putting the rest of the env's overdue work on any one site satisfies the pooled rows
   too (pooled EDF over the work done anywhere is the least overdue any placement can
   reach), with the same total.
+- *backup*: the env runs its sets only for import above headroom, up to ``B``; the LP
+  may run them in any hour (a relaxation). The env overdraws only with the sets at
+  ``B`` and every GPU idle, so its overdraw is within the overdraw row's ``- B``.
+- *demand response*: the env's shortfall is ``max(g - L, 0)`` in an event hour, the
+  least ``sf`` the row allows; the payment is a constant of the rows.
 - *queue, energy and objective* terms are the env's equations once the choices above
   are fixed (rent, holding and battery wear are linear in busy GPUs, held work and
   discharge); the terminal charge and the battery's terminal credit are the env's.
@@ -136,6 +146,7 @@ from gridrl.env.kernel import (
     OUTPUT_FIELDS,
     Exo,
     Out,
+    dr_event_on,
     facility_kw,
     fleet_facility_kw,
     gpu_time_cost,
@@ -346,6 +357,8 @@ class LPStructure:
         self.cSOC = block(npair)
         self.cV = block(h_len if self.migrate else 0)
         self.cR = block(h_len * kr)  # inference of route_from served at route_to
+        self.cBK = block(npair)
+        self.cSF = block(npair)
         self.n_col = off
         e_k = it_kwh_per_gpu_h(self.caps[None, :], self.taus, p.gpu_idle_kw[:, None],
                                p.gpu_max_kw[:, None])
@@ -413,6 +426,7 @@ class LPStructure:
         add(rb.start + pidx, self.cG.start + pidx, -1.0)
         add(rb.start + pidx, self.cDIS.start + pidx, -1.0)
         add(rb.start + r_from, rcol, kinf)
+        add(rb.start + pidx, self.cBK.start + pidx, -1.0)
         # headroom: g - o <= h
         self.rHEAD = rb = rowblock()
         add(rb.start + pidx, self.cG.start + pidx, 1.0)
@@ -472,6 +486,10 @@ class LPStructure:
             add(rb.start + r_from, rcol, 1.0)
             self.rROUT = rb = rowblock()
             add(rb.start + r_from, rcol, 1.0)
+        # demand response: g - sf <= L in event hours (free elsewhere)
+        self.rDR = rb = rowblock()
+        add(rb.start + pidx, self.cG.start + pidx, 1.0)
+        add(rb.start + pidx, self.cSF.start + pidx, -1.0)
         self.n_row = r0
         rows_a, cols_a, vals_a = np.concatenate(rows), np.concatenate(cols), np.concatenate(vals)
         start = sum(len(r) for r in rows[:pue_at])
@@ -512,7 +530,11 @@ class LPStructure:
         row_lo[self.rHEAD] = -np.inf
         row_hi[self.rHEAD] = head.ravel()
         row_lo[self.rOCAP] = -np.inf
-        row_hi[self.rOCAP] = np.maximum(idle_kw - gen - head, 0.0).ravel()
+        row_hi[self.rOCAP] = np.maximum(idle_kw - gen - head - p.backup_capacity_kw,
+                                        0.0).ravel()
+        dr_on = dr_event_on(exo[..., Exo.DR_STARTS_IN_H], exo[..., Exo.DR_REMAINING_H])
+        row_lo[self.rDR] = -np.inf
+        row_hi[self.rDR] = np.where(dr_on > 0, exo[..., Exo.DR_LIMIT_KW], np.inf).ravel()
         soc_rhs = np.zeros((h_len, n))
         soc_rhs[0] = np.asarray(inp.soc_kwh, float)
         row_lo[self.rSOC] = row_hi[self.rSOC] = soc_rhs.ravel()
@@ -538,13 +560,15 @@ class LPStructure:
         bpow = np.tile(p.battery_power_kw, h_len)
         col_hi[self.cCH] = np.minimum(bpow, self.charge_limit(gen, head, pue, demand).ravel())
         col_hi[self.cDIS] = bpow
+        col_hi[self.cBK] = np.tile(p.backup_capacity_kw, h_len)
+        col_hi[self.cSF] = np.where(dr_on > 0, np.inf, 0.0).ravel()
         col_lo[self.cSOC] = np.tile(p.soc_min_kwh, h_len)
         col_hi[self.cSOC] = np.tile(p.soc_max_kwh, h_len)
         if inp.battery_kw is not None:
             ch_fix, dis_fix = (np.asarray(x, float).ravel() for x in inp.battery_kw)
             col_lo[self.cCH] = col_hi[self.cCH] = ch_fix
             col_lo[self.cDIS] = col_hi[self.cDIS] = dis_fix
-        cost, offset = self._objective(inp, carbon, price, demand)
+        cost, offset = self._objective(inp, carbon, price, demand, dr_on)
         lp = highspy.HighsLp()
         lp.num_col_ = self.n_col
         lp.num_row_ = self.n_row
@@ -564,7 +588,7 @@ class LPStructure:
         return lp, aux
 
     def _objective(self, inp: LPInputs, carbon: np.ndarray, price: np.ndarray,
-                   demand: np.ndarray) -> tuple[np.ndarray, float]:
+                   demand: np.ndarray, dr_on: np.ndarray) -> tuple[np.ndarray, float]:
         """Column costs and constant of the objective (module doc)."""
         p = self.params
         h_len, n = self.H, self.N
@@ -584,6 +608,9 @@ class LPStructure:
         cost[self.cO] = wts[4]
         cost[self.cS] = -wts[2]
         cost[self.cOV] = wts[3]
+        cost[self.cBK] = np.tile(wts[9] * p.backup_fuel_cost_per_kwh
+                                 + wts[0] * p.backup_carbon_g_per_kwh * KG_PER_G, h_len)
+        cost[self.cSF] = np.tile(wts[10] * p.dr_penalty_per_kwh, h_len)
         last = (h_len - 1) * n + np.arange(n)
         tval = np.asarray(inp.terminal_value, float)
         cost[self.cB.start + last] += tval
@@ -591,7 +618,7 @@ class LPStructure:
             cost[self.cIN.start + last] += tval
         if inp.overdue_carry is not None:
             cost[self.cOV.start + last] += np.asarray(inp.overdue_carry, float)
-        offset = float(wts[2] * demand.sum())
+        offset = float(wts[2] * demand.sum() + wts[11] * (dr_on * p.dr_payment_per_event_h).sum())
         if inp.battery_value is not None:
             bval = np.asarray(inp.battery_value, float)
             cost[self.cSOC.start + last] -= bval
@@ -822,6 +849,16 @@ class LPStructure:
         f[..., Out.RESTART_GPU_H] = out * p.restart_overhead_gpu_h_per_gpu_h
         f[..., Out.INFERENCE_ROUTED_GPU_H] = routed
         f[..., Out.INFERENCE_NETWORK_KWH] = inf_kwh
+        bk, sf = pair(self.cBK), pair(self.cSF)
+        dr_on = dr_event_on(exo[..., Exo.DR_STARTS_IN_H], exo[..., Exo.DR_REMAINING_H])
+        f[..., Out.CARBON_KG] += bk * p.backup_carbon_g_per_kwh * KG_PER_G
+        f[..., Out.BACKUP_KWH] = bk
+        f[..., Out.BACKUP_FUEL_COST] = bk * p.backup_fuel_cost_per_kwh
+        f[..., Out.BACKUP_CARBON_KG] = bk * p.backup_carbon_g_per_kwh * KG_PER_G
+        f[..., Out.DR_EVENT_H] = dr_on
+        f[..., Out.DR_SHORTFALL_KWH] = sf
+        f[..., Out.DR_PENALTY_COST] = sf * p.dr_penalty_per_kwh
+        f[..., Out.DR_PAYMENT] = dr_on * p.dr_payment_per_event_h
         first = {"work": x[0], "served": served[0], "busy": busy[0], "migrated": out[0],
                  "received": recv[0], "ch": ch[0], "dis": dis[0], "levels": w[0]}
         return LPSolution(objective=float(objective), J=-float(objective) / p.reward_scale,

@@ -36,7 +36,7 @@ Backend = Literal["numba"]
 INFO_FIELDS = OUTPUT_FIELDS + (
     "reward_carbon", "reward_cost", "reward_slo", "reward_overdue", "reward_overdraw",
     "reward_gpu_rent", "reward_holding", "reward_degradation", "reward_transfer",
-    "reward_terminal",
+    "reward_backup_fuel", "reward_dr_penalty", "reward_dr_payment", "reward_terminal",
 )
 
 
