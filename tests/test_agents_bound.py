@@ -25,14 +25,18 @@ TOL = 1e-7
 
 def _scenario(battery_control: str):
     """GPU time priced (rent at site a, holding at both), battery b starting anywhere in
-    [0.2, 0.8] of its capacity with its final charge valued and its wear priced."""
+    [0.2, 0.8] of its capacity with its final charge valued and its wear priced; standby
+    sets at both, a demand-response programme at a (daily afternoon events)."""
     return scenario(
         [site("a", pv={"kwp": 5.0}, gpu_rent_per_gpu_h=0.05,
               workload={"deadline_slack_h_min": 2, "deadline_slack_h_max": 4,
-                        "holding_cost_per_gpu_h_h": 0.01}),
+                        "holding_cost_per_gpu_h_h": 0.01},
+              backup={"capacity_kw": 2.0},
+              demand_response={"payment_per_event_h": 0.5, "penalty_per_kwh": 0.4}),
          site("b", battery={"capacity_kwh": 12.0, "power_kw": 4.0,
                             "soc_initial_fraction_range": [0.2, 0.8],
                             "degradation_cost_per_kwh": 0.02},
+              backup={"capacity_kw": 6.0},
               workload={"deadline_slack_h_min": 2, "deadline_slack_h_max": 5,
                         "holding_cost_per_gpu_h_h": 0.01})],
         env={"episode_hours": 24, "battery_control": battery_control,

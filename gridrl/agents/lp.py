@@ -140,6 +140,7 @@ import scipy.sparse as sp
 
 from gridrl.env import physics
 from gridrl.env.kernel import (
+    DR_TOL_KWH,
     EXO_SIGNALS,
     KG_PER_G,
     MWH_PER_KWH,
@@ -859,6 +860,7 @@ class LPStructure:
         f[..., Out.DR_SHORTFALL_KWH] = sf
         f[..., Out.DR_PENALTY_COST] = sf * p.dr_penalty_per_kwh
         f[..., Out.DR_PAYMENT] = dr_on * p.dr_payment_per_event_h
+        f[..., Out.DR_COMPLIANT_H] = dr_on * (sf <= DR_TOL_KWH)
         first = {"work": x[0], "served": served[0], "busy": busy[0], "migrated": out[0],
                  "received": recv[0], "ch": ch[0], "dis": dis[0], "levels": w[0]}
         return LPSolution(objective=float(objective), J=-float(objective) / p.reward_scale,

@@ -49,7 +49,9 @@ class ForecastView:
       of each signal it holds, linear in the horizon between the observed value
       (``h = 0``) and the cube's horizons, held flat after the longest one. Signals the
       cube does not hold (flexible arrivals, temperature) use the seasonal naive
-      forecast (the same hour of the latest day already observed).
+      forecast (the same hour of the latest day already observed). Grid events are
+      what is announced at the row (``physics.announced_events``): the current or next
+      demand-response event, headroom 0 in an announced outage.
     - ``none`` or no cube: persistence of the observed value for the cube's signals,
       seasonal naive for the others (the references need *some* forecast; ``none``
       gives them only what they observe).
@@ -97,11 +99,11 @@ class ForecastView:
         naive = np.clip(rows[:, None] + h[None, :] - back[None, :], 0, t_len - 1)
         out = self.exo[naive].copy()  # [B, H, N, K]; h = 0 is the observed row
         if not self._cube_k:
-            return out
+            return physics.announced_events(self.exo[rows], out)
         now = self.exo[rows][:, :, self._cube_k]  # [B, N, Kc]
         if not self._use_cube:
             out[:, :, :, self._cube_k] = now[:, None]
-            return out
+            return physics.announced_events(self.exo[rows], out)
         cube = self._cube_p50[rows]  # [B, N, Kc, Hc]
         xp = np.concatenate([[0], self._cube_h]).astype(np.float64)
         fp = np.concatenate([now[..., None], cube], axis=-1)  # [B, N, Kc, 1 + Hc]
@@ -113,7 +115,7 @@ class ForecastView:
         hi = fp[..., j + 1]
         vals = lo + (hi - lo) * frac  # [B, N, Kc, H]
         out[:, :, :, self._cube_k] = np.moveaxis(vals, -1, 1)
-        return out
+        return physics.announced_events(self.exo[rows], out)
 
 
 @dataclass(eq=False)

@@ -201,6 +201,7 @@ import numpy as np
 
 from gridrl.env.kernel import (
     _TERM_COLS,
+    DR_TOL_KWH,
     EXO_SIGNALS,
     KG_PER_G,
     MWH_PER_KWH,
@@ -562,6 +563,7 @@ def step(
             short,
             short * p.dr_penalty_per_kwh,
             dr_on * p.dr_payment_per_event_h,
+            dr_on * (short <= DR_TOL_KWH),
         ],
         axis=-1,
     )

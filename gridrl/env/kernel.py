@@ -38,7 +38,8 @@ from gridrl.env.params import EnvParams
 from gridrl.env.state import EnvState
 
 __all__ = [
-    "EXO_SIGNALS", "FAST_MATH", "KG_PER_G", "MWH_PER_KWH", "OUTPUT_FIELDS", "REWARD_TERMS",
+    "DR_TOL_KWH", "EXO_SIGNALS", "FAST_MATH", "KG_PER_G", "MWH_PER_KWH", "OUTPUT_FIELDS",
+    "REWARD_TERMS",
     "Act", "BatteryMode", "Exo", "Out", "PackedParams", "StepBuffers", "StepOutputs",
     "backup_kw", "discharge_available_kw", "dispatch", "dr_event_on", "dr_shortfall_kwh",
     "facility_kw", "fleet_facility_kw", "fmax", "fmin",
@@ -56,6 +57,7 @@ FAST_MATH = {"reassoc", "nsz", "arcp", "contract"}
 
 KG_PER_G = 1e-3  # carbon intensity is in g/kWh, carbon in kg
 MWH_PER_KWH = 1e-3  # prices are per MWh, energy in kWh
+DR_TOL_KWH = 1e-6  # shortfall below this is solver round-off: the hour complied
 
 
 class Exo(IntEnum):
@@ -126,6 +128,7 @@ class Out(IntEnum):
     DR_SHORTFALL_KWH = 42  # import above the event's level
     DR_PENALTY_COST = 43  # shortfall x the programme's penalty per kWh
     DR_PAYMENT = 44  # the programme's payment for an event hour (a credit)
+    DR_COMPLIANT_H = 45  # 1 in an event hour with no shortfall (within DR_TOL_KWH)
 
 
 class Act(IntEnum):
@@ -794,6 +797,7 @@ def _step_env(b, site, scalar, split, curve, pair, queue, transit, soc_in, actio
         v[Out.DR_SHORTFALL_KWH] = short
         v[Out.DR_PENALTY_COST] = short * site[i, _DRPEN]
         v[Out.DR_PAYMENT] = dr_on * site[i, _DRPAY]
+        v[Out.DR_COMPLIANT_H] = dr_on * (short <= DR_TOL_KWH)
     # 11. reward
     r = 0.0
     for i in range(n_s):

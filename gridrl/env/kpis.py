@@ -33,7 +33,8 @@ KPIS: tuple[Kpi, ...] = (
     Kpi("it_energy_kwh", "kWh", "IT energy of the GPUs (busy and idle)"),
     Kpi("grid_import_kwh", "kWh", "energy imported from the grid"),
     Kpi("export_kwh", "kWh", "local generation not used (spilled or exported unpaid)"),
-    Kpi("carbon_kg", "kg CO2e", "grid import x grid carbon intensity of the hour"),
+    Kpi("carbon_kg", "kg CO2e", "grid import x grid carbon intensity of the hour, plus "
+        "standby generation x its carbon"),
     Kpi("cost", "currency", "grid import x price of the hour"),
     Kpi("gpu_rent_cost", "currency", "busy GPU-hours x the site's rental price per GPU-hour"),
     Kpi("battery_degradation_cost", "currency",
@@ -66,6 +67,15 @@ KPIS: tuple[Kpi, ...] = (
     Kpi("transfer_cost", "currency", "price of the data sent with migrated work"),
     Kpi("restart_gpu_h", "GPU h", "restart overhead added to migrated work"),
     Kpi("inference_routed_gpu_h", "GPU h", "inference served at a site other than its own"),
+    Kpi("backup_kwh", "kWh", "standby generation (import above headroom it covered)"),
+    Kpi("backup_fuel_cost", "currency", "standby generation x its fuel cost per kWh"),
+    Kpi("backup_carbon_kg", "kg CO2e", "standby generation x its carbon (also in carbon_kg)"),
+    Kpi("dr_event_h", "site h", "site-hours of demand-response events"),
+    Kpi("dr_compliant_h", "site h", "event site-hours with import at or below the level"),
+    Kpi("dr_compliance", "1", "dr_compliant_h / dr_event_h (1 without events)"),
+    Kpi("dr_shortfall_kwh", "kWh", "import above the events' levels"),
+    Kpi("dr_payment", "currency", "programme payments for event hours"),
+    Kpi("dr_penalty_cost", "currency", "dr_shortfall_kwh x the programme's penalty per kWh"),
 )
 
 
@@ -101,6 +111,8 @@ def kpi_arrays(sums: np.ndarray, hours: np.ndarray | float, start_work_gpu_h: np
         share = np.where(energy > 0, 1.0 - grid / np.where(energy > 0, energy, 1.0), 0.0)
         per_useful = np.where(useful > 0, 1.0 / np.where(useful > 0, useful, 1.0), np.nan)
         mean_cap = np.where(hours > 0, f("cap") / (hours * n_sites), np.nan)
+        ev = f("dr_event_h")
+        compliance = np.where(ev > 0, f("dr_compliant_h") / np.where(ev > 0, ev, 1.0), 1.0)
     return {
         "hours": hours + 0.0 * energy,
         "energy_kwh": energy,
@@ -134,6 +146,15 @@ def kpi_arrays(sums: np.ndarray, hours: np.ndarray | float, start_work_gpu_h: np
         "transfer_cost": f("transfer_cost"),
         "restart_gpu_h": f("restart_gpu_h"),
         "inference_routed_gpu_h": f("inference_routed_gpu_h"),
+        "backup_kwh": f("backup_kwh"),
+        "backup_fuel_cost": f("backup_fuel_cost"),
+        "backup_carbon_kg": f("backup_carbon_kg"),
+        "dr_event_h": f("dr_event_h"),
+        "dr_compliant_h": f("dr_compliant_h"),
+        "dr_compliance": compliance,
+        "dr_shortfall_kwh": f("dr_shortfall_kwh"),
+        "dr_payment": f("dr_payment"),
+        "dr_penalty_cost": f("dr_penalty_cost"),
     }
 
 

@@ -17,7 +17,7 @@ from gridrl.env.params import EnvParams
 from gridrl.env.state import EnvState
 
 __all__ = [
-    "battery_value_per_kwh", "battery_values", "encode_battery_kw", "idle_kw",
+    "announced_events", "battery_value_per_kwh", "battery_values", "encode_battery_kw", "idle_kw",
     "initial_soc_kwh", "import_price_per_kwh", "it_kw", "it_kwh_per_gpu_h",
     "pue", "pue_of", "rule_battery_kw", "terminal_value_per_gpu_h", "terminal_values",
 ]
@@ -168,4 +168,26 @@ def encode_battery_kw(params: EnvParams, state: EnvState, action: np.ndarray,
     span = p.battery_action_span_kw
     out[..., Act.BATTERY] = np.clip(np.divide(setpoint_kw, span, out=np.zeros(out.shape[:-1]),
                                     where=span > 0), -1.0, 1.0)
+    return out
+
+
+def announced_events(exo_now: np.ndarray, plan: np.ndarray) -> np.ndarray:
+    """``plan`` ``[B, H, N, K]`` (row ``h`` = ``h`` hours after the decided hour) with
+    its grid-event signals replaced by what is announced at the decided hour
+    ``exo_now`` ``[B, N, K]``: the current or next demand-response event in its hours
+    (``gridrl.data.sources.events``), nothing after it; headroom 0 in the hours of the
+    announced outage. Events announced later are unknown to a planner."""
+    out = plan.copy()
+    h = np.arange(plan.shape[1])[None, :, None]  # [1, H, 1]
+    start = exo_now[:, None, :, Exo.DR_STARTS_IN_H]
+    end = start + exo_now[:, None, :, Exo.DR_REMAINING_H]
+    out[..., Exo.DR_STARTS_IN_H] = np.where(h < start, start - h, 0.0) * (end > start)
+    out[..., Exo.DR_REMAINING_H] = np.where(h < end, end - np.maximum(h, start), 0.0)
+    out[..., Exo.DR_LIMIT_KW] = np.where(h < end, exo_now[:, None, :, Exo.DR_LIMIT_KW], 0.0)
+    o_start = exo_now[:, None, :, Exo.OUTAGE_STARTS_IN_H]
+    o_end = o_start + exo_now[:, None, :, Exo.OUTAGE_REMAINING_H]
+    outage = (h >= o_start) & (h < o_end)
+    out[..., Exo.HEADROOM_KW] = np.where(outage, 0.0, out[..., Exo.HEADROOM_KW])
+    out[..., Exo.OUTAGE_STARTS_IN_H] = np.where(h < o_start, o_start - h, 0.0) * (o_end > o_start)
+    out[..., Exo.OUTAGE_REMAINING_H] = np.where(h < o_end, o_end - np.maximum(h, o_start), 0.0)
     return out
