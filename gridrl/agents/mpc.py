@@ -21,6 +21,9 @@ horizon reaches the episode end the env's own terminal charge and credit are use
 mean over the episode: observed hours so far, forecasts for the rest). Work still overdue after
 the horizon costs ``overdue_carry_h`` more hours of the overdue weight.
 
+Demand-response events are the announced ones (``ForecastView``), planned
+``dr_margin_fraction`` below their level (forecast error margin).
+
 ``run`` is raised to at least the work that is due (overdue and slack 0): the LP removes
 the most urgent work first whether it runs or moves it, while the env moves a share of
 every bucket.
@@ -62,6 +65,9 @@ class MPCParams(BaseModel):
     presolve: bool = False
     # Tie battery charge to the site's own load in the plan (LPStructure.charge_rows).
     charge_rows: bool = False
+    # Plan demand-response events this share below their level: the next hours' load and
+    # generation are forecasts, and a shortfall is charged per kWh.
+    dr_margin_fraction: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.02
 
 
 def continuation_value(params: EnvParams, exo_plan: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -161,7 +167,8 @@ class MPC:
         battery_kw = np.full((len(ctx.rows), p.n_sites), np.nan)  # NaN: the rule
         for b in range(len(ctx.rows)):
             hours = int(min(horizon, remaining[b]))
-            plan = fc[b, :hours]
+            plan = fc[b, :hours].copy()
+            plan[..., Exo.DR_LIMIT_KW] *= 1.0 - self.params.dr_margin_fraction
             if hours == remaining[b]:
                 seen = batch.data.exo[batch.starts[b] : ctx.rows[b]]
                 episode = np.concatenate([seen, plan])

@@ -1,0 +1,171 @@
+"""Announced grid events: demand-response events (seeded and from files), outages with
+notice, what a site sees of them, and MPC complying with an event announced an hour
+ahead on congested1_dr."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from gridrl.agents.evaluate import evaluate_detailed, make_setup
+from gridrl.agents.registry import make_policy
+from gridrl.agents.train import env_inputs
+from gridrl.data.sources.events import (
+    DemandResponseError,
+    GridEvent,
+    announced_view,
+    drawn_dr_events,
+    read_dr_events,
+)
+from gridrl.data.sources.grid import outage_events
+from gridrl.data.sources.rng import stream_rng
+from gridrl.env import physics
+from gridrl.env.inputs import EnvData
+from gridrl.env.kernel import Exo, Out
+from gridrl.scenario import DemandResponseConfig, EventProcess, load_scenario
+
+CONGESTED_DR = Path(__file__).resolve().parents[1] / "envs" / "congested1_dr.yaml"
+INDEX = pd.date_range("2021-07-01", periods=24 * 10, freq="h", tz="UTC")
+
+
+def test_announced_view_shows_the_next_event_from_its_announcement():
+    # announced at 2 for [5, 8), level 3; an outage without notice over [10, 12)
+    dr = announced_view([GridEvent(2, 5, 8, 3.0)], 12)
+    np.testing.assert_array_equal(dr[:, 0], [0, 0, 3, 2, 1, 0, 0, 0, 0, 0, 0, 0])
+    np.testing.assert_array_equal(dr[:, 1], [0, 0, 3, 3, 3, 3, 2, 1, 0, 0, 0, 0])
+    np.testing.assert_array_equal(dr[:, 2], [0, 0, 3, 3, 3, 3, 3, 3, 0, 0, 0, 0])
+    out = announced_view([GridEvent(10, 10, 12, end_known=False)], 12)
+    np.testing.assert_array_equal(out[:, 1], [0] * 10 + [1, 1])  # its end is not announced
+    # two known events: the earlier start is shown until it ends, then the later one
+    both = announced_view([GridEvent(0, 6, 8, 5.0), GridEvent(1, 3, 4, 2.0)], 10)
+    np.testing.assert_array_equal(both[:, 2], [5, 2, 2, 2, 5, 5, 5, 5, 0, 0])
+
+
+def test_planner_sees_only_what_is_announced():
+    exo = np.zeros((1, 1, len(Exo)))
+    exo[0, 0, [Exo.DR_STARTS_IN_H, Exo.DR_REMAINING_H, Exo.DR_LIMIT_KW]] = [1, 3, 50.0]
+    exo[0, 0, [Exo.OUTAGE_STARTS_IN_H, Exo.OUTAGE_REMAINING_H]] = [2, 2]
+    plan = np.zeros((1, 6, 1, len(Exo)))
+    plan[..., Exo.HEADROOM_KW] = 100.0
+    plan[:, 5, 0, Exo.DR_REMAINING_H] = 9.0  # a later event the plan rows must not show
+    got = physics.announced_events(exo, plan)[0, :, 0]
+    on = (got[:, Exo.DR_STARTS_IN_H] == 0) & (got[:, Exo.DR_REMAINING_H] > 0)
+    np.testing.assert_array_equal(on, [False, True, True, True, False, False])
+    np.testing.assert_array_equal(got[:, Exo.DR_LIMIT_KW], [50, 50, 50, 50, 0, 0])
+    np.testing.assert_array_equal(got[:, Exo.HEADROOM_KW], [100, 100, 0, 0, 100, 100])
+
+
+def test_drawn_events_are_seeded_inside_their_window_and_never_overlap():
+    cfg = DemandResponseConfig(rate_per_year=300.0, limit_kw=40.0, start_hour_local_min=13,
+                               start_hour_local_max=16, notice_h=[24, 0],
+                               notice_shares=[0.5, 0.5])
+    a = drawn_dr_events(cfg, INDEX, -5.0, stream_rng(1, "s", "demand_response"))
+    b = drawn_dr_events(cfg, INDEX, -5.0, stream_rng(1, "s", "demand_response"))
+    assert a == b and len(a) > 2
+    local_hour = (np.array([e.start for e in a]) - 5) % 24
+    assert ((local_hour >= 13) & (local_hour <= 16)).all()
+    assert all(e1.end <= e2.start for e1, e2 in zip(a, a[1:], strict=False))
+    assert {e.start - e.announced for e in a} <= {0, 24}
+    assert all(2 <= e.end - e.start <= 4 and e.limit_kw == 40.0 for e in a)
+
+
+def test_outages_with_notice_are_announced_and_the_rest_are_not():
+    proc = EventProcess(rate_per_year=400.0, mean_duration_h=3.0, planned_fraction=0.5,
+                        planned_notice_h=48)
+    n = 24 * 60
+    covered, events = outage_events(proc, n, stream_rng(2, "s", "outage"),
+                                     stream_rng(2, "s", "outage_notice"))
+    planned = [e for e in events if e.end_known]
+    assert planned and len(planned) < len(events)
+    assert all(e.start - e.announced == 48 for e in planned)
+    assert all(e.start == e.announced for e in events if not e.end_known)
+    hours = np.zeros(n, dtype=bool)
+    for e in events:
+        hours[e.start:e.end] = True
+    np.testing.assert_array_equal(hours, covered)
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "events.csv"
+    path.write_text(text)
+    return path
+
+
+def test_event_file_gives_limits_and_shed_requests(tmp_path):
+    path = _write(tmp_path, (
+        "dr_event_id,dr_start,dr_end,dr_notice_h,dr_limit_kw,dr_shed_kw,dr_baseline_kw\n"
+        "a,2021-07-02T15:00:00Z,2021-07-02T18:00:00Z,24,1500,,\n"
+        "b,2021-07-03T14:00:00+00:00,2021-07-03T16:00:00+00:00,1,,500,2600\n"))
+    a, b = read_dr_events(path, INDEX)
+    assert (a.announced, a.start, a.end, a.limit_kw) == (15, 39, 42, 1500.0)
+    assert (b.announced, b.start, b.end, b.limit_kw) == (61, 62, 64, 2100.0)
+
+
+@pytest.mark.parametrize("text, expect", [
+    ("dr_event_id,dr_start,dr_end,dr_limit_kw\na,2021-07-02T15:00Z,2021-07-02T18:00Z,1\n",
+     "missing column(s) ['dr_notice_h']"),
+    ("dr_event_id,dr_start,dr_end,dr_notice_h,dr_limit_kw\n"
+     "a,2021-07-02T15:30Z,2021-07-02T18:00Z,1,5\n", "row 2, column 'dr_start'"),
+    ("dr_event_id,dr_start,dr_end,dr_notice_h,dr_limit_kw\n"
+     "a,2021-07-02 15:00,2021-07-02 18:00,1,5\n", "with a UTC offset"),
+    ("dr_event_id,dr_start,dr_end,dr_notice_h,dr_limit_kw\n"
+     "a,2021-07-02T15:00Z,2021-07-02T15:00Z,1,5\n", "row 2: dr_end"),
+    ("dr_event_id,dr_start,dr_end,dr_notice_h,dr_limit_kw\n"
+     "a,2021-07-02T15:00Z,2021-07-02T18:00Z,1,5\nb,2021-07-02T17:00Z,2021-07-02T19:00Z,1,5\n",
+     "rows 2 and 3 overlap"),
+    ("dr_event_id,dr_start,dr_end,dr_notice_h,dr_limit_kw\n"
+     "a,2021-07-02T15:00Z,2021-07-02T18:00Z,-1,5\n", "row 2, column 'dr_notice_h'"),
+    ("dr_event_id,dr_start,dr_end,dr_notice_h,dr_shed_kw\n"
+     "a,2021-07-02T15:00Z,2021-07-02T18:00Z,1,5\n", "'dr_shed_kw' with 'dr_baseline_kw'"),
+])
+def test_bad_event_files_are_refused_naming_the_place(tmp_path, text, expect):
+    path = _write(tmp_path, text)
+    with pytest.raises(DemandResponseError) as err:
+        read_dr_events(path, INDEX)
+    assert expect in str(err.value) and "events.csv" in str(err.value)
+
+
+@pytest.fixture(scope="module")
+def congested_dr():
+    sc = load_scenario(CONGESTED_DR)
+    # persistence forecasts: the planner learns of events only when they are announced
+    return sc, env_inputs(CONGESTED_DR, "persistence", None)
+
+
+def test_mpc_complies_with_an_event_announced_an_hour_ahead(congested_dr):
+    sc, data = congested_dr
+    setup = make_setup(sc, data=data)
+    week = setup.windows.fixed[6]  # late June: hot afternoons
+    start = week.start + 2 * 24 + 19  # 15:00 local (UTC-5) on the third day
+    level_kw = 2000.0
+    exo = data.exo.copy()
+    view = announced_view([GridEvent(start - 1, start, start + 3, level_kw)], len(exo))
+    exo[:, 0, Exo.DR_STARTS_IN_H:Exo.DR_LIMIT_KW + 1] = view
+    with_event = EnvData.from_arrays(data.index, exo, data.site_names, data.forecast)
+    setup = make_setup(sc, data=with_event)
+    window = slice(start - week.start, start - week.start + 3)
+    traces = {}
+    for name in ("run_now", "mpc"):
+        res = evaluate_detailed(make_policy(name), setup, starts=[week.start],
+                                trace_episodes=(0,))
+        traces[name] = res.traces[0].values[window, 0]
+    # the event binds: run as usual, the site imports above the level
+    assert (traces["run_now"][:, Out.GRID_IMPORT_KWH] > level_kw + 100.0).all()
+    mpc = traces["mpc"]
+    assert (mpc[:, Out.DR_EVENT_H] == 1.0).all()
+    assert (mpc[:, Out.GRID_IMPORT_KWH] <= level_kw + 1e-6).all(), mpc[:, Out.GRID_IMPORT_KWH]
+    assert (mpc[:, Out.DR_SHORTFALL_KWH] <= 1e-6).all()
+
+
+def test_backup_that_starts_after_the_ups_runs_out_is_refused():
+    from env_helpers import scenario, site
+
+    from gridrl.scenario import ScenarioError
+
+    with pytest.raises((ScenarioError, ValueError)) as err:
+        scenario(sites=[site("a", backup={"capacity_kw": 5.0, "start_s": 600.0,
+                                          "ups_ride_through_s": 300.0})])
+    assert "ups_ride_through_s" in str(err.value) and "backup" in str(err.value)
