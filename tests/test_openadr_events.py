@@ -241,3 +241,20 @@ def test_ven_command_names_a_wrong_site_and_an_unreachable_vtn(tmp_path):
     assert "the VTN did not register this VEN" in " ".join(down.output.split())
     # unregistered, the VEN does not know the events in force: it leaves the file alone
     assert not (tmp_path / "dr.csv").exists()
+
+
+def test_the_event_signal_file_is_a_scenario_event_file(tmp_path):
+    """The VEN's signal CSV is read as ``demand_response.file``: one event per id, its
+    start, end, notice and tightest level."""
+    from gridrl.data.sources.events import read_dr_events
+
+    ev = parse_event(_event((30.0, 25.0)), FULL_KW, T0 - timedelta(hours=24))
+    other = parse_event(_event((20.0,), start=T0 + timedelta(hours=5), event_id="ev2"),
+                        FULL_KW, T0 + timedelta(hours=4))
+    out = tmp_path / "events.csv"
+    write_event_signal(out, [ev, other], pd.Timestamp(T0) - pd.Timedelta(hours=2), FULL_KW,
+                       step_s=900, horizon_s=12 * 3600)
+    hours = pd.date_range(pd.Timestamp(T0) - pd.Timedelta(hours=24), periods=48, freq="h")
+    first, second = read_dr_events(out, hours)
+    assert (first.announced, first.start, first.end, first.limit_kw) == (0, 24, 26, 25.0)
+    assert (second.announced, second.start, second.end, second.limit_kw) == (28, 29, 30, 20.0)

@@ -21,7 +21,13 @@ time on):
 ``dr_remaining_h`` hours of the event left (its whole length while announced; 0 without)
 ``dr_start``       the event's start (ISO 8601 UTC), ``none`` without event
 ``dr_event_id``    the VTN's event id, ``none`` without event
+``dr_end``         the event's end (ISO 8601 UTC), ``none`` without event
 =================  =====================================================================
+
+The file is also a demand-response event file of a scenario (``demand_response.file``,
+read by :func:`gridrl.data.sources.events.read_dr_events`): the rows of one event id
+are that event (``dr_start``, ``dr_end``, ``dr_notice_h``, its tightest ``dr_limit_kw``);
+rows without event are skipped.
 """
 
 from __future__ import annotations
@@ -53,7 +59,7 @@ SI_SCALE = {
 W_PER_KW = 1000.0
 COLUMNS = (
     "dr_active", "dr_limit_kw", "dr_shed_kw", "dr_notice_h", "dr_starts_in_h",
-    "dr_remaining_h", "dr_start", "dr_event_id",
+    "dr_remaining_h", "dr_start", "dr_event_id", "dr_end",
 )  # fmt: skip
 
 
@@ -205,7 +211,8 @@ def _row(events: Iterable[DemandEvent], t: pd.Timestamp, full_kw: float) -> dict
         ahead = sorted((e for e in events if e.start > t), key=lambda e: e.start)
         if not ahead:
             return dict(
-                zip(COLUMNS, (0, full_kw, 0.0, 0.0, 0.0, 0.0, NO_EVENT, NO_EVENT), strict=True)
+                zip(COLUMNS, (0, full_kw, 0.0, 0.0, 0.0, 0.0, NO_EVENT, NO_EVENT, NO_EVENT),
+                    strict=True)
             )
         e, on = ahead[0], 0
         starts_in_h = (e.start - t).total_seconds() / SECONDS_PER_HOUR
@@ -220,6 +227,7 @@ def _row(events: Iterable[DemandEvent], t: pd.Timestamp, full_kw: float) -> dict
         remaining_h,
         e.start.isoformat(),
         e.event_id,
+        e.end.isoformat(),
     )
     return dict(zip(COLUMNS, values, strict=True))
 

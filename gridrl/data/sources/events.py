@@ -46,6 +46,7 @@ HOURS_PER_DAY = 24
 DR_EVENT_COLUMNS = ("dr_event_id", "dr_start", "dr_end", "dr_notice_h", "dr_limit_kw",
                     "dr_shed_kw", "dr_baseline_kw")
 _NS_PER_H = 3_600_000_000_000
+NO_EVENT = "none"  # dr_event_id of a row without event (the VEN's signal file)
 
 
 class DemandResponseError(GridrlError, ValueError):
@@ -106,6 +107,11 @@ def drawn_dr_events(cfg: DemandResponseConfig, index: pd.DatetimeIndex, tz_offse
     return events
 
 
+def _line(frame: pd.DataFrame, pos: int) -> int:
+    """File line of the frame's row at position ``pos`` (header is line 1)."""
+    return int(frame.index[pos]) + 2
+
+
 def _times(frame: pd.DataFrame, column: str, where: str) -> pd.DatetimeIndex:
     try:
         t = pd.to_datetime(frame[column], utc=False, format="ISO8601")
@@ -116,50 +122,53 @@ def _times(frame: pd.DataFrame, column: str, where: str) -> pd.DatetimeIndex:
         raise DemandResponseError(f"{where}, column {column!r}: expected times with a UTC "
                                   "offset (e.g. 2021-07-01T15:00:00Z)")
     t = pd.DatetimeIndex(t.dt.tz_convert("UTC"))
-    off = t[t != t.floor("h")]
+    off = np.flatnonzero(t != t.floor("h"))
     if len(off):
-        row = int(np.flatnonzero(t != t.floor("h"))[0])
-        raise DemandResponseError(f"{where}, row {row + 2}, column {column!r}: {off[0]} is "
-                                  "not on the hour (events start and end on whole hours)")
+        raise DemandResponseError(f"{where}, row {_line(frame, off[0])}, column {column!r}: "
+                                  f"{t[off[0]]} is not on the hour (events start and end on "
+                                  "whole hours)")
     return t
 
 
 def _number(frame: pd.DataFrame, column: str, where: str) -> np.ndarray:
     values = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=np.float64)
-    bad = ~np.isfinite(values) | (values < 0)
-    if bad.any():
-        row = int(np.flatnonzero(bad)[0])
-        raise DemandResponseError(f"{where}, row {row + 2}, column {column!r}: expected a "
-                                  f"number >= 0, got {frame[column].iloc[row]!r}")
+    bad = np.flatnonzero(~np.isfinite(values) | (values < 0))
+    if len(bad):
+        raise DemandResponseError(f"{where}, row {_line(frame, bad[0])}, column {column!r}: "
+                                  f"expected a number >= 0, got {frame[column].iloc[bad[0]]!r}")
     return values
 
 
 def _levels(frame: pd.DataFrame, where: str) -> np.ndarray:
     """``dr_limit_kw``, or ``dr_baseline_kw - dr_shed_kw`` where no limit is given."""
-    cols = set(frame.columns)
-    if "dr_limit_kw" in cols and frame["dr_limit_kw"].notna().all():
-        return _number(frame, "dr_limit_kw", where)
-    if not {"dr_shed_kw", "dr_baseline_kw"} <= cols:
+    limit = frame.get("dr_limit_kw", pd.Series(np.nan, index=frame.index))
+    given = pd.to_numeric(limit, errors="coerce").notna().to_numpy()
+    out = np.full(len(frame), np.nan)
+    if given.any():
+        out[given] = _number(frame.loc[given], "dr_limit_kw", where)
+    if given.all():
+        return out
+    if not {"dr_shed_kw", "dr_baseline_kw"} <= set(frame.columns):
         raise DemandResponseError(f"{where}: expected a column 'dr_limit_kw', or "
                                   "'dr_shed_kw' with 'dr_baseline_kw' (a shed request)")
-    limit = (frame["dr_limit_kw"] if "dr_limit_kw" in cols
-             else pd.Series(np.nan, index=frame.index))
-    shed = frame.loc[limit.isna()]
+    shed = frame.loc[~given]
     level = _number(shed, "dr_baseline_kw", where) - _number(shed, "dr_shed_kw", where)
     if (level < 0).any():
-        row = int(shed.index[np.flatnonzero(level < 0)[0]])
-        raise DemandResponseError(f"{where}, row {row + 2}: dr_shed_kw exceeds dr_baseline_kw")
-    out = limit.to_numpy(dtype=np.float64, na_value=np.nan)
-    out[limit.isna().to_numpy()] = level
-    return _number(pd.DataFrame({"dr_limit_kw": out}), "dr_limit_kw", where)
+        raise DemandResponseError(f"{where}, row {_line(shed, int(np.argmax(level < 0)))}: "
+                                  "dr_shed_kw exceeds dr_baseline_kw")
+    out[~given] = level
+    return out
 
 
 def events_from_frame(frame: pd.DataFrame, index: pd.DatetimeIndex,
                       where: str) -> list[GridEvent]:
     """Events of a table with :data:`DR_EVENT_COLUMNS` on the hours of ``index``.
 
-    Events that end before the first hour or start after the last are outside the
-    simulated years and not used; an event cut by either end keeps its hours inside.
+    Rows with ``dr_event_id`` ``none`` hold no event; rows that repeat an id (the OpenADR
+    VEN's signal file has one per time) are one event: its last ``dr_start``, ``dr_end``
+    and ``dr_notice_h`` and its tightest level. Events that end before the first hour or
+    start after the last are outside the simulated years and not used; an event cut by
+    either end keeps its hours inside.
 
     Raises
     ------
@@ -172,25 +181,33 @@ def events_from_frame(frame: pd.DataFrame, index: pd.DatetimeIndex,
         raise DemandResponseError(f"{where}: missing column(s) {missing}; expected "
                                   f"{list(DR_EVENT_COLUMNS)}")
     frame = frame.reset_index(drop=True)
-    start, end = _times(frame, "dr_start", where), _times(frame, "dr_end", where)
-    notice, limit = _number(frame, "dr_notice_h", where), _levels(frame, where)
-    bad = np.flatnonzero(end <= start)
+    frame = frame.loc[frame["dr_event_id"].astype(str) != NO_EVENT]
+    table = pd.DataFrame({
+        "id": frame["dr_event_id"].astype(str), "start": _times(frame, "dr_start", where),
+        "end": _times(frame, "dr_end", where), "notice": _number(frame, "dr_notice_h", where),
+        "limit": _levels(frame, where), "line": frame.index + 2}, index=frame.index)
+    table = table.groupby("id", sort=False).agg(
+        start=("start", "last"), end=("end", "last"), notice=("notice", "last"),
+        limit=("limit", "min"), line=("line", "first")).sort_values("start", kind="stable")
+    bad = table.loc[table["end"] <= table["start"]]
     if len(bad):
-        raise DemandResponseError(f"{where}, row {bad[0] + 2}: dr_end {end[bad[0]]} is not "
-                                  f"after dr_start {start[bad[0]]}")
-    order = np.argsort(start.asi8, kind="stable")
-    for a, b in zip(order[:-1], order[1:], strict=True):
-        if start[b] < end[a]:
-            raise DemandResponseError(f"{where}: events in rows {a + 2} and {b + 2} overlap "
-                                      "(a site serves one event at a time)")
+        row = bad.iloc[0]
+        raise DemandResponseError(f"{where}, row {row['line']}: dr_end {row['end']} is not "
+                                  f"after dr_start {row['start']}")
+    start, end = table["start"].to_numpy(), table["end"].to_numpy()
+    lap = np.flatnonzero(start[1:] < end[:-1])
+    if len(lap):
+        a, b = table["line"].iloc[lap[0]], table["line"].iloc[lap[0] + 1]
+        raise DemandResponseError(f"{where}: events in rows {a} and {b} overlap (a site "
+                                  "serves one event at a time)")
     t0 = index[0].value if len(index) else 0
     events = []
-    for k in order:
-        s = int((start[k].value - t0) // _NS_PER_H)
-        e = int((end[k].value - t0) // _NS_PER_H)
+    for row in table.itertuples():
+        s = int((row.start.value - t0) // _NS_PER_H)
+        e = int((row.end.value - t0) // _NS_PER_H)
         if e <= 0 or s >= len(index):
             continue
-        events.append(GridEvent(s - int(np.ceil(notice[k])), s, e, float(limit[k])))
+        events.append(GridEvent(s - int(np.ceil(row.notice)), s, e, float(row.limit)))
     return events
 
 
