@@ -15,6 +15,7 @@ from export_helpers import geo_env, random_policy_dir
 from pydantic import ValidationError
 
 from gridrl.calendar import CALENDAR_FIELDS, calendar_at, calendar_features
+from gridrl.env.kernel import EXO_SIGNALS
 from gridrl.export.bundle import export_bundle
 from gridrl.export.manifest import (
     CHECKSUM_FILE,
@@ -62,7 +63,7 @@ def test_every_field_of_the_env_layout_has_its_meaning(env, layout) -> None:
     sc_env = env.unwrapped.scenario.env
     n_forecast = len(sc_env.forecast_targets) * len(sc_env.forecast_horizons_h) * 2
     groups = len(sc_env.observation_slack_edges_h) + 1
-    assert kinds == {"calendar": 4, "signal": 2 * 8, "forecast": 2 * n_forecast,
+    assert kinds == {"calendar": 4, "signal": 2 * len(EXO_SIGNALS), "forecast": 2 * n_forecast,
                      "queue_slack": 2 * groups, "overdue": 2, "transit": 2, "soc": 2, "cap": 2}
     miami = [f for f in layout.fields if f.site == "miami"]
     slack = [(f.slack_h_min, f.slack_h_max) for f in miami if f.kind == "queue_slack"]
