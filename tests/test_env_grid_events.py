@@ -148,7 +148,7 @@ def test_mpc_complies_with_an_event_announced_an_hour_ahead(congested_dr):
     setup = make_setup(sc, data=with_event)
     window = slice(start - week.start, start - week.start + 3)
     traces = {}
-    for name in ("run_now", "mpc"):
+    for name in ("run_now", "dr_cap", "mpc"):
         res = evaluate_detailed(make_policy(name), setup, starts=[week.start],
                                 trace_episodes=(0,))
         traces[name] = res.traces[0].values[window, 0]
@@ -158,6 +158,8 @@ def test_mpc_complies_with_an_event_announced_an_hour_ahead(congested_dr):
     assert (mpc[:, Out.DR_EVENT_H] == 1.0).all()
     assert (mpc[:, Out.GRID_IMPORT_KWH] <= level_kw + 1e-6).all(), mpc[:, Out.GRID_IMPORT_KWH]
     assert (mpc[:, Out.DR_SHORTFALL_KWH] <= 1e-6).all()
+    # the rule that caps to the level while the event lasts complies too
+    assert (traces["dr_cap"][:, Out.DR_SHORTFALL_KWH] <= 1e-6).all()
 
 
 def test_backup_that_starts_after_the_ups_runs_out_is_refused():

@@ -15,6 +15,8 @@ power ``cap``, ``route`` preferences, a ``migrate`` share.
 - :class:`HeadroomGuard` — throttle, then defer, to keep the facility's draw under the
   headroom (times a safety margin) plus local generation and what the battery can
   give; due work always runs.
+- :class:`DRCap` — run now, but hold import to a demand-response event's level while
+  it lasts (cap, then defer).
 - :class:`RandomPolicy` — uniform actions (a floor for tests and reports).
 
 Parameters come from pydantic models whose defaults are documented on their fields.
@@ -29,13 +31,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gridrl.agents.policy import EpisodeBatch, StepContext, actions_from
 from gridrl.env import physics
-from gridrl.env.kernel import Exo, discharge_available_kw, dispatch
+from gridrl.env.kernel import Exo, discharge_available_kw, dispatch, dr_event_on
 from gridrl.errors import GridrlError
 
 __all__ = [
-    "CarbonAware", "CarbonAwareParams", "FollowRenewables", "FollowRenewablesParams",
-    "HeadroomGuard", "HeadroomGuardParams", "RandomPolicy", "RandomParams", "RunNow",
-    "RunNowParams",
+    "CarbonAware", "CarbonAwareParams", "DRCap", "DRCapParams", "FollowRenewables",
+    "FollowRenewablesParams", "HeadroomGuard", "HeadroomGuardParams", "RandomPolicy",
+    "RandomParams", "RunNow", "RunNowParams",
 ]
 
 # Queue buckets holding less than this (GPU-h) count as empty.
@@ -221,37 +223,75 @@ class HeadroomGuard:
 
     def act(self, obs: np.ndarray, ctx: StepContext) -> np.ndarray:
         """Highest cap that fits, then a run share that fits."""
-        p = ctx.params
-        exo = ctx.exo_t  # [B, N, K]
-        q1 = ctx.queue_after_arrivals()
-        total = q1.sum(-1)
-        pue = physics.pue_of(p, exo)
-        st = ctx.state
-        battery = np.minimum(p.battery_power_kw,
-                             discharge_available_kw(st.soc_kwh, p.soc_min_kwh, p.battery_eta))
-        limit = (self.params.margin_fraction * exo[..., Exo.HEADROOM_KW]
-                 + exo[..., Exo.PV_KW] + exo[..., Exo.WIND_KW] + battery)
-        demand = exo[..., Exo.INFERENCE_GPUS]
-        levels = p.throttle_cap[p.throttle_cap >= p.cap_min]
-        levels = np.unique(np.concatenate([[p.cap_min], levels]))[::-1]  # 1 .. cap_min
-        cap = np.full(total.shape, p.cap_min)
-        fits_any = np.zeros(total.shape, dtype=bool)
-        for c in levels:  # a handful of curve points
-            _, _, busy = dispatch(demand, total, p.gpus, p.throughput(c))
-            fac = pue * physics.it_kw(p, busy, c)
-            ok = (fac <= limit) & ~fits_any
-            cap = np.where(ok, c, cap)
-            fits_any |= ok
-        # at cap_min: flexible work that fits, never less than what is due
-        tau_m = p.tau_min
-        per_gpu_h = physics.it_kwh_per_gpu_h(p, p.cap_min, tau_m)
-        inf_m = np.minimum(demand, p.gpus * tau_m)
-        # GPU-h of work the limit leaves room for above the idle floor
-        room = (limit / pue - physics.idle_kw(p)) / np.where(per_gpu_h > 0, per_gpu_h, 1.0)
-        flex_ok = np.maximum(room - inf_m, 0.0)
-        share = np.divide(flex_ok, total, out=np.ones_like(total), where=total > _EMPTY_GPU_H)
-        run = np.where(fits_any, 1.0, np.maximum(np.minimum(share, 1.0), _due_share(q1)))
+        run, cap = _fit_import(ctx, self.params.margin_fraction * ctx.exo_t[..., Exo.HEADROOM_KW])
         return _actions(ctx, run, cap)
+
+
+def _fit_import(ctx: StepContext, import_kw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(run, cap)`` ``[B, N]`` that keep the facility's draw under ``import_kw + pv +
+    wind + battery discharge available``: all work at the highest cap (throttle curve
+    point) that fits; if even ``cap_min`` does not fit, flexible work beyond what is
+    due is deferred."""
+    p = ctx.params
+    exo = ctx.exo_t  # [B, N, K]
+    q1 = ctx.queue_after_arrivals()
+    total = q1.sum(-1)
+    pue = physics.pue_of(p, exo)
+    st = ctx.state
+    battery = np.minimum(p.battery_power_kw,
+                         discharge_available_kw(st.soc_kwh, p.soc_min_kwh, p.battery_eta))
+    limit = import_kw + exo[..., Exo.PV_KW] + exo[..., Exo.WIND_KW] + battery
+    demand = exo[..., Exo.INFERENCE_GPUS]
+    levels = p.throttle_cap[p.throttle_cap >= p.cap_min]
+    levels = np.unique(np.concatenate([[p.cap_min], levels]))[::-1]  # 1 .. cap_min
+    cap = np.full(total.shape, p.cap_min)
+    fits_any = np.zeros(total.shape, dtype=bool)
+    for c in levels:  # a handful of curve points
+        _, _, busy = dispatch(demand, total, p.gpus, p.throughput(c))
+        fac = pue * physics.it_kw(p, busy, c)
+        ok = (fac <= limit) & ~fits_any
+        cap = np.where(ok, c, cap)
+        fits_any |= ok
+    # at cap_min: flexible work that fits, never less than what is due
+    tau_m = p.tau_min
+    per_gpu_h = physics.it_kwh_per_gpu_h(p, p.cap_min, tau_m)
+    inf_m = np.minimum(demand, p.gpus * tau_m)
+    # GPU-h of work the limit leaves room for above the idle floor
+    room = (limit / pue - physics.idle_kw(p)) / np.where(per_gpu_h > 0, per_gpu_h, 1.0)
+    flex_ok = np.maximum(room - inf_m, 0.0)
+    share = np.divide(flex_ok, total, out=np.ones_like(total), where=total > _EMPTY_GPU_H)
+    run = np.where(fits_any, 1.0, np.maximum(np.minimum(share, 1.0), _due_share(q1)))
+    return run, cap
+
+
+class DRCapParams(_Params):
+    """``dr_cap`` parameters."""
+
+    # Share of an event's level the site plans to import (the rest is a safety margin).
+    margin_fraction: Annotated[float, Field(gt=0.0, le=1.0)] = 0.95
+
+
+class DRCap:
+    """Run now, except in the hours of a demand-response event: then cap (and, if even
+    ``cap_min`` is too much, defer) so that import stays under ``margin_fraction`` of the
+    event's level, as :class:`HeadroomGuard` does with headroom. Acts only once the event
+    has started; no planning ahead, no migration."""
+
+    name = "dr_cap"
+    is_bound = False
+
+    def __init__(self, params: DRCapParams | None = None) -> None:
+        self.params = params or DRCapParams()
+
+    def reset(self, batch: EpisodeBatch) -> None:
+        """Nothing to prepare."""
+
+    def act(self, obs: np.ndarray, ctx: StepContext) -> np.ndarray:
+        """Uncapped outside events, the event's level inside them."""
+        exo = ctx.exo_t
+        on = dr_event_on(exo[..., Exo.DR_STARTS_IN_H], exo[..., Exo.DR_REMAINING_H]) > 0
+        run, cap = _fit_import(ctx, self.params.margin_fraction * exo[..., Exo.DR_LIMIT_KW])
+        return _actions(ctx, np.where(on, run, 1.0), np.where(on, cap, 1.0))
 
 
 # --------------------------------------------------------------------------- random

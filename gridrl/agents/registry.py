@@ -17,6 +17,8 @@ from gridrl.agents.bound import LPBound, LPBoundParams
 from gridrl.agents.heuristics import (
     CarbonAware,
     CarbonAwareParams,
+    DRCap,
+    DRCapParams,
     FollowRenewables,
     FollowRenewablesParams,
     GreedySpatial,
@@ -53,6 +55,7 @@ REFERENCES: dict[str, tuple[type, type[BaseModel]]] = {
     "carbon_aware": (CarbonAware, CarbonAwareParams),
     "follow_renewables": (FollowRenewables, FollowRenewablesParams),
     "headroom_guard": (HeadroomGuard, HeadroomGuardParams),
+    "dr_cap": (DRCap, DRCapParams),
     "mpc": (MPC, MPCParams),
     "lp_bound": (LPBound, LPBoundParams),
     "random": (RandomPolicy, RandomParams),
