@@ -15,12 +15,16 @@ import httpx
 import numpy as np
 from export_helpers import geo_env, random_policy_dir
 
+from gridrl.env.kernel import EXO_SIGNALS
+
 REPO = Path(__file__).resolve().parents[1]
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 NPY = "application/x-npy"
 SITES = ["greensboro", "miami"]
-DIM = 180  # observation length of the first two geo3 sites
+# observation length of the first two geo3 sites: calendar + per site the signals,
+# 6 targets x 6 horizons x 2, 4 queue groups + 4
+DIM = 4 + 2 * (len(EXO_SIGNALS) + 72 + 8)
 
 
 def session_bundle(tmp_path_factory) -> Path:

@@ -14,6 +14,7 @@ import pytest
 from export_helpers import geo_env, random_policy_dir
 
 from gridrl import __version__
+from gridrl.env.kernel import EXO_SIGNALS
 from gridrl.export.bundle import ExportOptions, export_bundle
 from gridrl.export.manifest import CHECKSUM_FILE, MANIFEST_FILE, ONNX_FILE
 from gridrl.export.onnx_export import ExportError, load_obs_normalisation, load_sb3_model
@@ -22,7 +23,8 @@ from gridrl.export.runtime import BundleError, InputError, PolicyRuntime
 
 REPO = Path(__file__).resolve().parents[1]
 SITES = ["greensboro", "miami"]  # the first two sites of envs/geo3.yaml
-DIM = 4 + 2 * 88  # calendar + per site: 8 signals, 6 targets x 6 horizons x 2, 4 queue groups + 4
+# calendar + per site: the signals, 6 targets x 6 horizons x 2, 4 queue groups + 4
+DIM = 4 + 2 * (len(EXO_SIGNALS) + 72 + 8)
 
 
 @pytest.fixture(scope="module", params=["PPO", "SAC"])

@@ -289,7 +289,8 @@ GOOD = npy_bytes(np.zeros((3, DIM), dtype=np.float32))
         # header alone, nothing allocated
         (npy_header("<f4", (10**8, 268)) + bytes(65_536), r"got \(100000000, 268\)"),
         (npy_header("<f4", (10**8, DIM)) + bytes(65_536), f"at most {MAX_BATCH} observations"),
-        (npy_header("<f8", (400, DIM)) + bytes(65_536), "truncated: the header announces 576000"),
+        (npy_header("<f8", (400, DIM)) + bytes(65_536),
+         f"truncated: the header announces {400 * DIM * 8}"),
         (GOOD + b"\x00\x01", "2 bytes after the array data"),
         (GOOD[:-1], "truncated"),
         (npy_header("<f4", (-1, DIM)), "B >= 1"),
