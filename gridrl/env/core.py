@@ -33,7 +33,9 @@ threshold. Exogenous inputs of hour ``t`` (``exo_t[..., k]``, order ``EXO_SIGNAL
 arrivals (GPU-h), ``temp`` (deg C), and the announced grid events
 (:mod:`gridrl.data.sources.events`): the current or next announced demand-response event
 (``dr_starts_in_h``, ``dr_remaining_h``, ``dr_limit_kw`` ``L``) and outage
-(``outage_starts_in_h``, ``outage_remaining_h``). Work is measured in GPU-hours *of
+(``outage_starts_in_h``, ``outage_remaining_h``). An outage is ``h = 0`` in its hours
+whether or not it was announced: notice changes what a policy knows (observations,
+the planners' view of the hours ahead), not the step. Work is measured in GPU-hours *of
 uncapped work*: a GPU capped at ``c`` does ``tau(c)`` of it per hour.
 
 Queue vector ``q`` (length ``S + 1``): ``q[0]`` overdue, ``q[1 + s]`` work that may still
