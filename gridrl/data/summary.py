@@ -45,6 +45,7 @@ def site_summary(scenario: Scenario, signals: Signals) -> pd.DataFrame:
         NaN without PV), ``wind_kw``, ``wind_mwh``, ``wind_cf``, ``headroom_min_kw``,
         ``headroom_median_kw``, ``headroom_zero_h`` (hours, outages included),
         ``outage_h`` and ``congestion_h`` (from the build record; NaN when absent),
+        ``dr_event_h`` (hours of demand-response events),
         ``carbon_mean_g_per_kwh``,
         ``price_mean_per_mwh``, ``inference_mean_gpus``, ``flexible_gpu_h_per_day``.
         Energies are per calendar year: sums over the signals' hours divided by the
@@ -77,6 +78,8 @@ def site_summary(scenario: Scenario, signals: Signals) -> pd.DataFrame:
             "outage_h": stats[site.name].outage_hours if site.name in stats else np.nan,
             "congestion_h": (stats[site.name].congestion_hours if site.name in stats
                              else np.nan),
+            # hours of demand-response events (announced or not: in force)
+            "dr_event_h": int(((d["dr_starts_in_h"] <= 0) & (d["dr_remaining_h"] > 0)).sum()),
             "carbon_mean_g_per_kwh": float(d["carbon_g_per_kwh"].mean()),
             "price_mean_per_mwh": float(d["price_per_mwh"].mean()),
             "inference_mean_gpus": float(d["inference_gpus"].mean()),
@@ -113,7 +116,8 @@ def summary_tables(summary: pd.DataFrame, title: str = "") -> list:
           ("headroom\nmedian kW", "headroom_median_kw", 0, False),
           ("headroom\n0 (h)", "headroom_zero_h", 0, False),
           ("outage\n(h)", "outage_h", 0, False),
-          ("congestion\n(h)", "congestion_h", 0, False)]),
+          ("congestion\n(h)", "congestion_h", 0, False),
+          ("DR event\n(h)", "dr_event_h", 0, False)]),
         ("market and demand",
          [("carbon mean\ng/kWh", "carbon_mean_g_per_kwh", 0, False),
           ("price mean\n/MWh", "price_mean_per_mwh", 1, False),
