@@ -134,6 +134,10 @@ def _synthetic(n_sites: int) -> tuple[Scenario, Signals]:
         "flexible_gpu_h": rng.uniform(0, 600, shape),
         "temp_c": rng.normal(15, 8, shape),
     }
+    # no demand-response event or outage is announced in these weeks
+    for k in ("dr_starts_in_h", "dr_remaining_h", "dr_limit_kw", "outage_starts_in_h",
+              "outage_remaining_h"):
+        values[k] = np.zeros(shape)
     exo = np.stack([values[k] for k in EXO_SIGNALS], axis=-1)
     cols = pd.MultiIndex.from_product([names, EXO_SIGNALS], names=["site", "signal"])
     index = pd.date_range("2021-01-01", periods=hours, freq="h", tz="UTC", name="time")
