@@ -8,6 +8,7 @@ import itertools
 import numpy as np
 import pytest
 from agents_helpers import K, index, scenario, site, synthetic_exo
+from env_helpers import BOARD_ONLY
 
 from gridrl.agents.lp import LPInputs, LPStructure, Solver, release_table
 from gridrl.env import core, physics
@@ -43,11 +44,11 @@ def _tiny_brute_force_case(rent_per_gpu_h: float = 0.0, holding_per_gpu_h_h: flo
     action is dominated here, so the LP bound must equal the best grid sequence.
     """
     sc = scenario(
-        [site("a", gpu_rent_per_gpu_h=rent_per_gpu_h,
+        [site("a", **BOARD_ONLY, gpu_rent_per_gpu_h=rent_per_gpu_h,
               workload={"deadline_slack_h_min": 2, "deadline_slack_h_max": 2,
                         "holding_cost_per_gpu_h_h": holding_per_gpu_h_h})],
-        throttle={"cap_fraction": [0.5, 1.0], "throughput_fraction": [0.7, 1.0],
-                  "source": "two-point test curve"},
+        throttle={w: {"cap_fraction": [0.5, 1.0], "throughput_fraction": [0.7, 1.0],
+                      "source": "two-point test curve"} for w in ("training", "inference")},
         env={"episode_hours": 3, "slack_buckets": 3, "observation_slack_edges_h": [1],
              "forecast_horizons_h": [1]},
         reward={"carbon_per_kg": 1.0, "cost_per_unit": 0.0, "slo_per_gpu_h": 10.0,
