@@ -142,8 +142,13 @@ def test_cli_replay_reports_kpis_beside_run_now(
     assert "run_now" in result.output and "energy_per_useful_gpu_h_kwh" in result.output
     kpis = json.loads((out / "kpis.json").read_text())
     ours, base = kpis["bundle"], kpis["run_now"]
-    # the bundle caps every GPU at cap_min: less energy per useful GPU-hour, slower jobs
-    assert ours["energy_per_useful_gpu_h_kwh"] < base["energy_per_useful_gpu_h_kwh"]
+    # the bundle caps every GPU at cap_min: less energy drawn, less work done in the three
+    # days; per useful GPU-hour it is no cheaper on this lightly loaded trace (the host
+    # share, the idle floor and the fixed overhead are paid while the work takes longer)
+    assert ours["energy_kwh"] < base["energy_kwh"]
+    assert ours["flexible_work_done_gpu_h"] < base["flexible_work_done_gpu_h"]
+    assert ours["energy_per_useful_gpu_h_kwh"] == pytest.approx(
+        base["energy_per_useful_gpu_h_kwh"], rel=0.05)
     assert ours["mean_wait_h"] == 0.0
     assert abs(ours["work_lost_gpu_h"]) < 1e-6 and abs(base["work_lost_gpu_h"]) < 1e-6
     assert (out / "replay.png").stat().st_size > 10_000

@@ -32,8 +32,10 @@ of the hour; per hour ``v`` the fleet's cumulative flexible work done.
   sum_j r_ij + ch + e - g - dis = pv + wind`` with ``e_w,k = (pi_w,k Pb + Hb - P0) /
   tau_w,k`` (linear in the work at the hour's temperature: the fixed overhead is a
   constant);
-- headroom ``g - o <= h``; overdraw only for load that curtailment cannot remove:
-  ``o <= max(F0 + PUE_t G P0 - pv - wind - h, 0) + kappa out + k_inf sum_j r_ij``;
+- headroom ``g - o <= h``; overdraw only for load that curtailment and the battery
+  cannot carry: ``o + beta dis <= max(a, 0) + kappa out + k_inf sum_j r_ij`` with
+  ``a = F0 + PUE_t G P0 - pv - wind - h`` and ``beta = min(max(a, 0), P_b) / P_b`` (see
+  below);
 - battery ``soc_t = soc_{t-1} + eta ch - dis / eta`` within ``[soc_min, soc_max]``,
   ``ch, dis <= P_b``;
 - **deadlines** (earliest deadline first in cumulative form). Let ``C_i[s, t]`` be the
@@ -103,9 +105,13 @@ is at least the return of any policy (``J_lp >= J_env``):
 - *curtailment*: the env removes excess import by capping, pausing and shedding: less
   work or inference done this hour, which the LP may also choose. The env records
   overdraw only once every GPU is idle, the facility draws ``F0 + PUE_t G P0 + e_mig``
-  and the battery is not charging, so its overdraw is at most ``max(F0 + PUE_t G P0 -
-  pv - wind - h, 0) + e_mig``; the LP's overdraw row admits that. (Without the row the LP could
-  overdraw instead of shedding inference, a choice the env never offers.)
+  and the battery is not charging, so its overdraw is ``max(a + e_mig - dis, 0)`` with
+  ``a = F0 + PUE_t G P0 - pv - wind - h``: the battery covers the floor before any
+  work runs. The concave envelope of that over ``0 <= dis <= P_b`` is the LP's row
+  ``o - kappa out + beta dis <= max(a, 0)``, ``beta = min(max(a, 0), P_b) / P_b``
+  (exactly the env's overdraw at ``dis = 0`` and ``dis = P_b``). (Without the row the
+  LP could overdraw instead of shedding inference, or overdraw the floor while its
+  battery serves inference, choices the env never offers.)
 - *deadlines*: split the env's overdue work at hour ``t`` by where it started: work that
   started at site ``i`` (was queued there at the start or arrived there) and still sits
   at ``i``. Site ``i`` removed ``u`` GPU-h in total (done or sent away, whatever the
@@ -432,12 +438,14 @@ class LPStructure:
         self.rHEAD = rb = rowblock()
         add(rb.start + pidx, self.cG.start + pidx, 1.0)
         add(rb.start + pidx, self.cO.start + pidx, -1.0)
-        # overdraw bound: o - kappa out <= omax
+        # overdraw bound: o - kappa out + beta dis <= omax (beta refreshed per solve)
         self.rOCAP = rb = rowblock()
         add(rb.start + pidx, self.cO.start + pidx, 1.0)
         if self.migrate:
             add(rb.start + pidx, self.cOUT.start + pidx, -kappa)
         add(rb.start + r_from, rcol, -kinf)
+        ocap_at = len(rows)
+        add(rb.start + pidx, self.cDIS.start + pidx, 0.0)
         # state of charge
         self.rSOC = rb = rowblock()
         eta = p.battery_eta[site]
@@ -494,6 +502,8 @@ class LPStructure:
         self._order = order
         self._vals = vals_a
         self._pue_slice = slice(start, start + npair * kc)
+        start = sum(len(r) for r in rows[:ocap_at])
+        self._ocap_slice = slice(start, start + npair)
         cols_sorted = cols_a[order]
         self._indices = rows_a[order].astype(np.int32)
         self._indptr = np.searchsorted(cols_sorted, np.arange(self.n_col + 1)).astype(np.int32)
@@ -518,6 +528,10 @@ class LPStructure:
         transit = np.asarray(inp.transit_gpu_h, float)
         vals = self._vals.copy()
         vals[self._pue_slice] = (pue[..., None] * self.e_k[None]).ravel()
+        omax = np.maximum(idle_kw - gen - head, 0.0)  # [H, N]
+        bpow = p.battery_power_kw
+        vals[self._ocap_slice] = np.divide(np.minimum(omax, bpow), bpow,
+                                           out=np.zeros_like(omax), where=bpow > 0).ravel()
         data = vals[self._order]
         row_lo = np.zeros(self.n_row)
         row_hi = np.zeros(self.n_row)
@@ -527,7 +541,7 @@ class LPStructure:
         row_lo[self.rHEAD] = -np.inf
         row_hi[self.rHEAD] = head.ravel()
         row_lo[self.rOCAP] = -np.inf
-        row_hi[self.rOCAP] = np.maximum(idle_kw - gen - head, 0.0).ravel()
+        row_hi[self.rOCAP] = omax.ravel()
         soc_rhs = np.zeros((h_len, n))
         soc_rhs[0] = np.asarray(inp.soc_kwh, float)
         row_lo[self.rSOC] = row_hi[self.rSOC] = soc_rhs.ravel()
