@@ -88,7 +88,7 @@ class Out(IntEnum):
     CAP = 12  # mean power cap fraction applied
     IT_KWH = 13
     MIGRATION_KWH = 14
-    FACILITY_KWH = 15  # PUE x IT + migration
+    FACILITY_KWH = 15  # fixed overhead + PUE x IT + migration
     PV_KWH = 16  # available
     WIND_KWH = 17  # available
     BATTERY_CHARGE_KWH = 18  # bus side
