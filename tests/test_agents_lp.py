@@ -202,14 +202,15 @@ def _network_case(**network):
 
 def test_the_lp_routes_only_overflow_inference_within_its_share():
     params, x = _network_case(inference_kwh_per_gpu_h=0.05)
-    # b (10 GPUs, 7 GPU-h an hour at cap 0.5) is asked for 9.5 GPUs: it may route
-    # min(0.2 x 9.5, 9.5 - 7) = 1.9 GPU-h, and does (a is clean)
+    # b (10 GPUs, 8 GPU-h of inference an hour at cap 0.5 on the inference curve) is
+    # asked for 9.5 GPUs: it may route min(0.2 x 9.5, 9.5 - 8) = 1.5 GPU-h, and does
+    # (a is clean)
     x[..., 1, K["inference_gpus"]] = 9.5
     x[..., 0, K["inference_gpus"]] = 2.0
     sol = Solver(LPStructure(params, 6)).solve(_inputs(params, x))
     v = sol.values
     routed = v[:, 1, Out.INFERENCE_ROUTED_GPU_H]
-    assert routed == pytest.approx(np.full(6, 1.9), abs=1e-9)
+    assert routed == pytest.approx(np.full(6, 1.5), abs=1e-9)
     assert v[:, 1, Out.INFERENCE_NETWORK_KWH] == pytest.approx(0.05 * routed)
     # a site that never overflows routes nothing, however dirty its power
     x[..., 1, K["inference_gpus"]] = 5.0
