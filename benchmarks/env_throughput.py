@@ -104,7 +104,8 @@ def _synthetic(n_sites: int) -> tuple[Scenario, Signals]:
     """A scenario of ``n_sites`` sites from one template, with four weeks of signals."""
     template = {
         "weather": {"source": "pvlib_tmy", "file": "723170TYA.CSV"},
-        "gpus": 1000, "gpu_idle_kw": 0.1, "gpu_max_kw": 0.7, "pue": 1.2,
+        "gpus": 1000, "gpu_board_idle_kw": 0.075, "gpu_board_max_kw": 0.7,
+        "host_idle_kw_per_gpu": 0.22, "host_busy_kw_per_gpu": 0.35, "pue": 1.2,
         "pue_temp_slope_per_c": 0.01,
         "battery": {"capacity_kwh": 2000.0, "power_kw": 500.0},
         "grid": {"feeder_capacity_kw": 5000.0},

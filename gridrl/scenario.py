@@ -454,8 +454,16 @@ class SiteConfig(StrictModel):
     region: str | None = None
     weather: WeatherSource
     gpus: Annotated[Count, Field(gt=0)]
-    gpu_idle_kw: NonNeg
-    gpu_max_kw: Positive
+    # Per GPU: its board (what a power cap limits) and its share of the host (CPUs,
+    # memory, NICs, fans; not capped), idle and with the GPU busy.
+    gpu_board_idle_kw: NonNeg
+    gpu_board_max_kw: Positive
+    host_idle_kw_per_gpu: NonNeg = 0.0
+    host_busy_kw_per_gpu: NonNeg = 0.0
+    # Facility power = facility_fixed_kw + PUE_t x IT: a fixed overhead (lighting, UPS
+    # and transformer no-load losses, cooling that runs at any load) and a part
+    # proportional to IT whose multiplier pue rises above pue_temp_threshold_c.
+    facility_fixed_kw: NonNeg = 0.0
     pue: Annotated[float, Field(ge=1.0)] = 1.2
     pue_temp_slope_per_c: NonNeg = 0.0  # PUE rises above pue_temp_threshold_c
     pue_temp_threshold_c: float = 20.0
@@ -475,10 +483,25 @@ class SiteConfig(StrictModel):
     # Real series that replace the built-in model of a signal (see SeriesSource).
     series: dict[SeriesSignal, SeriesSource] = Field(default_factory=dict)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _old_power_keys(cls, data: Any) -> Any:
+        old = sorted({"gpu_idle_kw", "gpu_max_kw"} & set(data)) if isinstance(data, dict) else []
+        if old:
+            raise ValueError(
+                f"{', '.join(old)}: replaced by gpu_board_idle_kw and gpu_board_max_kw (the "
+                "GPU board, which a power cap limits) and host_idle_kw_per_gpu and "
+                "host_busy_kw_per_gpu (the GPU's share of its server, which the cap does "
+                "not touch); the old keys lumped both under the cap"
+            )
+        return data
+
     @model_validator(mode="after")
     def _power_order(self) -> SiteConfig:
-        if self.gpu_idle_kw > self.gpu_max_kw:
-            raise ValueError("expected gpu_idle_kw <= gpu_max_kw")
+        if self.gpu_board_idle_kw > self.gpu_board_max_kw:
+            raise ValueError("expected gpu_board_idle_kw <= gpu_board_max_kw")
+        if self.host_idle_kw_per_gpu > self.host_busy_kw_per_gpu:
+            raise ValueError("expected host_idle_kw_per_gpu <= host_busy_kw_per_gpu")
         if {"background_load_kw", "headroom_kw"} <= set(self.series):
             raise ValueError(
                 "series: give background_load_kw or headroom_kw, not both (headroom "
@@ -508,19 +531,23 @@ class SiteGroup(StrictModel):
 
 
 class ThrottleCurve(StrictModel):
-    """GPU power cap (fraction of max power) -> throughput (fraction of uncapped).
+    """GPU board power cap (fraction of board max power) -> throughput (fraction of
+    uncapped) and board power drawn by a busy GPU.
 
-    ``cap_fraction`` is the board power limit as a fraction of the GPU's *maximum* power
-    ``gpu_max_kw`` (what ``nvidia-smi -pl`` sets: 150 W / 250 W = 0.6 on a V100), not a
-    fraction of the dynamic range above idle. A busy GPU capped at ``c`` draws at most
-    ``c * gpu_max_kw``. Energy per unit of work falls while ``throughput / cap > 1``.
+    ``cap_fraction`` is the board power limit as a fraction of ``gpu_board_max_kw`` (what
+    ``nvidia-smi -pl`` sets: 420 W / 700 W = 0.6 on an H100 SXM). ``power_fraction`` is
+    what a busy GPU at that cap draws, as a fraction of ``gpu_board_max_kw`` (at most the
+    cap; default: the cap, i.e. the limit binds, as in training). Work that does not
+    reach the board limit uncapped (memory-bound inference) draws less. Host power is
+    not part of the curve.
 
-    Interpolated linearly; must be increasing and end at (1, 1). ``source`` cites the
-    measurement the points come from.
+    Interpolated linearly; caps increasing and ending at 1, throughput non-decreasing and
+    ending at 1. ``source`` cites the measurements the points come from.
     """
 
     cap_fraction: list[float]
     throughput_fraction: list[float]
+    power_fraction: list[float] | None = None
     source: str
 
     @model_validator(mode="after")
@@ -533,7 +560,37 @@ class ThrottleCurve(StrictModel):
             raise ValueError("expected increasing cap_fraction and non-decreasing throughput")
         if cap[-1] != 1.0 or thr[-1] != 1.0 or cap[0] <= 0 or thr[0] <= 0:
             raise ValueError("expected the curve to end at (1, 1) and start above 0")
+        if self.power_fraction is not None:
+            pw = np.asarray(self.power_fraction)
+            if pw.size != cap.size or np.any(pw <= 0) or np.any(pw > cap + 1e-12):
+                raise ValueError("expected power_fraction with one value per cap, each in "
+                                 "(0, cap_fraction]")
+            if np.any(np.diff(pw) < 0):
+                raise ValueError("expected non-decreasing power_fraction")
         return self
+
+    @property
+    def power(self) -> list[float]:
+        """Board power fraction drawn by a busy GPU at each cap (the cap when not given)."""
+        return list(self.power_fraction or self.cap_fraction)
+
+
+class ThrottleCurves(StrictModel):
+    """One throttle curve for flexible (training) work and one for inference."""
+
+    training: ThrottleCurve
+    inference: ThrottleCurve
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_single_curve(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "cap_fraction" in data:
+            raise ValueError(
+                "a single curve (cap_fraction, throughput_fraction) is replaced by two: "
+                "throttle.training (flexible work) and throttle.inference, each with "
+                "cap_fraction, throughput_fraction, optional power_fraction and source"
+            )
+        return data
 
 
 class RewardWeights(StrictModel):
@@ -693,7 +750,7 @@ class Scenario(StrictModel):
     year: Count = 2021  # calendar year the TMY files are mapped onto
     sites: list[SiteConfig] = Field(default_factory=list)
     site_groups: list[SiteGroup] = Field(default_factory=list)
-    throttle: ThrottleCurve
+    throttle: ThrottleCurves
     reward: RewardWeights = RewardWeights()
     env: EnvConfig = EnvConfig()
     network: NetworkConfig = NetworkConfig()

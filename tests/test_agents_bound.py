@@ -25,8 +25,9 @@ TOL = 1e-7
 
 def _scenario(battery_control: str):
     """GPU time priced (rent at site a, holding at both), battery b starting anywhere in
-    [0.2, 0.8] of its capacity with its final charge valued and its wear priced; standby
-    sets at both, a demand-response programme at a (daily afternoon events)."""
+    [0.2, 0.8] of its capacity with its final charge valued and its wear priced; host
+    share and a separate inference curve at both sites; standby sets at both, a
+    demand-response programme at a (daily afternoon events)."""
     return scenario(
         [site("a", pv={"kwp": 5.0}, gpu_rent_per_gpu_h=0.05,
               workload={"deadline_slack_h_min": 2, "deadline_slack_h_max": 4,

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 import yaml
 from agents_helpers import K, make_env, scenario, site, synthetic_exo
+from env_helpers import ONE_CURVE
 
 from gridrl.agents.evaluate import (
     SITE_KPIS,
@@ -143,7 +144,10 @@ def test_actions_from_inverts_the_envs_mapping(setup):
 
 
 def test_mpc_action_carries_out_the_plans_first_hour():
-    sc = scenario([site("a")], env={"episode_hours": 12})
+    # one throttle curve for both kinds of work: the LP's level mix is then one env cap
+    # (with two curves the LP may cap inference and flexible work apart, a relaxation
+    # the env's single cap per site can only approximate)
+    sc = scenario([site("a")], env={"episode_hours": 12}, throttle=ONE_CURVE)
     p = build_params(sc)
     x = synthetic_exo(1, 12, seed=4)
     x[..., K["headroom_kw"]] = 50.0  # no curtailment: the env runs what it is told
@@ -184,12 +188,13 @@ def test_cli_evaluate_writes_tables_plot_and_gap(tmp_path):
         "year": 2021,
         "sites": [{
             "name": "a", "weather": {"source": "pvlib_tmy", "file": "723170TYA.CSV"},
-            "gpus": 20, "gpu_idle_kw": 0.1, "gpu_max_kw": 0.7, "pue": 1.2,
+            "gpus": 20, "gpu_board_idle_kw": 0.075, "gpu_board_max_kw": 0.7,
+            "host_idle_kw_per_gpu": 0.03, "host_busy_kw_per_gpu": 0.1, "pue": 1.2,
             "pv": {"kwp": 10.0}, "battery": {"capacity_kwh": 10.0, "power_kw": 3.0},
             "grid": {"feeder_capacity_kw": 60.0, "background_base_kw": 30.0},
         }],
-        "throttle": {"cap_fraction": [0.6, 1.0], "throughput_fraction": [0.7, 1.0],
-                     "source": "test"},
+        "throttle": {w: {"cap_fraction": [0.6, 1.0], "throughput_fraction": [0.7, 1.0],
+                         "source": "test"} for w in ("training", "inference")},
         "env": {"episode_hours": 24, "forecast_horizons_h": [1, 2, 4]},
         "periods": {"train": [{"start": "2021-03-01", "end": "2021-03-10"}],
                     "test": [{"start": "2021-03-11", "end": "2021-03-13"}]},

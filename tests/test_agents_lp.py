@@ -8,6 +8,7 @@ import itertools
 import numpy as np
 import pytest
 from agents_helpers import K, index, scenario, site, synthetic_exo
+from env_helpers import BOARD_ONLY
 
 from gridrl.agents.lp import LPInputs, LPStructure, Solver, release_table
 from gridrl.env import core, physics
@@ -25,7 +26,8 @@ def _inputs(params, exo):
                     physics.terminal_value_per_gpu_h(params, exo))
 
 
-def _tiny_brute_force_case(rent_per_gpu_h: float = 0.0, holding_per_gpu_h_h: float = 0.0):
+def _tiny_brute_force_case(rent_per_gpu_h: float = 0.0, holding_per_gpu_h_h: float = 0.0,
+                           full_model: bool = False):
     """One site, three hours, one job. Chosen so that the LP optimum is an env action on
     a three-level grid (run 0 / 0.5 / 1, cap 0.5 / 0.75 / 1):
 
@@ -42,12 +44,20 @@ def _tiny_brute_force_case(rent_per_gpu_h: float = 0.0, holding_per_gpu_h_h: flo
     every LP choice (caps mixed per GPU, any dispatch order) that could beat an env
     action is dominated here, so the LP bound must equal the best grid sequence.
     """
+    two_point = {"cap_fraction": [0.5, 1.0], "throughput_fraction": [0.7, 1.0],
+                 "source": "two-point test curve"}
+    # the full model: host share (0.2 kW busy, 0.03 idle per GPU), 0.5 kW fixed facility
+    # overhead, inference on its own curve (0.5 -> 0.8 at 0.4 of the board); capping
+    # still costs least energy per GPU-h for both kinds of work
+    power = ({"facility_fixed_kw": 0.5} if full_model else BOARD_ONLY)
+    inference = ({"cap_fraction": [0.5, 1.0], "throughput_fraction": [0.8, 1.0],
+                  "power_fraction": [0.4, 0.75], "source": "two-point test curve"}
+                 if full_model else two_point)
     sc = scenario(
-        [site("a", gpu_rent_per_gpu_h=rent_per_gpu_h,
+        [site("a", **power, gpu_rent_per_gpu_h=rent_per_gpu_h,
               workload={"deadline_slack_h_min": 2, "deadline_slack_h_max": 2,
                         "holding_cost_per_gpu_h_h": holding_per_gpu_h_h})],
-        throttle={"cap_fraction": [0.5, 1.0], "throughput_fraction": [0.7, 1.0],
-                  "source": "two-point test curve"},
+        throttle={"training": two_point, "inference": inference},
         env={"episode_hours": 3, "slack_buckets": 3, "observation_slack_edges_h": [1],
              "forecast_horizons_h": [1]},
         reward={"carbon_per_kg": 1.0, "cost_per_unit": 0.0, "slo_per_gpu_h": 10.0,
@@ -56,18 +66,23 @@ def _tiny_brute_force_case(rent_per_gpu_h: float = 0.0, holding_per_gpu_h_h: flo
     )
     x = np.zeros((3, 1, len(K)))
     x[..., K["headroom_kw"]] = 100.0
-    x[:, 0, K["carbon_g_per_kwh"]] = [300.0, 100.0, 200.0]
+    # full model: hour 1's 5.25 GPU-h at cap 0.5 (2 inference GPU-h take 2.5 GPUs) and
+    # the rest in hour 2 at cap 0.5 (0.714 kWh x 130 g) beat raising hour 1's caps (the
+    # cheapest, inference at cap 1 to free GPUs for flexible work: 1 kWh x 100 g)
+    x[:, 0, K["carbon_g_per_kwh"]] = [300.0, 100.0, 130.0 if full_model else 200.0]
     x[0, 0, K["flexible_gpu_h"]] = 10.0
     x[1, 0, K["inference_gpus"]] = 2.0
     return sc, x
 
 
-@pytest.mark.parametrize("rent, holding", [(0.0, 0.0), (0.01, 0.01)])
-def test_lp_bound_equals_brute_force_through_the_env(rent, holding):
+@pytest.mark.parametrize("rent, holding, full_model", [(0.0, 0.0, False), (0.01, 0.01, False),
+                                                       (0.0, 0.0, True), (0.01, 0.01, True)])
+def test_lp_bound_equals_brute_force_through_the_env(rent, holding, full_model):
     """With GPU time priced too (rent 0.01 per busy GPU-hour adds 0.004 per GPU-h at cap
     0.5 over cap 1; holding 0.01 per GPU-h-hour is less than any saving above), the same
-    plan is best and the LP still equals the best env sequence."""
-    sc, x = _tiny_brute_force_case(rent, holding)
+    plan is best and the LP still equals the best env sequence; so it does with the host
+    share, the fixed facility overhead and a separate inference curve."""
+    sc, x = _tiny_brute_force_case(rent, holding, full_model)
     params = build_params(sc)
     sol = Solver(LPStructure(params, 3)).solve(_inputs(params, x))
     data = EnvData.from_arrays(index(3), x, ["a"])
@@ -88,9 +103,11 @@ def test_lp_bound_equals_brute_force_through_the_env(rent, holding):
     # the best sequences run nothing in hour 0 and cap 0.5 in hours 1 and 2
     for k in np.flatnonzero(sim.returns >= best - 1e-9):
         assert seqs[k][0][0] == -1.0 and seqs[k][1][1] == -1.0 and seqs[k][2][1] == -1.0
-    # the LP's plan: 5 GPU-h in hours 1 and 2, all at cap 0.5
+    # the LP's plan: 5 GPU-h (5.25 in the full model) in hour 1 and the rest in hour 2,
+    # all at cap 0.5
+    first = 5.25 if full_model else 5.0
     assert sol.values[:, 0, core.OUTPUT_FIELDS.index("work_done_gpu_h")] == pytest.approx(
-        [0.0, 5.0, 5.0], abs=1e-9)
+        [0.0, first, 10.0 - first], abs=1e-9)
 
 
 def test_lazy_deadline_rows_reach_the_optimum_of_all_rows():
@@ -195,14 +212,15 @@ def _network_case(**network):
 
 def test_the_lp_routes_only_overflow_inference_within_its_share():
     params, x = _network_case(inference_kwh_per_gpu_h=0.05)
-    # b (10 GPUs, 7 GPU-h an hour at cap 0.5) is asked for 9.5 GPUs: it may route
-    # min(0.2 x 9.5, 9.5 - 7) = 1.9 GPU-h, and does (a is clean)
+    # b (10 GPUs, 8 GPU-h of inference an hour at cap 0.5 on the inference curve) is
+    # asked for 9.5 GPUs: it may route min(0.2 x 9.5, 9.5 - 8) = 1.5 GPU-h, and does
+    # (a is clean)
     x[..., 1, K["inference_gpus"]] = 9.5
     x[..., 0, K["inference_gpus"]] = 2.0
     sol = Solver(LPStructure(params, 6)).solve(_inputs(params, x))
     v = sol.values
     routed = v[:, 1, Out.INFERENCE_ROUTED_GPU_H]
-    assert routed == pytest.approx(np.full(6, 1.9), abs=1e-9)
+    assert routed == pytest.approx(np.full(6, 1.5), abs=1e-9)
     assert v[:, 1, Out.INFERENCE_NETWORK_KWH] == pytest.approx(0.05 * routed)
     # a site that never overflows routes nothing, however dirty its power
     x[..., 1, K["inference_gpus"]] = 5.0

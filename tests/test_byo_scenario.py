@@ -30,8 +30,11 @@ SCENARIO = textwrap.dedent("""\
         weather: {source: multiregion, zone: US-MIDA-PJM, years: [2022, 2022],
                   edge_fill: adjacent_day}
         gpus: 8
-        gpu_idle_kw: 0.1
-        gpu_max_kw: 0.7
+        gpu_board_idle_kw: 0.075
+        gpu_board_max_kw: 0.7
+        host_idle_kw_per_gpu: 0.22
+        host_busy_kw_per_gpu: 0.35
+        facility_fixed_kw: 0.7
         grid: {feeder_capacity_kw: 120.0, reserve_fraction: 0.05}
         price: {source: multiregion, zone: US-MIDA-PJM, years: [2022, 2022]}
         series:
@@ -53,9 +56,15 @@ SCENARIO = textwrap.dedent("""\
                            time_format: offset_h, time_origin: "2022-01-01T00:00Z",
                            scale: 3.0}
     throttle:
-      cap_fraction: [0.6, 0.8, 1.0]
-      throughput_fraction: [0.75, 0.92, 1.0]
-      source: McDonald et al. 2022, arXiv:2205.09646
+      training:
+        cap_fraction: [0.6, 0.8, 1.0]
+        throughput_fraction: [0.75, 0.92, 1.0]
+        source: McDonald et al. 2022, arXiv:2205.09646
+      inference:
+        cap_fraction: [0.6, 0.8, 1.0]
+        throughput_fraction: [0.82, 0.91, 1.0]
+        power_fraction: [0.52, 0.62, 0.7]
+        source: Patel et al. 2024 (POLCA), arXiv:2308.12908
     env: {episode_hours: 48, forecast_horizons_h: [1, 6, 24]}
     periods:
       train: {start: "2022-01-01", end: "2022-09-30"}

@@ -6,7 +6,7 @@ import dataclasses
 
 import numpy as np
 import pytest
-from env_helpers import scenario, site
+from env_helpers import BOARD_ONLY, ONE_CURVE, THROTTLE, scenario, site
 
 from gridrl.env import core, kernel
 from gridrl.env.core import EXO_SIGNALS
@@ -75,7 +75,8 @@ def test_deferring_into_pv_surplus_lowers_import_and_carbon_exactly():
 @pytest.mark.parametrize("cap,tau", [(1.0, 1.0), (0.8, 0.95), (0.7, 0.9), (0.6, 0.85)])
 @pytest.mark.parametrize("pue", [1.0, 1.3])
 def test_throttling_changes_energy_per_gpu_hour_as_the_curve_says(cap, tau, pue):
-    # All 10 GPUs busy on a deep queue: work = 10 tau(c) GPU-h, IT = 10 c kW.
+    # All 10 GPUs busy on a deep queue: work = 10 tau(c) GPU-h, IT = 10 (0.8 c + 0.2) kW
+    # (the cap limits the 0.8 kW board, not the 0.2 kW host share).
     sc = scenario(sites=[site("a", pue=pue, workload={"deadline_slack_h_min": 6,
                                                      "deadline_slack_h_max": 6})])
     p = build_params(sc)
@@ -83,7 +84,7 @@ def test_throttling_changes_energy_per_gpu_hour_as_the_curve_says(cap, tau, pue)
     _, (out,) = run_episode(p, x, [act(1, run=1, cap=cap)])
     work = out["work_done_gpu_h"].item()
     assert work == pytest.approx(10 * tau)
-    assert out["facility_kwh"].item() / work == pytest.approx(pue * cap * 1.0 / tau)
+    assert out["facility_kwh"].item() / work == pytest.approx(pue * (0.8 * cap + 0.2) / tau)
     assert out["cap"].item() == pytest.approx(cap)
 
 
@@ -160,7 +161,7 @@ def test_earliest_deadline_first():
 
 
 def test_curtailment_caps_first_then_pauses_then_sheds():
-    p = build_params(scenario(1))
+    p = build_params(scenario(sites=[site("a", **BOARD_ONLY)], throttle=ONE_CURVE))
     # 10 GPUs: 4 busy with inference, 6 with flexible work at cap 1 -> 10 kW.
     base = dict(inference_gpus=4.0, flexible_gpu_h=20.0)
     # at cap 0.6: inference 4 GPU-h needs 4/0.85 GPUs, flexible fills the rest: 10 x 0.6 = 6 kW
@@ -191,7 +192,8 @@ def test_curtailment_caps_first_then_pauses_then_sheds():
 
 
 def test_outage_battery_carries_what_it_can():
-    sc = scenario(sites=[site("a", battery={"capacity_kwh": 10.0, "power_kw": 3.0,
+    sc = scenario(throttle=ONE_CURVE, sites=[site("a", **BOARD_ONLY, battery={
+                                           "capacity_kwh": 10.0, "power_kw": 3.0,
                                            "round_trip_efficiency": 0.81,
                                            "soc_min_fraction": 0.0, "soc_max_fraction": 1.0,
                                            "soc_initial_fraction": 0.5})])
@@ -228,7 +230,7 @@ def test_bad_scenarios_raise_clear_errors():
     with pytest.raises(ScenarioError, match="observation_slack_edges_h"):
         build_params(scenario(1, env={"observation_slack_edges_h": [4, 2]}))
     with pytest.raises(ScenarioError, match="below its idle power"):
-        build_params(scenario(sites=[site("a", gpu_idle_kw=0.7)]))
+        build_params(scenario(sites=[site("a", gpu_board_idle_kw=0.7)]))
     with pytest.raises(ScenarioError, match="throttle curve's first point"):
         build_params(scenario(1, env={"cap_min_fraction": 0.3}))
     with pytest.raises(ScenarioError, match=r"network.latency_ms = 4000000.0: expected less"):
@@ -358,3 +360,38 @@ def test_kernel_prices_each_link_like_the_oracle():
     np.testing.assert_allclose(got_state.transit_gpu_h, want_state.transit_gpu_h, rtol=1e-9,
                                atol=1e-9)
     assert want["transfer_cost"].sum() > 0 and want["inference_routed_gpu_h"].sum() > 0
+
+
+def test_host_share_fixed_overhead_and_inference_curve_by_hand():
+    # 10 GPUs: board idle 0.07 + host idle 0.03 = 0.1 kW idle; busy board 0.8 kW x power
+    # fraction + host 0.2 kW; facility 2 kW fixed + PUE 1.2 x IT.
+    sc = scenario(sites=[site("a", pue=1.2, facility_fixed_kw=2.0)])
+    p = build_params(sc)
+    x = exo(1, 1, inference_gpus=4.0, flexible_gpu_h=20.0, headroom_kw=100.0)
+    _, out = core.step(p, core.reset(p, 1), act(1, run=1, cap=0.7), x[0][None])
+    # cap 0.7: inference tau 0.93, power 0.65; training tau 0.9, power 0.7
+    busy_inf = 4.0 / 0.93
+    flex = (10 - busy_inf) * 0.9
+    assert out["inference_served_gpu_h"].item() == pytest.approx(4.0)
+    assert out["work_done_gpu_h"].item() == pytest.approx(flex)
+    assert out["busy_gpus"].item() == pytest.approx(10.0)
+    it = busy_inf * (0.65 * 0.8 + 0.2) + (10 - busy_inf) * (0.7 * 0.8 + 0.2)
+    assert out["it_kwh"].item() == pytest.approx(it)
+    assert out["facility_kwh"].item() == pytest.approx(2.0 + 1.2 * it)
+    # idle: the fixed overhead and the idle floor remain
+    _, idle = core.step(p, core.reset(p, 1), act(1, run=0, cap=0.7),
+                        exo(1, 1, headroom_kw=100.0)[0][None])
+    assert idle["facility_kwh"].item() == pytest.approx(2.0 + 1.2 * 10 * 0.1)
+
+
+def test_old_power_keys_and_single_curve_are_refused_by_name():
+    import pydantic
+
+    with pytest.raises(pydantic.ValidationError, match="gpu_board_max_kw"):
+        scenario(sites=[site("a", gpu_idle_kw=0.1, gpu_max_kw=0.7)])
+    with pytest.raises(pydantic.ValidationError, match="throttle.training"):
+        scenario(1, throttle=THROTTLE["training"])
+    with pytest.raises(pydantic.ValidationError, match="power_fraction"):
+        scenario(1, throttle={"training": THROTTLE["training"],
+                              "inference": {**THROTTLE["inference"],
+                                            "power_fraction": [0.5, 0.8, 0.75]}})

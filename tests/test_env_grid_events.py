@@ -140,7 +140,7 @@ def test_mpc_complies_with_an_event_announced_an_hour_ahead(congested_dr):
     setup = make_setup(sc, data=data)
     week = setup.windows.fixed[6]  # late June: hot afternoons
     start = week.start + 2 * 24 + 19  # 15:00 local (UTC-5) on the third day
-    level_kw = 2000.0
+    level_kw = sc.sites[0].demand_response.limit_kw  # the programme's level
     exo = data.exo.copy()
     view = announced_view([GridEvent(start - 1, start, start + 3, level_kw)], len(exo))
     exo[:, 0, Exo.DR_STARTS_IN_H:Exo.DR_LIMIT_KW + 1] = view

@@ -40,7 +40,8 @@ cases = st.fixed_dictionaries({
 
 
 def _params(c):
-    sites = [site(f"s{i}", pue=1.0 + 0.2 * i, pue_temp_slope_per_c=c["pue_slope"],
+    sites = [site(f"s{i}", pue=1.0 + 0.2 * i, facility_fixed_kw=0.7 * i,
+                  pue_temp_slope_per_c=c["pue_slope"],
                   pue_temp_threshold_c=15.0 + 5 * i, gpus=10 + 7 * i,
                   battery=BATTERY if c["battery"] else {},
                   gpu_rent_per_gpu_h=c.get("rent", 0.0) * (i % 2 == 0),
@@ -98,17 +99,19 @@ def test_kernel_equals_the_oracle_from_random_states(c):
 def _formulas(temp, pue, slope, t0, busy, cap, gpus, idle, pmax, tau, demand, request,
               fac, gen, head, theta, carbon, price, rent, hold, w):
     """Every formula of the site model, on scalars or on arrays alike."""
-    inf, flex, busy_d = kernel.dispatch(demand, request, gpus, tau)
+    inf, flex, busy_d = kernel.dispatch(demand, request, gpus, tau, 0.5 * (tau + cap))
     ch, dis = kernel.rule_wants_kw(fac, gen, head, theta)
     rent_cost, hold_cost = kernel.gpu_time_cost(busy, rent, request, hold)
+    e_x = kernel.it_kwh_per_gpu_h(cap, tau, idle, pmax, hold)
     return (
-        kernel.pue_at(temp, pue, slope, t0), kernel.it_kw(busy, cap, gpus, idle, pmax),
-        kernel.it_kwh_per_gpu_h(cap, tau, idle, pmax), kernel.it_kw_from_active(busy, gpus, idle),
-        kernel.facility_kw(pue, busy, fac), inf, flex, busy_d, ch, dis,
+        kernel.pue_at(temp, pue, slope, t0), kernel.it_kw(busy, demand, e_x, tau, gpus, idle),
+        e_x, kernel.it_kw_from_active(busy, gpus, idle),
+        kernel.facility_kw(head, pue, busy, fac), kernel.fleet_facility_kw(head, pue, gpus, idle),
+        inf, flex, busy_d, ch, dis,
         kernel.rule_battery_kw(fac, gen, head, theta),
         kernel.discharge_available_kw(fac, gen, theta),
         kernel.import_price_per_kwh(w[0], w[1], carbon, price),
-        kernel.terminal_value_per_gpu_h(pue, idle, pmax, w[0], w[1], carbon, price, rent,
+        kernel.terminal_value_per_gpu_h(pue, e_x, w[0], w[1], carbon, price, rent,
                                         hold, gen),
         kernel.penalty(w, carbon, price, demand, request, head, rent, hold, gen, tau, fac,
                        busy, temp),
@@ -150,8 +153,9 @@ def test_terminal_value_is_the_documented_formula():
     mean = exo[..., [kernel.Exo.CARBON_G_PER_KWH, kernel.Exo.PRICE_PER_MWH]].mean(0)
     w = p.reward_weights
     slack_mean_h = np.array([(0 + 3) / 2, (1 + 5) / 2])
-    want = p.pue * (p.gpu_max_kw - p.gpu_idle_kw) * (w[0] * mean[:, 0] / 1000
-                                                     + w[1] * mean[:, 1] / 1000)
+    # uncapped training work: full board plus the host's busy share, less idle
+    e_kwh = p.gpu_board_max_kw + p.host_busy_kw_per_gpu - p.gpu_idle_kw
+    want = p.pue * e_kwh * (w[0] * mean[:, 0] / 1000 + w[1] * mean[:, 1] / 1000)
     want = want + w[1] * (np.array([2.5, 0.0]) + 0.02 * slack_mean_h)
     np.testing.assert_allclose(physics.terminal_value_per_gpu_h(p, exo), want, rtol=1e-12)
 
@@ -165,7 +169,9 @@ FORMULA_HOMES = {"env/core.py", "env/kernel.py", "env/params.py"}
 # nameplate in SITES.yaml (gpus x board limit x cap); it is not the site model (no idle
 # floor, no host share, no PUE) and the adapter may not import gridrl.env.
 OPERATOR_RULES = {"integrations/slurm_events.py", "integrations/slurm_sites.py"}
-_PARAM = r"(?:gpu_idle_kw|gpu_max_kw|pue_temp_slope_per_c|pue_temp_threshold_c|\.pue\b)"
+_PARAM = (r"(?:gpu_idle_kw|gpu_max_kw|gpu_board_max_kw|gpu_board_idle_kw|host_busy_kw_per_gpu"
+          r"|host_idle_kw_per_gpu|facility_fixed_kw|pue_temp_slope_per_c|pue_temp_threshold_c"
+          r"|\.pue\b)")
 # a parameter of the PUE or IT-power formulas used in arithmetic
 _ARITH = re.compile(rf"{_PARAM}(?:\[[^\]]*\])*\s*[-+*/](?!=)|[-+*/]\s*[\w.]*{_PARAM}")
 
@@ -198,7 +204,9 @@ def test_the_grep_check_finds_a_formula_written_out():
     """The check above is not vacuous: the formulas as they used to be written match."""
     for line in ("pue = p.pue + p.pue_temp_slope_per_c * np.maximum(temp - t0, 0.0)",
                  "it = busy * (cap * p.gpu_max_kw - p.gpu_idle_kw) + p.gpus * p.gpu_idle_kw",
-                 "e_kwh = p.pue * (p.gpu_max_kw - p.gpu_idle_kw)"):
+                 "e_kwh = p.pue * (p.gpu_max_kw - p.gpu_idle_kw)",
+                 "it = busy * (cap * p.gpu_board_max_kw + p.host_busy_kw_per_gpu)",
+                 "fac = p.facility_fixed_kw + pue * it"):
         assert _ARITH.search(line), line
     assert not _ARITH.search("pue = physics.pue_of(p, exo)")
 

@@ -17,7 +17,8 @@ BATTERY = {"capacity_kwh": 20.0, "power_kw": 4.0, "round_trip_efficiency": 0.85,
 
 def _params(n_sites: int, battery: bool, battery_control: str, threshold: float, pue_slope: float,
             backup_kw: float = 0.0):
-    sites = [site(f"s{i}", pue=1.0 + 0.2 * i, pue_temp_slope_per_c=pue_slope,
+    sites = [site(f"s{i}", pue=1.0 + 0.2 * i, facility_fixed_kw=0.4 * i,
+                  pue_temp_slope_per_c=pue_slope,
                   battery=BATTERY if battery else {}, backup={"capacity_kw": backup_kw * i},
                   workload={"deadline_slack_h_min": i, "deadline_slack_h_max": 3 + 2 * i})
              for i in range(n_sites)]
@@ -119,7 +120,7 @@ def test_invariants_hold_every_hour(c):
             out["grid_import_kwh"] - x[..., kernel.Exo.DR_LIMIT_KW], 0.0), atol=1e-9)
         np.testing.assert_allclose(
             out["facility_kwh"],
-            np.maximum(p.pue + p.pue_temp_slope_per_c * np.maximum(
+            p.facility_fixed_kw + np.maximum(p.pue + p.pue_temp_slope_per_c * np.maximum(
                 x[..., 7] - p.pue_temp_threshold_c, 0), 0) * out["it_kwh"]
             + out["migration_kwh"] + out["inference_network_kwh"], rtol=1e-10)
         # SoC in bounds and consistent with the flows
@@ -177,7 +178,7 @@ def test_outages_behave_as_documented(c):
         state, out = core.step(p, state, acts[t], x)
         np.testing.assert_allclose(out["grid_import_kwh"], out["overdraw_kwh"], atol=1e-9)
         pue = p.pue + p.pue_temp_slope_per_c * np.maximum(x[..., 7] - p.pue_temp_threshold_c, 0)
-        floor = pue * p.gpus * p.gpu_idle_kw + out["migration_kwh"]
+        floor = p.facility_fixed_kw + pue * p.gpus * p.gpu_idle_kw + out["migration_kwh"]
         assert (out["overdraw_kwh"] <= np.maximum(floor - p.backup_capacity_kw, 0) + 1e-9).all()
         covered = (x[..., 0] + x[..., 1] + out["battery_discharge_kwh"] + out["backup_kwh"]
                    >= floor + 1e-9)

@@ -17,16 +17,16 @@ TINY_SCENARIO = {
             "name": "a",
             "weather": {"file": "723170TYA.CSV"},
             "gpus": 8,
-            "gpu_idle_kw": 0.1,
-            "gpu_max_kw": 0.7,
+            "gpu_board_idle_kw": 0.075,
+            "gpu_board_max_kw": 0.7,
             "grid": {"feeder_capacity_kw": 50.0},
         }
     ],
-    "throttle": {
+    "throttle": {w: {
         "cap_fraction": [0.6, 1.0],
         "throughput_fraction": [0.8, 1.0],
         "source": "test curve",
-    },
+    } for w in ("training", "inference")},
     "periods": {
         "train": {"start": "2021-01-01", "end": "2021-01-31"},
         "test": {"start": "2021-02-01", "end": "2021-02-14"},

@@ -54,14 +54,15 @@ def test_every_scenario_loads(path: Path):
     }
     assert months == set(range(1, 13))
     # Energy per unit of work (cap / throughput) falls from no cap down to the knee.
-    cap = np.asarray(scenario.throttle.cap_fraction)
-    thr = np.asarray(scenario.throttle.throughput_fraction)
+    cap = np.asarray(scenario.throttle.training.cap_fraction)
+    thr = np.asarray(scenario.throttle.training.throughput_fraction)
     energy_per_work = cap / thr
     knee = int(np.argmin(energy_per_work))
     assert cap[knee] < 1.0
     assert np.all(np.diff(energy_per_work[knee:]) > 0)
     assert np.all(thr[knee:-1] / cap[knee:-1] > 1.0)
-    assert "2205.09646" in scenario.throttle.source
+    assert "2205.09646" in scenario.throttle.training.source
+    assert "2308.12908" in scenario.throttle.inference.source
 
 
 def test_scenario_counts_match_the_brief():

@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gridrl.agents.policy import EpisodeBatch, StepContext, actions_from
 from gridrl.env import physics
-from gridrl.env.kernel import Exo, discharge_available_kw, dispatch, dr_event_on
+from gridrl.env.kernel import Exo, discharge_available_kw, dr_event_on
 from gridrl.errors import GridrlError
 
 __all__ = [
@@ -174,9 +174,9 @@ class FollowRenewables:
         demand = fc[..., Exo.INFERENCE_GPUS].mean(axis=1)
         q1 = ctx.queue_after_arrivals()
         queue = q1.sum(-1)
-        kw_per_gpu_h = physics.it_kwh_per_gpu_h(p, 1.0, 1.0)  # uncapped
+        kw_per_gpu_h = physics.it_kwh_per_gpu_h(p, 1.0)  # uncapped
         own = np.minimum(queue, np.maximum(p.gpus - demand, 0.0))
-        spare = gen - pue * physics.it_kw(p, demand + own, 1.0)  # kW
+        spare = gen - physics.facility_kw(p, pue, physics.it_kw(p, demand, own, 1.0))  # kW
         b, n = spare.shape
         best = spare.argmax(-1)
         rows = np.arange(b)
@@ -247,18 +247,17 @@ def _fit_import(ctx: StepContext, import_kw: np.ndarray) -> tuple[np.ndarray, np
     cap = np.full(total.shape, p.cap_min)
     fits_any = np.zeros(total.shape, dtype=bool)
     for c in levels:  # a handful of curve points
-        _, _, busy = dispatch(demand, total, p.gpus, p.throughput(c))
-        fac = pue * physics.it_kw(p, busy, c)
+        inf, flex, _ = physics.dispatch(p, demand, total, c)
+        fac = physics.facility_kw(p, pue, physics.it_kw(p, inf, flex, c))
         ok = (fac <= limit) & ~fits_any
         cap = np.where(ok, c, cap)
         fits_any |= ok
     # at cap_min: flexible work that fits, never less than what is due
-    tau_m = p.tau_min
-    per_gpu_h = physics.it_kwh_per_gpu_h(p, p.cap_min, tau_m)
-    inf_m = np.minimum(demand, p.gpus * tau_m)
-    # GPU-h of work the limit leaves room for above the idle floor
-    room = (limit / pue - physics.idle_kw(p)) / np.where(per_gpu_h > 0, per_gpu_h, 1.0)
-    flex_ok = np.maximum(room - inf_m, 0.0)
+    per_gpu_h = pue * physics.it_kwh_per_gpu_h(p, p.cap_min)
+    inf_m, _, _ = physics.dispatch(p, demand, 0.0, p.cap_min)
+    # GPU-h of flexible work the limit leaves room for above idle power and inference
+    base = physics.facility_kw(p, pue, physics.it_kw(p, inf_m, 0.0, p.cap_min))
+    flex_ok = np.maximum((limit - base) / np.where(per_gpu_h > 0, per_gpu_h, 1.0), 0.0)
     share = np.divide(flex_ok, total, out=np.ones_like(total), where=total > _EMPTY_GPU_H)
     run = np.where(fits_any, 1.0, np.maximum(np.minimum(share, 1.0), _due_share(q1)))
     return run, cap

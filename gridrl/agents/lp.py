@@ -8,7 +8,8 @@ Formulation
 ===========
 
 Per hour ``t`` and site ``i`` (all variables >= 0): ``w[t,i,k]`` work done at cap level
-``k`` (``cap_min`` and the throttle points above it; GPU-h of uncapped work), ``s``
+``k`` (``cap_min`` and the points of either throttle curve above it; GPU-h of uncapped
+work), one set of levels ``wX`` for flexible work and one ``wI`` for inference, ``s``
 inference served, ``x`` flexible work done, ``out``/``in`` flexible work sent away /
 received (it joins site ``i``'s queue at ``t+1``), ``b`` flexible work queued at the end
 of the hour, ``u`` cumulative work removed from the site's queue (done or sent),
@@ -22,15 +23,20 @@ of the hour, ``bk`` standby generation, ``sf`` demand-response shortfall; per ho
 - migration pool ``(1 + r_o) sum_i out_t = sum_i in_t`` (the restart overhead is work
   added at the destinations); ``out <= L`` (the link), ``in <= G (S - 1)`` (no
   destination accepts more than it can run within the longest slack);
-- work ``sum_k w = x + s``; GPUs ``sum_k w_k / tau_k <= G``; inference ``s <= D``, or
+- work ``sum_k wX_k = x``, ``sum_k wI_k = s``; GPUs ``sum_k wX_k / tau_X,k + wI_k /
+  tau_I,k <= G``; inference ``s <= D``, or
   with routing (``r[t, i->j]`` for the pairs in reach, ``s`` served at the site from
   any origin): ``s_j >= sum_i r_ij``, ``s_i - sum_k r_ki + sum_j r_ij <= D_i`` (served
   for an origin within its demand), ``sum_j r_ij <= min(f_inf D_i, max(D_i - G_i
-  tau_min, 0))`` (only overflow is routed);
-- power ``PUE_t (sum_k w_k (c_k Pmax - P0)/tau_k + G P0) + kappa out + k_inf sum_j r_ij
-  + ch + e - g - dis - bk = pv + wind``, ``bk <= B`` (standby capacity);
-- headroom ``g - o <= h``; overdraw only for load that curtailment and backup cannot
-  remove: ``o <= max(PUE_t G P0 - pv - wind - h - B, 0) + kappa out + k_inf sum_j r_ij``;
+  tau_I(c_min), 0))`` (only overflow is routed);
+- power ``F0 + PUE_t (sum_k (wX_k e_X,k + wI_k e_I,k) + G P0) + kappa out + k_inf
+  sum_j r_ij + ch + e - g - dis - bk = pv + wind`` with ``e_w,k = (pi_w,k Pb + Hb - P0) /
+  tau_w,k`` (linear in the work at the hour's temperature: the fixed overhead is a
+  constant), ``bk <= B`` (standby capacity);
+- headroom ``g - o <= h``; overdraw only for load that curtailment, standby generation
+  and the battery cannot carry: ``o + beta dis <= max(a, 0) + kappa out + k_inf sum_j
+  r_ij`` with ``a = F0 + PUE_t G P0 - pv - wind - h - B`` and ``beta = min(max(a, 0),
+  P_b) / P_b`` (see below);
 - demand response: ``g - sf <= L`` in the hours of an event (``sf = 0`` outside them);
   the events are the announced ones of the rows (all of them for the bound);
 - battery ``soc_t = soc_{t-1} + eta ch - dis / eta`` within ``[soc_min, soc_max]``,
@@ -73,9 +79,11 @@ is at least the return of any policy (``J_lp >= J_env``):
 - *caps*: a site runs all its GPUs at one cap ``c``, except that curtailment puts a
   share ``phi`` of them at ``cap_min``. The throttle curve is piecewise linear, so a GPU
   at a cap between two points ``c_k < c < c_{k+1}`` is exactly a convex combination of
-  one GPU at ``c_k`` and one at ``c_{k+1}`` in work, busy GPUs and power. The LP allows
-  any mixture of levels in an hour (a relaxation of one cap per site).
-- *dispatch*: the env serves ``min(D, G tau(c))`` of inference and takes flexible work
+  one GPU at ``c_k`` and one at ``c_{k+1}`` in work, busy GPUs and power (the levels
+  hold the points of both curves, so each curve and its board power fraction are linear
+  between neighbours). The LP allows any mixture of levels in an hour, chosen apart for
+  inference and flexible work (a relaxation of one cap per site).
+- *dispatch*: the env serves ``min(D, G tau_I(c))`` of inference and takes flexible work
   earliest deadline first; the LP may serve any amount up to the demand (unserved
   demand costs the SLO weight) and do any amount of flexible work the queue holds.
 - *migration*: the env moves a share of every queue bucket to destinations set by one
@@ -88,8 +96,8 @@ is at least the return of any policy (``J_lp >= J_env``):
   the deadline rows below ignore it (so they are weaker, still valid), and its holding
   and energy are charged as in the env.
 - *inference routing*: the env's overflow rule routes at most ``min(f_inf D, max(D -
-  G tau(c), 0))`` to sites in reach, at most the LP's ``min(f_inf D, max(D - G tau_min,
-  0))``, and serves routed demand with the site's own; map the served part of each
+  G tau_I(c), 0))`` to sites in reach, at most the LP's ``min(f_inf D, max(D - G
+  tau_I(c_min), 0))``, and serves routed demand with the site's own; map the served part of each
   site's demand (own and routed in, in proportion) to the LP's ``r`` and ``s``: every
   routing row holds, and the LP charges network energy only on routed work served
   (the env on all of it).
@@ -101,10 +109,14 @@ is at least the return of any policy (``J_lp >= J_env``):
   (an outage, a carbon peak) where the env discharges it at once.
 - *curtailment*: the env removes excess import by capping, pausing and shedding: less
   work or inference done this hour, which the LP may also choose. The env records
-  overdraw only once every GPU is idle, the facility draws ``PUE_t G P0 + e_mig`` and
-  the battery is not charging, so its overdraw is at most ``max(PUE_t G P0 - pv - wind
-  - h, 0) + e_mig``; the LP's overdraw row admits that. (Without the row the LP could
-  overdraw instead of shedding inference, a choice the env never offers.)
+  overdraw only once every GPU is idle, the facility draws ``F0 + PUE_t G P0 + e_mig``
+  and the battery is not charging, so its overdraw is ``max(a + e_mig - dis, 0)`` with
+  ``a = F0 + PUE_t G P0 - pv - wind - h``: the battery covers the floor before any
+  work runs. The concave envelope of that over ``0 <= dis <= P_b`` is the LP's row
+  ``o - kappa out + beta dis <= max(a, 0)``, ``beta = min(max(a, 0), P_b) / P_b``
+  (exactly the env's overdraw at ``dis = 0`` and ``dis = P_b``). (Without the row the
+  LP could overdraw instead of shedding inference, or overdraw the floor while its
+  battery serves inference, choices the env never offers.)
 - *deadlines*: split the env's overdue work at hour ``t`` by where it started: work that
   started at site ``i`` (was queued there at the start or arrived there) and still sits
   at ``i``. Site ``i`` removed ``u`` GPU-h in total (done or sent away, whatever the
@@ -175,11 +187,14 @@ class LPError(GridrlError, RuntimeError):
 
 
 def cap_levels(params: EnvParams) -> tuple[np.ndarray, np.ndarray]:
-    """Cap levels the LP mixes: ``cap_min`` and every throttle point above it, with their
-    throughput fractions."""
-    caps = params.throttle_cap[params.throttle_cap > params.cap_min]
-    caps = np.concatenate([[params.cap_min], caps])
-    return caps, params.throughput(caps)
+    """Cap levels the LP mixes, per kind of work: ``cap_min`` and every point of either
+    throttle curve above it, once for flexible work and once for inference. Returns the
+    cap of every work column ``[2L]`` and its throughput (training curve for the first
+    ``L``, inference curve for the rest)."""
+    p = params
+    caps = np.concatenate([[p.cap_min], p.throttle_cap[p.throttle_cap > p.cap_min]])
+    return (np.concatenate([caps, caps]),
+            np.concatenate([p.throughput(caps), p.inference_throughput_at(caps)]))
 
 
 @dataclass(frozen=True, eq=False)
@@ -325,7 +340,8 @@ class LPStructure:
         self.H = h_len = int(hours)
         self.N = n = p.n_sites
         self.caps, self.taus = cap_levels(p)
-        self.Kc = kc = len(self.caps)
+        self.Kc = kc = len(self.caps)  # work columns per hour and site
+        self.L = kc // 2  # the first L hold flexible work, the rest inference
         self.migrate = n > 1 and p.max_migration_fraction > 0
         # routable (origin, server) pairs of inference
         oi, sj = np.nonzero(p.inference_routable > 0)
@@ -361,9 +377,11 @@ class LPStructure:
         self.cBK = block(npair)
         self.cSF = block(npair)
         self.n_col = off
-        e_k = it_kwh_per_gpu_h(self.caps[None, :], self.taus, p.gpu_idle_kw[:, None],
-                               p.gpu_max_kw[:, None])
-        self.e_k = e_k  # [N, Kc] IT kWh per GPU-h of work at level k, above idle
+        lv = self.caps[: self.L]
+        power = np.concatenate([p.power_at(lv), p.power_at(lv, inference=True)])
+        e_k = it_kwh_per_gpu_h(power[None, :], self.taus, p.gpu_idle_kw[:, None],
+                               p.gpu_board_max_kw[:, None], p.host_busy_kw_per_gpu[:, None])
+        self.e_k = e_k  # [N, Kc] IT kWh per GPU-h of work in column k, above idle
         # cheapest transfer price per GPU-h sent from each site (the env pays at least it)
         price = np.where(np.eye(n, dtype=bool), np.inf, p.transfer_cost_per_gb)
         self.transfer_per_gpu_h = (p.migration_gb_per_gpu_h * price.min(axis=1)
@@ -408,10 +426,13 @@ class LPStructure:
             r0 += npair
             return sl
 
-        # work: sum_k w - x - s = 0
+        # work: sum_k wX_k - x = 0 (flexible), sum_k wI_k - s = 0 (inference)
+        nl = self.L
         self.rWORK = rb = rowblock()
-        add(np.repeat(rb.start + pidx, kc), wcol.ravel(), 1.0)
+        add(np.repeat(rb.start + pidx, nl), wcol[:, :nl].ravel(), 1.0)
         add(rb.start + pidx, self.cX.start + pidx, -1.0)
+        self.rINF = rb = rowblock()
+        add(np.repeat(rb.start + pidx, kc - nl), wcol[:, nl:].ravel(), 1.0)
         add(rb.start + pidx, self.cS.start + pidx, -1.0)
         # GPUs
         self.rGPU = rb = rowblock()
@@ -432,12 +453,14 @@ class LPStructure:
         self.rHEAD = rb = rowblock()
         add(rb.start + pidx, self.cG.start + pidx, 1.0)
         add(rb.start + pidx, self.cO.start + pidx, -1.0)
-        # overdraw bound: o - kappa out <= omax
+        # overdraw bound: o - kappa out + beta dis <= omax (beta refreshed per solve)
         self.rOCAP = rb = rowblock()
         add(rb.start + pidx, self.cO.start + pidx, 1.0)
         if self.migrate:
             add(rb.start + pidx, self.cOUT.start + pidx, -kappa)
         add(rb.start + r_from, rcol, -kinf)
+        ocap_at = len(rows)
+        add(rb.start + pidx, self.cDIS.start + pidx, 0.0)
         # state of charge
         self.rSOC = rb = rowblock()
         eta = p.battery_eta[site]
@@ -498,6 +521,8 @@ class LPStructure:
         self._order = order
         self._vals = vals_a
         self._pue_slice = slice(start, start + npair * kc)
+        start = sum(len(r) for r in rows[:ocap_at])
+        self._ocap_slice = slice(start, start + npair)
         cols_sorted = cols_a[order]
         self._indices = rows_a[order].astype(np.int32)
         self._indptr = np.searchsorted(cols_sorted, np.arange(self.n_col + 1)).astype(np.int32)
@@ -517,11 +542,16 @@ class LPStructure:
         demand, arr = exo[..., Exo.INFERENCE_GPUS], exo[..., Exo.FLEXIBLE_GPU_H]
         pue = physics.pue_of(p, exo)
         gen = pv + wind
-        idle_kw = fleet_facility_kw(pue, p.gpus, p.gpu_idle_kw)  # [H, N]
+        idle_kw = fleet_facility_kw(p.facility_fixed_kw, pue, p.gpus, p.gpu_idle_kw)  # [H, N]
         queue = np.asarray(inp.queue_gpu_h, float)
         transit = np.asarray(inp.transit_gpu_h, float)
         vals = self._vals.copy()
         vals[self._pue_slice] = (pue[..., None] * self.e_k[None]).ravel()
+        # load neither curtailment nor standby generation can remove [H, N]
+        omax = np.maximum(idle_kw - gen - head - p.backup_capacity_kw, 0.0)
+        bpow = p.battery_power_kw
+        vals[self._ocap_slice] = np.divide(np.minimum(omax, bpow), bpow,
+                                           out=np.zeros_like(omax), where=bpow > 0).ravel()
         data = vals[self._order]
         row_lo = np.zeros(self.n_row)
         row_hi = np.zeros(self.n_row)
@@ -531,8 +561,7 @@ class LPStructure:
         row_lo[self.rHEAD] = -np.inf
         row_hi[self.rHEAD] = head.ravel()
         row_lo[self.rOCAP] = -np.inf
-        row_hi[self.rOCAP] = np.maximum(idle_kw - gen - head - p.backup_capacity_kw,
-                                        0.0).ravel()
+        row_hi[self.rOCAP] = omax.ravel()
         dr_on = dr_event_on(exo[..., Exo.DR_STARTS_IN_H], exo[..., Exo.DR_REMAINING_H])
         row_lo[self.rDR] = -np.inf
         row_hi[self.rDR] = np.where(dr_on > 0, exo[..., Exo.DR_LIMIT_KW], np.inf).ravel()
@@ -549,8 +578,8 @@ class LPStructure:
             row_lo[self.rDEM] = row_lo[self.rROUT] = -np.inf
             row_hi[self.rDEM] = demand.ravel()
             # the env routes only what a site cannot serve at its cap, at most
-            # max(D - G tau_min, 0) (its capacity is G tau(c) >= G tau_min)
-            over = np.maximum(demand - p.gpus * p.tau_min, 0.0)
+            # max(D - G tau_I(c_min), 0) (its capacity is G tau_I(c) >= G tau_I(c_min))
+            over = np.maximum(demand - p.gpus * p.inference_throughput_at(p.cap_min), 0.0)
             row_hi[self.rROUT] = np.minimum(p.inference_remote_fraction_max * demand,
                                             over).ravel()
         else:
@@ -633,7 +662,7 @@ class LPStructure:
         The env charges from local surplus only (rule: ``max(pv + wind - F, 0)``) or,
         with a battery action, within headroom (``max(h + pv + wind - F, 0)``),
         where ``F`` is the facility power before curtailment. ``F`` is at least
-        ``F_lb = PUE_t (G P0 + min(D, G tau_min) e_min)``: idle power plus the inference
+        ``F_lb = F0 + PUE_t (G P0 + min(D, G tau_I(c_min)) e_I,min)``: idle power plus the inference
         the env always serves (``min(D, G tau(c))`` at any cap) at the least energy per
         GPU-h of the throttle curve (a linear-fractional function of the cap between
         two points, so its minimum is at a point). Replacing ``F`` by ``F_lb`` gives a
@@ -650,9 +679,9 @@ class LPStructure:
 
         The env charges at most ``max(g - F, 0)`` with ``g = pv + wind`` (plus headroom
         with a battery action) and ``F`` its facility power before curtailment,
-        which is at least the LP's ``F_it = PUE_t (sum_k w_k e_k + G P0)``. While it
+        which is at least the LP's ``F_it = F0 + PUE_t (sum_k w_k e_k + G P0)``. While it
         charges nothing is curtailed and ``F_it`` lies in ``[F_lb, F_max]``
-        (:meth:`charge_limit`'s ``F_lb``, ``F_max = PUE_t G Pmax``); ``c`` is the concave
+        (:meth:`charge_limit`'s ``F_lb``, ``F_max = F0 + PUE_t G (Pb + Hb)``); ``c`` is the concave
         envelope of ``max(g - F, 0)`` on that interval, the chord from ``(F_lb, g - F_lb)``
         to ``(F_max, max(g - F_max, 0))``, non-negative below ``F_max``: every env
         trajectory satisfies the row. It also tells a planner that a site lets its
@@ -670,7 +699,7 @@ class LPStructure:
         if p.battery_action:
             g = g + exo[t, i, Exo.HEADROOM_KW]
         f_lo = facility_floor_kw(self, pue[t, i], exo[t, i, Exo.INFERENCE_GPUS], i)
-        f_hi = fleet_facility_kw(pue[t, i], p.gpus[i], p.gpu_max_kw[i])
+        f_hi = fleet_facility_kw(p.facility_fixed_kw[i], pue[t, i], p.gpus[i], p.gpu_max_kw[i])
         keep = (g > f_lo) & (f_hi > f_lo)  # otherwise charge_limit already gives 0
         t, i, g, f_lo, f_hi = t[keep], i[keep], g[keep], f_lo[keep], f_hi[keep]
         m = len(t)
@@ -680,7 +709,7 @@ class LPStructure:
         # chord value at F_max: 0 if g < F_max, else g - F_max (slope 1: the line itself)
         rhs = np.where(slope < 1.0, slope * f_hi, g)
         pidx = t * n + i
-        idle = fleet_facility_kw(pue[t, i], p.gpus[i], p.gpu_idle_kw[i])
+        idle = fleet_facility_kw(p.facility_fixed_kw[i], pue[t, i], p.gpus[i], p.gpu_idle_kw[i])
         width = 1 + kc
         idx = np.empty((m, width), dtype=np.int32)
         val = np.empty((m, width))
@@ -807,7 +836,7 @@ class LPStructure:
         it = it_kw_from_active((w * self.e_k[None]).sum(-1), p.gpus, p.gpu_idle_kw)
         mig_kwh = p.migration_kwh_per_gpu_h * out
         inf_kwh = p.inference_network_kwh_per_gpu_h * routed
-        fac = facility_kw(pue, it, mig_kwh + inf_kwh)
+        fac = facility_kw(p.facility_fixed_kw, pue, it, mig_kwh + inf_kwh)
         safe = np.where(busy > 0, busy, 1.0)
         capw = np.where(busy > 0, (w / self.taus * self.caps).sum(-1) / safe, 1.0)
         init_transit = np.asarray(inp.transit_gpu_h, float).sum(-1)
@@ -870,15 +899,16 @@ class LPStructure:
 
 def facility_floor_kw(st: LPStructure, pue: np.ndarray, demand: np.ndarray,
                       sites: np.ndarray | slice) -> np.ndarray:
-    """``F_lb = PUE_t (G P0 + min(D, G tau_min) e_min)`` of ``sites``: the least facility
-    power before curtailment of any env trajectory (idle power plus the inference the env
-    always serves, at the least energy per GPU-h of the throttle curve; see
-    :meth:`LPStructure.charge_limit`)."""
+    """``F_lb = F0 + PUE_t (G P0 + min(D, G tau_I(c_min)) e_I,min)`` of ``sites``: the
+    least facility power before curtailment of any env trajectory (fixed overhead, idle
+    power and the inference the env always serves, at the least energy per GPU-h of the
+    inference curve; see :meth:`LPStructure.charge_limit`)."""
     p = st.params
-    e_min = st.e_k.min(axis=1)[sites]
+    e_min = st.e_k[:, st.L:].min(axis=1)[sites]
     gpus = p.gpus[sites]
-    active = np.minimum(demand, gpus * p.tau_min) * e_min
-    return pue * it_kw_from_active(active, gpus, p.gpu_idle_kw[sites])
+    active = np.minimum(demand, gpus * p.inference_throughput_at(p.cap_min)) * e_min
+    return facility_kw(p.facility_fixed_kw[sites], pue,
+                       it_kw_from_active(active, gpus, p.gpu_idle_kw[sites]), 0.0)
 
 
 def _edf_need(rel: np.ndarray, u: np.ndarray) -> np.ndarray:
@@ -1053,8 +1083,8 @@ def rule_battery_rows(st: LPStructure, aux: dict, first_col: int) -> tuple[list,
     gen = exo[t, i, Exo.PV_KW] + exo[t, i, Exo.WIND_KW]
     head = exo[t, i, Exo.HEADROOM_KW]
     pb = p.battery_power_kw[i]
-    gmax = fleet_facility_kw(pue[t, i], p.gpus[i], p.gpu_max_kw[i])
-    idle = fleet_facility_kw(pue[t, i], p.gpus[i], p.gpu_idle_kw[i])
+    gmax = fleet_facility_kw(p.facility_fixed_kw[i], pue[t, i], p.gpus[i], p.gpu_max_kw[i])
+    idle = fleet_facility_kw(p.facility_fixed_kw[i], pue[t, i], p.gpus[i], p.gpu_idle_kw[i])
     theta = p.battery_discharge_threshold_fraction
     inf = highspy.kHighsInf
     batches = []

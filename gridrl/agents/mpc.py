@@ -9,8 +9,8 @@ Its first-hour decision is turned into the environment's action:
 - ``route``: destinations weighted like the LP's work received (softmax logits
   ``log(share)``, clipped to the action range);
 - ``run``: the LP's flexible work over the queue left after migration;
-- ``cap``: the cap whose throughput equals the LP's work per busy GPU (a mixture of two
-  adjacent throttle points is exactly one intermediate cap);
+- ``cap``: the busy-GPU-weighted mean cap of the LP's level mix (inference and flexible
+  work together: the env has one cap per site);
 - ``battery`` (with a battery action): the LP's charge minus discharge as the wanted
   setpoint (``StepContext.set_battery``).
 
@@ -94,7 +94,7 @@ def plan_to_action(params: EnvParams, q1: np.ndarray, first: dict, caps: np.ndar
     first : dict
         ``LPSolution.first``.
     caps, taus : ndarray
-        The LP's cap levels and their throughputs.
+        The cap and throughput of each of the LP's work columns.
     """
     p = params
     n = p.n_sites
@@ -116,11 +116,9 @@ def plan_to_action(params: EnvParams, q1: np.ndarray, first: dict, caps: np.ndar
         with np.errstate(divide="ignore"):
             route = 1.0 + np.log(share / share.max()) / p.route_logit_scale
         route = np.clip(route, -1.0, 1.0)
-    levels = first["levels"]  # [N, Kc] work per cap level
-    work = levels.sum(-1)
-    busy = (levels / taus).sum(-1)
-    tau_avg = np.divide(work, busy, out=np.ones(n), where=busy > _TINY_GPU_H)
-    cap = np.where(busy > _TINY_GPU_H, np.interp(tau_avg, taus, caps), 1.0)
+    gpus = first["levels"] / taus  # [N, Kc] busy GPUs per work column
+    busy = gpus.sum(-1)
+    cap = np.divide((gpus * caps).sum(-1), busy, out=np.ones(n), where=busy > _TINY_GPU_H)
     return actions_from(p, run[None], cap[None], route=route[None], migrate=migrate[None])
 
 

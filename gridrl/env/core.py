@@ -16,9 +16,13 @@ Step equations
 ==============
 
 Notation, per episode and site ``i`` (batch index omitted). Parameters
-(:class:`~gridrl.env.params.EnvParams`): ``G`` GPUs, ``P0`` idle kW per GPU, ``Pmax``
-busy uncapped kW per GPU, ``tau(c)`` the throttle curve (linear interpolation of the
-scenario's table), ``c_min``, ``S`` slack buckets, ``A[b]`` arrival split, ``kappa``
+(:class:`~gridrl.env.params.EnvParams`): ``G`` GPUs, ``P0`` idle kW per GPU (board and
+host share), ``Pb`` the board's max kW (what a cap ``c`` is a fraction of), ``Hb`` the
+host's kW per busy GPU (CPUs, memory, NICs, fans: not capped), ``F0`` the facility's
+fixed overhead kW, two throttle curves (linear interpolation of the scenario's tables):
+``tau_X(c)``, ``pi_X(c)`` for flexible (training) work and ``tau_I(c)``, ``pi_I(c)`` for
+inference, the throughput and the board power fraction a busy GPU draws at cap ``c``,
+``c_min``, ``S`` slack buckets, ``A[b]`` arrival split, ``kappa``
 migration kWh per GPU-h (``network.transfer_kwh_per_gb x gb``), ``gb`` =
 ``network.checkpoint_gb_per_gpu_h``, ``L`` the link's GPU-h per step
 (:func:`gridrl.env.params.migration_link_gpu_h`), ``r_o`` restart overhead GPU-h per
@@ -74,7 +78,7 @@ the rule's ``ch* - dis*`` of equation 5: action 0 is the rule, and every setpoin
       ``e_mig = kappa mu`` kWh, charged at the source in this hour and not curtailable;
       transfer cost ``gb sum(O_i) sum_{j != i} pi[i, j] f_j P[i->j]`` (each GB at its
       link's price); restart overhead ``r_o mu`` GPU-h.
-   e. *Inference overflow* (at the action's caps ``c``, ``C_i = G_i tau(c_i)``): what a
+   e. *Inference overflow* (at the action's caps ``c``, ``C_i = G_i tau_I(c_i)``): what a
       site cannot serve, up to ``f_inf`` of its demand, ``o_i = min(max(D_i - C_i, 0),
       f_inf D_i)``, is offered to the sites in reach in proportion to their spare
       capacity ``s_j = max(C_j - D_j, 0)``: ``o_ij = o_i R_ij s_j / sum_k R_ik s_k``;
@@ -83,11 +87,19 @@ the rule's ``ch* - dis*`` of equation 5: action 0 is the rule, and every setpoin
       ``D_i - rt_i + sum_k g_i o_ki``; network energy ``e_inf = k_inf rt_i`` at the home
       site, not curtailable. ``e_net = e_mig + e_inf``.
 3. **Request**: ``Q = sum(q2)``, ``R = r Q`` (GPU-h requested, earliest deadline first).
-4. **Dispatch at cap c** (inference first, it cannot wait):
-   ``I = min(D, G tau(c))``; ``X = min(R, G tau(c) - I)``; ``busy = (I + X)/tau(c)``;
-   ``IT = busy (c Pmax - P0) + G P0`` (a busy GPU at cap ``c`` draws ``c Pmax``; idle
-   GPUs stay powered at ``P0``); ``PUE_t = pue + slope max(temp - T0, 0)``;
-   ``F = PUE_t IT + e_net``.
+4. **Dispatch at cap c** (one cap for all of a site's GPUs; inference first, it cannot
+   wait): ``I = min(D, G tau_I(c))``; ``X = min(R, (G - I/tau_I(c)) tau_X(c))``;
+   ``busy = I/tau_I(c) + X/tau_X(c)`` (a capped GPU serves fewer requests, so the same
+   demand needs more GPUs). Energy per GPU-h of work above idle
+   ``e_w(c) = (pi_w(c) Pb + Hb - P0) / tau_w(c)`` for ``w`` in ``{X, I}``: a busy GPU
+   draws ``pi_w(c) Pb`` on its board (at most the cap; less for work that does not reach
+   the limit) plus ``Hb`` in its host, which the cap does not touch, so capping saves
+   board power only while every work-hour still pays the host. ``IT = G P0 + I e_I(c) +
+   X e_X(c)`` (idle GPUs stay powered at ``P0``).
+   **Facility**: ``PUE_t = pue + slope max(temp - T0, 0)``; ``F = F0 + PUE_t IT + e_net``:
+   a fixed overhead (lighting, UPS and transformer no-load losses, cooling that runs at
+   any load) plus a part proportional to IT whose multiplier rises with outdoor
+   temperature, so the effective PUE ``F / IT`` falls with load and rises with heat.
 5. **Battery** (``gen = pv + wind``). Rule (``battery_control: rule``):
    ``ch* = max(gen - F, 0)``, ``dis* = max(F - gen - theta h, 0)``. Action (``setpoint``,
    ``residual``): ``ch* = min(max(p_b, 0), max(h + gen - F, 0))`` (grid charging never
@@ -115,17 +127,18 @@ the rule's ``ch* - dis*`` of equation 5: action 0 is the rule, and every setpoin
       cap ``c_eff = c + phi (c_min - c)`` is what the observation shows next hour.
    b. *pause flexible work*: ``c* = c_min`` if ``phi = 1`` else ``c`` (stages b and c
       only act when stage a could not remove the excess, so all GPUs run at ``c*``);
-      each GPU-h paused saves ``k = PUE_t (c* Pmax - P0) / tau(c*)`` kW.
-      ``x = min(X1, excess1 / k)``, ``excess2 = excess1 - x k`` (exactly 0 when
-      ``x < X1``; ``x = 0`` when ``k = 0``).
-   c. *shed inference*: ``y = min(I1, excess2 / k)``, ``excess3 = excess2 - y k``
-      (exactly 0 when ``y < I1``).
+      each GPU-h paused saves ``k_X = PUE_t e_X(c*)`` kW.
+      ``x = min(X1, excess1 / k_X)``, ``excess2 = excess1 - x k_X`` (exactly 0 when
+      ``x < X1``; ``x = 0`` when ``k_X = 0``).
+   c. *shed inference*: ``k_I = PUE_t e_I(c*)``; ``y = min(I1, excess2 / k_I)``,
+      ``excess3 = excess2 - y k_I`` (exactly 0 when ``y < I1``).
 
-   Paused and shed GPUs go idle (they keep drawing ``P0``): idle power and network
-   energy are never curtailed, so an outage that battery and local generation cannot
-   carry leaves ``overdraw = excess3 > 0``.
-7. **Grid**: ``X2 = X1 - x``, ``I2 = I1 - y``, ``IT2 = IT1 - (x + y)(c* Pmax - P0)/tau(c*)``,
-   ``F2 = PUE_t IT2 + e_net``, ``net = F2 - gen + ch - dis - bk``;
+   Paused and shed GPUs go idle (they keep drawing ``P0``): idle power, the fixed
+   overhead and network energy are never curtailed, so an outage that battery, standby
+   generation and local generation cannot carry leaves ``overdraw = excess3 > 0``.
+7. **Grid**: ``X2 = X1 - x``, ``I2 = I1 - y``, ``busy2 = busy1 - x/tau_X(c*) -
+   y/tau_I(c*)``, ``IT2 = IT1 - x e_X(c*) - y e_I(c*)``, ``F2 = F0 + PUE_t IT2 + e_net``,
+   ``net = F2 - gen + ch - dis - bk``;
    ``import = max(net, 0)``, ``export = max(-net, 0)`` (surplus generation spilled or
    exported without pay), ``overdraw = excess3`` (= ``max(import - h, 0)``).
    ``carbon_kg = (import carbon + bk c_b) / 1000``, ``cost = import price / 1000``,
@@ -169,17 +182,17 @@ the rule's ``ch* - dis*`` of equation 5: action 0 is the rule, and every setpoin
     ``eta`` kWh later and displaces that much import, so emptying the battery at the end
     is not free energy. ``v_i`` is the charge per GPU-h of work still queued or in
     transit (:func:`gridrl.env.physics.terminal_value_per_gpu_h`): what running it costs after
-    the end, its uncapped energy ``PUE (Pmax - P0)`` at the episode's mean carbon and
+    the end, its uncapped energy ``PUE e_X(1)`` at the episode's mean carbon and
     price plus one rented GPU-hour ``rho_r``, and its holding ``h_q d`` over ``d`` =
     the site's mean deadline slack (the wait the work was allowed on average), so
     work pushed past the end still pays its rent and holding.
 
 Given the caps, every equation is linear or piecewise linear (min/max) in the work and
 energy quantities, so a linear program can model it: with a fixed cap per hour the
-facility energy is the idle floor ``PUE_t G P0`` plus ``e(c) = PUE_t (c Pmax - P0) /
-tau(c)`` kWh per GPU-h of work (inference and flexible alike) plus network energy;
-GPU capacity is ``G tau(c)`` GPU-h per hour, and rent ``rho_r / tau(c)`` per GPU-h of
-work (a capped GPU needs more busy hours for the same work). Mixing tabulated cap
+facility energy is the floor ``F0 + PUE_t G P0`` plus ``PUE_t e_w(c)`` kWh per GPU-h of
+work of kind ``w`` plus network energy (linear in the work at a given temperature);
+the GPUs hold ``I/tau_I(c) + X/tau_X(c) <= G``, and rent is ``rho_r / tau_w(c)`` per
+GPU-h of work (a capped GPU needs more busy hours for the same work). Mixing tabulated cap
 levels in an hour is a convex relaxation of choosing one cap (per-GPU caps make that
 mixture physical, as stage 6a does).
 
@@ -383,7 +396,23 @@ def step(
     head, demand = exo_t[..., Exo.HEADROOM_KW], exo_t[..., Exo.INFERENCE_GPUS]
     carbon, price = exo_t[..., Exo.CARBON_G_PER_KWH], exo_t[..., Exo.PRICE_PER_MWH]
     arrivals, temp = exo_t[..., Exo.FLEXIBLE_GPU_H], exo_t[..., Exo.TEMP_C]
-    gpus, p_idle, p_max = p.gpus, p.gpu_idle_kw, p.gpu_max_kw
+    gpus, p_idle, p_board, h_busy = (p.gpus, p.gpu_idle_kw, p.gpu_board_max_kw,
+                                     p.host_busy_kw_per_gpu)
+
+    def curves(c):
+        # (tau_X, e_X, tau_I, e_I) at cap c: throughput and IT kWh per GPU-h above idle
+        tau_x = np.interp(c, p.throttle_cap, p.throttle_throughput)
+        tau_i = np.interp(c, p.throttle_cap, p.inference_throughput)
+        pi_x = np.interp(c, p.throttle_cap, p.throttle_power)
+        pi_i = np.interp(c, p.throttle_cap, p.inference_power)
+        return (tau_x, (pi_x * p_board + h_busy - p_idle) / tau_x,
+                tau_i, (pi_i * p_board + h_busy - p_idle) / tau_i)
+
+    def serve(tau_x, e_x, tau_i, e_i):
+        # inference first, then flexible work on the GPUs left; IT power
+        inf = np.minimum(demand, gpus * tau_i)
+        flex = np.minimum(request, np.maximum(gpus - inf / tau_i, 0.0) * tau_x)
+        return inf, flex, inf / tau_i + flex / tau_x, gpus * p_idle + inf * e_i + flex * e_x
 
     # 1. arrivals join their home queue; last hour's migrations arrive
     transit_in = state.transit_gpu_h.sum(-1)
@@ -425,21 +454,18 @@ def step(
 
     # 2e. inference overflow to sites in reach
     cap = act.cap
-    tau = np.interp(cap, p.throttle_cap, p.throttle_throughput)
     demand_home = demand
-    demand, routed = _route_inference(p, demand, gpus * tau)
+    demand, routed = _route_inference(
+        p, demand, gpus * np.interp(cap, p.throttle_cap, p.inference_throughput))
     e_net = e_mig + p.inference_network_kwh_per_gpu_h * routed
 
     # 3.-4. request and dispatch at the action's cap
     cum = np.cumsum(q2, axis=-1)
     request = act.run * cum[..., -1]
-    gtau = gpus * tau
-    inf = np.minimum(demand, gtau)
-    flex = np.minimum(request, gtau - inf)
-    busy = (inf + flex) / tau
-    it = busy * (cap * p_max - p_idle) + gpus * p_idle
+    tau, e_x, tau_i, e_i = curves(cap)
+    inf, flex, busy, it = serve(tau, e_x, tau_i, e_i)
     pue = p.pue + p.pue_temp_slope_per_c * np.maximum(temp - p.pue_temp_threshold_c, 0.0)
-    fac = pue * it + e_net
+    fac = p.facility_fixed_kw + pue * it + e_net
 
     # 5. battery
     gen = pv + wind
@@ -464,11 +490,8 @@ def step(
     excess0 = np.maximum(fac - gen + ch - dis - head - bk, 0.0)
 
     # 6a. curtailment: a share phi of the GPUs goes to cap_min
-    gtau_m = gpus * p.tau_min
-    inf_m = np.minimum(demand, gtau_m)
-    flex_m = np.minimum(request, gtau_m - inf_m)
-    busy_m = (inf_m + flex_m) / p.tau_min
-    it_m = busy_m * (p.cap_min * p_max - p_idle) + gpus * p_idle
+    tau_m, e_xm, taui_m, e_im = curves(np.full_like(cap, p.cap_min))
+    inf_m, flex_m, busy_m, it_m = serve(tau_m, e_xm, taui_m, e_im)
     red = pue * (it - it_m)
     can = red > 0.0
     phi = np.where(can, np.minimum(excess0 / np.where(can, red, 1.0), 1.0), 0.0)
@@ -481,22 +504,22 @@ def step(
     excess1 = np.where(can & ~full, 0.0, np.maximum(excess0 - phi * red, 0.0))
 
     # 6b.-c. pause flexible work, then shed inference, all GPUs at c*
-    cap_s = np.where(full, p.cap_min, cap)
-    tau_s = np.where(full, p.tau_min, tau)
-    kw_per_gpu_h = (cap_s * p_max - p_idle) / tau_s  # IT kW saved per GPU-h stopped
-    k = pue * kw_per_gpu_h
-    pos = k > 0.0
-    inv_k = np.divide(1.0, k, out=np.zeros_like(k), where=pos)
-    x = np.minimum(flex1, excess1 * inv_k)
-    excess2 = np.where(x < flex1, 0.0, np.maximum(excess1 - x * k, 0.0))
-    y = np.minimum(inf1, excess2 * inv_k)
-    excess3 = np.where(y < inf1, 0.0, np.maximum(excess2 - y * k, 0.0))
-    stopped = x + y
+    tau_s = np.where(full, tau_m, tau)
+    taui_s = np.where(full, taui_m, tau_i)
+    ex_s = np.where(full, e_xm, e_x)  # IT kW saved per GPU-h of flexible work stopped
+    ei_s = np.where(full, e_im, e_i)  # ... of inference shed
+    kx, ki = pue * ex_s, pue * ei_s
+    inv_kx = np.divide(1.0, kx, out=np.zeros_like(kx), where=kx > 0.0)
+    inv_ki = np.divide(1.0, ki, out=np.zeros_like(ki), where=ki > 0.0)
+    x = np.minimum(flex1, excess1 * inv_kx)
+    excess2 = np.where(x < flex1, 0.0, np.maximum(excess1 - x * kx, 0.0))
+    y = np.minimum(inf1, excess2 * inv_ki)
+    excess3 = np.where(y < inf1, 0.0, np.maximum(excess2 - y * ki, 0.0))
     flex2 = flex1 - x
     inf2 = inf1 - y
-    busy2 = busy1 - stopped / tau_s
-    it2 = it1 - stopped * kw_per_gpu_h
-    fac2 = pue * it2 + e_net
+    busy2 = busy1 - x / tau_s - y / taui_s
+    it2 = it1 - x * ex_s - y * ei_s
+    fac2 = p.facility_fixed_kw + pue * it2 + e_net
 
     # 7. grid
     net = fac2 - gen + ch - dis - bk

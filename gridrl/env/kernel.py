@@ -98,7 +98,7 @@ class Out(IntEnum):
     CAP = 12  # mean power cap fraction applied
     IT_KWH = 13
     MIGRATION_KWH = 14
-    FACILITY_KWH = 15  # PUE x IT + migration
+    FACILITY_KWH = 15  # fixed overhead + PUE x IT + migration
     PV_KWH = 16  # available
     WIND_KWH = 17  # available
     BATTERY_CHARGE_KWH = 18  # bus side
@@ -236,10 +236,21 @@ def pue_at(temp_c: Any, pue: Any, slope_per_c: Any, threshold_c: Any) -> Any:
 
 
 @_formula
-def it_kw(busy_gpus: Any, cap: Any, gpus: Any, idle_kw: Any, max_kw: Any) -> Any:
-    """IT power (kW) of ``busy_gpus`` busy GPUs at power cap ``cap`` (a fraction of
-    ``max_kw``) among ``gpus``: ``busy (cap Pmax - P0) + G P0`` (idle GPUs draw ``P0``)."""
-    return busy_gpus * (cap * max_kw - idle_kw) + gpus * idle_kw
+def it_kwh_per_gpu_h(power_fraction: Any, tau: Any, idle_kw: Any, board_max_kw: Any,
+                     host_busy_kw: Any) -> Any:
+    """IT energy (kWh) per GPU-h of uncapped work above idle, for work whose busy GPU
+    draws ``power_fraction`` of the board's max power and does ``tau`` of uncapped work
+    per hour: ``(pi Pb + Hb - P0) / tau`` (board plus the host's busy share, less the
+    idle power ``P0`` paid anyway)."""
+    return (power_fraction * board_max_kw + host_busy_kw - idle_kw) / tau
+
+
+@_formula
+def it_kw(inference_gpu_h: Any, flexible_gpu_h: Any, e_inference_kwh: Any,
+          e_flexible_kwh: Any, gpus: Any, idle_kw: Any) -> Any:
+    """IT power (kW): the idle floor ``G P0`` plus inference and flexible work at their
+    energies per GPU-h above idle (:func:`it_kwh_per_gpu_h`): ``G P0 + I e_I + X e_X``."""
+    return gpus * idle_kw + inference_gpu_h * e_inference_kwh + flexible_gpu_h * e_flexible_kwh
 
 
 @_formula
@@ -250,33 +261,30 @@ def it_kw_from_active(active_kw: Any, gpus: Any, idle_kw: Any) -> Any:
 
 
 @_formula
-def fleet_facility_kw(pue: Any, gpus: Any, kw_per_gpu: Any) -> Any:
-    """Facility power of ``gpus`` GPUs each drawing ``kw_per_gpu`` (kW): ``PUE G P``; with
-    ``P0`` the idle floor, with ``Pmax`` every GPU busy uncapped."""
-    return pue * gpus * kw_per_gpu
+def fleet_facility_kw(fixed_kw: Any, pue: Any, gpus: Any, kw_per_gpu: Any) -> Any:
+    """Facility power of ``gpus`` GPUs each drawing ``kw_per_gpu`` (kW IT):
+    ``F0 + PUE G P``; with ``P0`` the idle floor, with the busy uncapped power the most."""
+    return fixed_kw + pue * gpus * kw_per_gpu
 
 
 @_formula
-def it_kwh_per_gpu_h(cap: Any, tau: Any, idle_kw: Any, max_kw: Any) -> Any:
-    """IT energy (kWh) per GPU-h of uncapped work at cap ``cap`` with throughput ``tau``,
-    above idle: ``(cap Pmax - P0) / tau``."""
-    return (cap * max_kw - idle_kw) / tau
+def facility_kw(fixed_kw: Any, pue: Any, it: Any, migration_kw: Any) -> Any:
+    """Facility power: ``F0 + PUE IT + migration`` (fixed overhead, the part that scales
+    with IT, and migration energy)."""
+    return fixed_kw + pue * it + migration_kw
 
 
 @_formula
-def facility_kw(pue: Any, it: Any, migration_kw: Any) -> Any:
-    """Facility power: ``PUE IT + migration``."""
-    return pue * it + migration_kw
-
-
-@_formula
-def dispatch(demand_gpus: Any, request_gpu_h: Any, gpus: Any, tau: Any) -> tuple:
-    """Work at throughput ``tau`` (step 4), inference first: ``(inference, flexible,
-    busy GPUs)`` with ``I = min(D, G tau)``, ``X = min(R, G tau - I)``, ``busy = (I + X)/tau``."""
-    gtau = gpus * tau
-    inf = fmin(demand_gpus, gtau)
-    flex = fmin(request_gpu_h, gtau - inf)
-    return inf, flex, (inf + flex) / tau
+def dispatch(demand_gpus: Any, request_gpu_h: Any, gpus: Any, tau_inference: Any,
+             tau_flexible: Any) -> tuple:
+    """Work at throughputs ``tau_I`` (inference) and ``tau_X`` (flexible) of the cap
+    (step 4), inference first: ``(inference, flexible, busy GPUs)`` with
+    ``I = min(D, G tau_I)``, ``X = min(R, (G - I/tau_I) tau_X)``, ``busy = I/tau_I +
+    X/tau_X``."""
+    inf = fmin(demand_gpus, gpus * tau_inference)
+    busy_inf = inf / tau_inference
+    flex = fmin(request_gpu_h, fmax(gpus - busy_inf, 0.0) * tau_flexible)
+    return inf, flex, busy_inf + flex / tau_flexible
 
 
 @_formula
@@ -316,15 +324,16 @@ def gpu_time_cost(busy_gpus: Any, rent_per_gpu_h: Any, held_gpu_h: Any,
 
 
 @_formula
-def terminal_value_per_gpu_h(pue: Any, idle_kw: Any, max_kw: Any, w_carbon: Any,
+def terminal_value_per_gpu_h(pue: Any, e_uncapped_kwh: Any, w_carbon: Any,
                              w_cost: Any, carbon_g_per_kwh: Any, price_per_mwh: Any,
                              rent_per_gpu_h: Any, holding_per_gpu_h_h: Any,
                              delay_h: Any) -> Any:
     """What one GPU-h of flexible work left at the end is charged (before the scale):
-    what running it uncapped costs, its marginal energy ``pue (Pmax - P0)`` kWh (idle
-    power is paid anyway) at the given (mean) carbon and price plus one rented GPU-hour,
-    and its holding price over ``delay_h`` more hours of waiting."""
-    e_kwh = pue * it_kwh_per_gpu_h(1.0, 1.0, idle_kw, max_kw)
+    what running it uncapped costs, its marginal energy ``pue e_X(1)`` kWh
+    (``e_uncapped_kwh``: IT energy above idle per GPU-h of flexible work uncapped; idle
+    power and the fixed overhead are paid anyway) at the given (mean) carbon and price
+    plus one rented GPU-hour, and its holding price over ``delay_h`` more hours."""
+    e_kwh = pue * e_uncapped_kwh
     energy = e_kwh * import_price_per_kwh(w_carbon, w_cost, carbon_g_per_kwh, price_per_mwh)
     return energy + w_cost * (rent_per_gpu_h + holding_per_gpu_h_h * delay_h)
 
@@ -413,8 +422,14 @@ def battery_kw(mode: int, action_kw: Any, fac_kw: Any, gen_kw: Any, headroom_kw:
 # --------------------------------------------------------------------------- packing
 
 # Columns of PackedParams.site
+# (_IDLE: board + host idle kW per GPU; _PMAX: board max kW; _HOSTB: host kW per busy GPU;
+# _FIXED: facility fixed overhead kW)
 (_GPUS, _IDLE, _PMAX, _PUE, _SLOPE, _T0, _BPOW, _ETA, _SOCMIN, _SOCMAX, _BSPAN, _RENT,
- _HOLD, _WEAR, _LINK, _EGRESS, _BKCAP, _BKFUEL, _BKCARB, _DRPAY, _DRPEN) = range(21)
+ _HOLD, _WEAR, _LINK, _EGRESS, _BKCAP, _BKFUEL, _BKCARB, _DRPAY, _DRPEN, _HOSTB,
+ _FIXED) = range(23)
+# Rows of PackedParams.curve: caps, then training throughput and board power fraction,
+# then inference throughput and board power fraction, all on the caps of both curves
+(_C_CAP, _C_TAU_X, _C_PI_X, _C_TAU_I, _C_PI_I) = range(5)
 # Entries of PackedParams.scalar: cap_min, tau(cap_min), migration kWh per GPU-h, largest
 # migration share, route logit scale, BatteryMode, rule discharge threshold, the
 # reward weights (REWARD_TERMS order), reward scale, then the network: GB per GPU-h
@@ -432,13 +447,13 @@ _WS_ACCEPT, _WS_CAP, _WS_TAU, _WS_DEMAND, _WS_ROUTED, _WS_TCOST, _WS_INBOUND = r
 
 @dataclass(frozen=True, eq=False)
 class PackedParams:
-    """``EnvParams`` as five arrays: per-site ``[N, 21]``, scalars, arrival split, curve,
+    """``EnvParams`` as five arrays: per-site ``[N, 23]``, scalars, arrival split, curves,
     site pairs."""
 
     site: np.ndarray
     scalar: np.ndarray
     split: np.ndarray
-    curve: np.ndarray  # [2, P]: cap points, throughput points
+    curve: np.ndarray  # [5, P]: caps, training tau and pi, inference tau and pi
     pair: np.ndarray  # [N, N, 2]: price per GB i -> j, 1 where j may serve i's inference
 
 
@@ -452,13 +467,14 @@ def pack(params: EnvParams) -> PackedParams:
     pairwise = not np.all(np.where(off, p.transfer_cost_per_gb, egress[:, None])
                           == egress[:, None])
     site = np.stack(
-        [p.gpus, p.gpu_idle_kw, p.gpu_max_kw, p.pue, p.pue_temp_slope_per_c,
+        [p.gpus, p.gpu_idle_kw, p.gpu_board_max_kw, p.pue, p.pue_temp_slope_per_c,
          p.pue_temp_threshold_c, p.battery_power_kw, p.battery_eta, p.soc_min_kwh,
          p.soc_max_kwh, p.battery_action_span_kw, p.gpu_rent_per_gpu_h,
          p.holding_cost_per_gpu_h_h, p.battery_degradation_per_kwh,
          np.minimum(p.migration_link_gpu_h, np.finfo(np.float64).max), egress,
          p.backup_capacity_kw, p.backup_fuel_cost_per_kwh, p.backup_carbon_g_per_kwh,
-         p.dr_payment_per_event_h, p.dr_penalty_per_kwh],
+         p.dr_payment_per_event_h, p.dr_penalty_per_kwh, p.host_busy_kw_per_gpu,
+         p.facility_fixed_kw],
         axis=1,
     )
     scalar = np.concatenate(
@@ -474,7 +490,8 @@ def pack(params: EnvParams) -> PackedParams:
              p.inference_network_kwh_per_gpu_h, float(pairwise)],
         ]
     )
-    curve = np.stack([p.throttle_cap, p.throttle_throughput])
+    curve = np.stack([p.throttle_cap, p.throttle_throughput, p.throttle_power,
+                      p.inference_throughput, p.inference_power])
     pair = np.stack([p.transfer_cost_per_gb, p.inference_routable], axis=-1)
     return PackedParams(np.ascontiguousarray(site), scalar, np.ascontiguousarray(p.arrival_split),
                         np.ascontiguousarray(curve), np.ascontiguousarray(pair))
@@ -506,7 +523,7 @@ def _route_inference(b, site, scalar, curve, pair, action, x_t, ws):  # pragma: 
     f_max = scalar[_INFMAX]
     for i in range(n_s):
         cap = cap_min + (action[b, i, Act.CAP] + 1.0) * 0.5 * (1.0 - cap_min)
-        tau = _interp(cap, curve[0], curve[1])
+        tau = _interp(cap, curve[_C_CAP], curve[_C_TAU_I])  # inference throughput
         ws[i, _WS_CAP] = cap
         ws[i, _WS_TAU] = tau
         ws[i, _WS_DEMAND] = x_t[i, Exo.INFERENCE_GPUS]
@@ -556,7 +573,6 @@ def _step_env(b, site, scalar, split, curve, pair, queue, transit, soc_in, actio
     # One episode (batch row b) of the step; q2 ... ws are scratch arrays.
     n_s, n_k = queue.shape[1], queue.shape[2]
     cap_min = scalar[_CAPMIN]
-    tau_min = scalar[_TAUMIN]
     kappa = scalar[_KAPPA]
     m_max = scalar[_MMAX]
     beta = scalar[_BETA]
@@ -564,6 +580,12 @@ def _step_env(b, site, scalar, split, curve, pair, queue, transit, soc_in, actio
     theta = scalar[_THETA]
     weights = scalar[_W0:_SCALE]
     grow = 1.0 + scalar[_RESTART]
+    xp = curve[_C_CAP]
+    # curve values at cap_min (stage 6a)
+    tau_min = _interp(cap_min, xp, curve[_C_TAU_X])
+    pi_min = _interp(cap_min, xp, curve[_C_PI_X])
+    taui_min = _interp(cap_min, xp, curve[_C_TAU_I])
+    pii_min = _interp(cap_min, xp, curve[_C_PI_I])
     multi = n_s > 1
     x_t = exo[rows[b]]
     # route weights (softmax without the source)
@@ -661,6 +683,8 @@ def _step_env(b, site, scalar, split, curve, pair, queue, transit, soc_in, actio
         gpus = site[i, _GPUS]
         p_idle = site[i, _IDLE]
         p_max = site[i, _PMAX]
+        h_busy = site[i, _HOSTB]
+        f_fix = site[i, _FIXED]
         pv = x_t[i, Exo.PV_KW]
         wind = x_t[i, Exo.WIND_KW]
         head = x_t[i, Exo.HEADROOM_KW]
@@ -670,11 +694,14 @@ def _step_env(b, site, scalar, split, curve, pair, queue, transit, soc_in, actio
         # 3.-4. request and dispatch
         request = (action[b, i, Act.RUN] + 1.0) * 0.5 * total_s[i]
         cap = ws[i, _WS_CAP]
-        tau = ws[i, _WS_TAU]
-        inf, flex, busy = dispatch(demand, request, gpus, tau)
-        it = it_kw(busy, cap, gpus, p_idle, p_max)
+        tau_i = ws[i, _WS_TAU]  # inference throughput at the cap (step 2e)
+        tau = _interp(cap, xp, curve[_C_TAU_X])
+        e_x = it_kwh_per_gpu_h(_interp(cap, xp, curve[_C_PI_X]), tau, p_idle, p_max, h_busy)
+        e_i = it_kwh_per_gpu_h(_interp(cap, xp, curve[_C_PI_I]), tau_i, p_idle, p_max, h_busy)
+        inf, flex, busy = dispatch(demand, request, gpus, tau_i, tau)
+        it = it_kw(inf, flex, e_i, e_x, gpus, p_idle)
         pue = pue_at(x_t[i, Exo.TEMP_C], site[i, _PUE], site[i, _SLOPE], site[i, _T0])
-        fac = facility_kw(pue, it, e_net)
+        fac = facility_kw(f_fix, pue, it, e_net)
         # 5. battery
         gen = pv + wind
         eta = site[i, _ETA]
@@ -687,8 +714,10 @@ def _step_env(b, site, scalar, split, curve, pair, queue, transit, soc_in, actio
         bk = backup_kw(max(fac - gen + ch - dis - head, 0.0), site[i, _BKCAP])
         excess0 = max(fac - gen + ch - dis - head - bk, 0.0)
         # 6a. share phi of GPUs to cap_min
-        inf_m, flex_m, busy_m = dispatch(demand, request, gpus, tau_min)
-        it_m = it_kw(busy_m, cap_min, gpus, p_idle, p_max)
+        e_xm = it_kwh_per_gpu_h(pi_min, tau_min, p_idle, p_max, h_busy)
+        e_im = it_kwh_per_gpu_h(pii_min, taui_min, p_idle, p_max, h_busy)
+        inf_m, flex_m, busy_m = dispatch(demand, request, gpus, taui_min, tau_min)
+        it_m = it_kw(inf_m, flex_m, e_im, e_xm, gpus, p_idle)
         red = pue * (it - it_m)
         can = red > 0.0
         phi = min(excess0 / red, 1.0) if can else 0.0
@@ -699,22 +728,22 @@ def _step_env(b, site, scalar, split, curve, pair, queue, transit, soc_in, actio
         cap_eff = cap + phi * (cap_min - cap)
         full = phi >= 1.0
         excess1 = 0.0 if (can and not full) else max(excess0 - phi * red, 0.0)
-        # 6b.-c. pause flexible work, shed inference
-        cap_s = cap_min if full else cap
+        # 6b.-c. pause flexible work, shed inference (all GPUs at c*)
         tau_s = tau_min if full else tau
-        kw_per = it_kwh_per_gpu_h(cap_s, tau_s, p_idle, p_max)
-        kk = pue * kw_per
-        inv_k = 1.0 / kk if kk > 0.0 else 0.0
-        x = min(flex1, excess1 * inv_k)
-        excess2 = 0.0 if x < flex1 else max(excess1 - x * kk, 0.0)
-        y = min(inf1, excess2 * inv_k)
-        excess3 = 0.0 if y < inf1 else max(excess2 - y * kk, 0.0)
-        stopped = x + y
+        taui_s = taui_min if full else tau_i
+        ex_s = e_xm if full else e_x
+        ei_s = e_im if full else e_i
+        kx = pue * ex_s
+        ki = pue * ei_s
+        x = min(flex1, excess1 / kx) if kx > 0.0 else 0.0
+        excess2 = 0.0 if x < flex1 else max(excess1 - x * kx, 0.0)
+        y = min(inf1, excess2 / ki) if ki > 0.0 else 0.0
+        excess3 = 0.0 if y < inf1 else max(excess2 - y * ki, 0.0)
         flex2 = flex1 - x
         inf2 = inf1 - y
-        busy2 = busy1 - stopped / tau_s
-        it2 = it1 - stopped * kw_per
-        fac2 = facility_kw(pue, it2, e_net)
+        busy2 = busy1 - x / tau_s - y / taui_s
+        it2 = it1 - x * ex_s - y * ei_s
+        fac2 = facility_kw(f_fix, pue, it2, e_net)
         # 7. grid
         net = fac2 - gen + ch - dis - bk
         grid = max(net, 0.0)

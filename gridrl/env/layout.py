@@ -22,7 +22,8 @@ Observation vector (float32), in order:
       hour.
 
 Each entry is ``(value - offset) / scale`` with ``offset = 0``. Scales: power (kW) by
-the site's reference power ``G * gpu_max_kw * pue``; GPUs and GPU-h by ``G``; carbon,
+the site's reference power ``EnvParams.ref_kw`` (the facility with every GPU busy
+uncapped: ``F0 + G (Pb + Hb) pue``); GPUs and GPU-h by ``G``; carbon,
 price and temperature by ``env.obs_carbon_scale_g_per_kwh``, ``env.obs_price_scale_per_mwh``,
 ``env.obs_temp_scale_c``; event hours by ``env.obs_event_scale_h``; state of charge by
 the battery capacity (1 without battery); cap

@@ -19,7 +19,7 @@ from gridrl.scenario import NetworkConfig, Scenario, ScenarioError, SiteConfig
 
 __all__ = [
     "ACTION_NAMES", "REWARD_TERMS", "EnvParams", "arrival_split", "build_params",
-    "migration_link_gpu_h", "rtt_ms", "slack_buckets", "terminal_delay_h",
+    "migration_link_gpu_h", "rtt_ms", "slack_buckets", "terminal_delay_h", "throttle_grid",
     "transfer_cost_per_gb",
 ]
 
@@ -55,10 +55,19 @@ class EnvParams:
         :func:`slack_buckets`.
     gpus : ndarray
         ``G_i`` accelerators per site.
-    gpu_idle_kw, gpu_max_kw : ndarray
-        Power of an idle GPU and of a busy uncapped GPU (kW).
+    gpu_idle_kw : ndarray
+        ``P0``: IT power per idle GPU (kW), its board idle plus its share of the host
+        idle (``gpu_board_idle_kw + host_idle_kw_per_gpu``).
+    gpu_board_idle_kw, gpu_board_max_kw : ndarray
+        Board power of an idle GPU and the board's max power ``Pb`` (what caps are
+        fractions of).
+    host_idle_kw_per_gpu, host_busy_kw_per_gpu : ndarray
+        The GPU's share of its host (not capped), idle and with the GPU busy (``Hb``).
+    facility_fixed_kw : ndarray
+        ``F0``: facility power that does not scale with IT (kW).
     pue, pue_temp_slope_per_c, pue_temp_threshold_c : ndarray
-        ``PUE_t = pue + slope * max(temp_c - threshold, 0)``.
+        ``PUE_t = pue + slope * max(temp_c - threshold, 0)``: the facility power per kW
+        of IT on top of ``F0``.
     battery_capacity_kwh, battery_power_kw : ndarray
         Energy capacity and charge/discharge power limit (bus side).
     battery_eta : ndarray
@@ -73,13 +82,18 @@ class EnvParams:
     arrival_split : ndarray
         ``[N, S + 1]``: share of an hour's flexible arrivals entering each queue bucket
         (index 0 = overdue gets none; index ``1 + d`` = slack ``d`` hours).
-    throttle_cap, throttle_throughput : ndarray
-        The throttle curve points (cap fraction -> throughput fraction), interpolated
-        linearly.
+    throttle_cap : ndarray
+        Cap fractions of the board's max power at which both throttle curves are given
+        (the points of both scenario curves; each curve is linear between them).
+    throttle_throughput, throttle_power : ndarray
+        Training (flexible work) curve at ``throttle_cap``: throughput fraction
+        ``tau_X`` and board power fraction ``pi_X`` drawn by a busy GPU.
+    inference_throughput, inference_power : ndarray
+        Inference curve at ``throttle_cap``: ``tau_I`` and ``pi_I``.
     cap_min : float
         Lowest power cap fraction an action (or curtailment) can set.
     tau_min : float
-        Throughput at ``cap_min``.
+        Training throughput at ``cap_min``.
     migration_kwh_per_gpu_h : float
         Transfer energy charged at the source per GPU-hour of work moved
         (``network.transfer_kwh_per_gb x network.checkpoint_gb_per_gpu_h``).
@@ -132,7 +146,7 @@ class EnvParams:
     reward_scale : float
         The weighted sum is divided by it.
     ref_kw : ndarray
-        ``G * gpu_max_kw * pue``: the per-site power that observations are scaled by.
+        ``F0 + G (Pb + Hb) pue``: the per-site power that observations are scaled by.
     scenario : Scenario
         The scenario the parameters came from.
     """
@@ -141,7 +155,11 @@ class EnvParams:
     slack_buckets: int
     gpus: np.ndarray
     gpu_idle_kw: np.ndarray
-    gpu_max_kw: np.ndarray
+    gpu_board_idle_kw: np.ndarray
+    gpu_board_max_kw: np.ndarray
+    host_idle_kw_per_gpu: np.ndarray
+    host_busy_kw_per_gpu: np.ndarray
+    facility_fixed_kw: np.ndarray
     pue: np.ndarray
     pue_temp_slope_per_c: np.ndarray
     pue_temp_threshold_c: np.ndarray
@@ -157,6 +175,9 @@ class EnvParams:
     arrival_split: np.ndarray
     throttle_cap: np.ndarray
     throttle_throughput: np.ndarray
+    throttle_power: np.ndarray
+    inference_throughput: np.ndarray
+    inference_power: np.ndarray
     cap_min: float
     tau_min: float
     migration_kwh_per_gpu_h: float
@@ -217,9 +238,24 @@ class EnvParams:
         """Action components per site (4, or 5 with the battery action)."""
         return len(self.action_names)
 
+    @property
+    def gpu_max_kw(self) -> np.ndarray:
+        """``[N]`` IT power of a GPU busy at the full board power, host share included:
+        ``gpu_board_max_kw + host_busy_kw_per_gpu`` (no work draws more)."""
+        return self.gpu_board_max_kw + self.host_busy_kw_per_gpu
+
     def throughput(self, cap: np.ndarray | float) -> np.ndarray:
-        """Throughput fraction at power cap fraction ``cap`` (the throttle curve)."""
+        """Training (flexible work) throughput fraction at power cap fraction ``cap``."""
         return np.interp(cap, self.throttle_cap, self.throttle_throughput)
+
+    def inference_throughput_at(self, cap: np.ndarray | float) -> np.ndarray:
+        """Inference throughput fraction at power cap fraction ``cap``."""
+        return np.interp(cap, self.throttle_cap, self.inference_throughput)
+
+    def power_at(self, cap: np.ndarray | float, inference: bool = False) -> np.ndarray:
+        """Board power fraction a busy GPU draws at cap ``cap`` (training or inference)."""
+        return np.interp(cap, self.throttle_cap,
+                         self.inference_power if inference else self.throttle_power)
 
     def to_dict(self) -> dict:
         """Arrays as lists (for manifests, logs and other solvers)."""
@@ -276,15 +312,34 @@ def slack_buckets(scenario: Scenario) -> int:
     return max(scenario.env.slack_buckets, longest + 1)
 
 
-def _site_checks(site: SiteConfig, scenario: Scenario) -> None:
-    env = scenario.env
-    if env.cap_min_fraction * site.gpu_max_kw < site.gpu_idle_kw:
-        raise ScenarioError(
-            f"site {site.name!r}: a GPU capped at env.cap_min_fraction = "
-            f"{env.cap_min_fraction} draws {env.cap_min_fraction * site.gpu_max_kw:g} kW, "
-            f"below its idle power gpu_idle_kw = {site.gpu_idle_kw:g} kW; raise "
-            "env.cap_min_fraction or lower gpu_idle_kw"
-        )
+def _site_checks(site: SiteConfig, scenario: Scenario, caps: np.ndarray,
+                 curves: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+    """A busy GPU at any cap an action can set must draw at least an idle one."""
+    idle_kw = site.gpu_board_idle_kw + site.host_idle_kw_per_gpu
+    for name, (_, power) in curves.items():
+        ok = caps >= scenario.env.cap_min_fraction
+        busy_kw = power[ok] * site.gpu_board_max_kw + site.host_busy_kw_per_gpu
+        if (busy_kw < idle_kw).any():
+            c = caps[ok][busy_kw < idle_kw][0]
+            raise ScenarioError(
+                f"site {site.name!r}: a GPU busy with {name} work at cap {c:g} (throttle."
+                f"{name}) draws {busy_kw[busy_kw < idle_kw][0]:g} kW with its host share, "
+                f"below its idle power gpu_board_idle_kw + host_idle_kw_per_gpu = "
+                f"{idle_kw:g} kW; raise env.cap_min_fraction or check the power keys"
+            )
+
+
+def throttle_grid(scenario: Scenario) -> tuple[np.ndarray, dict[str, tuple[np.ndarray,
+                                                                             np.ndarray]]]:
+    """The caps of both throttle curves and each curve's ``(throughput, power fraction)``
+    at them (linear interpolation, so each curve stays exactly what the scenario says)."""
+    t = scenario.throttle
+    caps = np.unique(np.concatenate([t.training.cap_fraction, t.inference.cap_fraction]))
+    out = {}
+    for name, c in (("training", t.training), ("inference", t.inference)):
+        x = np.asarray(c.cap_fraction, dtype=np.float64)
+        out[name] = (np.interp(caps, x, c.throughput_fraction), np.interp(caps, x, c.power))
+    return caps.astype(np.float64), out
 
 
 def build_params(scenario: Scenario) -> EnvParams:
@@ -300,15 +355,16 @@ def build_params(scenario: Scenario) -> EnvParams:
     """
     env = scenario.env
     sites = scenario.expanded_sites()
-    curve = scenario.throttle
-    cap_x = np.asarray(curve.cap_fraction, dtype=np.float64)
-    thr_y = np.asarray(curve.throughput_fraction, dtype=np.float64)
-    if env.cap_min_fraction < cap_x[0]:
-        raise ScenarioError(
-            f"env.cap_min_fraction = {env.cap_min_fraction} lies below the throttle curve's "
-            f"first point throttle.cap_fraction[0] = {cap_x[0]}: the curve must cover every "
-            "cap an action can set"
-        )
+    cap_x, curves = throttle_grid(scenario)
+    for name in curves:
+        first = getattr(scenario.throttle, name).cap_fraction[0]
+        if env.cap_min_fraction < first:
+            raise ScenarioError(
+                f"env.cap_min_fraction = {env.cap_min_fraction} lies below the throttle "
+                f"curve's first point throttle.{name}.cap_fraction[0] = {first}: the curve "
+                "must cover every cap an action can set"
+            )
+    thr_y = curves["training"][0]
     if env.route_logit_scale > MAX_ROUTE_LOGIT_SCALE:
         raise ScenarioError(
             f"env.route_logit_scale = {env.route_logit_scale} exceeds "
@@ -332,7 +388,7 @@ def build_params(scenario: Scenario) -> EnvParams:
             f"env.forecast_quantiles = {qs}: expected increasing levels that include 0.5"
         )
     for site in sites:
-        _site_checks(site, scenario)
+        _site_checks(site, scenario, cap_x, curves)
 
     def arr(get) -> np.ndarray:
         return np.array([float(get(s)) for s in sites], dtype=np.float64)
@@ -340,14 +396,19 @@ def build_params(scenario: Scenario) -> EnvParams:
     cap = arr(lambda s: s.battery.capacity_kwh)
     rw = scenario.reward
     gpus = arr(lambda s: s.gpus)
-    gpu_max = arr(lambda s: s.gpu_max_kw)
+    board_max = arr(lambda s: s.gpu_board_max_kw)
+    host_busy = arr(lambda s: s.host_busy_kw_per_gpu)
     pue = arr(lambda s: s.pue)
     return EnvParams(
         site_names=tuple(s.name for s in sites),
         slack_buckets=n_slack,
         gpus=gpus,
-        gpu_idle_kw=arr(lambda s: s.gpu_idle_kw),
-        gpu_max_kw=gpu_max,
+        gpu_idle_kw=arr(lambda s: s.gpu_board_idle_kw + s.host_idle_kw_per_gpu),
+        gpu_board_idle_kw=arr(lambda s: s.gpu_board_idle_kw),
+        gpu_board_max_kw=board_max,
+        host_idle_kw_per_gpu=arr(lambda s: s.host_idle_kw_per_gpu),
+        host_busy_kw_per_gpu=host_busy,
+        facility_fixed_kw=arr(lambda s: s.facility_fixed_kw),
         pue=pue,
         pue_temp_slope_per_c=arr(lambda s: s.pue_temp_slope_per_c),
         pue_temp_threshold_c=arr(lambda s: s.pue_temp_threshold_c),
@@ -364,6 +425,9 @@ def build_params(scenario: Scenario) -> EnvParams:
         arrival_split=np.stack([arrival_split(s, n_slack) for s in sites]),
         throttle_cap=cap_x,
         throttle_throughput=thr_y,
+        throttle_power=curves["training"][1],
+        inference_throughput=curves["inference"][0],
+        inference_power=curves["inference"][1],
         cap_min=float(env.cap_min_fraction),
         tau_min=float(np.interp(env.cap_min_fraction, cap_x, thr_y)),
         **_network_fields(scenario, sites, n_slack),
@@ -386,7 +450,7 @@ def build_params(scenario: Scenario) -> EnvParams:
             dtype=np.float64,
         ),
         reward_scale=float(rw.scale),
-        ref_kw=gpus * gpu_max * pue,
+        ref_kw=arr(lambda s: s.facility_fixed_kw) + gpus * (board_max + host_busy) * pue,
         scenario=scenario,
     )
 

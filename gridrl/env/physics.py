@@ -17,8 +17,9 @@ from gridrl.env.params import EnvParams
 from gridrl.env.state import EnvState
 
 __all__ = [
-    "announced_events", "battery_value_per_kwh", "battery_values", "encode_battery_kw", "idle_kw",
-    "initial_soc_kwh", "import_price_per_kwh", "it_kw", "it_kwh_per_gpu_h",
+    "announced_events", "battery_value_per_kwh", "battery_values", "dispatch",
+    "encode_battery_kw", "facility_kw", "idle_kw", "initial_soc_kwh", "import_price_per_kwh",
+    "it_kw", "it_kwh_per_gpu_h",
     "pue", "pue_of", "rule_battery_kw", "terminal_value_per_gpu_h", "terminal_values",
 ]
 
@@ -34,22 +35,42 @@ def pue_of(params: EnvParams, exo: np.ndarray) -> np.ndarray:
     return pue(params, exo[..., Exo.TEMP_C])
 
 
-def it_kw(params: EnvParams, busy_gpus: np.ndarray, cap: np.ndarray | float) -> np.ndarray:
-    """``[..., N]`` IT power of ``busy_gpus`` GPUs per site at power cap ``cap``."""
+def it_kwh_per_gpu_h(params: EnvParams, cap: np.ndarray | float,
+                     inference: bool = False) -> np.ndarray:
+    """``[..., N]`` IT energy above idle per GPU-h of uncapped work at cap ``cap``
+    (training curve, or the inference curve), board and host together."""
     p = params
-    return kernel.it_kw(busy_gpus, cap, p.gpus, p.gpu_idle_kw, p.gpu_max_kw)
+    tau = p.inference_throughput_at(cap) if inference else p.throughput(cap)
+    return kernel.it_kwh_per_gpu_h(p.power_at(cap, inference), tau, p.gpu_idle_kw,
+                                   p.gpu_board_max_kw, p.host_busy_kw_per_gpu)
+
+
+def dispatch(params: EnvParams, demand_gpus: np.ndarray, request_gpu_h: np.ndarray,
+             cap: np.ndarray | float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(inference, flexible, busy GPUs)`` ``[..., N]`` served at cap ``cap`` (core step 4)."""
+    p = params
+    return kernel.dispatch(demand_gpus, request_gpu_h, p.gpus, p.inference_throughput_at(cap),
+                           p.throughput(cap))
+
+
+def it_kw(params: EnvParams, inference_gpu_h: np.ndarray, flexible_gpu_h: np.ndarray,
+          cap: np.ndarray | float) -> np.ndarray:
+    """``[..., N]`` IT power with ``inference_gpu_h`` and ``flexible_gpu_h`` of work done
+    per site at power cap ``cap``."""
+    p = params
+    return kernel.it_kw(inference_gpu_h, flexible_gpu_h, it_kwh_per_gpu_h(p, cap, True),
+                        it_kwh_per_gpu_h(p, cap), p.gpus, p.gpu_idle_kw)
+
+
+def facility_kw(params: EnvParams, pue_t: np.ndarray, it: np.ndarray,
+                migration_kw: np.ndarray | float = 0.0) -> np.ndarray:
+    """``[..., N]`` facility power: fixed overhead, ``PUE_t`` x IT, migration."""
+    return kernel.facility_kw(params.facility_fixed_kw, pue_t, it, migration_kw)
 
 
 def idle_kw(params: EnvParams) -> np.ndarray:
     """``[N]`` IT power with every GPU idle: the floor no decision removes."""
     return kernel.it_kw_from_active(0.0, params.gpus, params.gpu_idle_kw)
-
-
-def it_kwh_per_gpu_h(params: EnvParams, cap: np.ndarray | float,
-                     tau: np.ndarray | float) -> np.ndarray:
-    """``[..., N]`` IT energy above idle per GPU-h of uncapped work at cap ``cap`` with
-    throughput ``tau`` (``cap`` and ``tau`` broadcast against the sites)."""
-    return kernel.it_kwh_per_gpu_h(cap, tau, params.gpu_idle_kw, params.gpu_max_kw)
 
 
 def import_price_per_kwh(params: EnvParams, carbon_g_per_kwh: np.ndarray,
@@ -72,7 +93,7 @@ def terminal_values(params: EnvParams, mean_carbon_g_per_kwh: np.ndarray,
     (reward units before ``reward.scale``), whatever ``terminal_queue_valuation`` says."""
     p = params
     w = p.reward_weights
-    return kernel.terminal_value_per_gpu_h(p.pue, p.gpu_idle_kw, p.gpu_max_kw, w[0], w[1],
+    return kernel.terminal_value_per_gpu_h(p.pue, it_kwh_per_gpu_h(p, 1.0), w[0], w[1],
                                            mean_carbon_g_per_kwh, mean_price_per_mwh,
                                            p.gpu_rent_per_gpu_h, p.holding_cost_per_gpu_h_h,
                                            p.terminal_delay_h)
@@ -83,9 +104,10 @@ def terminal_value_per_gpu_h(params: EnvParams, exo_episode: np.ndarray) -> np.n
     units before ``reward.scale``), ``[..., N]``.
 
     ``env.terminal_queue_valuation = "episode_mean"``: the marginal energy of running it
-    uncapped, ``pue * (gpu_max_kw - gpu_idle_kw)`` kWh per GPU-h (idle power is paid
-    anyway), priced at the episode's mean carbon and price, plus one rented GPU-hour and
-    the holding price over ``terminal_delay_h`` hours (the site's mean deadline slack).
+    uncapped, ``pue * e_X(1)`` kWh per GPU-h (training curve, board and host; idle
+    power and the fixed overhead are paid anyway), priced at the episode's mean carbon
+    and price, plus one rented GPU-hour and the holding price over ``terminal_delay_h``
+    hours (the site's mean deadline slack).
     ``"none"``: 0.
 
     Parameters

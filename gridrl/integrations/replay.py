@@ -151,12 +151,14 @@ def simulate(
         cap = np.array([_get(by_site[s], "power_cap_fraction") for s in sites])
         e_mig = _apply_plans(plans, by_id, pos, params.migration_kwh_per_gpu_h, t)
         tau = params.throughput(cap)
+        tau_inf = params.inference_throughput_at(cap)
         for i, site in enumerate(sites):
             demand = float(workload.inference_gpus[t, i])
-            served = _run_site(seen, site, t, float(params.gpus[i]), demand, tau[i])
+            served = _run_site(seen, site, t, float(params.gpus[i]), demand, tau[i],
+                               tau_inf[i])
             rows.append({"hour": t, "time": workload.index[t], "site": site, "cap": cap[i],
                          **served, **_energy(params, data.exo[row0 + t], i, cap[i],
-                                             served["busy_gpu_h"], e_mig[i])})
+                                             served, e_mig[i])})
     hourly = pd.DataFrame(rows)
     table = _job_table(jobs)
     return ReplayResult(policy, kpis(hourly, table, hours), hourly, table)
@@ -226,11 +228,12 @@ def _apply_plans(plans: Sequence[Any], by_id: dict[Any, _Job], pos: dict[str, in
 
 
 def _run_site(jobs: list[_Job], site: str, t: int, gpus: float, demand: float,
-              tau: float) -> dict[str, float]:
-    """Inference first, then released jobs earliest slack first on the free GPUs, for
-    one hour of ``site``; returns the work done and the busy GPU-h."""
-    inf_gpus = min(demand / tau, gpus)
-    slo = max(demand - gpus * tau, 0.0)  # exactly 0 unless capacity binds
+              tau: float, tau_inf: float) -> dict[str, float]:
+    """Inference first (throughput ``tau_inf``), then released jobs earliest slack first
+    on the free GPUs (``tau``), for one hour of ``site``; returns the work done and the
+    busy GPU-h."""
+    inf_gpus = min(demand / tau_inf, gpus)
+    slo = max(demand - gpus * tau_inf, 0.0)  # exactly 0 unless capacity binds
     running = [j for j in jobs if j.status == "running" and j.site == site]
     free = gpus - inf_gpus - sum(j.spec.gpus for j in running)
     ready = sorted(
@@ -254,22 +257,27 @@ def _run_site(jobs: list[_Job], site: str, t: int, gpus: float, demand: float,
         j.remaining -= done
         if j.remaining <= EPS_GPU_H:
             j.remaining, j.status, j.finish_h = 0.0, "done", begin + run_h
-    return {"flexible_work_gpu_h": work, "inference_served_gpu_h": inf_gpus * tau,
+    return {"flexible_work_gpu_h": work, "inference_served_gpu_h": inf_gpus * tau_inf,
             "slo_gpu_h": slo, "busy_gpu_h": busy_gpu_h}
 
 
-def _energy(params: Any, exo: np.ndarray, i: int, cap: float, busy_gpu_h: float,
+def _energy(params: Any, exo: np.ndarray, i: int, cap: float, served: dict[str, float],
             e_mig_kwh: float) -> dict[str, float]:
     """Energy of site ``i`` in an hour, by the environment's formulas (no battery, no
     curtailment): facility power, local generation used, import, overdraw, carbon, cost."""
     from gridrl.env import kernel
     from gridrl.env.kernel import Exo
 
-    it = kernel.it_kw(busy_gpu_h, cap, params.gpus[i], params.gpu_idle_kw[i],
-                      params.gpu_max_kw[i])
+    e_kwh = [kernel.it_kwh_per_gpu_h(float(params.power_at(cap, inf)), float(tau),
+                                     params.gpu_idle_kw[i], params.gpu_board_max_kw[i],
+                                     params.host_busy_kw_per_gpu[i])
+             for inf, tau in ((True, params.inference_throughput_at(cap)),
+                              (False, params.throughput(cap)))]
+    it = kernel.it_kw(served["inference_served_gpu_h"], served["flexible_work_gpu_h"],
+                      e_kwh[0], e_kwh[1], params.gpus[i], params.gpu_idle_kw[i])
     pue = kernel.pue_at(exo[i, Exo.TEMP_C], params.pue[i], params.pue_temp_slope_per_c[i],
                         params.pue_temp_threshold_c[i])
-    facility = float(kernel.facility_kw(pue, it, e_mig_kwh))
+    facility = float(kernel.facility_kw(params.facility_fixed_kw[i], pue, it, e_mig_kwh))
     gen = exo[i, Exo.PV_KW] + exo[i, Exo.WIND_KW]
     imp = max(facility - gen, 0.0)
     return {
