@@ -148,15 +148,14 @@ def series_config(base: ForecastConfig, signals: list[str], origins: list[int]
     """The default forecaster for one site's real series (no weather covariates).
 
     National solar and market prices are modelled as the change from the same hour the
-    day before, prices at 1 h as the change from the latest value (chosen on the tune
-    window, where modelling ERCOT's summer price spikes as changes from the latest value
-    made gridrl worse than the per-horizon LightGBM over 1-24 h)."""
+    day before by the pooled model (chosen on the tune window, where modelling ERCOT's
+    summer price spikes as changes from the latest value made gridrl worse than the
+    per-horizon LightGBM over 1-24 h); the 1 h models are chosen at every fit
+    (``selection`` in the config)."""
     step = origins[1] - origins[0]
     return base.model_copy(update={
         "targets": signals, "weather": [], "weather_for": {}, "pv": PVConfig(signals=[]),
         "reference": {"solar_mw": "seasonal", "price_per_mwh": "seasonal"},
-        "training": base.training.model_copy(
-            update={"own_model_reference": {"price_per_mwh": "last"}}),
         "bounds": BoundsConfig(zero_at_night=[]),
         "backtest": BacktestConfig(initial_train_h=origins[0], refit_every_h=step),
     })

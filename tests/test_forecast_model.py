@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -9,7 +11,7 @@ from forecast_helpers import REPO, geo3_inputs, small_config
 
 from gridrl.forecast import ForecastConfig, ForecastConfigError, ForecastError
 from gridrl.forecast.bounds import physical_bounds
-from gridrl.forecast.config import TrainingConfig, load_forecast_config
+from gridrl.forecast.config import SelectionConfig, TrainingConfig, load_forecast_config
 from gridrl.forecast.crossfit import weather_for
 from gridrl.forecast.features import required_history_h
 from gridrl.forecast.inputs import signal_table
@@ -67,7 +69,7 @@ def test_save_load_roundtrip(fitted, tmp_path):
     _, table, _, weather, model, rows, pred = fitted
     model.save(tmp_path / "m")
     assert (tmp_path / "m" / "forecaster.json").exists()
-    text = (tmp_path / "m" / "pv_kw_q0.5.txt").read_text()
+    text = (tmp_path / "m" / "pv_kw_pooled_clearsky_q0.5.txt").read_text()
     assert text.startswith("tree")  # LightGBM's native text format
     back = QuantileForecaster.load(tmp_path / "m", weather=weather)
     np.testing.assert_array_equal(back.predict(table, rows[:200], HORIZONS), pred[:200])
@@ -145,7 +147,8 @@ def test_index_must_be_hourly(fitted):
 def test_one_hour_ahead_has_its_own_model_fitted_on_every_issue_time(fitted):
     model = fitted[4]
     for m in model.models.values():
-        assert set(m.horizon_boosters) == {1} and set(m.horizon_boosters[1]) == set(m.boosters)
+        assert set(m.own) == {1}
+        assert set(m.own[1][0].boosters) == set(m.pooled[0].boosters) == set(cfg_q(model))
     cfg = small_config(training=TrainingConfig(horizons_per_issue=2, own_model_horizons_h=[1]))
     t_len, n_sites = 1000, 2
     mask = np.ones(t_len, dtype=bool)
@@ -171,15 +174,20 @@ def test_one_hour_ahead_has_its_own_model_fitted_on_every_issue_time(fitted):
     assert own_model_horizons(one).size == 0
 
 
+def cfg_q(model):
+    return model.config.quantiles
+
+
 def test_own_horizon_models_may_use_their_own_reference(fitted, tmp_path):
     data, table, _, weather, _, rows, _ = fitted
     cfg = small_config(targets=["price_per_mwh"], reference={"price_per_mwh": "seasonal"},
-                       training=TrainingConfig(own_model_reference={"price_per_mwh": "last"}))
+                       training=TrainingConfig(own_model_reference={"price_per_mwh": "last"}),
+                       selection=SelectionConfig(models=[]))
     train = np.arange(len(table.index)) < len(table.index) // 2
     model = QuantileForecaster(cfg, data.locations, weather, seed=0).fit(table, train)
     m = model.models["price_per_mwh"]
-    assert (m.reference, m.horizon_reference) == ("seasonal", "last")
-    assert "last_rel" not in m.horizon_boosters[1][0.5].feature_name()
+    assert m.references() == {"pooled": "seasonal", "h1": "last"} and not m.selection
+    assert "last_rel" not in m.own[1][0].boosters[0.5].feature_name()
     pred = model.predict(table, rows, HORIZONS)
     again = QuantileForecaster.load(model.save(tmp_path / "m"), weather)
     np.testing.assert_array_equal(again.predict(table, rows, HORIZONS), pred)
@@ -187,3 +195,53 @@ def test_own_horizon_models_may_use_their_own_reference(fitted, tmp_path):
     r = rows[:-1]  # 1 h ahead (HORIZONS[0]): from the latest value, and better than it
     err = np.abs(pred[:-1, :, 0, 0, cfg.quantiles.index(0.5)] - y[r + 1]).mean()
     assert HORIZONS[0] == 1 and err < np.abs(y[r] - y[r + 1]).mean()
+
+
+def test_one_hour_models_are_chosen_on_the_training_data_only(fitted, tmp_path):
+    data, table, cfg, weather, model, rows, pred = fitted
+    refs = cfg.selection.references
+    for target, m in model.models.items():
+        if target == "pv_kw":  # clear-sky index: no choice
+            assert not m.selection and m.references()["h1"] == "clearsky"
+            continue
+        scores = m.selection["h1"]
+        assert len(scores) == 2 ** len(refs) - 1 and "pooled" not in m.selection
+        chosen = m.references()["h1"]
+        assert scores[chosen] == min(scores.values()), (target, scores)
+        assert [mem.reference for mem in m.own[1]] == chosen.split("+")
+    # what follows the training rows cannot change the choice nor the models
+    t_len = len(table.index)
+    train = np.arange(t_len) < t_len // 2
+    later = table.data.copy()
+    later[~train] *= np.random.default_rng(1).uniform(0.5, 1.5, later[~train].shape)
+    other = dataclasses.replace(table, data=later)
+    refit = QuantileForecaster(cfg, data.locations, weather, seed=0).fit(other, train)
+    for target, m in model.models.items():
+        assert refit.models[target].selection == m.selection
+    np.testing.assert_array_equal(refit.predict(table, rows, HORIZONS), pred)
+    # scores and blends survive save and load
+    back = QuantileForecaster.load(model.save(tmp_path / "m"), weather)
+    for target, m in model.models.items():
+        assert back.models[target].selection == m.selection
+        assert back.models[target].references() == m.references()
+
+
+def test_pooled_model_may_be_chosen_too(fitted):
+    data, table, _, weather, _, _, _ = fitted
+    cfg = small_config(targets=["carbon_g_per_kwh"],
+                       selection=SelectionConfig(models=["own", "pooled"],
+                                                 references=["last", "seasonal"],
+                                                 blend=False))
+    train = np.arange(len(table.index)) < len(table.index) // 2
+    m = QuantileForecaster(cfg, data.locations, weather, seed=0).fit(table, train).models[
+        "carbon_g_per_kwh"]
+    assert set(m.selection) == {"pooled", "h1"}
+    for tag in ("pooled", "h1"):
+        assert set(m.selection[tag]) == {"last", "seasonal"}
+        assert m.references()[tag] == min(m.selection[tag], key=m.selection[tag].get)
+    # too little data before the validation window: the configured reference is kept
+    short = small_config(targets=["carbon_g_per_kwh"],
+                         selection=SelectionConfig(min_train_h=len(table.index)))
+    m = QuantileForecaster(short, data.locations, weather, seed=0).fit(table, train).models[
+        "carbon_g_per_kwh"]
+    assert not m.selection and m.references() == {"pooled": "last", "h1": "last"}

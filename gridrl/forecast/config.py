@@ -135,6 +135,27 @@ class TrainingConfig(_Strict):
     min_history_h: PosInt = 168  # issue times with less history than this are not used
 
 
+class SelectionConfig(_Strict):
+    """Per-signal choice of a model's reference, made at every fit on its training data.
+
+    For each model listed in ``models`` (``own``: the own-horizon models, ``pooled``:
+    the pooled one) of every signal not modelled as a clear-sky index, a P50 model per
+    reference in ``references`` is fitted on the training pairs whose target row lies
+    before the last ``window_h`` issue rows of the training data and scored (MAE, in the
+    signal's unit) on the pairs issued in those rows. The reference with the lowest MAE,
+    or with ``blend`` the equal-weight mean of several references' quantiles if lower
+    still, is refitted on every training pair. The scores are kept with the model.
+    A fit with fewer than ``min_train_h`` issue rows before the window, or a single
+    reference, keeps the signal's reference (``own_model_reference`` for own models).
+    """
+
+    models: list[Literal["own", "pooled"]] = ["own"]
+    references: list[Literal["last", "seasonal", "level"]] = ["last", "seasonal", "level"]
+    blend: bool = True
+    window_h: PosInt = 720
+    min_train_h: PosInt = 720
+
+
 class CalibrationConfig(_Strict):
     """Rolling conformalised quantile regression (CQR) of each symmetric quantile pair.
 
@@ -234,6 +255,7 @@ class ForecastConfig(_Strict):
     bounds: BoundsConfig = BoundsConfig()
     lightgbm: LightGBMConfig = LightGBMConfig()
     training: TrainingConfig = TrainingConfig()
+    selection: SelectionConfig = SelectionConfig()
     calibration: CalibrationConfig = CalibrationConfig()
     crossfit: CrossFitConfig = CrossFitConfig()
     causal: CausalConfig = CausalConfig()

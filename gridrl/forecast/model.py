@@ -9,6 +9,13 @@ issue time contributes them, and they are forecast by models of their own; poole
 got 1/H of the rows and little of the loss (its changes are the smallest), and a plain
 per-horizon LightGBM on a few lags forecast it better.
 
+Which reference a model uses can be chosen per signal at every fit
+(:class:`gridrl.forecast.config.SelectionConfig`, by default for the own-horizon
+models): a P50 model per candidate reference is fitted on the training data before its
+last weeks and scored on them, and the best reference, or the equal-weight blend of
+several references' quantiles, is refitted on all of it. Nothing outside the training
+data is seen, and the scores are saved with the model.
+
 Targets are expressed relative to a reference (:data:`gridrl.forecast.features.REFERENCES`):
 PV as a clear-sky index (DESIGN §5) — the model predicts ``y / P_cs`` where ``P_cs`` is
 the clear-sky irradiance on the array times a per-site scale (the ``clearsky_power_quantile``
@@ -27,6 +34,7 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import combinations
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +62,7 @@ from gridrl.forecast.solar import SiteLocation
 from gridrl.forecast.weather import WeatherForecasts
 from gridrl.io import write_json_atomic, write_text_atomic
 
-MODEL_FORMAT_VERSION = 2  # 2: models grouped as pooled and per own horizon
+MODEL_FORMAT_VERSION = 3  # 3: each model a list of members (blends of references)
 
 
 def own_model_horizons(config: ForecastConfig) -> np.ndarray:
@@ -91,11 +99,22 @@ def reference_of(signal: str, config: ForecastConfig) -> str:
 
 
 @dataclass(eq=False)
+class Member:
+    """The boosters (quantile -> booster) of one reference; a model averages its members'
+    quantiles."""
+
+    reference: str
+    boosters: dict[float, lgb.Booster]
+
+
+@dataclass(eq=False)
 class TargetModel:
     """The fitted models of one signal.
 
     Attributes
     ----------
+    reference : str
+        the signal's reference (:func:`reference_of`).
     scale : numpy.ndarray
         ``[N]`` per-site scale (mean absolute value on the training rows, signal unit).
     clearsky_scale : numpy.ndarray or None
@@ -103,14 +122,15 @@ class TargetModel:
     constant : numpy.ndarray
         ``[N]`` the value of a site whose signal is constant on the training rows (it is
         forecast as that constant: a site without a wind turbine), NaN otherwise.
-    boosters : dict
-        quantile -> LightGBM booster of the pooled model (fitted on every training row,
-        used at the horizons without a model of their own).
-    horizon_boosters : dict
-        horizon -> quantile -> booster of the horizons with a model of their own
+    pooled : list of Member
+        the pooled model (fitted on every training row, used at the horizons without a
+        model of their own).
+    own : dict
+        horizon -> members of the horizons with a model of their own
         (``training.own_model_horizons_h``).
-    horizon_reference : str
-        the reference of those models (:func:`own_reference`).
+    selection : dict
+        ``pooled`` / ``h{h}`` -> validation MAE of every candidate reference and blend
+        (``+``-joined) where the model was chosen (:class:`SelectionConfig`).
     """
 
     signal: str
@@ -119,13 +139,85 @@ class TargetModel:
     scale: np.ndarray
     clearsky_scale: np.ndarray | None
     constant: np.ndarray
-    boosters: dict[float, lgb.Booster] = field(default_factory=dict)
-    horizon_boosters: dict[int, dict[float, lgb.Booster]] = field(default_factory=dict)
-    horizon_reference: str = "last"
+    pooled: list[Member] = field(default_factory=list)
+    own: dict[int, list[Member]] = field(default_factory=dict)
+    selection: dict[str, dict[str, float]] = field(default_factory=dict)
 
-    def booster_groups(self) -> list[tuple[int | None, dict[float, lgb.Booster]]]:
-        """``(None, pooled)`` then ``(h, own)`` for every horizon with its own models."""
-        return [(None, self.boosters), *sorted(self.horizon_boosters.items())]
+    def groups(self) -> list[tuple[int | None, list[Member]]]:
+        """``(None, pooled)`` then ``(h, own)`` for every horizon with its own model."""
+        return [(None, self.pooled), *sorted(self.own.items())]
+
+    def references(self) -> dict[str, str]:
+        """``pooled`` / ``h{h}`` -> the reference of the model (``+``-joined for blends)."""
+        return {_tag(h): "+".join(m.reference for m in members)
+                for h, members in self.groups()}
+
+
+def _tag(h: int | None) -> str:
+    return "pooled" if h is None else f"h{h}"
+
+
+class _TrainingSet:
+    """One target's training pairs ``(t, n, h)`` with their features and labels for each
+    reference, built once per reference.
+
+    PV (``clearsky``) labels are clear-sky indices relative to the index reference,
+    weighted by the clear-sky power; the other references' labels are changes from the
+    reference value over the site scale, unweighted.
+    """
+
+    def __init__(self, forecaster: QuantileForecaster, table: SignalTable, target: str,
+                 hours: TargetHourArrays, t_idx: np.ndarray, n_idx: np.ndarray,
+                 h_idx: np.ndarray) -> None:
+        cfg = forecaster.config
+        self.signal = target
+        self.reference = reference_of(target, cfg)
+        self._new = lambda ref: FeatureBuilder(table, target, cfg, ref, hours,
+                                               forecaster.weather)
+        builder = self._new(self.reference)
+        self.y = y = builder.y
+        s_idx = t_idx + h_idx
+        y_target = y[s_idx, n_idx]
+        ok = np.isfinite(y_target)
+        train_rows = np.unique(np.concatenate([t_idx[ok], s_idx[ok]]))
+        self.scale = scale = _site_scale(y[train_rows], target, table.sites)
+        with np.errstate(invalid="ignore"):
+            lo, hi = np.nanmin(y[train_rows], axis=0), np.nanmax(y[train_rows], axis=0)
+        self.constant = np.where(lo == hi, lo, np.nan)
+        self.clearsky_scale = None
+        weight = None
+        if self.reference == "clearsky":
+            cs = hours.clearsky_array_w_per_m2
+            self.clearsky_scale = _clearsky_scale(y[train_rows], cs[train_rows], cfg, target,
+                                                  table.sites)
+            cs_power = cs[s_idx, n_idx] * self.clearsky_scale[n_idx]
+            peak = np.nanmax(cs, axis=0)[n_idx] * self.clearsky_scale[n_idx]
+            ok &= cs_power > cfg.pv.min_clearsky_fraction * peak
+            with np.errstate(invalid="ignore", divide="ignore"):
+                z = np.clip(y_target / cs_power, 0.0, cfg.pv.max_clearsky_index)
+            z = z - builder.index_base(t_idx, n_idx, h_idx, self.clearsky_scale)
+            weight = cs_power / scale[n_idx]
+        else:
+            z = (y_target - builder.base(t_idx, n_idx, h_idx)) / scale[n_idx]
+            ok &= np.isfinite(z)
+        if ok.sum() == 0:
+            raise ForecastError(f"signal {target!r}: no training rows (all targets NaN or "
+                                "outside the training period)")
+        self.t, self.n, self.h = t_idx[ok], n_idx[ok], h_idx[ok]
+        x = builder.build(self.t, self.n, self.h, scale, self.clearsky_scale)
+        self.names = builder.names
+        self._rows = {self.reference: (builder, x, z[ok].astype(np.float32),
+                                       None if weight is None else weight[ok])}
+
+    def rows(self, reference: str):
+        """``(builder, x [P, F], labels [P], weights [P] or None)`` of every pair."""
+        if reference not in self._rows:
+            b = self._new(reference)
+            t, n, h = self.t, self.n, self.h
+            z = (self.y[t + h, n] - b.base(t, n, h)) / self.scale[n]
+            x = b.build(t, n, h, self.scale, self.clearsky_scale)
+            self._rows[reference] = (b, x, z.astype(np.float32), None)
+        return self._rows[reference]
 
 
 class QuantileForecaster:
@@ -213,61 +305,72 @@ class QuantileForecaster:
         return t[ok], n[ok], h[ok]
 
     def _fit_target(self, table, target, hours, t_idx, n_idx, h_idx, seed) -> TargetModel:
-        cfg = self.config
-        reference = reference_of(target, cfg)
-        builder = FeatureBuilder(table, target, cfg, reference, hours, self.weather)
-        y = builder.y
-        s_idx = t_idx + h_idx
-        y_target = y[s_idx, n_idx]
-        ok = np.isfinite(y_target)
-        train_rows = np.unique(np.concatenate([t_idx[ok], s_idx[ok]]))
-        scale = _site_scale(y[train_rows], target, table.sites)
-        with np.errstate(invalid="ignore"):
-            lo, hi = np.nanmin(y[train_rows], axis=0), np.nanmax(y[train_rows], axis=0)
-        constant = np.where(lo == hi, lo, np.nan)
-        cs_scale = None
-        weight = None
-        if reference == "clearsky":
-            cs = hours.clearsky_array_w_per_m2
-            cs_scale = _clearsky_scale(y[train_rows], cs[train_rows], cfg, target, table.sites)
-            cs_power = cs[s_idx, n_idx] * cs_scale[n_idx]
-            peak = np.nanmax(cs, axis=0)[n_idx] * cs_scale[n_idx]
-            ok &= cs_power > cfg.pv.min_clearsky_fraction * peak
-            with np.errstate(invalid="ignore", divide="ignore"):
-                z = np.clip(y_target / cs_power, 0.0, cfg.pv.max_clearsky_index)
-            z = z - builder.index_base(t_idx, n_idx, h_idx, cs_scale)
-            weight = cs_power / scale[n_idx]
-        else:
-            z = (y_target - builder.base(t_idx, n_idx, h_idx)) / scale[n_idx]
-            ok &= np.isfinite(z)
-        if ok.sum() == 0:
-            raise ForecastError(f"signal {target!r}: no training rows (all targets NaN or "
-                                "outside the training period)")
-        x = builder.build(t_idx[ok], n_idx[ok], h_idx[ok], scale, cs_scale)
-        z, h_ok = z[ok].astype(np.float32), h_idx[ok]
-        w = None if weight is None else weight[ok]
-        model = TargetModel(target, reference, builder.names, scale, cs_scale, constant)
+        data = _TrainingSet(self, table, target, hours, t_idx, n_idx, h_idx)
+        model = TargetModel(target, data.reference, data.names, data.scale,
+                            data.clearsky_scale, data.constant)
+        own = own_model_horizons(self.config).tolist()
         # The pooled model keeps the own horizons' rows: the horizons next to them gain.
-        model.boosters = self._train(builder, x, z, w, seed)
-        model.horizon_reference = own_reference(target, cfg)
-        same = model.horizon_reference == reference
-        own_b = builder if same else FeatureBuilder(table, target, cfg, model.horizon_reference,
-                                                    hours, self.weather)
-        t_ok, n_ok = t_idx[ok], n_idx[ok]
-        for h in own_model_horizons(cfg).tolist():
-            sel = h_ok == h
-            if same:
-                xs, zs, ws = x[sel], z[sel], None if w is None else w[sel]
-            else:  # non-PV: labels relative to the own reference, no weights
-                ts, ns, hs = t_ok[sel], n_ok[sel], h_ok[sel]
-                zs = ((y[ts + hs, ns] - own_b.base(ts, ns, hs)) / scale[ns]).astype(np.float32)
-                xs, ws = own_b.build(ts, ns, hs, scale, cs_scale), None
-            model.horizon_boosters[h] = self._train(own_b, xs, zs, ws, seed)
+        everything = np.ones(len(data.t), dtype=bool)
+        model.pooled = self._fit_model(data, model, None, everything, ~np.isin(data.h, own),
+                                       seed)
+        for h in own:
+            rows = data.h == h
+            model.own[h] = self._fit_model(data, model, h, rows, rows, seed)
         return model
 
+    def _fit_model(self, data: _TrainingSet, model: TargetModel, h: int | None,
+                   rows: np.ndarray, scored: np.ndarray, seed: int) -> list[Member]:
+        """The members of the pooled (``h`` None) or an own-horizon model, fitted on the
+        pairs ``rows``; where it is chosen, scored on the pairs ``scored`` among them."""
+        cfg = self.config
+        default = data.reference if h is None else own_reference(data.signal, cfg)
+        chosen = [default]
+        if data.reference != "clearsky" and ("pooled" if h is None else "own") in (
+                cfg.selection.models):
+            chosen, scores = self._select(data, rows, scored & rows, default, seed)
+            if scores:
+                model.selection[_tag(h)] = scores
+        members = []
+        for ref in chosen:
+            b, x, z, w = data.rows(ref)
+            members.append(Member(ref, self._train(b, x[rows], z[rows],
+                                                   None if w is None else w[rows], seed)))
+        return members
+
+    def _select(self, data: _TrainingSet, rows: np.ndarray, scored: np.ndarray,
+                default: str, seed: int) -> tuple[list[str], dict[str, float]]:
+        """References of the model with the lowest validation MAE (:class:`SelectionConfig`)
+        and the MAE of every candidate; ``[default]`` and no scores when there is too
+        little data."""
+        sel = self.config.selection
+        refs = list(dict.fromkeys([default, *sel.references]))
+        issue = np.unique(data.t[rows])
+        if len(refs) < 2 or issue.size < sel.window_h + sel.min_train_h:
+            return [default], {}
+        start = issue[-sel.window_h]  # first issue row of the validation window
+        fit = rows & (data.t + data.h < start)
+        val = scored & (data.t >= start)
+        if not val.any():
+            return [default], {}
+        t, n, h = data.t[val], data.n[val], data.h[val]
+        truth = data.y[t + h, n]
+        point = {}
+        for ref in refs:
+            b, x, z, _ = data.rows(ref)
+            booster = self._train(b, x[fit], z[fit], None, seed, quantiles=[0.5])[0.5]
+            z_val = booster.predict(x[val], num_threads=self.config.lightgbm.num_threads)
+            point[ref] = b.base(t, n, h) + z_val * data.scale[n]
+        sizes = range(1, len(refs) + 1) if sel.blend else [1]
+        candidates = [c for k in sizes for c in combinations(refs, k)]
+        scores = {"+".join(c): float(np.mean(np.abs(np.mean([point[r] for r in c], axis=0)
+                                                    - truth))) for c in candidates}
+        best = min(candidates, key=lambda c: scores["+".join(c)])  # ties: fewest members
+        return list(best), scores
+
     def _train(self, builder: FeatureBuilder, x: np.ndarray, z: np.ndarray,
-               weight: np.ndarray | None, seed: int) -> dict[float, lgb.Booster]:
-        """One booster per quantile on rows ``x`` with labels ``z``."""
+               weight: np.ndarray | None, seed: int,
+               quantiles: Sequence[float] | None = None) -> dict[float, lgb.Booster]:
+        """One booster per quantile (default: the config's) on rows ``x``, labels ``z``."""
         cfg = self.config
         lg = cfg.lightgbm
         ds_params = {"max_bin": lg.max_bin, "verbose": -1, "min_data_in_leaf": lg.min_data_in_leaf,
@@ -277,7 +380,7 @@ class QuantileForecaster:
             categorical_feature=builder.categorical, params=ds_params, free_raw_data=True,
         ).construct()
         boosters = {}
-        for q in cfg.quantiles:
+        for q in cfg.quantiles if quantiles is None else quantiles:
             params = {
                 "objective": "quantile", "alpha": float(q), "learning_rate": lg.learning_rate,
                 "num_leaves": lg.num_leaves, "min_data_in_leaf": lg.min_data_in_leaf,
@@ -331,13 +434,12 @@ class QuantileForecaster:
         for k, target in enumerate(cfg.targets):
             m = self.models[target]
             vals = np.empty((len(t), len(cfg.quantiles)))
-            for h_own, group in m.booster_groups():
-                sel = ~np.isin(h_model, list(m.horizon_boosters)) if h_own is None else (
-                    h_model == h_own)
-                ref = m.reference if h_own is None else m.horizon_reference
+            for h_own, members in m.groups():
+                sel = ~np.isin(h_model, list(m.own)) if h_own is None else h_model == h_own
                 if sel.any():
-                    vals[sel] = self._predict_rows(table, m, ref, group, hours, t_model[sel],
-                                                   n[sel], h_model[sel], (t + h_eff)[sel])
+                    vals[sel] = np.mean([self._predict_rows(
+                        table, m, mem.reference, mem.boosters, hours, t_model[sel], n[sel],
+                        h_model[sel], (t + h_eff)[sel]) for mem in members], axis=0)
             y = table.column(target)
             for j in range(len(cfg.quantiles)):
                 val = np.where(np.isfinite(m.constant[n]), m.constant[n], vals[:, j])
@@ -382,22 +484,22 @@ class QuantileForecaster:
             "targets": {},
         }
         for target, m in self.models.items():
-            files: dict[str, dict[str, str]] = {}
-            for h, group in m.booster_groups():
-                tag = "pooled" if h is None else f"h{h}"
-                files[tag] = {}
-                for q, booster in group.items():
-                    name = f"{target}_q{q:g}.txt" if h is None else f"{target}_{tag}_q{q:g}.txt"
-                    write_text_atomic(d / name, booster.model_to_string())
-                    files[tag][f"{q:g}"] = name
+            files: dict[str, list[dict[str, Any]]] = {}
+            for h, members in m.groups():
+                files[_tag(h)] = [
+                    {"reference": mem.reference,
+                     "quantiles": {f"{q:g}": _write_booster(d, f"{target}_{_tag(h)}_"
+                                                           f"{mem.reference}_q{q:g}.txt", b)
+                                   for q, b in mem.boosters.items()}}
+                    for mem in members]
             meta["targets"][target] = {
                 "reference": m.reference,
-                "horizon_reference": m.horizon_reference,
                 "feature_names": m.feature_names,
                 "scale": m.scale.tolist(),
                 "clearsky_scale": None if m.clearsky_scale is None else m.clearsky_scale.tolist(),
                 "constant": [None if not np.isfinite(c) else float(c) for c in m.constant],
                 "models": files,
+                "selection": m.selection,
             }
         write_json_atomic(d / "forecaster.json", meta)
         return d
@@ -430,16 +532,23 @@ class QuantileForecaster:
             m = TargetModel(target, tm["reference"], list(tm["feature_names"]),
                             np.asarray(tm["scale"]), None if cs is None else np.asarray(cs),
                             const)
-            m.horizon_reference = tm["horizon_reference"]
-            for tag, group in tm["models"].items():
-                boosters = {float(q): lgb.Booster(model_file=str(d / name))
-                            for q, name in group.items()}
+            m.selection = tm["selection"]
+            for tag, members in tm["models"].items():
+                group = [Member(mem["reference"],
+                                {float(q): lgb.Booster(model_file=str(d / name))
+                                 for q, name in mem["quantiles"].items()})
+                         for mem in members]
                 if tag == "pooled":
-                    m.boosters = boosters
+                    m.pooled = group
                 else:
-                    m.horizon_boosters[int(tag.removeprefix("h"))] = boosters
+                    m.own[int(tag.removeprefix("h"))] = group
             self.models[target] = m
         return self
+
+
+def _write_booster(directory: Path, name: str, booster: lgb.Booster) -> str:
+    write_text_atomic(directory / name, booster.model_to_string())
+    return name
 
 
 def _site_scale(y: np.ndarray, target: str, sites: Sequence[str]) -> np.ndarray:

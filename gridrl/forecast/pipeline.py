@@ -275,11 +275,13 @@ def describe(directory: str | Path) -> dict[str, Any]:
         model = QuantileForecaster.load(model_dir)
         rows = []
         for target, m in model.models.items():
-            booster = m.boosters[0.5] if 0.5 in m.boosters else next(iter(m.boosters.values()))
+            boosters = m.pooled[0].boosters
+            booster = boosters[0.5] if 0.5 in boosters else next(iter(boosters.values()))
             gain = booster.feature_importance("gain")
             top = [booster.feature_name()[i] for i in np.argsort(gain)[::-1][:5]]
-            rows.append({"signal": target, "reference": m.reference,
-                         "quantiles": list(m.boosters), "trees": booster.num_trees(),
+            models = ", ".join(f"{k} {v}" for k, v in m.references().items())
+            rows.append({"signal": target, "reference": m.reference, "models": models,
+                         "quantiles": list(boosters), "trees": booster.num_trees(),
                          "top_features": ", ".join(top)})
         out["model"] = pd.DataFrame(rows)
         out["sites"] = list(model.sites)
