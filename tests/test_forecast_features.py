@@ -119,3 +119,24 @@ def test_trailing_sums_match_pandas():
     np.testing.assert_allclose(s1, frame.rolling(24, min_periods=1).sum().fillna(0).to_numpy(),
                                atol=1e-9)
     np.testing.assert_array_equal(cnt, frame.notna().rolling(24, min_periods=1).sum())
+
+
+@pytest.mark.parametrize("reference", ["last", "seasonal", "ramp", "level"])
+def test_references_follow_their_formula_and_do_not_look_ahead(geo3, reference):
+    _, table, weather, hours = geo3
+    target = "carbon_g_per_kwh"
+    y = table.column(target)
+    t0 = 4000
+    h = np.tile(np.arange(1, 49), len(table.sites))
+    n = np.repeat(np.arange(len(table.sites)), 48)
+    t = np.full(h.size, t0)
+    d = 24 * -(-h // 24)  # the latest day known at the target's hour
+    expected = {"last": y[t, n], "seasonal": y[t + h - d, n],
+                "ramp": y[t, n] + y[t + h - d, n] - y[t - d, n], "level": 0.0 * h}[reference]
+    b = FeatureBuilder(table, target, CFG, reference, hours, weather)
+    np.testing.assert_allclose(b.base(t, n, h), expected)
+    table2, weather2 = _perturb_after(table, weather, t0, np.random.default_rng(3))
+    b2 = FeatureBuilder(table2, target, CFG, reference, hours, weather2)
+    np.testing.assert_array_equal(b2.base(t, n, h), b.base(t, n, h))
+    scale = np.full(len(table.sites), 10.0)
+    np.testing.assert_array_equal(b2.build(t, n, h, scale), b.build(t, n, h, scale))

@@ -224,7 +224,7 @@ def _rolling(table, config, horizons, locations, weather, hours, seed, progress)
     origins = list(range(bt.initial_train_h, t_len, bt.refit_every_h))
     shape = (t_len, len(table.sites), len(config.targets), len(horizons), len(config.quantiles))
     values = np.full(shape, np.nan, dtype=np.float32)
-    groups = []
+    groups, chosen = [], []
     with _progress(progress) as p:
         task = None if p is None else p.add_task(
             "rolling-origin backtest", total=len(origins) * len(config.targets))
@@ -236,10 +236,12 @@ def _rolling(table, config, horizons, locations, weather, hours, seed, progress)
                       progress=None if p is None else (lambda: p.advance(task)))
             values[block] = model.predict(table, block, horizons, hours=hours, bounds=False)
             groups.append((block, mask))
+            chosen.append({t: m.references() for t, m in model.models.items()})
     y = table.data[:, :, [table.signals.index(s) for s in config.targets]]
     calibrated, _ = rolling_cqr(values, y, horizons, config.quantiles, config.calibration)
     meta = {"scheme": "rolling", "origins": [str(table.index[o]) for o in origins],
-            "refit_every_h": bt.refit_every_h, "calibration": config.calibration.method}
+            "refit_every_h": bt.refit_every_h, "calibration": config.calibration.method,
+            "models": chosen}  # per origin: signal -> reference of each model
     return calibrated, meta, groups
 
 

@@ -17,6 +17,8 @@ from gridrl.config import Count, format_validation_errors, read_yaml_mapping
 from gridrl.errors import GridrlError
 
 PosInt = Annotated[Count, Field(ge=1)]
+# How a target is expressed for its model (:data:`gridrl.forecast.features.REFERENCES`).
+Reference = Literal["last", "seasonal", "ramp", "level"]
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
@@ -131,7 +133,7 @@ class TrainingConfig(_Strict):
     # pooled model also gets them from every issue time (the next horizons gain).
     own_model_horizons_h: list[PosInt] = [1]
     # Reference of those models per signal where it differs from the signal's (not PV).
-    own_model_reference: dict[str, Literal["last", "seasonal", "level"]] = {}
+    own_model_reference: dict[str, Reference] = {}
     min_history_h: PosInt = 168  # issue times with less history than this are not used
 
 
@@ -150,7 +152,7 @@ class SelectionConfig(_Strict):
     """
 
     models: list[Literal["own", "pooled"]] = ["own"]
-    references: list[Literal["last", "seasonal", "level"]] = ["last", "seasonal", "level"]
+    references: list[Reference] = ["last", "seasonal", "level"]
     blend: bool = True
     window_h: PosInt = 720
     min_train_h: PosInt = 720
@@ -231,8 +233,8 @@ class ForecastConfig(_Strict):
     # How each target is expressed for its model: ``last`` (change from the value at the
     # issue time), ``seasonal`` (change from the same hour on the latest day known) or
     # ``level``; PV signals (``pv.signals``) use the clear-sky index.
-    default_reference: Literal["last", "seasonal", "level"] = "last"
-    reference: dict[str, Literal["last", "seasonal", "level"]] = {
+    default_reference: Reference = "last"
+    reference: dict[str, Reference] = {
         "headroom_kw": "seasonal", "inference_gpus": "seasonal",
     }
     # Weather forecasts of the target hour (simulated from these observed signals unless

@@ -52,8 +52,11 @@ _SHORT_HOURS = 3  # window of the short clear-sky index feature (hours)
 #   last     z = (y[s] - y[t]) / scale      (change from the latest value)
 #   seasonal z = (y[s] - y[s - 24 ceil(h/24)]) / scale  (change from the same hour on the
 #            latest day known; the latest value where that is missing)
+#   ramp     z = (y[s] - y[t] - (y[s - d] - y[t - d])) / scale, d = 24 ceil(h/24)  (change
+#            from the latest value plus the change over the same hours of the latest day
+#            known: the daily cycle's ramp; the latest value where that is missing)
 #   clearsky z = y[s] / clear-sky power[s]   (clear-sky index, PV)
-REFERENCES = ("level", "last", "seasonal", "clearsky")
+REFERENCES = ("level", "last", "seasonal", "ramp", "clearsky")
 
 
 @dataclass(frozen=True, eq=False)
@@ -243,7 +246,7 @@ class FeatureBuilder:
             names.append("clearsky_power")
         else:
             names.append("last")
-            if self.reference == "seasonal":
+            if self.reference in ("seasonal", "ramp"):
                 names.append("last_rel")
             names.append("anomaly24")
             names += [f"lag{lag}" for lag in f.lags_h]
@@ -272,6 +275,8 @@ class FeatureBuilder:
             return last
         back = HOURS_PER_DAY * -(-h // HOURS_PER_DAY)
         seas = self.ypad[self.pad + t + h - back, n]
+        if self.reference == "ramp":
+            seas = last + seas - self.ypad[self.pad + t - back, n]
         return np.where(np.isfinite(seas), seas, last)
 
     def index_base(self, t_idx: np.ndarray, n_idx: np.ndarray, h_idx: np.ndarray,
