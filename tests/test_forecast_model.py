@@ -11,7 +11,13 @@ from forecast_helpers import REPO, geo3_inputs, small_config
 
 from gridrl.forecast import ForecastConfig, ForecastConfigError, ForecastError
 from gridrl.forecast.bounds import physical_bounds
-from gridrl.forecast.config import SelectionConfig, TrainingConfig, load_forecast_config
+from gridrl.forecast.config import (
+    BoundsConfig,
+    PVConfig,
+    SelectionConfig,
+    TrainingConfig,
+    load_forecast_config,
+)
 from gridrl.forecast.crossfit import weather_for
 from gridrl.forecast.features import required_history_h
 from gridrl.forecast.inputs import signal_table
@@ -239,6 +245,14 @@ def test_pooled_model_may_be_chosen_too(fitted):
     for tag in ("pooled", "h1"):
         assert set(m.selection[tag]) == {"last", "seasonal"}
         assert m.references()[tag] == min(m.selection[tag], key=m.selection[tag].get)
+    # solar output chooses among its own candidates (not changes from the latest value)
+    pv = table.frame.xs("pv_kw", axis=1, level=1, drop_level=False)
+    solar = signal_table(pv.rename(columns={"pv_kw": "solar_mw"}, level=1))
+    cfg = small_config(targets=["solar_mw"], reference={"solar_mw": "seasonal"},
+                       pv=PVConfig(signals=[]), bounds=BoundsConfig(zero_at_night=[]))
+    m = QuantileForecaster(cfg, data.locations, seed=0).fit(solar, train).models["solar_mw"]
+    assert set(m.selection) == {"h1"}
+    assert set(m.selection["h1"]) == {"seasonal", "ramp", "seasonal+ramp"}
     # too little data before the validation window: the configured reference is kept
     short = small_config(targets=["carbon_g_per_kwh"],
                          selection=SelectionConfig(min_train_h=len(table.index)))

@@ -142,17 +142,23 @@ class SelectionConfig(_Strict):
 
     For each model listed in ``models`` (``own``: the own-horizon models, ``pooled``:
     the pooled one) of every signal not modelled as a clear-sky index, a P50 model per
-    reference in ``references`` is fitted on the training pairs whose target row lies
-    before the last ``window_h`` issue rows of the training data and scored (MAE, in the
-    signal's unit) on the pairs issued in those rows. The reference with the lowest MAE,
-    or with ``blend`` the equal-weight mean of several references' quantiles if lower
-    still, is refitted on every training pair. The scores are kept with the model.
-    A fit with fewer than ``min_train_h`` issue rows before the window, or a single
-    reference, keeps the signal's reference (``own_model_reference`` for own models).
+    reference in ``references`` (``sun_references`` for solar output) is fitted on the
+    training pairs whose target row lies before the last ``window_h`` issue rows of the
+    training data and scored (MAE, in the signal's unit) on the pairs issued in those
+    rows. The reference with the lowest MAE, or with ``blend`` the equal-weight mean of
+    several references' quantiles if lower still, is refitted on every training pair.
+    The scores are kept with the model. A fit with fewer than ``min_train_h`` issue rows
+    before the window, or a single reference, keeps the signal's reference
+    (``own_model_reference`` for own models).
     """
 
     models: list[Literal["own", "pooled"]] = ["own"]
-    references: list[Reference] = ["last", "seasonal", "level"]
+    references: list[Reference] = ["last", "seasonal", "ramp", "level"]
+    # Candidates of signals that follow the sun (``follows_sun``: national solar output):
+    # their hour-to-hour changes grow with the season, and a model of changes from the
+    # latest value, fitted before summer, under-forecast summer ramps that the last
+    # weeks before it did not show.
+    sun_references: list[Reference] = ["seasonal", "ramp"]
     blend: bool = True
     window_h: PosInt = 720
     min_train_h: PosInt = 720

@@ -48,7 +48,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import lightgbm as lgb  # noqa: E402
 
 from gridrl.forecast.bounds import physical_bounds
-from gridrl.forecast.config import ForecastConfig
+from gridrl.forecast.config import ForecastConfig, follows_sun
 from gridrl.forecast.errors import ForecastError
 from gridrl.forecast.features import (
     FeatureBuilder,
@@ -343,7 +343,8 @@ class QuantileForecaster:
         and the MAE of every candidate; ``[default]`` and no scores when there is too
         little data."""
         sel = self.config.selection
-        refs = list(dict.fromkeys([default, *sel.references]))
+        refs = sel.sun_references if follows_sun(data.signal) else sel.references
+        refs = list(dict.fromkeys([default, *refs]))
         issue = np.unique(data.t[rows])
         if len(refs) < 2 or issue.size < sel.window_h + sel.min_train_h:
             return [default], {}
