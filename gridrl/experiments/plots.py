@@ -156,3 +156,28 @@ def week_distribution_plot(results: pd.DataFrame, column: str, label: str,
     ax.grid(axis="x", alpha=0.3)
     ax.set_title("Per-week distribution (box: quartiles, triangle: mean)")
     return _save(fig, Path(path))
+
+
+def site_savings_plot(savings: pd.DataFrame, label: str, path: str | Path) -> Path:
+    """Grouped bars: one group per site (region), one bar per policy.
+
+    Parameters
+    ----------
+    savings
+        Indexed by policy, one column per site: what the policy saves there against
+        ``run_now`` (positive = less).
+    """
+    policies, sites = list(savings.index), list(savings.columns)
+    fig, ax = plt.subplots(figsize=(max(7.0, 0.9 * len(sites) + 2), 4.0))
+    width = 0.8 / max(len(policies), 1)
+    x = np.arange(len(sites))
+    for k, policy in enumerate(policies):
+        ax.bar(x + (k - (len(policies) - 1) / 2) * width,
+               savings.loc[policy].to_numpy(dtype=float), width, label=str(policy))
+    ax.set_xticks(x, [str(s) for s in sites], rotation=30, ha="right")
+    ax.set_ylabel(label)
+    ax.axhline(0.0, color="black", lw=0.8)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize="small", ncol=2, loc="best")
+    ax.set_title("Saved against run_now per region (mean per episode)")
+    return _save(fig, Path(path))

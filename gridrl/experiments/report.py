@@ -9,6 +9,9 @@ episodes): ``(J - J_run_now) / (J_lp_bound - J_run_now)`` with the seed's mean
 objectives, and again against the best static policy (``static`` reference):
 ``(J - J_static) / (J_lp_bound - J_static)``. The forecast ablation still shows the
 t-interval of seed means (one number per seed and mode).
+
+With ``scenario_seeds`` a task is a (scenario seed, week) pair: each scenario seed has
+its own random events and workload, so episodes pair only within one scenario seed.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from gridrl.experiments.stats import interval_table, performance_profiles, score
 from gridrl.experiments.store import RunStore
 from gridrl.experiments.tuning import TUNING_FILE, VALIDATION_FILE, load_tuning, tuned_study
 from gridrl.experiments.units import (
+    SCENARIO_SEED,
     agent_scenario,
     overrides,
     plan_units,
@@ -41,7 +45,8 @@ from gridrl.io import write_text_atomic, write_with
 from gridrl.scenario import load_scenario
 
 OBJECTIVE = "J"  # episode objective column of the harness (higher is better)
-ID_COLUMNS = ("policy", "kind", "algo", "seed", "forecast_mode", "unit_id", "episode", "start")
+ID_COLUMNS = ("policy", "kind", "algo", "seed", "forecast_mode", "unit_id", "episode", "start",
+              SCENARIO_SEED)
 BASELINE = "run_now"
 BOUND = "lp_bound"
 _NO_GAP = 1e-12  # |J_lp_bound - J_run_now| below this leaves no gap to close
@@ -61,8 +66,33 @@ def seed_means(results: pd.DataFrame) -> pd.DataFrame:
 
 def _episode_key(results: pd.DataFrame) -> list[str]:
     # an episode is identified by its start hour when the harness reports it: policies
-    # evaluated with different seeds on the same windows are then still paired
-    return ["start"] if "start" in results.columns else ["seed", "episode"]
+    # evaluated with different seeds on the same windows are then still paired; with
+    # scenario seeds, by the scenario seed and its start hour (other events, other week)
+    key = ["start"] if "start" in results.columns else ["seed", "episode"]
+    return [SCENARIO_SEED, *key] if SCENARIO_SEED in results.columns else key
+
+
+TASK = "_task"  # rliable's task column: one evaluation episode (scenario seed x week)
+
+
+def with_task(results: pd.DataFrame) -> pd.DataFrame:
+    """``results`` with :data:`TASK`, the episode key of :func:`_episode_key` as one label."""
+    key = results[_episode_key(results)].astype(str)
+    return results.assign(**{TASK: key.agg("|".join, axis=1)})
+
+
+def reference_rows(results: pd.DataFrame, algo: str) -> pd.DataFrame:
+    """The rows of the reference ``algo`` that gaps are measured against.
+
+    A study may run one reference twice (``lp_bound`` with the batteries planned, and
+    with the site rule's batteries as a tighter bound of rule-battery policies): the
+    entry named like the reference wins, else the first entry in the results.
+    """
+    ref = results[results["algo"] == algo]
+    names = list(dict.fromkeys(ref["policy"]))
+    if len(names) <= 1:
+        return ref
+    return ref[ref["policy"] == (algo if algo in names else names[0])]
 
 
 def gap_closed_per_seed(
@@ -92,7 +122,7 @@ def gap_closed_per_seed(
     ep = _episode_key(results)
     frame = results[list(dict.fromkeys([*keys, *ep, objective]))].copy()
     for algo in (baseline, BOUND):
-        ref = results[results["algo"] == algo]
+        ref = reference_rows(results, algo)
         col = f"_{algo}"
         by_mode = ref.groupby(["forecast_mode", *ep])[objective].mean().rename(col)
         any_mode = ref.groupby(ep)[objective].mean().rename(col + "_any")
@@ -168,7 +198,8 @@ def leaderboard(
     rows = []
     for mode, sub in results.groupby("forecast_mode", sort=False):
         board = interval_table(
-            score_matrices(sub, objective), reps=reps, confidence=confidence, seed=seed
+            score_matrices(with_task(sub), objective, task=TASK), reps=reps,
+            confidence=confidence, seed=seed,
         )
         board.columns = [f"{objective}_{c}" for c in board.columns]
         board = board.rename(columns={
@@ -217,7 +248,7 @@ def site_savings(results: pd.DataFrame) -> pd.DataFrame:
     from gridrl.agents.evaluate import SITE_SEP
 
     site_cols = [c for c in results.columns if SITE_SEP in c]
-    ref = results[results["algo"] == BASELINE]
+    ref = reference_rows(results, BASELINE)
     if not site_cols or ref.empty:
         return pd.DataFrame()
     ep = _episode_key(results)
@@ -342,7 +373,7 @@ def write_report(run_dir: str | Path, *, objective: str = OBJECTIVE) -> Path:
     study = tuned_study(_load_study(run_dir), record)
     store = RunStore(run_dir, check_result=result_check(study))
     results = store.load_results()
-    lines = _header(study, store) + _tuning_section(record)
+    lines = _header(study, store) + _provenance_section(store) + _tuning_section(record)
     if results.empty:
         lines.append("No finished units yet.")
         return write_text_atomic(run_dir / "report.md", "\n".join(lines) + "\n")
@@ -351,7 +382,8 @@ def write_report(run_dir: str | Path, *, objective: str = OBJECTIVE) -> Path:
     plot_dir = run_dir / "plots"
     main, section = _leaderboard_section(study, board, objective, plot_dir)
     lines += section
-    lines += _site_savings_section(main)
+    lines += _terms_section(study, main)
+    lines += _site_savings_section(main, plot_dir)
     lines += _distribution_section(study, results, objective, plot_dir)
     lines += _validation_section(study, store, objective)
     lines += _ablation_section(study, _summary(study, results, objective), objective, plot_dir)
@@ -440,15 +472,16 @@ def _interval(lo: float, mid: float, hi: float) -> str:
 def _leaderboard_section(
     study: Study, board: pd.DataFrame, objective: str, plot_dir: Path
 ) -> tuple[pd.DataFrame, list[str]]:
-    """The leaderboard of the study's forecast mode (sorted, best first) and its lines."""
-    base = board[board["forecast_mode"] == study.forecast.mode]
+    """The leaderboard (sorted, best first) and its lines: every policy in the study's
+    forecast mode, and those of the ablation's other modes as ``<policy>@<mode>``."""
+    base = board.assign(label=policy_labels(board, study.forecast.mode))
     sort_col = "gap_closed" if base["gap_closed"].notna().any() else f"{objective}_iqm"
     base = base.sort_values(sort_col, ascending=False)
     o = objective
     shown = [c for c in study.report.leaderboard_columns
              if c in base.columns and c not in (o, "gap_closed")]
     table = pd.DataFrame({
-        "policy": base["policy"].to_numpy(),
+        "policy": base["label"].to_numpy(),
         "kind": base["algo"].to_numpy(),
         "seeds x weeks": [f"{r} x {t}" for r, t in zip(base["seeds"], base["weeks"], strict=True)],
         f"{o} IQM [CI]": [_interval(*v) for v in base[[f"{o}_ci_low", f"{o}_iqm",
@@ -475,20 +508,28 @@ def _leaderboard_section(
         "`leaderboard.csv`; every episode: `results.parquet`.",
         "",
     ]
-    p = plots.interval_plot(base.set_index("policy"), objective, plot_dir / "leaderboard.png")
+    p = plots.interval_plot(base.set_index("label"), objective, plot_dir / "leaderboard.png")
     lines += [f"![leaderboard]({p.relative_to(plot_dir.parent)})", ""]
     return base, lines
 
 
-def _site_savings_section(board: pd.DataFrame) -> list[str]:
-    """Per-site carbon and cost saved against run_now (mean per episode)."""
+def policy_labels(board: pd.DataFrame, mode: str) -> pd.Series:
+    """``policy`` in the study's forecast mode ``mode``, ``<policy>@<mode>`` in others."""
+    other = board["forecast_mode"] != mode
+    return board["policy"].where(~other, board["policy"] + "@" + board["forecast_mode"])
+
+
+def _site_savings_section(board: pd.DataFrame, plot_dir: Path) -> list[str]:
+    """Per-site carbon and cost saved against run_now (mean per episode), with bars."""
+    from gridrl.agents.evaluate import SITE_SEP
+
     cols = [c for c in board.columns
             if c.startswith(("saving_carbon_kg@", "saving_cost@"))]  # fmt: skip
     if not cols:
         return []
-    table = board.set_index("policy")[cols].round(2)
+    table = board.set_index("label")[cols].round(2).rename_axis("policy")
     table.columns = [c.removeprefix("saving_") for c in cols]
-    return [
+    lines = [
         "## Savings per site",
         "",
         "Carbon (kg) and cost saved against `run_now` at each site, mean per episode on "
@@ -497,6 +538,59 @@ def _site_savings_section(board: pd.DataFrame) -> list[str]:
         _markdown_table(table.reset_index()),
         "",
     ]
+    shown = board[~board["algo"].isin([BASELINE])].set_index("label")
+    for kpi, label in (("carbon_kg", "carbon saved (kg CO2e)"), ("cost", "cost saved")):
+        prefix = f"saving_{kpi}{SITE_SEP}"
+        site_cols = [c for c in shown.columns if c.startswith(prefix)]
+        if not site_cols:
+            continue
+        bars = shown[site_cols].rename(columns=lambda c, p=prefix: c.removeprefix(p))
+        path = plots.site_savings_plot(bars, label, plot_dir / f"savings_{kpi}.png")
+        lines += [f"![{kpi} saved per site]({path.relative_to(plot_dir.parent)})", ""]
+    return lines
+
+
+def breakdown_columns(study: Study, columns: list[str]) -> list[str]:
+    """The KPI columns of the per-term breakdown present in ``columns`` (report settings)."""
+    rep = study.report
+    named = [c for c in rep.breakdown_columns if c in columns]
+    from gridrl.agents.evaluate import SITE_SEP
+
+    matched = [c for c in columns if SITE_SEP not in c and not c.startswith("saving_")
+               and any(p in c for p in rep.breakdown_patterns) and c not in named]
+    return named + matched
+
+
+def _terms_section(study: Study, board: pd.DataFrame) -> list[str]:
+    """Per-term breakdown: each cost, delay, SLO and grid term of every policy."""
+    cols = breakdown_columns(study, list(board.columns))
+    if not cols:
+        return []
+    table = board.set_index("label")[cols].round(2).rename_axis("policy").reset_index()
+    return [
+        "## Objective terms",
+        "",
+        "Each term behind the objective, mean per episode (carbon kg CO2e, costs in the "
+        "scenario's currency, delay / SLO in GPU-h, overdraw in kWh; backup and demand-"
+        "response columns when the scenario has them).",
+        "",
+        _markdown_table(table),
+        "",
+    ]
+
+
+def _provenance_section(store: RunStore) -> list[str]:
+    """The exact command(s), code commit and wall time of the run (``run.json``)."""
+    drivers = store.run_meta().get("drivers", [])
+    if not drivers:
+        return []
+    total_s = sum(d["wall_s"] for d in drivers)
+    lines = ["## How this was run", ""]
+    for d in drivers:
+        lines.append(f"- `{d['command']}` at commit `{d['commit']}`, started "
+                     f"{d['started_utc']}, wall time {d['wall_s'] / 60:,.1f} min")
+    lines += [f"- total wall time: {total_s / 60:,.1f} min ({total_s / 3600:,.2f} h)", ""]
+    return lines
 
 
 def normalized_scores(results: pd.DataFrame, objective: str = OBJECTIVE) -> pd.DataFrame:
@@ -504,7 +598,7 @@ def normalized_scores(results: pd.DataFrame, objective: str = OBJECTIVE) -> pd.D
     ``run_now`` and ``lp_bound`` (NaN where a reference is missing or no gap)."""
     ep = _episode_key(results)
     refs = {
-        a: results[results["algo"] == a].groupby(ep)[objective].mean() for a in (BASELINE, BOUND)
+        a: reference_rows(results, a).groupby(ep)[objective].mean() for a in (BASELINE, BOUND)
     }
     out = results.copy()
     if any(r.empty for r in refs.values()):
@@ -527,7 +621,7 @@ def _distribution_section(
     column, label = "score", "gap closed per week (0 = run_now, 1 = lp_bound)"
     if scored["score"].isna().any():
         column, label = objective, objective  # no paired references: raw objective
-    matrices = score_matrices(scored, column)
+    matrices = score_matrices(with_task(scored), column, task=TASK)
     flat = np.concatenate([m.ravel() for m in matrices.values()])
     taus = np.linspace(float(flat.min()), float(flat.max()), study.report.profile_points)
     rep = study.report
@@ -691,7 +785,9 @@ def dispatch_trace(study: Study, store: RunStore, unit: pd.Series) -> Any:
 
     name, mode = str(unit["agent"]), str(unit["forecast_mode"])
     policy = policy_for_agent(study, name, store.unit_dir(str(unit["unit_id"])))
-    scenario_path = run_scenario_path(study, store.run_dir)
+    scenario_seed = unit.get("scenario_seed")
+    scenario_seed = None if pd.isna(scenario_seed) else int(scenario_seed)
+    scenario_path = run_scenario_path(study, store.run_dir, scenario_seed)
     result = evaluate_detailed(
         policy,
         agent_scenario(study, load_scenario(scenario_path), name),

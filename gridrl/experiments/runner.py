@@ -20,6 +20,9 @@ from __future__ import annotations
 
 import functools
 import os
+import shlex
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -48,6 +51,7 @@ from gridrl.experiments.units import (
     policy_for_agent,
     result_check,
     run_scenario_path,
+    unit_identity,
     write_run_scenario,
     write_scenario_yaml,
 )
@@ -148,15 +152,10 @@ def finish_unit(ctx: UnitContext, kpis: pd.DataFrame, summary: dict[str, Any]) -
         "forecast_mode": unit.forecast_mode,
         **summary,
     }
+    if unit.scenario_seed is not None:
+        summary["scenario_seed"] = unit.scenario_seed
     result = kpis.copy()
-    ids = {
-        "policy": unit.agent,
-        "kind": summary["kind"],
-        "algo": summary["algo"],
-        "seed": unit.seed,
-        "forecast_mode": unit.forecast_mode,
-        "unit_id": unit.unit_id,
-    }
+    ids = unit_identity(ctx.study, unit, summary["kind"], summary["algo"])
     for i, (k, v) in enumerate(ids.items()):
         result.insert(i, k, v)
     ctx.store.write_unit(unit.unit_id, result, summary)
@@ -201,8 +200,7 @@ def write_validation_rows(policy: Any, ctx: UnitContext) -> None:
     )  # fmt: skip
     agent = study.agent(unit.agent)
     algo = agent.algo if isinstance(agent, SB3AgentSpec) else agent.reference
-    ids = {"policy": unit.agent, "kind": agent.kind, "algo": algo, "seed": unit.seed,
-           "forecast_mode": mode, "unit_id": unit.unit_id}
+    ids = unit_identity(study, unit, agent.kind, algo)
     for i, (k, v) in enumerate(ids.items()):
         rows.insert(i, k, v)
     write_with(ctx.unit_dir / VALIDATION_FILE, lambda p: rows.to_parquet(p, index=False))
@@ -244,7 +242,9 @@ class RunPlan:
     store: RunStore = field(init=False)
 
     def __post_init__(self) -> None:
-        scenario_path = run_scenario_path(self.study, self.run_dir)
+        # every scenario seed has the same windows: the first one's count them
+        first = (self.study.scenario_seeds or [None])[0]
+        scenario_path = run_scenario_path(self.study, self.run_dir, first)
         rows = functools.partial(evaluation_episodes, self.study, scenario_path)
         self.store = RunStore(self.run_dir, check_result=result_check(self.study, rows))
 
@@ -286,7 +286,8 @@ def prepare_run(plan: RunPlan, progress: RunProgress) -> list[dict[str, Any]]:
     # backend and output folder do not change results: leave them out of the resume check
     hashed = study.model_copy(update={"backend": BackendSpec(), "output_dir": None})
     store.start(dump_study(study), hashed.content_hash(), resume=plan.resume)
-    scenario_path = write_run_scenario(study, plan.run_dir)
+    paths = dict(zip(study.scenario_seeds or [None], write_run_scenario(study, plan.run_dir),
+                     strict=True))
     reject_invalid_units(plan, progress)
     todo = plan.todo()
     progress.message(
@@ -296,33 +297,35 @@ def prepare_run(plan: RunPlan, progress: RunProgress) -> list[dict[str, Any]]:
     modes = {u.forecast_mode for u in todo}
     if study.tuning is not None:
         modes.add(study.forecast.mode)  # tuning evaluates in the study's mode
-    prepare_inputs(study, scenario_path, modes, progress)
-    study = tune_references(study, scenario_path, plan.run_dir, progress)
-    run_scenario = load_scenario(scenario_path)
-    scenarios = {a: agent_scenario(study, run_scenario, a) for a in {u.agent for u in todo}}
+    for path in paths.values():
+        prepare_inputs(study, path, modes, progress)
+    study = tune_references(study, list(paths.values()), plan.run_dir, progress)
+    run_scenarios = {s: load_scenario(path) for s, path in paths.items()}
+    scenarios = {(u.agent, u.scenario_seed): agent_scenario(
+        study, run_scenarios[u.scenario_seed], u.agent) for u in todo}
     study_dict = study.model_dump(mode="json")
     return [
         {
             "study": study_dict,
             "unit": asdict(u),
             "run_dir": str(plan.run_dir),
-            "scenario": scenarios[u.agent],
-            "scenario_path": str(scenario_path),
+            "scenario": scenarios[(u.agent, u.scenario_seed)],
+            "scenario_path": str(paths[u.scenario_seed]),
         }
         for u in todo
     ]
 
 
 def tune_references(
-    study: Study, scenario_path: Path, run_dir: Path, progress: RunProgress
+    study: Study, scenario_paths: list[Path], run_dir: Path, progress: RunProgress
 ) -> Study:
     """The study with its ``tuning`` agents' settings chosen on validation (recorded in
-    ``tuning.json``; a resumed run reads the record)."""
+    ``tuning.json``; a resumed run reads the record); scored over every scenario seed."""
     if study.tuning is None:
         return study
     t0 = time.perf_counter()
     progress.message(f"tuning {', '.join(study.tuning.grid)} on the validation period")
-    record = tune_study(study, scenario_path, run_dir)
+    record = tune_study(study, scenario_paths, run_dir)
     for name, agent in record["agents"].items():
         progress.message(f"tuned {name}: {agent['chosen']} (validation J "
                          f"{agent['validation_J']:,.3f}, {len(agent['trials'])} candidates)")
@@ -404,6 +407,27 @@ def execute_run(
     return failed
 
 
+def driver_command() -> str:
+    """The command line of this process as typed (``gridrl run ...``), for the report."""
+    argv = [os.path.basename(sys.argv[0]), *sys.argv[1:]] if sys.argv and sys.argv[0] else []
+    return shlex.join(argv)
+
+
+def code_commit() -> str:
+    """The git commit of the gridrl source that runs (``+dirty`` with local changes),
+    or ``unknown`` outside a git checkout."""
+    src = Path(__file__).resolve().parents[2]
+    try:
+        head = subprocess.run(["git", "-C", str(src), "rev-parse", "HEAD"], capture_output=True,
+                              text=True, check=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(src), "status", "--porcelain", "--",
+                                "gridrl"], capture_output=True, text=True, check=True,
+                               timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{head}+dirty" if dirty else head
+
+
 def merge_run(plan: RunPlan, report: bool, progress: RunProgress) -> None:
     """Merge every finished unit and (re)write the report."""
     plan.store.merge()
@@ -461,8 +485,11 @@ def run_study(
     progress = progress or LogProgress()
     plan = plan_run(study, out_dir=out_dir, backend=backend, address=address, resume=resume)
     with plan.store.lock():
+        t0, started = time.perf_counter(), time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         payloads = prepare_run(plan, progress)
         failed = execute_run(plan, payloads, unit_fn, progress)
+        plan.store.record_driver(driver_command(), code_commit(), started,
+                                 time.perf_counter() - t0)
         merge_run(plan, report, progress)
     if failed:
         raise UnitsFailedError(

@@ -236,6 +236,20 @@ class ReportSpec(StrictSpec):
         "work_lost_gpu_h",
     ]
 
+    # per-term breakdown of the objective: these KPIs (those present), then every KPI
+    # whose name contains one of breakdown_patterns (backup, demand response, ...)
+    breakdown_columns: list[str] = [
+        "carbon_kg",
+        "cost",
+        "gpu_rent_cost",
+        "holding_cost",
+        "battery_degradation_cost",
+        "deadline_miss_gpu_h",
+        "overdue_gpu_h",
+        "slo_violation_gpu_h",
+        "overdraw_kwh",
+    ]
+    breakdown_patterns: list[str] = ["backup", "dr_", "demand_response"]
     dispatch_week: bool = True  # dispatch plot of one test week for the best policy
     learning_curve_window: Annotated[Count, Field(gt=0)] = 20  # episodes in the rolling mean
     confidence: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.95
@@ -255,6 +269,10 @@ class Study(StrictSpec):
     periods: Periods | None = None  # overrides the scenario's train/test periods
     agents: list[AgentSpec]
     seeds: list[Count]
+    # Scenario seeds (the scenario's ``seed``: its random events and workload draws):
+    # every unit runs once per scenario seed, on its own signals and forecasts, and the
+    # report's tasks are (scenario seed, week) pairs. None: the scenario's own seed.
+    scenario_seeds: list[Count] | None = None
     training: TrainingSpec = TrainingSpec()
     evaluation: EvaluationSpec = EvaluationSpec()
     backend: BackendSpec = BackendSpec()
@@ -268,7 +286,7 @@ class Study(StrictSpec):
     def _name(cls, v: str) -> str:
         return check_name(v)
 
-    @field_validator("seeds", mode="before")
+    @field_validator("seeds", "scenario_seeds", mode="before")
     @classmethod
     def _seed_count(cls, v: Any) -> Any:
         # ``seeds: 5`` is shorthand for seeds 0..4
@@ -278,9 +296,11 @@ class Study(StrictSpec):
             return list(range(v))
         return v
 
-    @field_validator("seeds")
+    @field_validator("seeds", "scenario_seeds")
     @classmethod
-    def _seeds(cls, v: list[int]) -> list[int]:
+    def _seeds(cls, v: list[int] | None) -> list[int] | None:
+        if v is None:
+            return v
         if not v:
             raise ValueError("expected at least one seed")
         if len(set(v)) != len(v):

@@ -3,7 +3,8 @@
 Layout of ``RUN_DIR``::
 
     config.resolved.yaml        the validated study with absolute paths
-    run.json                    study hash, gridrl version, start time
+    run.json                    study hash, gridrl version, start time; per driver that
+                                ran it: command, code commit, wall time
     scenario.yaml               the scenario the run used (periods override applied)
     <unit_id>/                  one folder per unit (agent x seed x forecast mode);
         result.parquet          for SB3 agents also the policy: model.zip,
@@ -134,6 +135,7 @@ class RunStore:
         """
         self.run_dir.mkdir(parents=True, exist_ok=True)
         meta_path = self.run_dir / "run.json"
+        old: dict = {}
         if meta_path.exists():
             old = json.loads(meta_path.read_text())
             if resume and old.get("study_hash") != study_hash:
@@ -160,8 +162,26 @@ class RunStore:
                 "host": socket.gethostname(),
                 "started_utc": started,
                 "resumed": resume and bool(finished),
+                # a resumed run keeps the record of the drivers before it
+                "drivers": old.get("drivers", []) if resume else [],
             },
         )
+
+    def record_driver(self, command: str, commit: str, started_utc: str, wall_s: float) -> None:
+        """Append one driver's command, code commit, start and wall time to ``run.json``
+        (the report states them; a resumed run's wall time is the drivers' sum)."""
+        meta_path = self.run_dir / "run.json"
+        meta = json.loads(meta_path.read_text())
+        meta.setdefault("drivers", []).append(
+            {"command": command, "commit": commit, "started_utc": started_utc,
+             "wall_s": round(wall_s, 1)}
+        )
+        write_json_atomic(meta_path, meta)
+
+    def run_meta(self) -> dict:
+        """``run.json`` ({} before the first run)."""
+        path = self.run_dir / "run.json"
+        return json.loads(path.read_text()) if path.is_file() else {}
 
     @contextmanager
     def lock(self) -> Iterator[Path]:

@@ -2,7 +2,8 @@
 
 With a study's ``tuning`` key the runner evaluates every candidate setting of each
 listed reference agent on the validation episodes (through the same harness as the
-test, with the study's forecast mode), keeps the one with the highest mean ``J``,
+test, with the study's forecast mode; with ``scenario_seeds``, on the validation
+episodes of every scenario seed), keeps the one with the highest mean ``J``,
 writes every score and the choice to ``RUN_DIR/tuning.json`` and runs the units with
 the chosen parameters. Only validation rows are read: the test period's signals cannot
 move the choice (a test checks this by perturbing them).
@@ -54,14 +55,15 @@ def candidates(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
     return [dict(zip(grid, combo, strict=True)) for combo in itertools.product(*grid.values())]
 
 
-def _score(reference: str, params: dict[str, Any], setup: Any, episodes: int | None,
+def _score(reference: str, params: dict[str, Any], setups: list[Any], episodes: int | None,
            seed: int) -> float:
+    """Mean ``J`` over the validation episodes of every setup (scenario seed)."""
     from gridrl.agents.evaluate import evaluate
     from gridrl.agents.registry import make_policy
 
-    table = evaluate(make_policy(reference, **params), setup, period="validation",
-                     episodes=episodes, seed=seed)
-    return float(table[OBJECTIVE].mean())
+    tables = [evaluate(make_policy(reference, **params), setup, period="validation",
+                       episodes=episodes, seed=seed) for setup in setups]
+    return float(np.concatenate([t[OBJECTIVE].to_numpy() for t in tables]).mean())
 
 
 def _per_site_form(params: dict[str, Any], n_sites: int) -> dict[str, Any]:
@@ -78,25 +80,28 @@ def tune_agent(spec: ReferenceAgentSpec, grid: dict[str, list[Any]], setup: Any,
     Parameters
     ----------
     setup
-        An :class:`gridrl.agents.evaluate.EvalSetup` built for ``period="validation"``.
+        An :class:`gridrl.agents.evaluate.EvalSetup` built for ``period="validation"``,
+        or a list of them (one per scenario seed: the score is the mean over all).
     per_site
         Then refine site by site: each site tries every combination while the other
         sites keep theirs (values become per-site lists).
     """
+    setups = list(setup) if isinstance(setup, list | tuple) else [setup]
+    n_sites = setups[0].params.n_sites
     trials: list[dict[str, Any]] = []
     seen: dict[str, float] = {}  # a setting met again (per site: the old best) costs nothing
 
     def trial(params: dict[str, Any]) -> float:
-        key = json.dumps(_per_site_form(params, setup.params.n_sites), sort_keys=True)
+        key = json.dumps(_per_site_form(params, n_sites), sort_keys=True)
         if key not in seen:
-            seen[key] = _score(spec.reference, {**spec.params, **params}, setup, episodes, seed)
+            seen[key] = _score(spec.reference, {**spec.params, **params}, setups, episodes, seed)
             trials.append({"params": params, OBJECTIVE: seen[key]})
         return seen[key]
 
     scored = [(trial(c), c) for c in candidates(grid)]
     best_j, best = max(scored, key=lambda t: t[0])  # first of equals: grid order
     if per_site:
-        n = setup.params.n_sites
+        n = n_sites
         best = {k: [v] * n for k, v in best.items()}
         for site in range(n):
             for combo in candidates(grid):
@@ -109,9 +114,10 @@ def tune_agent(spec: ReferenceAgentSpec, grid: dict[str, list[Any]], setup: Any,
     return TuningResult(spec.name, dict(best), best_j, trials)
 
 
-def tune_study(study: Study, scenario_path: Path, run_dir: Path) -> dict[str, Any]:
+def tune_study(study: Study, scenario_path: Path | list[Path], run_dir: Path) -> dict[str, Any]:
     """Tune the study's ``tuning.grid`` agents once per run (module docstring).
 
+    ``scenario_path``: the run's scenario file, or one per scenario seed.
     Returns the record written to ``tuning.json`` (read back when it exists).
     """
     tuning = study.tuning
@@ -126,19 +132,20 @@ def tune_study(study: Study, scenario_path: Path, run_dir: Path) -> dict[str, An
     from gridrl.scenario import load_scenario
 
     mode = study.forecast.mode
-    data = env_inputs(scenario_path, mode, study.forecast.config)
-    scenario = load_scenario(scenario_path)
+    paths = scenario_path if isinstance(scenario_path, list) else [scenario_path]
+    inputs = [(load_scenario(p), env_inputs(p, mode, study.forecast.config)) for p in paths]
     agents = {}
     for name, grid in tuning.grid.items():
         spec = study.agent(name)
         assert isinstance(spec, ReferenceAgentSpec)
-        setup = make_setup(agent_scenario(study, scenario, name), period="validation",
-                           forecast_mode=mode, data=data)
-        res = tune_agent(spec, grid, setup, episodes=tuning.episodes, seed=tuning.seed,
+        setups = [make_setup(agent_scenario(study, scenario, name), period="validation",
+                             forecast_mode=mode, data=data) for scenario, data in inputs]
+        res = tune_agent(spec, grid, setups, episodes=tuning.episodes, seed=tuning.seed,
                          per_site=name in tuning.per_site)
         agents[name] = {"reference": spec.reference, "chosen": res.chosen,
                         "validation_J": res.score, "trials": res.trials}
     record = {"period": tuning.period, "forecast_mode": mode, "objective": OBJECTIVE,
+              "scenario_seeds": study.scenario_seeds,
               "study_hash": _tuning_hash(study), "agents": agents}
     write_text_atomic(path, json.dumps(record, indent=2, default=_json_default) + "\n")
     return record

@@ -3,7 +3,10 @@ which policy. Shared by the runner, the report and the CLI.
 
 A study's scenario is its scenario file, or the run folder's ``scenario.yaml`` when the
 study overrides the periods (one file per run: the signals and forecasts of every unit
-are built from it). An agent's ``battery_control`` is an in-memory copy of that
+are built from it). With ``scenario_seeds`` each scenario seed has its own copy
+(``scenario-seed<N>.yaml``, the scenario's ``seed`` set to N): the random events and
+workload differ, the real signals do not, and each copy has its own forecasts.
+An agent's ``battery_control`` is an in-memory copy of that
 scenario (:func:`agent_scenario`); the inputs do not depend on it, only the env does.
 """
 
@@ -26,20 +29,24 @@ RUN_SCENARIO_FILE = "scenario.yaml"
 
 @dataclass(frozen=True)
 class Unit:
-    """One unit of work: an agent, a seed and a forecast mode."""
+    """One unit of work: an agent, a (training) seed, a forecast mode and, in a study
+    with ``scenario_seeds``, the scenario seed (None: the scenario's own)."""
 
     agent: str
     seed: int
     forecast_mode: str
+    scenario_seed: int | None = None
 
     @property
     def unit_id(self) -> str:
         """Folder name of the unit (and policy id of an SB3 unit)."""
-        return f"{self.agent}-seed{self.seed}-{mode_slug(self.forecast_mode)}"
+        base = f"{self.agent}-seed{self.seed}-{mode_slug(self.forecast_mode)}"
+        return base if self.scenario_seed is None else f"{base}-scen{self.scenario_seed}"
 
 
 def plan_units(study: Study) -> list[Unit]:
-    """Every unit of the study, agents in file order, then seeds, then forecast modes."""
+    """Every unit of the study: agents in file order, then scenario seeds, then seeds,
+    then forecast modes."""
     base = study.forecast.mode
     ablated = set()
     modes: list[str] = [base]
@@ -49,38 +56,46 @@ def plan_units(study: Study) -> list[Unit]:
     units = []
     for agent in study.agents:
         agent_modes = modes if agent.name in ablated else [base]
-        for seed in agent.seeds or study.seeds:
-            for mode in agent_modes:
-                units.append(Unit(agent.name, seed, mode))
+        for scenario_seed in study.scenario_seeds or [None]:
+            for seed in agent.seeds or study.seeds:
+                for mode in agent_modes:
+                    units.append(Unit(agent.name, seed, mode, scenario_seed))
     return units
 
 
 # --------------------------------------------------------------------------- scenarios
 
 
-def run_scenario_path(study: Study, run_dir: Path) -> Path:
-    """The scenario file every unit of the run reads its signals and forecasts from.
+def run_scenario_path(study: Study, run_dir: Path, scenario_seed: int | None = None) -> Path:
+    """The scenario file the units of ``scenario_seed`` read their signals and forecasts from.
 
     The study's scenario file itself; with the study's ``periods``, a copy in the run
-    folder (``scenario.yaml``) with them, whose relative file references are made
-    absolute so that it reads the same data. Reading it never writes: the runner calls
-    :func:`write_run_scenario` once, before any unit runs.
+    folder (``scenario.yaml``) with them; with a scenario seed, a copy
+    ``scenario-seed<N>.yaml`` with that ``seed`` (and the periods). Copies have their
+    relative file references made absolute so that they read the same data. Reading
+    never writes: the runner calls :func:`write_run_scenario` once, before any unit runs.
     """
+    if scenario_seed is not None:
+        return Path(run_dir) / f"scenario-seed{scenario_seed}.yaml"
     if study.periods is None:
         return Path(study.scenario)
     return Path(run_dir) / RUN_SCENARIO_FILE
 
 
-def write_run_scenario(study: Study, run_dir: Path) -> Path:
-    """Write the run's scenario copy when the study overrides the periods (validated)."""
-    path = run_scenario_path(study, run_dir)
-    if study.periods is None:
-        return path
+def write_run_scenario(study: Study, run_dir: Path) -> list[Path]:
+    """Write the run's scenario copies (periods override, one per scenario seed;
+    validated); returns the scenario file of each scenario seed, in study order."""
+    seeds = study.scenario_seeds or [None]
+    paths = [run_scenario_path(study, run_dir, s) for s in seeds]
+    if study.periods is None and study.scenario_seeds is None:
+        return paths
     src = Path(study.scenario)
     raw = yaml.safe_load(src.read_text())
-    raw["periods"] = study.periods.model_dump(mode="json")
-    write_scenario_yaml(raw, src.parent, path)
-    return path
+    if study.periods is not None:
+        raw["periods"] = study.periods.model_dump(mode="json")
+    for seed, path in zip(seeds, paths, strict=True):
+        write_scenario_yaml(raw if seed is None else {**raw, "seed": seed}, src.parent, path)
+    return paths
 
 
 def write_scenario_yaml(raw: dict[str, Any], base: Path, path: Path) -> Path:
@@ -165,6 +180,8 @@ ID_COLUMNS: dict[str, str] = {
     "forecast_mode": "string",
     "unit_id": "string",
 }
+#: identity column of a unit run on one of the study's ``scenario_seeds``
+SCENARIO_SEED = "scenario_seed"
 #: columns of the evaluation harness every result holds besides the KPIs
 EPISODE_COLUMNS: dict[str, str] = {"episode": "integer", "start": "datetime", "J": "numeric"}
 
@@ -207,6 +224,10 @@ def check_result(frame: Any, unit: Unit, rows: int | None) -> str | None:
         return f"{len(frame)} rows, expected {rows} (one per evaluation episode)"
     ids = {"unit_id": unit.unit_id, "seed": unit.seed, "policy": unit.agent,
            "forecast_mode": unit.forecast_mode}
+    if unit.scenario_seed is not None:
+        if SCENARIO_SEED not in frame.columns:
+            return f"missing column {SCENARIO_SEED}"
+        ids[SCENARIO_SEED] = unit.scenario_seed
     for col, want in ids.items():
         if not (frame[col] == want).all():
             return f"column {col} does not hold {want!r} on every row"
@@ -246,3 +267,12 @@ def evaluation_episodes(study: Study, scenario_path: Path) -> int:
     scenario = load_scenario(scenario_path)
     signals = build_signals(scenario, base_dir=Path(scenario_path).parent)
     return len(EpisodeWindows(signals.index, scenario, study.evaluation.period).fixed)
+
+
+def unit_identity(study: Study, unit: Unit, kind: str, algo: str) -> dict[str, Any]:
+    """The identity columns the runner prefixes to a unit's rows (test and validation)."""
+    ids: dict[str, Any] = {"policy": unit.agent, "kind": kind, "algo": algo, "seed": unit.seed,
+                           "forecast_mode": unit.forecast_mode, "unit_id": unit.unit_id}
+    if unit.scenario_seed is not None:
+        ids[SCENARIO_SEED] = unit.scenario_seed
+    return ids
