@@ -418,6 +418,10 @@ def run_cmd(
 @app.command("report")
 def report_cmd(
     run_dir: str = typer.Argument(..., help="Run folder written by `gridrl run`."),
+    docs: str = typer.Option(None, "--docs", help="Also publish to DIR/<study>.md, "
+                             "DIR/<study>_leaderboard.csv and DIR/<study>/*.png."),
+    levers: str = typer.Option(None, "--levers", help="levers.csv of benchmarks/levers.py "
+                               "to add to the published report (with --docs)."),
 ) -> None:
     """(Re)write report.md and its plots for a run folder."""
     from pathlib import Path
@@ -427,7 +431,14 @@ def report_cmd(
     if not (Path(run_dir) / "config.resolved.yaml").exists():
         raise typer.BadParameter(f"{run_dir}: not a run folder (no config.resolved.yaml)",
                                  param_hint="RUN_DIR")
-    console.print(f"report: {write_report(run_dir)}")
+    if levers is not None and docs is None:
+        raise typer.BadParameter("--levers needs --docs", param_hint="--levers")
+    if docs is None:
+        console.print(f"report: {write_report(run_dir)}")
+        return
+    from gridrl.experiments.publish import publish_report
+
+    console.print(f"report: {publish_report(run_dir, docs, levers_csv=levers)}")
 
 
 # ---------------------------------------------------------------- export / serve / slurm / replay
