@@ -16,9 +16,13 @@ takes the zone's name and the year and monthly test blocks move to the data's ye
 Every run goes through the environment.
 
 Usage: ``python benchmarks/temporal_shifting.py [--dataset NAME] [--zone Z ...]
-[--windows 1 2 ...] [--plot PATH.png]``, or for any region ``--zone NAME --file PATH``
+[--year Y] [--windows 1 2 ...] [--plot PATH.png]``. ``--dataset multiregion_2021_2024``
+takes any of its eight zones (``--zone DE-LU AU-VIC``; default all) and year (default
+its last, 2024; direct intensity). For any other region ``--zone NAME --file PATH``
 with a carbon CSV in the ENTSO-E layout (``Time`` in UTC, ``Carbon Intensity``
-gCO2e/kWh, any regular or mixed step). A missing data set names ``gridrl data fetch``.
+gCO2e/kWh, any regular or mixed step) or in Electricity Maps' hourly layout
+(``Datetime (UTC)``, ``Carbon Intensity gCO₂eq/kWh (direct)``, as the multiregion
+files). A missing data set names ``gridrl data fetch``.
 """
 
 from __future__ import annotations
@@ -36,7 +40,8 @@ from gridrl.agents.evaluate import evaluate
 from gridrl.agents.registry import make_policy
 from gridrl.agents.shifting import direct_min_carbon, shifting_case
 from gridrl.data.datasets import DataNotFoundError, dataset, dataset_file
-from gridrl.data.loaders import load_entsoe_carbon
+from gridrl.data.loaders import ZONE_TIMEZONES, load_entsoe_carbon, load_multiregion_carbon
+from gridrl.data.loaders.multiregion import CARBON_COLUMNS, MULTIREGION_DATASET, UTC_COLUMN
 from gridrl.io import atomic_path
 from gridrl.scenario import Scenario, load_scenario
 
@@ -44,6 +49,8 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATASET = "entsoe_2020"
 DEFAULT_SCENARIO = ROOT / "envs" / "entsoe_shift_fr.yaml"
 CARBON_FILE_SUFFIX = "_carbon_intensity.csv"  # {zone}_carbon_intensity.csv in a data set
+MULTIREGION_LAST_YEAR = 2024  # the multiregion set's default year (its test year)
+EM_DIRECT = next(k for k, v in CARBON_COLUMNS.items() if v == "carbon_direct_g_per_kwh")
 console = Console()
 
 
@@ -68,15 +75,42 @@ def zone_scenario(template: Path, zone: str, year: int) -> Scenario:
     return Scenario.model_validate(data)
 
 
-def zone_carbon(zone: str, path: Path, year: int | None) -> tuple[pd.Series, int]:
+def electricitymaps_carbon(path: Path, zone: str) -> pd.Series:
+    """Direct carbon intensity of an Electricity Maps hourly CSV (the multiregion layout)."""
+    df = pd.read_csv(path)
+    missing = [c for c in (UTC_COLUMN, EM_DIRECT) if c not in df.columns]
+    if missing:
+        raise SystemExit(f"{path}: missing column(s) {missing}")
+    values = pd.to_numeric(df[EM_DIRECT], errors="coerce")
+    bad = np.flatnonzero(~np.isfinite(values.to_numpy(dtype=float)))
+    if bad.size:
+        raise SystemExit(f"{path}: column {EM_DIRECT!r} row {bad[0] + 2}: expected a number, "
+                         f"got {df[EM_DIRECT].iloc[bad[0]]!r}")
+    index = pd.DatetimeIndex(pd.to_datetime(df[UTC_COLUMN]), name=zone).tz_localize("UTC")
+    return pd.Series(values.to_numpy(dtype=float), index=index, name=zone)
+
+
+def read_carbon(zone: str, path: Path | None, year: int | None) -> pd.Series:
+    """Hourly carbon of ``zone``: a multiregion zone by name (``path`` None), an
+    Electricity Maps file or an ENTSO-E file."""
+    if path is None:
+        year = year if year is not None else MULTIREGION_LAST_YEAR
+        return load_multiregion_carbon(zone, (year, year)).frame[(zone, "carbon_direct_g_per_kwh")]
+    with pd.io.common.get_handle(path, "r", compression="infer") as handle:
+        header = handle.handle.readline()
+    if UTC_COLUMN in header:
+        return electricitymaps_carbon(path, zone)
+    return load_entsoe_carbon(path, site=zone, resample="mean").frame[(zone, "carbon_g_per_kwh")]
+
+
+def zone_carbon(zone: str, path: Path | None, year: int | None) -> tuple[pd.Series, int]:
     """Hourly carbon intensity of ``zone`` and the year it is evaluated on."""
-    signals = load_entsoe_carbon(path, site=zone, resample="mean")
-    carbon = signals.frame[(zone, "carbon_g_per_kwh")]
+    carbon = read_carbon(zone, path, year)
     # default: the year most of the series lies in (ENTSO-E 2020 runs 2019-12-20..2021-01-09)
     return carbon, year if year is not None else int(carbon.index.year.value_counts().idxmax())
 
 
-def run_zone(zone: str, path: Path, windows: list[int], template: Path,
+def run_zone(zone: str, path: Path | None, windows: list[int], template: Path,
              year: int | None = None) -> list[dict]:
     """Savings per window for one zone (fractions of the 01:00 carbon)."""
     carbon, year = zone_carbon(zone, path, year)
@@ -135,12 +169,20 @@ def plot(rows: list[dict], path: Path) -> Path:
     return path
 
 
-def _inputs(args: argparse.Namespace) -> list[tuple[str, Path]]:
-    """(zone, carbon file) pairs from ``--file`` or the data set."""
+def _inputs(args: argparse.Namespace) -> list[tuple[str, Path | None]]:
+    """(zone, carbon file) pairs from ``--file`` or the data set (None: a multiregion
+    zone, read by its loader)."""
     if args.file is not None:
         if not args.zone or len(args.zone) != 1:
             raise SystemExit("--file needs exactly one --zone NAME (the label of the series)")
         return [(args.zone[0], args.file)]
+    if args.dataset == MULTIREGION_DATASET:
+        zones = args.zone or list(ZONE_TIMEZONES)
+        unknown = sorted(set(zones) - set(ZONE_TIMEZONES))
+        if unknown:
+            raise SystemExit(f"unknown zone(s) {unknown}; {MULTIREGION_DATASET} has "
+                             f"{', '.join(ZONE_TIMEZONES)}")
+        return [(z, None) for z in zones]
     zones = args.zone or dataset_zones(args.dataset)
     if not zones:
         raise SystemExit(f"data set {args.dataset!r} has no *{CARBON_FILE_SUFFIX} file")
@@ -152,7 +194,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dataset", default=DEFAULT_DATASET, help="registered data set")
     ap.add_argument("--zone", nargs="+", help="zones; default: every zone of the data set")
-    ap.add_argument("--file", type=Path, help="a carbon CSV (ENTSO-E layout) instead")
+    ap.add_argument("--file", type=Path,
+                    help="a carbon CSV (ENTSO-E or Electricity Maps layout) instead")
     ap.add_argument("--year", type=int, help="year evaluated; default: the data's main year")
     ap.add_argument("--scenario", type=Path, default=DEFAULT_SCENARIO,
                     help="one-site scenario giving the job's site")

@@ -258,18 +258,22 @@ def built(data_dir, tmp_path_factory):
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("GRIDRL_CACHE", str(tmp_path_factory.mktemp("cache")))
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         result = CliRunner().invoke(app, ["signals", str(ENVS / "multiregion.yaml")])
-        seconds = time.perf_counter() - t0
+        seconds = (time.perf_counter() - t0, time.process_time() - cpu0)
         sc = load_scenario(ENVS / "multiregion.yaml")
         signals = build_signals(sc)  # from the cache the command wrote
     return result, seconds, sc, signals
 
 
 def test_cli_builds_eight_sites_with_a_provenance_summary(built):
-    result, seconds, sc, signals = built
+    result, (seconds, cpu_seconds), sc, signals = built
     assert result.exit_code == 0, result.output
-    print(f"gridrl signals envs/multiregion.yaml, cold cache: {seconds:.1f} s")
+    print(f"gridrl signals envs/multiregion.yaml, cold cache: {seconds:.1f} s "
+          f"({cpu_seconds:.1f} CPU-s)")
+    # the 30 s budget on 2 cores, as CPU time: a machine shared with other work
+    # stretches the wall clock, not the work the command does
+    assert cpu_seconds < 30.0
     assert "what the loaders did" in result.output
     for zone in ("US-CAL-CISO", "DE-LU", "SG", "AU-VIC"):
         assert zone in result.output
@@ -405,3 +409,49 @@ def test_bad_timestamp_names_file_column_and_row(mr, tmp_path):
     text = str(err.value)
     assert "US-TEX-ERCO_2022.csv" in text and "Datetime (UTC)" in text
     assert "row 501 (line 502)" in text and "'not a time'" in text
+
+
+# ------------------------------------------------------------------ temporal shifting
+
+
+def _shifting_module():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "temporal_shifting.py"
+    spec = importlib.util.spec_from_file_location("temporal_shifting", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_temporal_shifting_reads_any_zone_and_file(mr, tmp_path):
+    ts = _shifting_module()
+    by_name = ts.read_carbon("AU-VIC", None, 2023)
+    by_file = ts.read_carbon("AU-VIC", mr / "carbon" / "AU-VIC_2023.csv.gz", None)
+    pd.testing.assert_series_equal(by_name, by_file, check_names=False)
+    rows = raw_rows(mr / "carbon" / "AU-VIC_2023.csv.gz")
+    np.testing.assert_array_equal(
+        by_file.to_numpy(), [float(r["Carbon Intensity gCO₂eq/kWh (direct)"]) for r in rows])
+    bad = tmp_path / "bad.csv"
+    bad.write_text("Datetime (UTC),Carbon Intensity gCO₂eq/kWh (direct)\n"
+                   "2023-01-01 00:00:00,12.5\n2023-01-01 01:00:00,n/a\n")
+    with pytest.raises(SystemExit, match=r"bad.csv: column .*direct.* row 3"):
+        ts.read_carbon("X", bad, None)
+
+
+def test_temporal_shifting_runs_on_a_multiregion_zone(data_dir, tmp_path):
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, "benchmarks/temporal_shifting.py", "--dataset", "multiregion_2021_2024",
+         "--zone", "DE-LU", "--year", "2023", "--windows", "2",
+         "--plot", str(tmp_path / "shift.png")],
+        cwd=root, capture_output=True, text=True, timeout=900,
+        env={**os.environ, "PYTHONPATH": str(root), "GRIDRL_DATA_DIR": str(data_dir)},
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "DE-LU" in done.stdout and "2023" in done.stdout
+    assert "lp_bound - direct| saving difference" in done.stdout
+    assert (tmp_path / "shift.png").stat().st_size > 0
