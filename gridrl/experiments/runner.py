@@ -187,7 +187,8 @@ def execute_unit(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 def write_validation_rows(policy: Any, ctx: UnitContext) -> None:
-    """Evaluate the unit on every validation window too, reported beside the test
+    """Evaluate the unit on the validation windows too (every one, or
+    ``evaluation.validation_episodes`` drawn), reported beside the test
     (``<unit>/validation.parquet``, written before the unit's done marker)."""
     from gridrl.agents.evaluate import evaluate
     from gridrl.agents.train import env_inputs
@@ -195,6 +196,7 @@ def write_validation_rows(policy: Any, ctx: UnitContext) -> None:
     study, unit, mode = ctx.study, ctx.unit, ctx.unit.forecast_mode
     rows = evaluate(
         policy, ctx.scenario, period="validation", seed=study.evaluation.seed,
+        episodes=study.evaluation.validation_episodes,
         forecast_mode=mode, data=env_inputs(ctx.scenario_path, mode, study.forecast.config),
         deterministic=study.evaluation.deterministic,
     )  # fmt: skip

@@ -159,8 +159,10 @@ class EvaluationSpec(StrictSpec):
     deterministic: bool = True
     seed: Count = 0  # draws the evaluation windows (and seeds stochastic policies)
     # also evaluate every unit on the validation period, reported beside the test
-    # (always on with ``tuning``); its windows: every fixed one
+    # (always on with ``tuning``); its windows: every fixed one, or this many drawn
+    # with ``seed`` (the same for every unit; tuning reads its own ``episodes``)
     validation: bool = False
+    validation_episodes: Annotated[Count, Field(gt=0)] | None = None
 
 
 class TuningSpec(StrictSpec):
