@@ -47,6 +47,7 @@ from gridrl.io import CACHE_ENV_VAR
 from gridrl.scenario import load_scenario
 
 console = Console()
+WARMUP_STEPS = 4096  # one rollout of 128 steps x 32 envs: compiles and warms up, untimed
 
 
 def cpu(fn, *args, **kwargs):
@@ -93,6 +94,10 @@ def measure(args: argparse.Namespace) -> None:
             # trained in its own scenario (battery_control), as the runner does
             own_path = write_scenario_yaml(own.model_dump(mode="json"), path.parent,
                                            tmp / f"{agent.name}.yaml")
+            # untimed first run: numba compiles the kernel, torch warms up
+            train_policy(own_path, spec.model_copy(update={"timesteps": WARMUP_STEPS}),
+                         training, tmp / f"{agent.name}_warmup", seed=0, forecast_mode=mode,
+                         forecast_config=study.forecast.config)
             _, t = cpu(train_policy, own_path, spec, training, tmp / agent.name, seed=0,
                        forecast_mode=mode, forecast_config=study.forecast.config)
             train_per_step[agent.name] = t / args.train_steps
@@ -109,7 +114,11 @@ def measure(args: argparse.Namespace) -> None:
 
 def report(study, n_sites, windows, per_week, train_per_step, signals_cpu, args) -> None:
     units = plan_units(study)
-    eval_weeks = windows["test"] + (windows["validation"] if study.validation_rows() else 0)
+    ev = study.evaluation
+    test_weeks = ev.episodes or windows["test"]
+    val_weeks = (ev.validation_episodes or windows["validation"]) if study.validation_rows() else 0
+    eval_weeks = test_weeks + val_weeks
+    tune_weeks = (study.tuning.episodes if study.tuning else None) or windows["validation"]
     scen_seeds = len(study.scenario_seeds or [None])
     rows, total = [], 0.0
     for name in dict.fromkeys(u.agent for u in units):
@@ -123,8 +132,7 @@ def report(study, n_sites, windows, per_week, train_per_step, signals_cpu, args)
         rows.append((name, n, train, per_week[name] * eval_weeks, n * unit_s))
         total += n * unit_s
     trials = tuning_trials(study, n_sites)
-    tuning_s = sum(k * per_week[name] * windows["validation"] * scen_seeds
-                   for name, k in trials.items())
+    tuning_s = sum(k * per_week[name] * tune_weeks * scen_seeds for name, k in trials.items())
     inputs_s = scen_seeds * (args.cube_cpu_s + signals_cpu)
     table = Table(title=f"{study.name}: measured on {args.weeks} test week(s), CPU seconds")
     for col in ("agent", "units", "train / unit", "eval / unit", "total"):
@@ -133,10 +141,12 @@ def report(study, n_sites, windows, per_week, train_per_step, signals_cpu, args)
         table.add_row(name, str(n), f"{train:,.0f}", f"{ev:,.0f}", f"{tot:,.0f}")
     console.print(table)
     longest = max(r[2] + r[3] for r in rows)
-    wall = max((total + tuning_s + inputs_s) / args.cores, longest)
+    # the driver builds the inputs (LightGBM on every core) and tunes (one process)
+    # before the units fan out over the cores
+    wall = max(total / args.cores, longest) + inputs_s / args.cores + tuning_s
     console.print(
-        f"weeks per unit: {eval_weeks} ({windows['test']} test, "
-        f"{eval_weeks - windows['test']} validation); scenario seeds {scen_seeds}\n"
+        f"weeks per unit: {eval_weeks} ({test_weeks} test, {val_weeks} validation); "
+        f"tuning weeks {tune_weeks}; scenario seeds {scen_seeds}\n"
         f"signals per scenario seed {signals_cpu:,.0f} CPU-s, cube {args.cube_cpu_s:,.0f}; "
         f"tuning {sum(trials.values())} candidates: {tuning_s:,.0f} CPU-s\n"
         f"units {total:,.0f} CPU-s; all {total + tuning_s + inputs_s:,.0f} CPU-s; "
