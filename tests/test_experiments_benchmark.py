@@ -122,8 +122,9 @@ def test_published_report_has_every_part(seeded_run: dict[str, Path]) -> None:
     assert tuple(board.columns[: len(LEADERBOARD_COLUMNS)]) == LEADERBOARD_COLUMNS
     assert board["policy"].is_unique
     assert not board.loc[board["policy"] == "static", "learned"].item()
+    # carbon, cost, delay, SLO, overdraw, and the backup and demand-response terms
     for term in ("carbon_kg", "cost", "deadline_miss_gpu_h", "slo_violation_gpu_h",
-                 "overdraw_kwh"):
+                 "overdraw_kwh", "backup_kwh", "backup_fuel_cost", "dr_payment"):
         assert term in text.split("## Objective terms")[1].split("##")[0]
 
 

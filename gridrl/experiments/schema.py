@@ -246,6 +246,7 @@ class ReportSpec(StrictSpec):
         "gpu_rent_cost",
         "holding_cost",
         "battery_degradation_cost",
+        "transfer_cost",
         "deadline_miss_gpu_h",
         "overdue_gpu_h",
         "slo_violation_gpu_h",
