@@ -242,7 +242,7 @@ def test_scenario_keys_and_validation_period(tmp_path):
     with pytest.raises(ScenarioError, match=r"sites\[2\]\.carbon.*zone and years"):
         load_scenario(bad)
     # Older scenarios without a validation period still load.
-    assert load_scenario(ENVS / "geo3.yaml").periods.validation == []
+    assert load_scenario(ENVS / "edge24.yaml").periods.validation == []
 
 
 # ------------------------------------------------------------------ build and CLI
