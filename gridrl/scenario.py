@@ -254,12 +254,14 @@ class EventProcess(StrictModel):
 
 
 class BackupConfig(StrictModel):
-    """Standby generation (diesel sets), run only when import would exceed headroom.
+    """Standby generation (diesel sets), run only in outage hours, for import that would
+    exceed headroom.
 
     US EPA RICE NESHAP (40 CFR 63.6640(f)) lets emergency engines run without limit in an
-    emergency but caps non-emergency use, so backup here covers only what the grid cannot
-    deliver. NFPA 110 type-10 sets take load within 10 s; the UPS bridges that start, so
-    at the hourly step the set carries load from the hour an outage begins.
+    emergency (a grid outage) but caps non-emergency use, so backup here covers only what
+    the grid cannot deliver in an outage; congestion outside outages is curtailed.
+    NFPA 110 type-10 sets take load within 10 s; the UPS bridges that start, so at the
+    hourly step the set carries load from the hour an outage begins.
     """
 
     capacity_kw: NonNeg = 0.0

@@ -177,6 +177,7 @@ def test_plan_values_reproduce_the_objective_and_conserve_work():
     x[..., 1, K["dr_limit_kw"]] = 0.0  # an event at a dark hour: only shortfall or fuel
     x[14:17, 1, [K["pv_kw"], K["wind_kw"]]] = 0.0
     x[1:4, 1, K["headroom_kw"]] = 0.0  # a night outage the sets carry
+    x[1:4, 1, K["outage_starts_in_h"]], x[1:4, 1, K["outage_remaining_h"]] = 0.0, 1.0
     sol = Solver(LPStructure(params, 24)).solve(_inputs(params, x))
     v = sol.values
     terms = v[..., [core.OUTPUT_FIELDS.index(f) for f in REWARD_TERMS]]

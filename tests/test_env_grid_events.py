@@ -171,3 +171,30 @@ def test_backup_that_starts_after_the_ups_runs_out_is_refused():
         scenario(sites=[site("a", backup={"capacity_kw": 5.0, "start_s": 600.0,
                                           "ups_ride_through_s": 300.0})])
     assert "ups_ride_through_s" in str(err.value) and "backup" in str(err.value)
+
+
+def test_standby_sets_run_only_in_outage_hours():
+    """Headroom 0 without an outage (a saturated feeder) is curtailed, not carried by the
+    sets; the same hour flagged as an outage is carried by them (oracle and kernel)."""
+    from env_helpers import scenario, site, synthetic_exo
+
+    from gridrl.env import core, kernel
+    from gridrl.env.params import build_params
+
+    p = build_params(scenario(sites=[site("a", backup={"capacity_kw": 50.0})]))
+    x = synthetic_exo(1, 2, seed=3)
+    x[..., Exo.HEADROOM_KW] = 0.0
+    x[..., Exo.OUTAGE_STARTS_IN_H] = 0.0
+    x[..., Exo.OUTAGE_REMAINING_H] = [[0.0], [1.0]]  # hour 0 saturated, hour 1 an outage
+    x[..., Exo.PV_KW] = x[..., Exo.WIND_KW] = 0.0
+    act = np.ones((1, 1, p.n_actions_per_site))
+    act[..., 3] = -1.0
+    for stepper in (core.step, kernel.step):
+        outs = [stepper(p, core.reset(p, 1), act, x[t][None])[1].values[0, 0] for t in (0, 1)]
+        saturated, outage = outs
+        assert saturated[Out.BACKUP_KWH] == 0.0
+        assert saturated[Out.CURTAILED_KWH] > 0.0
+        assert outage[Out.BACKUP_KWH] > 0.0
+        assert outage[Out.BACKUP_KWH] == pytest.approx(outage[Out.FACILITY_KWH])
+        assert outage[Out.BACKUP_FUEL_COST] == pytest.approx(
+            outage[Out.BACKUP_KWH] * p.backup_fuel_cost_per_kwh[0])

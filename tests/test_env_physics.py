@@ -119,8 +119,11 @@ def _formulas(temp, pue, slope, t0, busy, cap, gpus, idle, pmax, tau, demand, re
         rent_cost, hold_cost,
         kernel.battery_value_per_kwh(tau, w[0], w[1], carbon, price),
         kernel.terminal_charge(busy, hold, fac, gen, rent),
-        kernel.backup_kw(head - fac, gen), kernel.dr_event_on(temp - 20.0, busy - 50.0),
-        kernel.dr_shortfall_kwh(theta, fac, head))
+        kernel.backup_kw(kernel.outage_on(temp - 20.0, busy - 50.0), head - fac, gen),
+        kernel.dr_event_on(temp - 20.0, busy - 50.0),
+        kernel.dr_shortfall_kwh(theta, fac, head),
+        *kernel.backup_terms(gen, rent, carbon),
+        *kernel.dr_terms(kernel.dr_event_on(temp - 20.0, busy - 50.0), fac, rent, hold))
 
 
 _compiled = numba.njit(_formulas)

@@ -103,13 +103,16 @@ def test_invariants_hold_every_hour(c):
         rhs = (out["grid_import_kwh"] + out["pv_kwh"] + out["wind_kwh"]
                + out["battery_discharge_kwh"] + out["backup_kwh"])
         np.testing.assert_allclose(lhs, rhs, rtol=1e-10, atol=1e-9)
-        # backup: emergency use only (import at headroom), within capacity, before
-        # any overdraw; its carbon is counted
+        # backup: emergency use only (outage hours, import at headroom), within capacity,
+        # before any overdraw in an outage; its carbon is counted
         bk = out["backup_kwh"]
         assert (bk <= p.backup_capacity_kw + tol).all()
+        outage = kernel.outage_on(x[..., 11], x[..., 12]) > 0
+        assert (bk[~outage] == 0.0).all()
         ran = bk > 1e-9
         assert (out["grid_import_kwh"][ran] >= x[..., 2][ran] - 1e-8).all()
-        assert (np.abs(bk - p.backup_capacity_kw)[out["overdraw_kwh"] > 1e-9] < 1e-9).all()
+        short = (out["overdraw_kwh"] > 1e-9) & outage
+        assert (np.abs(bk - p.backup_capacity_kw)[short] < 1e-9).all()
         np.testing.assert_allclose(out["backup_carbon_kg"],
                                    bk * p.backup_carbon_g_per_kwh / 1000.0, atol=1e-12)
         # demand response: shortfall only in event hours, and it is the import above
@@ -172,6 +175,7 @@ def test_outages_behave_as_documented(c):
     migration energy."""
     p, exo, rows, acts = _rollout(c)
     exo[..., 2] = 0.0
+    exo[..., 11], exo[..., 12] = 0.0, 1.0  # every hour an outage without notice
     state = core.reset(p, c["batch"])
     for t in range(c["hours"]):
         x = exo[rows[t]]

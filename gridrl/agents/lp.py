@@ -126,9 +126,11 @@ is at least the return of any policy (``J_lp >= J_env``):
   putting the rest of the env's overdue work on any one site satisfies the pooled rows
   too (pooled EDF over the work done anywhere is the least overdue any placement can
   reach), with the same total.
-- *backup*: the env runs its sets only for import above headroom, up to ``B``; the LP
-  may run them in any hour (a relaxation). The env overdraws only with the sets at
-  ``B`` and every GPU idle, so its overdraw is within the overdraw row's ``- B``.
+- *backup*: the env runs its sets only in outage hours and only for import above
+  headroom, up to ``B``; the LP may run them up to ``B`` in any outage hour (a
+  relaxation) and not otherwise. The env overdraws only with every GPU idle and, in an
+  outage, the sets at ``B``, so its overdraw is within the overdraw row, whose ``- B``
+  applies only in outage hours.
 - *demand response*: the env's shortfall is ``max(g - L, 0)`` in an event hour, the
   least ``sf`` the row allows; the payment is a constant of the rows.
 - *queue, energy and objective* terms are the env's equations once the choices above
@@ -159,12 +161,15 @@ from gridrl.env.kernel import (
     OUTPUT_FIELDS,
     Exo,
     Out,
+    backup_terms,
     dr_event_on,
+    dr_terms,
     facility_kw,
     fleet_facility_kw,
     gpu_time_cost,
     it_kw_from_active,
     it_kwh_per_gpu_h,
+    outage_on,
 )
 from gridrl.env.params import EnvParams
 from gridrl.errors import GridrlError
@@ -547,8 +552,11 @@ class LPStructure:
         transit = np.asarray(inp.transit_gpu_h, float)
         vals = self._vals.copy()
         vals[self._pue_slice] = (pue[..., None] * self.e_k[None]).ravel()
+        # standby generation available: its capacity in outage hours, else 0 [H, N]
+        out_on = outage_on(exo[..., Exo.OUTAGE_STARTS_IN_H], exo[..., Exo.OUTAGE_REMAINING_H])
+        bk_max = out_on * p.backup_capacity_kw
         # load neither curtailment nor standby generation can remove [H, N]
-        omax = np.maximum(idle_kw - gen - head - p.backup_capacity_kw, 0.0)
+        omax = np.maximum(idle_kw - gen - head - bk_max, 0.0)
         bpow = p.battery_power_kw
         vals[self._ocap_slice] = np.divide(np.minimum(omax, bpow), bpow,
                                            out=np.zeros_like(omax), where=bpow > 0).ravel()
@@ -590,7 +598,7 @@ class LPStructure:
         bpow = np.tile(p.battery_power_kw, h_len)
         col_hi[self.cCH] = np.minimum(bpow, self.charge_limit(gen, head, pue, demand).ravel())
         col_hi[self.cDIS] = bpow
-        col_hi[self.cBK] = np.tile(p.backup_capacity_kw, h_len)
+        col_hi[self.cBK] = bk_max.ravel()
         col_hi[self.cSF] = np.where(dr_on > 0, np.inf, 0.0).ravel()
         col_lo[self.cSOC] = np.tile(p.soc_min_kwh, h_len)
         col_hi[self.cSOC] = np.tile(p.soc_max_kwh, h_len)
@@ -638,8 +646,8 @@ class LPStructure:
         cost[self.cO] = wts[4]
         cost[self.cS] = -wts[2]
         cost[self.cOV] = wts[3]
-        cost[self.cBK] = np.tile(wts[9] * p.backup_fuel_cost_per_kwh
-                                 + wts[0] * p.backup_carbon_g_per_kwh * KG_PER_G, h_len)
+        fuel_1, kg_1 = backup_terms(1.0, p.backup_fuel_cost_per_kwh, p.backup_carbon_g_per_kwh)
+        cost[self.cBK] = np.tile(wts[9] * fuel_1 + wts[0] * kg_1, h_len)
         cost[self.cSF] = np.tile(wts[10] * p.dr_penalty_per_kwh, h_len)
         last = (h_len - 1) * n + np.arange(n)
         tval = np.asarray(inp.terminal_value, float)
@@ -648,7 +656,8 @@ class LPStructure:
             cost[self.cIN.start + last] += tval
         if inp.overdue_carry is not None:
             cost[self.cOV.start + last] += np.asarray(inp.overdue_carry, float)
-        offset = float(wts[2] * demand.sum() + wts[11] * (dr_on * p.dr_payment_per_event_h).sum())
+        _, dr_pay = dr_terms(dr_on, 0.0, p.dr_penalty_per_kwh, p.dr_payment_per_event_h)
+        offset = float(wts[2] * demand.sum() + wts[11] * dr_pay.sum())
         if inp.battery_value is not None:
             bval = np.asarray(inp.battery_value, float)
             cost[self.cSOC.start + last] -= bval
@@ -881,14 +890,14 @@ class LPStructure:
         f[..., Out.INFERENCE_NETWORK_KWH] = inf_kwh
         bk, sf = pair(self.cBK), pair(self.cSF)
         dr_on = dr_event_on(exo[..., Exo.DR_STARTS_IN_H], exo[..., Exo.DR_REMAINING_H])
-        f[..., Out.CARBON_KG] += bk * p.backup_carbon_g_per_kwh * KG_PER_G
         f[..., Out.BACKUP_KWH] = bk
-        f[..., Out.BACKUP_FUEL_COST] = bk * p.backup_fuel_cost_per_kwh
-        f[..., Out.BACKUP_CARBON_KG] = bk * p.backup_carbon_g_per_kwh * KG_PER_G
+        f[..., Out.BACKUP_FUEL_COST], f[..., Out.BACKUP_CARBON_KG] = backup_terms(
+            bk, p.backup_fuel_cost_per_kwh, p.backup_carbon_g_per_kwh)
+        f[..., Out.CARBON_KG] += f[..., Out.BACKUP_CARBON_KG]
         f[..., Out.DR_EVENT_H] = dr_on
         f[..., Out.DR_SHORTFALL_KWH] = sf
-        f[..., Out.DR_PENALTY_COST] = sf * p.dr_penalty_per_kwh
-        f[..., Out.DR_PAYMENT] = dr_on * p.dr_payment_per_event_h
+        f[..., Out.DR_PENALTY_COST], f[..., Out.DR_PAYMENT] = dr_terms(
+            dr_on, sf, p.dr_penalty_per_kwh, p.dr_payment_per_event_h)
         f[..., Out.DR_COMPLIANT_H] = dr_on * (sf <= DR_TOL_KWH)
         first = {"work": x[0], "served": served[0], "busy": busy[0], "migrated": out[0],
                  "received": recv[0], "ch": ch[0], "dis": dis[0], "levels": w[0]}

@@ -109,10 +109,14 @@ the rule's ``ch* - dis*`` of equation 5: action 0 is the rule, and every setpoin
    ``excess0 = max(F - gen + ch - dis - h - bk, 0)`` with 5b.
 
 5b. **Standby generation** (``backup``: capacity ``B``, fuel ``f`` per kWh, carbon
-   ``c_b`` g/kWh): ``bk = min(max(F - gen + ch - dis - h, 0), B)``. The sets run only
-   when import would exceed headroom (emergency use: US EPA RICE NESHAP, 40 CFR
-   63.6640(f), caps non-emergency run hours of standby engines), after the battery and
-   local generation and before any curtailment. An NFPA 110 type-10 set takes load
+   ``c_b`` g/kWh): ``bk = o_t min(max(F - gen + ch - dis - h, 0), B)`` with ``o_t`` 1 in
+   an outage hour (``outage_starts_in_h = 0`` and ``outage_remaining_h > 0``; an outage
+   without notice shows 1 hour left while it lasts), else 0. The sets run only in
+   outages, for import that would exceed headroom (emergency use: US EPA RICE NESHAP,
+   40 CFR 63.6640(f), allows emergency engines unlimited hours only in an emergency
+   such as a grid outage; congestion relief or demand response is not emergency use),
+   after the battery and local generation and before any curtailment. Outside outages
+   import above headroom is curtailed. An NFPA 110 type-10 set takes load
    within 10 s and the UPS carries the load until then (the scenario checks
    ``start_s <= ups_ride_through_s``), so at the hourly step the set covers the whole
    hour an outage begins. Overdraw is what neither battery, local generation, backup nor
@@ -224,7 +228,13 @@ from gridrl.env.kernel import (
     Act,
     Exo,
     StepOutputs,
+    backup_kw,
+    backup_terms,
+    dr_event_on,
+    dr_shortfall_kwh,
+    dr_terms,
     migration_accept_share,
+    outage_on,
 )
 from gridrl.env.params import EnvParams
 from gridrl.env.state import EnvState
@@ -485,8 +495,9 @@ def step(
     avail = np.maximum(soc - p.soc_min_kwh, 0.0) * eta
     ch = np.minimum(np.minimum(ch_want, p.battery_power_kw), room)
     dis = np.minimum(np.minimum(dis_want, p.battery_power_kw), avail)
-    # 5b. standby generation
-    bk = np.minimum(np.maximum(fac - gen + ch - dis - head, 0.0), p.backup_capacity_kw)
+    # 5b. standby generation, in outage hours only
+    out_on = outage_on(exo_t[..., Exo.OUTAGE_STARTS_IN_H], exo_t[..., Exo.OUTAGE_REMAINING_H])
+    bk = backup_kw(out_on, np.maximum(fac - gen + ch - dis - head, 0.0), p.backup_capacity_kw)
     excess0 = np.maximum(fac - gen + ch - dis - head - bk, 0.0)
 
     # 6a. curtailment: a share phi of the GPUs goes to cap_min
@@ -525,10 +536,10 @@ def step(
     net = fac2 - gen + ch - dis - bk
     grid = np.maximum(net, 0.0)
     export = np.maximum(-net, 0.0)
-    dr_on = ((exo_t[..., Exo.DR_STARTS_IN_H] <= 0.0)
-             & (exo_t[..., Exo.DR_REMAINING_H] > 0.0)).astype(np.float64)
-    short = dr_on * np.maximum(grid - exo_t[..., Exo.DR_LIMIT_KW], 0.0)
-    bk_kg = bk * p.backup_carbon_g_per_kwh * KG_PER_G
+    dr_on = dr_event_on(exo_t[..., Exo.DR_STARTS_IN_H], exo_t[..., Exo.DR_REMAINING_H])
+    short = dr_shortfall_kwh(dr_on, grid, exo_t[..., Exo.DR_LIMIT_KW])
+    bk_fuel, bk_kg = backup_terms(bk, p.backup_fuel_cost_per_kwh, p.backup_carbon_g_per_kwh)
+    dr_pen, dr_pay = dr_terms(dr_on, short, p.dr_penalty_per_kwh, p.dr_payment_per_event_h)
 
     # 8. earliest deadline first
     take = np.minimum(q2, np.maximum(flex2[..., None] - (cum - q2), 0.0))
@@ -582,12 +593,12 @@ def step(
             routed,
             p.inference_network_kwh_per_gpu_h * routed,
             bk,
-            bk * p.backup_fuel_cost_per_kwh,
+            bk_fuel,
             bk_kg,
             dr_on,
             short,
-            short * p.dr_penalty_per_kwh,
-            dr_on * p.dr_payment_per_event_h,
+            dr_pen,
+            dr_pay,
             dr_on * (short <= DR_TOL_KWH),
         ],
         axis=-1,

@@ -41,7 +41,8 @@ __all__ = [
     "DR_TOL_KWH", "EXO_SIGNALS", "FAST_MATH", "KG_PER_G", "MWH_PER_KWH", "OUTPUT_FIELDS",
     "REWARD_TERMS",
     "Act", "BatteryMode", "Exo", "Out", "PackedParams", "StepBuffers", "StepOutputs",
-    "backup_kw", "discharge_available_kw", "dispatch", "dr_event_on", "dr_shortfall_kwh",
+    "backup_kw", "backup_terms", "discharge_available_kw", "dispatch", "dr_event_on",
+    "dr_shortfall_kwh", "dr_terms", "event_on", "outage_on",
     "facility_kw", "fleet_facility_kw", "fmax", "fmin",
     "battery_value_per_kwh", "gpu_time_cost", "terminal_charge",
     "import_price_per_kwh", "it_kw", "it_kw_from_active", "it_kwh_per_gpu_h",
@@ -121,7 +122,7 @@ class Out(IntEnum):
     RESTART_GPU_H = 35  # restart overhead added to the work migrated from this site
     INFERENCE_ROUTED_GPU_H = 36  # inference demand of this site served at other sites
     INFERENCE_NETWORK_KWH = 37  # network energy of the inference routed away
-    BACKUP_KWH = 38  # standby generation (import above headroom it covered)
+    BACKUP_KWH = 38  # standby generation (import above headroom it covered in an outage)
     BACKUP_FUEL_COST = 39
     BACKUP_CARBON_KG = 40  # also inside carbon_kg
     DR_EVENT_H = 41  # 1 in an hour of a demand-response event, else 0
@@ -362,16 +363,44 @@ def migration_accept_share(gpus: Any, wait_gpu_h2: Any, arriving_gpu_h: Any,
 
 
 @_formula
-def backup_kw(excess_kw: Any, capacity_kw: Any) -> Any:
-    """Standby generation of an hour (step 5b): what import above headroom would be after
-    the battery, up to the sets' capacity (emergency use only)."""
-    return fmin(excess_kw, capacity_kw)
+def event_on(starts_in_h: Any, remaining_h: Any) -> Any:
+    """1.0 in an hour of an announced grid event (it has started and has hours left)."""
+    return (starts_in_h <= 0.0) * (remaining_h > 0.0) * 1.0
 
 
 @_formula
 def dr_event_on(starts_in_h: Any, remaining_h: Any) -> Any:
-    """1.0 in an hour of a demand-response event (it has started and has hours left)."""
-    return (starts_in_h <= 0.0) * (remaining_h > 0.0) * 1.0
+    """1.0 in an hour of a demand-response event (``dr_*`` signals)."""
+    return event_on(starts_in_h, remaining_h)
+
+
+@_formula
+def outage_on(starts_in_h: Any, remaining_h: Any) -> Any:
+    """1.0 in an outage hour (``outage_*`` signals; an outage without notice shows
+    ``remaining_h = 1`` while it lasts)."""
+    return event_on(starts_in_h, remaining_h)
+
+
+@_formula
+def backup_kw(outage: Any, excess_kw: Any, capacity_kw: Any) -> Any:
+    """Standby generation of an hour (step 5b): in an outage hour (``outage`` 1.0), what
+    import above headroom would be after the battery, up to the sets' capacity; 0 in any
+    other hour (emergency use only)."""
+    return outage * fmin(excess_kw, capacity_kw)
+
+
+@_formula
+def backup_terms(backup_kwh: Any, fuel_cost_per_kwh: Any, carbon_g_per_kwh: Any) -> tuple:
+    """``(fuel cost, carbon kg)`` of ``backup_kwh`` of standby generation."""
+    return backup_kwh * fuel_cost_per_kwh, backup_kwh * carbon_g_per_kwh * KG_PER_G
+
+
+@_formula
+def dr_terms(on: Any, shortfall_kwh: Any, penalty_per_kwh: Any,
+             payment_per_event_h: Any) -> tuple:
+    """``(penalty, payment)`` of a demand-response hour: the shortfall at the penalty per
+    kWh, and the payment of an event hour (``on`` 1.0)."""
+    return shortfall_kwh * penalty_per_kwh, on * payment_per_event_h
 
 
 @_formula
@@ -710,8 +739,9 @@ def _step_env(b, site, scalar, split, curve, pair, queue, transit, soc_in, actio
         act_kw = action[b, i, Act.BATTERY] * site[i, _BSPAN] if mode != BatteryMode.RULE else 0.0
         ch, dis = battery_kw(mode, act_kw, fac, gen, head, theta,
                              site[i, _BPOW], soc, site[i, _SOCMIN], site[i, _SOCMAX], eta)
-        # 5b. standby generation covers import above headroom first
-        bk = backup_kw(max(fac - gen + ch - dis - head, 0.0), site[i, _BKCAP])
+        # 5b. in an outage, standby generation covers import above headroom first
+        out_on = outage_on(x_t[i, Exo.OUTAGE_STARTS_IN_H], x_t[i, Exo.OUTAGE_REMAINING_H])
+        bk = backup_kw(out_on, max(fac - gen + ch - dis - head, 0.0), site[i, _BKCAP])
         excess0 = max(fac - gen + ch - dis - head - bk, 0.0)
         # 6a. share phi of GPUs to cap_min
         e_xm = it_kwh_per_gpu_h(pi_min, tau_min, p_idle, p_max, h_busy)
@@ -807,7 +837,7 @@ def _step_env(b, site, scalar, split, curve, pair, queue, transit, soc_in, actio
         v[Out.PAUSED_GPU_H] = x
         v[Out.SHED_GPU_H] = y
         v[Out.HEADROOM_KW] = head
-        bk_kg = bk * site[i, _BKCARB] * KG_PER_G
+        bk_fuel, bk_kg = backup_terms(bk, site[i, _BKFUEL], site[i, _BKCARB])
         v[Out.CARBON_KG] = grid * x_t[i, Exo.CARBON_G_PER_KWH] * KG_PER_G + bk_kg
         v[Out.COST] = grid * x_t[i, Exo.PRICE_PER_MWH] * MWH_PER_KWH
         v[Out.HEADROOM_VIOLATION] = 1.0 if excess3 > 0.0 else 0.0
@@ -820,12 +850,12 @@ def _step_env(b, site, scalar, split, curve, pair, queue, transit, soc_in, actio
         v[Out.INFERENCE_ROUTED_GPU_H] = ws[i, _WS_ROUTED]
         v[Out.INFERENCE_NETWORK_KWH] = scalar[_INFKWH] * ws[i, _WS_ROUTED]
         v[Out.BACKUP_KWH] = bk
-        v[Out.BACKUP_FUEL_COST] = bk * site[i, _BKFUEL]
+        v[Out.BACKUP_FUEL_COST] = bk_fuel
         v[Out.BACKUP_CARBON_KG] = bk_kg
         v[Out.DR_EVENT_H] = dr_on
         v[Out.DR_SHORTFALL_KWH] = short
-        v[Out.DR_PENALTY_COST] = short * site[i, _DRPEN]
-        v[Out.DR_PAYMENT] = dr_on * site[i, _DRPAY]
+        v[Out.DR_PENALTY_COST], v[Out.DR_PAYMENT] = dr_terms(dr_on, short, site[i, _DRPEN],
+                                                             site[i, _DRPAY])
         v[Out.DR_COMPLIANT_H] = dr_on * (short <= DR_TOL_KWH)
     # 11. reward
     r = 0.0
