@@ -265,8 +265,9 @@ class BackupConfig(StrictModel):
     """
 
     capacity_kw: NonNeg = 0.0
-    fuel_cost_per_kwh: NonNeg = 0.27  # 0.27 L/kWh at 75 % load x 1.0 USD/L diesel
-    carbon_g_per_kwh: NonNeg = 724.0  # 0.27 L/kWh x 2.68 kg CO2/L (EPA emission factors)
+    # 0.262 L/kWh at 100 % load (Caterpillar 3516C: 524 L/h at 2000 ekW) x 1.0 USD/L
+    fuel_cost_per_kwh: NonNeg = 0.26
+    carbon_g_per_kwh: NonNeg = 707.0  # 0.262 L/kWh x 2.70 kg CO2/L (US EPA, 10.21 kg/gal)
     start_s: NonNeg = 10.0  # NFPA 110 type 10
     ups_ride_through_s: NonNeg = 300.0  # UPS battery autonomy at full load (typ. 5-10 min)
     source: str | None = None

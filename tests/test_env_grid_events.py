@@ -198,3 +198,21 @@ def test_standby_sets_run_only_in_outage_hours():
         assert outage[Out.BACKUP_KWH] == pytest.approx(outage[Out.FACILITY_KWH])
         assert outage[Out.BACKUP_FUEL_COST] == pytest.approx(
             outage[Out.BACKUP_KWH] * p.backup_fuel_cost_per_kwh[0])
+
+
+@pytest.mark.parametrize("name", ["geo3", "congested1", "congested1_dr", "multiregion"])
+def test_shipped_data_centers_carry_their_peak_load_on_standby_sets(shared_data, name):
+    """Every shipped data center's sets are rated at or above its peak facility load:
+    every GPU busy uncapped at the PUE of the year's hottest hour, plus the fixed
+    overhead."""
+    from gridrl.env.params import build_params
+
+    path = CONGESTED_DR.parent / f"{name}.yaml"
+    p = build_params(load_scenario(path))
+    temp_c = env_inputs(path, "persistence", None).exo[..., Exo.TEMP_C].max(0)
+    pue = p.pue + p.pue_temp_slope_per_c * np.maximum(temp_c - p.pue_temp_threshold_c, 0.0)
+    busy_kw = p.gpu_board_max_kw + p.host_busy_kw_per_gpu
+    peak_kw = p.facility_fixed_kw + pue * p.gpus * busy_kw
+    assert (p.backup_capacity_kw >= peak_kw).all(), (p.backup_capacity_kw, peak_kw)
+    rounding_kw = 200.0  # ratings are rounded up to 100 kW; the same sets at every site
+    assert (p.backup_capacity_kw < peak_kw + rounding_kw).all()  # not grossly oversized

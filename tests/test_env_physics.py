@@ -47,8 +47,8 @@ def _params(c):
                   gpu_rent_per_gpu_h=c.get("rent", 0.0) * (i % 2 == 0),
                   workload={"deadline_slack_h_min": i, "deadline_slack_h_max": 3 + 2 * i,
                             "holding_cost_per_gpu_h_h": c.get("holding", 0.0)},
-                  backup={"capacity_kw": c.get("backup_kw", 0.0), "fuel_cost_per_kwh": 0.27,
-                          "carbon_g_per_kwh": 724.0},
+                  backup={"capacity_kw": c.get("backup_kw", 0.0), "fuel_cost_per_kwh": 0.26,
+                          "carbon_g_per_kwh": 707.0},
                   demand_response={"payment_per_event_h": 5.0 * c.get("dr", False),
                                    "penalty_per_kwh": 2.0 * c.get("dr", False)})
              for i in range(c["n_sites"])]
