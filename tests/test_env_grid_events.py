@@ -216,3 +216,45 @@ def test_shipped_data_centers_carry_their_peak_load_on_standby_sets(shared_data,
     assert (p.backup_capacity_kw >= peak_kw).all(), (p.backup_capacity_kw, peak_kw)
     rounding_kw = 200.0  # ratings are rounded up to 100 kW; the same sets at every site
     assert (p.backup_capacity_kw < peak_kw + rounding_kw).all()  # not grossly oversized
+
+
+def _run_now_year(sc, data) -> np.ndarray:
+    """``[T, N, outputs]`` of a year run as it comes (every queued GPU-h requested,
+    uncapped, nothing migrated), compiled kernel."""
+    from gridrl.env import core, kernel
+    from gridrl.env.kernel import Act
+    from gridrl.env.params import build_params
+
+    p = build_params(sc)
+    pp = kernel.pack(p)
+    act = np.zeros((1, p.n_sites, p.n_actions_per_site))
+    act[..., Act.RUN] = act[..., Act.CAP] = 1.0
+    act[..., Act.MIGRATE] = -1.0
+    state = core.reset(p, 1)
+    values = []
+    for x in data.exo:
+        state, out = kernel.step(pp, state, act, x[None])
+        values.append(out.values[0])
+    return np.asarray(values)
+
+
+def test_ignoring_demand_response_events_never_pays(congested_dr):
+    """congested1_dr's terms: the payment is the cited capacity price over the event
+    hours the draw expects, and the penalty on the committed shed exceeds the payment,
+    so a site that runs through every event pays more in penalties than it is paid."""
+    sc, data = congested_dr
+    dr = sc.sites[0].demand_response
+    expected_h = dr.rate_per_year * (dr.duration_h_min + dr.duration_h_max) / 2
+    assert expected_h == 72.0
+    committed_kw = 4800.0 - dr.limit_kw  # the source's mean import less the level
+    capacity_per_mw_year = 269.92 * 365  # PJM 2025/26, USD/MW-day (the source)
+    assert dr.payment_per_event_h * expected_h == pytest.approx(
+        committed_kw / 1000.0 * capacity_per_mw_year, rel=0.01)
+    assert dr.penalty_per_kwh > dr.payment_per_event_h / committed_kw
+    v = _run_now_year(sc, data)[:, 0]
+    on = v[:, Out.DR_EVENT_H] > 0
+    assert on.sum() > 0
+    # a site running as usual imports above the level by more, on average over the
+    # year's event hours, than the payment buys
+    assert v[on, Out.DR_SHORTFALL_KWH].mean() * dr.penalty_per_kwh > dr.payment_per_event_h
+    assert v[:, Out.DR_PENALTY_COST].sum() > v[:, Out.DR_PAYMENT].sum()
