@@ -98,6 +98,11 @@ def signals_cmd(
             "hours with headroom 0 because background load + reserve reached the "
             f"feeder capacity (not outages): {saturated}", highlight=False,
         )
+    dropped = {k: v.dr_events_dropped for k, v in build_stats(sig).items()
+               if v.dr_events_dropped}
+    if dropped:
+        console.print("demand-response events drawn but dropped (overlapping another "
+                      f"event, or past the data's end): {dropped}", highlight=False)
     if plot is not None:
         start = week_start or sc.periods.test[0].start
         written = plot_week(sig, plot, start, title=f"{sc.name}: week from {start}")

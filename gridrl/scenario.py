@@ -295,7 +295,7 @@ class DemandResponseConfig(StrictModel):
     payment_per_event_h: NonNeg = 0.0  # paid for every event hour (availability)
     penalty_per_kwh: NonNeg = 0.0  # charged per kWh imported above the level
     rate_per_year: NonNeg = 0.0
-    limit_kw: NonNeg = 0.0  # level of the drawn events
+    limit_kw: NonNeg | None = None  # level of the drawn events (required with rate_per_year)
     duration_h_min: Annotated[Count, Field(ge=1)] = 2
     duration_h_max: Annotated[Count, Field(ge=1)] = 4
     start_hour_local_min: Annotated[Count, Field(le=23)] = 14
@@ -308,6 +308,9 @@ class DemandResponseConfig(StrictModel):
 
     @model_validator(mode="after")
     def _ranges(self) -> DemandResponseConfig:
+        if self.rate_per_year > 0 and self.limit_kw is None:
+            raise ValueError("limit_kw: expected the import level (kW) of the drawn events "
+                             "when rate_per_year > 0")
         if self.duration_h_min > self.duration_h_max:
             raise ValueError("expected duration_h_min <= duration_h_max")
         if self.start_hour_local_min > self.start_hour_local_max:

@@ -62,9 +62,13 @@ def test_drawn_events_are_seeded_inside_their_window_and_never_overlap():
     cfg = DemandResponseConfig(rate_per_year=300.0, limit_kw=40.0, start_hour_local_min=13,
                                start_hour_local_max=16, notice_h=[24, 0],
                                notice_shares=[0.5, 0.5])
-    a = drawn_dr_events(cfg, INDEX, -5.0, stream_rng(1, "s", "demand_response"))
-    b = drawn_dr_events(cfg, INDEX, -5.0, stream_rng(1, "s", "demand_response"))
+    drawn = drawn_dr_events(cfg, INDEX, -5.0, stream_rng(1, "s", "demand_response"))
+    a = drawn.events
+    b = drawn_dr_events(cfg, INDEX, -5.0, stream_rng(1, "s", "demand_response")).events
     assert a == b and len(a) > 2
+    # 300 a year over 10 days draws ~8: at this rate some overlap and are counted
+    assert drawn.dropped_overlap > 0
+    assert drawn == drawn_dr_events(cfg, INDEX, -5.0, stream_rng(1, "s", "demand_response"))
     local_hour = (np.array([e.start for e in a]) - 5) % 24
     assert ((local_hour >= 13) & (local_hour <= 16)).all()
     assert all(e1.end <= e2.start for e1, e2 in zip(a, a[1:], strict=False))
@@ -258,3 +262,10 @@ def test_ignoring_demand_response_events_never_pays(congested_dr):
     # year's event hours, than the payment buys
     assert v[on, Out.DR_SHORTFALL_KWH].mean() * dr.penalty_per_kwh > dr.payment_per_event_h
     assert v[:, Out.DR_PENALTY_COST].sum() > v[:, Out.DR_PAYMENT].sum()
+
+
+def test_drawn_events_need_their_level():
+    with pytest.raises(ValueError) as err:
+        DemandResponseConfig(rate_per_year=12.0)
+    assert "limit_kw" in str(err.value) and "rate_per_year" in str(err.value)
+    assert DemandResponseConfig(file="events.csv").limit_kw is None  # a file gives levels

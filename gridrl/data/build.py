@@ -99,12 +99,16 @@ class SiteBuildStats:
         reached the capacity left (physics; see ``sources.grid``).
     carbon_floored_hours : int
         Hours in which the carbon model's noise reached ``min_g_per_kwh``.
+    dr_events_dropped : int
+        Demand-response events drawn but not kept: overlapping an earlier event (or one
+        of the file's), or ending after the last hour.
     """
 
     congestion_hours: int
     outage_hours: int
     saturated_hours: int
     carbon_floored_hours: int
+    dr_events_dropped: int = 0
 
 
 def build_years(scenario: Scenario) -> list[int]:
@@ -299,7 +303,8 @@ def build_site(
         carbon, floored = real["carbon_g_per_kwh"], 0
     price = real.get("price_per_mwh", price)
     work = workload_signals(site, weather, scenario.seed, base_dir, scenario.periods)
-    dr = announced_view(dr_events(site, weather, scenario.seed, base_dir), len(index))
+    events, dropped = dr_events(site, weather, scenario.seed, base_dir)
+    dr = announced_view(events, len(index))
     w = weather.frame
     frame = pd.DataFrame(
         {
@@ -326,22 +331,26 @@ def build_site(
         columns=list(SITE_SIGNALS),
         dtype=np.float64,
     )
-    stats = SiteBuildStats(grid.congestion_hours, grid.outage_hours, grid.saturated_hours, floored)
+    stats = SiteBuildStats(grid.congestion_hours, grid.outage_hours, grid.saturated_hours, floored,
+                           dropped)
     return frame, stats, reports
 
 
 def dr_events(site: SiteConfig, weather: SiteWeather, seed: int,
-              base_dir: Path | None) -> list[GridEvent]:
+              base_dir: Path | None) -> tuple[list[GridEvent], int]:
     """A site's demand-response events: those of its file, and the seeded process's
-    events that overlap none of them (``gridrl.data.sources.events``)."""
+    events that overlap none of them (``gridrl.data.sources.events``); and how many
+    drawn events were dropped (overlapping, past the data's end)."""
     cfg = site.demand_response
     index = weather.frame.index
     from_file = [] if cfg.file is None else read_dr_events(
         resolve_data_path(cfg.file, base_dir), index)
     drawn = drawn_dr_events(cfg, index, weather.tz_offset_h,
                             stream_rng(seed, site.name, "demand_response"))
-    drawn = [d for d in drawn if all(d.end <= f.start or d.start >= f.end for f in from_file)]
-    return sorted(from_file + drawn, key=lambda e: e.start)
+    kept = [d for d in drawn.events
+            if all(d.end <= f.start or d.start >= f.end for f in from_file)]
+    dropped = drawn.dropped + len(drawn.events) - len(kept)
+    return sorted(from_file + kept, key=lambda e: e.start), dropped
 
 
 def _csv_fingerprints(scenario: Scenario, base_dir: Path | None) -> list[Any]:

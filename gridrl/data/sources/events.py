@@ -18,9 +18,10 @@ them, observations show them, and the planners read the announced future from th
 Demand-response events come from a seeded process (``DemandResponseConfig``: Poisson
 number of events, a start day uniform over the hours, a local start hour and a duration
 uniform over their ranges, a notice drawn from ``notice_h`` with ``notice_shares``;
-an event that would overlap an earlier one is not drawn: a site serves one event at a
-time) and from a CSV file of events (:func:`read_dr_events`), the same columns the
-OpenADR VEN writes (:mod:`gridrl.integrations.openadr_events`).
+an event that would overlap an earlier one, or end after the last hour, is dropped and
+counted: a site serves one event at a time) and from a CSV file of events
+(:func:`read_dr_events`), the same columns the OpenADR VEN writes
+(:mod:`gridrl.integrations.openadr_events`).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from gridrl.errors import GridrlError
 from gridrl.scenario import DemandResponseConfig
 
 __all__ = [
-    "DR_EVENT_COLUMNS", "DemandResponseError", "GridEvent", "announced_view",
+    "DR_EVENT_COLUMNS", "DemandResponseError", "DrawnEvents", "GridEvent", "announced_view",
     "drawn_dr_events", "events_from_frame", "read_dr_events",
 ]
 
@@ -65,6 +66,21 @@ class GridEvent:
     end_known: bool = True
 
 
+@dataclass(frozen=True)
+class DrawnEvents:
+    """Events of the seeded process, and the draws dropped: those that overlap an
+    earlier event, and those that end after the last hour of the data."""
+
+    events: list[GridEvent]
+    dropped_overlap: int = 0
+    dropped_past_end: int = 0
+
+    @property
+    def dropped(self) -> int:
+        """Draws not kept, for any reason."""
+        return self.dropped_overlap + self.dropped_past_end
+
+
 def announced_view(events: list[GridEvent], n_hours: int) -> np.ndarray:
     """``[n_hours, 3]``: ``starts_in_h, remaining_h, limit_kw`` of the current or next
     announced event each hour (module equations); zeros where none is known."""
@@ -83,12 +99,13 @@ def announced_view(events: list[GridEvent], n_hours: int) -> np.ndarray:
 
 
 def drawn_dr_events(cfg: DemandResponseConfig, index: pd.DatetimeIndex, tz_offset_h: float,
-                    rng: np.random.Generator) -> list[GridEvent]:
+                    rng: np.random.Generator) -> DrawnEvents:
     """Events of the seeded process over the hours of ``index`` (UTC; local standard
-    time is UTC + ``tz_offset_h``), sorted, not overlapping (module doc)."""
+    time is UTC + ``tz_offset_h``), sorted, not overlapping, with the draws dropped
+    (module doc)."""
     n = len(index)
     if cfg.rate_per_year == 0 or n == 0:
-        return []
+        return DrawnEvents([])
     count = rng.poisson(cfg.rate_per_year * n / HOURS_PER_YEAR)
     day = rng.integers(0, max(n // HOURS_PER_DAY, 1), size=count)
     hour = rng.integers(cfg.start_hour_local_min, cfg.start_hour_local_max + 1, size=count)
@@ -99,12 +116,16 @@ def drawn_dr_events(cfg: DemandResponseConfig, index: pd.DatetimeIndex, tz_offse
     midnight = (HOURS_PER_DAY - first_local.hour) % HOURS_PER_DAY
     starts = midnight + day * HOURS_PER_DAY + hour
     events: list[GridEvent] = []
+    overlap = past_end = 0
     for k in np.argsort(starts, kind="stable"):
         s, e = int(starts[k]), int(starts[k] + length[k])
-        if e > n or (events and s < events[-1].end):
-            continue
-        events.append(GridEvent(s - int(notice[k]), s, e, cfg.limit_kw))
-    return events
+        if e > n:
+            past_end += 1
+        elif events and s < events[-1].end:
+            overlap += 1
+        else:
+            events.append(GridEvent(s - int(notice[k]), s, e, cfg.limit_kw))
+    return DrawnEvents(events, overlap, past_end)
 
 
 def _line(frame: pd.DataFrame, pos: int) -> int:
