@@ -660,6 +660,10 @@ class EnvConfig(StrictModel):
     discrete_action_levels: Annotated[Count, Field(ge=2)] = 5  # per action, MultiDiscrete wrapper
 
 
+LATITUDE_MAX_DEG = 90.0
+LONGITUDE_MAX_DEG = 180.0
+
+
 class NetworkConfig(StrictModel):
     """Links between sites: what moving work and serving inference elsewhere costs.
 
@@ -683,11 +687,25 @@ class NetworkConfig(StrictModel):
     transfer_cost_dataset: str = "multiregion_2021_2024"
     transfer_cost_file: str = "aws_transmission_cost_matrix.csv"
     transfer_cost_regions: dict[str, str] = Field(default_factory=dict)
+    # USD per GB between two sites mapped to the same region (the matrix's diagonal is
+    # 0): the provider's cross-zone price; required when two sites share a region
+    transfer_cost_intra_region_per_gb: NonNeg | None = None
     restart_overhead_gpu_h_per_gpu_h: NonNeg = 0.04
     coordinates_deg: dict[str, tuple[float, float]] = Field(default_factory=dict)
     rtt_inflation: Annotated[float, Field(ge=1.0)] = 3.0
     inference_rtt_max_ms: NonNeg = 50.0
     inference_kwh_per_gpu_h: NonNeg = 0.001
+
+    @model_validator(mode="after")
+    def _coordinates(self) -> NetworkConfig:
+        for name, (lat, lon) in self.coordinates_deg.items():
+            if not (-LATITUDE_MAX_DEG <= lat <= LATITUDE_MAX_DEG
+                    and -LONGITUDE_MAX_DEG <= lon <= LONGITUDE_MAX_DEG):
+                raise ValueError(
+                    f"network.coordinates_deg.{name}: [{lat}, {lon}] is not a [latitude, "
+                    f"longitude] in degrees (expected latitude in [-90, 90], longitude in "
+                    "[-180, 180])")
+        return self
 
 
 class Period(StrictModel):

@@ -321,6 +321,34 @@ def test_transfer_prices_come_from_the_region_matrix(shared_data):
     assert p.transfer_cost_per_gb.tolist() == [[0.0, 0.09], [0.02, 0.0]]
 
 
+def test_sites_in_one_region_pay_the_cross_zone_price(shared_data):
+    regions = {"s0": "us-east-1", "s1": "us-east-1", "s2": "ap-southeast-1"}
+    with pytest.raises(ScenarioError, match=r"'s0' and 's1' are both in 'us-east-1'.*"
+                                            r"transfer_cost_intra_region_per_gb"):
+        build_params(scenario(3, network={"transfer_cost_regions": regions}))
+    p = build_params(scenario(3, network={"transfer_cost_regions": regions,
+                                          "transfer_cost_intra_region_per_gb": 0.02}))
+    assert p.transfer_cost_per_gb.tolist() == [[0.0, 0.02, 0.02], [0.02, 0.0, 0.02],
+                                               [0.09, 0.09, 0.0]]
+
+
+@pytest.mark.parametrize(("network", "env", "expect"), [
+    ({"coordinates_deg": {"s0": (0.0, 0.0), "s9": (0.0, 1.0)}}, {},
+     r"network.coordinates_deg: unknown site\(s\) \['s9'\]; expected .*\['s0', 's1'\]"),
+    ({"transfer_cost_regions": {"s0": "us-east-1", "s1": "us-west-1", "x": "us-east-1"}}, {},
+     r"network.transfer_cost_regions: unknown site\(s\) \['x'\]"),
+    ({"coordinates_deg": {"s0": (0.0, 0.0)}}, {"inference_remote_fraction_max": 0.2},
+     r"network.coordinates_deg: expected .* for every site .*missing \['s1'\]"),
+    ({"coordinates_deg": {"s0": (95.0, 0.0), "s1": (0.0, 1.0)}}, {},
+     r"network.coordinates_deg.s0: \[95.0, 0.0\] .*latitude in \[-90, 90\]"),
+    ({"coordinates_deg": {"s0": (0.0, 0.0), "s1": (0.0, 200.0)}}, {},
+     r"network.coordinates_deg.s1: .*longitude in \[-180, 180\]"),
+])
+def test_bad_network_keys_are_refused_naming_the_key(network, env, expect):
+    with pytest.raises((ScenarioError, ValueError), match=expect):
+        build_params(scenario(2, network=network, env=env))
+
+
 def test_inference_beyond_a_sites_capacity_overflows_to_sites_in_reach():
     sc = scenario(3, env={"inference_remote_fraction_max": 0.5},
                   network={"coordinates_deg": {"s0": (0.0, 0.0), "s1": (0.0, 1.0),

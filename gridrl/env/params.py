@@ -478,8 +478,8 @@ def migration_link_gpu_h(net: NetworkConfig) -> float:
 
 def rtt_ms(net: NetworkConfig, names: list[str]) -> np.ndarray:
     """``[N, N]`` round-trip times (ms) from ``network.coordinates_deg``: ``inflation x 2 d
-    / c`` over the great-circle distance ``d`` (infinite where a site has none; entries
-    of other sites are not used, so a scenario cut to fewer sites keeps its network)."""
+    / c`` over the great-circle distance ``d`` (infinite where a site has none: only
+    without inference routing, :func:`check_network_sites`)."""
     pos = np.array([net.coordinates_deg.get(n, (np.nan, np.nan)) for n in names], float)
     lat, lon = np.radians(pos[:, 0]), np.radians(pos[:, 1])
     h = (np.sin((lat[:, None] - lat[None]) / 2) ** 2
@@ -513,13 +513,50 @@ def transfer_cost_per_gb(net: NetworkConfig, names: list[str]) -> np.ndarray:
             f"network.transfer_cost_regions: regions {bad} are not in {path} (rows and "
             f"columns: {', '.join(table.index)})")
     src = [regions[s] for s in names]
-    return table.loc[src, src].to_numpy(dtype=np.float64) * (1.0 - np.eye(n))
+    price = table.loc[src, src].to_numpy(dtype=np.float64)
+    # sites in one region still pay to cross between its zones
+    same = np.equal.outer(src, src) & ~np.eye(n, dtype=bool)
+    if same.any():
+        if net.transfer_cost_intra_region_per_gb is None:
+            i, j = np.argwhere(same)[0]
+            raise ScenarioError(
+                f"network.transfer_cost_regions: sites {names[i]!r} and {names[j]!r} are both "
+                f"in {src[i]!r}, whose price to itself is not a transfer between sites; set "
+                "network.transfer_cost_intra_region_per_gb (the provider's cross-zone "
+                "price per GB)")
+        price[same] = net.transfer_cost_intra_region_per_gb
+    return price * (1.0 - np.eye(n))
+
+
+def check_network_sites(scenario: Scenario, names: list[str]) -> None:
+    """Network keys name sites of the scenario, and with inference routing every site
+    has coordinates (a site without would silently serve no one and be served by none).
+
+    Raises
+    ------
+    ScenarioError
+        Naming the key path, the names not known and the site names expected.
+    """
+    net = scenario.network
+    for key in ("coordinates_deg", "transfer_cost_regions"):
+        unknown = sorted(set(getattr(net, key)) - set(names))
+        if unknown:
+            raise ScenarioError(f"network.{key}: unknown site(s) {unknown}; expected names "
+                                f"among the scenario's sites {names}")
+    if scenario.env.inference_remote_fraction_max > 0:
+        missing = [s for s in names if s not in net.coordinates_deg]
+        if missing:
+            raise ScenarioError(
+                f"network.coordinates_deg: expected [latitude, longitude] for every site when "
+                f"env.inference_remote_fraction_max > 0 (inference routing); missing {missing}")
 
 
 def _network_fields(scenario: Scenario, sites: list[SiteConfig], n_slack: int) -> dict:
     net, env = scenario.network, scenario.env
     names = [s.name for s in sites]
     n = len(names)
+    if n > 1:  # a single site uses no network
+        check_network_sites(scenario, names)
     routable = (rtt_ms(net, names) <= net.inference_rtt_max_ms) & ~np.eye(n, dtype=bool)
     return dict(
         migration_kwh_per_gpu_h=net.transfer_kwh_per_gb * net.checkpoint_gb_per_gpu_h,
