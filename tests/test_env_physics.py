@@ -123,7 +123,8 @@ def _formulas(temp, pue, slope, t0, busy, cap, gpus, idle, pmax, tau, demand, re
         kernel.dr_event_on(temp - 20.0, busy - 50.0),
         kernel.dr_shortfall_kwh(theta, fac, head),
         *kernel.backup_terms(gen, rent, carbon),
-        *kernel.dr_terms(kernel.dr_event_on(temp - 20.0, busy - 50.0), fac, rent, hold))
+        *kernel.dr_terms(kernel.dr_event_on(temp - 20.0, busy - 50.0), fac, rent, hold),
+        kernel.dr_compliant(kernel.dr_event_on(temp - 20.0, busy - 50.0), theta, head))
 
 
 _compiled = numba.njit(_formulas)

@@ -32,12 +32,13 @@ of the hour, ``bk`` standby generation, ``sf`` demand-response shortfall; per ho
 - power ``F0 + PUE_t (sum_k (wX_k e_X,k + wI_k e_I,k) + G P0) + kappa out + k_inf
   sum_j r_ij + ch + e - g - dis - bk = pv + wind`` with ``e_w,k = (pi_w,k Pb + Hb - P0) /
   tau_w,k`` (linear in the work at the hour's temperature: the fixed overhead is a
-  constant), ``bk <= B`` (standby capacity);
+  constant), ``bk <= o_t K_bk`` (standby capacity ``K_bk`` in outage hours,
+  ``o_t = 1``, and none in other hours);
 - headroom ``g - o <= h``; overdraw only for load that curtailment, standby generation
   and the battery cannot carry: ``o + beta dis <= max(a, 0) + kappa out + k_inf sum_j
-  r_ij`` with ``a = F0 + PUE_t G P0 - pv - wind - h - B`` and ``beta = min(max(a, 0),
-  P_b) / P_b`` (see below);
-- demand response: ``g - sf <= L`` in the hours of an event (``sf = 0`` outside them);
+  r_ij`` with ``a = F0 + PUE_t G P0 - pv - wind - h - o_t K_bk`` and
+  ``beta = min(max(a, 0), P_b) / P_b`` (see below);
+- demand response: ``g - sf <= lvl`` (the event's level) in the hours of an event (``sf = 0`` outside them);
   the events are the announced ones of the rows (all of them for the bound);
 - battery ``soc_t = soc_{t-1} + eta ch - dis / eta`` within ``[soc_min, soc_max]``,
   ``ch, dis <= P_b``;
@@ -127,11 +128,11 @@ is at least the return of any policy (``J_lp >= J_env``):
   too (pooled EDF over the work done anywhere is the least overdue any placement can
   reach), with the same total.
 - *backup*: the env runs its sets only in outage hours and only for import above
-  headroom, up to ``B``; the LP may run them up to ``B`` in any outage hour (a
+  headroom, up to ``K_bk``; the LP may run them up to ``K_bk`` in any outage hour (a
   relaxation) and not otherwise. The env overdraws only with every GPU idle and, in an
-  outage, the sets at ``B``, so its overdraw is within the overdraw row, whose ``- B``
+  outage, the sets at ``K_bk``, so its overdraw is within the overdraw row, whose ``- K_bk``
   applies only in outage hours.
-- *demand response*: the env's shortfall is ``max(g - L, 0)`` in an event hour, the
+- *demand response*: the env's shortfall is ``max(g - lvl, 0)`` in an event hour, the
   least ``sf`` the row allows; the payment is a constant of the rows.
 - *queue, energy and objective* terms are the env's equations once the choices above
   are fixed (rent, holding and battery wear are linear in busy GPUs, held work and
@@ -154,7 +155,6 @@ import scipy.sparse as sp
 
 from gridrl.env import physics
 from gridrl.env.kernel import (
-    DR_TOL_KWH,
     EXO_SIGNALS,
     KG_PER_G,
     MWH_PER_KWH,
@@ -162,6 +162,7 @@ from gridrl.env.kernel import (
     Exo,
     Out,
     backup_terms,
+    dr_compliant,
     dr_event_on,
     dr_terms,
     facility_kw,
@@ -898,7 +899,7 @@ class LPStructure:
         f[..., Out.DR_SHORTFALL_KWH] = sf
         f[..., Out.DR_PENALTY_COST], f[..., Out.DR_PAYMENT] = dr_terms(
             dr_on, sf, p.dr_penalty_per_kwh, p.dr_payment_per_event_h)
-        f[..., Out.DR_COMPLIANT_H] = dr_on * (sf <= DR_TOL_KWH)
+        f[..., Out.DR_COMPLIANT_H] = dr_compliant(dr_on, sf, exo[..., Exo.DR_LIMIT_KW])
         first = {"work": x[0], "served": served[0], "busy": busy[0], "migrated": out[0],
                  "received": recv[0], "ch": ch[0], "dis": dis[0], "levels": w[0]}
         return LPSolution(objective=float(objective), J=-float(objective) / p.reward_scale,

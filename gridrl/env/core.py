@@ -26,7 +26,7 @@ inference, the throughput and the board power fraction a busy GPU draws at cap `
 migration kWh per GPU-h (``network.transfer_kwh_per_gb x gb``), ``gb`` =
 ``network.checkpoint_gb_per_gpu_h``, ``L`` the link's GPU-h per step
 (:func:`gridrl.env.params.migration_link_gpu_h`), ``r_o`` restart overhead GPU-h per
-GPU-h moved, ``pi[i, j]`` price per GB sent from ``i`` to ``j``, ``R[i, j]`` 1 where
+GPU-h moved, ``pi[i, j]`` price per GB sent from ``i`` to ``j``, ``W[i, j]`` 1 where
 ``j`` is within ``network.inference_rtt_max_ms`` of ``i``, ``f_inf`` =
 ``env.inference_remote_fraction_max``, ``k_inf`` network kWh per GPU-h of inference
 routed, ``m_max``, ``beta`` route logit scale, battery ``E_cap``, ``P_b``,
@@ -36,10 +36,11 @@ threshold. Exogenous inputs of hour ``t`` (``exo_t[..., k]``, order ``EXO_SIGNAL
 ``price`` (per MWh), ``D`` inference demand (GPUs of uncapped work), ``a`` flexible
 arrivals (GPU-h), ``temp`` (deg C), and the announced grid events
 (:mod:`gridrl.data.sources.events`): the current or next announced demand-response event
-(``dr_starts_in_h``, ``dr_remaining_h``, ``dr_limit_kw`` ``L``) and outage
+(``dr_starts_in_h``, ``dr_remaining_h``, ``dr_limit_kw`` ``lvl``) and outage
 (``outage_starts_in_h``, ``outage_remaining_h``). An outage is ``h = 0`` in its hours
-whether or not it was announced: notice changes what a policy knows (observations,
-the planners' view of the hours ahead), not the step. Work is measured in GPU-hours *of
+whether or not it was announced, and standby generation (5b) runs in its hours only;
+notice changes what a policy knows (observations, the planners' view of the hours
+ahead), not the step. Work is measured in GPU-hours *of
 uncapped work*: a GPU capped at ``c`` does ``tau(c)`` of it per hour.
 
 Queue vector ``q`` (length ``S + 1``): ``q[0]`` overdue, ``q[1 + s]`` work that may still
@@ -48,7 +49,7 @@ this site, already in the buckets it has on arrival.
 
 Actions ``u`` in [-1, 1] (clipped before the core), mapped affinely:
 ``r = (u_run + 1)/2`` in [0, 1]; ``c = c_min + (u_cap + 1)/2 (1 - c_min)``;
-``rho = beta u_route``; ``m = m_max (u_migrate + 1)/2`` (0 when ``N = 1``);
+``lam = beta u_route`` (route logits); ``m = m_max (u_migrate + 1)/2`` (0 when ``N = 1``);
 battery action ``p_b = P_b u_battery`` (kW, + charges) with ``env.battery_control:
 setpoint``, ``p_b = clip(rule, -P_b, P_b) + 2 P_b u_battery`` with ``residual`` (``rule``
 the rule's ``ch* - dis*`` of equation 5: action 0 is the rule, and every setpoint in
@@ -63,7 +64,7 @@ the rule's ``ch* - dis*`` of equation 5: action 0 is the rule, and every setpoin
       latency, over ``gb``, so every step's transfer arrives by the next: the transit
       delay is one step.
    b. *Offer*: ``O = m' q1``. Destination shares exclude the source:
-      ``E_j = exp(rho_j - max rho)``, ``P[i->j] = E_j / (sum_k E_k - E_i)`` for
+      ``E_j = exp(lam_j - max lam)``, ``P[i->j] = E_j / (sum_k E_k - E_i)`` for
       ``j != i``; arriving at ``j``: ``Z_j = (1 + r_o) sum_{i != j} P[i->j] O_i``
       (computed in O(N) as ``E_j (sum_i O_i/den_i - O_j/den_j)``; ``r_o`` is the
       restart overhead, work the destination must also run).
@@ -81,7 +82,7 @@ the rule's ``ch* - dis*`` of equation 5: action 0 is the rule, and every setpoin
    e. *Inference overflow* (at the action's caps ``c``, ``C_i = G_i tau_I(c_i)``): what a
       site cannot serve, up to ``f_inf`` of its demand, ``o_i = min(max(D_i - C_i, 0),
       f_inf D_i)``, is offered to the sites in reach in proportion to their spare
-      capacity ``s_j = max(C_j - D_j, 0)``: ``o_ij = o_i R_ij s_j / sum_k R_ik s_k``;
+      capacity ``s_j = max(C_j - D_j, 0)``: ``o_ij = o_i W_ij s_j / sum_k W_ik s_k``;
       ``j`` takes ``g_j = min(1, s_j / sum_i o_ij)`` of its offers. Routed away
       ``rt_i = sum_j g_j o_ij``; the demand each site dispatches (4.) becomes
       ``D_i - rt_i + sum_k g_i o_ki``; network energy ``e_inf = k_inf rt_i`` at the home
@@ -108,8 +109,8 @@ the rule's ``ch* - dis*`` of equation 5: action 0 is the rule, and every setpoin
    ``dis = min(dis*, P_b, max(soc - soc_min, 0) eta)``.
    ``excess0 = max(F - gen + ch - dis - h - bk, 0)`` with 5b.
 
-5b. **Standby generation** (``backup``: capacity ``B``, fuel ``f`` per kWh, carbon
-   ``c_b`` g/kWh): ``bk = o_t min(max(F - gen + ch - dis - h, 0), B)`` with ``o_t`` 1 in
+5b. **Standby generation** (``backup``: capacity ``K_bk``, fuel ``f_bk`` per kWh, carbon
+   ``c_b`` g/kWh): ``bk = o_t min(max(F - gen + ch - dis - h, 0), K_bk)`` with ``o_t`` 1 in
    an outage hour (``outage_starts_in_h = 0`` and ``outage_remaining_h > 0``; an outage
    without notice shows 1 hour left while it lasts), else 0. The sets run only in
    outages, for import that would exceed headroom (emergency use: US EPA RICE NESHAP,
@@ -146,11 +147,11 @@ the rule's ``ch* - dis*`` of equation 5: action 0 is the rule, and every setpoin
    ``import = max(net, 0)``, ``export = max(-net, 0)`` (surplus generation spilled or
    exported without pay), ``overdraw = excess3`` (= ``max(import - h, 0)``).
    ``carbon_kg = (import carbon + bk c_b) / 1000``, ``cost = import price / 1000``,
-   ``fuel = bk f``.
+   ``fuel = bk f_bk``.
    **Demand response**: an hour is an event hour (``on = 1``) when the announced event
    has started and has hours left (``dr_starts_in_h = 0``, ``dr_remaining_h > 0``); the
-   event asks the site to keep grid import at or below ``L``. ``shortfall = on
-   max(import - L, 0)`` kWh; the programme pays ``pay_e`` per event hour (availability,
+   event asks the site to keep grid import at or below ``lvl``. ``shortfall = on
+   max(import - lvl, 0)`` kWh; the programme pays ``pay_e`` per event hour (availability,
    whatever the performance) and charges ``pen`` per kWh of shortfall (non-performance
    charge, as PJM Capacity Performance and ERCOT ERS settle). The core does not
    curtail for an event: complying is the policy's choice.
@@ -220,7 +221,6 @@ import numpy as np
 
 from gridrl.env.kernel import (
     _TERM_COLS,
-    DR_TOL_KWH,
     EXO_SIGNALS,
     KG_PER_G,
     MWH_PER_KWH,
@@ -230,6 +230,7 @@ from gridrl.env.kernel import (
     StepOutputs,
     backup_kw,
     backup_terms,
+    dr_compliant,
     dr_event_on,
     dr_shortfall_kwh,
     dr_terms,
@@ -599,7 +600,7 @@ def step(
             short,
             dr_pen,
             dr_pay,
-            dr_on * (short <= DR_TOL_KWH),
+            dr_compliant(dr_on, short, exo_t[..., Exo.DR_LIMIT_KW]),
         ],
         axis=-1,
     )

@@ -38,11 +38,11 @@ from gridrl.env.params import EnvParams
 from gridrl.env.state import EnvState
 
 __all__ = [
-    "DR_TOL_KWH", "EXO_SIGNALS", "FAST_MATH", "KG_PER_G", "MWH_PER_KWH", "OUTPUT_FIELDS",
-    "REWARD_TERMS",
+    "DR_TOL_FRACTION", "DR_TOL_KWH", "EXO_SIGNALS", "FAST_MATH", "KG_PER_G", "MIN_DIVISOR",
+    "MWH_PER_KWH", "OUTPUT_FIELDS", "REWARD_TERMS", "UNLIMITED_GPU_H",
     "Act", "BatteryMode", "Exo", "Out", "PackedParams", "StepBuffers", "StepOutputs",
     "backup_kw", "backup_terms", "discharge_available_kw", "dispatch", "dr_event_on",
-    "dr_shortfall_kwh", "dr_terms", "event_on", "outage_on",
+    "dr_compliant", "dr_shortfall_kwh", "dr_terms", "event_on", "outage_on",
     "facility_kw", "fleet_facility_kw", "fmax", "fmin",
     "battery_value_per_kwh", "gpu_time_cost", "terminal_charge",
     "import_price_per_kwh", "it_kw", "it_kw_from_active", "it_kwh_per_gpu_h",
@@ -58,7 +58,14 @@ FAST_MATH = {"reassoc", "nsz", "arcp", "contract"}
 
 KG_PER_G = 1e-3  # carbon intensity is in g/kWh, carbon in kg
 MWH_PER_KWH = 1e-3  # prices are per MWh, energy in kWh
-DR_TOL_KWH = 1e-6  # shortfall below this is solver round-off: the hour complied
+# shortfall below DR_TOL_KWH + DR_TOL_FRACTION x the level is solver round-off (the
+# planners' import at a level of thousands of kW carries errors far above 1e-6 kWh)
+DR_TOL_KWH = 1e-6
+DR_TOL_FRACTION = 1e-7
+# smallest divisor of a share: a share of nothing is 0 (never inf or nan)
+MIN_DIVISOR = 1e-300
+# an unlimited link packed as the largest finite float, so the kernel compares numbers
+UNLIMITED_GPU_H = float(np.finfo(np.float64).max)
 
 
 class Exo(IntEnum):
@@ -129,7 +136,7 @@ class Out(IntEnum):
     DR_SHORTFALL_KWH = 42  # import above the event's level
     DR_PENALTY_COST = 43  # shortfall x the programme's penalty per kWh
     DR_PAYMENT = 44  # the programme's payment for an event hour (a credit)
-    DR_COMPLIANT_H = 45  # 1 in an event hour with no shortfall (within DR_TOL_KWH)
+    DR_COMPLIANT_H = 45  # 1 in an event hour with no shortfall (beyond round-off, dr_compliant)
 
 
 class Act(IntEnum):
@@ -357,7 +364,7 @@ def migration_accept_share(gpus: Any, wait_gpu_h2: Any, arriving_gpu_h: Any,
     """Share of the work arriving at a site it accepts (step 2c): what it can run within
     the work's slack, ``G d - Q`` with ``d = wait_gpu_h2 / arriving`` the arriving work's
     mean hours left and ``Q`` its own queue, over what arrives (1 when nothing does)."""
-    safe = fmax(arriving_gpu_h, 1e-300)
+    safe = fmax(arriving_gpu_h, MIN_DIVISOR)
     room = fmax(gpus * wait_gpu_h2 / safe - queued_gpu_h, 0.0)
     return fmin(room / safe, 1.0)
 
@@ -401,6 +408,13 @@ def dr_terms(on: Any, shortfall_kwh: Any, penalty_per_kwh: Any,
     """``(penalty, payment)`` of a demand-response hour: the shortfall at the penalty per
     kWh, and the payment of an event hour (``on`` 1.0)."""
     return shortfall_kwh * penalty_per_kwh, on * payment_per_event_h
+
+
+@_formula
+def dr_compliant(on: Any, shortfall_kwh: Any, limit_kw: Any) -> Any:
+    """1.0 in an event hour whose shortfall is round-off at most (``DR_TOL_KWH`` plus
+    ``DR_TOL_FRACTION`` of the level)."""
+    return on * (shortfall_kwh <= DR_TOL_KWH + DR_TOL_FRACTION * limit_kw)
 
 
 @_formula
@@ -471,7 +485,10 @@ _GB, _RESTART, _INFMAX, _INFKWH, _PAIRWISE = range(_SCALE + 1, _SCALE + 6)
 # Planes of PackedParams.pair [N, N, 2]: price per GB sent i -> j, j may serve i's inference
 _PRICE, _ROUTABLE = range(2)
 # Columns of the per-site scratch of a step
-_WS_ACCEPT, _WS_CAP, _WS_TAU, _WS_DEMAND, _WS_ROUTED, _WS_TCOST, _WS_INBOUND = range(7)
+# (_WS_OVER: inference a site offers to others, _WS_REACH: spare capacity in its reach)
+(_WS_ACCEPT, _WS_CAP, _WS_TAU, _WS_DEMAND, _WS_ROUTED, _WS_TCOST, _WS_INBOUND, _WS_OVER,
+ _WS_REACH) = range(9)
+_N_WS = _WS_REACH + 1
 
 
 @dataclass(frozen=True, eq=False)
@@ -500,7 +517,7 @@ def pack(params: EnvParams) -> PackedParams:
          p.pue_temp_threshold_c, p.battery_power_kw, p.battery_eta, p.soc_min_kwh,
          p.soc_max_kwh, p.battery_action_span_kw, p.gpu_rent_per_gpu_h,
          p.holding_cost_per_gpu_h_h, p.battery_degradation_per_kwh,
-         np.minimum(p.migration_link_gpu_h, np.finfo(np.float64).max), egress,
+         np.minimum(p.migration_link_gpu_h, UNLIMITED_GPU_H), egress,
          p.backup_capacity_kw, p.backup_fuel_cost_per_kwh, p.backup_carbon_g_per_kwh,
          p.dr_payment_per_event_h, p.dr_penalty_per_kwh, p.host_busy_kw_per_gpu,
          p.facility_fixed_kw],
@@ -568,16 +585,15 @@ def _route_inference(b, site, scalar, curve, pair, action, x_t, ws):  # pragma: 
         tot = 0.0
         for j in range(n_s):
             tot += pair[i, j, _ROUTABLE] * _spare(site, ws, x_t, j)
+        ws[i, _WS_OVER] = over
+        ws[i, _WS_REACH] = tot
         if over <= 0.0 or tot <= 0.0:
             continue
         for j in range(n_s):
             ws[j, _WS_INBOUND] += over * pair[i, j, _ROUTABLE] * _spare(site, ws, x_t, j) / tot
     for i in range(n_s):
-        d_i = x_t[i, Exo.INFERENCE_GPUS]
-        over = min(max(d_i - site[i, _GPUS] * ws[i, _WS_TAU], 0.0), f_max * d_i)
-        tot = 0.0
-        for j in range(n_s):
-            tot += pair[i, j, _ROUTABLE] * _spare(site, ws, x_t, j)
+        over = ws[i, _WS_OVER]
+        tot = ws[i, _WS_REACH]
         if over <= 0.0 or tot <= 0.0:
             continue
         for j in range(n_s):
@@ -587,6 +603,13 @@ def _route_inference(b, site, scalar, curve, pair, action, x_t, ws):  # pragma: 
                 ws[i, _WS_ROUTED] += took
                 ws[i, _WS_DEMAND] -= took
                 ws[j, _WS_DEMAND] += took
+
+
+@numba.njit(cache=True, inline="always")
+def _arriving(weight, acc_k, moved_jk, inv_den_j):  # pragma: no cover - compiled
+    # work arriving at j in bucket k (step 2b, O(N)): weight (E_j (1 + r_o), times the
+    # accepted share once known) x (sum_i O_i[k]/den_i - O_j[k]/den_j)
+    return weight * (acc_k - moved_jk * inv_den_j)
 
 
 @numba.njit(cache=True, inline="always")
@@ -663,7 +686,7 @@ def _step_env(b, site, scalar, split, curve, pair, queue, transit, soc_in, actio
         zt = 0.0
         wt = 0.0
         for k in range(n_k):
-            zk = grow * e[j] * (acc[k] - moved[j, k] * inv_den[j])
+            zk = _arriving(grow * e[j], acc[k], moved[j, k], inv_den[j])
             zt += zk
             wt += zk * max(k - 1, 0)
         f = migration_accept_share(site[j, _GPUS], wt, zt, total_s[j]) if zt > 0.0 else 1.0
@@ -696,12 +719,12 @@ def _step_env(b, site, scalar, split, curve, pair, queue, transit, soc_in, actio
         w = inv_den[i]
         ztot = 0.0
         if multi:
-            zk1 = ei * (acc[1] - moved[i, 1] * w)
-            z0 = ei * (acc[0] - moved[i, 0] * w) + zk1
+            zk1 = _arriving(ei, acc[1], moved[i, 1], w)
+            z0 = _arriving(ei, acc[0], moved[i, 0], w) + zk1
             z_out[b, i, 0] = z0
             ztot = z0
             for k in range(1, n_k - 1):
-                zk = ei * (acc[k + 1] - moved[i, k + 1] * w)
+                zk = _arriving(ei, acc[k + 1], moved[i, k + 1], w)
                 z_out[b, i, k] = zk
                 ztot += zk
             z_out[b, i, n_k - 1] = 0.0
@@ -856,7 +879,7 @@ def _step_env(b, site, scalar, split, curve, pair, queue, transit, soc_in, actio
         v[Out.DR_SHORTFALL_KWH] = short
         v[Out.DR_PENALTY_COST], v[Out.DR_PAYMENT] = dr_terms(dr_on, short, site[i, _DRPEN],
                                                              site[i, _DRPAY])
-        v[Out.DR_COMPLIANT_H] = dr_on * (short <= DR_TOL_KWH)
+        v[Out.DR_COMPLIANT_H] = dr_compliant(dr_on, short, x_t[i, Exo.DR_LIMIT_KW])
     # 11. reward
     r = 0.0
     for i in range(n_s):
@@ -872,7 +895,7 @@ def _step_env(b, site, scalar, split, curve, pair, queue, transit, soc_in, actio
 @numba.njit(cache=True, fastmath=FAST_MATH)
 def _scratch(n_s, n_k):  # pragma: no cover - compiled
     return (np.empty((n_s, n_k)), np.empty((n_s, n_k)), np.empty(n_k), np.empty(n_s),
-            np.empty(n_s), np.empty(n_s), np.empty(n_s), np.empty((n_s, 7)))
+            np.empty(n_s), np.empty(n_s), np.empty(n_s), np.empty((n_s, _N_WS)))
 
 
 @numba.njit(cache=True, fastmath=FAST_MATH)

@@ -46,12 +46,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gridrl.data.sources.events import GridEvent, announced_view
+from gridrl.data.sources.events import HOURS_PER_YEAR, GridEvent, announced_view
 from gridrl.data.sources.rng import stream_rng
 from gridrl.data.sources.weather import SiteWeather, local_standard_time
 from gridrl.scenario import EventProcess, GridConfig
 
-HOURS_PER_YEAR = 8760.0
 HOURS_PER_DAY = 24.0
 SATURDAY = 5  # pandas dayofweek: Monday = 0
 
