@@ -38,7 +38,8 @@ of the hour, ``bk`` standby generation, ``sf`` demand-response shortfall; per ho
   and the battery cannot carry: ``o + beta dis <= max(a, 0) + kappa out + k_inf sum_j
   r_ij`` with ``a = F0 + PUE_t G P0 - pv - wind - h - o_t K_bk`` and
   ``beta = min(max(a, 0), P_b) / P_b`` (see below);
-- demand response: ``g - sf <= lvl`` (the event's level) in the hours of an event (``sf = 0`` outside them);
+- demand response: ``g - sf <= lvl`` (the event's level) in the hours of an event
+  (``sf = 0`` outside them);
   the events are the announced ones of the rows (all of them for the bound);
 - battery ``soc_t = soc_{t-1} + eta ch - dis / eta`` within ``[soc_min, soc_max]``,
   ``ch, dis <= P_b``;
