@@ -37,6 +37,9 @@ of the hour, ``bk`` standby generation, ``sf`` demand-response shortfall; per ho
   and the battery cannot carry: ``o + beta dis <= max(a, 0) + kappa out + k_inf sum_j
   r_ij`` with ``a = F0 + PUE_t G P0 - pv - wind - h - B`` and ``beta = min(max(a, 0),
   P_b) / P_b`` (see below);
+- migration share (MPC only, ``migration_share_rows``): ``out_t <= m_max (b_{t-1} +
+  in_{t-1} + a_t)``, the env's limit on the share of a queue sent away in an hour; the
+  bound leaves it out;
 - demand response: ``g - sf <= L`` in the hours of an event (``sf = 0`` outside them);
   the events are the announced ones of the rows (all of them for the bound);
 - battery ``soc_t = soc_{t-1} + eta ch - dis / eta`` within ``[soc_min, soc_max]``,

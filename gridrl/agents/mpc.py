@@ -9,8 +9,10 @@ Its first-hour decision is turned into the environment's action:
 - ``route``: destinations weighted like the LP's work received (softmax logits
   ``log(share)``, clipped to the action range);
 - ``run``: the LP's flexible work over the queue left after migration;
-- ``cap``: the busy-GPU-weighted mean cap of the LP's level mix (inference and flexible
-  work together: the env has one cap per site);
+- ``cap``: the env has one cap per site where the LP mixes levels apart for inference
+  and flexible work: the busy-GPU-weighted mean cap of the mix, raised to the least cap
+  at which the site's GPUs do the plan's inference and flexible work
+  (:func:`single_cap`; the mean alone may leave planned work undone);
 - ``battery`` (with a battery action): the LP's charge minus discharge as the wanted
   setpoint (``StepContext.set_battery``).
 
@@ -20,6 +22,11 @@ and price), and charge the battery gained like the env's terminal credit; when t
 horizon reaches the episode end the env's own terminal charge and credit are used (their
 mean over the episode: observed hours so far, forecasts for the rest). Work still overdue after
 the horizon costs ``overdue_carry_h`` more hours of the overdue weight.
+
+The LP plans within the env's share of a queue that may leave a site in one hour
+(``LPStructure(migration_share_rows=True)``): without it the plan sends a whole queue at
+once, the env only ``max_migration_fraction`` of it, and the plan's next hours assume
+work gone that is still there.
 
 Demand-response events are the announced ones (``ForecastView``), planned
 ``dr_margin_fraction`` below their level (forecast error margin).
