@@ -38,6 +38,9 @@ of the hour, ``bk`` standby generation, ``sf`` demand-response shortfall; per ho
   and the battery cannot carry: ``o + beta dis <= max(a, 0) + kappa out + k_inf sum_j
   r_ij`` with ``a = F0 + PUE_t G P0 - pv - wind - h - o_t K_bk`` and
   ``beta = min(max(a, 0), P_b) / P_b`` (see below);
+- migration share (MPC only, ``migration_share_rows``): ``out_t <= m_max (b_{t-1} +
+  in_{t-1} + a_t)``, the env's limit on the share of a queue sent away in an hour; the
+  bound leaves it out;
 - demand response: ``g - sf <= lvl`` (the event's level) in the hours of an event
   (``sf = 0`` outside them);
   the events are the announced ones of the rows (all of them for the bound);
@@ -337,9 +340,14 @@ class LPStructure:
     params : EnvParams
     hours : int
         Horizon ``H``.
+    migration_share_rows : bool
+        Add the env's limit on the share of a queue sent away in one hour, ``out_t <=
+        m_max (b_{t-1} + in_{t-1} + a_t)`` (MPC plans within it; the bound leaves it out,
+        a relaxation).
     """
 
-    def __init__(self, params: EnvParams, hours: int) -> None:
+    def __init__(self, params: EnvParams, hours: int, *,
+                 migration_share_rows: bool = False) -> None:
         if hours < 1:
             raise ValueError(f"hours must be >= 1, got {hours}")
         p = params
@@ -350,6 +358,7 @@ class LPStructure:
         self.Kc = kc = len(self.caps)  # work columns per hour and site
         self.L = kc // 2  # the first L hold flexible work, the rest inference
         self.migrate = n > 1 and p.max_migration_fraction > 0
+        self.share_rows = self.migrate and migration_share_rows
         # routable (origin, server) pairs of inference
         oi, sj = np.nonzero(p.inference_routable > 0)
         if n < 2 or p.inference_remote_fraction_max <= 0:
@@ -521,6 +530,14 @@ class LPStructure:
         self.rDR = rb = rowblock()
         add(rb.start + pidx, self.cG.start + pidx, 1.0)
         add(rb.start + pidx, self.cSF.start + pidx, -1.0)
+        # migration share: out - m_max (b[t-1] + in[t-1]) <= m_max (arrivals + initial)
+        self.rMSHARE = slice(r0, r0)
+        if self.share_rows:
+            self.rMSHARE = rb = rowblock()
+            fmax = p.max_migration_fraction
+            add(rb.start + pidx, self.cOUT.start + pidx, 1.0)
+            add(rb.start + pidx[later], self.cB.start + pidx[later] - n, -fmax)
+            add(rb.start + pidx[later], self.cIN.start + pidx[later] - n, -fmax)
         self.n_row = r0
         rows_a, cols_a, vals_a = np.concatenate(rows), np.concatenate(cols), np.concatenate(vals)
         start = sum(len(r) for r in rows[:pue_at])
@@ -581,6 +598,9 @@ class LPStructure:
         back = arr.copy()
         back[0] += queue.sum(-1) + transit.sum(-1)
         row_lo[self.rBACK] = row_hi[self.rBACK] = back.ravel()
+        if self.share_rows:
+            row_lo[self.rMSHARE] = -np.inf
+            row_hi[self.rMSHARE] = p.max_migration_fraction * back.ravel()
         col_lo = np.zeros(self.n_col)
         col_hi = np.full(self.n_col, np.inf)
         if self.K:

@@ -9,8 +9,10 @@ Its first-hour decision is turned into the environment's action:
 - ``route``: destinations weighted like the LP's work received (softmax logits
   ``log(share)``, clipped to the action range);
 - ``run``: the LP's flexible work over the queue left after migration;
-- ``cap``: the busy-GPU-weighted mean cap of the LP's level mix (inference and flexible
-  work together: the env has one cap per site);
+- ``cap``: the env has one cap per site where the LP mixes levels apart for inference
+  and flexible work: the busy-GPU-weighted mean cap of the mix, raised to the least cap
+  at which the site's GPUs do the plan's inference and flexible work
+  (:func:`single_cap`; the mean alone may leave planned work undone);
 - ``battery`` (with a battery action): the LP's charge minus discharge as the wanted
   setpoint (``StepContext.set_battery``).
 
@@ -20,6 +22,11 @@ and price), and charge the battery gained like the env's terminal credit; when t
 horizon reaches the episode end the env's own terminal charge and credit are used (their
 mean over the episode: observed hours so far, forecasts for the rest). Work still overdue after
 the horizon costs ``overdue_carry_h`` more hours of the overdue weight.
+
+The LP plans within the env's share of a queue that may leave a site in one hour
+(``LPStructure(migration_share_rows=True)``): without it the plan sends a whole queue at
+once, the env only ``max_migration_fraction`` of it, and the plan's next hours assume
+work gone that is still there.
 
 Demand-response events are the announced ones (``ForecastView``), planned
 ``dr_margin_fraction`` below their level (forecast error margin).
@@ -33,7 +40,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from typing import Annotated
+from typing import Annotated, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -44,10 +51,15 @@ from gridrl.env import physics
 from gridrl.env.kernel import Exo
 from gridrl.env.params import EnvParams
 
-__all__ = ["MPC", "MPCParams", "plan_to_action"]
+__all__ = ["MPC", "MPCParams", "plan_to_action", "single_cap"]
 
 # Work (GPU-h) below this counts as none when turning the plan into shares.
 _TINY_GPU_H = 1e-9
+# Relative slack on the site's GPUs when testing whether the plan's work fits a cap
+# (the LP's solution is within its feasibility tolerance).
+_FIT_TOL = 1e-7
+# Bisection steps for the cap: (1 - cap_min) / 2^40 is far below any curve's resolution.
+_BISECT_STEPS = 40
 
 
 class MPCParams(BaseModel):
@@ -65,6 +77,13 @@ class MPCParams(BaseModel):
     presolve: bool = False
     # Tie battery charge to the site's own load in the plan (LPStructure.charge_rows).
     charge_rows: bool = False
+    # Plan within the env's share of a queue that may leave in one hour
+    # (``LPStructure(migration_share_rows=...)``); the bound's LP has no such limit.
+    migration_share_rows: bool = True
+    # The site's one cap from the plan's level mix (:func:`single_cap`): "work" the
+    # least cap at which the GPUs do the plan's inference and flexible work, "mean" the
+    # busy-GPU-weighted mean of the mix.
+    cap_rule: Literal["work", "mean"] = "work"
     # Plan demand-response events this share below their level: the next hours' load and
     # generation are forecasts, and a shortfall is charged per kWh.
     dr_margin_fraction: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.02
@@ -82,8 +101,44 @@ def continuation_value(params: EnvParams, exo_plan: np.ndarray) -> tuple[np.ndar
             physics.battery_values(params, mean[:, 0], mean[:, 1]))
 
 
+def single_cap(params: EnvParams, first: dict, caps: np.ndarray, taus: np.ndarray,
+               rule: str = "work") -> np.ndarray:
+    """``[N]`` the one cap per site that carries out the plan's first hour.
+
+    The LP mixes cap levels apart for inference and flexible work; the env runs both at
+    one cap, serving inference first. ``"mean"``: the busy-GPU-weighted mean cap of the
+    mix (1 when idle). ``"work"``: that mean, raised to the least cap at which the
+    plan's inference ``s`` and flexible work ``x`` fit on the site's GPUs, ``s /
+    tau_I(c) + x / tau_X(c) <= G`` (decreasing in ``c``: found by bisection; 1 if even
+    that is short). With one curve for both kinds the plan's work fits at its mean cap
+    (the curve is concave), so both rules agree; with two, the mean may leave work
+    undone that the plan did.
+    """
+    p = params
+    gpus = first["levels"] / taus  # [N, Kc] busy GPUs per work column
+    busy = gpus.sum(-1)
+    mean = np.divide((gpus * caps).sum(-1), busy, out=np.ones(p.n_sites),
+                     where=busy > _TINY_GPU_H)
+    if rule == "mean":
+        return mean
+
+    def fits(c: np.ndarray) -> np.ndarray:
+        need = (first["served"] / p.inference_throughput_at(c)
+                + first["work"] / p.throughput(c))
+        return need <= p.gpus * (1.0 + _FIT_TOL)
+
+    lo = np.full(p.n_sites, p.cap_min)
+    hi = np.ones(p.n_sites)
+    for _ in range(_BISECT_STEPS):
+        mid = 0.5 * (lo + hi)
+        ok = fits(mid)
+        hi = np.where(ok, mid, hi)
+        lo = np.where(ok, lo, mid)
+    return np.maximum(mean, np.where(fits(lo), lo, hi))
+
+
 def plan_to_action(params: EnvParams, q1: np.ndarray, first: dict, caps: np.ndarray,
-                   taus: np.ndarray) -> np.ndarray:
+                   taus: np.ndarray, cap: np.ndarray | None = None) -> np.ndarray:
     """The env action ``[1, N * A]`` that carries out an LP's first hour, without its
     battery setpoint (``first["ch"] - first["dis"]``, set by ``StepContext.set_battery``).
 
@@ -95,6 +150,8 @@ def plan_to_action(params: EnvParams, q1: np.ndarray, first: dict, caps: np.ndar
         ``LPSolution.first``.
     caps, taus : ndarray
         The cap and throughput of each of the LP's work columns.
+    cap : ndarray, optional
+        ``[N]`` the sites' caps; default :func:`single_cap` with the "work" rule.
     """
     p = params
     n = p.n_sites
@@ -116,9 +173,8 @@ def plan_to_action(params: EnvParams, q1: np.ndarray, first: dict, caps: np.ndar
         with np.errstate(divide="ignore"):
             route = 1.0 + np.log(share / share.max()) / p.route_logit_scale
         route = np.clip(route, -1.0, 1.0)
-    gpus = first["levels"] / taus  # [N, Kc] busy GPUs per work column
-    busy = gpus.sum(-1)
-    cap = np.divide((gpus * caps).sum(-1), busy, out=np.ones(n), where=busy > _TINY_GPU_H)
+    if cap is None:
+        cap = single_cap(p, first, caps, taus)
     return actions_from(p, run[None], cap[None], route=route[None], migrate=migrate[None])
 
 
@@ -145,7 +201,8 @@ class MPC:
 
     def _solver(self, params: EnvParams, hours: int) -> Solver:
         if hours not in self._solvers:
-            self._solvers[hours] = Solver(LPStructure(params, hours), {
+            self._solvers[hours] = Solver(LPStructure(
+                params, hours, migration_share_rows=self.params.migration_share_rows), {
                 "simplex_strategy": self.params.simplex_strategy,
                 "presolve": "on" if self.params.presolve else "off"},
                 charge_rows=self.params.charge_rows)
@@ -194,7 +251,8 @@ class MPC:
                 continue
             self._cuts[b] = sol.extra["cuts"]
             self.solve_times.append(time.perf_counter() - t0)
-            out[b] = plan_to_action(p, q1[b], sol.first, solver.structure.caps,
-                                    solver.structure.taus)[0]
+            st_lp = solver.structure
+            cap = single_cap(p, sol.first, st_lp.caps, st_lp.taus, self.params.cap_rule)
+            out[b] = plan_to_action(p, q1[b], sol.first, st_lp.caps, st_lp.taus, cap)[0]
             battery_kw[b] = sol.first["ch"] - sol.first["dis"]
         return ctx.set_battery(out, battery_kw)
