@@ -92,6 +92,10 @@ def geo_env_data(n_sites: int, battery_control: str = "rule") -> tuple[Any, Any]
 
     raw = yaml.safe_load(GEO3.read_text())
     raw["sites"] = raw["sites"][:n_sites]
+    kept = {s["name"] for s in raw["sites"]}
+    for key in ("coordinates_deg", "transfer_cost_regions"):  # network keys name sites
+        entries = raw.get("network", {}).get(key, {})
+        raw["network"][key] = {k: v for k, v in entries.items() if k in kept}
     raw["name"] = f"geo3_first{n_sites}"
     raw["env"]["battery_control"] = battery_control
     sc = Scenario.model_validate(raw)
