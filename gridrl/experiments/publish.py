@@ -23,7 +23,7 @@ import pandas as pd
 import yaml
 
 from gridrl.errors import GridrlError
-from gridrl.experiments.report import policy_labels, write_report
+from gridrl.experiments.report import markdown_table, policy_labels, write_report
 from gridrl.io import write_text_atomic, write_with
 
 __all__ = ["LEADERBOARD_COLUMNS", "PublishError", "publish_report"]
@@ -101,17 +101,12 @@ def lever_section(path: Path) -> list[str]:
     if missing:
         raise PublishError(f"{path}: lever table lacks column(s) {missing} "
                            f"(expected the levers.csv of benchmarks/levers.py)")
-    table = levers[list(LEVER_COLUMNS)].round(3)
-    header = "| " + " | ".join(LEVER_COLUMNS) + " |"
-    rows = ["| " + " | ".join(str(v) for v in r) + " |" for r in table.itertuples(index=False)]
     return [
         "## What each lever is worth",
         "",
         f"`lp_bound` with one lever removed (`benchmarks/levers.py`, from `{path.name}`): "
         "value = J_bound(full) − J_bound(without), also as a share of the full gap.",
         "",
-        header,
-        "|" + "|".join("---" for _ in LEVER_COLUMNS) + "|",
-        *rows,
+        markdown_table(levers[list(LEVER_COLUMNS)].round(3)),
         "",
     ]

@@ -334,7 +334,8 @@ def _fmt(mean: float, ci: float) -> str:
     return f"{mean:,.{digits}f} ± {ci:,.{digits}f}"
 
 
-def _markdown_table(frame: pd.DataFrame) -> str:
+def markdown_table(frame: pd.DataFrame) -> str:
+    """``frame`` as a markdown table, one row per row, values as ``str``."""
     cols = list(frame.columns)
     lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
     for _, r in frame.iterrows():
@@ -409,7 +410,7 @@ def _tuning_section(record: dict[str, Any]) -> list[str]:
         f"`{record['forecast_mode']}`, highest mean {o} over its episodes); the test ran "
         f"once with these settings. Every candidate's score: `{TUNING_FILE}`.",
         "",
-        _markdown_table(table),
+        markdown_table(table),
         "",
     ]
 
@@ -502,7 +503,7 @@ def _leaderboard_section(
         "(J_lp_bound − J_run_now) per seed on paired episodes; gap_closed_vs_static "
         "uses the best static policy in place of run_now. Other KPIs: mean per episode.",
         "",
-        _markdown_table(table),
+        markdown_table(table),
         "",
         "Every KPI, per-site savings against run_now and every forecast mode: "
         "`leaderboard.csv`; every episode: `results.parquet`.",
@@ -535,7 +536,7 @@ def _site_savings_section(board: pd.DataFrame, plot_dir: Path) -> list[str]:
         "Carbon (kg) and cost saved against `run_now` at each site, mean per episode on "
         "the same weeks (positive = less). Every per-site KPI: `leaderboard.csv`.",
         "",
-        _markdown_table(table.reset_index()),
+        markdown_table(table.reset_index()),
         "",
     ]
     shown = board[~board["algo"].isin([BASELINE])].set_index("label")
@@ -574,7 +575,7 @@ def _terms_section(study: Study, board: pd.DataFrame) -> list[str]:
         "scenario's currency, delay / SLO in GPU-h, overdraw in kWh; backup and demand-"
         "response columns when the scenario has them).",
         "",
-        _markdown_table(table),
+        markdown_table(table),
         "",
     ]
 
@@ -674,7 +675,7 @@ def _validation_section(study: Study, store: RunStore, objective: str) -> list[s
         f"Mean {objective} and gap closed of every agent on the validation period (where "
         "settings are tuned) and on the test period (run once with those settings).",
         "",
-        _markdown_table(side.reset_index()),
+        markdown_table(side.reset_index()),
         "",
     ]
 
@@ -702,7 +703,7 @@ def _ablation_section(
         f"{col} per forecast mode (mean over seeds). The difference between modes "
         "is the value of the forecast to each policy.",
         "",
-        _markdown_table(pivot.round(4).reset_index()),
+        markdown_table(pivot.round(4).reset_index()),
         "",
         f"![forecast ablation]({p.relative_to(plot_dir.parent)})",
         "",
@@ -728,7 +729,7 @@ def _training_section(study: Study, store: RunStore, plot_dir: Path) -> list[str
         "Mean over units of each agent; env-steps/s counts environment steps (all "
         "VecEnv episodes) per second of training wall time.",
         "",
-        _markdown_table(thr.round(1).reset_index()),
+        markdown_table(thr.round(1).reset_index()),
         "",
     ]
     curves = learning_curves(store, study.report.learning_curve_window)
