@@ -421,6 +421,17 @@ def _board(study: Study, results: pd.DataFrame, objective: str) -> pd.DataFrame:
                        confidence=rep.confidence, seed=rep.bootstrap_seed)
 
 
+def _shown(path: str | Path | None) -> str:
+    """``path`` relative to the working folder when it lies inside it: published pages
+    name the project's files, not the machine they were made on."""
+    if path is None:
+        return "None"
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def _header(study: Study, store: RunStore) -> list[str]:
     """Title, description, protocol and which units are finished, missing or damaged."""
     units = [u.unit_id for u in plan_units(study)]
@@ -432,8 +443,8 @@ def _header(study: Study, store: RunStore) -> list[str]:
         "",
         study.description.strip(),
         "",
-        f"- scenario: `{study.scenario}`",
-        f"- forecast: `{study.forecast.mode}` (config `{study.forecast.config}`)",
+        f"- scenario: `{_shown(study.scenario)}`",
+        f"- forecast: `{study.forecast.mode}` (config `{_shown(study.forecast.config)}`)",
         f"- seeds: {study.seeds}{_seed_overrides(study)}; evaluation: "
         f"{study.evaluation.episodes or 'all fixed'} episode window(s) of the "
         f"`{study.evaluation.period}` period, the same for every policy and seed",
