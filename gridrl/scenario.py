@@ -658,6 +658,9 @@ class EnvConfig(StrictModel):
     # the final charge is worth nothing).
     terminal_battery_valuation: Literal["episode_mean", "none"] = "episode_mean"
     discrete_action_levels: Annotated[Count, Field(ge=2)] = 5  # per action, MultiDiscrete wrapper
+    # Length of a simulation step (minutes): 60, 30 or 15. Durations above stay in hours
+    # and convert to steps in gridrl.env.clock; power is kW, energy kW x step hours.
+    step_minutes: Literal[60, 30, 15] = 60
 
 
 LATITUDE_MAX_DEG = 90.0

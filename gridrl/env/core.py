@@ -9,8 +9,34 @@ Every array has a leading batch axis ``B`` (independent episodes) and a site axi
 Nothing here loops over episodes, sites, jobs or slack buckets; the cost of a step is
 linear in ``B * N * S``, except two site-pair terms (``N^2`` per episode): inference
 routing (2e, only with ``env.inference_remote_fraction_max > 0``) and transfer prices
-that differ by destination (2d; a price per source stays linear in the kernel). One
-step is one hour, so a power in kW held for the step is the same number in kWh.
+that differ by destination (2d; a price per source stays linear in the kernel).
+
+Step length
+===========
+
+A step lasts ``dt = env.step_minutes / 60`` hours (1, 1/2 or 1/4; ``params.step_h``).
+Signals and parameters keep their units: power in kW (``pv``, ``wind``, ``h``, ``lvl``,
+``F0``, ``P0``, ``P_b``, ``K_bk``), inference demand ``D`` in GPUs busy, arrivals ``a`` in
+GPU-h per step (:mod:`gridrl.env.clock` shares an hour's arrivals over its steps). The
+equations below are written per step: wherever a power or a GPU count enters, it enters
+as what the step holds, ``x dt`` (kWh, GPU-h), so ``pv``, ``wind``, ``h``, ``lvl``, ``F0``,
+``P_b``, ``K_bk`` read ``pv dt``, ..., ``G`` reads ``G dt`` (GPU-h the site offers in the
+step, so ``G P0`` is ``G dt P0`` kWh) and ``D`` reads ``D dt``. Every energy, work,
+carbon and money output is then the step's amount. Stocks held through the step are
+charged per hour held: holding ``hold`` and the overdue output (``overdue dt``, GPU-h
+held for ``dt`` hours), the event payment ``on pay_e dt``, and the hour counts
+``dr_event_h``, ``dr_compliant_h``, ``headroom_violation`` (``dt`` per step). So the
+reward of a step shrinks with ``dt`` and an episode's return (its sum over ``H / dt``
+steps) stays comparable across step lengths; with hourly-constant signals and a decision
+held for the hour, sub-hourly steps reproduce the hourly step's flows exactly except
+where the model is not linear in time: a share of the queue taken ``1 / dt`` times an
+hour, earliest-deadline order inside the hour, and stocks integrated over the hour (the
+queue grows through the hour as work arrives); battery limits are not among them (the
+per-step limits ``P_b dt`` and the charge left add up to the hour's). Queue buckets are steps
+(``S`` = the slack hours times ``1 / dt``); work with ``d`` hours of slack may run in the
+``d + 1`` hours from its arrival step (``s = (d + 1) / dt - 1`` steps), and migration's
+transit delay is one step. Hours-valued observations (notice, event time left, slack
+edges, horizons) stay in hours. At ``dt = 1`` everything below reads as written.
 
 Step equations
 ==============
@@ -383,32 +409,34 @@ def _age(x: np.ndarray) -> np.ndarray:
 def step(
     params: EnvParams, state: EnvState, action: np.ndarray, exo_t: np.ndarray
 ) -> tuple[EnvState, StepOutputs]:
-    """Advance ``B`` episodes by one hour.
+    """Advance ``B`` episodes by one step (``params.step_h`` hours).
 
     Parameters
     ----------
     params : EnvParams
     state : EnvState
-        State at the start of the hour (not modified).
+        State at the start of the step (not modified).
     action : ndarray
         ``[B, N, A]`` normalised actions, finite and inside [-1, 1] (the callers
         validate and clip).
     exo_t : ndarray
-        ``[B, N, len(EXO_SIGNALS)]`` float64 signals of the hour.
+        ``[B, N, len(EXO_SIGNALS)]`` float64 signals of the step.
 
     Returns
     -------
     (EnvState, StepOutputs)
-        The state at the start of the next hour and what happened (module doc).
+        The state at the start of the next step and what happened (module doc).
     """
     p = params
     act = physical_action(p, action)
-    pv, wind = exo_t[..., Exo.PV_KW], exo_t[..., Exo.WIND_KW]
-    head, demand = exo_t[..., Exo.HEADROOM_KW], exo_t[..., Exo.INFERENCE_GPUS]
+    dt = p.step_h  # powers enter as what the step holds (kWh, GPU-h): "Step length"
+    pv, wind = exo_t[..., Exo.PV_KW] * dt, exo_t[..., Exo.WIND_KW] * dt
+    head, demand = exo_t[..., Exo.HEADROOM_KW] * dt, exo_t[..., Exo.INFERENCE_GPUS] * dt
     carbon, price = exo_t[..., Exo.CARBON_G_PER_KWH], exo_t[..., Exo.PRICE_PER_MWH]
     arrivals, temp = exo_t[..., Exo.FLEXIBLE_GPU_H], exo_t[..., Exo.TEMP_C]
-    gpus, p_idle, p_board, h_busy = (p.gpus, p.gpu_idle_kw, p.gpu_board_max_kw,
+    gpus, p_idle, p_board, h_busy = (p.gpus * dt, p.gpu_idle_kw, p.gpu_board_max_kw,
                                      p.host_busy_kw_per_gpu)
+    fixed, b_pow = p.facility_fixed_kw * dt, p.battery_power_kw * dt
 
     def curves(c):
         # (tau_X, e_X, tau_I, e_I) at cap c: throughput and IT kWh per GPU-h above idle
@@ -446,7 +474,7 @@ def step(
         zt = arriving.sum(-1)
         wt = (arriving * np.maximum(np.arange(q1.shape[-1]) - 1, 0)).sum(-1)
         acc = np.where(zt > 0, migration_accept_share(
-            p.gpus, wt, zt, (q1 - offered).sum(-1)), 1.0)
+            gpus, wt, zt, (q1 - offered).sum(-1)), 1.0)
         # 2d. refused work stays at the source
         fe = (1.0 - acc) * e
         rho = (fe.sum(-1, keepdims=True) - fe) / den
@@ -476,16 +504,15 @@ def step(
     tau, e_x, tau_i, e_i = curves(cap)
     inf, flex, busy, it = serve(tau, e_x, tau_i, e_i)
     pue = p.pue + p.pue_temp_slope_per_c * np.maximum(temp - p.pue_temp_threshold_c, 0.0)
-    fac = p.facility_fixed_kw + pue * it + e_net
+    fac = fixed + pue * it + e_net
 
     # 5. battery
     gen = pv + wind
     eta = p.battery_eta
     if p.battery_action:
-        want = act.battery_kw
+        want = act.battery_kw * dt
         if p.battery_residual:
-            power = p.battery_power_kw
-            want = want + np.clip(_rule_battery_kw(p, fac, gen, head), -power, power)
+            want = want + np.clip(_rule_battery_kw(p, fac, gen, head), -b_pow, b_pow)
         ch_want = np.minimum(np.maximum(want, 0.0), np.maximum(head + gen - fac, 0.0))
         dis_want = np.maximum(-want, 0.0)
     else:
@@ -494,11 +521,12 @@ def step(
     soc = state.soc_kwh
     room = np.maximum(p.soc_max_kwh - soc, 0.0) / eta
     avail = np.maximum(soc - p.soc_min_kwh, 0.0) * eta
-    ch = np.minimum(np.minimum(ch_want, p.battery_power_kw), room)
-    dis = np.minimum(np.minimum(dis_want, p.battery_power_kw), avail)
+    ch = np.minimum(np.minimum(ch_want, b_pow), room)
+    dis = np.minimum(np.minimum(dis_want, b_pow), avail)
     # 5b. standby generation, in outage hours only
     out_on = outage_on(exo_t[..., Exo.OUTAGE_STARTS_IN_H], exo_t[..., Exo.OUTAGE_REMAINING_H])
-    bk = backup_kw(out_on, np.maximum(fac - gen + ch - dis - head, 0.0), p.backup_capacity_kw)
+    bk = backup_kw(out_on, np.maximum(fac - gen + ch - dis - head, 0.0),
+                   p.backup_capacity_kw * dt)
     excess0 = np.maximum(fac - gen + ch - dis - head - bk, 0.0)
 
     # 6a. curtailment: a share phi of the GPUs goes to cap_min
@@ -531,16 +559,18 @@ def step(
     inf2 = inf1 - y
     busy2 = busy1 - x / tau_s - y / taui_s
     it2 = it1 - x * ex_s - y * ei_s
-    fac2 = p.facility_fixed_kw + pue * it2 + e_net
+    fac2 = fixed + pue * it2 + e_net
 
     # 7. grid
     net = fac2 - gen + ch - dis - bk
     grid = np.maximum(net, 0.0)
     export = np.maximum(-net, 0.0)
     dr_on = dr_event_on(exo_t[..., Exo.DR_STARTS_IN_H], exo_t[..., Exo.DR_REMAINING_H])
-    short = dr_shortfall_kwh(dr_on, grid, exo_t[..., Exo.DR_LIMIT_KW])
+    level = exo_t[..., Exo.DR_LIMIT_KW] * dt
+    short = dr_shortfall_kwh(dr_on, grid, level)
     bk_fuel, bk_kg = backup_terms(bk, p.backup_fuel_cost_per_kwh, p.backup_carbon_g_per_kwh)
-    dr_pen, dr_pay = dr_terms(dr_on, short, p.dr_penalty_per_kwh, p.dr_payment_per_event_h)
+    on_h = dr_on * dt  # event hours in the step
+    dr_pen, dr_pay = dr_terms(on_h, short, p.dr_penalty_per_kwh, p.dr_payment_per_event_h)
 
     # 8. earliest deadline first
     take = np.minimum(q2, np.maximum(flex2[..., None] - (cum - q2), 0.0))
@@ -563,10 +593,10 @@ def step(
             inf2,
             demand - inf2,
             miss,
-            overdue,
+            overdue * dt,
             q_next.sum(-1),
             z_next.sum(-1),
-            busy2,
+            busy2 / dt,
             cap_eff,
             it2,
             e_mig,
@@ -582,12 +612,12 @@ def step(
             fac - fac2,
             x,
             y,
-            head + 0.0,
+            exo_t[..., Exo.HEADROOM_KW] + 0.0,
             grid * carbon * KG_PER_G + bk_kg,
             grid * price * MWH_PER_KWH,
-            excess3 > 0.0,
+            (excess3 > 0.0) * dt,
             busy2 * p.gpu_rent_per_gpu_h,
-            (q_next.sum(-1) + z_next.sum(-1)) * p.holding_cost_per_gpu_h_h,
+            (q_next.sum(-1) + z_next.sum(-1)) * p.holding_cost_per_gpu_h_h * dt,
             dis * p.battery_degradation_per_kwh,
             transfer_cost,
             (grow - 1.0) * mu,
@@ -596,11 +626,11 @@ def step(
             bk,
             bk_fuel,
             bk_kg,
-            dr_on,
+            on_h,
             short,
             dr_pen,
             dr_pay,
-            dr_compliant(dr_on, short, exo_t[..., Exo.DR_LIMIT_KW]),
+            dr_compliant(on_h, short, level),
         ],
         axis=-1,
     )

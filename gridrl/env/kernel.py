@@ -99,10 +99,10 @@ class Out(IntEnum):
     INFERENCE_SERVED_GPU_H = 5
     SLO_GPU_H = 6  # inference demand not served (capacity or shed)
     DEADLINE_MISS_GPU_H = 7  # work whose deadline passed this hour
-    OVERDUE_GPU_H = 8  # overdue work held at the end of the hour (penalised)
+    OVERDUE_GPU_H = 8  # overdue work held at the end of the step x step_h (penalised)
     QUEUED_GPU_H = 9  # work queued at the end of the hour (overdue included)
     TRANSIT_GPU_H = 10  # work in transit to this site at the end of the hour
-    BUSY_GPUS = 11
+    BUSY_GPUS = 11  # mean over the step
     CAP = 12  # mean power cap fraction applied
     IT_KWH = 13
     MIGRATION_KWH = 14
@@ -121,7 +121,7 @@ class Out(IntEnum):
     HEADROOM_KW = 27
     CARBON_KG = 28
     COST = 29
-    HEADROOM_VIOLATION = 30  # 1 when overdraw_kwh > 0, else 0
+    HEADROOM_VIOLATION = 30  # step_h (hours) when overdraw_kwh > 0, else 0
     GPU_RENT_COST = 31  # busy GPU-hours x the site's rental price per GPU-hour
     HOLDING_COST = 32  # work held (queued or in transit) at the end of the hour x its price
     BATTERY_DEGRADATION_COST = 33  # kWh discharged x the battery's wear cost per kWh
@@ -132,11 +132,11 @@ class Out(IntEnum):
     BACKUP_KWH = 38  # standby generation (import above headroom it covered in an outage)
     BACKUP_FUEL_COST = 39
     BACKUP_CARBON_KG = 40  # also inside carbon_kg
-    DR_EVENT_H = 41  # 1 in an hour of a demand-response event, else 0
+    DR_EVENT_H = 41  # step_h (hours) in a step of a demand-response event, else 0
     DR_SHORTFALL_KWH = 42  # import above the event's level
     DR_PENALTY_COST = 43  # shortfall x the programme's penalty per kWh
     DR_PAYMENT = 44  # the programme's payment for an event hour (a credit)
-    DR_COMPLIANT_H = 45  # 1 in an event hour with no shortfall (beyond round-off, dr_compliant)
+    DR_COMPLIANT_H = 45  # step_h in an event step with no shortfall (beyond round-off)
 
 
 class Act(IntEnum):
@@ -478,10 +478,10 @@ def battery_kw(mode: int, action_kw: Any, fac_kw: Any, gen_kw: Any, headroom_kw:
 # reward weights (REWARD_TERMS order), reward scale, then the network: GB per GPU-h
 # migrated, restart overhead, largest remote inference share, network kWh per GPU-h of
 # inference routed, 1 when transfer prices depend on the destination (else site column
-# _EGRESS holds them)
+# _EGRESS holds them), the step's length in hours
 _CAPMIN, _TAUMIN, _KAPPA, _MMAX, _BETA, _BACT, _THETA, _W0 = range(8)
 _SCALE = _W0 + len(REWARD_TERMS)
-_GB, _RESTART, _INFMAX, _INFKWH, _PAIRWISE = range(_SCALE + 1, _SCALE + 6)
+_GB, _RESTART, _INFMAX, _INFKWH, _PAIRWISE, _DT = range(_SCALE + 1, _SCALE + 7)
 # Planes of PackedParams.pair [N, N, 2]: price per GB sent i -> j, j may serve i's inference
 _PRICE, _ROUTABLE = range(2)
 # Columns of the per-site scratch of a step
@@ -533,7 +533,7 @@ def pack(params: EnvParams) -> PackedParams:
             [p.reward_scale],
             [p.migration_gb_per_gpu_h, p.restart_overhead_gpu_h_per_gpu_h,
              p.inference_remote_fraction_max if p.n_sites > 1 else 0.0,
-             p.inference_network_kwh_per_gpu_h, float(pairwise)],
+             p.inference_network_kwh_per_gpu_h, float(pairwise), p.step_h],
         ]
     )
     curve = np.stack([p.throttle_cap, p.throttle_throughput, p.throttle_power,
@@ -632,6 +632,7 @@ def _step_env(b, site, scalar, split, curve, pair, queue, transit, soc_in, actio
     theta = scalar[_THETA]
     weights = scalar[_W0:_SCALE]
     grow = 1.0 + scalar[_RESTART]
+    dt = scalar[_DT]  # powers and GPU counts enter as what the step holds (core doc)
     xp = curve[_C_CAP]
     # curve values at cap_min (stage 6a)
     tau_min = _interp(cap_min, xp, curve[_C_TAU_X])
@@ -689,7 +690,8 @@ def _step_env(b, site, scalar, split, curve, pair, queue, transit, soc_in, actio
             zk = _arriving(grow * e[j], acc[k], moved[j, k], inv_den[j])
             zt += zk
             wt += zk * max(k - 1, 0)
-        f = migration_accept_share(site[j, _GPUS], wt, zt, total_s[j]) if zt > 0.0 else 1.0
+        f = (migration_accept_share(site[j, _GPUS] * dt, wt, zt, total_s[j]) if zt > 0.0
+             else 1.0)
         ws[j, _WS_ACCEPT] = f
         refused += (1.0 - f) * e[j]
         fe_sum += f * e[j]
@@ -732,17 +734,18 @@ def _step_env(b, site, scalar, split, curve, pair, queue, transit, soc_in, actio
             zk1 = 0.0
             for k in range(n_k):
                 z_out[b, i, k] = 0.0
-        gpus = site[i, _GPUS]
+        gpus = site[i, _GPUS] * dt
         p_idle = site[i, _IDLE]
         p_max = site[i, _PMAX]
         h_busy = site[i, _HOSTB]
-        f_fix = site[i, _FIXED]
-        pv = x_t[i, Exo.PV_KW]
-        wind = x_t[i, Exo.WIND_KW]
-        head = x_t[i, Exo.HEADROOM_KW]
-        demand = ws[i, _WS_DEMAND]
+        f_fix = site[i, _FIXED] * dt
+        pv = x_t[i, Exo.PV_KW] * dt
+        wind = x_t[i, Exo.WIND_KW] * dt
+        head = x_t[i, Exo.HEADROOM_KW] * dt
+        demand = ws[i, _WS_DEMAND] * dt  # routing is linear in GPUs: scale after
+        routed = ws[i, _WS_ROUTED] * dt
         mu = mu_s[i]
-        e_net = kappa * mu + scalar[_INFKWH] * ws[i, _WS_ROUTED]
+        e_net = kappa * mu + scalar[_INFKWH] * routed
         # 3.-4. request and dispatch
         request = (action[b, i, Act.RUN] + 1.0) * 0.5 * total_s[i]
         cap = ws[i, _WS_CAP]
@@ -760,11 +763,11 @@ def _step_env(b, site, scalar, split, curve, pair, queue, transit, soc_in, actio
         soc = soc_in[b, i]
         # the battery entry exists only with a battery action
         act_kw = action[b, i, Act.BATTERY] * site[i, _BSPAN] if mode != BatteryMode.RULE else 0.0
-        ch, dis = battery_kw(mode, act_kw, fac, gen, head, theta,
-                             site[i, _BPOW], soc, site[i, _SOCMIN], site[i, _SOCMAX], eta)
+        ch, dis = battery_kw(mode, act_kw * dt, fac, gen, head, theta,
+                             site[i, _BPOW] * dt, soc, site[i, _SOCMIN], site[i, _SOCMAX], eta)
         # 5b. in an outage, standby generation covers import above headroom first
         out_on = outage_on(x_t[i, Exo.OUTAGE_STARTS_IN_H], x_t[i, Exo.OUTAGE_REMAINING_H])
-        bk = backup_kw(out_on, max(fac - gen + ch - dis - head, 0.0), site[i, _BKCAP])
+        bk = backup_kw(out_on, max(fac - gen + ch - dis - head, 0.0), site[i, _BKCAP] * dt)
         excess0 = max(fac - gen + ch - dis - head - bk, 0.0)
         # 6a. share phi of GPUs to cap_min
         e_xm = it_kwh_per_gpu_h(pi_min, tau_min, p_idle, p_max, h_busy)
@@ -802,7 +805,9 @@ def _step_env(b, site, scalar, split, curve, pair, queue, transit, soc_in, actio
         grid = max(net, 0.0)
         export = max(-net, 0.0)
         dr_on = dr_event_on(x_t[i, Exo.DR_STARTS_IN_H], x_t[i, Exo.DR_REMAINING_H])
-        short = dr_shortfall_kwh(dr_on, grid, x_t[i, Exo.DR_LIMIT_KW])
+        level = x_t[i, Exo.DR_LIMIT_KW] * dt
+        short = dr_shortfall_kwh(dr_on, grid, level)
+        on_h = dr_on * dt
         # 8. earliest deadline first, 9. ageing (overdue and slack 0 merge)
         q0 = q2[i, 0]
         t0 = min(q0, max(flex2, 0.0))
@@ -836,14 +841,14 @@ def _step_env(b, site, scalar, split, curve, pair, queue, transit, soc_in, actio
         v[Out.ARRIVED_GPU_H] = x_t[i, Exo.FLEXIBLE_GPU_H]
         v[Out.MIGRATED_GPU_H] = mu
         v[Out.WORK_DONE_GPU_H] = done
-        v[Out.INFERENCE_DEMAND_GPU_H] = x_t[i, Exo.INFERENCE_GPUS]
+        v[Out.INFERENCE_DEMAND_GPU_H] = x_t[i, Exo.INFERENCE_GPUS] * dt
         v[Out.INFERENCE_SERVED_GPU_H] = inf2
         v[Out.SLO_GPU_H] = demand - inf2
         v[Out.DEADLINE_MISS_GPU_H] = q3_1 + zk1
-        v[Out.OVERDUE_GPU_H] = q_out[b, i, 0] + z_out[b, i, 0]
+        v[Out.OVERDUE_GPU_H] = (q_out[b, i, 0] + z_out[b, i, 0]) * dt
         v[Out.QUEUED_GPU_H] = queued
         v[Out.TRANSIT_GPU_H] = ztot
-        v[Out.BUSY_GPUS] = busy2
+        v[Out.BUSY_GPUS] = busy2 / dt
         v[Out.CAP] = cap_eff
         v[Out.IT_KWH] = it2
         v[Out.MIGRATION_KWH] = kappa * mu
@@ -859,27 +864,27 @@ def _step_env(b, site, scalar, split, curve, pair, queue, transit, soc_in, actio
         v[Out.CURTAILED_KWH] = fac - fac2
         v[Out.PAUSED_GPU_H] = x
         v[Out.SHED_GPU_H] = y
-        v[Out.HEADROOM_KW] = head
+        v[Out.HEADROOM_KW] = x_t[i, Exo.HEADROOM_KW]
         bk_fuel, bk_kg = backup_terms(bk, site[i, _BKFUEL], site[i, _BKCARB])
         v[Out.CARBON_KG] = grid * x_t[i, Exo.CARBON_G_PER_KWH] * KG_PER_G + bk_kg
         v[Out.COST] = grid * x_t[i, Exo.PRICE_PER_MWH] * MWH_PER_KWH
-        v[Out.HEADROOM_VIOLATION] = 1.0 if excess3 > 0.0 else 0.0
-        rent, hold = gpu_time_cost(busy2, site[i, _RENT], queued + ztot, site[i, _HOLD])
+        v[Out.HEADROOM_VIOLATION] = dt if excess3 > 0.0 else 0.0
+        rent, hold = gpu_time_cost(busy2, site[i, _RENT], queued + ztot, site[i, _HOLD] * dt)
         v[Out.GPU_RENT_COST] = rent
         v[Out.HOLDING_COST] = hold
         v[Out.BATTERY_DEGRADATION_COST] = dis * site[i, _WEAR]
         v[Out.TRANSFER_COST] = ws[i, _WS_TCOST]
         v[Out.RESTART_GPU_H] = (grow - 1.0) * mu
-        v[Out.INFERENCE_ROUTED_GPU_H] = ws[i, _WS_ROUTED]
-        v[Out.INFERENCE_NETWORK_KWH] = scalar[_INFKWH] * ws[i, _WS_ROUTED]
+        v[Out.INFERENCE_ROUTED_GPU_H] = routed
+        v[Out.INFERENCE_NETWORK_KWH] = scalar[_INFKWH] * routed
         v[Out.BACKUP_KWH] = bk
         v[Out.BACKUP_FUEL_COST] = bk_fuel
         v[Out.BACKUP_CARBON_KG] = bk_kg
-        v[Out.DR_EVENT_H] = dr_on
+        v[Out.DR_EVENT_H] = on_h
         v[Out.DR_SHORTFALL_KWH] = short
-        v[Out.DR_PENALTY_COST], v[Out.DR_PAYMENT] = dr_terms(dr_on, short, site[i, _DRPEN],
+        v[Out.DR_PENALTY_COST], v[Out.DR_PAYMENT] = dr_terms(on_h, short, site[i, _DRPEN],
                                                              site[i, _DRPAY])
-        v[Out.DR_COMPLIANT_H] = dr_compliant(dr_on, short, x_t[i, Exo.DR_LIMIT_KW])
+        v[Out.DR_COMPLIANT_H] = dr_compliant(on_h, short, level)
     # 11. reward
     r = 0.0
     for i in range(n_s):

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from gridrl.data.datasets import dataset_dir, existing_form
+from gridrl.env.clock import step_hours, steps_per_hour
 from gridrl.errors import GridrlError
 from gridrl.scenario import NetworkConfig, Scenario, ScenarioError, SiteConfig
 
@@ -34,8 +35,7 @@ REWARD_TERMS = ("carbon_kg", "cost", "slo_gpu_h", "overdue_gpu_h", "overdraw_kwh
                 "gpu_rent_cost", "holding_cost", "battery_degradation_cost", "transfer_cost",
                 "backup_fuel_cost", "dr_penalty_cost", "dr_payment")
 
-#: One step of the simulation (s): every rate is per step.
-STEP_S = 3600.0
+SECONDS_PER_MINUTE = 60.0
 #: Speed of light in vacuum (km per ms): round-trip times from distances.
 C_KM_PER_MS = 299.792458
 #: Mean Earth radius (km) for great-circle distances.
@@ -51,7 +51,7 @@ class EnvParams:
     ----------
     site_names : tuple of str
     slack_buckets : int
-        ``S``: queue slack buckets ``0..S-1`` hours (plus an overdue bucket); see
+        ``S``: queue slack buckets ``0..S-1`` steps (plus an overdue bucket); see
         :func:`slack_buckets`.
     gpus : ndarray
         ``G_i`` accelerators per site.
@@ -80,8 +80,8 @@ class EnvParams:
     battery_degradation_per_kwh : ndarray
         Wear cost per kWh discharged (bus side).
     arrival_split : ndarray
-        ``[N, S + 1]``: share of an hour's flexible arrivals entering each queue bucket
-        (index 0 = overdue gets none; index ``1 + d`` = slack ``d`` hours).
+        ``[N, S + 1]``: share of a step's flexible arrivals entering each queue bucket
+        (index 0 = overdue gets none; index ``1 + d`` = slack ``d`` steps).
     throttle_cap : ndarray
         Cap fractions of the board's max power at which both throttle curves are given
         (the points of both scenario curves; each curve is linear between them).
@@ -106,8 +106,8 @@ class EnvParams:
         Work added at the destination per GPU-h migrated (checkpoint reload, lost
         progress).
     accept_hours : float
-        ``S - 1``: the longest a migrated GPU-h may still wait on arrival (hours); a
-        destination accepts at most ``G accept_hours`` per step.
+        ``(S - 1) step_h``: the longest a migrated GPU-h may still wait on arrival
+        (hours); a destination accepts at most ``G accept_hours`` GPU-h per step.
     transfer_cost_per_gb : ndarray
         ``[N, N]`` price of one GB sent from site ``i`` to site ``j``.
     inference_routable : ndarray
@@ -149,6 +149,8 @@ class EnvParams:
         ``F0 + G (Pb + Hb) pue``: the per-site power that observations are scaled by.
     scenario : Scenario
         The scenario the parameters came from.
+    step_h : float
+        Length of a step in hours (``env.step_minutes / 60``): energy is ``kW x step_h``.
     """
 
     site_names: tuple[str, ...]
@@ -205,6 +207,7 @@ class EnvParams:
     reward_scale: float
     ref_kw: np.ndarray
     scenario: Scenario = field(repr=False)
+    step_h: float = 1.0
 
     @property
     def n_sites(self) -> int:
@@ -260,7 +263,7 @@ class EnvParams:
     def to_dict(self) -> dict:
         """Arrays as lists (for manifests, logs and other solvers)."""
         out: dict = {}
-        for name in self.__dataclass_fields__:
+        for name in self.__dataclass_fields__:  # step_h included: rates need it
             if name == "scenario":
                 continue
             value = getattr(self, name)
@@ -268,18 +271,22 @@ class EnvParams:
         return out
 
 
-def arrival_split(site: SiteConfig, slack_buckets: int) -> np.ndarray:
-    """Share of an hour's flexible arrivals per queue bucket ``[S + 1]``.
+def arrival_split(site: SiteConfig, slack_buckets: int, step_minutes: int = 60) -> np.ndarray:
+    """Share of a step's flexible arrivals per queue bucket ``[S + 1]``.
 
-    Work arriving in hour ``t`` gets a deadline slack ``d`` drawn over the integers
-    ``workload.deadline_slack_h_min .. deadline_slack_h_max`` in equal shares
-    (deterministic split, no sampling): it may run in hours ``t .. t + d`` and enters
-    bucket ``1 + d`` (bucket 0 is overdue).
+    Work arriving gets a deadline slack ``d`` drawn over the integers
+    ``workload.deadline_slack_h_min .. deadline_slack_h_max`` hours in equal shares
+    (deterministic split, no sampling): it may run in the ``d + 1`` hours from the start
+    of its step, the arrival step and ``s = (d + 1) k - 1`` more steps of ``k`` to the
+    hour, and enters bucket ``1 + s`` (bucket 0 is overdue). At hourly steps ``s = d``.
     """
     w = site.workload
+    k = steps_per_hour(step_minutes)
     split = np.zeros(slack_buckets + 1)
     lo, hi = w.deadline_slack_h_min, w.deadline_slack_h_max
-    split[1 + lo : 2 + hi] = 1.0 / (hi - lo + 1)
+    share = 1.0 / (hi - lo + 1)
+    for d in range(lo, hi + 1):
+        split[(d + 1) * k] = share  # bucket 1 + s with s = (d + 1) k - 1
     return split
 
 
@@ -301,15 +308,17 @@ def _initial_range(site: SiteConfig) -> tuple[float, float]:
 
 
 def slack_buckets(scenario: Scenario) -> int:
-    """Hourly queue buckets ``S``: ``env.slack_buckets``, or more if a site's longest
-    deadline slack needs them (``max deadline_slack_h_max + 1``).
+    """Queue buckets ``S`` (steps): ``env.slack_buckets`` hours, or more if a site's
+    longest deadline slack needs them (``max deadline_slack_h_max + 1`` hours), times
+    the steps in an hour.
 
     ``env.slack_buckets`` is a minimum: a queue with fewer buckets than the longest
     slack would have to lump or cut deadlines, so the queue grows instead (nothing else
     depends on ``S``: observations use slack edges in hours).
     """
     longest = max(s.workload.deadline_slack_h_max for s in scenario.expanded_sites())
-    return max(scenario.env.slack_buckets, longest + 1)
+    hours = max(scenario.env.slack_buckets, longest + 1)
+    return hours * steps_per_hour(scenario.env.step_minutes)
 
 
 def _site_checks(site: SiteConfig, scenario: Scenario, caps: np.ndarray,
@@ -371,13 +380,14 @@ def build_params(scenario: Scenario) -> EnvParams:
             f"{MAX_ROUTE_LOGIT_SCALE}: softmax weights exp(-2 x scale) would underflow"
         )
     n_slack = slack_buckets(scenario)
+    n_slack_h = n_slack // steps_per_hour(env.step_minutes)
     edges = env.observation_slack_edges_h
     if any(b <= a for a, b in zip(edges, edges[1:], strict=False)) or (
-        edges and edges[-1] >= n_slack
+        edges and edges[-1] >= n_slack_h
     ):
         raise ScenarioError(
             f"env.observation_slack_edges_h = {edges}: expected increasing values below "
-            f"the {n_slack} queue slack buckets"
+            f"the {n_slack_h} hours of queue slack buckets"
         )
     hz = env.forecast_horizons_h
     if any(b <= a for a, b in zip(hz, hz[1:], strict=False)):
@@ -422,7 +432,7 @@ def build_params(scenario: Scenario) -> EnvParams:
         soc_initial_low_kwh=cap * arr(lambda s: _initial_range(s)[0]),
         soc_initial_high_kwh=cap * arr(lambda s: _initial_range(s)[1]),
         battery_degradation_per_kwh=arr(lambda s: s.battery.degradation_cost_per_kwh),
-        arrival_split=np.stack([arrival_split(s, n_slack) for s in sites]),
+        arrival_split=np.stack([arrival_split(s, n_slack, env.step_minutes) for s in sites]),
         throttle_cap=cap_x,
         throttle_throughput=thr_y,
         throttle_power=curves["training"][1],
@@ -452,27 +462,29 @@ def build_params(scenario: Scenario) -> EnvParams:
         reward_scale=float(rw.scale),
         ref_kw=arr(lambda s: s.facility_fixed_kw) + gpus * (board_max + host_busy) * pue,
         scenario=scenario,
+        step_h=step_hours(env.step_minutes),
     )
 
 
 # --------------------------------------------------------------------------- network
 
 
-def migration_link_gpu_h(net: NetworkConfig) -> float:
+def migration_link_gpu_h(net: NetworkConfig, step_minutes: int = 60) -> float:
     """Most work (GPU-h) a site can send in one step: ``bandwidth x link share x (step -
     latency)`` in GB over ``checkpoint_gb_per_gpu_h`` (unlimited without data).
 
     Work sent in a step arrives at the start of the next one: the transfer of at most
-    this much work takes ``latency + size / rate <= 1`` step, so the transit delay is one
-    step (the only place the link's hours are turned into steps).
+    this much work takes ``latency + size / rate <=`` one step, so the transit delay is
+    one step (the only place the link's seconds are turned into steps).
     """
+    step_s = step_minutes * SECONDS_PER_MINUTE
     latency_s = net.latency_ms * 1e-3
-    if latency_s >= STEP_S:
+    if latency_s >= step_s:
         raise ScenarioError(f"network.latency_ms = {net.latency_ms}: expected less than "
-                            f"one step ({STEP_S * 1e3:g} ms)")
+                            f"one step ({step_s * 1e3:g} ms)")
     if net.checkpoint_gb_per_gpu_h == 0.0:
         return float("inf")
-    gb = net.bandwidth_gbps * GB_PER_GBIT * net.link_share_fraction * (STEP_S - latency_s)
+    gb = net.bandwidth_gbps * GB_PER_GBIT * net.link_share_fraction * (step_s - latency_s)
     return gb / net.checkpoint_gb_per_gpu_h
 
 
@@ -561,9 +573,9 @@ def _network_fields(scenario: Scenario, sites: list[SiteConfig], n_slack: int) -
     return dict(
         migration_kwh_per_gpu_h=net.transfer_kwh_per_gb * net.checkpoint_gb_per_gpu_h,
         migration_gb_per_gpu_h=float(net.checkpoint_gb_per_gpu_h),
-        migration_link_gpu_h=np.full(n, migration_link_gpu_h(net)),
+        migration_link_gpu_h=np.full(n, migration_link_gpu_h(net, env.step_minutes)),
         restart_overhead_gpu_h_per_gpu_h=float(net.restart_overhead_gpu_h_per_gpu_h),
-        accept_hours=float(n_slack - 1),
+        accept_hours=float(n_slack - 1) * step_hours(env.step_minutes),
         transfer_cost_per_gb=transfer_cost_per_gb(net, names) if n > 1 else np.zeros((1, 1)),
         inference_routable=routable.astype(np.float64),
         inference_remote_fraction_max=float(env.inference_remote_fraction_max),
