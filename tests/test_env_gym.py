@@ -164,7 +164,7 @@ def test_both_envs_resolve_starts_alike(tiny):
         assert info["row"] == row
         assert [i["row"] for i in venv.reset_infos] == [row, row]
     for bad, match in ((1.5, "expected a data row"), (True, "expected a data row"),
-                       ("2001-01-01", "not an hour of the data"), ("soon", "not a timestamp"),
+                       ("2001-01-01", "not a step of the data"), ("soon", "not a timestamp"),
                        (10**6, "outside every block")):
         with pytest.raises(EpisodeStartError, match=match):
             env.reset(options={"start": bad})

@@ -91,7 +91,7 @@ class LPBound:
         """The optimum of episode ``b`` of ``batch``."""
         p = batch.params
         w = batch.windows[b]
-        exo = batch.data.exo[w.start : w.start + w.hours]
+        exo = batch.data.exo[w.start : w.start + w.steps]
         options = {"simplex_strategy": self.params.simplex_strategy}
         state = core.reset(p, 1)
         tval = physics.terminal_value_per_gpu_h(p, exo)
@@ -103,9 +103,9 @@ class LPBound:
             sol = solve_rule_battery(p, inp, time_limit_s=self.params.time_limit_s,
                                      mip_rel_gap=self.params.mip_rel_gap, options=options)
         else:
-            if w.hours not in self._solvers:
-                self._solvers[w.hours] = Solver(LPStructure(p, w.hours), options)
-            sol = self._solvers[w.hours].solve(inp)
+            if w.steps not in self._solvers:
+                self._solvers[w.steps] = Solver(LPStructure(p, w.steps), options)
+            sol = self._solvers[w.steps].solve(inp)
         return BoundOutcome(J=sol.J, values=sol.values, leftover_gpu_h=sol.leftover_gpu_h,
                             terminal_charge=float(terminal_charge(
                                 sol.leftover_gpu_h, tval, sol.values[-1, :, Out.SOC_KWH], soc0,

@@ -401,7 +401,7 @@ def evaluate_detailed(policy: PolicySource, scenario: ScenarioSource, *,
     name = getattr(pol, "name", type(pol).__name__)
     rows: list[dict[str, Any]] = [{} for _ in windows]
     traces: dict[int, Trace] = {}
-    total_steps = sum(w.hours for w in windows)
+    total_steps = sum(w.steps for w in windows)
     done_steps = 0
     policy_s = 0.0
     bar = _progress(progress, f"evaluating {name}", total_steps)
@@ -413,17 +413,17 @@ def evaluate_detailed(policy: PolicySource, scenario: ScenarioSource, *,
                 t0 = time.perf_counter()
                 res = pol.solve_episode(batch, k)
                 policy_s += time.perf_counter() - t0
-                kpis = episode_kpis(res.values.sum(0), w.hours, 0.0, res.leftover_gpu_h)
+                kpis = episode_kpis(res.values.sum(0), w.steps, 0.0, res.leftover_gpu_h)
                 rows[k] = _row(k, w, setup, kpis, res.J, res.terminal_charge,
-                               _bound_sites(setup, res.values, w.hours))
+                               _bound_sites(setup, res.values, w.steps))
                 if k in trace_episodes:
                     traces[k] = _trace(setup, w, res.values, name)
-                done_steps += w.hours
-                _advance(bar, on_step, done_steps, total_steps, w.hours)
+                done_steps += w.steps
+                _advance(bar, on_step, done_steps, total_steps, w.steps)
         else:
             by_len: dict[int, list[int]] = {}
             for k, w in enumerate(windows):
-                by_len.setdefault(w.hours, []).append(k)
+                by_len.setdefault(w.steps, []).append(k)
             for hours, ks in by_len.items():
                 group = [windows[k] for k in ks]
                 t_pol, done_steps = _run_group(pol, setup, view, group, ks, hours, seed,
@@ -476,7 +476,7 @@ def _run_group(pol, setup, view, group, ks, hours, seed, backend, rows, traces,
 
 
 def _trace(setup: EvalSetup, w: Window, values: np.ndarray, name: str) -> Trace:
-    rows = slice(w.start, w.start + w.hours)
+    rows = slice(w.start, w.start + w.steps)
     return Trace(setup.data.index[rows], tuple(setup.params.site_names), np.array(values),
                  setup.data.exo[rows].copy(), name)
 

@@ -157,7 +157,7 @@ class EpisodeBatch:
     @property
     def ends(self) -> np.ndarray:
         """``[B]`` end row (exclusive) of each episode."""
-        return np.array([w.start + w.hours for w in self.windows], dtype=np.int64)
+        return np.array([w.start + w.steps for w in self.windows], dtype=np.int64)
 
 
 @dataclass(eq=False)

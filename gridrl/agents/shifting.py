@@ -134,7 +134,7 @@ def shifting_case(scenario: Scenario, carbon_g_per_kwh: pd.Series, window_h: int
             continue
         arrivals.append(inside - window_h)
         first = int(inside[0] - window_h)
-        starts += list(range(first, b, windows.episode_hours))
+        starts += list(range(first, b, windows.episode_steps))
     arrive = np.concatenate(arrivals)
     exo[arrive, 0, _K["flexible_gpu_h"]] = job.gpu_h
     data = EnvData.from_arrays(year, exo, list(params.site_names))

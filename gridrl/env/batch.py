@@ -84,6 +84,11 @@ class BatchSim:
             raise ValueError(
                 f"data sites {data.site_names} differ from scenario sites {params.site_names}"
             )
+        if data.steps > 1 and data.step_minutes != params.scenario.env.step_minutes:
+            raise ValueError(
+                f"data rows are {data.step_minutes} minutes apart, the scenario's "
+                f"env.step_minutes is {params.scenario.env.step_minutes}: expand hourly "
+                "rows with EnvData.at_step")
         self.params = params
         self.data = data
         self.backend = backend
@@ -121,7 +126,7 @@ class BatchSim:
         self.clipped = np.zeros(b, dtype=np.int64)
         self._act = np.zeros((b, n * self.n_act))
         self._act3 = self._act.reshape(b, n, self.n_act)
-        self._last_row = data.hours - 1
+        self._last_row = data.steps - 1
         self.totals = np.zeros((b, len(INFO_FIELDS)))
         self.obs_buffer = np.zeros((b, self.obs.dim), dtype=np.float32)
         self._t_carbon_price = np.concatenate(
@@ -139,10 +144,10 @@ class BatchSim:
         p = self.params
         envs = np.asarray(envs, dtype=np.int64)
         start = np.array([w.start for w in windows], dtype=np.int64)
-        hours = np.array([w.hours for w in windows], dtype=np.int64)
+        hours = np.array([w.steps for w in windows], dtype=np.int64)
         if envs.shape != start.shape:
             raise ValueError("one window per env expected")
-        if ((hours < 1) | (start < 0) | (start + hours > self.data.hours)).any():
+        if ((hours < 1) | (start < 0) | (start + hours > self.data.steps)).any():
             raise ValueError(f"episode windows outside the data rows: {windows}")
         st = self.state
         st.queue_gpu_h[envs] = 0.0
@@ -243,16 +248,17 @@ class BatchSim:
         envs = np.asarray(envs, dtype=np.int64)
         if envs.size == 0:
             return []
-        hours = (self.rows[envs] - self.start[envs]).astype(np.float64)
+        step_h = self.params.step_h
+        hours = (self.rows[envs] - self.start[envs]).astype(np.float64) * step_h
         st = self.state
         end_work = st.queue_gpu_h[envs].sum(-1) + st.transit_gpu_h[envs].sum(-1)  # [E, N]
         sums = self.sums[envs]  # [E, N, F]
         n = self.params.n_sites
         fleet = kpi_arrays(sums.sum(axis=1), hours, self.start_work[envs].sum(-1),
-                           end_work.sum(-1), n)
+                           end_work.sum(-1), n, step_h)
         fleet["return"] = self.returns[envs]
         fleet["terminal_charge"] = self.terminal_charge[envs]
-        sites = kpi_arrays(sums, hours[:, None], self.start_work[envs], end_work, 1)
+        sites = kpi_arrays(sums, hours[:, None], self.start_work[envs], end_work, 1, step_h)
         f_names = list(fleet)
         f_rows = np.stack([np.broadcast_to(fleet[k], envs.shape) for k in f_names], -1).tolist()
         s_names = list(sites)
@@ -268,7 +274,7 @@ class BatchSim:
                     for i, name in enumerate(names)
                 },
                 "start": str(index[self.start[b]]),
-                "hours": int(hours[j]),
+                "hours": int(hours[j]) if hours[j].is_integer() else float(hours[j]),
             })
         return out
 

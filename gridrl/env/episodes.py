@@ -1,14 +1,15 @@
 """Episode windows inside a scenario period (train or test blocks).
 
-An episode lies inside one block of the period: ``env.episode_hours`` rows, or the whole
-block when the block is shorter (such an episode is truncated at the block end).
+An episode lies inside one block of the period: ``env.episode_hours`` hours of rows
+(steps, :mod:`gridrl.env.clock`), or the whole block when the block is shorter (such an
+episode is truncated at the block end).
 
-- ``random`` starts: uniform over every valid start hour of every block (a block with
-  ``len`` hours offers ``len - episode_hours + 1`` starts, a short block one).
+- ``random`` starts: uniform over every valid start step of every block (a block with
+  ``len`` steps offers ``len - episode_steps + 1`` starts, a short block one).
 - a given start (``reset(options={"start": ...})`` of both environments): a data row
   (an integer) or a timestamp (an hour of the data; naive means UTC), resolved by
   :meth:`EpisodeWindows.start_at`.
-- ``fixed`` starts: each block tiled from its first hour by whole episodes (a block
+- ``fixed`` starts: each block tiled from its first step by whole episodes (a block
   shorter than an episode gives one short episode; a remainder shorter than an episode
   after the last whole one is not used), in block order. Evaluation cycles through them.
 """
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from gridrl.env.clock import hours_to_steps
 from gridrl.errors import GridrlError
 from gridrl.scenario import Period, Scenario, ScenarioError
 
@@ -32,10 +34,10 @@ class EpisodeStartError(GridrlError, ValueError):
 
 @dataclass(frozen=True)
 class Window:
-    """Rows ``start .. start + hours - 1`` of the data."""
+    """Rows (steps) ``start .. start + steps - 1`` of the data."""
 
     start: int
-    hours: int
+    steps: int
 
 
 class EpisodeWindows:
@@ -44,7 +46,7 @@ class EpisodeWindows:
     Parameters
     ----------
     index : pandas.DatetimeIndex
-        Rows of the data (hourly UTC).
+        Rows of the data (UTC, one a step).
     scenario : Scenario
     period : {"train", "validation", "test"}
         Which ``scenario.periods`` entry.
@@ -63,6 +65,8 @@ class EpisodeWindows:
                 f"period must be 'train', 'validation' or 'test', got {period!r}")
         blocks: list[Period] = getattr(scenario.periods, period)
         self.episode_hours = int(scenario.env.episode_hours)
+        self.episode_steps = n_ep = hours_to_steps(
+            self.episode_hours, scenario.env.step_minutes, "env.episode_hours")
         self.blocks: list[tuple[int, int]] = []
         for j, block in enumerate(blocks):
             rows = block.hours(index)
@@ -74,15 +78,15 @@ class EpisodeWindows:
             if rows.size != rows[-1] - rows[0] + 1:
                 raise ScenarioError(f"periods.{period}[{j}]: data rows are not contiguous")
             self.blocks.append((int(rows[0]), int(rows[-1]) + 1))
-        counts = np.array([max(b - a - self.episode_hours + 1, 1) for a, b in self.blocks])
+        counts = np.array([max(b - a - n_ep + 1, 1) for a, b in self.blocks])
         self._cum = np.cumsum(counts)
         self.fixed: list[Window] = []
         for a, b in self.blocks:
-            if b - a < self.episode_hours:
+            if b - a < n_ep:
                 self.fixed.append(Window(a, b - a))
                 continue
-            for s in range(a, b - self.episode_hours + 1, self.episode_hours):
-                self.fixed.append(Window(s, self.episode_hours))
+            for s in range(a, b - n_ep + 1, n_ep):
+                self.fixed.append(Window(s, n_ep))
 
     @property
     def n_starts(self) -> int:
@@ -95,7 +99,7 @@ class EpisodeWindows:
         j = int(np.searchsorted(self._cum, u, side="right"))
         a, b = self.blocks[j]
         offset = u - (int(self._cum[j - 1]) if j else 0)
-        return Window(a + offset, min(self.episode_hours, b - a))
+        return Window(a + offset, min(self.episode_steps, b - a))
 
     def at(self, start: int) -> Window:
         """The episode starting at data row ``start`` (must lie inside a block).
@@ -107,7 +111,7 @@ class EpisodeWindows:
         """
         for a, b in self.blocks:
             if a <= start < b:
-                return Window(start, min(self.episode_hours, b - start))
+                return Window(start, min(self.episode_steps, b - start))
         raise EpisodeStartError(
             f"start row {start} lies outside every block of the {self.period} period "
             f"(rows {', '.join(f'{a}..{b - 1}' for a, b in self.blocks)})")
@@ -115,7 +119,7 @@ class EpisodeWindows:
     def start_at(self, start: object) -> Window:
         """The episode starting at ``start``: a data row (``int``) or a timestamp
         (``str``, ``datetime``, ``pandas.Timestamp``, ``numpy.datetime64``; naive means
-        UTC) that is an hour of the data. Both environments resolve
+        UTC) that is a step of the data. Both environments resolve
         ``reset(options={"start": ...})`` here.
 
         Raises
@@ -138,6 +142,6 @@ class EpisodeWindows:
         ts = ts.tz_localize("UTC") if ts.tz is None else ts.tz_convert("UTC")
         pos = self.index.get_indexer([ts])[0]
         if pos < 0:
-            raise EpisodeStartError(f"start {start!r} is not an hour of the data "
+            raise EpisodeStartError(f"start {start!r} is not a step of the data "
                                     f"({self.index[0]} .. {self.index[-1]})")
         return self.at(int(pos))

@@ -34,16 +34,18 @@ def make_data(scenario: Scenario, *, data: EnvData | None = None, signals: Any =
               cube: Any = None, forecast_mode: str | None = "perfect",
               base_dir: str | Path | None = None, forecast_config: Any = None,
               seed: int = 0) -> EnvData:
-    """The environment inputs from whatever was given: ``data`` as is; ``signals`` (with
-    ``cube``, or a cube made in ``forecast_mode``); otherwise built from the scenario."""
+    """The environment inputs from whatever was given: ``data``; ``signals`` (with
+    ``cube``, or a cube made in ``forecast_mode``); otherwise built from the scenario.
+    Hourly rows become rows of ``env.step_minutes`` (:meth:`EnvData.at_step`)."""
+    step_minutes = scenario.env.step_minutes
     if data is not None:
-        return data
+        return data.at_step(step_minutes)
     sites = [s.name for s in scenario.expanded_sites()]
     if signals is not None:
         if cube is None and forecast_mode is not None:
             cube = make_forecast(scenario, signals, forecast_mode,
                                  forecast_config=forecast_config, seed=seed)
-        return EnvData.from_signals(signals, sites, cube)
+        return EnvData.from_signals(signals, sites, cube).at_step(step_minutes)
     return load_env_data(scenario, forecast_mode, base_dir=base_dir,
                          forecast_config=forecast_config, seed=seed)
 
@@ -51,11 +53,11 @@ def make_data(scenario: Scenario, *, data: EnvData | None = None, signals: Any =
 class GridEnv(gym.Env):
     r"""AI compute sites on constrained grids: defer, migrate and throttle flexible work.
 
-    Each step is one hour at every site of the scenario. The agent decides, per site, how
-    much queued flexible work to start, the GPU power cap, where migrated work should go
-    and how much of the queue to migrate (and the battery's power if it is an action). The
-    physics, queues and curtailment are those of :mod:`gridrl.env.core` (its docstring
-    lists every equation).
+    Each step lasts ``env.step_minutes`` (an hour by default) at every site of the
+    scenario. The agent decides, per site, how much queued flexible work to start, the
+    GPU power cap, where migrated work should go and how much of the queue to migrate
+    (and the battery's power if it is an action). The physics, queues and curtailment are
+    those of :mod:`gridrl.env.core` (its docstring lists every equation).
 
     **Action space** ``Box(-1, 1, (N * A,), float32)``, site after site, ``A = 4`` (5 when
     ``env.battery_control`` is ``setpoint`` or ``residual``). Values outside [-1, 1] are
@@ -104,7 +106,7 @@ class GridEnv(gym.Env):
     (KPIs of :mod:`gridrl.env.kpis`, fleet and per site). Per-site values of the hour
     are in ``env.sim.values[0]`` (``[N, len(core.OUTPUT_FIELDS)]``).
 
-    **Episode end**: after ``env.episode_hours`` steps, or earlier at the end of the
+    **Episode end**: after ``env.episode_hours`` hours of steps, or earlier at the end of the
     period block the episode lies in. Both are time limits, reported as
     ``truncated=True``; ``terminated`` is always False (the process has no terminal
     state). Call ``reset()`` to continue.
@@ -220,8 +222,8 @@ class GridEnv(gym.Env):
         return self.sim.episode_exo(0)
 
     def episode_index(self) -> pd.DatetimeIndex:
-        """Timestamps of the current episode's hours."""
-        return self.data.index[self.window.start : self.window.start + self.window.hours]
+        """Timestamps of the current episode's steps."""
+        return self.data.index[self.window.start : self.window.start + self.window.steps]
 
     def _window(self, options: dict | None) -> Window:
         if options and options.get("start") is not None:
@@ -237,7 +239,7 @@ class GridEnv(gym.Env):
 
     def reset(self, *, seed: int | None = None,
               options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
-        """Start an episode. ``options={"start": row or timestamp}`` fixes its first hour."""
+        """Start an episode. ``options={"start": row or timestamp}`` fixes its first step."""
         super().reset(seed=seed)
         if seed is not None:
             self._fixed_k = 0
@@ -246,10 +248,11 @@ class GridEnv(gym.Env):
         self._over = False
         obs = self.sim.observe()[0]
         return obs, {"start": str(self.data.index[self.window.start]),
-                     "hours": self.window.hours, "row": self.window.start}
+                     "hours": self.window.steps * self.sim.params.step_h,
+                     "steps": self.window.steps, "row": self.window.start}
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
-        """Simulate one hour (see the class docstring)."""
+        """Simulate one step (see the class docstring)."""
         if self._over:
             raise RuntimeError("the episode is over (or never started): call reset()")
         a = np.asarray(action)

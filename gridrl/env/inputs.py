@@ -1,7 +1,8 @@
 """What the environment reads: exogenous signal arrays and a forecast cube, validated.
 
-The core never touches files. ``EnvData`` holds the hourly exogenous arrays of every site
-(``exo[T, N, K]`` in ``core.EXO_SIGNALS`` order, float64) and an optional forecast cube
+The core never touches files. ``EnvData`` holds the exogenous arrays of every site, one
+row a step (``exo[T, N, K]`` in ``core.EXO_SIGNALS`` order, float64; hourly rows become
+step rows in :func:`gridrl.env.clock.expand_exo`) and an optional forecast cube
 (:class:`gridrl.forecast.cube.ForecastCube`, or any object with the same ``values``,
 ``index``, ``sites``, ``signals``, ``horizons_h`` and ``quantiles``). Build it from arrays,
 from a :class:`~gridrl.data.signals.Signals` table, or from a scenario with
@@ -10,13 +11,21 @@ from a :class:`~gridrl.data.signals.Signals` table, or from a scenario with
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from gridrl.env.clock import (
+    EXPANSION,
+    MINUTES_PER_HOUR,
+    NS_PER_MINUTE,
+    STEP_MINUTES,
+    expand_exo,
+    expand_forecast,
+)
 from gridrl.env.kernel import EXO_SIGNALS
 from gridrl.errors import GridrlError
 from gridrl.scenario import Scenario
@@ -40,29 +49,35 @@ class EnvData:
     Attributes
     ----------
     index : pandas.DatetimeIndex
-        Hourly UTC timestamps of the rows, length ``T``.
+        UTC timestamps of the rows (the start of each step), length ``T``, spaced by one
+        of :data:`gridrl.env.clock.STEP_MINUTES`.
     exo : ndarray
         ``[T, N, len(EXO_SIGNALS)]`` float64.
     site_names : tuple of str
     forecast : ForecastCube or None
         Issued at each row (``values[t]`` forecasts rows ``t + h``); rows aligned with
         ``index``. None: observations carry no forecast fields.
+    provenance : list of dict
+        What was done to the signals (the step expansion's methods among them).
     """
 
     index: pd.DatetimeIndex
     exo: np.ndarray
     site_names: tuple[str, ...]
     forecast: Any = None
+    provenance: list = field(default_factory=list)
 
     @classmethod
     def from_arrays(cls, index: pd.DatetimeIndex, exo: np.ndarray, site_names: list[str] |
-                    tuple[str, ...], forecast: Any = None) -> EnvData:
+                    tuple[str, ...], forecast: Any = None,
+                    provenance: list | None = None) -> EnvData:
         """Validate and wrap arrays.
 
         Raises
         ------
         EnvDataError
-            Wrong shape, non-hourly or non-UTC index, non-finite or negative values
+            Wrong shape, rows not spaced by one step length or non-UTC index, non-finite
+            or negative values
             (naming the site, signal, row and time), or a forecast cube that does not
             match (rows, sites, NaN).
         """
@@ -76,8 +91,12 @@ class EnvData:
                 f"exo has shape {exo.shape}, expected {expect} = (hours, sites, "
                 f"signals {EXO_SIGNALS})"
             )
-        if len(index) > 1 and not (np.diff(index.asi8) == 3_600_000_000_000).all():
-            raise EnvDataError("index: expected consecutive hours")
+        if len(index) > 1:
+            gaps = np.unique(np.diff(index.asi8))
+            if len(gaps) != 1 or gaps[0] not in [m * NS_PER_MINUTE for m in STEP_MINUTES]:
+                raise EnvDataError(
+                    "index: expected consecutive steps of one length among "
+                    f"{', '.join(map(str, STEP_MINUTES))} minutes")
         for k, name in enumerate(EXO_SIGNALS):
             col = exo[..., k]
             bad = ~np.isfinite(col)
@@ -91,7 +110,7 @@ class EnvData:
                     f"site {site_names[n]!r}, signal {name!r}, row {t} ({index[t]}): "
                     f"{what} value {col[t, n]!r} ({int(bad.sum())} such values)"
                 )
-        data = cls(index, exo, site_names, forecast)
+        data = cls(index, exo, site_names, forecast, list(provenance or []))
         if forecast is not None:
             data._check_forecast()
         return data
@@ -102,7 +121,8 @@ class EnvData:
         """From a :class:`~gridrl.data.signals.Signals` table holding ``EXO_SIGNALS`` for
         every site (raises its ``SignalError`` naming a missing column)."""
         exo = signals.array(list(EXO_SIGNALS), list(site_names))
-        return cls.from_arrays(signals.index, exo, site_names, forecast)
+        return cls.from_arrays(signals.index, exo, site_names, forecast,
+                               list(getattr(signals, "provenance", []) or []))
 
     def _check_forecast(self) -> None:
         fc = self.forecast
@@ -123,9 +143,45 @@ class EnvData:
             )
 
     @property
-    def hours(self) -> int:
-        """Number of rows ``T``."""
+    def steps(self) -> int:
+        """Number of rows ``T`` (steps)."""
         return len(self.index)
+
+    @property
+    def step_minutes(self) -> int:
+        """Minutes between rows (60 for a single row)."""
+        if len(self.index) < 2:
+            return MINUTES_PER_HOUR
+        return int((self.index.asi8[1] - self.index.asi8[0]) // NS_PER_MINUTE)
+
+    @property
+    def hours(self) -> float:
+        """Hours the rows cover (steps x step hours)."""
+        return self.steps * self.step_minutes / MINUTES_PER_HOUR
+
+    def at_step(self, step_minutes: int) -> EnvData:
+        """These hourly rows as rows of ``step_minutes`` (:func:`gridrl.env.clock.expand_exo`;
+        the forecast cube is held over each hour's steps), the methods recorded in
+        ``provenance``; itself at 60 minutes.
+
+        Raises
+        ------
+        EnvDataError
+            When the rows are not hourly.
+        """
+        if step_minutes == self.step_minutes:
+            return self
+        if self.step_minutes != MINUTES_PER_HOUR:
+            raise EnvDataError(f"signals at {self.step_minutes}-minute rows: only hourly rows "
+                               f"expand to {step_minutes}-minute steps")
+        index, exo = expand_exo(self.index, self.exo, EXO_SIGNALS, step_minutes)
+        record = {"step": f"hourly rows expanded to {step_minutes}-minute steps",
+                  "methods": {name: EXPANSION[name] for name in EXO_SIGNALS},
+                  "forecast": "hourly cube held: each step sees the cube issued at the "
+                              "start of its hour"}
+        return EnvData.from_arrays(index, exo, self.site_names,
+                                   expand_forecast(self.forecast, step_minutes),
+                                   [*self.provenance, record])
 
     def forecast_block(self, targets: list[str], horizons_h: list[int],
                        quantiles: list[float]) -> tuple[np.ndarray, np.ndarray]:
@@ -202,7 +258,8 @@ def load_env_data(
     if forecast_mode is not None:
         cube = make_forecast(scenario, signals, forecast_mode, forecast_config=forecast_config,
                              seed=seed)
-    return EnvData.from_signals(signals, sites, cube)
+    data = EnvData.from_signals(signals, sites, cube)
+    return data.at_step(scenario.env.step_minutes)
 
 
 def make_forecast(scenario: Scenario, signals: Any, forecast_mode: str, *,

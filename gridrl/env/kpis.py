@@ -59,7 +59,7 @@ KPIS: tuple[Kpi, ...] = (
     Kpi("curtailed_kwh", "kWh", "facility energy removed by curtailment"),
     Kpi("migrated_gpu_h", "GPU h", "flexible work moved between sites"),
     Kpi("migration_kwh", "kWh", "energy spent moving work"),
-    Kpi("mean_cap", "1", "mean power cap fraction over the hours"),
+    Kpi("mean_cap", "1", "mean power cap fraction over the site-hours"),
     Kpi("leftover_gpu_h", "GPU h", "flexible work still queued or in transit at the end"),
     Kpi("work_lost_gpu_h", "GPU h",
         "work held at start + arrived + restart overhead - done - held at end; must be 0 "
@@ -81,7 +81,8 @@ KPIS: tuple[Kpi, ...] = (
 
 
 def kpi_arrays(sums: np.ndarray, hours: np.ndarray | float, start_work_gpu_h: np.ndarray | float,
-               end_work_gpu_h: np.ndarray | float, n_sites: int = 1) -> dict[str, np.ndarray]:
+               end_work_gpu_h: np.ndarray | float, n_sites: int = 1,
+               step_h: float = 1.0) -> dict[str, np.ndarray]:
     """KPIs of many episodes at once, as arrays over the leading axes of ``sums``.
 
     Parameters
@@ -95,6 +96,8 @@ def kpi_arrays(sums: np.ndarray, hours: np.ndarray | float, start_work_gpu_h: np
         ``[...]`` flexible work held (queued plus in transit) at the start and the end.
     n_sites : int
         Sites summed into ``sums`` (``mean_cap`` averages over site-hours).
+    step_h : float
+        Hours in a step: ``sums`` of the cap (a fraction per step) weigh ``step_h`` each.
     """
     sums = np.asarray(sums, dtype=np.float64)
 
@@ -111,7 +114,7 @@ def kpi_arrays(sums: np.ndarray, hours: np.ndarray | float, start_work_gpu_h: np
     with np.errstate(divide="ignore", invalid="ignore"):
         share = np.where(energy > 0, 1.0 - grid / np.where(energy > 0, energy, 1.0), 0.0)
         per_useful = np.where(useful > 0, 1.0 / np.where(useful > 0, useful, 1.0), np.nan)
-        mean_cap = np.where(hours > 0, f("cap") / (hours * n_sites), np.nan)
+        mean_cap = np.where(hours > 0, f("cap") * step_h / (hours * n_sites), np.nan)
         ev = f("dr_event_h")
         compliance = np.where(ev > 0, f("dr_compliant_h") / np.where(ev > 0, ev, 1.0), 1.0)
     return {
@@ -159,8 +162,8 @@ def kpi_arrays(sums: np.ndarray, hours: np.ndarray | float, start_work_gpu_h: np
     }
 
 
-def episode_kpis(sums: np.ndarray, hours: int, start_work_gpu_h: float | np.ndarray,
-                 end_work_gpu_h: float | np.ndarray) -> dict[str, float]:
+def episode_kpis(sums: np.ndarray, hours: float, start_work_gpu_h: float | np.ndarray,
+                 end_work_gpu_h: float | np.ndarray, step_h: float = 1.0) -> dict[str, float]:
     """KPIs of one episode.
 
     Parameters
@@ -169,16 +172,18 @@ def episode_kpis(sums: np.ndarray, hours: int, start_work_gpu_h: float | np.ndar
         ``[F]`` (one site or the fleet) or ``[N, F]`` (per site) sums of step outputs over
         the episode, fields in ``OUTPUT_FIELDS`` order. Per-site input gives fleet KPIs
         (sites summed; ``mean_cap`` averaged over site-hours).
-    hours : int
-        Hours simulated.
+    hours : float
+        Hours simulated (steps x ``step_h``).
     start_work_gpu_h, end_work_gpu_h : float or ndarray
         Flexible work held (queued plus in transit) at the start and the end (summed).
+    step_h : float
+        Hours in a step.
     """
     sums = np.asarray(sums, dtype=np.float64)
     n_sites = 1 if sums.ndim == 1 else sums.shape[0]
     tot = sums if sums.ndim == 1 else sums.sum(axis=0)
     arrays = kpi_arrays(tot, hours, float(np.sum(start_work_gpu_h)),
-                        float(np.sum(end_work_gpu_h)), n_sites)
+                        float(np.sum(end_work_gpu_h)), n_sites, step_h)
     return {k: float(v) for k, v in arrays.items()}
 
 

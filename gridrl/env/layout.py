@@ -6,10 +6,10 @@ quantities. ``to_dict()`` gives the form :mod:`gridrl.export.manifest` validates
 
 Observation vector (float32), in order:
 
-1. calendar (4): ``hour_sin, hour_cos, weekday_sin, weekday_cos`` of the hour's UTC time.
+1. calendar (4): ``hour_sin, hour_cos, weekday_sin, weekday_cos`` of the step's UTC start.
 2. per site, site after site (``site_names`` order):
 
-   a. the hour's signals (``EXO_SIGNALS``: pv, wind, headroom, carbon, price, inference
+   a. the step's signals (``EXO_SIGNALS``: pv, wind, headroom, carbon, price, inference
       demand, flexible arrivals, temperature, and the announced grid events: hours until
       the current or next announced demand-response event starts, its hours left and
       its level, hours until the next announced outage and its hours left);
@@ -19,7 +19,7 @@ Observation vector (float32), in order:
    c. state: queued flexible work in coarse slack groups (``env.observation_slack_edges_h``:
       edges ``[2, 6, 12]`` give slack 0-2 h, 2-6 h, 6-12 h, 12 h and more), overdue work,
       work in transit to the site, battery state of charge, mean power cap of the last
-      hour.
+      step.
 
 Each entry is ``(value - offset) / scale`` with ``offset = 0``. Scales: power (kW) by
 the site's reference power ``EnvParams.ref_kw`` (the facility with every GPU busy
@@ -147,14 +147,14 @@ def action_layout(params: EnvParams) -> ActionLayout:
 
 
 class ObservationBuilder:
-    """Builds observations: exogenous parts precomputed for every hour, state parts per
+    """Builds observations: exogenous parts precomputed for every step, state parts per
     step in one compiled call.
 
     Parameters
     ----------
     params : EnvParams
     data : EnvData
-        Rows are the hours ``t`` the builder can observe.
+        Rows are the steps ``t`` the builder can observe.
     """
 
     def __init__(self, params: EnvParams, data: EnvData) -> None:
@@ -167,7 +167,7 @@ class ObservationBuilder:
             exo_scale[:, k] = {
                 "kW": ref,
                 "GPU": gpus,
-                "GPU h": gpus,
+                "GPU h": gpus * params.step_h,  # arrivals per step, seen as a rate per hour
                 "g/kWh": env.obs_carbon_scale_g_per_kwh,
                 "currency/MWh": env.obs_price_scale_per_mwh,
                 "degC": env.obs_temp_scale_c,
@@ -186,7 +186,7 @@ class ObservationBuilder:
                 raise ValueError(f"env.forecast_targets {unknown} are not in {EXO_SIGNALS}")
             p50, spread = data.forecast_block(targets, list(env.forecast_horizons_h),
                                               list(env.forecast_quantiles))
-            t_len = data.hours
+            t_len = data.steps
             scale_k = exo_scale[:, [EXO_SIGNALS.index(t) for t in targets]]  # [N, K]
             both = np.stack([p50, spread], axis=-1)  # [T, N, K, H, 2]
             both = both / scale_k[None, :, :, None, None]
@@ -194,14 +194,15 @@ class ObservationBuilder:
             fc_fields = [(t, h, kind) for t in targets for h in env.forecast_horizons_h
                          for kind in ("p50", "spread")]
         edges = list(env.observation_slack_edges_h)
-        bounds = [0, *edges, params.slack_buckets]
+        steps_h = round(1.0 / params.step_h)  # slack edges are hours, buckets steps
+        slack_h = params.slack_buckets // steps_h
+        bounds = [0, *edges, slack_h]
         groups = [
-            (f"queue_slack_{lo}_{hi}h" if hi < params.slack_buckets else f"queue_slack_{lo}h_plus",
-             lo, hi)
+            (f"queue_slack_{lo}_{hi}h" if hi < slack_h else f"queue_slack_{lo}h_plus", lo, hi)
             for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)
         ]
-        # queue index of slack s is 1 + s: group g ends (exclusive) at 1 + hi
-        self._group_end = np.array([1 + hi for _, _, hi in groups], dtype=np.int64)
+        # queue index of slack s steps is 1 + s: group g ends (exclusive) at 1 + hi steps
+        self._group_end = np.array([1 + hi * steps_h for _, _, hi in groups], dtype=np.int64)
         cap_kwh = params.battery_capacity_kwh
         soc_scale = np.where(cap_kwh > 0, cap_kwh, 1.0)
         inv = np.empty((n, len(groups) + 3))
@@ -212,8 +213,8 @@ class ObservationBuilder:
         self._inv_scale = inv
         self.site_exo = np.ascontiguousarray(np.concatenate(parts, axis=-1), dtype=np.float32)
         self.calendar = calendar_features(
-            data.index.hour.to_numpy(), data.index.dayofweek.to_numpy()
-        ).astype(np.float32)
+            data.index.hour.to_numpy() + data.index.minute.to_numpy() / 60.0,
+            data.index.dayofweek.to_numpy()).astype(np.float32)
         for i, site in enumerate(params.site_names):
             for k, name in enumerate(EXO_SIGNALS):
                 fields.append(ObservationField(
@@ -239,7 +240,7 @@ class ObservationBuilder:
                 ObservationField(f"{site}.soc_kwh", "soc_kwh", site, "kWh", 0.0,
                                  float(soc_scale[i]), f"battery state of charge at {site}"),
                 ObservationField(f"{site}.cap", "cap", site, "1", 0.0, 1.0,
-                                 f"mean GPU power cap fraction at {site} in the last hour"),
+                                 f"mean GPU power cap fraction at {site} in the last step"),
             ]
         self.layout = ObservationLayout(tuple(fields))
         self.dim = self.layout.dim

@@ -140,10 +140,7 @@ class GridVecEnv(VecEnv):
                 self._fixed_k[b] = 0
         windows = [self._window(b) for b in range(self.num_envs)]
         self.sim.begin(list(range(self.num_envs)), windows)
-        self.reset_infos = [
-            {"start": str(self.data.index[w.start]), "hours": w.hours, "row": w.start}
-            for w in windows
-        ]
+        self.reset_infos = [self._window_info(w) for w in windows]
         self._reset_seeds()
         self._reset_options()
         return self.sim.observe()
@@ -152,8 +149,13 @@ class GridVecEnv(VecEnv):
         """Store the actions ``[B, N * A]`` of the next step."""
         self._actions = actions
 
+    def _window_info(self, w: Window) -> dict:
+        """Reset info of an episode window: its start, hours, steps and first row."""
+        return {"start": str(self.data.index[w.start]), "hours": w.steps * self.params.step_h,
+                "steps": w.steps, "row": w.start}
+
     def step_wait(self) -> VecEnvStepReturn:
-        """Simulate one hour for every env; auto-reset finished episodes."""
+        """Simulate one step for every env; auto-reset finished episodes."""
         if self._actions is None:
             raise RuntimeError("step_wait() without step_async()")
         a = np.asarray(self._actions)
@@ -189,8 +191,7 @@ class GridVecEnv(VecEnv):
             sim.begin(ended, windows)
             obs[ended] = sim.observe_envs(ended)
             for b, w in zip(ended, windows, strict=True):
-                self.reset_infos[b] = {"start": str(self.data.index[w.start]),
-                                       "hours": w.hours, "row": w.start}
+                self.reset_infos[b] = self._window_info(w)
         return obs, rewards, dones, infos
 
     def close(self) -> None:
