@@ -89,5 +89,5 @@ def _signals(data: EnvData):
 
     cols = pd.MultiIndex.from_tuples(
         [(s, k) for s in data.site_names for k in EXO_SIGNALS], names=["site", "signal"])
-    frame = pd.DataFrame(data.exo.reshape(data.hours, -1), index=data.index, columns=cols)
+    frame = pd.DataFrame(data.exo.reshape(data.steps, -1), index=data.index, columns=cols)
     return Signals.from_frame(frame, source="synthetic")

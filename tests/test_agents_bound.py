@@ -87,9 +87,9 @@ def test_many_random_action_sequences_stay_below_the_bound(setup):
     n_b = 256
     rng = np.random.default_rng(0)
     for w in select_windows(setup.windows, 3, seed=11):
-        exo = data.exo[w.start : w.start + w.hours]
+        exo = data.exo[w.start : w.start + w.steps]
         st = core.reset(params, 1)
-        sol = Solver(LPStructure(params, w.hours)).solve(LPInputs(
+        sol = Solver(LPStructure(params, w.steps)).solve(LPInputs(
             exo, st.queue_gpu_h[0], st.transit_gpu_h[0],
             physics.initial_soc_kwh(params, [w.start])[0],
             physics.terminal_value_per_gpu_h(params, exo),
@@ -98,7 +98,7 @@ def test_many_random_action_sequences_stay_below_the_bound(setup):
         sim.begin(list(range(n_b)), [w] * n_b)
         # random levels per episode: some lazy, some busy, some extreme
         bias = rng.uniform(-1, 1, (n_b, 1, params.n_actions_per_site * params.n_sites))
-        for _ in range(w.hours):
+        for _ in range(w.steps):
             a = np.clip(bias[:, 0] + rng.normal(0, 0.7, bias[:, 0].shape), -1, 1)
             sim.set_action(a)
             sim.advance()

@@ -372,10 +372,11 @@ def _row(k: int, window: Window, setup: EvalSetup, kpis: dict[str, float], j: fl
     return row
 
 
-def _bound_sites(setup: EvalSetup, values: np.ndarray, hours: int) -> dict[str, dict]:
+def _bound_sites(setup: EvalSetup, values: np.ndarray, steps: int) -> dict[str, dict]:
     """Per-site KPIs of an LP plan ``[L, N, F]`` (work terms left at zero)."""
     sums = values.sum(0)
-    return {name: episode_kpis(sums[i], hours, 0.0, 0.0)
+    step_h = setup.params.step_h
+    return {name: episode_kpis(sums[i], steps * step_h, 0.0, 0.0, step_h)
             for i, name in enumerate(setup.params.site_names)}
 
 
@@ -413,7 +414,9 @@ def evaluate_detailed(policy: PolicySource, scenario: ScenarioSource, *,
                 t0 = time.perf_counter()
                 res = pol.solve_episode(batch, k)
                 policy_s += time.perf_counter() - t0
-                kpis = episode_kpis(res.values.sum(0), w.steps, 0.0, res.leftover_gpu_h)
+                step_h = setup.params.step_h
+                kpis = episode_kpis(res.values.sum(0), w.steps * step_h, 0.0,
+                                    res.leftover_gpu_h, step_h)
                 rows[k] = _row(k, w, setup, kpis, res.J, res.terminal_charge,
                                _bound_sites(setup, res.values, w.steps))
                 if k in trace_episodes:
@@ -424,9 +427,9 @@ def evaluate_detailed(policy: PolicySource, scenario: ScenarioSource, *,
             by_len: dict[int, list[int]] = {}
             for k, w in enumerate(windows):
                 by_len.setdefault(w.steps, []).append(k)
-            for hours, ks in by_len.items():
+            for steps, ks in by_len.items():
                 group = [windows[k] for k in ks]
-                t_pol, done_steps = _run_group(pol, setup, view, group, ks, hours, seed,
+                t_pol, done_steps = _run_group(pol, setup, view, group, ks, steps, seed,
                                                backend, rows, traces, trace_episodes, name,
                                                bar, on_step, done_steps, total_steps)
                 policy_s += t_pol
@@ -438,7 +441,7 @@ def evaluate_detailed(policy: PolicySource, scenario: ScenarioSource, *,
                       policy_s_per_step=policy_s / max(total_steps, 1))
 
 
-def _run_group(pol, setup, view, group, ks, hours, seed, backend, rows, traces,
+def _run_group(pol, setup, view, group, ks, steps, seed, backend, rows, traces,
                trace_episodes, name, bar, on_step, done_steps, total_steps):
     params = setup.params
     n_b = len(group)
@@ -447,11 +450,11 @@ def _run_group(pol, setup, view, group, ks, hours, seed, backend, rows, traces,
     batch = EpisodeBatch(params, setup.data, group, view, seed)
     pol.reset(batch)
     want = [j for j, k in enumerate(ks) if k in trace_episodes]
-    record = np.zeros((hours, len(want), params.n_sites, len(core.OUTPUT_FIELDS)))
+    record = np.zeros((steps, len(want), params.n_sites, len(core.OUTPUT_FIELDS)))
     expect = (n_b, params.n_sites * params.n_actions_per_site)
     obs = sim.observe()
     policy_s = 0.0
-    for step in range(hours):
+    for step in range(steps):
         ctx = StepContext(batch, sim.state, sim.rows.copy(), step)
         t0 = time.perf_counter()
         action = np.asarray(pol.act(obs, ctx), dtype=np.float64)

@@ -57,7 +57,7 @@ def _actions(ctx: StepContext, run: np.ndarray, cap: np.ndarray,
 
 
 def _due_share(q1: np.ndarray) -> np.ndarray:
-    """``[B, N]`` share of the queue that is overdue or due this hour (EDF takes it first)."""
+    """``[B, N]`` share of the queue that is overdue or due this step (EDF takes it first)."""
     total = q1.sum(-1)
     due = q1[..., 0] + q1[..., 1]
     return np.divide(due, total, out=np.zeros_like(total), where=total > _EMPTY_GPU_H)
@@ -124,8 +124,9 @@ class CarbonAware:
         present = q1[..., 1:] > _EMPTY_GPU_H
         s_idx = np.arange(present.shape[-1])
         longest = np.where(present.any(-1), (present * s_idx).max(-1), 0)  # [B, N]
-        length = np.minimum(longest + 1, hw)
-        h = np.arange(hw)
+        n_steps = fc.shape[1]  # window_h in steps; slack buckets are steps too
+        length = np.minimum(longest + 1, n_steps)
+        h = np.arange(n_steps)
         window = np.where(h[None, :, None] < length[:, None, :], fc, np.nan)
         threshold = np.nanquantile(window, self.params.quantile, axis=1)  # [B, N]
         now = ctx.exo_t[..., Exo.CARBON_G_PER_KWH]
@@ -185,7 +186,7 @@ class FollowRenewables:
         # GPU-h the best site's spare generation (and free GPUs) can run
         free = np.maximum(p.gpus - demand - own, 0.0)[rows, best]
         absorb = np.minimum(np.maximum(spare[rows, best], 0.0)
-                            / (pue[rows, best] * kw_per_gpu_h[best]), free)
+                            / (pue[rows, best] * kw_per_gpu_h[best]), free) * p.step_h
         urgent = _due_share(q1) + np.divide(q1[..., 2], queue, out=np.zeros_like(queue),
                                             where=queue > _EMPTY_GPU_H)
         send = (~is_best) & (spare < 0.0) & (urgent <= self.params.max_urgent_fraction)
@@ -238,8 +239,9 @@ def _fit_import(ctx: StepContext, import_kw: np.ndarray) -> tuple[np.ndarray, np
     total = q1.sum(-1)
     pue = physics.pue_of(p, exo)
     st = ctx.state
-    battery = np.minimum(p.battery_power_kw,
-                         discharge_available_kw(st.soc_kwh, p.soc_min_kwh, p.battery_eta))
+    battery = np.minimum(p.battery_power_kw, discharge_available_kw(
+        st.soc_kwh, p.soc_min_kwh, p.battery_eta) / p.step_h)  # kW over the step
+    rate = total / p.step_h  # GPU-h per hour that runs the whole queue in the step
     limit = import_kw + exo[..., Exo.PV_KW] + exo[..., Exo.WIND_KW] + battery
     demand = exo[..., Exo.INFERENCE_GPUS]
     levels = p.throttle_cap[p.throttle_cap >= p.cap_min]
@@ -247,7 +249,7 @@ def _fit_import(ctx: StepContext, import_kw: np.ndarray) -> tuple[np.ndarray, np
     cap = np.full(total.shape, p.cap_min)
     fits_any = np.zeros(total.shape, dtype=bool)
     for c in levels:  # a handful of curve points
-        inf, flex, _ = physics.dispatch(p, demand, total, c)
+        inf, flex, _ = physics.dispatch(p, demand, rate, c)
         fac = physics.facility_kw(p, pue, physics.it_kw(p, inf, flex, c))
         ok = (fac <= limit) & ~fits_any
         cap = np.where(ok, c, cap)
@@ -258,7 +260,7 @@ def _fit_import(ctx: StepContext, import_kw: np.ndarray) -> tuple[np.ndarray, np
     # GPU-h of flexible work the limit leaves room for above idle power and inference
     base = physics.facility_kw(p, pue, physics.it_kw(p, inf_m, 0.0, p.cap_min))
     flex_ok = np.maximum((limit - base) / np.where(per_gpu_h > 0, per_gpu_h, 1.0), 0.0)
-    share = np.divide(flex_ok, total, out=np.ones_like(total), where=total > _EMPTY_GPU_H)
+    share = np.divide(flex_ok, rate, out=np.ones_like(total), where=total > _EMPTY_GPU_H)
     run = np.where(fits_any, 1.0, np.maximum(np.minimum(share, 1.0), _due_share(q1)))
     return run, cap
 
@@ -388,8 +390,9 @@ def _cheap_hour_run(ctx: StepContext, signal: str, quantile: float, window_h: in
     q1 = ctx.queue_after_arrivals()
     present = q1[..., 1:] > _EMPTY_GPU_H
     longest = np.where(present.any(-1), (present * np.arange(present.shape[-1])).max(-1), 0)
-    length = np.minimum(longest + 1, window_h)
-    window = np.where(np.arange(window_h)[None, :, None] < length[:, None, :], fc, np.nan)
+    n_steps = fc.shape[1]  # window_h in steps; slack buckets are steps too
+    length = np.minimum(longest + 1, n_steps)
+    window = np.where(np.arange(n_steps)[None, :, None] < length[:, None, :], fc, np.nan)
     threshold = np.nanquantile(window, quantile, axis=1)
     return np.where(ctx.exo_t[..., Exo[signal.upper()]] <= threshold, 1.0, _due_share(q1))
 
@@ -462,8 +465,9 @@ class GreedySpatial:
         ) * physics.pue_of(p, fc)
         present = q1[..., 1:] > _EMPTY_GPU_H
         longest = np.where(present.any(-1), (present * np.arange(present.shape[-1])).max(-1), 0)
-        slack = np.minimum(longest.max(-1) + 1, hw)  # [B]: the fleet's longest wait
-        inside = np.arange(hw)[None, :, None] < slack[:, None, None]
+        n_steps = fc.shape[1]  # window_h in steps; slack buckets are steps too
+        slack = np.minimum(longest.max(-1) + 1, n_steps)  # [B]: the fleet's longest wait
+        inside = np.arange(n_steps)[None, :, None] < slack[:, None, None]
         return np.nanmean(np.where(inside, per_kwh, np.nan), axis=1)  # [B, N]
 
     def act(self, obs: np.ndarray, ctx: StepContext) -> np.ndarray:
@@ -480,7 +484,7 @@ class GreedySpatial:
                                             where=queue > _EMPTY_GPU_H)
         send = ~is_best & dear & (urgent <= self.params.max_urgent_fraction)
         demand = ctx.exo_t[..., Exo.INFERENCE_GPUS]
-        free = np.maximum(p.gpus - demand - queue, 0.0)[rows, best]
+        free = np.maximum(p.gpus - demand - queue, 0.0)[rows, best] * p.step_h  # GPU-h
         pool = np.where(send, queue, 0.0).sum(-1)
         share = np.divide(free, pool, out=np.zeros_like(pool), where=pool > _EMPTY_GPU_H)
         migrate = np.where(send, np.minimum(share, p.max_migration_fraction)[:, None], 0.0)

@@ -1,8 +1,16 @@
 r"""Linear program of the environment's step equations, shared by ``mpc`` and ``lp_bound``.
 
-The model covers ``H`` hours of ``N`` sites from a given state and exogenous rows (the
+The model covers ``H`` steps of ``N`` sites from a given state and exogenous rows (the
 truth for the bound, P50 forecasts for MPC). It is assembled with ``scipy.sparse`` from
 index arrays (no loop over variables) and solved with HiGHS (``highspy``).
+
+Step length: the formulation below is written for hourly steps. At steps of ``dt`` hours
+(``env.step_minutes``) the env's equations are the hourly ones with every power and GPU
+count taken as what the step holds (``gridrl.env.core``, "Step length"), so the LP reads
+its parameters and rows in those units, converted once in :func:`step_units` and
+:func:`step_exo` (powers ``x dt`` kWh, GPUs ``G dt`` GPU-h, the overdue weight, holding
+and the event payment per step, the destination limit ``G (S - 1)`` in step buckets),
+and its plan is returned in the env's output units. "Hour" below reads "step".
 
 Formulation
 ===========
@@ -148,6 +156,7 @@ trajectory and never charges one less. Work is fluid in both (GPU-hours, not job
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import time
@@ -181,7 +190,8 @@ from gridrl.errors import GridrlError
 
 __all__ = [
     "CutSet", "LPError", "LPInputs", "LPSolution", "LPStructure", "Solver", "cap_levels",
-    "release_table", "rule_battery_rows", "solve", "solve_rule_battery",
+    "release_table", "rule_battery_rows", "solve", "solve_rule_battery", "step_exo",
+    "step_units",
 ]
 
 # Violations of a lazy deadline row below this (GPU-h) are solver round-off.
@@ -194,6 +204,40 @@ _MAX_CUT_ROUNDS = 200
 
 class LPError(GridrlError, RuntimeError):
     """HiGHS did not find an optimal solution."""
+
+
+def step_units(params: EnvParams) -> EnvParams:
+    """``params`` as the LP reads them at steps of ``step_h`` hours: powers as the kWh
+    of a step, GPUs as the GPU-h of a step, holding, the overdue weight and the event
+    payment per step, the destination limit in step buckets (module doc). At hourly
+    steps ``params`` itself."""
+    dt = params.step_h
+    if dt == 1.0:
+        return params
+    weights = params.reward_weights.copy()
+    weights[3] *= dt  # overdue work is charged per hour it is held
+    return dataclasses.replace(
+        params, gpus=params.gpus * dt, facility_fixed_kw=params.facility_fixed_kw * dt,
+        battery_power_kw=params.battery_power_kw * dt,
+        backup_capacity_kw=params.backup_capacity_kw * dt,
+        dr_payment_per_event_h=params.dr_payment_per_event_h * dt,
+        holding_cost_per_gpu_h_h=params.holding_cost_per_gpu_h_h * dt,
+        accept_hours=params.accept_hours / dt, reward_weights=weights, step_h=1.0)
+
+
+#: Signals that are powers (or GPUs): the LP reads them as what a step holds.
+_POWER_SIGNALS = (Exo.PV_KW, Exo.WIND_KW, Exo.HEADROOM_KW, Exo.INFERENCE_GPUS,
+                  Exo.DR_LIMIT_KW)
+
+
+def step_exo(exo: np.ndarray, step_h: float) -> np.ndarray:
+    """Exogenous rows ``[..., K]`` with powers and GPU counts times ``step_h`` (kWh and
+    GPU-h of a step; see :func:`step_units`)."""
+    if step_h == 1.0:
+        return exo
+    out = np.array(exo, dtype=np.float64)
+    out[..., list(_POWER_SIGNALS)] *= step_h
+    return out
 
 
 def cap_levels(params: EnvParams) -> tuple[np.ndarray, np.ndarray]:
@@ -262,8 +306,9 @@ class LPSolution:
     leftover_gpu_h : ndarray
         ``[N]`` work queued or in transit after the last hour.
     first : dict
-        First-hour decision per site (``[N]`` arrays): ``work`` (flexible), ``served``,
-        ``busy``, ``migrated``, ``received``, ``ch``, ``dis``.
+        First-step decision per site (``[N]`` arrays, amounts of the step: GPU-h and
+        kWh): ``work`` (flexible), ``served``, ``busy`` (GPU-h), ``migrated``,
+        ``received``, ``ch``, ``dis``.
     solve_s : float
         Wall time of the solve (all lazy rounds).
     rounds : int
@@ -350,8 +395,8 @@ class LPStructure:
                  migration_share_rows: bool = False) -> None:
         if hours < 1:
             raise ValueError(f"hours must be >= 1, got {hours}")
-        p = params
-        self.params = p
+        self.step_h = params.step_h  # the env's step; the LP works in step units
+        self.params = p = step_units(params)
         self.H = h_len = int(hours)
         self.N = n = p.n_sites
         self.caps, self.taus = cap_levels(p)
@@ -561,6 +606,7 @@ class LPStructure:
         exo = np.asarray(inp.exo, dtype=np.float64)
         if exo.shape != (h_len, n, len(EXO_SIGNALS)):
             raise ValueError(f"exo has shape {exo.shape}, expected {(h_len, n, len(EXO_SIGNALS))}")
+        exo = step_exo(exo, self.step_h)
         pv, wind, head = exo[..., Exo.PV_KW], exo[..., Exo.WIND_KW], exo[..., Exo.HEADROOM_KW]
         carbon, price = exo[..., Exo.CARBON_G_PER_KWH], exo[..., Exo.PRICE_PER_MWH]
         demand, arr = exo[..., Exo.INFERENCE_GPUS], exo[..., Exo.FLEXIBLE_GPU_H]
@@ -883,10 +929,11 @@ class LPStructure:
         f[..., Out.INFERENCE_SERVED_GPU_H] = served
         f[..., Out.SLO_GPU_H] = demand - (served - routed_in + routed)
         f[..., Out.DEADLINE_MISS_GPU_H] = _edf_misses(aux["rel"], x + out)
-        f[..., Out.OVERDUE_GPU_H] = ov
+        dt = self.step_h  # back to the env's output units (core, "Step length")
+        f[..., Out.OVERDUE_GPU_H] = ov * dt
         f[..., Out.QUEUED_GPU_H] = queued
         f[..., Out.TRANSIT_GPU_H] = recv
-        f[..., Out.BUSY_GPUS] = busy
+        f[..., Out.BUSY_GPUS] = busy / dt
         f[..., Out.CAP] = capw
         f[..., Out.IT_KWH] = it
         f[..., Out.MIGRATION_KWH] = mig_kwh
@@ -899,10 +946,10 @@ class LPStructure:
         f[..., Out.GRID_IMPORT_KWH] = g
         f[..., Out.EXPORT_KWH] = e
         f[..., Out.OVERDRAW_KWH] = o
-        f[..., Out.HEADROOM_KW] = exo[..., Exo.HEADROOM_KW]
+        f[..., Out.HEADROOM_KW] = exo[..., Exo.HEADROOM_KW] / dt
         f[..., Out.CARBON_KG] = g * carbon * KG_PER_G
         f[..., Out.COST] = g * price * MWH_PER_KWH
-        f[..., Out.HEADROOM_VIOLATION] = o > _OVERDRAW_TOL_KWH
+        f[..., Out.HEADROOM_VIOLATION] = (o > _OVERDRAW_TOL_KWH) * dt
         f[..., Out.GPU_RENT_COST], f[..., Out.HOLDING_COST] = gpu_time_cost(
             busy, p.gpu_rent_per_gpu_h, queued + recv, p.holding_cost_per_gpu_h_h)
         f[..., Out.BATTERY_DEGRADATION_COST] = dis * p.battery_degradation_per_kwh
@@ -916,11 +963,11 @@ class LPStructure:
         f[..., Out.BACKUP_FUEL_COST], f[..., Out.BACKUP_CARBON_KG] = backup_terms(
             bk, p.backup_fuel_cost_per_kwh, p.backup_carbon_g_per_kwh)
         f[..., Out.CARBON_KG] += f[..., Out.BACKUP_CARBON_KG]
-        f[..., Out.DR_EVENT_H] = dr_on
+        f[..., Out.DR_EVENT_H] = dr_on * dt
         f[..., Out.DR_SHORTFALL_KWH] = sf
         f[..., Out.DR_PENALTY_COST], f[..., Out.DR_PAYMENT] = dr_terms(
             dr_on, sf, p.dr_penalty_per_kwh, p.dr_payment_per_event_h)
-        f[..., Out.DR_COMPLIANT_H] = dr_compliant(dr_on, sf, exo[..., Exo.DR_LIMIT_KW])
+        f[..., Out.DR_COMPLIANT_H] = dr_compliant(dr_on, sf, exo[..., Exo.DR_LIMIT_KW]) * dt
         first = {"work": x[0], "served": served[0], "busy": busy[0], "migrated": out[0],
                  "received": recv[0], "ch": ch[0], "dis": dis[0], "levels": w[0]}
         return LPSolution(objective=float(objective), J=-float(objective) / p.reward_scale,

@@ -1,9 +1,10 @@
-"""``mpc``: receding-horizon linear program on the median forecasts, re-solved every hour.
+"""``mpc``: receding-horizon linear program on the median forecasts, re-solved every step.
 
-Each hour, for each episode, the LP of :mod:`gridrl.agents.lp` is solved over the next
-``horizon_h`` hours (fewer near the episode end) from the current core state, with the
-observed signals for this hour and the P50 forecasts (:class:`ForecastView`) after it.
-Its first-hour decision is turned into the environment's action:
+Each step, for each episode, the LP of :mod:`gridrl.agents.lp` is solved over the next
+``horizon_h`` hours (as many steps, :mod:`gridrl.env.clock`; fewer near the episode end)
+from the current core state, with the observed signals for this step and the P50
+forecasts (:class:`ForecastView`) after it. Its first-step decision is turned into the
+environment's action:
 
 - ``migrate``: the LP's work sent away over the queue the hour starts from;
 - ``route``: destinations weighted like the LP's work received (softmax logits
@@ -48,6 +49,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from gridrl.agents.lp import LPError, LPInputs, LPStructure, Solver
 from gridrl.agents.policy import EpisodeBatch, StepContext, actions_from
 from gridrl.env import physics
+from gridrl.env.clock import hours_to_steps
 from gridrl.env.kernel import Exo
 from gridrl.env.params import EnvParams
 
@@ -124,8 +126,8 @@ def single_cap(params: EnvParams, first: dict, caps: np.ndarray, taus: np.ndarra
 
     def fits(c: np.ndarray) -> np.ndarray:
         need = (first["served"] / p.inference_throughput_at(c)
-                + first["work"] / p.throughput(c))
-        return need <= p.gpus * (1.0 + _FIT_TOL)
+                + first["work"] / p.throughput(c))  # busy GPU-h of the step
+        return need <= p.gpus * p.step_h * (1.0 + _FIT_TOL)
 
     lo = np.full(p.n_sites, p.cap_min)
     hi = np.ones(p.n_sites)
@@ -189,7 +191,7 @@ class MPC:
         self._solvers: dict[int, Solver] = {}
         self._cuts: dict[int, list] = {}
         self.solve_times: list[float] = []
-        self.failures = 0  # hours whose LP failed (status quo played instead)
+        self.failures = 0  # steps whose LP failed (status quo played instead)
 
     def reset(self, batch: EpisodeBatch) -> None:
         """Keep one LP structure per horizon length for the batch's scenario."""
@@ -199,42 +201,44 @@ class MPC:
         self.solve_times = []
         self.failures = 0
 
-    def _solver(self, params: EnvParams, hours: int) -> Solver:
-        if hours not in self._solvers:
-            self._solvers[hours] = Solver(LPStructure(
-                params, hours, migration_share_rows=self.params.migration_share_rows), {
+    def _solver(self, params: EnvParams, steps: int) -> Solver:
+        if steps not in self._solvers:
+            self._solvers[steps] = Solver(LPStructure(
+                params, steps, migration_share_rows=self.params.migration_share_rows), {
                 "simplex_strategy": self.params.simplex_strategy,
                 "presolve": "on" if self.params.presolve else "off"},
                 charge_rows=self.params.charge_rows)
-        return self._solvers[hours]
+        return self._solvers[steps]
 
     def act(self, obs: np.ndarray, ctx: StepContext) -> np.ndarray:
-        """Solve each episode's LP from its state and carry out the first hour."""
+        """Solve each episode's LP from its state and carry out the first step."""
         p = ctx.params
         batch = ctx.batch
-        remaining = ctx.remaining
-        horizon = int(min(self.params.horizon_h, remaining.max()))
-        fc = ctx.forecast(horizon)  # [B, H, N, K]
+        remaining = ctx.remaining  # steps
+        horizon_steps = hours_to_steps(self.params.horizon_h, batch.data.step_minutes,
+                                       "mpc horizon_h")
+        horizon = int(min(horizon_steps, remaining.max()))
+        fc = ctx.forecast_steps(horizon)  # [B, H, N, K]
         q1 = ctx.queue_after_arrivals()
         st = ctx.state
         carry = np.full(p.n_sites, p.reward_weights[3] * self.params.overdue_carry_h)
         out = np.empty((len(ctx.rows), p.n_sites * p.n_actions_per_site))
         battery_kw = np.full((len(ctx.rows), p.n_sites), np.nan)  # NaN: the rule
         for b in range(len(ctx.rows)):
-            hours = int(min(horizon, remaining[b]))
-            plan = fc[b, :hours].copy()
+            steps = int(min(horizon, remaining[b]))
+            plan = fc[b, :steps].copy()
             plan[..., Exo.DR_LIMIT_KW] *= 1.0 - self.params.dr_margin_fraction
-            if hours == remaining[b]:
+            if steps == remaining[b]:
                 seen = batch.data.exo[batch.starts[b] : ctx.rows[b]]
                 episode = np.concatenate([seen, plan])
                 tval = physics.terminal_value_per_gpu_h(p, episode)
                 bval = physics.battery_value_per_kwh(p, episode)
             else:
                 tval, bval = continuation_value(p, plan)
-            solver = self._solver(p, hours)
+            solver = self._solver(p, steps)
             t0 = time.perf_counter()
-            # last hour's deadline rows, one hour on, are likely needed again
-            seed = [c for c in (x.shifted(1, hours) for x in self._cuts.get(b, [])) if c]
+            # last step's deadline rows, one step on, are likely needed again
+            seed = [c for c in (x.shifted(1, steps) for x in self._cuts.get(b, [])) if c]
             try:
                 sol = solver.solve(LPInputs(plan, st.queue_gpu_h[b], st.transit_gpu_h[b],
                                             st.soc_kwh[b], tval, carry, battery_value=bval),
@@ -254,5 +258,5 @@ class MPC:
             st_lp = solver.structure
             cap = single_cap(p, sol.first, st_lp.caps, st_lp.taus, self.params.cap_rule)
             out[b] = plan_to_action(p, q1[b], sol.first, st_lp.caps, st_lp.taus, cap)[0]
-            battery_kw[b] = sol.first["ch"] - sol.first["dis"]
+            battery_kw[b] = (sol.first["ch"] - sol.first["dis"]) / p.step_h  # kWh -> kW
         return ctx.set_battery(out, battery_kw)

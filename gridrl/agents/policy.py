@@ -22,6 +22,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from gridrl.env import physics
+from gridrl.env.clock import hours_to_steps
 from gridrl.env.episodes import Window
 from gridrl.env.inputs import EnvData
 from gridrl.env.kernel import EXO_SIGNALS, Act, Exo, PackedParams, pack
@@ -37,12 +38,13 @@ HOURS_PER_DAY = 24
 
 
 class ForecastView:
-    """Median forecasts of every exogenous signal for the next hours, as references see
+    """Median forecasts of every exogenous signal for the next steps, as references see
     them.
 
-    ``p50(rows, hours)`` returns ``[B, hours, N, K]``: entry ``h = 0`` is the hour being
+    ``p50(rows, steps)`` returns ``[B, steps, N, K]``: entry ``h = 0`` is the step being
     decided (its signals are observed), ``h >= 1`` the forecast issued at that row for
-    ``h`` hours ahead (``core.EXO_SIGNALS`` order).
+    ``h`` steps (``h step_h`` hours) ahead (``core.EXO_SIGNALS`` order). At sub-hourly
+    steps the cube is the one issued at the start of the step's hour.
 
     - ``perfect``: the true rows (an oracle).
     - a forecast cube (``persistence``, ``noisy(sigma)``, ``lightgbm``): the cube's P50
@@ -85,37 +87,39 @@ class ForecastView:
                                         dtype=np.float64)
             self._cube_h = np.asarray(cube.horizons_h, dtype=np.int64)
         self._use_cube = self._cube_p50 is not None and self.mode != "none"
+        self.step_h = data.step_minutes / 60.0
 
-    def p50(self, rows: np.ndarray, hours: int) -> np.ndarray:
-        """``[B, hours, N, K]`` median forecasts issued at ``rows`` ``[B]`` (see class doc)."""
+    def p50(self, rows: np.ndarray, steps: int) -> np.ndarray:
+        """``[B, steps, N, K]`` median forecasts issued at ``rows`` ``[B]`` (see class doc)."""
         rows = np.asarray(rows, dtype=np.int64)
         t_len = self.exo.shape[0]
-        h = np.arange(hours)
+        h = np.arange(steps)
         target = np.minimum(rows[:, None] + h[None, :], t_len - 1)  # [B, H]
         if self.mode == "perfect":
             return self.exo[target]
-        # seasonal naive for every signal: same hour of the latest observed day
-        back = HOURS_PER_DAY * np.ceil(h / HOURS_PER_DAY).astype(np.int64)
+        # seasonal naive for every signal: same step of the latest observed day
+        day = round(HOURS_PER_DAY / self.step_h)
+        back = day * np.ceil(h / day).astype(np.int64)
         naive = np.clip(rows[:, None] + h[None, :] - back[None, :], 0, t_len - 1)
         out = self.exo[naive].copy()  # [B, H, N, K]; h = 0 is the observed row
         if not self._cube_k:
-            return physics.announced_events(self.exo[rows], out)
+            return physics.announced_events(self.exo[rows], out, self.step_h)
         now = self.exo[rows][:, :, self._cube_k]  # [B, N, Kc]
         if not self._use_cube:
             out[:, :, :, self._cube_k] = now[:, None]
-            return physics.announced_events(self.exo[rows], out)
+            return physics.announced_events(self.exo[rows], out, self.step_h)
         cube = self._cube_p50[rows]  # [B, N, Kc, Hc]
         xp = np.concatenate([[0], self._cube_h]).astype(np.float64)
         fp = np.concatenate([now[..., None], cube], axis=-1)  # [B, N, Kc, 1 + Hc]
         # linear interpolation in the horizon, vectorised over B, N, Kc
-        hh = np.minimum(h, self._cube_h[-1]).astype(np.float64)
+        hh = np.minimum(h * self.step_h, self._cube_h[-1])  # hours ahead
         j = np.clip(np.searchsorted(xp, hh, side="right") - 1, 0, len(xp) - 2)
         frac = (hh - xp[j]) / (xp[j + 1] - xp[j])
         lo = fp[..., j]
         hi = fp[..., j + 1]
         vals = lo + (hi - lo) * frac  # [B, N, Kc, H]
         out[:, :, :, self._cube_k] = np.moveaxis(vals, -1, 1)
-        return physics.announced_events(self.exo[rows], out)
+        return physics.announced_events(self.exo[rows], out, self.step_h)
 
 
 @dataclass(eq=False)
@@ -168,11 +172,11 @@ class StepContext:
     ----------
     batch : EpisodeBatch
     state : EnvState
-        Core state at the start of the hour (live: copy what you keep).
+        Core state at the start of the step (live: copy what you keep).
     rows : ndarray
-        ``[B]`` data row of the hour being decided.
+        ``[B]`` data row of the step being decided.
     step : int
-        Hours since the episodes began.
+        Steps since the episodes began.
     """
 
     batch: EpisodeBatch
@@ -188,12 +192,12 @@ class StepContext:
 
     @property
     def exo_t(self) -> np.ndarray:
-        """``[B, N, K]`` observed signals of the hour."""
+        """``[B, N, K]`` observed signals of the step."""
         return self.batch.data.exo[self.rows]
 
     @property
     def remaining(self) -> np.ndarray:
-        """``[B]`` hours left in each episode, this one included."""
+        """``[B]`` steps left in each episode, this one included."""
         return self.batch.ends - self.rows
 
     def set_battery(self, actions: np.ndarray, setpoint_kw: np.ndarray | None = None
@@ -210,15 +214,21 @@ class StepContext:
         return a.reshape(actions.shape)
 
     def forecast(self, hours: int) -> np.ndarray:
-        """``[B, hours, N, K]`` median forecasts from this hour on (``ForecastView.p50``)."""
-        key = ("p50", hours)
+        """``[B, steps, N, K]`` median forecasts for ``hours`` (as many steps) from this
+        step on (``ForecastView.p50``)."""
+        return self.forecast_steps(
+            hours_to_steps(hours, self.batch.data.step_minutes, "forecast window"))
+
+    def forecast_steps(self, steps: int) -> np.ndarray:
+        """``[B, steps, N, K]`` median forecasts for ``steps`` steps from this one."""
+        key = ("p50", steps)
         if key not in self._cache:
-            self._cache[key] = self.batch.forecasts.p50(self.rows, hours)
+            self._cache[key] = self.batch.forecasts.p50(self.rows, steps)
         return self._cache[key]
 
     def queue_after_arrivals(self) -> np.ndarray:
-        """``[B, N, S + 1]`` queue the hour starts from: queued + arriving transit + this
-        hour's arrivals (step 1 of the core)."""
+        """``[B, N, S + 1]`` queue the step starts from: queued + arriving transit + this
+        step's arrivals (equation 1 of the core)."""
         p = self.params
         a = self.exo_t[..., Exo.FLEXIBLE_GPU_H]
         return self.state.queue_gpu_h + self.state.transit_gpu_h + a[..., None] * p.arrival_split

@@ -178,7 +178,8 @@ def encode_battery_kw(params: EnvParams, state: EnvState, action: np.ndarray,
     if p.battery_residual or setpoint_kw is None or np.isnan(setpoint_kw).any():
         out[..., Act.BATTERY] = 0.0
         _, outputs = kernel.step(packed or kernel.pack(p), state, out, exo_t)
-        fac = outputs["facility_kwh"] + outputs["curtailed_kwh"]
+        # the step's energy back to power: the rule is stated in kW
+        fac = (outputs["facility_kwh"] + outputs["curtailed_kwh"]) / p.step_h
         gen = exo_t[..., Exo.PV_KW] + exo_t[..., Exo.WIND_KW]
         rule = np.clip(rule_battery_kw(p, fac, gen, exo_t[..., Exo.HEADROOM_KW]), -power, power)
         setpoint_kw = rule if setpoint_kw is None else np.where(np.isnan(setpoint_kw), rule,
@@ -193,14 +194,15 @@ def encode_battery_kw(params: EnvParams, state: EnvState, action: np.ndarray,
     return out
 
 
-def announced_events(exo_now: np.ndarray, plan: np.ndarray) -> np.ndarray:
-    """``plan`` ``[B, H, N, K]`` (row ``h`` = ``h`` hours after the decided hour) with
-    its grid-event signals replaced by what is announced at the decided hour
+def announced_events(exo_now: np.ndarray, plan: np.ndarray, step_h: float = 1.0) -> np.ndarray:
+    """``plan`` ``[B, H, N, K]`` (row ``h`` = ``h`` steps of ``step_h`` hours after the
+    decided step) with its grid-event signals replaced by what is announced at the decided
+    step
     ``exo_now`` ``[B, N, K]``: the current or next demand-response event in its hours
     (``gridrl.data.sources.events``), nothing after it; headroom 0 in the hours of the
     announced outage. Events announced later are unknown to a planner."""
     out = plan.copy()
-    h = np.arange(plan.shape[1])[None, :, None]  # [1, H, 1]
+    h = np.arange(plan.shape[1])[None, :, None] * step_h  # [1, H, 1] hours ahead
     start = exo_now[:, None, :, Exo.DR_STARTS_IN_H]
     end = start + exo_now[:, None, :, Exo.DR_REMAINING_H]
     out[..., Exo.DR_STARTS_IN_H] = np.where(h < start, start - h, 0.0) * (end > start)
