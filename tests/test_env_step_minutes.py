@@ -221,3 +221,127 @@ def test_sub_hourly_runs_reproduce_the_hourly_run(step_minutes, battery_control,
     assert k60["work_done_gpu_h"] > 10 and k60["leftover_gpu_h"] < 1e-9
     k60, _ = _run_held(p60, hourly, 0.0, cap, -0.7, 60, hours)
     assert k60["dr_event_h"] > 0 and k60["curtailed_kwh"] + k60["overdraw_kwh"] > 0
+
+
+# --------------------------------------------------------------------------- the LP
+
+
+def _tiny_lp_case(step_minutes: int, full_model: bool):
+    """The brute-force case of ``test_agents_lp`` at ``step_minutes``: one site, three
+    hours, 10 GPU-h due within two hours, carbon 300 / 100 / 130-200 g/kWh."""
+    from test_agents_lp import _tiny_brute_force_case
+
+    sc, x = _tiny_brute_force_case(0.0, 0.0, full_model)
+    sc = sc.model_copy(update={"env": sc.env.model_copy(update={"step_minutes": step_minutes})})
+    return sc, x
+
+
+@pytest.mark.parametrize("full_model", [False, True])
+def test_lp_equals_brute_force_at_15_minutes(full_model):
+    """Every sequence of the three-level grid held for each hour (729) run through the
+    15-minute env: the best return equals the 15-minute LP, which equals the hourly LP
+    (nothing in the case is priced inside the hour: no holding, no rent)."""
+    import itertools
+
+    from gridrl.agents.lp import LPInputs, LPStructure, Solver
+    from gridrl.env import physics
+    from gridrl.env.batch import BatchSim
+    from gridrl.env.episodes import Window
+
+    sc60, x = _tiny_lp_case(60, full_model)
+    sc15, _ = _tiny_lp_case(15, full_model)
+    p60, p15 = build_params(sc60), build_params(sc15)
+    data = EnvData.from_arrays(index(3), x, ["a"]).at_step(15)
+
+    def lp(p, exo):
+        st = core.reset(p, 1)
+        return Solver(LPStructure(p, len(exo))).solve(LPInputs(
+            exo, st.queue_gpu_h[0], st.transit_gpu_h[0], st.soc_kwh[0],
+            physics.terminal_value_per_gpu_h(p, exo)))
+
+    sol15, sol60 = lp(p15, data.exo), lp(p60, x)
+    assert sol15.J == pytest.approx(sol60.J, rel=1e-9, abs=1e-9)
+    levels = np.array([-1.0, 0.0, 1.0])
+    per_hour = [(r, c) for r in levels for c in levels]
+    seqs = list(itertools.product(per_hour, repeat=3))
+    sim = BatchSim(p15, data, len(seqs))
+    sim.begin(list(range(len(seqs))), [Window(0, 12)] * len(seqs))
+    for t in range(12):
+        a = np.zeros((len(seqs), 4))
+        a[:, 0] = [s[t // 4][0] for s in seqs]
+        a[:, 1] = [s[t // 4][1] for s in seqs]
+        a[:, 3] = -1.0
+        sim.set_action(a)
+        sim.advance()
+    assert sol15.J == pytest.approx(sim.returns.max(), rel=1e-9, abs=1e-9)
+    # the plan's KPIs are in the env's units: 10 GPU-h done over the three hours
+    done = sol15.values[..., kernel.Out.WORK_DONE_GPU_H].sum()
+    assert done == pytest.approx(10.0, abs=1e-9)
+
+
+def _bound_scenario(step_minutes: int, battery_control: str):
+    """Two sites (a with PV, rent, a demand-response programme; b with a battery),
+    holding at both, standby sets, migration and inference routing: the scenario of
+    ``test_agents_bound`` at ``step_minutes``."""
+    from env_helpers import TEST_NETWORK
+
+    return scenario(
+        sites=[site("a", pv={"kwp": 5.0}, gpu_rent_per_gpu_h=0.05,
+                    workload={"deadline_slack_h_min": 2, "deadline_slack_h_max": 4,
+                              "holding_cost_per_gpu_h_h": 0.01},
+                    backup={"capacity_kw": 2.0},
+                    demand_response={"payment_per_event_h": 0.5, "penalty_per_kwh": 0.4}),
+               site("s1", battery={"capacity_kwh": 12.0, "power_kw": 4.0,
+                                   "soc_initial_fraction_range": [0.2, 0.8],
+                                   "degradation_cost_per_kwh": 0.02},
+                    backup={"capacity_kw": 6.0},
+                    workload={"deadline_slack_h_min": 2, "deadline_slack_h_max": 5,
+                              "holding_cost_per_gpu_h_h": 0.01})],
+        env={"episode_hours": 12, "battery_control": battery_control,
+             "inference_remote_fraction_max": 0.3, "step_minutes": step_minutes},
+        network=TEST_NETWORK | {"coordinates_deg": {"a": (0.0, 0.0), "s1": (0.0, 1.0)}})
+
+
+@pytest.mark.parametrize("battery_control", ["setpoint", "rule"])
+def test_the_lp_is_still_a_bound_at_15_minutes(battery_control):
+    """No policy beats the 15-minute LP on random episodes: heuristics, MPC and 128
+    random action sequences per episode, on the 15-minute env."""
+    from gridrl.agents.evaluate import evaluate, make_setup, select_windows
+    from gridrl.agents.lp import LPInputs, LPStructure, Solver
+    from gridrl.agents.registry import make_policy
+    from gridrl.env import physics
+    from gridrl.env.batch import BatchSim
+
+    sc = _bound_scenario(15, battery_control)
+    exo = synthetic_exo(2, 24 * 14, seed=1)
+    exo[..., K["flexible_gpu_h"]] *= 1.5
+    exo[::4, 1, K["inference_gpus"]] = 9.5
+    setup = make_setup(sc, data=EnvData.from_arrays(index(24 * 14), exo, ["a", "s1"]))
+    assert setup.data.step_minutes == 15
+    tol = 1e-7
+    bound = evaluate("lp_bound", setup, episodes=3, seed=3)
+    for name in ("run_now", "headroom_guard", "dr_cap", "carbon_aware"):
+        table = evaluate(make_policy(name), setup, episodes=3, seed=3)
+        assert (table["J"].to_numpy() <= bound["J"].to_numpy()
+                + tol * np.abs(bound["J"].to_numpy())).all(), name
+    mpc = evaluate(make_policy("mpc", horizon_h=4), setup, episodes=1, seed=3)
+    assert mpc["J"].iloc[0] <= bound["J"].iloc[0] + tol * abs(bound["J"].iloc[0])
+    params, data = setup.params, setup.data
+    rng = np.random.default_rng(0)
+    n_b = 128
+    for w in select_windows(setup.windows, 2, seed=11):
+        assert w.steps == 48
+        x = data.exo[w.start : w.start + w.steps]
+        st = core.reset(params, 1)
+        sol = Solver(LPStructure(params, w.steps)).solve(LPInputs(
+            x, st.queue_gpu_h[0], st.transit_gpu_h[0],
+            physics.initial_soc_kwh(params, [w.start])[0],
+            physics.terminal_value_per_gpu_h(params, x),
+            battery_value=physics.battery_value_per_kwh(params, x)))
+        sim = BatchSim(params, data, n_b)
+        sim.begin(list(range(n_b)), [w] * n_b)
+        bias = rng.uniform(-1, 1, (n_b, params.n_actions_per_site * params.n_sites))
+        for _ in range(w.steps):
+            sim.set_action(np.clip(bias + rng.normal(0, 0.7, bias.shape), -1, 1))
+            sim.advance()
+        assert sim.returns.max() <= sol.J + tol * abs(sol.J)

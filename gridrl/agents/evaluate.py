@@ -155,6 +155,7 @@ def make_setup(scenario: ScenarioSource, *, period: str = "test",
             data = make_data(sc, forecast_mode=forecast_mode, base_dir=base,
                              forecast_config=forecast_config, seed=sc.seed)
         mode = getattr(data.forecast, "mode", None) or forecast_mode
+    data = data.at_step(sc.env.step_minutes)  # hourly inputs as the scenario's steps
     params = build_params(sc)
     windows = EpisodeWindows(data.index, sc, period)
     return EvalSetup(sc, params, data, windows, mode)

@@ -139,6 +139,7 @@ class HeldForecast:
     horizons_h: list[int]
     quantiles: list[float]
     provenance: dict
+    mode: str | None = None
 
 
 def expand_forecast(cube: Any, step_minutes: int) -> Any:
@@ -151,4 +152,5 @@ def expand_forecast(cube: Any, step_minutes: int) -> Any:
         sites=list(cube.sites), signals=list(cube.signals),
         horizons_h=list(cube.horizons_h), quantiles=list(cube.quantiles),
         provenance={"issued": "at the start of each step's hour (held over its "
-                              f"{k} steps of {step_minutes} min)"})
+                              f"{k} steps of {step_minutes} min)"},
+        mode=getattr(cube, "mode", None))
