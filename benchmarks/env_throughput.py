@@ -9,14 +9,18 @@ Prints
    (``info_mode="full"``) and without (``"episode"``);
 3. time per step against the number of sites (1, 3, 24, 96, 384) for the single env and
    for the VecEnv at B = 64, on a synthetic scenario (sites made from one template,
-   four weeks of random signals, perfect forecasts), with the cost per site.
+   four weeks of random signals, perfect forecasts), with the cost per site;
+4. geo3 at 60-, 30- and 15-minute steps (``env.step_minutes``): steps/s and simulated
+   hours/s of the single env and of the VecEnv at B = 256, and how far throughput per
+   simulated hour falls against the step ratio (the goal: no further than the ratio).
 
 Each figure is given twice: wall-clock throughput over the whole measurement, and the
 throughput of the fastest tenth of the timed chunks (100 steps of the single env, one
 step of a VecEnv), which estimates the cost on an otherwise idle CPU when the machine is
 shared (the load average is printed). Episode resets are included in the wall figure.
 
-Usage: ``python benchmarks/env_throughput.py [--seconds S] [--plot PATH.png]``.
+Usage: ``python benchmarks/env_throughput.py [--seconds S] [--plot PATH.png]
+[--only-steps]``.
 """
 
 from __future__ import annotations
@@ -34,8 +38,9 @@ from rich.table import Table
 
 import gridrl.env
 from gridrl.data.signals import Signals
+from gridrl.env.clock import STEP_MINUTES, step_hours
 from gridrl.env.gym_env import GridEnv
-from gridrl.env.inputs import load_env_data
+from gridrl.env.inputs import EnvData, load_env_data
 from gridrl.env.kernel import EXO_SIGNALS
 from gridrl.env.vec_env import GridVecEnv
 from gridrl.io import write_with
@@ -146,6 +151,32 @@ def _synthetic(n_sites: int) -> tuple[Scenario, Signals]:
                                                columns=cols))
 
 
+def _step_lengths(sc: Scenario, data: EnvData, seconds: float) -> None:
+    """Section 4: geo3 at every step length, per step and per simulated hour."""
+    table = Table(title="geo3 by step length (env.step_minutes; fastest 10% of chunks)")
+    for col in ("step", "GridEnv steps/s", "sim. h/s", "fall vs 60 min / step ratio",
+                "VecEnv B=256 env-steps/s", "sim. env-h/s", "fall vs 60 min / step ratio"):
+        table.add_column(col, justify="right")
+    hourly: tuple[float, float] | None = None
+    for minutes in STEP_MINUTES:
+        sc_m = sc.model_copy(update={"env": sc.env.model_copy(
+            update={"step_minutes": minutes})})
+        data_m = data.at_step(minutes)
+        single = _time_single(GridEnv(sc_m, data=data_m), seconds)[1]
+        vec = _time_vec(GridVecEnv(sc_m, 256, data=data_m, info_mode="episode", seed=0),
+                        seconds)[1]
+        step_h = step_hours(minutes)
+        per_h = (single * step_h, vec * step_h)
+        hourly = hourly or per_h
+        ratio = 1.0 / step_h
+        # fall of simulated hours/s against the hourly run, over the step ratio: <= 1 is
+        # the goal (a step costs no more than an hourly one)
+        falls = [h0 / h / ratio for h0, h in zip(hourly, per_h, strict=True)]
+        table.add_row(f"{minutes} min", f"{single:,.0f}", f"{per_h[0]:,.0f}",
+                      f"{falls[0]:.2f}", f"{vec:,.0f}", f"{per_h[1]:,.0f}", f"{falls[1]:.2f}")
+    console.print(table)
+
+
 def _plot(rows: list[dict], path: Path) -> None:
     import matplotlib
 
@@ -173,11 +204,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="time per measurement")
     parser.add_argument("--plot", type=Path, default=None, help="write the scaling plot here")
+    parser.add_argument("--only-steps", action="store_true",
+                        help="only the step-length section (4)")
     args = parser.parse_args()
 
     sc = load_scenario(GEO3)
     console.print(f"[bold]geo3[/bold]: building signals and perfect forecasts ({GEO3})")
     data = load_env_data(sc, "perfect", base_dir=GEO3.parent)
+    if args.only_steps:
+        _step_lengths(sc, data, args.seconds)
+        return
 
     env = GridEnv(sc, data=data)
     load = os.getloadavg()
@@ -231,6 +267,7 @@ def main() -> None:
     if args.plot is not None:
         _plot(rows, args.plot)
         console.print(f"plot written to {args.plot}")
+    _step_lengths(sc, data, args.seconds)
 
 
 if __name__ == "__main__":

@@ -50,14 +50,16 @@ def test_step_minutes_other_than_60_30_15_is_refused_with_its_key(tmp_path):
 
 def test_hours_convert_to_steps_in_one_place():
     p60, p15 = _params(60), _params(15)
-    assert p15.step_h == 0.25 and p60.step_h == 1.0
-    assert p15.slack_buckets == 4 * p60.slack_buckets
-    # slack of d hours: the arrival step and (d + 1) k - 1 more steps, the same hours
-    for d in range(1, 4):
-        assert p60.arrival_split[0, 1 + d] == p15.arrival_split[0, 4 * (d + 1)]
-    np.testing.assert_allclose(p15.arrival_split.sum(-1), 1.0)
+    assert p15.step_h == 0.25 and p60.step_h == 1.0 and p15.steps_per_hour == 4
+    # queue buckets stay hours (deadlines at the ends of hours): a step costs the same
+    assert p15.slack_buckets == p60.slack_buckets
+    np.testing.assert_array_equal(p15.arrival_split, p60.arrival_split)
+    assert p15.accept_hours == p60.accept_hours
+    # the link carries a step's worth
     np.testing.assert_allclose(p15.migration_link_gpu_h, p60.migration_link_gpu_h / 4)
-    assert p15.accept_hours == (p15.slack_buckets - 1) * 0.25  # the longest wait, in hours
+    idx = expand_exo(index(3), synthetic_exo(1, 3), EXO_SIGNALS, 15)[0]
+    np.testing.assert_array_equal(clock.hour_ends(idx, 15), [0, 0, 0, 1] * 3)
+    np.testing.assert_array_equal(clock.hour_phase(idx, 15), [0, 1, 2, 3] * 3)
     with pytest.raises(ClockError, match="env.episode_hours = 1.1"):
         clock.hours_to_steps(1.1, 15, "env.episode_hours")
 
@@ -105,11 +107,18 @@ def test_energy_work_and_charge_are_conserved_at_every_step_length(step_minutes,
     state = ref = core.reset(p, batch)
     held0 = state.work_gpu_h().sum(1)
     moved = np.zeros(batch)
+    k = p.steps_per_hour
     for t in range(len(exo)):
         x = np.broadcast_to(exo[t], (batch, *exo[t].shape)).copy()
         act = rng.uniform(-1, 1, (batch, 3, p.n_actions_per_site))
-        new, out = core.step(p, state, act, x)
-        ref, out_k = kernel.step(pp, ref, act, x)
+        ends = (t + 1) % k == 0
+        new, out = core.step(p, state, act, x, ends)
+        ref, out_k = kernel.step(pp, ref, act, x, ends)
+        for name in ("queue_gpu_h", "transit_gpu_h", "soc_kwh", "cap"):
+            np.testing.assert_allclose(getattr(ref, name), getattr(new, name), rtol=1e-9,
+                                       atol=1e-9)
+        if not ends:  # no deadline passes inside an hour
+            assert (out["deadline_miss_gpu_h"] == 0.0).all()
         np.testing.assert_allclose(out_k.values, out.values, rtol=1e-9, atol=1e-9)
         np.testing.assert_allclose(out_k.reward, out.reward, rtol=1e-9, atol=1e-9)
         # work: held + arrived + restart - done (fleet)
@@ -142,14 +151,15 @@ def test_energy_work_and_charge_are_conserved_at_every_step_length(step_minutes,
         state = new
 
 
-# KPIs a sub-hourly run must reproduce: flows summed over the hour. Not in the list, and
-# legitimately different when work waits: overdue and holding integrate a stock over
-# the hour (work arriving through the hour waits less of it in finer steps), and a
-# deadline that falls after the episode's end is missed in neither run or counted at a
-# different step.
+# KPIs a sub-hourly run must reproduce: flows summed over the hour, and deadline misses
+# (deadlines fall at the ends of hours). Not in the list, and legitimately different
+# when work waits: overdue and holding integrate a stock over the hour (work arriving
+# through the hour waits less of it in finer steps; overdue work is counted from the
+# hour's last step).
 FLOW_KPIS = ("energy_kwh", "it_energy_kwh", "grid_import_kwh", "export_kwh", "carbon_kg",
              "cost", "gpu_rent_cost", "battery_degradation_cost", "renewable_share",
              "useful_gpu_h", "work_done_gpu_h", "arrived_gpu_h", "slo_violation_gpu_h",
+             "deadline_miss_gpu_h",
              "inference_demand_gpu_h", "headroom_violation_h", "overdraw_kwh",
              "curtailed_kwh", "mean_cap", "leftover_gpu_h", "work_lost_gpu_h",
              "inference_routed_gpu_h", "backup_kwh", "backup_fuel_cost", "dr_event_h",
@@ -166,8 +176,9 @@ def _run_held(p, hourly, run, cap, battery, step_minutes, hours):
     state = core.reset(p, 1)
     sums = np.zeros((n, len(core.OUTPUT_FIELDS)))
     ret = 0.0
-    for t in range(hours * round(1 / p.step_h)):
-        state, out = core.step(p, state, act[None], exo[t][None])
+    k = p.steps_per_hour
+    for t in range(hours * k):
+        state, out = core.step(p, state, act[None], exo[t][None], (t + 1) % k == 0)
         sums += out.values[0]
         ret += float(out.reward[0])
     kpis = episode_kpis(sums, hours, 0.0, state.work_gpu_h().sum(), p.step_h)
@@ -216,11 +227,12 @@ def test_sub_hourly_runs_reproduce_the_hourly_run(step_minutes, battery_control,
                 assert k60["holding_cost"] == pytest.approx(0.0, abs=1e-9)
                 np.testing.assert_allclose(ks["holding_cost"], k60["holding_cost"], atol=1e-9)
                 np.testing.assert_allclose(rs, r60, rtol=1e-9, atol=1e-9)
-    # the cases test what they claim: work ran, events and curtailment happened
+    # the cases test what they claim: work ran, events, curtailment and misses happened
     k60, _ = _run_held(p60, roomy, 1.0, cap, 0.4, 60, hours)
     assert k60["work_done_gpu_h"] > 10 and k60["leftover_gpu_h"] < 1e-9
     k60, _ = _run_held(p60, hourly, 0.0, cap, -0.7, 60, hours)
     assert k60["dr_event_h"] > 0 and k60["curtailed_kwh"] + k60["overdraw_kwh"] > 0
+    assert k60["deadline_miss_gpu_h"] > 10
 
 
 # --------------------------------------------------------------------------- the LP

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from gridrl.agents.lp import LPInputs, LPSolution, LPStructure, Solver, solve_rule_battery
 from gridrl.agents.policy import EpisodeBatch, StepContext
 from gridrl.env import core, physics
+from gridrl.env.clock import hour_phase
 from gridrl.env.kernel import Out, terminal_charge
 
 __all__ = ["BoundOutcome", "LPBound", "LPBoundParams"]
@@ -97,8 +98,10 @@ class LPBound:
         tval = physics.terminal_value_per_gpu_h(p, exo)
         bval = physics.battery_value_per_kwh(p, exo)
         soc0 = physics.initial_soc_kwh(p, [w.start])[0]  # the env's draw for this window
+        phase = int(hour_phase(batch.data.index[w.start : w.start + 1],
+                               batch.data.step_minutes)[0])
         inp = LPInputs(exo, state.queue_gpu_h[0], state.transit_gpu_h[0], soc0, tval,
-                       battery_value=bval)
+                       battery_value=bval, phase=phase)
         if self.params.battery == "rule":
             sol = solve_rule_battery(p, inp, time_limit_s=self.params.time_limit_s,
                                      mip_rel_gap=self.params.mip_rel_gap, options=options)

@@ -9,8 +9,11 @@ Step length: the formulation below is written for hourly steps. At steps of ``dt
 count taken as what the step holds (``gridrl.env.core``, "Step length"), so the LP reads
 its parameters and rows in those units, converted once in :func:`step_units` and
 :func:`step_exo` (powers ``x dt`` kWh, GPUs ``G dt`` GPU-h, the overdue weight, holding
-and the event payment per step, the destination limit ``G (S - 1)`` in step buckets),
-and its plan is returned in the env's output units. "Hour" below reads "step".
+and the event payment per step), and its plan is returned in the env's output units.
+"Hour" below reads "step", except for deadlines: they fall at the ends of hours, so the
+release table (:func:`release_table`) dates a deadline of ``k`` hours to the last step
+of the hour ``k`` hours after the step's own (``LPInputs.phase`` places the first step
+in its hour).
 
 Formulation
 ===========
@@ -276,6 +279,8 @@ class LPInputs:
     battery_value : ndarray, optional
         ``[N]`` credit per kWh of charge gained between the start and the end of the
         horizon (the env's terminal credit for the bound; an estimate for MPC); None: 0.
+    phase : int
+        Steps of the first row's hour before it (0 at hourly steps and at a whole hour).
     """
 
     exo: np.ndarray
@@ -286,6 +291,7 @@ class LPInputs:
     overdue_carry: np.ndarray | None = None
     battery_kw: tuple[np.ndarray, np.ndarray] | None = None
     battery_value: np.ndarray | None = None
+    phase: int = 0
 
 
 @dataclass(eq=False)
@@ -326,15 +332,24 @@ class LPSolution:
 
 
 def release_table(params: EnvParams, arrivals: np.ndarray, queue_gpu_h: np.ndarray,
-                  transit_gpu_h: np.ndarray) -> np.ndarray:
-    """``C[i, s + 1, t]``: work that became available at site ``i`` in hours ``<= s`` with a
+                  transit_gpu_h: np.ndarray, steps_per_hour: int = 1,
+                  phase: int = 0) -> np.ndarray:
+    """``C[i, s + 1, t]``: work that became available at site ``i`` in steps ``<= s`` with a
     deadline ``<= t`` (``s = -1 .. H-1``, ``t = 0 .. H-1``; GPU-h).
 
-    Arrivals of hour ``r`` with slack ``k`` are due by hour ``r + k``; the initial queue and
-    transit count as available at hour 0, bucket 0 (overdue) due by hour -1.
+    Arrivals of step ``r`` with slack ``k`` hours are due by the last step of the hour
+    ``k`` hours after ``r``'s (step ``r + k`` at hourly steps); the initial queue and
+    transit count as available at step 0, bucket 0 (overdue) due by step -1 and bucket
+    ``1 + k`` by the last step of the hour ``k`` hours on. ``phase``: steps of the first
+    step's hour before it.
     """
     h_len, n = arrivals.shape
     s_n = params.slack_buckets
+    kh = int(steps_per_hour)
+
+    def due(r: np.ndarray, k: int) -> np.ndarray:  # last step of the hour k hours after r's
+        return ((r + phase) // kh + k + 1) * kh - 1 - phase
+
     # rel[i, r, d + 1]: released at r with deadline d (d = -1 .. H-1; later ones dropped)
     rel = np.zeros((n, h_len, h_len + 1))
     split = params.arrival_split  # [N, S + 1]
@@ -343,13 +358,14 @@ def release_table(params: EnvParams, arrivals: np.ndarray, queue_gpu_h: np.ndarr
         share = split[:, 1 + k]
         if not share.any():
             continue
-        d = r_idx + k
+        d = due(r_idx, k)
         ok = d <= h_len - 1
         rel[:, r_idx[ok], d[ok] + 1] += (arrivals[ok] * share[None, :]).T
     init = np.asarray(queue_gpu_h, float) + np.asarray(transit_gpu_h, float)  # [N, S+1]
-    upto = min(s_n, h_len)  # bucket 1 + k due by k; k >= H never due inside
     rel[:, 0, 0] += init[:, 0]
-    rel[:, 0, 1 : 1 + upto] += init[:, 1 : 1 + upto]
+    d0 = due(np.zeros(s_n, dtype=np.int64), 0) + np.arange(s_n) * kh  # bucket 1 + k
+    inside = d0 <= h_len - 1  # due later: never inside the horizon
+    rel[:, 0, d0[inside] + 1] += init[:, 1:][:, inside]
     cum = np.cumsum(np.cumsum(rel, axis=1), axis=2)  # [N, r, d+1]
     out = np.zeros((n, h_len + 1, h_len))
     out[:, 1:, :] = cum[:, :, 1:]  # deadline <= t  ->  column t + 1
@@ -688,7 +704,8 @@ class LPStructure:
         lp.a_matrix_.start_ = self._indptr
         lp.a_matrix_.index_ = self._indices
         lp.a_matrix_.value_ = data
-        rel = release_table(p, arr, queue, transit)  # [N, H+1, H]
+        rel = release_table(p, arr, queue, transit, round(1.0 / self.step_h),
+                            inp.phase)  # [N, H+1, H]
         aux = {"exo": exo, "pue": pue, "rel": rel,
                "rel_fleet": rel.sum(0) if self.migrate else None}
         return lp, aux

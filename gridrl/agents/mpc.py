@@ -49,7 +49,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from gridrl.agents.lp import LPError, LPInputs, LPStructure, Solver
 from gridrl.agents.policy import EpisodeBatch, StepContext, actions_from
 from gridrl.env import physics
-from gridrl.env.clock import hours_to_steps
+from gridrl.env.clock import hour_phase, hours_to_steps
 from gridrl.env.kernel import Exo
 from gridrl.env.params import EnvParams
 
@@ -221,6 +221,7 @@ class MPC:
         fc = ctx.forecast_steps(horizon)  # [B, H, N, K]
         q1 = ctx.queue_after_arrivals()
         st = ctx.state
+        phases = hour_phase(batch.data.index[ctx.rows], batch.data.step_minutes)
         carry = np.full(p.n_sites, p.reward_weights[3] * self.params.overdue_carry_h)
         out = np.empty((len(ctx.rows), p.n_sites * p.n_actions_per_site))
         battery_kw = np.full((len(ctx.rows), p.n_sites), np.nan)  # NaN: the rule
@@ -241,8 +242,8 @@ class MPC:
             seed = [c for c in (x.shifted(1, steps) for x in self._cuts.get(b, [])) if c]
             try:
                 sol = solver.solve(LPInputs(plan, st.queue_gpu_h[b], st.transit_gpu_h[b],
-                                            st.soc_kwh[b], tval, carry, battery_value=bval),
-                                     seed)
+                                            st.soc_kwh[b], tval, carry, battery_value=bval,
+                                            phase=int(phases[b])), seed)
             except LPError as exc:
                 # numerical trouble in one hour must not end an evaluation: fall back to
                 # the status quo for this hour and say so

@@ -16,6 +16,7 @@ from typing import Literal
 import numpy as np
 
 from gridrl.env import core, kernel, physics
+from gridrl.env.clock import hour_ends
 from gridrl.env.episodes import Window
 from gridrl.env.inputs import EnvData
 from gridrl.env.kernel import OUTPUT_FIELDS, Exo, _advance, _sanitize
@@ -127,6 +128,7 @@ class BatchSim:
         self._act = np.zeros((b, n * self.n_act))
         self._act3 = self._act.reshape(b, n, self.n_act)
         self._last_row = data.steps - 1
+        self._ends = hour_ends(data.index, data.step_minutes)  # rows whose step ends an hour
         self.totals = np.zeros((b, len(INFO_FIELDS)))
         self.obs_buffer = np.zeros((b, self.obs.dim), dtype=np.float32)
         self._t_carbon_price = np.concatenate(
@@ -211,7 +213,7 @@ class BatchSim:
         ob = self.obs
         self.any_done = _advance(
             pp.site, pp.scalar, pp.split, pp.curve, pp.pair, st.queue_gpu_h, st.transit_gpu_h,
-            st.soc_kwh, self._act3, self.data.exo, self.rows, buf.queue_gpu_h,
+            st.soc_kwh, self._act3, self.data.exo, self.rows, self._ends, buf.queue_gpu_h,
             buf.transit_gpu_h, buf.soc_kwh, buf.cap, buf.values, buf.reward, self.end,
             self.sums, self.returns, self.terminal_value, self.soc_start, self.battery_value,
             self.terminal_charge,

@@ -34,7 +34,8 @@ from gridrl.errors import GridrlError
 
 __all__ = [
     "EXPANSION", "STEP_MINUTES", "ClockError", "HeldForecast", "expand_exo",
-    "expand_forecast", "hours_to_steps", "step_hours", "steps_per_hour",
+    "expand_forecast", "hour_ends", "hour_phase", "hours_to_steps", "step_hours",
+    "steps_per_hour",
 ]
 
 #: Step lengths the simulation supports (minutes); each divides an hour.
@@ -92,6 +93,19 @@ def hours_to_steps(hours: float, step_minutes: int, what: str = "duration") -> i
         raise ClockError(f"{what} = {hours} h is not a whole number of "
                          f"{step_minutes}-minute steps")
     return int(whole)
+
+
+def hour_ends(index: pd.DatetimeIndex, step_minutes: int) -> np.ndarray:
+    """``[T]`` float64: 1 where the step starting at ``index[t]`` is the last of its hour
+    (it ends on a whole UTC hour: queues age then), else 0."""
+    ends_ns = index.asi8 + step_minutes * NS_PER_MINUTE
+    return (ends_ns % (MINUTES_PER_HOUR * NS_PER_MINUTE) == 0).astype(np.float64)
+
+
+def hour_phase(index: pd.DatetimeIndex, step_minutes: int) -> np.ndarray:
+    """``[T]`` int: steps of each row's hour before it (0 at a whole hour)."""
+    hour_ns = MINUTES_PER_HOUR * NS_PER_MINUTE
+    return (index.asi8 % hour_ns) // (step_minutes * NS_PER_MINUTE)
 
 
 def _step_index(index: pd.DatetimeIndex, k: int) -> pd.DatetimeIndex:

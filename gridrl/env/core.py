@@ -32,11 +32,15 @@ held for the hour, sub-hourly steps reproduce the hourly step's flows exactly ex
 where the model is not linear in time: a share of the queue taken ``1 / dt`` times an
 hour, earliest-deadline order inside the hour, and stocks integrated over the hour (the
 queue grows through the hour as work arrives); battery limits are not among them (the
-per-step limits ``P_b dt`` and the charge left add up to the hour's). Queue buckets are steps
-(``S`` = the slack hours times ``1 / dt``); work with ``d`` hours of slack may run in the
-``d + 1`` hours from its arrival step (``s = (d + 1) / dt - 1`` steps), and migration's
-transit delay is one step. Hours-valued observations (notice, event time left, slack
-edges, horizons) stay in hours. At ``dt = 1`` everything below reads as written.
+per-step limits ``P_b dt`` and the charge left add up to the hour's). Queue buckets stay
+hours at every step length: deadlines fall at the ends of hours (work arriving in any
+step of hour ``t`` with ``d`` hours of slack may run until the end of hour ``t + d``), and
+ageing (9.) happens only in the last step of each hour (``ends_hour``), so ``S`` and the
+cost of a step do not grow with ``1 / dt``; in other steps queue and transit keep their
+buckets and no deadline passes. The destination limit of 2c stays ``G d_j`` with ``d_j``
+in hours (GPUs times the hours the work may wait). Migration's transit delay is one
+step. Hours-valued observations (notice, event time left, slack edges, horizons) stay in
+hours. At ``dt = 1`` every step ends an hour and everything below reads as written.
 
 Step equations
 ==============
@@ -407,7 +411,8 @@ def _age(x: np.ndarray) -> np.ndarray:
 
 
 def step(
-    params: EnvParams, state: EnvState, action: np.ndarray, exo_t: np.ndarray
+    params: EnvParams, state: EnvState, action: np.ndarray, exo_t: np.ndarray,
+    ends_hour: np.ndarray | bool = True,
 ) -> tuple[EnvState, StepOutputs]:
     """Advance ``B`` episodes by one step (``params.step_h`` hours).
 
@@ -421,6 +426,9 @@ def step(
         validate and clip).
     exo_t : ndarray
         ``[B, N, len(EXO_SIGNALS)]`` float64 signals of the step.
+    ends_hour : bool or ndarray
+        ``[B]`` True where the step is the last of its hour (queues age); always at
+        hourly steps.
 
     Returns
     -------
@@ -474,7 +482,7 @@ def step(
         zt = arriving.sum(-1)
         wt = (arriving * np.maximum(np.arange(q1.shape[-1]) - 1, 0)).sum(-1)
         acc = np.where(zt > 0, migration_accept_share(
-            gpus, wt, zt, (q1 - offered).sum(-1)), 1.0)
+            p.gpus, wt, zt, (q1 - offered).sum(-1)), 1.0)
         # 2d. refused work stays at the source
         fe = (1.0 - acc) * e
         rho = (fe.sum(-1, keepdims=True) - fe) / den
@@ -576,10 +584,11 @@ def step(
     take = np.minimum(q2, np.maximum(flex2[..., None] - (cum - q2), 0.0))
     q3 = q2 - take
 
-    # 9. ageing
-    q_next = _age(q3)
-    z_next = _age(transit)
-    miss = q3[..., 1] + transit[..., 1]
+    # 9. ageing, in the last step of an hour
+    age = np.broadcast_to(np.asarray(ends_hour, dtype=bool), q3.shape[:1])[:, None, None]
+    q_next = np.where(age, _age(q3), q3)
+    z_next = np.where(age, _age(transit), transit)
+    miss = np.where(age[..., 0], q3[..., 1] + transit[..., 1], 0.0)
     overdue = q_next[..., 0] + z_next[..., 0]
 
     soc_next = soc + eta * ch - dis / eta

@@ -620,9 +620,10 @@ def _spare(site, ws, x_t, j):  # pragma: no cover - compiled
 
 @numba.njit(cache=True, fastmath=FAST_MATH)
 def _step_env(b, site, scalar, split, curve, pair, queue, transit, soc_in, action, exo, rows,
-              q_out, z_out, soc_out, cap_out, values, reward, q2, moved, acc, e, inv_den,
+              age, q_out, z_out, soc_out, cap_out, values, reward, q2, moved, acc, e, inv_den,
               mu_s, total_s, ws):  # pragma: no cover - compiled
-    # One episode (batch row b) of the step; q2 ... ws are scratch arrays.
+    # One episode (batch row b) of the step; age: the step ends an hour (queues age);
+    # q2 ... ws are scratch arrays.
     n_s, n_k = queue.shape[1], queue.shape[2]
     cap_min = scalar[_CAPMIN]
     kappa = scalar[_KAPPA]
@@ -690,8 +691,7 @@ def _step_env(b, site, scalar, split, curve, pair, queue, transit, soc_in, actio
             zk = _arriving(grow * e[j], acc[k], moved[j, k], inv_den[j])
             zt += zk
             wt += zk * max(k - 1, 0)
-        f = (migration_accept_share(site[j, _GPUS] * dt, wt, zt, total_s[j]) if zt > 0.0
-             else 1.0)
+        f = migration_accept_share(site[j, _GPUS], wt, zt, total_s[j]) if zt > 0.0 else 1.0
         ws[j, _WS_ACCEPT] = f
         refused += (1.0 - f) * e[j]
         fe_sum += f * e[j]
@@ -720,7 +720,7 @@ def _step_env(b, site, scalar, split, curve, pair, queue, transit, soc_in, actio
         ei = e[i] * grow * ws[i, _WS_ACCEPT]
         w = inv_den[i]
         ztot = 0.0
-        if multi:
+        if multi and age:
             zk1 = _arriving(ei, acc[1], moved[i, 1], w)
             z0 = _arriving(ei, acc[0], moved[i, 0], w) + zk1
             z_out[b, i, 0] = z0
@@ -730,6 +730,12 @@ def _step_env(b, site, scalar, split, curve, pair, queue, transit, soc_in, actio
                 z_out[b, i, k] = zk
                 ztot += zk
             z_out[b, i, n_k - 1] = 0.0
+        elif multi:  # inside the hour: transit keeps its buckets
+            zk1 = 0.0
+            for k in range(n_k):
+                zk = _arriving(ei, acc[k], moved[i, k], w)
+                z_out[b, i, k] = zk
+                ztot += zk
         else:
             zk1 = 0.0
             for k in range(n_k):
@@ -808,7 +814,9 @@ def _step_env(b, site, scalar, split, curve, pair, queue, transit, soc_in, actio
         level = x_t[i, Exo.DR_LIMIT_KW] * dt
         short = dr_shortfall_kwh(dr_on, grid, level)
         on_h = dr_on * dt
-        # 8. earliest deadline first, 9. ageing (overdue and slack 0 merge)
+        # 8. earliest deadline first, 9. ageing at the end of an hour (overdue and
+        # slack 0 merge); inside the hour every bucket keeps its place
+        shift = 1 if age else 0
         q0 = q2[i, 0]
         t0 = min(q0, max(flex2, 0.0))
         q1b = q2[i, 1]
@@ -816,9 +824,13 @@ def _step_env(b, site, scalar, split, curve, pair, queue, transit, soc_in, actio
         t1 = min(q1b, max(flex2 - q0, 0.0))
         done = t0 + t1
         q3_1 = q1b - t1
-        qo0 = (q0 - t0) + q3_1
+        if age:
+            qo0 = (q0 - t0) + q3_1
+        else:
+            qo0 = q0 - t0
+            q_out[b, i, 1] = q3_1
         q_out[b, i, 0] = qo0
-        queued = qo0
+        queued = (q0 - t0) + q3_1
         k = 2
         while k < n_k and cum < flex2:  # buckets the work done reaches
             qk = q2[i, k]
@@ -826,14 +838,17 @@ def _step_env(b, site, scalar, split, curve, pair, queue, transit, soc_in, actio
             cum += qk
             done += take
             q3 = qk - take
-            q_out[b, i, k - 1] = q3
+            q_out[b, i, k - shift] = q3
             queued += q3
             k += 1
-        for k2 in range(k, n_k):  # the rest waits: aged copy
+        for k2 in range(k, n_k):  # the rest waits: copied, aged at an hour's end
             qk = q2[i, k2]
-            q_out[b, i, k2 - 1] = qk
+            q_out[b, i, k2 - shift] = qk
             queued += qk
-        q_out[b, i, n_k - 1] = 0.0
+        if age:
+            q_out[b, i, n_k - 1] = 0.0
+        else:
+            q3_1 = 0.0  # no deadline passes inside an hour
         soc_next = soc + eta * ch - dis / eta
         soc_out[b, i] = soc_next
         cap_out[b, i] = cap_eff
@@ -905,14 +920,14 @@ def _scratch(n_s, n_k):  # pragma: no cover - compiled
 
 @numba.njit(cache=True, fastmath=FAST_MATH)
 def _kernel(site, scalar, split, curve, pair, queue, transit, soc_in, action, exo, rows,
-            q_out, z_out, soc_out, cap_out, values, reward):  # pragma: no cover - compiled
-    # exo is [T, N, K]; episode b reads row rows[b].
+            ends, q_out, z_out, soc_out, cap_out, values, reward):  # pragma: no cover
+    # exo is [T, N, K]; episode b reads row rows[b]; ends[b] > 0: its step ends an hour.
     n_b, n_s, n_k = queue.shape
     q2, moved, acc, e, inv_den, mu_s, total_s, ws = _scratch(n_s, n_k)
     for b in range(n_b):
         _step_env(b, site, scalar, split, curve, pair, queue, transit, soc_in, action, exo,
-                  rows, q_out, z_out, soc_out, cap_out, values, reward, q2, moved, acc, e,
-                  inv_den, mu_s, total_s, ws)
+                  rows, ends[b] > 0.0, q_out, z_out, soc_out, cap_out, values, reward, q2,
+                  moved, acc, e, inv_den, mu_s, total_s, ws)
 
 
 @dataclass(eq=False)
@@ -935,27 +950,30 @@ class StepBuffers:
 
 
 def step_into(pp: PackedParams, state: EnvState, action: np.ndarray, exo_t: np.ndarray,
-              out: StepBuffers) -> None:
-    """Advance ``B`` episodes by one hour, writing into ``out``.
+              out: StepBuffers, ends_hour: np.ndarray | bool = True) -> None:
+    """Advance ``B`` episodes by one step, writing into ``out``.
 
     ``action`` ``[B, N, A]`` must be float64, finite and inside [-1, 1]; ``exo_t``
-    ``[B, N, len(EXO_SIGNALS)]`` float64. ``out`` may hold ``state``'s own arrays (an
+    ``[B, N, len(EXO_SIGNALS)]`` float64; ``ends_hour`` ``[B]`` (or one for all) True
+    where the step is the last of its hour. ``out`` may hold ``state``'s own arrays (an
     in-place update: the kernel reads all of an episode's state before writing it).
     """
     rows = np.arange(exo_t.shape[0])
+    ends = np.broadcast_to(np.asarray(ends_hour, dtype=np.float64), rows.shape).copy()
     _kernel(pp.site, pp.scalar, pp.split, pp.curve, pp.pair, state.queue_gpu_h, state.transit_gpu_h,
-            state.soc_kwh, action, exo_t, rows, out.queue_gpu_h, out.transit_gpu_h,
+            state.soc_kwh, action, exo_t, rows, ends, out.queue_gpu_h, out.transit_gpu_h,
             out.soc_kwh, out.cap, out.values, out.reward)
 
 
 def step(params: EnvParams | PackedParams, state: EnvState, action: np.ndarray,
-         exo_t: np.ndarray) -> tuple[EnvState, StepOutputs]:
+         exo_t: np.ndarray, ends_hour: np.ndarray | bool = True
+         ) -> tuple[EnvState, StepOutputs]:
     """Same contract as :func:`gridrl.env.core.step`, computed by the compiled kernel."""
     pp = params if isinstance(params, PackedParams) else pack(params)
     b, n, k = state.queue_gpu_h.shape
     out = StepBuffers.empty(b, n, k - 1)
     step_into(pp, state, np.ascontiguousarray(action, dtype=np.float64),
-              np.ascontiguousarray(exo_t, dtype=np.float64), out)
+              np.ascontiguousarray(exo_t, dtype=np.float64), out, ends_hour)
     return (EnvState(out.queue_gpu_h, out.transit_gpu_h, out.soc_kwh, out.cap),
             StepOutputs(out.values, out.reward))
 
@@ -1029,10 +1047,11 @@ def _sanitize(a, out, clipped):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, fastmath=FAST_MATH)
-def _advance(site, scalar, split, curve, pair, q, z, soc, action, exo, rows, q2, z2, soc2, cap2,
-             values, reward, end, sums, returns, tvalue, soc0, bvalue, charge, done, totals,
-             calendar, site_exo, inv_scale, group_end, obs):  # pragma: no cover
-    # One hour for every episode, one episode at a time (its arrays stay in cache): the
+def _advance(site, scalar, split, curve, pair, q, z, soc, action, exo, rows, ends, q2, z2, soc2,
+             cap2, values, reward, end, sums, returns, tvalue, soc0, bvalue, charge, done,
+             totals, calendar, site_exo, inv_scale, group_end, obs):  # pragma: no cover
+    # One step for every episode (ends[t] > 0: data row t is the last step of its hour),
+    # one episode at a time (its arrays stay in cache): the
     # kernel step into (q2, z2, soc2, cap2, values, reward), the bookkeeping (sums, rows,
     # terminal charge, returns, totals over sites with weighted reward terms) and the
     # observation of the new state.
@@ -1043,9 +1062,9 @@ def _advance(site, scalar, split, curve, pair, q, z, soc, action, exo, rows, q2,
     any_done = False
     s_q2, s_moved, s_acc, s_e, s_inv_den, s_mu, s_total, s_ws = _scratch(n_s, n_k)
     for b in range(n_b):
-        _step_env(b, site, scalar, split, curve, pair, q, z, soc, action, exo, rows, q2, z2,
-                  soc2, cap2, values, reward, s_q2, s_moved, s_acc, s_e, s_inv_den, s_mu,
-                  s_total, s_ws)
+        _step_env(b, site, scalar, split, curve, pair, q, z, soc, action, exo, rows,
+                  ends[rows[b]] > 0.0, q2, z2, soc2, cap2, values, reward, s_q2, s_moved,
+                  s_acc, s_e, s_inv_den, s_mu, s_total, s_ws)
         for f in range(n_f):
             totals[b, f] = 0.0
         for i in range(n_s):

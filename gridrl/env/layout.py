@@ -194,15 +194,14 @@ class ObservationBuilder:
             fc_fields = [(t, h, kind) for t in targets for h in env.forecast_horizons_h
                          for kind in ("p50", "spread")]
         edges = list(env.observation_slack_edges_h)
-        steps_h = round(1.0 / params.step_h)  # slack edges are hours, buckets steps
-        slack_h = params.slack_buckets // steps_h
-        bounds = [0, *edges, slack_h]
+        bounds = [0, *edges, params.slack_buckets]
         groups = [
-            (f"queue_slack_{lo}_{hi}h" if hi < slack_h else f"queue_slack_{lo}h_plus", lo, hi)
+            (f"queue_slack_{lo}_{hi}h" if hi < params.slack_buckets else f"queue_slack_{lo}h_plus",
+             lo, hi)
             for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)
         ]
-        # queue index of slack s steps is 1 + s: group g ends (exclusive) at 1 + hi steps
-        self._group_end = np.array([1 + hi * steps_h for _, _, hi in groups], dtype=np.int64)
+        # queue index of slack s is 1 + s: group g ends (exclusive) at 1 + hi
+        self._group_end = np.array([1 + hi for _, _, hi in groups], dtype=np.int64)
         cap_kwh = params.battery_capacity_kwh
         soc_scale = np.where(cap_kwh > 0, cap_kwh, 1.0)
         inv = np.empty((n, len(groups) + 3))

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from gridrl.data.datasets import dataset_dir, existing_form
-from gridrl.env.clock import step_hours, steps_per_hour
+from gridrl.env.clock import step_hours
 from gridrl.errors import GridrlError
 from gridrl.scenario import NetworkConfig, Scenario, ScenarioError, SiteConfig
 
@@ -51,8 +51,8 @@ class EnvParams:
     ----------
     site_names : tuple of str
     slack_buckets : int
-        ``S``: queue slack buckets ``0..S-1`` steps (plus an overdue bucket); see
-        :func:`slack_buckets`.
+        ``S``: queue slack buckets ``0..S-1`` hours (plus an overdue bucket); see
+        :func:`slack_buckets`. Buckets age at the end of each hour, whatever the step.
     gpus : ndarray
         ``G_i`` accelerators per site.
     gpu_idle_kw : ndarray
@@ -81,7 +81,7 @@ class EnvParams:
         Wear cost per kWh discharged (bus side).
     arrival_split : ndarray
         ``[N, S + 1]``: share of a step's flexible arrivals entering each queue bucket
-        (index 0 = overdue gets none; index ``1 + d`` = slack ``d`` steps).
+        (index 0 = overdue gets none; index ``1 + d`` = slack ``d`` hours).
     throttle_cap : ndarray
         Cap fractions of the board's max power at which both throttle curves are given
         (the points of both scenario curves; each curve is linear between them).
@@ -106,8 +106,8 @@ class EnvParams:
         Work added at the destination per GPU-h migrated (checkpoint reload, lost
         progress).
     accept_hours : float
-        ``(S - 1) step_h``: the longest a migrated GPU-h may still wait on arrival
-        (hours); a destination accepts at most ``G accept_hours`` GPU-h per step.
+        ``S - 1``: the longest a migrated GPU-h may still wait on arrival (hours); a
+        destination accepts at most ``G accept_hours`` per step.
     transfer_cost_per_gb : ndarray
         ``[N, N]`` price of one GB sent from site ``i`` to site ``j``.
     inference_routable : ndarray
@@ -215,6 +215,11 @@ class EnvParams:
         return len(self.site_names)
 
     @property
+    def steps_per_hour(self) -> int:
+        """Steps in an hour (1, 2 or 4)."""
+        return round(1.0 / self.step_h)
+
+    @property
     def battery_action(self) -> bool:
         """True when the action has a battery component (setpoint or residual)."""
         return self.battery_control != "rule"
@@ -271,22 +276,18 @@ class EnvParams:
         return out
 
 
-def arrival_split(site: SiteConfig, slack_buckets: int, step_minutes: int = 60) -> np.ndarray:
+def arrival_split(site: SiteConfig, slack_buckets: int) -> np.ndarray:
     """Share of a step's flexible arrivals per queue bucket ``[S + 1]``.
 
-    Work arriving gets a deadline slack ``d`` drawn over the integers
-    ``workload.deadline_slack_h_min .. deadline_slack_h_max`` hours in equal shares
-    (deterministic split, no sampling): it may run in the ``d + 1`` hours from the start
-    of its step, the arrival step and ``s = (d + 1) k - 1`` more steps of ``k`` to the
-    hour, and enters bucket ``1 + s`` (bucket 0 is overdue). At hourly steps ``s = d``.
+    Work arriving in hour ``t`` (in any of its steps) gets a deadline slack ``d`` drawn
+    over the integers ``workload.deadline_slack_h_min .. deadline_slack_h_max`` in equal
+    shares (deterministic split, no sampling): it may run in hours ``t .. t + d`` and
+    enters bucket ``1 + d`` (bucket 0 is overdue).
     """
     w = site.workload
-    k = steps_per_hour(step_minutes)
     split = np.zeros(slack_buckets + 1)
     lo, hi = w.deadline_slack_h_min, w.deadline_slack_h_max
-    share = 1.0 / (hi - lo + 1)
-    for d in range(lo, hi + 1):
-        split[(d + 1) * k] = share  # bucket 1 + s with s = (d + 1) k - 1
+    split[1 + lo : 2 + hi] = 1.0 / (hi - lo + 1)
     return split
 
 
@@ -308,17 +309,17 @@ def _initial_range(site: SiteConfig) -> tuple[float, float]:
 
 
 def slack_buckets(scenario: Scenario) -> int:
-    """Queue buckets ``S`` (steps): ``env.slack_buckets`` hours, or more if a site's
-    longest deadline slack needs them (``max deadline_slack_h_max + 1`` hours), times
-    the steps in an hour.
+    """Hourly queue buckets ``S``: ``env.slack_buckets``, or more if a site's longest
+    deadline slack needs them (``max deadline_slack_h_max + 1``). Buckets are hours at
+    every step length (deadlines fall at the ends of hours), so a step costs the same
+    whatever its length.
 
     ``env.slack_buckets`` is a minimum: a queue with fewer buckets than the longest
     slack would have to lump or cut deadlines, so the queue grows instead (nothing else
     depends on ``S``: observations use slack edges in hours).
     """
     longest = max(s.workload.deadline_slack_h_max for s in scenario.expanded_sites())
-    hours = max(scenario.env.slack_buckets, longest + 1)
-    return hours * steps_per_hour(scenario.env.step_minutes)
+    return max(scenario.env.slack_buckets, longest + 1)
 
 
 def _site_checks(site: SiteConfig, scenario: Scenario, caps: np.ndarray,
@@ -380,14 +381,13 @@ def build_params(scenario: Scenario) -> EnvParams:
             f"{MAX_ROUTE_LOGIT_SCALE}: softmax weights exp(-2 x scale) would underflow"
         )
     n_slack = slack_buckets(scenario)
-    n_slack_h = n_slack // steps_per_hour(env.step_minutes)
     edges = env.observation_slack_edges_h
     if any(b <= a for a, b in zip(edges, edges[1:], strict=False)) or (
-        edges and edges[-1] >= n_slack_h
+        edges and edges[-1] >= n_slack
     ):
         raise ScenarioError(
             f"env.observation_slack_edges_h = {edges}: expected increasing values below "
-            f"the {n_slack_h} hours of queue slack buckets"
+            f"the {n_slack} queue slack buckets"
         )
     hz = env.forecast_horizons_h
     if any(b <= a for a, b in zip(hz, hz[1:], strict=False)):
@@ -432,7 +432,7 @@ def build_params(scenario: Scenario) -> EnvParams:
         soc_initial_low_kwh=cap * arr(lambda s: _initial_range(s)[0]),
         soc_initial_high_kwh=cap * arr(lambda s: _initial_range(s)[1]),
         battery_degradation_per_kwh=arr(lambda s: s.battery.degradation_cost_per_kwh),
-        arrival_split=np.stack([arrival_split(s, n_slack, env.step_minutes) for s in sites]),
+        arrival_split=np.stack([arrival_split(s, n_slack) for s in sites]),
         throttle_cap=cap_x,
         throttle_throughput=thr_y,
         throttle_power=curves["training"][1],
@@ -575,7 +575,7 @@ def _network_fields(scenario: Scenario, sites: list[SiteConfig], n_slack: int) -
         migration_gb_per_gpu_h=float(net.checkpoint_gb_per_gpu_h),
         migration_link_gpu_h=np.full(n, migration_link_gpu_h(net, env.step_minutes)),
         restart_overhead_gpu_h_per_gpu_h=float(net.restart_overhead_gpu_h_per_gpu_h),
-        accept_hours=float(n_slack - 1) * step_hours(env.step_minutes),
+        accept_hours=float(n_slack - 1),
         transfer_cost_per_gb=transfer_cost_per_gb(net, names) if n > 1 else np.zeros((1, 1)),
         inference_routable=routable.astype(np.float64),
         inference_remote_fraction_max=float(env.inference_remote_fraction_max),
