@@ -116,6 +116,7 @@ def env_meta(env: gym.Env, algo: str, steps: int, seed: int) -> dict[str, Any]:
         "algo": algo,
         "scenario_path": str(GEO3),
         "scenario_hash": env.unwrapped.scenario.content_hash(),
+        "step_minutes": env.unwrapped.scenario.env.step_minutes,
         "forecast_mode": "perfect",
         "observation_layout": env.unwrapped.observation_layout.to_dict(),
         "action_layout": env.unwrapped.action_layout.to_dict(),

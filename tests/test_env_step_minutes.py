@@ -357,3 +357,34 @@ def test_the_lp_is_still_a_bound_at_15_minutes(battery_control):
             sim.set_action(np.clip(bias + rng.normal(0, 0.7, bias.shape), -1, 1))
             sim.advance()
         assert sim.returns.max() <= sol.J + tol * abs(sol.J)
+
+
+# --------------------------------------------------------------------------- deployment
+
+
+def test_bundles_record_the_step_and_the_slurm_loop_runs_at_it(tmp_path):
+    """A policy trained at 15-minute steps exports ``step_minutes: 15``; the Slurm adapter
+    refuses a SITES.yaml whose decision interval is not that step, names the key, and
+    accepts 900 s."""
+    from export_helpers import fixed_action_policy_dir, geo_env_data
+
+    from gridrl.env.gym_env import GridEnv
+    from gridrl.export.bundle import export_bundle
+    from gridrl.export.runtime import PolicyRuntime
+    from gridrl.integrations.slurm import SlurmAdapter
+    from gridrl.integrations.slurm_sites import SitesConfig, SitesConfigError
+
+    sc, data = geo_env_data(2)
+    sc15 = sc.model_copy(update={"env": sc.env.model_copy(update={"step_minutes": 15})})
+    env = GridEnv(sc15, data=data)
+    assert env.data.step_minutes == 15 and env.unwrapped.sim.params.step_h == 0.25
+    export_bundle(fixed_action_policy_dir(tmp_path / "p", env, np.zeros(8)), tmp_path / "b")
+    runtime = PolicyRuntime(tmp_path / "b")
+    assert runtime.manifest.step_minutes == 15
+    sites = [{"name": n, "partitions": [f"p{i}"], "gpus": 8}
+             for i, n in enumerate(runtime.sites)]
+    hourly = SitesConfig.model_validate({"sites": sites, "decision_interval_s": 3600})
+    with pytest.raises(SitesConfigError, match=r"decision_interval_s = 3600 s.*every 15 min"):
+        SlurmAdapter(runtime, hourly, dry_run=True)
+    quarter = SitesConfig.model_validate({"sites": sites, "decision_interval_s": 900})
+    assert SlurmAdapter(runtime, quarter, dry_run=True).cfg.decision_interval_s == 900

@@ -159,7 +159,6 @@ trajectory and never charges one less. Work is fluid in both (GPU-hours, not job
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import sys
 import time
@@ -188,13 +187,12 @@ from gridrl.env.kernel import (
     it_kwh_per_gpu_h,
     outage_on,
 )
-from gridrl.env.params import EnvParams
+from gridrl.env.params import EnvParams, step_units
 from gridrl.errors import GridrlError
 
 __all__ = [
     "CutSet", "LPError", "LPInputs", "LPSolution", "LPStructure", "Solver", "cap_levels",
     "release_table", "rule_battery_rows", "solve", "solve_rule_battery", "step_exo",
-    "step_units",
 ]
 
 # Violations of a lazy deadline row below this (GPU-h) are solver round-off.
@@ -207,25 +205,6 @@ _MAX_CUT_ROUNDS = 200
 
 class LPError(GridrlError, RuntimeError):
     """HiGHS did not find an optimal solution."""
-
-
-def step_units(params: EnvParams) -> EnvParams:
-    """``params`` as the LP reads them at steps of ``step_h`` hours: powers as the kWh
-    of a step, GPUs as the GPU-h of a step, holding, the overdue weight and the event
-    payment per step, the destination limit in step buckets (module doc). At hourly
-    steps ``params`` itself."""
-    dt = params.step_h
-    if dt == 1.0:
-        return params
-    weights = params.reward_weights.copy()
-    weights[3] *= dt  # overdue work is charged per hour it is held
-    return dataclasses.replace(
-        params, gpus=params.gpus * dt, facility_fixed_kw=params.facility_fixed_kw * dt,
-        battery_power_kw=params.battery_power_kw * dt,
-        backup_capacity_kw=params.backup_capacity_kw * dt,
-        dr_payment_per_event_h=params.dr_payment_per_event_h * dt,
-        holding_cost_per_gpu_h_h=params.holding_cost_per_gpu_h_h * dt,
-        accept_hours=params.accept_hours / dt, reward_weights=weights, step_h=1.0)
 
 
 #: Signals that are powers (or GPUs): the LP reads them as what a step holds.
@@ -402,7 +381,7 @@ class LPStructure:
     hours : int
         Horizon ``H``.
     migration_share_rows : bool
-        Add the env's limit on the share of a queue sent away in one hour, ``out_t <=
+        Add the env's limit on the share of a queue sent away in one step, ``out_t <=
         m_max (b_{t-1} + in_{t-1} + a_t)`` (MPC plans within it; the bound leaves it out,
         a relaxation).
     """

@@ -24,7 +24,7 @@ horizon reaches the episode end the env's own terminal charge and credit are use
 mean over the episode: observed hours so far, forecasts for the rest). Work still overdue after
 the horizon costs ``overdue_carry_h`` more hours of the overdue weight.
 
-The LP plans within the env's share of a queue that may leave a site in one hour
+The LP plans within the env's share of a queue that may leave a site in one step
 (``LPStructure(migration_share_rows=True)``): without it the plan sends a whole queue at
 once, the env only ``max_migration_fraction`` of it, and the plan's next hours assume
 work gone that is still there.
@@ -79,7 +79,7 @@ class MPCParams(BaseModel):
     presolve: bool = False
     # Tie battery charge to the site's own load in the plan (LPStructure.charge_rows).
     charge_rows: bool = False
-    # Plan within the env's share of a queue that may leave in one hour
+    # Plan within the env's share of a queue that may leave in one step
     # (``LPStructure(migration_share_rows=...)``); the bound's LP has no such limit.
     migration_share_rows: bool = True
     # The site's one cap from the plan's level mix (:func:`single_cap`): "work" the
@@ -245,7 +245,7 @@ class MPC:
                                             st.soc_kwh[b], tval, carry, battery_value=bval,
                                             phase=int(phases[b])), seed)
             except LPError as exc:
-                # numerical trouble in one hour must not end an evaluation: fall back to
+                # numerical trouble in one step must not end an evaluation: fall back to
                 # the status quo for this hour and say so
                 self.failures += 1
                 warnings.warn(f"mpc: {exc}; running the queue uncapped this hour",

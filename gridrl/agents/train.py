@@ -209,6 +209,7 @@ def train_policy(
         "algo": agent.algo,
         "scenario_path": str(Path(scenario_path).resolve()),
         "scenario_hash": load_scenario(scenario_path).content_hash(),
+        "step_minutes": load_scenario(scenario_path).env.step_minutes,
         "forecast_mode": forecast_mode,
         "forecast_config": None if forecast_config is None else str(forecast_config),
         **layouts,

@@ -172,7 +172,7 @@ _N_OUT = len(Out)
 
 @dataclass(frozen=True, eq=False)
 class StepOutputs:
-    """What happened in one hour, per episode and site.
+    """What happened in one step, per episode and site.
 
     ``values[b, i, f]`` is field ``OUTPUT_FIELDS[f]`` of site ``i`` in episode ``b``
     (float64); ``outputs["grid_import_kwh"]`` gives the ``[B, N]`` slice.

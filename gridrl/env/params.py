@@ -8,6 +8,7 @@ naming the key (``site 'pv01': a GPU capped at env.cap_min_fraction ...``).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -20,8 +21,8 @@ from gridrl.scenario import NetworkConfig, Scenario, ScenarioError, SiteConfig
 
 __all__ = [
     "ACTION_NAMES", "REWARD_TERMS", "EnvParams", "arrival_split", "build_params",
-    "migration_link_gpu_h", "rtt_ms", "slack_buckets", "terminal_delay_h", "throttle_grid",
-    "transfer_cost_per_gb",
+    "migration_link_gpu_h", "rtt_ms", "slack_buckets", "step_units", "terminal_delay_h",
+    "throttle_grid", "transfer_cost_per_gb",
 ]
 
 #: Per-site action components, in layout order (``battery`` only with a battery action).
@@ -581,3 +582,22 @@ def _network_fields(scenario: Scenario, sites: list[SiteConfig], n_slack: int) -
         inference_remote_fraction_max=float(env.inference_remote_fraction_max),
         inference_network_kwh_per_gpu_h=float(net.inference_kwh_per_gpu_h),
     )
+
+
+def step_units(params: EnvParams) -> EnvParams:
+    """``params`` in the units of one step, as the linear program reads them
+    (:mod:`gridrl.agents.lp`): powers as the kWh of a step, GPUs as the GPU-h of a
+    step, holding, the overdue weight and the event payment per step (the destination
+    limit ``G (S - 1)`` of hours kept); ``step_h`` 1. At hourly steps ``params`` itself."""
+    dt = params.step_h
+    if dt == 1.0:
+        return params
+    weights = params.reward_weights.copy()
+    weights[3] *= dt  # overdue work is charged per hour it is held
+    return dataclasses.replace(
+        params, gpus=params.gpus * dt, facility_fixed_kw=params.facility_fixed_kw * dt,
+        battery_power_kw=params.battery_power_kw * dt,
+        backup_capacity_kw=params.backup_capacity_kw * dt,
+        dr_payment_per_event_h=params.dr_payment_per_event_h * dt,
+        holding_cost_per_gpu_h_h=params.holding_cost_per_gpu_h_h * dt,
+        accept_hours=params.accept_hours / dt, reward_weights=weights, step_h=1.0)

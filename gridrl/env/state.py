@@ -23,8 +23,8 @@ class EnvState:
         ``[B, N, S + 1]`` flexible work waiting at each site (GPU-h of uncapped work),
         by slack bucket: index 0 overdue, index ``1 + s`` may still wait ``s`` hours.
     transit_gpu_h : ndarray
-        ``[B, N, S + 1]`` work migrated in the previous hour, by *destination* site, in
-        the buckets it will have on arrival (already aged by one hour).
+        ``[B, N, S + 1]`` work migrated in the previous step, by *destination* site, in
+        the buckets it will have on arrival (already aged if that step ended an hour).
     soc_kwh : ndarray
         ``[B, N]`` battery state of charge.
     cap : ndarray

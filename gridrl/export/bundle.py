@@ -195,6 +195,7 @@ def _manifest(meta: Any, obs_layout: ObservationLayout, act_layout: ActionLayout
         created_utc=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         algo=meta.algo,
         scenario=ScenarioRef(path=meta.scenario_path, hash=meta.scenario_hash),
+        step_minutes=meta.step_minutes,
         forecast_mode=meta.forecast_mode,
         observation=obs_layout,
         action=act_layout,

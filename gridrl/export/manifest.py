@@ -302,6 +302,9 @@ class Manifest(_Model):
     created_utc: str
     algo: str
     scenario: ScenarioRef
+    # the env's step (env.step_minutes): the policy decides once a step, so a scheduler
+    # calls it every step_minutes (manifests without it were hourly)
+    step_minutes: Literal[60, 30, 15] = 60
     forecast_mode: str | None = None
     observation: ObservationLayout
     action: ActionLayout

@@ -34,6 +34,7 @@ class PolicyMeta(BaseModel):
     algo: str
     scenario_path: str | None = None
     scenario_hash: str | None = None
+    step_minutes: int = 60  # the env's step: the policy decides once a step
     forecast_mode: str | None = None
     observation_layout: dict[str, Any]
     action_layout: dict[str, Any]

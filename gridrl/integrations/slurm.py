@@ -53,6 +53,7 @@ from gridrl.integrations.slurm_state import (
 )
 
 POLICY = "policy"
+SECONDS_PER_MINUTE = 60.0
 SAFE_DEFAULT = "safe_default"
 
 
@@ -155,6 +156,13 @@ class SlurmAdapter:
                 f"SITES.yaml sites {sorted(cfg_sites)} must be the bundle's sites "
                 f"{sorted(runtime.sites)}"
             )
+        step_s = runtime.manifest.step_minutes * SECONDS_PER_MINUTE
+        if cfg.decision_interval_s != step_s:
+            raise SitesConfigError(
+                f"SITES.yaml: decision_interval_s = {cfg.decision_interval_s:g} s, but the "
+                f"bundle's policy decides every {runtime.manifest.step_minutes} min "
+                f"(manifest step_minutes): set decision_interval_s to {step_s:g}, the step "
+                "the policy was trained with")
         if cfg.state_dir is None and not dry_run:
             raise SitesConfigError(
                 "SITES.yaml: state_dir is required to change the cluster: a folder only "

@@ -37,6 +37,8 @@ from gridrl.integrations.slurm_sites import SignalFile, SitesConfig, SlurmSite
 from gridrl.integrations.slurm_state import JobRecord, job_key
 
 SECONDS_PER_HOUR = 3600.0
+SECONDS_PER_MINUTE = 60.0
+MINUTES_PER_HOUR = 60
 
 
 class ObservationError(GridrlError, ValueError):
@@ -45,7 +47,8 @@ class ObservationError(GridrlError, ValueError):
 
 # Field kinds Slurm answers (queued work by slack, overdue work, work in transit, cap).
 SLURM_KINDS = frozenset({"queue_slack", "overdue", "transit", "cap"})
-# Signals of the hour Slurm answers: flexible arrivals and inference demand.
+# Signals of the step Slurm answers: flexible arrivals (GPU-h submitted in the last
+# decision interval) and inference demand.
 SLURM_SIGNALS = frozenset({"flexible_gpu_h", "inference_gpus"})
 
 
@@ -257,7 +260,9 @@ def raw_observation(
         that is not plausible (see :func:`value_problem`) and where it comes from.
     """
     sites = {s.name: s for s in cfg.sites}
-    cal = calendar_at(now_s)
+    # the calendar of the step (the decision interval, at most an hour) holding now
+    step_min = min(max(int(cfg.decision_interval_s // SECONDS_PER_MINUTE), 1), MINUTES_PER_HOUR)
+    cal = calendar_at(now_s, step_min)
     per_site: dict[str, dict[str, float]] = {}
     for i, (name, site) in enumerate(sites.items()):
         site_fields = [f for f in fields if f.site == name]

@@ -157,7 +157,9 @@ class SitesConfig(_Strict):
     Attributes
     ----------
     decision_interval_s
-        Length of one decision step (s). A deferred job gets ``StartTime = now +
+        Length of one decision step (s): the step the bundle's policy was trained with
+        (its manifest's ``step_minutes`` x 60; the adapter refuses another). A deferred
+        job gets ``StartTime = now +
         decision_interval_s`` (``defer_mode: start_time``) or a user hold until a later
         decision releases it (``defer_mode: hold``). ``--interval`` defaults to it. A
         decision on a job stands for one step: a later tick within it leaves the job be.
