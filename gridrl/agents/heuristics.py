@@ -56,10 +56,12 @@ def _actions(ctx: StepContext, run: np.ndarray, cap: np.ndarray,
     return ctx.set_battery(actions_from(ctx.params, run, cap, route=route, migrate=migrate))
 
 
-def _due_share(q1: np.ndarray) -> np.ndarray:
-    """``[B, N]`` share of the queue that is overdue or due this step (EDF takes it first)."""
+def _due_share(q1: np.ndarray, steps_left: np.ndarray | int = 1) -> np.ndarray:
+    """``[B, N]`` share of the queue that is overdue or due this step (EDF takes it
+    first): overdue work and this hour's slack-0 work over the ``steps_left`` ``[B, 1]``
+    steps of the hour (all of it at hourly steps)."""
     total = q1.sum(-1)
-    due = q1[..., 0] + q1[..., 1]
+    due = q1[..., 0] + q1[..., 1] / steps_left
     return np.divide(due, total, out=np.zeros_like(total), where=total > _EMPTY_GPU_H)
 
 
@@ -130,7 +132,7 @@ class CarbonAware:
         window = np.where(h[None, :, None] < length[:, None, :], fc, np.nan)
         threshold = np.nanquantile(window, self.params.quantile, axis=1)  # [B, N]
         now = ctx.exo_t[..., Exo.CARBON_G_PER_KWH]
-        run = np.where(now <= threshold, 1.0, _due_share(q1))
+        run = np.where(now <= threshold, 1.0, _due_share(q1, ctx.steps_left_in_hour[:, None]))
         return _actions(ctx, run, np.ones_like(run))
 
 
@@ -261,7 +263,8 @@ def _fit_import(ctx: StepContext, import_kw: np.ndarray) -> tuple[np.ndarray, np
     base = physics.facility_kw(p, pue, physics.it_kw(p, inf_m, 0.0, p.cap_min))
     flex_ok = np.maximum((limit - base) / np.where(per_gpu_h > 0, per_gpu_h, 1.0), 0.0)
     share = np.divide(flex_ok, rate, out=np.ones_like(total), where=total > _EMPTY_GPU_H)
-    run = np.where(fits_any, 1.0, np.maximum(np.minimum(share, 1.0), _due_share(q1)))
+    due = _due_share(q1, ctx.steps_left_in_hour[:, None])
+    run = np.where(fits_any, 1.0, np.maximum(np.minimum(share, 1.0), due))
     return run, cap
 
 
@@ -378,7 +381,8 @@ class StaticPolicy:
 
     def act(self, obs: np.ndarray, ctx: StepContext) -> np.ndarray:
         """The fixed settings, with at least the due share run."""
-        run = np.maximum(self._share[None, :], _due_share(ctx.queue_after_arrivals()))
+        run = np.maximum(self._share[None, :], _due_share(ctx.queue_after_arrivals(),
+                                                           ctx.steps_left_in_hour[:, None]))
         return _actions(ctx, run, np.broadcast_to(self._cap, run.shape))
 
 
@@ -394,7 +398,8 @@ def _cheap_hour_run(ctx: StepContext, signal: str, quantile: float, window_h: in
     length = np.minimum(longest + 1, n_steps)
     window = np.where(np.arange(n_steps)[None, :, None] < length[:, None, :], fc, np.nan)
     threshold = np.nanquantile(window, quantile, axis=1)
-    return np.where(ctx.exo_t[..., Exo[signal.upper()]] <= threshold, 1.0, _due_share(q1))
+    due = _due_share(q1, ctx.steps_left_in_hour[:, None])
+    return np.where(ctx.exo_t[..., Exo[signal.upper()]] <= threshold, 1.0, due)
 
 
 class PriceThresholdParams(_Params):

@@ -32,9 +32,9 @@ work gone that is still there.
 Demand-response events are the announced ones (``ForecastView``), planned
 ``dr_margin_fraction`` below their level (forecast error margin).
 
-``run`` is raised to at least the work that is due (overdue and slack 0): the LP removes
-the most urgent work first whether it runs or moves it, while the env moves a share of
-every bucket.
+``run`` is raised to at least the work that is due (overdue, and slack 0 over the steps
+left in the hour): the LP removes the most urgent work first whether it runs or moves
+it, while the env moves a share of every bucket.
 """
 
 from __future__ import annotations
@@ -140,7 +140,8 @@ def single_cap(params: EnvParams, first: dict, caps: np.ndarray, taus: np.ndarra
 
 
 def plan_to_action(params: EnvParams, q1: np.ndarray, first: dict, caps: np.ndarray,
-                   taus: np.ndarray, cap: np.ndarray | None = None) -> np.ndarray:
+                   taus: np.ndarray, cap: np.ndarray | None = None,
+                   steps_left: int = 1) -> np.ndarray:
     """The env action ``[1, N * A]`` that carries out an LP's first hour, without its
     battery setpoint (``first["ch"] - first["dis"]``, set by ``StepContext.set_battery``).
 
@@ -154,6 +155,8 @@ def plan_to_action(params: EnvParams, q1: np.ndarray, first: dict, caps: np.ndar
         The cap and throughput of each of the LP's work columns.
     cap : ndarray, optional
         ``[N]`` the sites' caps; default :func:`single_cap` with the "work" rule.
+    steps_left : int
+        Steps of the hour from this one on: this hour's slack-0 work is spread over them.
     """
     p = params
     n = p.n_sites
@@ -166,7 +169,7 @@ def plan_to_action(params: EnvParams, q1: np.ndarray, first: dict, caps: np.ndar
     # The LP removes the most urgent work first whether it runs or moves it; the env
     # moves a share of every bucket. Running at least what is due (overdue and slack 0,
     # taken first by EDF) keeps the plan's deadlines.
-    due = (q1[:, 0] + q1[:, 1]) * (1.0 - migrate)
+    due = (q1[:, 0] + q1[:, 1] / steps_left) * (1.0 - migrate)
     run = np.maximum(run, np.divide(due, left, out=np.zeros(n), where=left > _TINY_GPU_H))
     recv = first["received"]
     route = np.zeros(n)
@@ -258,6 +261,7 @@ class MPC:
             self.solve_times.append(time.perf_counter() - t0)
             st_lp = solver.structure
             cap = single_cap(p, sol.first, st_lp.caps, st_lp.taus, self.params.cap_rule)
-            out[b] = plan_to_action(p, q1[b], sol.first, st_lp.caps, st_lp.taus, cap)[0]
+            out[b] = plan_to_action(p, q1[b], sol.first, st_lp.caps, st_lp.taus, cap,
+                                    int(p.steps_per_hour - phases[b]))[0]
             battery_kw[b] = (sol.first["ch"] - sol.first["dis"]) / p.step_h  # kWh -> kW
         return ctx.set_battery(out, battery_kw)

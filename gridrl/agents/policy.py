@@ -22,7 +22,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from gridrl.env import physics
-from gridrl.env.clock import hours_to_steps
+from gridrl.env.clock import hour_phase, hours_to_steps
 from gridrl.env.episodes import Window
 from gridrl.env.inputs import EnvData
 from gridrl.env.kernel import EXO_SIGNALS, Act, Exo, PackedParams, pack
@@ -194,6 +194,14 @@ class StepContext:
     def exo_t(self) -> np.ndarray:
         """``[B, N, K]`` observed signals of the step."""
         return self.batch.data.exo[self.rows]
+
+    @property
+    def steps_left_in_hour(self) -> np.ndarray:
+        """``[B]`` steps of the current hour from this one on (1 at hourly steps): work
+        due this hour may run in any of them."""
+        data = self.batch.data
+        return (round(60 / data.step_minutes)
+                - hour_phase(data.index[self.rows], data.step_minutes))
 
     @property
     def remaining(self) -> np.ndarray:
