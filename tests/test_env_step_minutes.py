@@ -5,13 +5,16 @@ the one place hours become steps."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 from env_helpers import index, network_of, scenario, site, synthetic_exo
 
 from gridrl.env import clock, core, kernel
+from gridrl.env.batch import BatchSim
 from gridrl.env.clock import ClockError, expand_exo
 from gridrl.env.core import EXO_SIGNALS
+from gridrl.env.episodes import Window
 from gridrl.env.inputs import EnvData
 from gridrl.env.kpis import episode_kpis
 from gridrl.env.params import build_params
@@ -58,10 +61,35 @@ def test_hours_convert_to_steps_in_one_place():
     # the link carries a step's worth
     np.testing.assert_allclose(p15.migration_link_gpu_h, p60.migration_link_gpu_h / 4)
     idx = expand_exo(index(3), synthetic_exo(1, 3), EXO_SIGNALS, 15)[0]
-    np.testing.assert_array_equal(clock.hour_ends(idx, 15), [0, 0, 0, 1] * 3)
-    np.testing.assert_array_equal(clock.hour_phase(idx, 15), [0, 1, 2, 3] * 3)
+    assert len(idx) == 12
+    np.testing.assert_array_equal(clock.hour_ends(len(idx), 15), [0, 0, 0, 1] * 3)
+    np.testing.assert_array_equal(clock.hour_phase(np.arange(len(idx)), 15), [0, 1, 2, 3] * 3)
+    np.testing.assert_array_equal(clock.hour_ends(5, 60), np.ones(5))
     with pytest.raises(ClockError, match="env.episode_hours = 1.1"):
         clock.hours_to_steps(1.1, 15, "env.episode_hours")
+
+
+@pytest.mark.parametrize("step_minutes", [60, 15])
+def test_hours_are_counted_from_the_first_row_whatever_the_stamps(step_minutes):
+    """Hourly data stamped at :30 UTC (a UTC+5:30 zone) ages queues like whole hours."""
+    p = _params(step_minutes, 1)
+    hourly = synthetic_exo(1, 48, seed=2)
+    misses, queues = [], []
+    for shift_min in (0, 30):
+        idx = index(48) + pd.Timedelta(minutes=shift_min)
+        data = EnvData.from_arrays(idx, hourly, ["s0"]).at_step(step_minutes)
+        sim = BatchSim(p, data, 1)
+        sim.begin([0], [Window(0, 24 * p.steps_per_hour)])
+        miss_gpu_h = 0.0
+        for _ in range(24 * p.steps_per_hour):
+            sim.set_action(np.full((1, p.n_actions_per_site), -1.0))  # run nothing
+            sim.advance()
+            miss_gpu_h += sim.values[0, :, kernel.Out.DEADLINE_MISS_GPU_H].sum()
+        misses.append(miss_gpu_h)
+        queues.append(sim.state.queue_gpu_h.copy())
+    assert misses[0] > 1.0  # nothing ran: work missed its deadlines
+    assert misses[1] == pytest.approx(misses[0], rel=1e-12)
+    np.testing.assert_allclose(queues[1], queues[0], rtol=1e-12)
 
 
 def test_hourly_signals_become_step_signals_by_the_recorded_method():

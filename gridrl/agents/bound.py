@@ -98,8 +98,7 @@ class LPBound:
         tval = physics.terminal_value_per_gpu_h(p, exo)
         bval = physics.battery_value_per_kwh(p, exo)
         soc0 = physics.initial_soc_kwh(p, [w.start])[0]  # the env's draw for this window
-        phase = int(hour_phase(batch.data.index[w.start : w.start + 1],
-                               batch.data.step_minutes)[0])
+        phase = int(hour_phase(w.start, batch.data.step_minutes))
         inp = LPInputs(exo, state.queue_gpu_h[0], state.transit_gpu_h[0], soc0, tval,
                        battery_value=bval, phase=phase)
         if self.params.battery == "rule":

@@ -224,7 +224,7 @@ class MPC:
         fc = ctx.forecast_steps(horizon)  # [B, H, N, K]
         q1 = ctx.queue_after_arrivals()
         st = ctx.state
-        phases = hour_phase(batch.data.index[ctx.rows], batch.data.step_minutes)
+        phases = hour_phase(ctx.rows, batch.data.step_minutes)
         carry = np.full(p.n_sites, p.reward_weights[3] * self.params.overdue_carry_h)
         out = np.empty((len(ctx.rows), p.n_sites * p.n_actions_per_site))
         battery_kw = np.full((len(ctx.rows), p.n_sites), np.nan)  # NaN: the rule

@@ -22,7 +22,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from gridrl.env import physics
-from gridrl.env.clock import hour_phase, hours_to_steps
+from gridrl.env.clock import hour_phase, hours_to_steps, steps_per_hour
 from gridrl.env.episodes import Window
 from gridrl.env.inputs import EnvData
 from gridrl.env.kernel import EXO_SIGNALS, Act, Exo, PackedParams, pack
@@ -200,8 +200,8 @@ class StepContext:
         """``[B]`` steps of the current hour from this one on (1 at hourly steps): work
         due this hour may run in any of them."""
         data = self.batch.data
-        return (round(60 / data.step_minutes)
-                - hour_phase(data.index[self.rows], data.step_minutes))
+        return (steps_per_hour(data.step_minutes)
+                - hour_phase(self.rows, data.step_minutes))
 
     @property
     def remaining(self) -> np.ndarray:

@@ -128,7 +128,7 @@ class BatchSim:
         self._act = np.zeros((b, n * self.n_act))
         self._act3 = self._act.reshape(b, n, self.n_act)
         self._last_row = data.steps - 1
-        self._ends = hour_ends(data.index, data.step_minutes)  # rows whose step ends an hour
+        self._ends = hour_ends(data.steps, data.step_minutes)  # rows whose step ends an hour
         self.totals = np.zeros((b, len(INFO_FIELDS)))
         self.obs_buffer = np.zeros((b, self.obs.dim), dtype=np.float32)
         self._t_carbon_price = np.concatenate(

@@ -95,17 +95,19 @@ def hours_to_steps(hours: float, step_minutes: int, what: str = "duration") -> i
     return int(whole)
 
 
-def hour_ends(index: pd.DatetimeIndex, step_minutes: int) -> np.ndarray:
-    """``[T]`` float64: 1 where the step starting at ``index[t]`` is the last of its hour
-    (it ends on a whole UTC hour: queues age then), else 0."""
-    ends_ns = index.asi8 + step_minutes * NS_PER_MINUTE
-    return (ends_ns % (MINUTES_PER_HOUR * NS_PER_MINUTE) == 0).astype(np.float64)
+def hour_ends(steps: int, step_minutes: int) -> np.ndarray:
+    """``[steps]`` float64: 1 where the step of that row is the last of its hour (queues
+    age then), else 0: every step at 60 minutes. Row 0 starts an hour (the rows are an
+    hourly expansion, :func:`expand_exo`), whatever the stamps' minute of the hour: a
+    zone at UTC+5:30 has hours ending at :30 UTC."""
+    k = steps_per_hour(step_minutes)
+    return ((np.arange(steps) + 1) % k == 0).astype(np.float64)
 
 
-def hour_phase(index: pd.DatetimeIndex, step_minutes: int) -> np.ndarray:
-    """``[T]`` int: steps of each row's hour before it (0 at a whole hour)."""
-    hour_ns = MINUTES_PER_HOUR * NS_PER_MINUTE
-    return (index.asi8 % hour_ns) // (step_minutes * NS_PER_MINUTE)
+def hour_phase(rows: np.ndarray | int, step_minutes: int) -> np.ndarray:
+    """Steps of each row's hour before it (0 at the first step of an hour, always 0 at
+    60 minutes), from the rows' positions (row 0 starts an hour, see :func:`hour_ends`)."""
+    return np.asarray(rows, dtype=np.int64) % steps_per_hour(step_minutes)
 
 
 def _step_index(index: pd.DatetimeIndex, k: int) -> pd.DatetimeIndex:

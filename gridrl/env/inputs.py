@@ -50,7 +50,8 @@ class EnvData:
     ----------
     index : pandas.DatetimeIndex
         UTC timestamps of the rows (the start of each step), length ``T``, spaced by one
-        of :data:`gridrl.env.clock.STEP_MINUTES`.
+        of :data:`gridrl.env.clock.STEP_MINUTES`. Row 0 starts an hour: hours (deadlines,
+        queue ageing) are counted from it, whatever the minute of the stamps.
     exo : ndarray
         ``[T, N, len(EXO_SIGNALS)]`` float64.
     site_names : tuple of str
