@@ -399,6 +399,7 @@ def test_bundles_record_the_step_and_the_slurm_loop_runs_at_it(tmp_path):
     from gridrl.env.gym_env import GridEnv
     from gridrl.export.bundle import export_bundle
     from gridrl.export.runtime import PolicyRuntime
+    from gridrl.integrations.replay import ReplayError, prepare
     from gridrl.integrations.slurm import SlurmAdapter
     from gridrl.integrations.slurm_sites import SitesConfig, SitesConfigError
 
@@ -416,3 +417,6 @@ def test_bundles_record_the_step_and_the_slurm_loop_runs_at_it(tmp_path):
         SlurmAdapter(runtime, hourly, dry_run=True)
     quarter = SitesConfig.model_validate({"sites": sites, "decision_interval_s": 900})
     assert SlurmAdapter(runtime, quarter, dry_run=True).cfg.decision_interval_s == 900
+    # the job-level replay steps hours: it refuses the bundle rather than replay it hourly
+    with pytest.raises(ReplayError, match=r"step_minutes = 15.*hourly steps only"):
+        prepare(tmp_path / "b", tmp_path / "pods.csv")

@@ -368,10 +368,12 @@ def prepare(
     Raises
     ------
     ReplayError
-        when the scenario is missing, or its layouts are not the bundle's.
+        when the bundle's ``step_minutes`` is not 60, the scenario is missing, or its
+        layouts are not the bundle's.
     """
     from gridrl.data.build import build_signals
     from gridrl.data.signals import Signals
+    from gridrl.env.clock import MINUTES_PER_HOUR
     from gridrl.env.inputs import EnvData, make_forecast
     from gridrl.env.layout import ObservationBuilder, action_layout
     from gridrl.env.params import build_params
@@ -381,6 +383,13 @@ def prepare(
 
     runtime = PolicyRuntime(bundle)
     manifest = runtime.manifest
+    if manifest.step_minutes != MINUTES_PER_HOUR:
+        # the job-level replay steps whole hours; a sub-hourly policy would see hourly
+        # arrivals as one step's (k times too large) and decide k times too rarely
+        raise ReplayError(
+            f"{bundle}: manifest step_minutes = {manifest.step_minutes}; the job-level "
+            f"replay runs hourly steps only (step_minutes = {MINUTES_PER_HOUR})"
+        )
     path = scenario_path or manifest.scenario.path
     if path is None or not Path(path).is_file():
         raise ReplayError(
