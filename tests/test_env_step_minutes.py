@@ -266,6 +266,36 @@ def test_sub_hourly_runs_reproduce_the_hourly_run(step_minutes, battery_control,
 # --------------------------------------------------------------------------- the LP
 
 
+@pytest.mark.parametrize("step_minutes", [60, 30, 15])
+def test_forecast_view_reads_an_exact_cube_exactly_at_every_phase(step_minutes):
+    """An exact hourly cube (P50 = the true hour ahead) read through the step rows gives
+    the true step rows at every phase of the hour and every step ahead."""
+    from types import SimpleNamespace
+
+    from gridrl.agents.policy import ForecastView
+
+    hours = 48
+    hourly = synthetic_exo(1, hours, seed=3)
+    horizons_h = [1, 2, 3]
+    signals = ["carbon_g_per_kwh", "price_per_mwh"]
+    vals = np.zeros((hours, 1, len(signals), len(horizons_h), 3))
+    for j, h in enumerate(horizons_h):
+        ahead = np.minimum(np.arange(hours) + h, hours - 1)
+        for s, name in enumerate(signals):
+            vals[:, 0, s, j, :] = hourly[ahead, 0, K[name]][:, None]
+    cube = SimpleNamespace(values=vals, index=index(hours), sites=["s0"], signals=signals,
+                           horizons_h=horizons_h, quantiles=[0.1, 0.5, 0.9],
+                           provenance={}, mode="exact")
+    data = EnvData.from_arrays(index(hours), hourly, ["s0"], cube).at_step(step_minutes)
+    k = 60 // step_minutes
+    steps = 3 * k + 1
+    rows = np.arange(4 * k, 6 * k)  # every phase of two hours
+    p50 = ForecastView(data, "exact").p50(rows, steps)[:, :, 0]
+    truth = data.exo[rows[:, None] + np.arange(steps)[None], 0]
+    for name in signals:
+        np.testing.assert_array_equal(p50[..., K[name]], truth[..., K[name]])
+
+
 def _tiny_lp_case(step_minutes: int, full_model: bool):
     """The brute-force case of ``test_agents_lp`` at ``step_minutes``: one site, three
     hours, 10 GPU-h due within two hours, carbon 300 / 100 / 130-200 g/kWh."""

@@ -22,7 +22,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from gridrl.env import physics
-from gridrl.env.clock import hour_phase, hours_to_steps, steps_per_hour
+from gridrl.env.clock import hour_phase, hours_to_steps, step_hours, steps_per_hour
 from gridrl.env.episodes import Window
 from gridrl.env.inputs import EnvData
 from gridrl.env.kernel import EXO_SIGNALS, Act, Exo, PackedParams, pack
@@ -44,7 +44,10 @@ class ForecastView:
     ``p50(rows, steps)`` returns ``[B, steps, N, K]``: entry ``h = 0`` is the step being
     decided (its signals are observed), ``h >= 1`` the forecast issued at that row for
     ``h`` steps (``h step_h`` hours) ahead (``core.EXO_SIGNALS`` order). At sub-hourly
-    steps the cube is the one issued at the start of the step's hour.
+    steps the cube is the one issued at the start of the step's hour, and step ``h`` of
+    a row ``p`` steps into its hour reads the cube's horizon ``(p + h) // k`` hours
+    (``k`` steps an hour; 0 is the observed value): the env holds an hour's value over
+    its steps.
 
     - ``perfect``: the true rows (an oracle).
     - a forecast cube (``persistence``, ``noisy(sigma)``, ``lightgbm``): the cube's P50
@@ -87,7 +90,8 @@ class ForecastView:
                                         dtype=np.float64)
             self._cube_h = np.asarray(cube.horizons_h, dtype=np.int64)
         self._use_cube = self._cube_p50 is not None and self.mode != "none"
-        self.step_h = data.step_minutes / 60.0
+        self.step_h = step_hours(data.step_minutes)
+        self._k = steps_per_hour(data.step_minutes)
 
     def p50(self, rows: np.ndarray, steps: int) -> np.ndarray:
         """``[B, steps, N, K]`` median forecasts issued at ``rows`` ``[B]`` (see class doc)."""
@@ -98,7 +102,7 @@ class ForecastView:
         if self.mode == "perfect":
             return self.exo[target]
         # seasonal naive for every signal: same step of the latest observed day
-        day = round(HOURS_PER_DAY / self.step_h)
+        day = HOURS_PER_DAY * self._k
         back = day * np.ceil(h / day).astype(np.int64)
         naive = np.clip(rows[:, None] + h[None, :] - back[None, :], 0, t_len - 1)
         out = self.exo[naive].copy()  # [B, H, N, K]; h = 0 is the observed row
@@ -111,14 +115,17 @@ class ForecastView:
         cube = self._cube_p50[rows]  # [B, N, Kc, Hc]
         xp = np.concatenate([[0], self._cube_h]).astype(np.float64)
         fp = np.concatenate([now[..., None], cube], axis=-1)  # [B, N, Kc, 1 + Hc]
-        # linear interpolation in the horizon, vectorised over B, N, Kc
-        hh = np.minimum(h * self.step_h, self._cube_h[-1])  # hours ahead
+        # the env holds each hour's value over its steps: step h of a row in phase p lies
+        # in the hour (p + h) // k after the row's (0: the observed hour), and the cube
+        # was issued at the start of the row's hour; linear between the cube's horizons
+        phase = hour_phase(rows, self.data.step_minutes)
+        hh = np.minimum((phase[:, None] + h[None, :]) // self._k, self._cube_h[-1])  # [B, H]
         j = np.clip(np.searchsorted(xp, hh, side="right") - 1, 0, len(xp) - 2)
         frac = (hh - xp[j]) / (xp[j + 1] - xp[j])
-        lo = fp[..., j]
-        hi = fp[..., j + 1]
-        vals = lo + (hi - lo) * frac  # [B, N, Kc, H]
-        out[:, :, :, self._cube_k] = np.moveaxis(vals, -1, 1)
+        b_ix = np.arange(len(rows))[:, None]
+        lo = fp[b_ix, :, :, j]  # [B, H, N, Kc]
+        hi = fp[b_ix, :, :, j + 1]
+        out[:, :, :, self._cube_k] = lo + (hi - lo) * frac[:, :, None, None]
         return physics.announced_events(self.exo[rows], out, self.step_h)
 
 
