@@ -92,6 +92,16 @@ def test_hours_are_counted_from_the_first_row_whatever_the_stamps(step_minutes):
     np.testing.assert_allclose(queues[1], queues[0], rtol=1e-12)
 
 
+def test_the_initial_charge_is_drawn_by_the_start_hour():
+    from gridrl.env import physics
+
+    p60, p15 = (build_params(_bound_scenario(m, "rule")) for m in (60, 15))
+    starts_h = np.array([0, 5, 17])
+    soc60 = physics.initial_soc_kwh(p60, starts_h)
+    np.testing.assert_array_equal(physics.initial_soc_kwh(p15, 4 * starts_h), soc60)
+    assert len(np.unique(soc60.sum(1))) == len(starts_h)  # drawn, not a constant
+
+
 def test_hourly_signals_become_step_signals_by_the_recorded_method():
     hourly = synthetic_exo(2, 48, seed=4)
     idx, steps = expand_exo(index(48), hourly, EXO_SIGNALS, 15)

@@ -124,13 +124,14 @@ def terminal_value_per_gpu_h(params: EnvParams, exo_episode: np.ndarray) -> np.n
 def initial_soc_kwh(params: EnvParams, starts: np.ndarray | list[int]) -> np.ndarray:
     """``[E, N]`` battery charge at the start of episodes starting at data rows ``starts``:
     uniform in ``[soc_initial_low_kwh, soc_initial_high_kwh]``, drawn from a generator
-    seeded by the scenario seed and the start row (the same for every policy and every
-    run; the low end when the range is a point)."""
+    seeded by the scenario seed and the start's hour (row 0 is hour 0: the same start time
+    draws the same charge at every step length, for every policy and every run; the low
+    end when the range is a point)."""
     p = params
-    starts = np.atleast_1d(np.asarray(starts, dtype=np.int64))
-    draws = np.empty((len(starts), p.n_sites))
-    for j, start in enumerate(starts.tolist()):
-        draws[j] = np.random.default_rng([p.scenario.seed, start]).random(p.n_sites)
+    hours = np.atleast_1d(np.asarray(starts, dtype=np.int64)) // p.steps_per_hour
+    draws = np.empty((len(hours), p.n_sites))
+    for j, hour in enumerate(hours.tolist()):
+        draws[j] = np.random.default_rng([p.scenario.seed, hour]).random(p.n_sites)
     return p.soc_initial_low_kwh + draws * (p.soc_initial_high_kwh - p.soc_initial_low_kwh)
 
 
