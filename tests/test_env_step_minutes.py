@@ -427,6 +427,27 @@ def test_the_lp_is_still_a_bound_at_15_minutes(battery_control):
         assert sim.returns.max() <= sol.J + tol * abs(sol.J)
 
 
+def test_carbon_aware_decides_alike_at_15_and_60_minutes_on_hourly_inputs():
+    """Hourly-constant inputs: the window reaches the same deadlines (slack buckets are
+    hours) at both step lengths, so the same work runs in the same hours. (Overdue work
+    waits one step before it runs: a quarter hour at 15 minutes, so J differs by the
+    overdue term.)"""
+    from gridrl.agents.evaluate import evaluate, make_setup
+    from gridrl.agents.registry import make_policy
+
+    exo = synthetic_exo(2, 24 * 14, seed=1)
+    exo[..., K["flexible_gpu_h"]] *= 1.5
+    kpis = {}
+    for step_minutes in (60, 15):
+        setup = make_setup(_bound_scenario(step_minutes, "setpoint"),
+                           data=EnvData.from_arrays(index(24 * 14), exo, ["a", "s1"]))
+        kpis[step_minutes] = evaluate(make_policy("carbon_aware"), setup, episodes=4,
+                                      seed=3).select_dtypes("number").mean()
+    for kpi, rel in (("work_done_gpu_h", 1e-9), ("carbon_kg", 1e-3),
+                     ("energy_kwh", 1e-3), ("deadline_miss_gpu_h", 1e-2)):
+        assert kpis[15][kpi] == pytest.approx(kpis[60][kpi], rel=rel), kpi
+
+
 # --------------------------------------------------------------------------- deployment
 
 

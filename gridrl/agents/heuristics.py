@@ -65,6 +65,16 @@ def _due_share(q1: np.ndarray, steps_left: np.ndarray | int = 1) -> np.ndarray:
     return np.divide(due, total, out=np.zeros_like(total), where=total > _EMPTY_GPU_H)
 
 
+def _wait_steps(ctx: StepContext, q1: np.ndarray, n_steps: int) -> np.ndarray:
+    """``[B, N]`` steps from this one to the deadline of the longest-waiting queued work
+    (at most ``n_steps``): slack bucket ``s`` is due by the end of the hour ``s`` hours
+    after this step's, ``s k`` steps after this hour's ``steps_left_in_hour``."""
+    present = q1[..., 1:] > _EMPTY_GPU_H
+    longest = np.where(present.any(-1), (present * np.arange(present.shape[-1])).max(-1), 0)
+    steps = longest * ctx.params.steps_per_hour + ctx.steps_left_in_hour[:, None]
+    return np.minimum(steps, n_steps)
+
+
 # --------------------------------------------------------------------------- run_now
 
 
@@ -122,12 +132,9 @@ class CarbonAware:
         hw = self.params.window_h
         fc = ctx.forecast(hw)[..., Exo.CARBON_G_PER_KWH]  # [B, H, N]
         q1 = ctx.queue_after_arrivals()  # [B, N, S+1]
-        # longest slack queued: the window is hours 0 .. that slack
-        present = q1[..., 1:] > _EMPTY_GPU_H
-        s_idx = np.arange(present.shape[-1])
-        longest = np.where(present.any(-1), (present * s_idx).max(-1), 0)  # [B, N]
-        n_steps = fc.shape[1]  # window_h in steps; slack buckets are steps too
-        length = np.minimum(longest + 1, n_steps)
+        # the window: the steps to the deadline of the longest slack queued
+        n_steps = fc.shape[1]
+        length = _wait_steps(ctx, q1, n_steps)  # [B, N]
         h = np.arange(n_steps)
         window = np.where(h[None, :, None] < length[:, None, :], fc, np.nan)
         threshold = np.nanquantile(window, self.params.quantile, axis=1)  # [B, N]
@@ -392,10 +399,8 @@ def _cheap_hour_run(ctx: StepContext, signal: str, quantile: float, window_h: in
     due (the rule of :class:`CarbonAware` for any signal)."""
     fc = ctx.forecast(window_h)[..., Exo[signal.upper()]]  # [B, H, N]
     q1 = ctx.queue_after_arrivals()
-    present = q1[..., 1:] > _EMPTY_GPU_H
-    longest = np.where(present.any(-1), (present * np.arange(present.shape[-1])).max(-1), 0)
-    n_steps = fc.shape[1]  # window_h in steps; slack buckets are steps too
-    length = np.minimum(longest + 1, n_steps)
+    n_steps = fc.shape[1]
+    length = _wait_steps(ctx, q1, n_steps)
     window = np.where(np.arange(n_steps)[None, :, None] < length[:, None, :], fc, np.nan)
     threshold = np.nanquantile(window, quantile, axis=1)
     due = _due_share(q1, ctx.steps_left_in_hour[:, None])
@@ -468,10 +473,8 @@ class GreedySpatial:
         per_kwh = physics.import_price_per_kwh(
             p, fc[..., Exo.CARBON_G_PER_KWH], fc[..., Exo.PRICE_PER_MWH]
         ) * physics.pue_of(p, fc)
-        present = q1[..., 1:] > _EMPTY_GPU_H
-        longest = np.where(present.any(-1), (present * np.arange(present.shape[-1])).max(-1), 0)
-        n_steps = fc.shape[1]  # window_h in steps; slack buckets are steps too
-        slack = np.minimum(longest.max(-1) + 1, n_steps)  # [B]: the fleet's longest wait
+        n_steps = fc.shape[1]
+        slack = _wait_steps(ctx, q1, n_steps).max(-1)  # [B]: the fleet's longest wait
         inside = np.arange(n_steps)[None, :, None] < slack[:, None, None]
         return np.nanmean(np.where(inside, per_kwh, np.nan), axis=1)  # [B, N]
 
