@@ -185,7 +185,8 @@ class FollowRenewables:
         q1 = ctx.queue_after_arrivals()
         queue = q1.sum(-1)
         kw_per_gpu_h = physics.it_kwh_per_gpu_h(p, 1.0)  # uncapped
-        own = np.minimum(queue, np.maximum(p.gpus - demand, 0.0))
+        # GPUs the own queue (GPU-h) would occupy over a step, at most the free ones
+        own = np.minimum(queue / p.step_h, np.maximum(p.gpus - demand, 0.0))
         spare = gen - physics.facility_kw(p, pue, physics.it_kw(p, demand, own, 1.0))  # kW
         b, n = spare.shape
         best = spare.argmax(-1)
@@ -492,7 +493,8 @@ class GreedySpatial:
                                             where=queue > _EMPTY_GPU_H)
         send = ~is_best & dear & (urgent <= self.params.max_urgent_fraction)
         demand = ctx.exo_t[..., Exo.INFERENCE_GPUS]
-        free = np.maximum(p.gpus - demand - queue, 0.0)[rows, best] * p.step_h  # GPU-h
+        # GPU-h the best site's GPUs left by inference and its own queue run in a step
+        free = np.maximum(p.gpus - demand - queue / p.step_h, 0.0)[rows, best] * p.step_h
         pool = np.where(send, queue, 0.0).sum(-1)
         share = np.divide(free, pool, out=np.zeros_like(pool), where=pool > _EMPTY_GPU_H)
         migrate = np.where(send, np.minimum(share, p.max_migration_fraction)[:, None], 0.0)
