@@ -26,14 +26,21 @@ K = {s: i for i, s in enumerate(EXO_SIGNALS)}
 
 
 def _params(step_minutes: int, n_sites: int = 2, battery_control: str = "rule",
-            backup_kw: float = 20.0, battery: dict = BATTERY):
-    sites = [site(f"s{i}", pue=1.1 + 0.1 * i, facility_fixed_kw=0.5, battery=battery,
-                  backup={"capacity_kw": backup_kw * i},
-                  workload={"deadline_slack_h_min": 1 + i, "deadline_slack_h_max": 3 + i})
+            backup_kw: float = 20.0, battery: dict = BATTERY, priced: bool = False):
+    """Sites ``s0..``; ``priced``: GPU rent, holding, battery wear, a demand-response
+    programme and energy cost in the reward too."""
+    prices = ({"gpu_rent_per_gpu_h": 0.05, "demand_response": {
+        "payment_per_event_h": 0.5, "penalty_per_kwh": 0.4}} if priced else {})
+    wear = {"degradation_cost_per_kwh": 0.02} if priced else {}
+    sites = [site(f"s{i}", pue=1.1 + 0.1 * i, facility_fixed_kw=0.5, battery=battery | wear,
+                  backup={"capacity_kw": backup_kw * i}, **prices,
+                  workload={"deadline_slack_h_min": 1 + i, "deadline_slack_h_max": 3 + i,
+                            "holding_cost_per_gpu_h_h": 0.01 if priced else 0.0})
              for i in range(n_sites)]
     return build_params(scenario(sites=sites, env={
         "step_minutes": step_minutes, "battery_control": battery_control,
-        "inference_remote_fraction_max": 0.3}, network=network_of(n_sites)))
+        "inference_remote_fraction_max": 0.3}, network=network_of(n_sites),
+        reward={"cost_per_unit": 1.0} if priced else None))
 
 
 def _steps(hourly: np.ndarray, step_minutes: int) -> np.ndarray:
@@ -247,12 +254,13 @@ def test_sub_hourly_runs_reproduce_the_hourly_run(step_minutes, battery_control,
     hours = 48
     hourly = synthetic_exo(2, hours, seed=11)
     battery = BATTERY if battery_control == "rule" else BATTERY | {"capacity_kwh": 1000.0}
-    p60 = _params(60, 2, battery_control, battery=battery)
-    ps = _params(step_minutes, 2, battery_control, battery=battery)
+    p60 = _params(60, 2, battery_control, battery=battery, priced=True)
+    ps = _params(step_minutes, 2, battery_control, battery=battery, priced=True)
     roomy = hourly.copy()
     roomy[..., K["headroom_kw"]] = 1e4  # no curtailment: every hour's work runs in it
     roomy[..., K["outage_remaining_h"]] = 0.0
     roomy[..., K["flexible_gpu_h"]] *= 0.5
+    roomy[..., K["dr_limit_kw"]] = 0.5  # low event levels: a charging battery misses them
     cases = [(roomy, 1.0), (hourly, 0.0)]
     for exo, run in cases:
         for batt in (-0.7, 0.4):
@@ -268,9 +276,14 @@ def test_sub_hourly_runs_reproduce_the_hourly_run(step_minutes, battery_control,
     # the cases test what they claim: work ran, events, curtailment and misses happened
     k60, _ = _run_held(p60, roomy, 1.0, cap, 0.4, 60, hours)
     assert k60["work_done_gpu_h"] > 10 and k60["leftover_gpu_h"] < 1e-9
+    assert k60["gpu_rent_cost"] > 0 and k60["dr_payment"] > 0
+    if battery_control == "setpoint":  # charging in events: import above the level
+        assert k60["dr_penalty_cost"] > 0
+    assert _run_held(p60, roomy, 1.0, cap, -0.7, 60, hours)[0]["battery_degradation_cost"] > 0
     k60, _ = _run_held(p60, hourly, 0.0, cap, -0.7, 60, hours)
     assert k60["dr_event_h"] > 0 and k60["curtailed_kwh"] + k60["overdraw_kwh"] > 0
     assert k60["deadline_miss_gpu_h"] > 10
+    assert k60["holding_cost"] > 0  # waiting work is held at a price
 
 
 # --------------------------------------------------------------------------- the LP
@@ -357,6 +370,46 @@ def test_lp_equals_brute_force_at_15_minutes(full_model):
     # the plan's KPIs are in the env's units: 10 GPU-h done over the three hours
     done = sol15.values[..., kernel.Out.WORK_DONE_GPU_H].sum()
     assert done == pytest.approx(10.0, abs=1e-9)
+
+
+@pytest.mark.parametrize("start", [1, 2, 3])
+def test_the_priced_lp_bounds_brute_force_from_mid_hour_at_15_minutes(start):
+    """Rent, holding and energy cost priced, the episode starting ``start`` steps into
+    its hour (the LP's ``phase``): the 15-minute LP is at least the best of the 729
+    hour-held grid sequences, and close to it (it may also act per step). An LP that
+    charged holding per hour at each step falls below them."""
+    import itertools
+
+    from test_agents_lp import _tiny_brute_force_case
+
+    from gridrl.agents.lp import LPInputs, LPStructure, Solver
+    from gridrl.env import physics
+    from gridrl.env.batch import BatchSim
+    from gridrl.env.episodes import Window
+
+    sc, x = _tiny_brute_force_case(0.05, 0.05, True)
+    sc = sc.model_copy(update={"env": sc.env.model_copy(update={"step_minutes": 15}),
+                               "reward": sc.reward.model_copy(update={"cost_per_unit": 1.0})})
+    p = build_params(sc)
+    data = EnvData.from_arrays(index(3), x, ["a"]).at_step(15)
+    exo, st = data.exo[start:], core.reset(p, 1)
+    lp_j = Solver(LPStructure(p, len(exo))).solve(LPInputs(
+        exo, st.queue_gpu_h[0], st.transit_gpu_h[0], st.soc_kwh[0],
+        physics.terminal_value_per_gpu_h(p, exo), phase=start)).J
+    levels = (-1.0, 0.0, 1.0)
+    seqs = np.array(list(itertools.product(itertools.product(levels, levels), repeat=3)))
+    sim = BatchSim(p, data, len(seqs))
+    sim.begin(list(range(len(seqs))), [Window(start, len(exo))] * len(seqs))
+    for t in range(start, data.steps):
+        a = np.zeros((len(seqs), 4))
+        a[:, :2] = seqs[:, t // 4]  # run share and cap held for each hour
+        a[:, 3] = -1.0
+        sim.set_action(a)
+        sim.advance()
+    best = sim.returns.max()
+    assert sim.sums[..., kernel.Out.HOLDING_COST].max() > 0.0  # holding is priced
+    assert lp_j >= best - 1e-9
+    assert lp_j - best < 0.01 * abs(best)
 
 
 def _bound_scenario(step_minutes: int, battery_control: str):
