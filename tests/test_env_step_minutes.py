@@ -412,6 +412,21 @@ def test_the_priced_lp_bounds_brute_force_from_mid_hour_at_15_minutes(start):
     assert lp_j - best < 0.01 * abs(best)
 
 
+def test_the_lp_refuses_a_phase_outside_the_hour():
+    from gridrl.agents.lp import LPInputs, LPStructure, Solver
+    from gridrl.env import physics
+
+    sc, x = _tiny_lp_case(15, False)
+    p = build_params(sc)
+    exo = EnvData.from_arrays(index(3), x, ["a"]).at_step(15).exo
+    st = core.reset(p, 1)
+    for phase in (4, -1):
+        with pytest.raises(ClockError, match=rf"LPInputs.phase = {phase}: expected 0 .. 3"):
+            Solver(LPStructure(p, len(exo))).solve(LPInputs(
+                exo, st.queue_gpu_h[0], st.transit_gpu_h[0], st.soc_kwh[0],
+                physics.terminal_value_per_gpu_h(p, exo), phase=phase))
+
+
 def _bound_scenario(step_minutes: int, battery_control: str):
     """Two sites (a with PV, rent, a demand-response programme; b with a battery),
     holding at both, standby sets, migration and inference routing: the scenario of

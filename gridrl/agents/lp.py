@@ -169,6 +169,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from gridrl.env import physics
+from gridrl.env.clock import ClockError
 from gridrl.env.kernel import (
     EXO_SIGNALS,
     KG_PER_G,
@@ -253,13 +254,14 @@ class LPInputs:
         ``[N]`` extra charge per GPU-h *overdue* after the last hour (MPC prices the
         overdue hours that follow its horizon; the bound uses none).
     battery_kw : (ndarray, ndarray), optional
-        ``([H, N], [H, N])`` charge and discharge fixed in advance (MPC's prediction of a
-        rule-dispatched battery); None lets the LP choose them.
+        ``([H, N], [H, N])`` charge and discharge power (kW, over each step) fixed in
+        advance (a prediction of a rule-dispatched battery); None lets the LP choose them.
     battery_value : ndarray, optional
         ``[N]`` credit per kWh of charge gained between the start and the end of the
         horizon (the env's terminal credit for the bound; an estimate for MPC); None: 0.
     phase : int
-        Steps of the first row's hour before it (0 at hourly steps and at a whole hour).
+        Steps of the first row's hour before it (0 at hourly steps and at a whole hour;
+        ``0 <= phase <`` steps per hour, else :class:`~gridrl.env.clock.ClockError`).
     """
 
     exo: np.ndarray
@@ -391,6 +393,7 @@ class LPStructure:
         if hours < 1:
             raise ValueError(f"hours must be >= 1, got {hours}")
         self.step_h = params.step_h  # the env's step; the LP works in step units
+        self.steps_per_hour = params.steps_per_hour
         self.params = p = step_units(params)
         self.H = h_len = int(hours)
         self.N = n = p.n_sites
@@ -601,6 +604,10 @@ class LPStructure:
         exo = np.asarray(inp.exo, dtype=np.float64)
         if exo.shape != (h_len, n, len(EXO_SIGNALS)):
             raise ValueError(f"exo has shape {exo.shape}, expected {(h_len, n, len(EXO_SIGNALS))}")
+        if not 0 <= inp.phase < self.steps_per_hour:
+            raise ClockError(f"LPInputs.phase = {inp.phase}: expected 0 .. "
+                             f"{self.steps_per_hour - 1} (steps of the first row's hour "
+                             "before it)")
         exo = step_exo(exo, self.step_h)
         pv, wind, head = exo[..., Exo.PV_KW], exo[..., Exo.WIND_KW], exo[..., Exo.HEADROOM_KW]
         carbon, price = exo[..., Exo.CARBON_G_PER_KWH], exo[..., Exo.PRICE_PER_MWH]
@@ -666,7 +673,9 @@ class LPStructure:
         col_lo[self.cSOC] = np.tile(p.soc_min_kwh, h_len)
         col_hi[self.cSOC] = np.tile(p.soc_max_kwh, h_len)
         if inp.battery_kw is not None:
-            ch_fix, dis_fix = (np.asarray(x, float).ravel() for x in inp.battery_kw)
+            # kW over a step -> the step's kWh (the LP's units)
+            ch_fix, dis_fix = (np.asarray(x, float).ravel() * self.step_h
+                               for x in inp.battery_kw)
             col_lo[self.cCH] = col_hi[self.cCH] = ch_fix
             col_lo[self.cDIS] = col_hi[self.cDIS] = dis_fix
         cost, offset = self._objective(inp, carbon, price, demand, dr_on)
@@ -683,7 +692,7 @@ class LPStructure:
         lp.a_matrix_.start_ = self._indptr
         lp.a_matrix_.index_ = self._indices
         lp.a_matrix_.value_ = data
-        rel = release_table(p, arr, queue, transit, round(1.0 / self.step_h),
+        rel = release_table(p, arr, queue, transit, self.steps_per_hour,
                             inp.phase)  # [N, H+1, H]
         aux = {"exo": exo, "pue": pue, "rel": rel,
                "rel_fleet": rel.sum(0) if self.migrate else None}

@@ -39,8 +39,11 @@ ageing (9.) happens only in the last step of each hour (``ends_hour``), so ``S``
 cost of a step do not grow with ``1 / dt``; in other steps queue and transit keep their
 buckets and no deadline passes. The destination limit of 2c stays ``G d_j`` with ``d_j``
 in hours (GPUs times the hours the work may wait). Migration's transit delay is one
-step. Hours-valued observations (notice, event time left, slack edges, horizons) stay in
-hours. At ``dt = 1`` every step ends an hour and everything below reads as written.
+step. Demand-response compliance is measured per step: an event step complies when its
+import stays within ``lvl dt`` (``dr_compliant_h`` adds ``dt``), so an event hour may be
+met in some of its steps and missed in others. Hours-valued observations (notice, event
+time left, slack edges, horizons) stay in hours. At ``dt = 1`` every step ends an hour and
+everything below reads as written.
 
 Step equations
 ==============

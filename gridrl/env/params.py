@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from gridrl.data.datasets import dataset_dir, existing_form
-from gridrl.env.clock import step_hours
+from gridrl.env.clock import MINUTES_PER_HOUR, step_hours, steps_per_hour
 from gridrl.errors import GridrlError
 from gridrl.scenario import NetworkConfig, Scenario, ScenarioError, SiteConfig
 
@@ -217,8 +217,8 @@ class EnvParams:
 
     @property
     def steps_per_hour(self) -> int:
-        """Steps in an hour (1, 2 or 4)."""
-        return round(1.0 / self.step_h)
+        """Steps in an hour (1, 2 or 4; :func:`gridrl.env.clock.steps_per_hour`)."""
+        return steps_per_hour(round(self.step_h * MINUTES_PER_HOUR))
 
     @property
     def battery_action(self) -> bool:
@@ -593,7 +593,7 @@ def step_units(params: EnvParams) -> EnvParams:
     if dt == 1.0:
         return params
     weights = params.reward_weights.copy()
-    weights[3] *= dt  # overdue work is charged per hour it is held
+    weights[REWARD_TERMS.index("overdue_gpu_h")] *= dt  # charged per hour it is held
     return dataclasses.replace(
         params, gpus=params.gpus * dt, facility_fixed_kw=params.facility_fixed_kw * dt,
         battery_power_kw=params.battery_power_kw * dt,

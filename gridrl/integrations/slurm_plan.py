@@ -6,7 +6,7 @@ For each site, in the order the simulation core applies them (``gridrl.env.core`
    spread evenly over deadlines (the core moves the same share of every slack bucket).
    Work leaving site ``i`` goes to ``j != i`` in proportion ``route_weight[j] /
    (1 - route_weight[i])``. A moved job waits one decision step at its new site (the
-   core's one-hour transit) and gets the destination's power cap.
+   core's one-step transit) and gets the destination's power cap.
 2. **run**: of the work still queued, a share ``run_share`` is released now, earliest
    deadline first; the rest is deferred for one decision step.
 3. **cap**: every managed job of the site gets the site's ``power_cap_fraction``,
