@@ -129,7 +129,15 @@ class VecNormalizeSpec(StrictSpec):
 
 
 class TrainingSpec(StrictSpec):
-    """Training budget and logging shared by every SB3 agent of the study."""
+    """Training budget and logging shared by every SB3 agent of the study.
+
+    ``timesteps``, ``checkpoint_every_steps``, the algorithms' ``gamma`` (a
+    hyperparameter) and ``vecnormalize.gamma`` count env steps, not hours: at
+    ``env.step_minutes`` 15 the same budget covers a quarter of the hours and the same
+    discount looks a quarter as far ahead. Nothing is converted: for the hourly horizon
+    use ``gamma_step = gamma_hour ** step_h`` (0.99 an hour is 0.99749 a quarter hour)
+    and ``1 / step_h`` times the timesteps.
+    """
 
     timesteps: Annotated[Count, Field(gt=0)] = 100_000
     n_envs: Annotated[Count, Field(gt=0)] = 16  # episodes stepped together by the VecEnv
