@@ -210,11 +210,13 @@ def test_one_hour_models_are_chosen_on_the_training_data_only(fitted, tmp_path):
         if target == "pv_kw":  # clear-sky index: no choice
             assert not m.selection and m.references()["h1"] == "clearsky"
             continue
-        scores = m.selection["h1"]
-        assert len(scores) == 2 ** len(refs) - 1 and "pooled" not in m.selection
-        chosen = m.references()["h1"]
-        assert scores[chosen] == min(scores.values()), (target, scores)
-        assert [mem.reference for mem in m.own[1]] == chosen.split("+")
+        assert set(m.selection) == {"pooled", "h1"}
+        for tag, members in (("pooled", m.pooled), ("h1", m.own[1])):
+            scores = m.selection[tag]
+            assert len(scores) == 2 ** len(refs) - 1
+            chosen = m.references()[tag]
+            assert scores[chosen] == min(scores.values()), (target, tag, scores)
+            assert [mem.reference for mem in members] == chosen.split("+")
     # what follows the training rows cannot change the choice nor the models
     t_len = len(table.index)
     train = np.arange(t_len) < t_len // 2
@@ -251,8 +253,9 @@ def test_pooled_model_may_be_chosen_too(fitted):
     cfg = small_config(targets=["solar_mw"], reference={"solar_mw": "seasonal"},
                        pv=PVConfig(signals=[]), bounds=BoundsConfig(zero_at_night=[]))
     m = QuantileForecaster(cfg, data.locations, seed=0).fit(solar, train).models["solar_mw"]
-    assert set(m.selection) == {"h1"}
-    assert set(m.selection["h1"]) == {"seasonal", "ramp", "seasonal+ramp"}
+    assert set(m.selection) == {"pooled", "h1"}
+    for tag in ("pooled", "h1"):
+        assert set(m.selection[tag]) == {"seasonal", "ramp", "seasonal+ramp"}
     # too little data before the validation window: the configured reference is kept
     short = small_config(targets=["carbon_g_per_kwh"],
                          selection=SelectionConfig(min_train_h=len(table.index)))

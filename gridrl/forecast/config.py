@@ -152,7 +152,7 @@ class SelectionConfig(_Strict):
     (``own_model_reference`` for own models).
     """
 
-    models: list[Literal["own", "pooled"]] = ["own"]
+    models: list[Literal["own", "pooled"]] = ["own", "pooled"]
     references: list[Reference] = ["last", "seasonal", "ramp", "level"]
     # Candidates of signals that follow the sun (``follows_sun``: national solar output):
     # their hour-to-hour changes grow with the season, and a model of changes from the

@@ -10,8 +10,8 @@ got 1/H of the rows and little of the loss (its changes are the smallest), and a
 per-horizon LightGBM on a few lags forecast it better.
 
 Which reference a model uses can be chosen per signal at every fit
-(:class:`gridrl.forecast.config.SelectionConfig`, by default for the own-horizon
-models): a P50 model per candidate reference is fitted on the training data before its
+(:class:`gridrl.forecast.config.SelectionConfig`, by default for the pooled and the
+own-horizon models): a P50 model per candidate reference is fitted on the training data before its
 last weeks and scored on them, and the best reference, or the equal-weight blend of
 several references' quantiles, is refitted on all of it. Nothing outside the training
 data is seen, and the scores are saved with the model.
