@@ -8,15 +8,18 @@ so that a machine shared with other work still gives the figure an idle machine 
 - each reference agent on ``--weeks`` test weeks (its CPU seconds per week);
 - each SB3 agent: ``--train-steps`` environment steps of training (CPU per step; the
   study's budget is then extrapolated) and its evaluation per week;
-- the LightGBM forecast cube is given with ``--cube-cpu-s`` (measured by a run that
-  built it; the cube's cache would hide it here), one per scenario seed.
+- the LightGBM forecast cube (one per scenario seed), built from a cold cache on the
+  first ``--cube-sites`` sites and scaled by the number of sites (fits and predictions
+  grow with the rows, i.e. the sites), or given with ``--cube-cpu-s`` (measured by a
+  run that built it). Its wall time is its CPU time over the cores LightGBM uses
+  (``lightgbm.num_threads`` of the forecaster config, at most ``--cores``).
 
 It then counts the study's units (:func:`gridrl.experiments.units.plan_units`), their
 test and validation weeks and the tuning's candidate evaluations, and prints the CPU
 total and the wall time on ``--cores`` cores (units run side by side, one per core).
 
 Usage: ``python benchmarks/study_cost.py STUDY.yaml [--weeks 2] [--train-steps 20000]
-[--cube-cpu-s S] [--cores 2]``. Needs the study's data (``$GRIDRL_DATA_DIR``).
+[--cube-sites K | --cube-cpu-s S] [--cores 2]``. Needs the study's data (``$GRIDRL_DATA_DIR``).
 """
 
 from __future__ import annotations
@@ -33,8 +36,9 @@ from rich.table import Table
 
 from gridrl.agents.evaluate import evaluate, make_setup, select_windows
 from gridrl.agents.registry import make_policy
-from gridrl.agents.train import env_inputs, train_policy
+from gridrl.agents.train import env_inputs, load_forecaster, train_policy
 from gridrl.env.episodes import EpisodeWindows
+from gridrl.env.inputs import make_forecast
 from gridrl.experiments.schema import SB3AgentSpec, load_study
 from gridrl.experiments.tuning import candidates
 from gridrl.experiments.units import (
@@ -43,6 +47,7 @@ from gridrl.experiments.units import (
     write_run_scenario,
     write_scenario_yaml,
 )
+from gridrl.forecast.config import ForecastConfig
 from gridrl.io import CACHE_ENV_VAR
 from gridrl.scenario import load_scenario
 
@@ -55,6 +60,29 @@ def cpu(fn, *args, **kwargs):
     t0 = time.process_time()
     out = fn(*args, **kwargs)
     return out, time.process_time() - t0
+
+
+def cube_cpu(scenario, path: Path, config_path: str | None, n_sites: int) -> float:
+    """CPU seconds of the LightGBM cube of the whole scenario: built (cold cache) on its
+    first ``n_sites`` sites, scaled by the number of sites."""
+    from gridrl.data.build import build_signals
+
+    frame = build_signals(scenario, base_dir=path.parent).frame
+    sites = list(dict.fromkeys(frame.columns.get_level_values(0)))
+    cut = frame.loc[:, frame.columns.get_level_values(0).isin(sites[:n_sites])]
+    cfg = load_forecaster(config_path)
+    _, t = cpu(make_forecast, scenario, cut, "lightgbm", forecast_config=cfg,
+               seed=scenario.seed)
+    scaled = t * len(sites) / min(n_sites, len(sites))
+    console.print(f"LightGBM cube on {min(n_sites, len(sites))} of {len(sites)} sites: "
+                  f"{t:,.1f} CPU-s; all sites (scaled): {scaled:,.0f} CPU-s")
+    return scaled
+
+
+def cube_threads(study, cores: int) -> int:
+    """Cores one cube build keeps busy: LightGBM's threads, at most ``cores``."""
+    cfg = load_forecaster(study.forecast.config) or ForecastConfig()
+    return max(1, min(cfg.lightgbm.num_threads, cores))
 
 
 def tuning_trials(study, n_sites: int) -> dict[str, int]:
@@ -79,6 +107,8 @@ def measure(args: argparse.Namespace) -> None:
     mode = "perfect" if study.forecast.mode == "lightgbm" else study.forecast.mode
     data, signals_cpu = cpu(env_inputs, path, mode, study.forecast.config)
     console.print(f"signals of one scenario seed: {signals_cpu:,.1f} CPU-s")
+    if study.forecast.mode == "lightgbm" and args.cube_sites:
+        args.cube_cpu_s = cube_cpu(scenario, path, study.forecast.config, args.cube_sites)
     windows = {p: len(EpisodeWindows(data.index, scenario, p).fixed)
                for p in ("test", "validation")}
     per_week: dict[str, float] = {}
@@ -133,7 +163,8 @@ def report(study, n_sites, windows, per_week, train_per_step, signals_cpu, args)
         total += n * unit_s
     trials = tuning_trials(study, n_sites)
     tuning_s = sum(k * per_week[name] * tune_weeks * scen_seeds for name, k in trials.items())
-    inputs_s = scen_seeds * (args.cube_cpu_s + signals_cpu)
+    cube_s = scen_seeds * args.cube_cpu_s
+    inputs_s = scen_seeds * signals_cpu + cube_s
     table = Table(title=f"{study.name}: measured on {args.weeks} test week(s), CPU seconds")
     for col in ("agent", "units", "train / unit", "eval / unit", "total"):
         table.add_column(col, justify="right")
@@ -141,9 +172,10 @@ def report(study, n_sites, windows, per_week, train_per_step, signals_cpu, args)
         table.add_row(name, str(n), f"{train:,.0f}", f"{ev:,.0f}", f"{tot:,.0f}")
     console.print(table)
     longest = max(r[2] + r[3] for r in rows)
-    # the driver builds the inputs (LightGBM on every core) and tunes (one process)
-    # before the units fan out over the cores
-    wall = max(total / args.cores, longest) + inputs_s / args.cores + tuning_s
+    # the driver builds the inputs (signals in one process, the cube on LightGBM's
+    # threads) and tunes (one process) before the units fan out over the cores
+    wall = (max(total / args.cores, longest) + scen_seeds * signals_cpu
+            + cube_s / cube_threads(study, args.cores) + tuning_s)
     console.print(
         f"weeks per unit: {eval_weeks} ({test_weeks} test, {val_weeks} validation); "
         f"tuning weeks {tune_weeks}; scenario seeds {scen_seeds}\n"
@@ -162,6 +194,8 @@ def main() -> None:
     ap.add_argument("study", type=Path)
     ap.add_argument("--weeks", type=int, default=2, help="test weeks each agent is timed on")
     ap.add_argument("--train-steps", type=int, default=20_000)
+    ap.add_argument("--cube-sites", type=int, default=0,
+                    help="build the LightGBM cube on this many sites (cold) and scale it")
     ap.add_argument("--cube-cpu-s", type=float, default=0.0,
                     help="CPU seconds of one LightGBM cube (measured by a run that built it)")
     ap.add_argument("--cores", type=int, default=2)
