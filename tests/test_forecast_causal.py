@@ -17,7 +17,7 @@ from forecast_helpers import geo3_inputs, small_config
 
 from gridrl.data.signals import signal_spec
 from gridrl.forecast import ForecastConfig, ForecastError, make_cube
-from gridrl.forecast.causal import evaluation_mask, origin_mask, refit_plan
+from gridrl.forecast.causal import evaluation_mask, grown_origins, origin_mask, refit_plan
 from gridrl.forecast.config import CalibrationConfig, CausalConfig
 from gridrl.forecast.crossfit import crossfit_mask, fold_blocks, lookback_gap_h, weather_for
 from gridrl.forecast.inputs import signal_table
@@ -131,7 +131,48 @@ def test_validation_blocks_are_forecast_causally_and_early_ones_refused(geo3):
         refit_plan(index, evaluation_mask(index, early), geo3.cfg)
 
 
+def test_refit_growth_keeps_origins_where_the_history_has_grown(geo3):
+    index = geo3.frame.index
+    mask = evaluation_mask(index, geo3.periods)
+    every = refit_plan(index, mask, geo3.cfg).origins  # (warm-up, 22 January, 22 February)
+
+    def plan(growth):
+        causal = geo3.cfg.causal.model_copy(update={"refit_growth": growth})
+        return refit_plan(index, mask, geo3.cfg.model_copy(update={"causal": causal}))
+
+    assert grown_origins(list(every), None) == list(every) and plan(0.5).origins == every
+    # 22 January is 192 h after the warm-up origin (312 h of history): less than it
+    one = plan(1.0)
+    assert one.origins == (every[0], every[2]) and one.warmup
+    assert one.ends == (every[2], SECOND_TEST_ROW + 7 * 24)
+    assert plan(4.0).origins == (every[0],)  # the warm-up model serves both test weeks
+    for growth in (0.3, 1.0, 2.5):
+        kept = plan(growth).origins
+        assert kept[0] == every[0] and set(kept) <= set(every)
+        last = kept[0]
+        for o in every[1:]:  # a candidate is kept exactly when the history has grown
+            assert (o in kept) == (o - last >= growth * last)
+            last = o if o in kept else last
+
+
 # ------------------------------------------------------------------ causality
+
+
+@pytest.mark.parametrize("t", [FIRST_TEST_ROW + 83, SECOND_TEST_ROW + 101])
+def test_sparse_refits_stay_causal(geo3, cache, t):
+    """With ``refit_growth`` the calibration warm-up model (fitted on rows before
+    FIRST_TEST_ROW - 192) serves both test weeks: a forecast issued five weeks after its
+    model's origin still ignores everything after its issue time, for every target."""
+    cfg = geo3.cfg.model_copy(update={"causal": geo3.cfg.causal.model_copy(
+        update={"refit_growth": 4.0})})
+    base = _cube(geo3, cache, config=cfg)
+    assert len(base.meta["causal"]["origins"]) == 1 and base.meta["causal"]["warmup_origin"]
+    frame, weather = perturbed(geo3.frame, geo3.weather, after=t)
+    cube = _cube(geo3, cache, frame, weather, config=cfg)
+    for k, name in enumerate(TARGETS):
+        np.testing.assert_array_equal(cube.values[t, :, k], base.values[t, :, k],
+                                      err_msg=f"{name}: the forecast issued at {t} changed")
+    assert not np.allclose(cube.values[t + 1], base.values[t + 1])
 
 
 @pytest.mark.parametrize("t", [FIRST_TEST_ROW, FIRST_TEST_ROW + 83, SECOND_TEST_ROW + 101])

@@ -77,3 +77,29 @@ def test_lightgbm_cube_is_cached_bounded_and_calibrated(geo3, tmp_path, monkeypa
     # the env's view: a sub-cube in its layout, read in O(1) per step
     sub = ForecastCube.load(files[0]).select(signals=["carbon_g_per_kwh"], quantiles=[0.5])
     assert sub.at(np.array([5, 6])).shape == (2, 3, 1, 3, 1)
+
+
+def test_each_target_is_cached_and_a_fixed_seed_reuses_it(geo3, tmp_path):
+    """A cube caches each target under the columns it reads: under another scenario
+    seed (another cube seed) that changes only headroom (congestion draws), a config
+    with a fixed ``seed`` reads carbon back and refits headroom alone."""
+    frame = geo3.signals.frame.iloc[: 24 * 60]
+    cache = tmp_path / "cache"
+    targets = ["carbon_g_per_kwh", "headroom_kw"]
+    kw = {"targets": targets, "horizons_h": [1, 6], "quantiles": Q,
+          "locations": geo3.locations, "cache_dir": cache}
+    fixed = small_config(seed=7)
+    first = make_cube(frame, "lightgbm", config=fixed, seed=1, **kw)
+    assert first.meta["seed"] == 7 and len(list(cache.glob("forecast/target-*.npz"))) == 2
+    changed = frame.copy()
+    for col in [c for c in frame.columns if c[1] == "headroom_kw"]:
+        changed[col] = frame[col] * 0.8
+    second = make_cube(changed, "lightgbm", config=fixed, seed=2, **kw)
+    assert len(list(cache.glob("forecast/target-*.npz"))) == 3  # headroom's new entry only
+    np.testing.assert_array_equal(second.values[:, :, 0], first.values[:, :, 0])
+    assert not np.allclose(second.values[:, :, 1], first.values[:, :, 1])
+    assert second.meta["coverage_outer"].keys() == set(targets)
+    # without a fixed seed the cube's seed counts: other simulated weather, other fits
+    other = make_cube(frame, "lightgbm", config=small_config(), seed=2, **kw)
+    assert other.meta["seed"] == 2
+    assert not np.allclose(other.values[:, :, 0], first.values[:, :, 0])

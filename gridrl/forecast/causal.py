@@ -3,7 +3,9 @@
 An evaluation is only honest if every forecast the controller saw could have been made
 at its issue time. Rows of the evaluation periods (a scenario's ``validation`` and
 ``test`` blocks) are therefore forecast *causally*: at each refit origin ``o`` (the first
-evaluation hour of each quarter, month or week that holds one: ``causal.refit``) a model is fitted
+evaluation hour of each quarter, month or week that holds one: ``causal.refit``; with
+``causal.refit_growth`` only those where the data have grown by that fraction since the
+last origin) a model is fitted
 on pairs ``(t, h)`` whose issue row and target row both lie before ``o`` (all of them,
 or the latest ``causal.rolling_window_h`` hours: ``causal.origin``) and forecasts every
 issue row from ``o`` up to the next origin. A forecast issued at ``t >= o`` therefore
@@ -69,8 +71,9 @@ def row_runs(mask: np.ndarray) -> list[list[int]]:
 @dataclass(frozen=True)
 class RefitPlan:
     """Refit origins (rows, increasing); the model of ``origins[j]`` forecasts issue rows
-    ``origins[j] .. ends[j] - 1``. ``warmup``: the first origin only warms up the
-    calibration (it lies before the first evaluation hour)."""
+    ``origins[j] .. ends[j] - 1``. ``warmup``: the first origin lies before the first
+    evaluation hour, to warm up the calibration (its model also serves the first
+    evaluation hours when ``causal.refit_growth`` skips the next origin)."""
 
     origins: tuple[int, ...]
     ends: tuple[int, ...]
@@ -104,8 +107,23 @@ def refit_plan(index: pd.DatetimeIndex, eval_mask: np.ndarray,
     warmup = config.calibration.method != "none" and warm >= c.min_train_h
     if warmup:
         origins.insert(0, warm)
+    origins = grown_origins(origins, c.refit_growth)
     ends = origins[1:] + [int(rows[-1]) + 1]
     return RefitPlan(tuple(origins), tuple(ends), warmup)
+
+
+def grown_origins(origins: list[int], growth: float | None) -> list[int]:
+    """The candidate ``origins`` (rows, increasing) at which the data have grown by at
+    least ``growth`` times the hours before the last kept origin (the first is always
+    kept; all of them if ``growth`` is None): a model then serves for a time in
+    proportion to the history it was fitted on."""
+    if growth is None:
+        return list(origins)
+    kept = [origins[0]]
+    for o in origins[1:]:
+        if o - kept[-1] >= growth * kept[-1]:
+            kept.append(o)
+    return kept
 
 
 def origin_mask(t_len: int, origin: int, causal: CausalConfig) -> np.ndarray:
@@ -165,6 +183,7 @@ def causal_values(
         "origins": [str(table.index[o]) for o in plan.origins],
         "warmup_origin": plan.warmup,
         "refit": cfg.causal.refit,
+        "refit_growth": cfg.causal.refit_growth,
         "origin": cfg.causal.origin,
         "n_estimators": cfg.lightgbm.n_estimators,
     }
@@ -182,6 +201,7 @@ def forecast_values(
     seed: int = 0,
     locations: Mapping[str, SiteLocation] | None = None,
     weather: WeatherForecasts | None = None,
+    hours: TargetHourArrays | None = None,
     progress: bool = False,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """LightGBM forecasts ``[T, N, K, H, Q]`` of every row (float32, calibrated, bounds
@@ -191,7 +211,7 @@ def forecast_values(
     kw = {"targets": targets, "horizons_h": horizons_h, "quantiles": quantiles,
           "config": cfg, "seed": seed, "locations": locations,
           "weather": weather_for(table, cfg, weather, seed),
-          "hours": target_hour_arrays(table, locations), "progress": progress}
+          "hours": hours or target_hour_arrays(table, locations), "progress": progress}
     if eval_mask is None or not eval_mask.any():
         values, meta = crossfit_values(table, **kw)
         return values, {**meta, "scheme": "crossfit"}

@@ -203,9 +203,14 @@ class CausalConfig(_Strict):
     before the origin (``expanding``) or the last ``rolling_window_h`` hours
     (``rolling``). An origin needs ``min_train_h`` hours of data before it.
     ``n_estimators`` sets the trees of these refits (``lightgbm.n_estimators`` if null).
+    ``refit_growth``: of those origins, refit only where the hours of data before it
+    exceed those before the last origin by at least this fraction of them (a model
+    serves for a time in proportion to its history: refits are frequent while the
+    history is short, rare once it is long); null refits at every origin.
     """
 
     refit: Literal["quarterly", "monthly", "weekly"] = "monthly"
+    refit_growth: Annotated[float, Field(gt=0.0)] | None = None
     origin: Literal["expanding", "rolling"] = "expanding"
     rolling_window_h: PosInt = 24 * 365
     min_train_h: PosInt = 24 * 14
@@ -268,6 +273,11 @@ class ForecastConfig(_Strict):
     crossfit: CrossFitConfig = CrossFitConfig()
     causal: CausalConfig = CausalConfig()
     backtest: BacktestConfig = BacktestConfig()
+    # Seeds the simulated weather forecasts and LightGBM of ``lightgbm`` cubes; null: the
+    # seed the cube is built with (the scenario's). Fixed, a target whose data no
+    # scenario seed changes (real carbon, prices, weather-driven PV and wind) gets the
+    # same forecasts under every scenario seed, fitted once (cubes cache each target).
+    seed: Annotated[Count, Field(ge=0)] | None = None
     # Capacity for nMAE: ``max`` (largest value in the data: installed power) or the name
     # of the signal holding the capacity. Signals not listed get no nMAE.
     metrics_capacity: dict[str, str] = {

@@ -29,7 +29,10 @@ Modes (ablations share one interface):
     periods: causal in the evaluation periods (validation, test) given by ``periods``,
     each from a model fitted only on data before its issue time, and cross-fitted among
     the other rows (:mod:`gridrl.forecast.causal`); all rows cross-fitted without
-    ``periods`` (forecasts for training only).
+    ``periods`` (forecasts for training only). Each target is fitted on its own and
+    also cached under a hash of the columns it reads (itself, its weather covariates),
+    so a cube whose other targets changed reuses it; with a ``seed`` in the config
+    (:class:`ForecastConfig`) it is reused across scenario seeds too.
 
 Physical bounds and non-crossing quantiles hold in every mode (:mod:`.bounds`); in
 ``lightgbm`` mode the data-derived bounds of a row use data up to that row only.
@@ -37,6 +40,7 @@ Physical bounds and non-crossing quantiles hold in every mode (:mod:`.bounds`); 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -65,7 +69,7 @@ from gridrl.io import default_cache_dir, write_json_atomic, write_with
 CUBE_FORMAT_VERSION = 1
 # Part of the cache key of ``lightgbm`` cubes: bump it whenever a change of the model,
 # features or calibration code changes the forecasts, so stale cubes are not reused.
-FORECAST_CODE_VERSION = 3
+FORECAST_CODE_VERSION = 4
 _NOISY = re.compile(r"^noisy\(\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*\)$")
 MODES = ("lightgbm", "perfect", "persistence", "none", "noisy(sigma)")
 
@@ -339,8 +343,9 @@ def _lightgbm_cube(table: SignalTable, common: dict[str, Any], meta: dict[str, A
                    cache_dir: str | Path | None, seed: int,
                    locations: Mapping[str, SiteLocation] | None, weather: Any, periods: Any,
                    progress: bool) -> ForecastCube:
-    from gridrl.forecast.causal import evaluation_mask, forecast_values, row_runs
+    from gridrl.forecast.causal import evaluation_mask, row_runs
 
+    seed = seed if cfg.seed is None else cfg.seed
     eval_mask = evaluation_mask(table.index, periods)
     loc_json = {s: vars(v) for s, v in (locations or {}).items()}
     key = key_hash(FORECAST_CODE_VERSION, meta["data_hash"], targets,
@@ -352,18 +357,93 @@ def _lightgbm_cube(table: SignalTable, common: dict[str, Any], meta: dict[str, A
     if cached.exists():
         cube = ForecastCube.load(cached)
         return replace(cube, index=table.index)
-    values, fit_meta = forecast_values(
-        table, targets=targets, horizons_h=h, quantiles=q, config=cfg, eval_mask=eval_mask,
-        seed=seed, locations=locations, weather=weather, progress=progress,
-    )
-    meta = {**meta, **fit_meta, "config_hash": key_hash(cfg.model_dump(mode="json")),
-            "cache_key": key}
+    values, fit_meta = _target_values(table, targets, h, q, cfg, root, seed, locations,
+                                      weather, eval_mask, progress)
+    meta = {**meta, **fit_meta, "seed": seed,
+            "config_hash": key_hash(cfg.model_dump(mode="json")), "cache_key": key}
     bounds = physical_bounds(table.data, table.index, table.sites, table.signals, targets,
                              cfg.bounds, locations, running=True)
     bounds.apply(values, np.arange(len(table.index)), h)
     cube = ForecastCube(values=values, mode="lightgbm", meta=meta, **common)
     cube.save(cached)
     return cube
+
+
+def _target_values(table: SignalTable, targets: list[str], h: np.ndarray, q: np.ndarray,
+                   cfg: ForecastConfig, root: Path, seed: int,
+                   locations: Mapping[str, SiteLocation] | None, weather: Any,
+                   eval_mask: np.ndarray, progress: bool) -> tuple[np.ndarray, dict[str, Any]]:
+    """The forecasts of every target (bounds not yet applied), each fitted on its own and
+    cached under a hash of the columns it reads: a target whose data did not change
+    (real carbon or prices under another scenario seed, with a fixed ``seed`` in the
+    config) is read back instead of refitted."""
+    from gridrl.forecast.causal import forecast_values, row_runs
+    from gridrl.forecast.crossfit import resolve_config, weather_for
+    from gridrl.forecast.features import target_hour_arrays
+
+    full = resolve_config(cfg, targets, list(h), list(q))
+    weather = weather_for(table, full, weather, seed)
+    hours = None
+    values = np.empty((len(table.index), len(table.sites), len(targets), len(h), len(q)),
+                      dtype=np.float32)
+    meta: dict[str, Any] = {}
+    for k, target in enumerate(targets):
+        key = _target_key(table, target, full, h, q, seed, locations, weather,
+                          row_runs(eval_mask))
+        path = root / "forecast" / f"target-{key}.npz"
+        if path.exists():
+            with np.load(path, allow_pickle=False) as npz:
+                values[:, :, k] = npz["values"]
+                part = json.loads(str(npz["metadata"]))
+        else:
+            hours = hours if hours is not None else target_hour_arrays(table, locations)
+            vals, part = forecast_values(
+                table, targets=[target], horizons_h=h, quantiles=q, config=cfg,
+                eval_mask=eval_mask, seed=seed, locations=locations, weather=weather,
+                hours=hours, progress=progress)
+            values[:, :, k] = vals[:, :, 0]
+            _save_target(path, vals[:, :, 0], part)
+        _merge_meta(meta, part)
+    return values, meta
+def _target_key(table: SignalTable, target: str, cfg: ForecastConfig, h: np.ndarray,
+                q: np.ndarray, seed: int, locations: Mapping[str, SiteLocation] | None,
+                weather: Any, runs: list[list[int]]) -> str:
+    """Cache key of one target's forecasts: everything they are computed from (its
+    column, the observed and forecast weather of its covariates, the site locations,
+    the config, seed and evaluation rows)."""
+    covariates = sorted(cfg.weather_for.get(target, []))
+    frame = table.frame
+    read = frame.loc[:, frame.columns.get_level_values(1).isin([target, *covariates])]
+    wx = {} if weather is None else {
+        c: {str(lead): hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
+            for lead, a in sorted(weather.forecasts.get(c, {}).items())}
+        for c in covariates}
+    return key_hash(FORECAST_CODE_VERSION, target, frame_hash(read), list(table.sites),
+                    [int(x) for x in h], [float(x) for x in q], cfg.model_dump(mode="json"),
+                    seed, {s: vars(v) for s, v in (locations or {}).items()}, wx, runs)
+
+
+def _save_target(path: Path, values: np.ndarray, meta: dict[str, Any]) -> None:
+    payload = json.dumps(meta, sort_keys=True, default=str)
+
+    def _write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, values=values, metadata=np.array(payload))
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_with(path, _write)
+
+
+def _merge_meta(meta: dict[str, Any], part: dict[str, Any]) -> None:
+    """Fold one target's fit metadata into the cube's: per-target dicts are joined,
+    lists (weather covariates) united, the rest is the same for every target."""
+    for name, value in part.items():
+        if isinstance(value, dict) and isinstance(meta.get(name), dict):
+            _merge_meta(meta[name], value)
+        elif name == "weather_covariates" and name in meta:
+            meta[name] = sorted({*meta[name], *value})
+        else:
+            meta[name] = value
 
 
 def target_rows(t_len: int, horizons_h: np.ndarray) -> np.ndarray:
