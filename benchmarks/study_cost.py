@@ -11,8 +11,11 @@ so that a machine shared with other work still gives the figure an idle machine 
 - the LightGBM forecast cube (one per scenario seed), built from a cold cache on the
   first ``--cube-sites`` sites and scaled by the number of sites (fits and predictions
   grow with the rows, i.e. the sites), or given with ``--cube-cpu-s`` (measured by a
-  run that built it). Its wall time is its CPU time over the cores LightGBM uses
-  (``lightgbm.num_threads`` of the forecaster config, at most ``--cores``).
+  run that built it). With several scenario seeds the second seed's cube is built
+  into the same cache: what each further seed costs (the targets its seed leaves
+  unchanged are reused when the forecaster config fixes ``seed``). Its wall time is
+  its CPU time over the cores LightGBM uses (``lightgbm.num_threads`` of the forecaster
+  config, at most ``--cores``).
 
 It then counts the study's units (:func:`gridrl.experiments.units.plan_units`), their
 test and validation weeks and the tuning's candidate evaluations, and prints the CPU
@@ -62,21 +65,27 @@ def cpu(fn, *args, **kwargs):
     return out, time.process_time() - t0
 
 
-def cube_cpu(scenario, path: Path, config_path: str | None, n_sites: int) -> float:
-    """CPU seconds of the LightGBM cube of the whole scenario: built (cold cache) on its
-    first ``n_sites`` sites, scaled by the number of sites."""
+def cube_cpu(paths: list[Path], config_path: str | None, n_sites: int) -> tuple[float, float]:
+    """CPU seconds of the LightGBM cube of the first scenario seed (``paths[0]``) and of
+    each further one (``paths[1]``, same cache: the targets its seed leaves unchanged
+    are read back when the config fixes ``seed``), each built on the first ``n_sites``
+    sites and scaled by the number of sites."""
     from gridrl.data.build import build_signals
 
-    frame = build_signals(scenario, base_dir=path.parent).frame
-    sites = list(dict.fromkeys(frame.columns.get_level_values(0)))
-    cut = frame.loc[:, frame.columns.get_level_values(0).isin(sites[:n_sites])]
     cfg = load_forecaster(config_path)
-    _, t = cpu(make_forecast, scenario, cut, "lightgbm", forecast_config=cfg,
-               seed=scenario.seed)
-    scaled = t * len(sites) / min(n_sites, len(sites))
-    console.print(f"LightGBM cube on {min(n_sites, len(sites))} of {len(sites)} sites: "
-                  f"{t:,.1f} CPU-s; all sites (scaled): {scaled:,.0f} CPU-s")
-    return scaled
+    out = []
+    for path in paths[:2]:
+        scenario = load_scenario(path)
+        frame = build_signals(scenario, base_dir=path.parent).frame
+        sites = list(dict.fromkeys(frame.columns.get_level_values(0)))
+        k = min(n_sites, len(sites))
+        cut = frame.loc[:, frame.columns.get_level_values(0).isin(sites[:k])]
+        _, t = cpu(make_forecast, scenario, cut, "lightgbm", forecast_config=cfg,
+                   seed=scenario.seed)
+        out.append(t * len(sites) / k)
+        console.print(f"LightGBM cube of {path.name} on {k} of {len(sites)} sites: "
+                      f"{t:,.1f} CPU-s; all sites (scaled): {out[-1]:,.0f} CPU-s")
+    return out[0], out[-1]
 
 
 def cube_threads(study, cores: int) -> int:
@@ -102,13 +111,16 @@ def measure(args: argparse.Namespace) -> None:
     study = load_study(args.study)
     tmp = Path(tempfile.mkdtemp(prefix="study_cost_"))
     os.environ[CACHE_ENV_VAR] = str(tmp / "cache")  # cold: the signals are measured
-    path = write_run_scenario(study, tmp)[0]
+    paths = write_run_scenario(study, tmp)
+    path = paths[0]
     scenario = load_scenario(path)
     mode = "perfect" if study.forecast.mode == "lightgbm" else study.forecast.mode
     data, signals_cpu = cpu(env_inputs, path, mode, study.forecast.config)
     console.print(f"signals of one scenario seed: {signals_cpu:,.1f} CPU-s")
+    args.cube_extra_cpu_s = args.cube_cpu_s
     if study.forecast.mode == "lightgbm" and args.cube_sites:
-        args.cube_cpu_s = cube_cpu(scenario, path, study.forecast.config, args.cube_sites)
+        args.cube_cpu_s, args.cube_extra_cpu_s = cube_cpu(paths, study.forecast.config,
+                                                          args.cube_sites)
     windows = {p: len(EpisodeWindows(data.index, scenario, p).fixed)
                for p in ("test", "validation")}
     per_week: dict[str, float] = {}
@@ -163,7 +175,7 @@ def report(study, n_sites, windows, per_week, train_per_step, signals_cpu, args)
         total += n * unit_s
     trials = tuning_trials(study, n_sites)
     tuning_s = sum(k * per_week[name] * tune_weeks * scen_seeds for name, k in trials.items())
-    cube_s = scen_seeds * args.cube_cpu_s
+    cube_s = args.cube_cpu_s + (scen_seeds - 1) * args.cube_extra_cpu_s
     inputs_s = scen_seeds * signals_cpu + cube_s
     table = Table(title=f"{study.name}: measured on {args.weeks} test week(s), CPU seconds")
     for col in ("agent", "units", "train / unit", "eval / unit", "total"):
@@ -179,7 +191,8 @@ def report(study, n_sites, windows, per_week, train_per_step, signals_cpu, args)
     console.print(
         f"weeks per unit: {eval_weeks} ({test_weeks} test, {val_weeks} validation); "
         f"tuning weeks {tune_weeks}; scenario seeds {scen_seeds}\n"
-        f"signals per scenario seed {signals_cpu:,.0f} CPU-s, cube {args.cube_cpu_s:,.0f}; "
+        f"signals per scenario seed {signals_cpu:,.0f} CPU-s, cubes {cube_s:,.0f} "
+        f"({args.cube_cpu_s:,.0f} the first, {args.cube_extra_cpu_s:,.0f} each further); "
         f"tuning {sum(trials.values())} candidates: {tuning_s:,.0f} CPU-s\n"
         f"units {total:,.0f} CPU-s; all {total + tuning_s + inputs_s:,.0f} CPU-s; "
         f"estimated wall time on {args.cores} cores: {wall / 3600:,.2f} h "

@@ -108,8 +108,8 @@ def test_refit_origins_are_first_evaluation_hours_of_each_month(geo3):
     warm = FIRST_TEST_ROW - 168 - geo3.cfg.max_horizon_h  # calibration warm-up
     assert plan.origins == (warm, FIRST_TEST_ROW, SECOND_TEST_ROW) and plan.warmup
     assert plan.ends == (FIRST_TEST_ROW, SECOND_TEST_ROW, SECOND_TEST_ROW + 7 * 24)
-    weekly = refit_plan(index, mask, geo3.cfg.model_copy(
-        update={"causal": CausalConfig(refit="weekly", min_train_h=240)}))
+    weekly = refit_plan(index, mask, geo3.cfg.model_copy(update={"causal": CausalConfig(
+        refit="weekly", min_train_h=240, refit_growth=None)}))
     # 22 January 2021 is a Friday: that test week spans two calendar weeks
     assert weekly.origins[1:3] == (FIRST_TEST_ROW, FIRST_TEST_ROW + 3 * 24)
     # the model of an origin trains on rows before it only (and within the window)
@@ -124,8 +124,12 @@ def test_validation_blocks_are_forecast_causally_and_early_ones_refused(geo3):
                               validation=[Period(start="2021-03-05", end="2021-03-07")])
     mask = evaluation_mask(index, periods)
     assert mask[24 * 63: 24 * 66].all() and mask.sum() == 2 * 7 * 24 + 3 * 24
-    plan = refit_plan(index, mask, geo3.cfg)
+    every = CausalConfig(min_train_h=240, refit_growth=None)
+    plan = refit_plan(index, mask, geo3.cfg.model_copy(update={"causal": every}))
     assert plan.origins[-1] == 24 * 63  # March's first evaluation hour
+    # by default March is served by February's model: 264 h since its origin, less
+    # than a quarter of the 1248 h of history before it
+    assert refit_plan(index, mask, geo3.cfg).origins[-1] == SECOND_TEST_ROW
     early = SimpleNamespace(train=[], test=[Period(start="2021-01-05", end="2021-01-08")])
     with pytest.raises(ForecastError, match=r"causal.min_train_h = 240"):
         refit_plan(index, evaluation_mask(index, early), geo3.cfg)

@@ -99,6 +99,11 @@ def test_each_target_is_cached_and_a_fixed_seed_reuses_it(geo3, tmp_path):
     np.testing.assert_array_equal(second.values[:, :, 0], first.values[:, :, 0])
     assert not np.allclose(second.values[:, :, 1], first.values[:, :, 1])
     assert second.meta["coverage_outer"].keys() == set(targets)
+    # a cube of fewer targets reads them back as well
+    alone = make_cube(frame, "lightgbm", config=fixed, seed=3,
+                      **{**kw, "targets": ["carbon_g_per_kwh"]})
+    np.testing.assert_array_equal(alone.values[:, :, 0], first.values[:, :, 0])
+    assert len(list(cache.glob("forecast/target-*.npz"))) == 3
     # without a fixed seed the cube's seed counts: other simulated weather, other fits
     other = make_cube(frame, "lightgbm", config=small_config(), seed=2, **kw)
     assert other.meta["seed"] == 2

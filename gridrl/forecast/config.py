@@ -210,7 +210,7 @@ class CausalConfig(_Strict):
     """
 
     refit: Literal["quarterly", "monthly", "weekly"] = "monthly"
-    refit_growth: Annotated[float, Field(gt=0.0)] | None = None
+    refit_growth: Annotated[float, Field(gt=0.0)] | None = 0.25
     origin: Literal["expanding", "rolling"] = "expanding"
     rolling_window_h: PosInt = 24 * 365
     min_train_h: PosInt = 24 * 14

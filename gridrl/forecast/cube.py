@@ -388,7 +388,8 @@ def _target_values(table: SignalTable, targets: list[str], h: np.ndarray, q: np.
                       dtype=np.float32)
     meta: dict[str, Any] = {}
     for k, target in enumerate(targets):
-        key = _target_key(table, target, full, h, q, seed, locations, weather,
+        own = resolve_config(cfg, [target], list(h), list(q))  # not the other targets
+        key = _target_key(table, target, own, h, q, seed, locations, weather,
                           row_runs(eval_mask))
         path = root / "forecast" / f"target-{key}.npz"
         if path.exists():
