@@ -34,7 +34,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from rich.console import Console
+# Before torch loads OpenMP: its spinning threads would starve LightGBM's on a shared
+# machine and inflate the cube's CPU seconds (see gridrl.forecast.model).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from rich.console import Console  # noqa: E402
 from rich.table import Table
 
 from gridrl.agents.evaluate import evaluate, make_setup, select_windows
