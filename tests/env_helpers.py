@@ -67,6 +67,25 @@ def site(name: str, **over: Any) -> dict[str, Any]:
     return base
 
 
+def priced_pair(second: str = "b") -> dict[str, Any]:
+    """``sites`` and ``network`` of two priced sites: ``a`` with PV, GPU rent, holding,
+    a standby set and a demand-response programme; ``second`` with a battery starting
+    anywhere in [0.2, 0.8] of its capacity, its wear priced, holding and a standby set."""
+    holding = {"holding_cost_per_gpu_h_h": 0.01, "deadline_slack_h_min": 2}
+    sites = [
+        site("a", pv={"kwp": 5.0}, gpu_rent_per_gpu_h=0.05,
+             workload={**holding, "deadline_slack_h_max": 4},
+             backup={"capacity_kw": 2.0},
+             demand_response={"payment_per_event_h": 0.5, "penalty_per_kwh": 0.4}),
+        site(second, battery={"capacity_kwh": 12.0, "power_kw": 4.0,
+                              "soc_initial_fraction_range": [0.2, 0.8],
+                              "degradation_cost_per_kwh": 0.02},
+             backup={"capacity_kw": 6.0}, workload={**holding, "deadline_slack_h_max": 5}),
+    ]
+    coords = {"a": (0.0, 0.0), second: (0.0, 1.0)}
+    return {"sites": sites, "network": TEST_NETWORK | {"coordinates_deg": coords}}
+
+
 def scenario(n_sites: int = 1, *, env: dict | None = None, reward: dict | None = None,
              sites: list[dict] | None = None, **over: Any) -> Scenario:
     """A validated scenario with ``n_sites`` test sites and short periods."""

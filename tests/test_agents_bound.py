@@ -9,8 +9,8 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from agents_helpers import K, make_env, scenario, site, synthetic_exo
-from env_helpers import TEST_NETWORK
+from agents_helpers import K, make_env, scenario, synthetic_exo
+from env_helpers import priced_pair
 
 from gridrl.agents.evaluate import evaluate, make_setup, select_windows
 from gridrl.agents.lp import LPInputs, LPStructure, Solver
@@ -28,22 +28,10 @@ def _scenario(battery_control: str):
     [0.2, 0.8] of its capacity with its final charge valued and its wear priced; host
     share and a separate inference curve at both sites; standby sets at both, a
     demand-response programme at a (daily afternoon events)."""
-    return scenario(
-        [site("a", pv={"kwp": 5.0}, gpu_rent_per_gpu_h=0.05,
-              workload={"deadline_slack_h_min": 2, "deadline_slack_h_max": 4,
-                        "holding_cost_per_gpu_h_h": 0.01},
-              backup={"capacity_kw": 2.0},
-              demand_response={"payment_per_event_h": 0.5, "penalty_per_kwh": 0.4}),
-         site("b", battery={"capacity_kwh": 12.0, "power_kw": 4.0,
-                            "soc_initial_fraction_range": [0.2, 0.8],
-                            "degradation_cost_per_kwh": 0.02},
-              backup={"capacity_kw": 6.0},
-              workload={"deadline_slack_h_min": 2, "deadline_slack_h_max": 5,
-                        "holding_cost_per_gpu_h_h": 0.01})],
-        env={"episode_hours": 24, "battery_control": battery_control,
-             "inference_remote_fraction_max": 0.3},
-        network=TEST_NETWORK | {"coordinates_deg": {"a": (0.0, 0.0), "b": (0.0, 1.0)}},
-    )
+    pair = priced_pair()
+    return scenario(pair["sites"], network=pair["network"], env={
+        "episode_hours": 24, "battery_control": battery_control,
+        "inference_remote_fraction_max": 0.3})
 
 
 def _exo(seed: int = 1) -> np.ndarray:

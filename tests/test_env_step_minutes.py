@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from env_helpers import index, network_of, scenario, site, synthetic_exo
+from env_helpers import index, network_of, priced_pair, scenario, site, synthetic_exo
 
 from gridrl.env import clock, core, kernel
 from gridrl.env.batch import BatchSim
@@ -437,26 +437,11 @@ def test_the_lp_refuses_a_phase_outside_the_hour():
 
 
 def _bound_scenario(step_minutes: int, battery_control: str):
-    """Two sites (a with PV, rent, a demand-response programme; b with a battery),
-    holding at both, standby sets, migration and inference routing: the scenario of
-    ``test_agents_bound`` at ``step_minutes``."""
-    from env_helpers import TEST_NETWORK
-
-    return scenario(
-        sites=[site("a", pv={"kwp": 5.0}, gpu_rent_per_gpu_h=0.05,
-                    workload={"deadline_slack_h_min": 2, "deadline_slack_h_max": 4,
-                              "holding_cost_per_gpu_h_h": 0.01},
-                    backup={"capacity_kw": 2.0},
-                    demand_response={"payment_per_event_h": 0.5, "penalty_per_kwh": 0.4}),
-               site("s1", battery={"capacity_kwh": 12.0, "power_kw": 4.0,
-                                   "soc_initial_fraction_range": [0.2, 0.8],
-                                   "degradation_cost_per_kwh": 0.02},
-                    backup={"capacity_kw": 6.0},
-                    workload={"deadline_slack_h_min": 2, "deadline_slack_h_max": 5,
-                              "holding_cost_per_gpu_h_h": 0.01})],
-        env={"episode_hours": 12, "battery_control": battery_control,
-             "inference_remote_fraction_max": 0.3, "step_minutes": step_minutes},
-        network=TEST_NETWORK | {"coordinates_deg": {"a": (0.0, 0.0), "s1": (0.0, 1.0)}})
+    """The two priced sites of ``test_agents_bound`` (holding at both, standby sets,
+    migration and inference routing) over 12 hours at ``step_minutes``."""
+    return scenario(**priced_pair("s1"), env={
+        "episode_hours": 12, "battery_control": battery_control,
+        "inference_remote_fraction_max": 0.3, "step_minutes": step_minutes})
 
 
 @pytest.mark.parametrize("battery_control", ["setpoint", "rule"])
