@@ -91,3 +91,28 @@ def _signals(data: EnvData):
         [(s, k) for s in data.site_names for k in EXO_SIGNALS], names=["site", "signal"])
     frame = pd.DataFrame(data.exo.reshape(data.steps, -1), index=data.index, columns=cols)
     return Signals.from_frame(frame, source="synthetic")
+
+
+def bound_and_random_returns(params, data, window, n_episodes: int,
+                             rng: np.random.Generator) -> tuple[float, np.ndarray]:
+    """The LP bound's J on ``window`` and the returns of ``n_episodes`` random action
+    sequences on it (a random level per episode, some lazy, some busy, some extreme,
+    plus noise each step)."""
+    from gridrl.agents.lp import LPInputs, LPStructure, Solver
+    from gridrl.env import core, physics
+    from gridrl.env.batch import BatchSim
+
+    exo = data.exo[window.start : window.start + window.steps]
+    st = core.reset(params, 1)
+    sol = Solver(LPStructure(params, window.steps)).solve(LPInputs(
+        exo, st.queue_gpu_h[0], st.transit_gpu_h[0],
+        physics.initial_soc_kwh(params, [window.start])[0],
+        physics.terminal_value_per_gpu_h(params, exo),
+        battery_value=physics.battery_value_per_kwh(params, exo)))
+    sim = BatchSim(params, data, n_episodes)
+    sim.begin(list(range(n_episodes)), [window] * n_episodes)
+    bias = rng.uniform(-1, 1, (n_episodes, params.n_actions_per_site * params.n_sites))
+    for _ in range(window.steps):
+        sim.set_action(np.clip(bias + rng.normal(0, 0.7, bias.shape), -1, 1))
+        sim.advance()
+    return sol.J, sim.returns.copy()

@@ -9,14 +9,11 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from agents_helpers import K, make_env, scenario, synthetic_exo
+from agents_helpers import K, bound_and_random_returns, make_env, scenario, synthetic_exo
 from env_helpers import priced_pair
 
 from gridrl.agents.evaluate import evaluate, make_setup, select_windows
-from gridrl.agents.lp import LPInputs, LPStructure, Solver
 from gridrl.agents.registry import make_policy
-from gridrl.env import core, physics
-from gridrl.env.batch import BatchSim
 
 HOURS = 24 * 14
 # J of a policy may exceed the bound only by solver round-off (relative).
@@ -71,26 +68,10 @@ def test_mpc_stays_below_the_bound_and_beats_run_now(setup):
 
 
 def test_many_random_action_sequences_stay_below_the_bound(setup):
-    params, data = setup.params, setup.data
-    n_b = 256
     rng = np.random.default_rng(0)
     for w in select_windows(setup.windows, 3, seed=11):
-        exo = data.exo[w.start : w.start + w.steps]
-        st = core.reset(params, 1)
-        sol = Solver(LPStructure(params, w.steps)).solve(LPInputs(
-            exo, st.queue_gpu_h[0], st.transit_gpu_h[0],
-            physics.initial_soc_kwh(params, [w.start])[0],
-            physics.terminal_value_per_gpu_h(params, exo),
-            battery_value=physics.battery_value_per_kwh(params, exo)))
-        sim = BatchSim(params, data, n_b)
-        sim.begin(list(range(n_b)), [w] * n_b)
-        # random levels per episode: some lazy, some busy, some extreme
-        bias = rng.uniform(-1, 1, (n_b, 1, params.n_actions_per_site * params.n_sites))
-        for _ in range(w.steps):
-            a = np.clip(bias[:, 0] + rng.normal(0, 0.7, bias[:, 0].shape), -1, 1)
-            sim.set_action(a)
-            sim.advance()
-        assert sim.returns.max() <= sol.J + TOL * abs(sol.J)
+        bound_j, returns = bound_and_random_returns(setup.params, setup.data, w, 256, rng)
+        assert returns.max() <= bound_j + TOL * abs(bound_j)
 
 
 @pytest.mark.slow

@@ -448,11 +448,10 @@ def _bound_scenario(step_minutes: int, battery_control: str):
 def test_the_lp_is_still_a_bound_at_15_minutes(battery_control):
     """No policy beats the 15-minute LP on random episodes: heuristics, MPC and 128
     random action sequences per episode, on the 15-minute env."""
+    from agents_helpers import bound_and_random_returns
+
     from gridrl.agents.evaluate import evaluate, make_setup, select_windows
-    from gridrl.agents.lp import LPInputs, LPStructure, Solver
     from gridrl.agents.registry import make_policy
-    from gridrl.env import physics
-    from gridrl.env.batch import BatchSim
 
     sc = _bound_scenario(15, battery_control)
     exo = synthetic_exo(2, 24 * 14, seed=1)
@@ -468,25 +467,11 @@ def test_the_lp_is_still_a_bound_at_15_minutes(battery_control):
                 + tol * np.abs(bound["J"].to_numpy())).all(), name
     mpc = evaluate(make_policy("mpc", horizon_h=4), setup, episodes=1, seed=3)
     assert mpc["J"].iloc[0] <= bound["J"].iloc[0] + tol * abs(bound["J"].iloc[0])
-    params, data = setup.params, setup.data
     rng = np.random.default_rng(0)
-    n_b = 128
     for w in select_windows(setup.windows, 2, seed=11):
         assert w.steps == 48
-        x = data.exo[w.start : w.start + w.steps]
-        st = core.reset(params, 1)
-        sol = Solver(LPStructure(params, w.steps)).solve(LPInputs(
-            x, st.queue_gpu_h[0], st.transit_gpu_h[0],
-            physics.initial_soc_kwh(params, [w.start])[0],
-            physics.terminal_value_per_gpu_h(params, x),
-            battery_value=physics.battery_value_per_kwh(params, x)))
-        sim = BatchSim(params, data, n_b)
-        sim.begin(list(range(n_b)), [w] * n_b)
-        bias = rng.uniform(-1, 1, (n_b, params.n_actions_per_site * params.n_sites))
-        for _ in range(w.steps):
-            sim.set_action(np.clip(bias + rng.normal(0, 0.7, bias.shape), -1, 1))
-            sim.advance()
-        assert sim.returns.max() <= sol.J + tol * abs(sol.J)
+        bound_j, returns = bound_and_random_returns(setup.params, setup.data, w, 128, rng)
+        assert returns.max() <= bound_j + tol * abs(bound_j)
 
 
 def test_carbon_aware_decides_alike_at_15_and_60_minutes_on_hourly_inputs():
