@@ -40,7 +40,6 @@ Physical bounds and non-crossing quantiles hold in every mode (:mod:`.bounds`); 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -406,6 +405,8 @@ def _target_values(table: SignalTable, targets: list[str], h: np.ndarray, q: np.
             _save_target(path, vals[:, :, 0], part)
         _merge_meta(meta, part)
     return values, meta
+
+
 def _target_key(table: SignalTable, target: str, cfg: ForecastConfig, h: np.ndarray,
                 q: np.ndarray, seed: int, locations: Mapping[str, SiteLocation] | None,
                 weather: Any, runs: list[list[int]]) -> str:
@@ -415,10 +416,7 @@ def _target_key(table: SignalTable, target: str, cfg: ForecastConfig, h: np.ndar
     covariates = sorted(cfg.weather_for.get(target, []))
     frame = table.frame
     read = frame.loc[:, frame.columns.get_level_values(1).isin([target, *covariates])]
-    wx = {} if weather is None else {
-        c: {str(lead): hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
-            for lead, a in sorted(weather.forecasts.get(c, {}).items())}
-        for c in covariates}
+    wx = None if weather is None else weather.content_hash(covariates)
     return key_hash(FORECAST_CODE_VERSION, target, frame_hash(read), list(table.sites),
                     [int(x) for x in h], [float(x) for x in q], cfg.model_dump(mode="json"),
                     seed, {s: vars(v) for s, v in (locations or {}).items()}, wx, runs)

@@ -86,10 +86,10 @@ class WeatherForecasts:
             done |= sel
         return out
 
-    def content_hash(self) -> str:
-        """SHA-256 prefix of every array (cache keys)."""
+    def content_hash(self, names: Sequence[str] | None = None) -> str:
+        """SHA-256 prefix of every array (cache keys), or of the covariates ``names``."""
         h = hashlib.sha256()
-        for name in sorted(self.forecasts):
+        for name in sorted(self.forecasts if names is None else set(names) & set(self.forecasts)):
             for lead in sorted(self.forecasts[name]):
                 h.update(f"{name}:{lead}".encode())
                 h.update(np.ascontiguousarray(self.forecasts[name][lead]).tobytes())
