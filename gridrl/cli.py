@@ -427,6 +427,8 @@ def report_cmd(
                              "DIR/<study>_leaderboard.csv and DIR/<study>/*.png."),
     levers: str = typer.Option(None, "--levers", help="levers.csv of benchmarks/levers.py "
                                "to add to the published report (with --docs)."),
+    name: str = typer.Option(None, "--name", help="Page name of the published documents "
+                             "in place of <study> (with --docs), e.g. multiregion."),
 ) -> None:
     """(Re)write report.md and its plots for a run folder."""
     from pathlib import Path
@@ -436,14 +438,15 @@ def report_cmd(
     if not (Path(run_dir) / "config.resolved.yaml").exists():
         raise typer.BadParameter(f"{run_dir}: not a run folder (no config.resolved.yaml)",
                                  param_hint="RUN_DIR")
-    if levers is not None and docs is None:
-        raise typer.BadParameter("--levers needs --docs", param_hint="--levers")
+    for flag, value in (("--levers", levers), ("--name", name)):
+        if value is not None and docs is None:
+            raise typer.BadParameter(f"{flag} needs --docs", param_hint=flag)
     if docs is None:
         console.print(f"report: {write_report(run_dir)}")
         return
     from gridrl.experiments.publish import publish_report
 
-    console.print(f"report: {publish_report(run_dir, docs, levers_csv=levers)}")
+    console.print(f"report: {publish_report(run_dir, docs, levers_csv=levers, name=name)}")
 
 
 # ---------------------------------------------------------------- export / serve / slurm / replay

@@ -128,6 +128,35 @@ def test_published_report_has_every_part(seeded_run: dict[str, Path]) -> None:
         assert term in text.split("## Objective terms")[1].split("##")[0]
 
 
+def test_publish_under_a_page_name(seeded_run: dict[str, Path], tmp_path: Path) -> None:
+    """``multiregion.md`` for study ``multiregion_benchmark``: the page name replaces the
+    study's in the documents, the figure folder and the figures' links."""
+    docs = tmp_path / "docs"
+    doc = publish_report(seeded_run["run_dir"], docs, name="page")
+    assert doc == docs / "page.md"
+    assert (docs / "page_leaderboard.csv").is_file() and not (docs / "seeded.md").exists()
+    text = doc.read_text()
+    assert "](page/performance_profile.png)" in text and "](seeded/" not in text
+    assert (docs / "page" / "performance_profile.png").stat().st_size > 0
+    for bad in ("", "a/b", ".hidden"):
+        with pytest.raises(PublishError, match="expected a plain file name"):
+            publish_report(seeded_run["run_dir"], tmp_path / "other", name=bad)
+    assert not (tmp_path / "other").exists()  # refused before anything is written
+
+
+def test_cli_report_name_needs_docs(seeded_run: dict[str, Path], tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from gridrl.cli import app
+
+    run_dir = str(seeded_run["run_dir"])
+    alone = CliRunner().invoke(app, ["report", run_dir, "--name", "page"])
+    assert alone.exit_code == 2 and "--name needs --docs" in alone.output
+    ok = CliRunner().invoke(app, ["report", run_dir, "--docs", str(tmp_path), "--name", "page"])
+    assert ok.exit_code == 0, ok.output
+    assert (tmp_path / "page.md").is_file()
+
+
 def test_publish_names_a_bad_lever_table(seeded_run: dict[str, Path], tmp_path: Path) -> None:
     bad = tmp_path / "levers.csv"
     bad.write_text("scenario,J\ngeo3,1.0\n")

@@ -1,7 +1,8 @@
 """Publish a run's report as citable benchmark documents.
 
 ``publish_report(run_dir, docs_dir)`` (re)writes the run's report
-(:mod:`gridrl.experiments.report`) and copies it to ``docs_dir``:
+(:mod:`gridrl.experiments.report`) and copies it to ``docs_dir``, under the study's name
+or the page name given (``name``: ``multiregion`` for study ``multiregion_benchmark``):
 
 - ``<study>.md``: the report, its figures linked from ``<study>/``, with the lever
   table of ``benchmarks/levers.py`` appended when its CSV is given;
@@ -39,7 +40,7 @@ class PublishError(GridrlError, ValueError):
 
 
 def publish_report(run_dir: str | Path, docs_dir: str | Path, *,
-                   levers_csv: str | Path | None = None) -> Path:
+                   levers_csv: str | Path | None = None, name: str | None = None) -> Path:
     """Write ``docs_dir/<study>.md``, ``<study>_leaderboard.csv`` and ``<study>/*.png``.
 
     Parameters
@@ -50,6 +51,9 @@ def publish_report(run_dir: str | Path, docs_dir: str | Path, *,
         Where the documents go (``docs/benchmarks``).
     levers_csv
         The lever table written by ``benchmarks/levers.py`` (``levers.csv``), if any.
+    name
+        The page name (file stem of the documents and folder of the figures); default
+        the study's name.
 
     Returns
     -------
@@ -59,15 +63,18 @@ def publish_report(run_dir: str | Path, docs_dir: str | Path, *,
     Raises
     ------
     PublishError
-        when ``run_dir`` has no finished unit or the lever table lacks its columns.
+        when ``run_dir`` has no finished unit, the lever table lacks its columns or
+        ``name`` is not a plain file name.
     """
     run_dir, docs_dir = Path(run_dir).resolve(), Path(docs_dir).resolve()
+    if name is not None:
+        page_name(name)  # a bad name fails before anything is written
     report = write_report(run_dir)
     board_path = run_dir / "leaderboard.csv"
     if not board_path.is_file():
         raise PublishError(f"{run_dir}: no finished unit to publish (no leaderboard.csv)")
     study = yaml.safe_load((run_dir / "config.resolved.yaml").read_text())
-    name = study["name"]
+    name = page_name(study["name"] if name is None else name)
     figures = docs_dir / name
     figures.mkdir(parents=True, exist_ok=True)
     for png in sorted((run_dir / "plots").glob("*.png")):
@@ -78,6 +85,14 @@ def publish_report(run_dir: str | Path, docs_dir: str | Path, *,
     board = published_leaderboard(pd.read_csv(board_path), study["forecast"]["mode"])
     write_with(docs_dir / f"{name}_leaderboard.csv", lambda p: board.to_csv(p, index=False))
     return write_text_atomic(docs_dir / f"{name}.md", text)
+
+
+def page_name(name: str) -> str:
+    """``name`` when it is a plain file name (no folder, not hidden), else PublishError."""
+    if not name or name != Path(name).name or name.startswith("."):
+        raise PublishError(f"page name {name!r}: expected a plain file name such as "
+                           "'multiregion' (no folder, no leading dot)")
+    return name
 
 
 def published_leaderboard(board: pd.DataFrame, mode: str) -> pd.DataFrame:
