@@ -128,6 +128,11 @@ def test_published_report_has_every_part(seeded_run: dict[str, Path]) -> None:
         assert term in text.split("## Objective terms")[1].split("##")[0]
 
 
+def test_header_states_the_scenario_seeds(seeded_run: dict[str, Path]) -> None:
+    text = seeded_run["docs"].read_text()
+    assert "- scenario seeds: [3, 7], each with its own random events" in text
+
+
 def test_publish_under_a_page_name(seeded_run: dict[str, Path], tmp_path: Path) -> None:
     """``multiregion.md`` for study ``multiregion_benchmark``: the page name replaces the
     study's in the documents, the figure folder and the figures' links."""

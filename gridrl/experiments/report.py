@@ -448,6 +448,7 @@ def _header(study: Study, store: RunStore) -> list[str]:
         f"- seeds: {study.seeds}{_seed_overrides(study)}; evaluation: "
         f"{study.evaluation.episodes or 'all fixed'} episode window(s) of the "
         f"`{study.evaluation.period}` period, the same for every policy and seed",
+        *_scenario_seed_lines(study),
         f"- units: {len(finished & set(units))} of {len(units)} finished",
     ]
     own = [
@@ -462,6 +463,15 @@ def _header(study: Study, store: RunStore) -> list[str]:
         lines.append(f"- **damaged unit** `{unit_id}` (runs again on `--resume`): {reason}")
     lines.append("")
     return lines
+
+
+def _scenario_seed_lines(study: Study) -> list[str]:
+    """The scenario seeds, and that each of their weeks is a task of the statistics."""
+    if not study.scenario_seeds:
+        return []
+    return [f"- scenario seeds: {study.scenario_seeds}, each with its own random events "
+            "and workload; the weeks of the leaderboard's `seeds x weeks` are (scenario "
+            "seed, week) pairs, the tasks of the statistics"]
 
 
 def _summary(study: Study, results: pd.DataFrame, objective: str) -> pd.DataFrame:
