@@ -488,10 +488,10 @@ def run_study(
     plan = plan_run(study, out_dir=out_dir, backend=backend, address=address, resume=resume)
     with plan.store.lock():
         t0, started = time.perf_counter(), time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        commit = code_commit()  # the code that runs, not what is checked out at the end
         payloads = prepare_run(plan, progress)
         failed = execute_run(plan, payloads, unit_fn, progress)
-        plan.store.record_driver(driver_command(), code_commit(), started,
-                                 time.perf_counter() - t0)
+        plan.store.record_driver(driver_command(), commit, started, time.perf_counter() - t0)
         merge_run(plan, report, progress)
     if failed:
         raise UnitsFailedError(
