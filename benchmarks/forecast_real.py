@@ -31,9 +31,11 @@ Prints, per series, the skill ``1 - MAE / MAE_ref`` against seasonal naive and a
 the per-horizon LightGBM at horizons 1, 2, 3, 6, 12 and 24 h and averaged over 1-24 h,
 the P10-P90 coverage of gridrl's calibrated band, whether the target holds (1 h at least
 as good as the per-horizon LightGBM, better over 1-24 h) and the 1 h model chosen at
-each origin; writes every horizon to ``forecast_real.csv`` and a PNG of skill vs the
-per-horizon LightGBM by horizon.
-Run: ``python benchmarks/forecast_real.py [--window tune] [--only SUBSTRING]``.
+each origin (``plain``: the per-horizon LightGBM itself, a candidate when the config's
+``selection.plain_candidate`` is on); writes every horizon to ``forecast_real.csv`` and a
+PNG of skill vs the per-horizon LightGBM by horizon.
+Run: ``python benchmarks/forecast_real.py [--window tune] [--only SUBSTRING] [--config
+FILE]``.
 
 Measured (36 series). Tune window, where the selection settings were chosen (candidate
 references, the solar candidates, own models only): the target holds on 36 (worst 1 h

@@ -14,6 +14,7 @@ import pandas as pd
 
 from gridrl.data.loaders.citylearn import CITYLEARN_FORECAST_HORIZONS_H, load_citylearn
 from gridrl.data.loaders.entsoe import load_entsoe_carbon, load_entsoe_production
+from gridrl.data.loaders.multiregion import load_multiregion_price
 from gridrl.data.signals import Signals
 from gridrl.forecast.config import BoundsConfig, ForecastConfig, PVConfig
 from gridrl.forecast.solar import SiteLocation
@@ -25,6 +26,7 @@ NATIONAL_CENTROIDS = {
     "gb": SiteLocation(53.0, -1.5, pv_tilt_deg=30.0, pv_azimuth_deg=180.0),
 }
 FONTANA_CA = SiteLocation(34.09, -117.43, altitude_m=377.0)
+SINGAPORE = SiteLocation(1.30, 103.83)  # the multiregion data set's weather point (site SG)
 YEAR_START, YEAR_END = "2020-01-01", "2021-01-01"
 ENTSOE_TARGETS = ["carbon_g_per_kwh", "solar_mw", "wind_mw"]
 
@@ -134,4 +136,25 @@ def small_config(**update) -> ForecastConfig:
         lightgbm=LightGBMConfig(n_estimators=15, num_leaves=7),
         crossfit=CrossFitConfig(folds=3, gap_h=24),
     )
+    return cfg.model_copy(update=update)
+
+
+def singapore_price() -> pd.DataFrame:
+    """Singapore's hourly 2023 market price (site ``SG``, ``price_per_mwh``), from the
+    multiregion data set under the data root."""
+    return load_multiregion_price("SG", (2023, 2023)).frame
+
+
+def plain_candidate_config(**update) -> ForecastConfig:
+    """A quick market-price forecaster whose 1 h model may be the plain per-horizon
+    LightGBM (one candidate at a time: no blends). Its issue rows start where the plain
+    model's lags do, so both fit the same pairs."""
+    from gridrl.forecast.config import SelectionConfig, TrainingConfig
+    from gridrl.forecast.plain import first_plain_row
+
+    cfg = small_config(
+        targets=["price_per_mwh"], weather=[], weather_for={}, pv=PVConfig(signals=[]),
+        bounds=BoundsConfig(zero_at_night=[]),
+        training=TrainingConfig(min_history_h=first_plain_row()),
+        selection=SelectionConfig(models=["own"], blend=False, plain_candidate=True))
     return cfg.model_copy(update=update)

@@ -13,7 +13,13 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
-from forecast_helpers import geo3_inputs, small_config
+from forecast_helpers import (
+    SINGAPORE,
+    geo3_inputs,
+    plain_candidate_config,
+    singapore_price,
+    small_config,
+)
 
 from gridrl.data.signals import signal_spec
 from gridrl.forecast import ForecastConfig, ForecastError, make_cube
@@ -21,6 +27,7 @@ from gridrl.forecast.causal import evaluation_mask, grown_origins, origin_mask, 
 from gridrl.forecast.config import CalibrationConfig, CausalConfig
 from gridrl.forecast.crossfit import crossfit_mask, fold_blocks, lookback_gap_h, weather_for
 from gridrl.forecast.inputs import signal_table
+from gridrl.forecast.plain import PLAIN
 from gridrl.forecast.weather import WeatherForecasts
 from gridrl.scenario import Period
 
@@ -189,6 +196,34 @@ def test_forecast_issued_at_t_ignores_everything_after_t(geo3, cache, base, t):
                                       err_msg=f"{name}: the forecast issued at {t} changed")
     # the change is real: the next issue time already sees it
     assert not np.allclose(cube.values[t + 1], base.values[t + 1])
+
+
+def test_a_plain_one_hour_model_stays_causal(shared_data, tmp_path):
+    """Singapore's market price, the plain per-horizon LightGBM among the candidates of
+    the 1 h model: the model of 1 November (fitted on January-October, where the plain
+    model forecast October best) serves the test fortnight with it, and a forecast it
+    issues at t ignores everything after t."""
+    frame = singapore_price()
+    cfg = plain_candidate_config(causal=CausalConfig(refit_growth=None))
+    periods = SimpleNamespace(test=[Period(start="2023-11-01", end="2023-11-14")])
+
+    def cube(data: pd.DataFrame):
+        return make_cube(data, "lightgbm", targets=["price_per_mwh"],
+                         horizons_h=list(range(1, 25)), quantiles=cfg.quantiles, config=cfg,
+                         cache_dir=tmp_path, locations={"SG": SINGAPORE}, periods=periods)
+
+    base = cube(frame)
+    causal = base.meta["causal"]
+    assert causal["origins"][-1] == "2023-11-01 00:00:00+00:00"
+    assert causal["models"]["price_per_mwh"][-1] == {"pooled": "last", "h1": PLAIN}
+    t = int(frame.index.searchsorted(pd.Timestamp("2023-11-04 11:00", tz="UTC")))
+    later = frame.copy()
+    col = frame.columns[0]
+    later[col] = _changed(frame[col].to_numpy(), col[1], slice(t + 1, None),
+                          np.random.default_rng(1))
+    moved = cube(later)
+    np.testing.assert_array_equal(moved.values[t], base.values[t])
+    assert not np.allclose(moved.values[t + 1], base.values[t + 1])
 
 
 def test_whole_year_crossfitting_fails_the_same_check(geo3, cache, base):

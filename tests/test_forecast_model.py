@@ -7,9 +7,17 @@ import dataclasses
 import numpy as np
 import pandas as pd
 import pytest
-from forecast_helpers import REPO, geo3_inputs, small_config
+from forecast_helpers import (
+    REPO,
+    SINGAPORE,
+    geo3_inputs,
+    plain_candidate_config,
+    singapore_price,
+    small_config,
+)
 
 from gridrl.forecast import ForecastConfig, ForecastConfigError, ForecastError
+from gridrl.forecast.baselines import per_horizon_lightgbm
 from gridrl.forecast.bounds import physical_bounds
 from gridrl.forecast.config import (
     BoundsConfig,
@@ -21,7 +29,8 @@ from gridrl.forecast.config import (
 from gridrl.forecast.crossfit import weather_for
 from gridrl.forecast.features import required_history_h
 from gridrl.forecast.inputs import signal_table
-from gridrl.forecast.model import QuantileForecaster, own_model_horizons
+from gridrl.forecast.model import MODEL_FORMAT_VERSION, QuantileForecaster, own_model_horizons
+from gridrl.forecast.plain import PLAIN, quantile_params
 
 TARGETS = ["pv_kw", "wind_kw", "headroom_kw", "carbon_g_per_kwh"]
 HORIZONS = [1, 6, 24]
@@ -262,3 +271,68 @@ def test_pooled_model_may_be_chosen_too(fitted):
     m = QuantileForecaster(short, data.locations, weather, seed=0).fit(table, train).models[
         "carbon_g_per_kwh"]
     assert not m.selection and m.references() == {"pooled": "last", "h1": "last"}
+
+
+# ------------------------------------------------------------------ the plain candidate
+
+@pytest.fixture(scope="module")
+def sg_price(shared_data):
+    """Singapore's 2023 market price, fitted on January-October."""
+    table = signal_table(singapore_price())
+    origin = int(table.index.searchsorted(pd.Timestamp("2023-11-01", tz="UTC")))
+    train = np.arange(len(table.index)) < origin
+    cfg = plain_candidate_config()
+    model = QuantileForecaster(cfg, {"SG": SINGAPORE}, seed=0).fit(table, train)
+    return table, cfg, train, origin, model
+
+
+def test_plain_model_is_chosen_where_it_forecast_the_last_weeks_best(sg_price):
+    """In October (the selection window) the plain model's 1 h P50 beat every reference
+    by more than 3 %: it is the 1 h model, and its forecasts are the plain model's."""
+    table, cfg, train, origin, model = sg_price
+    m = model.models["price_per_mwh"]
+    scores = m.selection["h1"]
+    assert set(scores) == {*cfg.selection.references, PLAIN} and "pooled" not in m.selection
+    assert m.references() == {"pooled": "last", "h1": PLAIN}
+    assert scores[PLAIN] < 0.97 * min(v for k, v in scores.items() if k != PLAIN), scores
+    rows = np.arange(origin, len(table.index) - 1)
+    q50 = cfg.quantiles.index(0.5)
+    ours = model.predict(table, rows, [1], bounds=False)[:, 0, 0, 0, q50]
+    plain = per_horizon_lightgbm(table.column("price_per_mwh"), table.index, rows, [1], train,
+                                 params=quantile_params(0.5),
+                                 num_threads=cfg.lightgbm.num_threads)[:, 0, 0]
+    np.testing.assert_allclose(ours, plain, rtol=1e-6)
+    # every quantile of its own, in order; the horizons after 1 h stay the pooled model's
+    pred = model.predict(table, rows, HORIZONS)
+    assert np.isfinite(pred).all() and (np.diff(pred, axis=-1) >= 0).all()
+    assert (np.diff(pred[:, 0, 0, 0], axis=-1) > 0).mean() > 0.9
+
+
+def test_plain_member_survives_save_and_load(sg_price, tmp_path):
+    table, _, _, origin, model = sg_price
+    rows = np.arange(origin, origin + 24 * 14)
+    pred = model.predict(table, rows, HORIZONS)
+    d = model.save(tmp_path / "m")
+    assert (d / "price_per_mwh_h1_plain_site0_q0.9.txt").read_text().startswith("tree")
+    back = QuantileForecaster.load(d)
+    assert back.models["price_per_mwh"].references() == {"pooled": "last", "h1": PLAIN}
+    assert back.models["price_per_mwh"].selection == model.models["price_per_mwh"].selection
+    np.testing.assert_array_equal(back.predict(table, rows, HORIZONS), pred)
+    # a forecaster written in an earlier layout is refused, not misread
+    meta = d / "forecaster.json"
+    meta.write_text(meta.read_text().replace(f'"format_version": {MODEL_FORMAT_VERSION}',
+                                             '"format_version": 3'))
+    with pytest.raises(ForecastError, match=f"forecaster format 3, expected "
+                                            f"{MODEL_FORMAT_VERSION} \\(fit it again\\)"):
+        QuantileForecaster.load(d)
+
+
+def test_plain_candidate_is_off_by_default_and_never_for_solar_output(fitted):
+    assert not ForecastConfig().selection.plain_candidate
+    data, table, _, _, _, _, _ = fitted
+    train = np.arange(len(table.index)) < len(table.index) // 2
+    pv = table.frame.xs("pv_kw", axis=1, level=1, drop_level=False)
+    solar = signal_table(pv.rename(columns={"pv_kw": "solar_mw"}, level=1))
+    cfg = plain_candidate_config(targets=["solar_mw"], reference={"solar_mw": "seasonal"})
+    m = QuantileForecaster(cfg, data.locations, seed=0).fit(solar, train).models["solar_mw"]
+    assert set(m.selection["h1"]) == set(cfg.selection.sun_references)

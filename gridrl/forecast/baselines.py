@@ -16,6 +16,13 @@ import numpy as np
 import pandas as pd
 
 from gridrl.forecast.features import HOURS_PER_DAY, trailing_sums
+from gridrl.forecast.plain import (
+    PLAIN_LAGS_H,
+    first_plain_row,
+    plain_features,
+    train_plain,
+    utc_calendar,
+)
 
 BASELINES = ("persistence", "seasonal_naive", "climatology", "smart_persistence")
 
@@ -94,21 +101,6 @@ def smart_persistence(y: np.ndarray, clearsky_power: np.ndarray, rows: np.ndarra
     return np.moveaxis(out, 2, 1)
 
 
-# The plain machine-learning reference: LightGBM's defaults with the L1 objective (its
-# point forecast is a median, like the P50 it is compared with).
-PLAIN_LAGS_H = (1, 2, 3, 24, 48, 168)
-PLAIN_LIGHTGBM_PARAMS = {"objective": "l1", "verbose": -1}
-
-
-def _plain_features(y: np.ndarray, hour: np.ndarray, weekday: np.ndarray, t: np.ndarray,
-                    h: int, lags_h: Sequence[int]) -> np.ndarray:
-    """Lags ``y[t + 1 - l]`` (lag 1 is the value at the issue time) and the target hour's
-    calendar, ``[R, len(lags) + 2]``."""
-    cols = [y[t + 1 - lag] for lag in lags_h]
-    cols += [hour[t + h], weekday[t + h]]
-    return np.column_stack(cols).astype(np.float32)
-
-
 def per_horizon_lightgbm(
     y: np.ndarray,
     index: pd.DatetimeIndex,
@@ -121,7 +113,8 @@ def per_horizon_lightgbm(
     num_threads: int = 1,
     seed: int = 0,
 ) -> np.ndarray:
-    """One LightGBM per horizon and site on lags and the target hour's UTC calendar.
+    """One LightGBM per horizon and site on lags and the target hour's UTC calendar
+    (:mod:`gridrl.forecast.plain`, L1 objective unless ``params`` say otherwise).
 
     The textbook direct strategy: for horizon ``h`` a model maps the lags known at the
     issue time ``t`` (``y[t]``, ``y[t-1]``, ... ``y[t+1-l]``) and the hour of day and day of
@@ -129,32 +122,28 @@ def per_horizon_lightgbm(
     both in ``train_mask``. Returns point forecasts ``[R, N, H]``; targets past the data
     hold the last row, as for the other baselines.
     """
-    import lightgbm as lgb
-
     t_len, n_sites = y.shape
-    first = max(lags_h) - 1
-    hours_utc = index.asi8 // 3_600_000_000_000
-    hour = np.mod(hours_utc, HOURS_PER_DAY).astype(np.float64)
-    weekday = np.mod(hours_utc // HOURS_PER_DAY + 3, 7).astype(np.float64)  # Monday = 0
+    first = first_plain_row(lags_h)
+    hour, weekday = utc_calendar(index)
     issue = np.flatnonzero(np.asarray(train_mask))
     issue = issue[issue >= first]
     rows = np.asarray(rows, dtype=np.int64)
     t_grid, h_grid = _grid(rows, horizons_h, t_len)
     out = np.full((len(rows), n_sites, len(horizons_h)), np.nan)
-    par = {**PLAIN_LIGHTGBM_PARAMS, **(params or {}), "num_threads": num_threads, "seed": seed}
     for n in range(n_sites):
         yn = np.where(np.isfinite(y[:, n]), y[:, n], np.nan)
         for j, h in enumerate(horizons_h):
             t_fit = issue[issue + h < t_len]
             t_fit = t_fit[train_mask[t_fit + h] & np.isfinite(yn[t_fit + h])]
-            x = _plain_features(yn, hour, weekday, t_fit, h, lags_h)
-            booster = lgb.train(par, lgb.Dataset(x, label=yn[t_fit + h]))
+            x = plain_features(yn, hour, weekday, t_fit, h, lags_h)
+            booster = train_plain(x, yn[t_fit + h], params, num_threads=num_threads,
+                                  seed=seed)
             h_row = h_grid[:, j]
             pred = np.where(rows >= first, 0.0, np.nan)
             ok = (h_row == h) & (rows >= first)
             if ok.any():
                 pred[ok] = booster.predict(
-                    _plain_features(yn, hour, weekday, rows[ok], h, lags_h),
+                    plain_features(yn, hour, weekday, rows[ok], h, lags_h),
                     num_threads=num_threads)
             out[:, n, j] = np.where(h_row == h, pred, yn[rows + h_row])
     return out

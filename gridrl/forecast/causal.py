@@ -159,7 +159,8 @@ def causal_values(
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Causal, calibrated quantile forecasts ``[T, N, K, H, Q]`` (float32, bounds not
     yet applied) of the issue rows from the first origin to the last evaluation row, NaN
-    elsewhere, and metadata (origins, coverage of the evaluation rows)."""
+    elsewhere, and metadata (origins, the models chosen at each, coverage of the evaluation
+    rows)."""
     cfg = refit_config(resolve_config(config, targets, list(horizons_h), list(quantiles)))
     weather = weather_for(table, cfg, weather, seed)
     hours = hours or target_hour_arrays(table, locations)
@@ -167,6 +168,7 @@ def causal_values(
     t_len = len(table.index)
     values = np.full((t_len, len(table.sites), len(targets), len(horizons_h), len(quantiles)),
                      np.nan, dtype=np.float32)
+    chosen: dict[str, list[dict[str, str]]] = {target: [] for target in targets}
     with _progress(progress) as p:
         task = None if p is None else p.add_task("causal refits",
                                                   total=len(plan.origins) * len(targets))
@@ -176,6 +178,8 @@ def causal_values(
                       progress=None if p is None else (lambda: p.advance(task)))
             block = np.arange(origin, end)
             values[block] = model.predict(table, block, horizons_h, hours=hours, bounds=False)
+            for target, m in model.models.items():
+                chosen[target].append(m.references())
     calibrated, cover = calibrate_rows(values, table, targets, horizons_h, quantiles,
                                        cfg.calibration, np.flatnonzero(eval_mask))
     meta = {
@@ -186,6 +190,7 @@ def causal_values(
         "refit_growth": cfg.causal.refit_growth,
         "origin": cfg.causal.origin,
         "n_estimators": cfg.lightgbm.n_estimators,
+        "models": chosen,  # signal -> per origin, the reference(s) of each model
     }
     return calibrated, meta
 

@@ -148,8 +148,16 @@ class SelectionConfig(_Strict):
     rows. The reference with the lowest MAE, or with ``blend`` the equal-weight mean of
     several references' quantiles if lower still, is refitted on every training pair.
     The scores are kept with the model. A fit with fewer than ``min_train_h`` issue rows
-    before the window, or a single reference, keeps the signal's reference
+    before the window, or a single candidate, keeps the signal's reference
     (``own_model_reference`` for own models).
+
+    ``plain_candidate`` adds one more candidate to the own-horizon models of signals that
+    do not follow the sun: ``plain``, the plain per-horizon LightGBM
+    (:mod:`gridrl.forecast.plain`: per site, lags 1, 2, 3, 24, 48, 168 and the target
+    hour's UTC calendar, LightGBM's defaults rather than ``lightgbm``, a quantile
+    objective per quantile), fitted and scored on the same pairs as the references (its
+    P50) and blended with them under ``blend``. Not for solar output: a model of levels,
+    fitted before summer, cannot reach summer's peaks.
     """
 
     models: list[Literal["own", "pooled"]] = ["own", "pooled"]
@@ -160,6 +168,7 @@ class SelectionConfig(_Strict):
     # weeks before it did not show.
     sun_references: list[Reference] = ["seasonal", "ramp"]
     blend: bool = True
+    plain_candidate: bool = False
     window_h: PosInt = 720
     min_train_h: PosInt = 720
 

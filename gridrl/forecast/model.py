@@ -14,7 +14,10 @@ Which reference a model uses can be chosen per signal at every fit
 own-horizon models): a P50 model per candidate reference is fitted on the training data before its
 last weeks and scored on them, and the best reference, or the equal-weight blend of
 several references' quantiles, is refitted on all of it. Nothing outside the training
-data is seen, and the scores are saved with the model.
+data is seen, and the scores are saved with the model. With ``selection.plain_candidate``
+the plain per-horizon LightGBM (:mod:`gridrl.forecast.plain`, one model per site) is a
+candidate of the own-horizon models too: where it forecast the last weeks best, the
+forecaster's 1 h model is that model (or a blend with it).
 
 Targets are expressed relative to a reference (:data:`gridrl.forecast.features.REFERENCES`):
 PV as a clear-sky index (DESIGN §5) — the model predicts ``y / P_cs`` where ``P_cs`` is
@@ -58,11 +61,19 @@ from gridrl.forecast.features import (
     target_hour_arrays,
 )
 from gridrl.forecast.inputs import SignalTable, check_targets
+from gridrl.forecast.plain import (
+    PLAIN,
+    plain_features,
+    quantile_params,
+    train_plain,
+    utc_calendar,
+)
 from gridrl.forecast.solar import SiteLocation
 from gridrl.forecast.weather import WeatherForecasts
 from gridrl.io import write_json_atomic, write_text_atomic
 
-MODEL_FORMAT_VERSION = 3  # 3: each model a list of members (blends of references)
+# 3: each model a list of members (blends of references); 4: plain members (per site)
+MODEL_FORMAT_VERSION = 4
 
 
 def own_model_horizons(config: ForecastConfig) -> np.ndarray:
@@ -100,11 +111,22 @@ def reference_of(signal: str, config: ForecastConfig) -> str:
 
 @dataclass(eq=False)
 class Member:
-    """The boosters (quantile -> booster) of one reference; a model averages its members'
-    quantiles."""
+    """One candidate of a model, fitted; a model averages its members' quantiles.
+
+    Attributes
+    ----------
+    reference : str
+        a reference (:data:`gridrl.forecast.features.REFERENCES`), or ``plain`` (the
+        plain per-horizon LightGBM, :mod:`gridrl.forecast.plain`).
+    boosters : dict
+        quantile -> booster of a reference (one for every site); empty for ``plain``.
+    site_boosters : list of dict
+        ``plain``: per site, quantile -> booster; empty otherwise.
+    """
 
     reference: str
     boosters: dict[float, lgb.Booster]
+    site_boosters: list[dict[float, lgb.Booster]] = field(default_factory=list)
 
 
 @dataclass(eq=False)
@@ -171,6 +193,8 @@ class _TrainingSet:
                  h_idx: np.ndarray) -> None:
         cfg = forecaster.config
         self.signal = target
+        self.sites = table.sites
+        self.calendar = utc_calendar(table.index)  # the plain model's
         self.reference = reference_of(target, cfg)
         self._new = lambda ref: FeatureBuilder(table, target, cfg, ref, hours,
                                                forecaster.weather)
@@ -327,46 +351,85 @@ class QuantileForecaster:
         chosen = [default]
         if data.reference != "clearsky" and ("pooled" if h is None else "own") in (
                 cfg.selection.models):
-            chosen, scores = self._select(data, rows, scored & rows, default, seed)
+            plain = h is not None and cfg.selection.plain_candidate and not follows_sun(
+                data.signal)
+            chosen, scores = self._select(data, rows, scored & rows, default, plain, seed)
             if scores:
                 model.selection[_tag(h)] = scores
-        members = []
-        for ref in chosen:
-            b, x, z, w = data.rows(ref)
-            members.append(Member(ref, self._train(b, x[rows], z[rows],
-                                                   None if w is None else w[rows], seed)))
-        return members
+        return [self._fit_member(data, ref, rows, seed) for ref in chosen]
+
+    def _fit_member(self, data: _TrainingSet, reference: str, rows: np.ndarray, seed: int,
+                    quantiles: Sequence[float] | None = None) -> Member:
+        """Candidate ``reference`` (or ``plain``) fitted on the pairs ``rows``, one booster
+        per quantile (default: the config's)."""
+        if reference == PLAIN:
+            return self._fit_plain(data, rows, seed, quantiles)
+        b, x, z, w = data.rows(reference)
+        return Member(reference, self._train(b, x[rows], z[rows],
+                                             None if w is None else w[rows], seed, quantiles))
+
+    def _fit_plain(self, data: _TrainingSet, rows: np.ndarray, seed: int,
+                   quantiles: Sequence[float] | None = None) -> Member:
+        """The plain member: per site, a plain model per quantile fitted on the pairs
+        ``rows`` of that site (labels in the signal's unit)."""
+        cfg = self.config
+        sites = []
+        for n, site in enumerate(data.sites):
+            at = rows & (data.n == n)
+            if not at.any():
+                raise ForecastError(f"signal {data.signal!r} at site {site!r}: no training "
+                                    "rows for the plain model")
+            t, h = data.t[at], data.h[at]
+            x = plain_features(data.y[:, n], *data.calendar, t, h)
+            sites.append({float(q): train_plain(x, data.y[t + h, n], quantile_params(q),
+                                                num_threads=cfg.lightgbm.num_threads,
+                                                seed=seed)
+                          for q in (cfg.quantiles if quantiles is None else quantiles)})
+        return Member(PLAIN, {}, sites)
 
     def _select(self, data: _TrainingSet, rows: np.ndarray, scored: np.ndarray,
-                default: str, seed: int) -> tuple[list[str], dict[str, float]]:
-        """References of the model with the lowest validation MAE (:class:`SelectionConfig`)
-        and the MAE of every candidate; ``[default]`` and no scores when there is too
-        little data."""
+                default: str, plain: bool, seed: int) -> tuple[list[str], dict[str, float]]:
+        """References of the model with the lowest validation MAE (:class:`SelectionConfig`;
+        ``plain`` among the candidates when ``plain`` is true and every site has pairs to
+        fit it on) and the MAE of every candidate; ``[default]`` and no scores when there
+        is too little data."""
         sel = self.config.selection
         refs = sel.sun_references if follows_sun(data.signal) else sel.references
         refs = list(dict.fromkeys([default, *refs]))
         issue = np.unique(data.t[rows])
-        if len(refs) < 2 or issue.size < sel.window_h + sel.min_train_h:
+        if issue.size < sel.window_h + sel.min_train_h:
             return [default], {}
         start = issue[-sel.window_h]  # first issue row of the validation window
         fit = rows & (data.t + data.h < start)
         val = scored & (data.t >= start)
-        if not val.any():
+        if plain and all((fit & (data.n == n)).any() for n in range(len(data.sites))):
+            refs.append(PLAIN)
+        if len(refs) < 2 or not val.any():
             return [default], {}
         t, n, h = data.t[val], data.n[val], data.h[val]
         truth = data.y[t + h, n]
-        point = {}
-        for ref in refs:
-            b, x, z, _ = data.rows(ref)
-            booster = self._train(b, x[fit], z[fit], None, seed, quantiles=[0.5])[0.5]
-            z_val = booster.predict(x[val], num_threads=self.config.lightgbm.num_threads)
-            point[ref] = b.base(t, n, h) + z_val * data.scale[n]
+        point = {ref: self._validation_p50(data, self._fit_member(data, ref, fit, seed, [0.5]),
+                                           val)
+                 for ref in refs}
         sizes = range(1, len(refs) + 1) if sel.blend else [1]
         candidates = [c for k in sizes for c in combinations(refs, k)]
         scores = {"+".join(c): float(np.mean(np.abs(np.mean([point[r] for r in c], axis=0)
                                                     - truth))) for c in candidates}
         best = min(candidates, key=lambda c: scores["+".join(c)])  # ties: fewest members
         return list(best), scores
+
+    def _validation_p50(self, data: _TrainingSet, member: Member, val: np.ndarray
+                        ) -> np.ndarray:
+        """P50 of a candidate fitted for the median only, on the pairs ``val`` (signal
+        unit)."""
+        t, n, h = data.t[val], data.n[val], data.h[val]
+        threads = self.config.lightgbm.num_threads
+        if member.reference == PLAIN:
+            return _plain_quantiles(member, data.y, data.calendar, t, n, h, [0.5],
+                                    threads)[:, 0]
+        b, x, _, _ = data.rows(member.reference)
+        z = member.boosters[0.5].predict(x[val], num_threads=threads)
+        return b.base(t, n, h) + z * data.scale[n]
 
     def _train(self, builder: FeatureBuilder, x: np.ndarray, z: np.ndarray,
                weight: np.ndarray | None, seed: int,
@@ -439,8 +502,8 @@ class QuantileForecaster:
                 sel = ~np.isin(h_model, list(m.own)) if h_own is None else h_model == h_own
                 if sel.any():
                     vals[sel] = np.mean([self._predict_rows(
-                        table, m, mem.reference, mem.boosters, hours, t_model[sel], n[sel],
-                        h_model[sel], (t + h_eff)[sel]) for mem in members], axis=0)
+                        table, m, mem, hours, t_model[sel], n[sel], h_model[sel],
+                        (t + h_eff)[sel]) for mem in members], axis=0)
             y = table.column(target)
             for j in range(len(cfg.quantiles)):
                 val = np.where(np.isfinite(m.constant[n]), m.constant[n], vals[:, j])
@@ -452,11 +515,15 @@ class QuantileForecaster:
             b.apply(out, rows, hz)
         return out
 
-    def _predict_rows(self, table: SignalTable, m: TargetModel, reference: str,
-                      group: dict[float, lgb.Booster], hours: TargetHourArrays, t: np.ndarray,
-                      n: np.ndarray, h: np.ndarray, s: np.ndarray) -> np.ndarray:
-        """Quantiles ``[R, Q]`` of rows ``(t, n, h)`` (target rows ``s``) from ``group``."""
+    def _predict_rows(self, table: SignalTable, m: TargetModel, member: Member,
+                      hours: TargetHourArrays, t: np.ndarray, n: np.ndarray, h: np.ndarray,
+                      s: np.ndarray) -> np.ndarray:
+        """Quantiles ``[R, Q]`` of rows ``(t, n, h)`` (target rows ``s``) from ``member``."""
         cfg = self.config
+        if member.reference == PLAIN:
+            return _plain_quantiles(member, table.column(m.signal), utc_calendar(table.index),
+                                    t, n, h, cfg.quantiles, cfg.lightgbm.num_threads)
+        reference, group = member.reference, member.boosters
         b = FeatureBuilder(table, m.signal, cfg, reference, hours, self.weather)
         x = b.build(t, n, h, m.scale, m.clearsky_scale)
         out = np.empty((len(t), len(cfg.quantiles)))
@@ -487,12 +554,8 @@ class QuantileForecaster:
         for target, m in self.models.items():
             files: dict[str, list[dict[str, Any]]] = {}
             for h, members in m.groups():
-                files[_tag(h)] = [
-                    {"reference": mem.reference,
-                     "quantiles": {f"{q:g}": _write_booster(d, f"{target}_{_tag(h)}_"
-                                                           f"{mem.reference}_q{q:g}.txt", b)
-                                   for q, b in mem.boosters.items()}}
-                    for mem in members]
+                files[_tag(h)] = [_write_member(d, f"{target}_{_tag(h)}_{mem.reference}", mem)
+                                  for mem in members]
             meta["targets"][target] = {
                 "reference": m.reference,
                 "feature_names": m.feature_names,
@@ -522,7 +585,7 @@ class QuantileForecaster:
             raise ForecastError(f"{d}: no forecaster.json (not a saved forecaster)") from None
         if meta.get("format_version") != MODEL_FORMAT_VERSION:
             raise ForecastError(f"{d}: forecaster format {meta.get('format_version')}, "
-                                f"expected {MODEL_FORMAT_VERSION}")
+                                f"expected {MODEL_FORMAT_VERSION} (fit it again)")
         config = ForecastConfig.model_validate(meta["config"])
         locations = {s: SiteLocation(**v) for s, v in meta["locations"].items()}
         self = cls(config, locations, weather, seed=int(meta["seed"]))
@@ -535,16 +598,52 @@ class QuantileForecaster:
                             const)
             m.selection = tm["selection"]
             for tag, members in tm["models"].items():
-                group = [Member(mem["reference"],
-                                {float(q): lgb.Booster(model_file=str(d / name))
-                                 for q, name in mem["quantiles"].items()})
-                         for mem in members]
+                group = [_read_member(d, mem) for mem in members]
                 if tag == "pooled":
                     m.pooled = group
                 else:
                     m.own[int(tag.removeprefix("h"))] = group
             self.models[target] = m
         return self
+
+
+def _plain_quantiles(member: Member, y: np.ndarray, calendar: tuple[np.ndarray, np.ndarray],
+                     t: np.ndarray, n: np.ndarray, h: np.ndarray, quantiles: Sequence[float],
+                     num_threads: int) -> np.ndarray:
+    """Quantiles ``[R, Q]`` of rows ``(t, n, h)`` from a plain member (``y [T, N]``: the
+    signal), each site's rows from its own models."""
+    out = np.empty((len(t), len(quantiles)))
+    for site, boosters in enumerate(member.site_boosters):
+        at = n == site
+        if at.any():
+            x = plain_features(y[:, site], *calendar, t[at], h[at])
+            for j, q in enumerate(quantiles):
+                out[at, j] = boosters[float(q)].predict(x, num_threads=num_threads)
+    return out
+
+
+def _write_member(directory: Path, stem: str, member: Member) -> dict[str, Any]:
+    """Write a member's boosters (``{stem}_q{q}.txt``; plain: ``{stem}_site{n}_q{q}.txt``)
+    and return its entry of ``forecaster.json``."""
+    def write(boosters: dict[float, lgb.Booster], prefix: str) -> dict[str, str]:
+        return {f"{q:g}": _write_booster(directory, f"{prefix}_q{q:g}.txt", b)
+                for q, b in boosters.items()}
+
+    if member.reference == PLAIN:
+        return {"reference": member.reference,
+                "sites": [write(b, f"{stem}_site{n}") for n, b in enumerate(member.site_boosters)]}
+    return {"reference": member.reference, "quantiles": write(member.boosters, stem)}
+
+
+def _read_member(directory: Path, entry: Mapping[str, Any]) -> Member:
+    """The member of a ``forecaster.json`` entry written by :func:`_write_member`."""
+    def read(files: Mapping[str, str]) -> dict[float, lgb.Booster]:
+        return {float(q): lgb.Booster(model_file=str(directory / name))
+                for q, name in files.items()}
+
+    if entry["reference"] == PLAIN:
+        return Member(PLAIN, {}, [read(files) for files in entry["sites"]])
+    return Member(entry["reference"], read(entry["quantiles"]))
 
 
 def _write_booster(directory: Path, name: str, booster: lgb.Booster) -> str:
