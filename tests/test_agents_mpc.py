@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from agents_helpers import K, scenario, site, synthetic_exo
+from agents_helpers import K, make_env, scenario, site, synthetic_exo
+from env_helpers import priced_pair
 
+from gridrl.agents.evaluate import evaluate, make_setup
 from gridrl.agents.lp import LPInputs, LPStructure, Solver
-from gridrl.agents.mpc import MPCParams, plan_to_action, single_cap
+from gridrl.agents.mpc import MPC, MPCParams, plan_to_action, single_cap
+from gridrl.agents.policy import EpisodeBatch, StepContext
 from gridrl.env import core, physics
 from gridrl.env.params import build_params
 
@@ -99,3 +102,68 @@ def test_mpc_plans_within_the_envs_migration_share():
     assert mig.sum() > 0.5  # it still migrates, within the share
     assert within.J <= relaxed.J + 1e-6  # the bound's LP is a relaxation of MPC's
     assert MPCParams().migration_share_rows
+
+
+def _three_sites(hours: int):
+    """The bound tests' priced pair and a third site with a battery: migration, routing,
+    two batteries as an action, binding headroom and outages; ``hours`` of signals."""
+    pair = priced_pair()
+    third = site("c", battery={"capacity_kwh": 8.0, "power_kw": 3.0})
+    coords = {**pair["network"]["coordinates_deg"], "c": (1.0, 0.0)}
+    sc = scenario([*pair["sites"], third], network={**pair["network"], "coordinates_deg": coords},
+                  env={"episode_hours": 24, "battery_control": "residual",
+                       "inference_remote_fraction_max": 0.3})
+    x = synthetic_exo(3, hours, seed=2)
+    x[..., K["flexible_gpu_h"]] *= 1.5  # enough work for deadlines to bind
+    return sc, x
+
+
+class _Twins:
+    """Plays ``lead``'s actions; ``shadow`` decides on the same steps (its actions are
+    dropped), so both solve the same LP at every step."""
+
+    name = "twins"
+
+    def __init__(self, lead: MPC, shadow: MPC) -> None:
+        self.lead, self.shadow = lead, shadow
+
+    def reset(self, batch: EpisodeBatch) -> None:
+        self.lead.reset(batch)
+        self.shadow.reset(batch)
+
+    def act(self, obs: np.ndarray, ctx: StepContext) -> np.ndarray:
+        self.shadow.act(obs, ctx)
+        return self.lead.act(obs, ctx)
+
+
+def test_warm_start_reaches_the_optimum_of_the_lp_solved_from_scratch_every_step():
+    # two episodes on three sites: every step's LP solved from the previous step's basis
+    # one hour on has the optimum of the same LP solved from scratch, in far fewer
+    # simplex iterations (the plan may be another of equally good ones)
+    sc, x = _three_sites(24 * 14)
+    setup = make_setup(make_env(sc, x, period="test"), period="test")
+    warm = MPC(MPCParams(horizon_h=12, warm_start=True))
+    cold = MPC(MPCParams(horizon_h=12))
+    evaluate(_Twins(warm, cold), setup, episodes=2, seed=1)
+    assert warm.failures == cold.failures == 0
+    assert len(warm.plan_objectives) == len(cold.plan_objectives) == 2 * 24
+    np.testing.assert_allclose(warm.plan_objectives, cold.plan_objectives, rtol=1e-9)
+    assert sum(warm.simplex_iterations) < 0.5 * sum(cold.simplex_iterations)
+    assert not MPCParams().warm_start  # the default keeps the plans solved from scratch
+
+
+def test_warm_start_from_its_own_basis_needs_no_iteration():
+    # the same LP again from its optimal basis (shifted by 0 hours): every column and
+    # row keeps its status, so HiGHS starts at the optimum
+    sc, x = _three_sites(24)
+    p = build_params(sc)
+    st = core.reset(p, 1)
+    inp = LPInputs(x[:12], st.queue_gpu_h[0], st.transit_gpu_h[0], st.soc_kwh[0],
+                   physics.terminal_value_per_gpu_h(p, x[:12]))
+    solver = Solver(LPStructure(p, 12, migration_share_rows=True), warm_start=True)
+    first = solver.solve(inp)
+    again = solver.solve(inp, first.extra["cuts"][1:], first.extra["warm"])
+    assert first.extra["simplex_iterations"] > 0
+    assert again.extra["simplex_iterations"] == 0
+    assert again.objective == first.objective
+    np.testing.assert_array_equal(again.values, first.values)

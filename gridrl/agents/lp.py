@@ -192,8 +192,9 @@ from gridrl.env.params import EnvParams, step_units
 from gridrl.errors import GridrlError
 
 __all__ = [
-    "CutSet", "LPError", "LPInputs", "LPSolution", "LPStructure", "Solver", "cap_levels",
-    "release_table", "rule_battery_rows", "solve", "solve_rule_battery", "step_exo",
+    "CutSet", "LPError", "LPInputs", "LPSolution", "LPStructure", "Solver", "WarmStart",
+    "cap_levels", "release_table", "rule_battery_rows", "solve", "solve_rule_battery",
+    "step_exo",
 ]
 
 # Violations of a lazy deadline row below this (GPU-h) are solver round-off.
@@ -202,6 +203,11 @@ _CUT_TOL_GPU_H = 1e-7
 _OVERDRAW_TOL_KWH = 1e-6
 # Rounds of lazy deadline rows before giving up (each round adds every violated row).
 _MAX_CUT_ROUNDS = 200
+# Column and row blocks of LPStructure, each laid out hour by hour (WarmStart maps them).
+_COL_BLOCKS = ("cW", "cS", "cX", "cOUT", "cIN", "cB", "cU", "cOV", "cG", "cO", "cE", "cCH",
+               "cDIS", "cSOC", "cV", "cR", "cBK", "cSF")
+_ROW_BLOCKS = ("rWORK", "rINF", "rGPU", "rPOW", "rHEAD", "rOCAP", "rSOC", "rBACK", "rUREC",
+               "rVREC", "rPOOL", "rLOCAL", "rDEM", "rROUT", "rDR", "rMSHARE")
 
 
 class LPError(GridrlError, RuntimeError):
@@ -372,6 +378,46 @@ class CutSet:
             return None
         site = None if self.site is None else self.site[keep]
         return CutSet(self.kind, t[keep], s[keep], site)
+
+
+# HiGHS basis status codes (HighsBasisStatus) and their objects, by code.
+_LOWER, _BASIC, _UPPER, _ZERO = (int(highspy.HighsBasisStatus.kLower),
+                                 int(highspy.HighsBasisStatus.kBasic),
+                                 int(highspy.HighsBasisStatus.kUpper),
+                                 int(highspy.HighsBasisStatus.kZero))
+_STATUS = np.array([highspy.HighsBasisStatus(k) for k in range(5)], dtype=object)
+
+
+@dataclass(frozen=True, eq=False)
+class WarmStart:
+    """The optimal basis of one solve and the rows it belongs to, from which a solve of
+    the same plan ``shift`` hours later starts its simplex (:meth:`Solver.solve`).
+
+    Attributes
+    ----------
+    structure : LPStructure
+        The structure the basis was found in (its horizon may differ from the next).
+    col_status, row_status : ndarray
+        HiGHS basis status codes of every column and row.
+    charge_pairs : ndarray
+        Pair index ``t N + i`` of every charge row (:meth:`LPStructure.charge_rows`).
+    cuts : list of CutSet
+        The deadline rows, in the model's order.
+    shift : int
+        Hours between this solve and the one it starts.
+    """
+
+    structure: LPStructure
+    col_status: np.ndarray
+    row_status: np.ndarray
+    charge_pairs: np.ndarray
+    cuts: list[CutSet]
+    shift: int = 0
+
+    def shifted(self, hours: int) -> WarmStart:
+        """The same basis, to start a solve ``hours`` later."""
+        return WarmStart(self.structure, self.col_status, self.row_status,
+                         self.charge_pairs, self.cuts, self.shift + hours)
 
 
 class LPStructure:
@@ -585,11 +631,13 @@ class LPStructure:
         rows_a, cols_a, vals_a = np.concatenate(rows), np.concatenate(cols), np.concatenate(vals)
         start = sum(len(r) for r in rows[:pue_at])
         order = np.lexsort((rows_a, cols_a))
-        self._order = order
-        self._vals = vals_a
-        self._pue_slice = slice(start, start + npair * kc)
+        # the values in CSC order, and where the per-solve ones (PUE, overdraw) go
+        self._data = vals_a[order]
+        at = np.empty_like(order)
+        at[order] = np.arange(len(order))
+        self._pue_at = at[start : start + npair * kc]
         start = sum(len(r) for r in rows[:ocap_at])
-        self._ocap_slice = slice(start, start + npair)
+        self._ocap_at = at[start : start + npair]
         cols_sorted = cols_a[order]
         self._indices = rows_a[order].astype(np.int32)
         self._indptr = np.searchsorted(cols_sorted, np.arange(self.n_col + 1)).astype(np.int32)
@@ -617,17 +665,16 @@ class LPStructure:
         idle_kw = fleet_facility_kw(p.facility_fixed_kw, pue, p.gpus, p.gpu_idle_kw)  # [H, N]
         queue = np.asarray(inp.queue_gpu_h, float)
         transit = np.asarray(inp.transit_gpu_h, float)
-        vals = self._vals.copy()
-        vals[self._pue_slice] = (pue[..., None] * self.e_k[None]).ravel()
+        data = self._data.copy()
+        data[self._pue_at] = (pue[..., None] * self.e_k[None]).ravel()
         # standby generation available: its capacity in outage hours, else 0 [H, N]
         out_on = outage_on(exo[..., Exo.OUTAGE_STARTS_IN_H], exo[..., Exo.OUTAGE_REMAINING_H])
         bk_max = out_on * p.backup_capacity_kw
         # load neither curtailment nor standby generation can remove [H, N]
         omax = np.maximum(idle_kw - gen - head - bk_max, 0.0)
         bpow = p.battery_power_kw
-        vals[self._ocap_slice] = np.divide(np.minimum(omax, bpow), bpow,
-                                           out=np.zeros_like(omax), where=bpow > 0).ravel()
-        data = vals[self._order]
+        data[self._ocap_at] = np.divide(np.minimum(omax, bpow), bpow,
+                                        out=np.zeros_like(omax), where=bpow > 0).ravel()
         row_lo = np.zeros(self.n_row)
         row_hi = np.zeros(self.n_row)
         row_lo[self.rGPU] = -np.inf
@@ -695,7 +742,8 @@ class LPStructure:
         rel = release_table(p, arr, queue, transit, self.steps_per_hour,
                             inp.phase)  # [N, H+1, H]
         aux = {"exo": exo, "pue": pue, "rel": rel,
-               "rel_fleet": rel.sum(0) if self.migrate else None}
+               "rel_fleet": rel.sum(0) if self.migrate else None,
+               "bounds": (col_lo, col_hi, row_lo, row_hi)}
         return lp, aux
 
     def _objective(self, inp: LPInputs, carbon: np.ndarray, price: np.ndarray,
@@ -1019,19 +1067,81 @@ def _edf_misses(rel: np.ndarray, removed: np.ndarray) -> np.ndarray:
     return np.maximum(ov - prev + np.minimum(prev, removed), 0.0)
 
 
+def _hour_index(new: LPStructure, old: LPStructure, names: tuple[str, ...], size: int,
+                shift: int) -> np.ndarray:
+    """For every column (row) of ``new``'s blocks ``names``, laid out hour by hour, the
+    index of the same one ``shift`` hours later in ``old`` (its last hour past its end)."""
+    out = np.empty(size, dtype=np.int64)
+    for name in names:
+        nb, ob = getattr(new, name), getattr(old, name)
+        n_new = nb.stop - nb.start
+        if not n_new:
+            continue
+        per = n_new // new.H
+        t, j = np.divmod(np.arange(n_new), per)
+        out[nb] = ob.start + np.minimum(t + shift, old.H - 1) * per + j
+    return out
+
+
+def _match(old_keys: np.ndarray, new_keys: np.ndarray) -> np.ndarray:
+    """Position of each of ``new_keys`` in ``old_keys``, -1 where it is not there."""
+    if not len(old_keys):
+        return np.full(len(new_keys), -1)
+    order = np.argsort(old_keys, kind="stable")
+    pos = np.minimum(np.searchsorted(old_keys[order], new_keys), len(old_keys) - 1)
+    return np.where(old_keys[order][pos] == new_keys, order[pos], -1)
+
+
+def _cut_keys(cuts: list[CutSet], shift: int, base: int) -> np.ndarray:
+    """One integer per deadline row: its hour, start hour and site, ``shift`` hours on."""
+    keys = [((c.t + shift) * base + c.s + shift + 1) * base
+            + (0 if c.site is None else c.site + 1) for c in cuts]
+    return np.concatenate(keys) if keys else np.zeros(0, dtype=np.int64)
+
+
+def _charge_pairs(st: LPStructure, charge: tuple | None) -> np.ndarray:
+    """Pair index ``t N + i`` of every charge row (the first entry of each is ``ch``)."""
+    if charge is None:
+        return np.zeros(0, dtype=np.int64)
+    _, _, starts, idx, _, _ = charge
+    return idx[starts].astype(np.int64) - st.cCH.start
+
+
+def _on_finite_bound(status: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Nonbasic statuses moved to a finite bound (``kZero`` only for free ones)."""
+    has_lo, has_hi = np.isfinite(lo), np.isfinite(hi)
+    out = np.where(has_lo, _LOWER, np.where(has_hi, _UPPER, _ZERO))
+    out = np.where((status == _UPPER) & has_hi, _UPPER, out)
+    return np.where(status == _BASIC, _BASIC, out).astype(np.int8)
+
+
+def _nonbasic_codes(value: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Status of nonbasic variables from their values: at the nearer bound (HiGHS keeps
+    a nonbasic variable at a bound)."""
+    with np.errstate(invalid="ignore"):  # inf - inf where both bounds are infinite
+        upper = np.abs(value - hi) < np.abs(value - lo)
+    return _on_finite_bound(np.where(upper, _UPPER, _LOWER), lo, hi)
+
+
 _banner_silenced = False
 
 
-def _add_rows(h: highspy.Highs, rows: tuple) -> None:
-    """Add rows given as ``(lower, upper, starts, indices, values, count)``."""
+def _add_rows(h: highspy.Highs, rows: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """Add rows given as ``(lower, upper, starts, indices, values, count)``; returns
+    their bounds."""
     lo, hi, starts, idx, val, m = rows
     h.addRows(m, lo, hi, len(idx), starts, idx, val)
+    return lo, hi
 
 
-def _add_cut_rows(h: highspy.Highs, st: LPStructure, cuts: CutSet, aux: dict) -> None:
-    """Add the deadline rows ``cuts`` (``>=`` rows, :meth:`LPStructure.rows`)."""
+def _add_cut_rows(h: highspy.Highs, st: LPStructure, cuts: CutSet,
+                  aux: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Add the deadline rows ``cuts`` (``>=`` rows, :meth:`LPStructure.rows`); returns
+    their bounds."""
     rhs, starts, idx, val, m = st.rows(cuts, aux)
-    h.addRows(m, rhs, np.full(m, highspy.kHighsInf), len(idx), starts, idx, val)
+    hi = np.full(m, highspy.kHighsInf)
+    h.addRows(m, rhs, hi, len(idx), starts, idx, val)
+    return rhs, hi
 
 
 def new_highs() -> highspy.Highs:
@@ -1066,31 +1176,43 @@ class Solver:
         HiGHS options (``{"solver": "simplex"}`` ...); output is always silenced.
     charge_rows : bool
         Add :meth:`LPStructure.charge_rows` (valid for the env; tighter bound).
+    warm_start : bool
+        Keep each solve's optimal basis (``solution.extra["warm"]``, a
+        :class:`WarmStart`) so that a later solve can start from it.
     """
 
     def __init__(self, structure: LPStructure, options: dict | None = None, *,
-                 charge_rows: bool = True) -> None:
+                 charge_rows: bool = True, warm_start: bool = False) -> None:
         self.structure = structure
         self.charge_rows = charge_rows
+        self.warm_start = warm_start
         self.highs = new_highs()
         for key, value in (options or {}).items():
             self.highs.setOptionValue(key, value)
 
-    def _run(self) -> None:
+    def _run(self, cold_retry: bool = False) -> None:
         h = self.highs
         h.run()
         status = h.getModelStatus()
+        if status != highspy.HighsModelStatus.kOptimal and cold_retry:
+            h.clearSolver()  # trouble from a warm-start basis: solve from scratch
+            self._run()
+            return
         if status != highspy.HighsModelStatus.kOptimal:
             st = self.structure
             raise LPError(f"HiGHS returned {h.modelStatusToString(status)} for the "
                           f"{st.H}-hour LP ({st.n_col} columns, {h.getNumRow()} rows)")
 
-    def solve(self, inp: LPInputs, seed_cuts: list[CutSet] | None = None) -> LPSolution:
+    def solve(self, inp: LPInputs, seed_cuts: list[CutSet] | None = None,
+              warm: WarmStart | None = None) -> LPSolution:
         """Build the model of ``inp``, solve it with lazy deadline rows, unpack it.
 
         ``seed_cuts`` are deadline rows to add from the start (MPC passes the previous
         hour's rows, shifted); the rows in the final model are in
-        ``solution.extra["cuts"]``.
+        ``solution.extra["cuts"]``, the simplex iterations of all rounds in
+        ``solution.extra["simplex_iterations"]``. ``warm``: a basis of an earlier solve
+        (:meth:`WarmStart.shifted` to this solve's hours) to start the simplex from
+        instead of the slack basis; it changes the path to the optimum, not the LP.
 
         Raises
         ------
@@ -1103,26 +1225,77 @@ class Solver:
         h = self.highs
         lp, aux = st.model(inp)
         h.passModel(lp)
+        row_bounds = [aux["bounds"][2:]]  # lower and upper bounds of every row, in order
         charge = st.charge_rows(aux) if self.charge_rows else None
         if charge is not None:
-            _add_rows(h, charge)
+            row_bounds.append(_add_rows(h, charge))
         batches = [st.initial_cuts(), *(seed_cuts or [])]
         added: list[CutSet] = []
-        rounds = 0
+        rounds = iterations = 0
         while batches:
-            for cuts in batches:
-                _add_cut_rows(h, st, cuts, aux)
+            row_bounds += [_add_cut_rows(h, st, cuts, aux) for cuts in batches]
             added += batches
-            self._run()
+            start_warm = warm is not None and not rounds
+            if start_warm:
+                self._set_basis(warm, aux, _charge_pairs(st, charge), added, row_bounds)
+            self._run(cold_retry=start_warm)
             rounds += 1
+            iterations += h.getInfo().simplex_iteration_count
             xs = np.asarray(h.getSolution().col_value)
             batches = st.violated(xs, aux)
             if rounds >= _MAX_CUT_ROUNDS and batches:
                 raise LPError(f"deadline rows still violated after {rounds} rounds")
         objective = h.getInfo().objective_function_value
         sol = st.unpack(xs, objective, inp, aux, time.perf_counter() - t0, rounds)
-        sol.extra["cuts"] = added
+        sol.extra.update(cuts=added, simplex_iterations=iterations)
+        if self.warm_start:
+            sol.extra["warm"] = self._basis(aux, _charge_pairs(st, charge), added, row_bounds)
         return sol
+
+    def _basis(self, aux: dict, charge_pairs: np.ndarray, cuts: list[CutSet],
+               row_bounds: list[tuple]) -> WarmStart:
+        """The optimal basis of the model just solved (nonbasic variables at the bound
+        they sit at)."""
+        h = self.highs
+        sol = h.getSolution()
+        col_lo, col_hi = aux["bounds"][:2]
+        row_lo, row_hi = (np.concatenate(b) for b in zip(*row_bounds, strict=True))
+        col = _nonbasic_codes(np.asarray(sol.col_value), col_lo, col_hi)
+        row = _nonbasic_codes(np.asarray(sol.row_value), row_lo, row_hi)
+        _, basic = h.getBasicVariables()  # column j as j, row i as -1 - i
+        col[basic[basic >= 0]] = _BASIC
+        row[-1 - basic[basic < 0]] = _BASIC
+        return WarmStart(self.structure, col, row, charge_pairs, cuts)
+
+    def _set_basis(self, warm: WarmStart, aux: dict, charge_pairs: np.ndarray,
+                   cuts: list[CutSet], row_bounds: list[tuple]) -> None:
+        """Start from ``warm``'s basis moved ``warm.shift`` hours on: every column and
+        static row takes the status of its counterpart that many hours later (the last
+        hour's for the hours past the old horizon), charge and deadline rows that of
+        the same row if the old model had it, else basic; nonbasic statuses sit at a
+        finite bound. HiGHS completes the basis (``alien``: the count of basic
+        variables may be off and the basis singular)."""
+        st, old, shift = self.structure, warm.structure, warm.shift
+        if (old.n_col // old.H, old.n_row // old.H) != (st.n_col // st.H, st.n_row // st.H):
+            raise ValueError("WarmStart: the basis is of an LP of another structure")
+        col_lo, col_hi = aux["bounds"][:2]
+        row_lo, row_hi = (np.concatenate(b) for b in zip(*row_bounds, strict=True))
+        col = warm.col_status[_hour_index(st, old, _COL_BLOCKS, st.n_col, shift)]
+        base = max(old.H, st.H) + shift + st.N + 2
+        old_charge = _match(warm.charge_pairs, charge_pairs + shift * st.N)
+        old_cut = _match(_cut_keys(warm.cuts, 0, base), _cut_keys(cuts, shift, base))
+        at_cut = old.n_row + len(warm.charge_pairs)
+        row = np.concatenate([
+            warm.row_status[_hour_index(st, old, _ROW_BLOCKS, st.n_row, shift)],
+            np.where(old_charge >= 0, warm.row_status[old.n_row + old_charge], _BASIC),
+            np.where(old_cut >= 0, warm.row_status[at_cut + old_cut], _BASIC)])
+        basis = highspy.HighsBasis()
+        basis.col_status = _STATUS[_on_finite_bound(col, col_lo, col_hi)].tolist()
+        basis.row_status = _STATUS[_on_finite_bound(row, row_lo, row_hi)].tolist()
+        basis.alien = True
+        basis.valid = True
+        if self.highs.setBasis(basis) == highspy.HighsStatus.kError:
+            raise LPError("HiGHS rejected the warm-start basis")
 
 
 def rule_battery_rows(st: LPStructure, aux: dict, first_col: int) -> tuple[list, np.ndarray]:
