@@ -14,7 +14,7 @@ other work still gives the figure an idle machine would):
 The kernel is compiled by an untimed ``run_now`` week first.
 
 Usage: ``python benchmarks/mpc_speed.py [--scenario envs/multiregion.yaml] [--weeks 1]
-[--agents mpc mpc_warm lp_bound lp_bound_rule] [--rule-time-limit 60]``. Needs the
+[--seed 0] [--agents mpc mpc_warm lp_bound lp_bound_rule] [--rule-time-limit 60]``. Needs the
 scenario's data (``$GRIDRL_DATA_DIR``).
 """
 
@@ -55,7 +55,8 @@ def main() -> None:
     """Time every agent and print the table."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scenario", type=Path, default=ROOT / "envs" / "multiregion.yaml")
-    ap.add_argument("--weeks", type=int, default=1, help="test weeks (drawn with seed 0)")
+    ap.add_argument("--weeks", type=int, default=1, help="test weeks, drawn with --seed")
+    ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--agents", nargs="+", choices=AGENTS, default=list(AGENTS))
     ap.add_argument("--rule-time-limit", type=float, default=60.0,
                     help="time limit (s, wall) of lp_bound_rule's MIP per week")
@@ -65,9 +66,10 @@ def main() -> None:
     scenario = setup.scenario
     rule_setup = make_setup(_with_rule(scenario), period="test", forecast_mode="perfect",
                             data=setup.data)
-    starts = [w.start for w in select_windows(setup.windows, args.weeks, 0)]
+    starts = [w.start for w in select_windows(setup.windows, args.weeks, args.seed)]
+    days = ", ".join(str(setup.data.index[s].date()) for s in starts)
     console.print(f"{scenario.name}: {len(starts)} test week(s) of "
-                  f"{setup.windows.episode_hours} h, {setup.params.n_sites} sites")
+                  f"{setup.windows.episode_hours} h from {days}, {setup.params.n_sites} sites")
     evaluate(make_policy("run_now"), setup, starts=starts)  # compiles the kernel
     table = Table(title=f"{scenario.name}: CPU seconds per evaluated week (perfect forecasts)")
     for col in ("agent", "CPU-s / week", "simplex iterations / step", "mean J"):
