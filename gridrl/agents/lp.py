@@ -1071,7 +1071,7 @@ def _hour_index(new: LPStructure, old: LPStructure, names: tuple[str, ...], size
                 shift: int) -> np.ndarray:
     """For every column (row) of ``new``'s blocks ``names``, laid out hour by hour, the
     index of the same one ``shift`` hours later in ``old`` (its last hour past its end)."""
-    out = np.empty(size, dtype=np.int64)
+    out = np.full(size, -1, dtype=np.int64)
     for name in names:
         nb, ob = getattr(new, name), getattr(old, name)
         n_new = nb.stop - nb.start
@@ -1080,6 +1080,9 @@ def _hour_index(new: LPStructure, old: LPStructure, names: tuple[str, ...], size
         per = n_new // new.H
         t, j = np.divmod(np.arange(n_new), per)
         out[nb] = ob.start + np.minimum(t + shift, old.H - 1) * per + j
+    if (out < 0).any():  # a block of LPStructure missing from the lists above
+        raise LPError(f"WarmStart: LPStructure entries {np.flatnonzero(out < 0)[:5]} are in "
+                      "none of the blocks it maps (_COL_BLOCKS / _ROW_BLOCKS)")
     return out
 
 
