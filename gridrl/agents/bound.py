@@ -42,7 +42,11 @@ class LPBoundParams(BaseModel):
     # the LP dispatch them freely (fast, looser: it may hold charge the env would spend);
     # "rule" models the rule with binaries (mixed-integer, tight, slower).
     battery: Literal["relaxed", "rule"] = "relaxed"
-    # Stopping rules of the "rule" MIP; its proven bound is valid whenever it stops.
+    # Stopping rules of the "rule" MIP; its proven bound is valid whenever it stops. A
+    # node limit stops it at the same point on any machine or load (1: the root's bound
+    # after its cuts); where the time limit binds, the bound depends on machine speed.
+    # None: no node limit.
+    mip_max_nodes: Annotated[int, Field(gt=0)] | None = None
     time_limit_s: Annotated[float, Field(gt=0.0)] = 60.0
     mip_rel_gap: Annotated[float, Field(ge=0.0)] = 1e-3
 
@@ -103,7 +107,8 @@ class LPBound:
                        battery_value=bval, phase=phase)
         if self.params.battery == "rule":
             sol = solve_rule_battery(p, inp, time_limit_s=self.params.time_limit_s,
-                                     mip_rel_gap=self.params.mip_rel_gap, options=options)
+                                     mip_rel_gap=self.params.mip_rel_gap,
+                                     mip_max_nodes=self.params.mip_max_nodes, options=options)
         else:
             if w.steps not in self._solvers:
                 self._solvers[w.steps] = Solver(LPStructure(p, w.steps), options)

@@ -1374,15 +1374,25 @@ def rule_battery_rows(st: LPStructure, aux: dict, first_col: int) -> tuple[list,
     return batches, (np.column_stack([cz, cy1, cy2, cy3]).ravel(), fixed)
 
 
+# Model statuses at which a MIP search may stop with a valid dual bound: optimal within
+# the gap, or stopped by the time or node limit (HiGHS reports a node limit as the
+# solution limit).
+_MIP_STOPS = (highspy.HighsModelStatus.kOptimal, highspy.HighsModelStatus.kTimeLimit,
+              highspy.HighsModelStatus.kSolutionLimit)
+
+
 def solve_rule_battery(params: EnvParams, inp: LPInputs, *, time_limit_s: float,
-                       mip_rel_gap: float, options: dict | None = None) -> LPSolution:
+                       mip_rel_gap: float, mip_max_nodes: int | None = None,
+                       options: dict | None = None) -> LPSolution:
     """The bound with the env's battery dispatch rule modelled exactly (mixed-integer).
 
     First the LP (:meth:`Solver.solve`) finds the deadline rows it needs; the MIP adds
     :func:`rule_battery_rows` and keeps those rows (a subset of all deadline rows is a
     relaxation, so the MIP stays a bound). ``J`` is HiGHS's proven dual bound of the MIP
-    (valid whenever the search stops, at ``mip_rel_gap`` or ``time_limit_s``), never
-    above the LP's; ``values`` are those of the best plan found (within the gap).
+    (valid whenever the search stops, at ``mip_rel_gap``, ``mip_max_nodes`` or
+    ``time_limit_s``), never above the LP's; ``values`` are those of the best plan found
+    (within the gap). A node limit stops the search at the same point on every run; a
+    time limit does not (``extra["mip_status"]`` says which rule stopped it).
     """
     hours = np.asarray(inp.exo).shape[0]
     st = LPStructure(params, hours)
@@ -1411,10 +1421,12 @@ def solve_rule_battery(params: EnvParams, inp: LPInputs, *, time_limit_s: float,
         _add_rows(h, rows)
     h.setOptionValue("time_limit", float(time_limit_s))
     h.setOptionValue("mip_rel_gap", float(mip_rel_gap))
+    if mip_max_nodes is not None:
+        h.setOptionValue("mip_max_nodes", int(mip_max_nodes))
     h.run()
     status = h.getModelStatus()
     info = h.getInfo()
-    ok = status in (highspy.HighsModelStatus.kOptimal, highspy.HighsModelStatus.kTimeLimit)
+    ok = status in _MIP_STOPS
     dual = info.mip_dual_bound
     if not ok or not np.isfinite(dual):
         raise LPError(f"HiGHS returned {h.modelStatusToString(status)} for the battery-rule "
@@ -1432,6 +1444,7 @@ def solve_rule_battery(params: EnvParams, inp: LPInputs, *, time_limit_s: float,
     sol.J = -float(bound_obj) / params.reward_scale
     sol.extra.update(lp_J=lp_sol.J, mip_gap=float(info.mip_gap),
                      mip_status=h.modelStatusToString(status), plan_from_mip=has_plan,
+                     mip_nodes=int(info.mip_node_count),
                      solve_s=lp_sol.solve_s + time.perf_counter() - t0)
     sol.solve_s = sol.extra["solve_s"]
     return sol
