@@ -239,3 +239,21 @@ def test_tuned_study_runs_end_to_end(tmp_path: Path) -> None:
     assert val["J"].mean() == pytest.approx(record["agents"]["static"]["validation_J"])
     for png in ("leaderboard.png", "performance_profile.png", "per_week.png"):
         assert (run_dir / "plots" / png).stat().st_size > 0
+
+
+def test_best_static_of_several_entries_is_chosen_on_validation() -> None:
+    test = pd.concat([
+        _rows("run_now", "run_now", 0, [-10.0, -12.0]),
+        _rows("lp_bound", "lp_bound", 0, [-2.0, -4.0]),
+        _rows("static_a", "static", 0, [-8.0, -8.0]),
+        _rows("static_b", "static", 0, [-6.0, -8.0]),  # the better one on test
+    ], ignore_index=True)
+    validation = pd.concat([
+        _rows("static_a", "static", 0, [-5.0, -5.0]),  # the better one on validation
+        _rows("static_b", "static", 0, [-7.0, -7.0]),
+    ], ignore_index=True)
+    board = leaderboard(test, reps=200, confidence=0.95, seed=0,
+                        validation=validation).set_index("policy")
+    assert bool(board.loc["static_a", "best_static"]) and not board.loc["static_b", "best_static"]
+    # the gap against the best static is measured on test from static_a's test mean -8
+    assert board.loc["static_b", "gap_closed_vs_static"] == pytest.approx((-7 + 8) / (-3 + 8))

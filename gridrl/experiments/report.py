@@ -174,17 +174,31 @@ STATIC = "static"  # the reference whose best entry is the second gap's baseline
 _BEST_STATIC = "_best_static"
 
 
-def best_static(results: pd.DataFrame, objective: str = OBJECTIVE) -> str | None:
-    """The ``static`` reference entry with the highest mean objective, if any."""
+def best_static(
+    results: pd.DataFrame, objective: str = OBJECTIVE, validation: pd.DataFrame | None = None,
+) -> str | None:
+    """The ``static`` reference entry with the highest mean objective, if any.
+
+    With several entries the choice is a tuned setting, so it is made on ``validation``
+    (the validation-period rows) when they hold every entry; the test rows choose only
+    where there is no validation result (a study without ``evaluation.validation``).
+    """
     static = results[results["algo"] == STATIC]
     if static.empty or objective not in static:
         return None
+    names = static["policy"].unique()
+    if len(names) == 1:
+        return str(names[0])
+    if validation is not None and objective in validation and "algo" in validation:
+        chosen = validation[validation["algo"] == STATIC]
+        if set(names) <= set(chosen["policy"]):
+            static = chosen
     return str(static.groupby("policy")[objective].mean().idxmax())
 
 
 def leaderboard(
     results: pd.DataFrame, *, objective: str = OBJECTIVE, reps: int, confidence: float,
-    seed: int,
+    seed: int, validation: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """One row per policy x forecast mode (see the module docstring for the columns).
 
@@ -193,7 +207,8 @@ def leaderboard(
     means over seeds of the per-seed gaps; ``<kpi>`` are means over every episode, and
     ``saving_<kpi>@<site>`` what the policy saves at each site against ``run_now`` on
     the same weeks (positive = less carbon or cost), from the harness's per-site
-    columns.
+    columns. ``validation``: the validation-period rows, which choose the best static
+    entry (:func:`best_static`).
     """
     rows = []
     for mode, sub in results.groupby("forecast_mode", sort=False):
@@ -213,14 +228,17 @@ def leaderboard(
     ids = results[["policy", "kind", "algo"]].drop_duplicates("policy")
     board = ids.merge(board, on="policy")
     board.insert(3, "learned", board["kind"] == "sb3")
-    return _board_extras(board, results, objective)
+    return _board_extras(board, results, objective, validation)
 
 
-def _board_extras(board: pd.DataFrame, results: pd.DataFrame, objective: str) -> pd.DataFrame:
+def _board_extras(
+    board: pd.DataFrame, results: pd.DataFrame, objective: str,
+    validation: pd.DataFrame | None,
+) -> pd.DataFrame:
     """Gap closed (both baselines), per-term KPI means and per-site savings."""
     keys = ["policy", "forecast_mode"]
     gaps = gap_closed_per_seed(results, objective)
-    static = best_static(results, objective)
+    static = best_static(results, objective, validation)
     marked = results.copy()
     if static is not None:
         marked.loc[marked["policy"] == static, "algo"] = _BEST_STATIC
@@ -378,7 +396,7 @@ def write_report(run_dir: str | Path, *, objective: str = OBJECTIVE) -> Path:
     if results.empty:
         lines.append("No finished units yet.")
         return write_text_atomic(run_dir / "report.md", "\n".join(lines) + "\n")
-    board = _board(study, results, objective)
+    board = _board(study, results, objective, load_validation(store))
     write_with(run_dir / "leaderboard.csv", lambda p: board.to_csv(p, index=False))
     plot_dir = run_dir / "plots"
     main, section = _leaderboard_section(study, board, objective, plot_dir)
@@ -415,10 +433,13 @@ def _tuning_section(record: dict[str, Any]) -> list[str]:
     ]
 
 
-def _board(study: Study, results: pd.DataFrame, objective: str) -> pd.DataFrame:
+def _board(
+    study: Study, results: pd.DataFrame, objective: str, validation: pd.DataFrame
+) -> pd.DataFrame:
     rep = study.report
     return leaderboard(results, objective=objective, reps=rep.bootstrap_reps,
-                       confidence=rep.confidence, seed=rep.bootstrap_seed)
+                       confidence=rep.confidence, seed=rep.bootstrap_seed,
+                       validation=validation)
 
 
 def _shown(path: str | Path | None) -> str:
@@ -522,7 +543,8 @@ def _leaderboard_section(
         f"stratified bootstrap {conf} intervals (runs and weeks resampled, "
         f"{study.report.bootstrap_reps} replications). Gap closed = (J − J_run_now) / "
         "(J_lp_bound − J_run_now) per seed on paired episodes; gap_closed_vs_static "
-        "uses the best static policy in place of run_now. Other KPIs: mean per episode.",
+        "uses the best static policy (of several static entries, the best on validation) "
+        "in place of run_now. Other KPIs: mean per episode.",
         "",
         markdown_table(table),
         "",

@@ -299,8 +299,8 @@ def prepare_run(plan: RunPlan, progress: RunProgress) -> list[dict[str, Any]]:
     modes = {u.forecast_mode for u in todo}
     if study.tuning is not None:
         modes.add(study.forecast.mode)  # tuning evaluates in the study's mode
-    for path in paths.values():
-        prepare_inputs(study, path, modes, progress)
+    for k, path in enumerate(paths.values(), start=1):
+        prepare_inputs(study, path, modes, progress, f"{path.stem} ({k} of {len(paths)})")
     study = tune_references(study, list(paths.values()), plan.run_dir, progress)
     run_scenarios = {s: load_scenario(path) for s, path in paths.items()}
     scenarios = {(u.agent, u.scenario_seed): agent_scenario(
@@ -354,7 +354,7 @@ def reject_invalid_units(plan: RunPlan, progress: RunProgress) -> None:
 
 
 def prepare_inputs(
-    study: Study, scenario_path: Path, modes: set[str], progress: RunProgress
+    study: Study, scenario_path: Path, modes: set[str], progress: RunProgress, label: str = "",
 ) -> None:
     """Fit the LightGBM forecast cubes the units need, once, before fanning out.
 
@@ -365,9 +365,11 @@ def prepare_inputs(
 
     for mode in sorted(m for m in modes if m == "lightgbm"):
         t0 = time.perf_counter()
-        progress.message(f"forecasts: building the {mode} cube (cached after the first run)")
+        progress.message(f"forecasts {label}: building the {mode} cube (cached after the "
+                         "first run)")
         env_inputs(scenario_path, mode, study.forecast.config)
-        progress.message(f"forecasts: {mode} ready in {time.perf_counter() - t0:,.1f} s")
+        progress.message(f"forecasts {label}: {mode} ready in "
+                         f"{time.perf_counter() - t0:,.1f} s")
 
 
 def execute_run(
