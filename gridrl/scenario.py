@@ -70,6 +70,13 @@ SeriesSignal = Literal[
 ]
 # Data sets read through the built-in ``source: multiregion`` keys, not as a series.
 MULTIREGION_DATASET = "multiregion_2021_2024"
+# ``format: llm_requests``: the one signal it gives, its required keys, the keys of the
+# time-series form it refuses (the request log has its own columns and times).
+LLM_REQUESTS_SIGNAL = "inference_gpus"
+LLM_REQUESTS_KEYS = ("gpu_s_per_1k_context_tokens", "gpu_s_per_1k_generated_tokens")
+LLM_REQUESTS_REFUSED = (
+    "column", "time_column", "time_format", "time_origin", "resample", "fill", "max_fill_h",
+)
 
 
 class SeriesSource(StrictModel):
@@ -90,12 +97,22 @@ class SeriesSource(StrictModel):
     ``resample`` converts a non-hourly step, ``fill: interpolate`` fills empty cells
     (runs up to ``max_fill_h`` hours); ``typical_year`` maps a one-year series onto
     every build year by UTC month, day and hour, as the TMY files are (29 February
-    repeats 28 February). Every choice is recorded in the signals' provenance.
+    repeats 28 February); ``repeat: day | week`` maps a shorter one by UTC hour of the
+    day (or weekday and hour), each taking the mean of the series' values at it. Every
+    choice is recorded in the signals' provenance.
+
+    ``format: llm_requests`` (``inference_gpus`` only) reads a request log in the Azure
+    LLM inference trace format (``TIMESTAMP,ContextTokens,GeneratedTokens``) through
+    ``gridrl.data.loaders.demand.load_llm_requests``: GPU seconds per thousand tokens
+    (``gpu_s_per_1k_context_tokens``, ``gpu_s_per_1k_generated_tokens``) and the log's
+    zone (``assume_tz``) are required; the columns and the time form are the format's,
+    so ``column``, the time keys, ``resample`` and ``fill`` are refused.
     """
 
+    format: Literal["timeseries", "llm_requests"] = "timeseries"
     file: str | None = None
     dataset: str | None = None
-    column: str | list[str]
+    column: str | list[str] | None = None
     time_column: str | None = None
     time_format: Literal["iso", "epoch_s", "offset_h"] = "iso"
     time_origin: str | None = None
@@ -105,6 +122,9 @@ class SeriesSource(StrictModel):
     fill: Literal["interpolate"] | None = None
     max_fill_h: Annotated[int, Field(gt=0)] | None = None
     typical_year: bool = False
+    repeat: Literal["day", "week"] | None = None
+    gpu_s_per_1k_context_tokens: NonNeg | None = None
+    gpu_s_per_1k_generated_tokens: NonNeg | None = None
 
     @model_validator(mode="after")
     def _series(self) -> SeriesSource:
@@ -115,15 +135,48 @@ class SeriesSource(StrictModel):
             )
         if self.file is None and self.dataset != "citylearn_2022":
             raise ValueError("expected file (a path, or a file of the named dataset)")
+        if self.typical_year and self.repeat is not None:
+            raise ValueError("typical_year and repeat: give one way to map the series")
+        if self.format == "llm_requests":
+            self._llm_requests_keys()
+        else:
+            self._timeseries_keys()
+        return self
+
+    def _timeseries_keys(self) -> None:
+        token_keys = sorted(set(LLM_REQUESTS_KEYS) & self.model_fields_set)
+        if token_keys:
+            raise ValueError(f"{', '.join(token_keys)}: only for format: llm_requests")
         if (self.time_format == "offset_h") != (self.time_origin is not None):
             raise ValueError("time_format: offset_h needs time_origin, and only it")
         if not self.columns:
-            raise ValueError("expected at least one column")
-        return self
+            raise ValueError("expected column: the raw column, or a list of columns summed")
+
+    def _llm_requests_keys(self) -> None:
+        refused = sorted(set(LLM_REQUESTS_REFUSED) & self.model_fields_set)
+        if refused:
+            raise ValueError(
+                f"{', '.join(refused)}: not for format: llm_requests (a request log in "
+                "the Azure LLM trace format: its own columns TIMESTAMP, ContextTokens, "
+                "GeneratedTokens and times)"
+            )
+        absent = [k for k in LLM_REQUESTS_KEYS if getattr(self, k) is None]
+        if absent:
+            raise ValueError(
+                f"format: llm_requests needs {' and '.join(absent)} (GPU seconds per "
+                "thousand tokens of the served model on its hardware)"
+            )
+        if self.assume_tz is None:
+            raise ValueError(
+                "format: llm_requests needs assume_tz: the log's timestamps carry no zone "
+                "(UTC if they are in UTC)"
+            )
 
     @property
     def columns(self) -> list[str]:
-        """The raw columns, summed into the signal."""
+        """The raw columns, summed into the signal (none named for ``llm_requests``)."""
+        if self.column is None:
+            return []
         return [self.column] if isinstance(self.column, str) else list(self.column)
 
 
@@ -519,6 +572,12 @@ class SiteConfig(StrictModel):
                     f"series.{signal} and {signal.split('_')[0]}.source: {cfg.source} "
                     "both give the signal; keep one"
                 )
+        for signal, src in self.series.items():
+            if src.format == "llm_requests" and signal != LLM_REQUESTS_SIGNAL:
+                raise ValueError(
+                    f"series.{signal}.format: llm_requests gives GPUs busy serving "
+                    f"requests; only series.{LLM_REQUESTS_SIGNAL} takes it"
+                )
         return self
 
 
@@ -766,6 +825,11 @@ _LATER_KEYS: tuple[tuple[tuple[str, ...], Any], ...] = (
     (("price", "assume_tz"), None), (("workload", "trace_start_weekday"), 0),
     (("workload", "trace_target_utilisation_fraction"), None),
 )
+# Keys of a site's ``series.<signal>`` entry added later, with their "not used" value.
+_LATER_SERIES_KEYS: dict[str, Any] = {
+    "format": "timeseries", "repeat": None, "gpu_s_per_1k_context_tokens": None,
+    "gpu_s_per_1k_generated_tokens": None,
+}
 
 
 class Scenario(StrictModel):
@@ -844,6 +908,10 @@ class Scenario(StrictModel):
                     node = node[p]
                 if node.get(leaf) in (None, {}, unused):
                     node.pop(leaf, None)
+            for src in site.get("series", {}).values():
+                for key, unused in _LATER_SERIES_KEYS.items():
+                    if src.get(key) == unused:
+                        src.pop(key)
         payload = json.dumps(data, sort_keys=True).encode()
         return hashlib.sha256(payload).hexdigest()[:16]
 

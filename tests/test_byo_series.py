@@ -179,3 +179,105 @@ def test_entsoe_series_by_data_set_name(shared_data):
     with pytest.raises(ValidationError, match="read by source: multiregion"):
         SeriesSource(dataset="multiregion_2021_2024", file="price/SG_2022.csv.gz",
                      column="Price (USD/MWh)")
+
+
+# A request log in the Azure LLM inference trace format (TIMESTAMP,ContextTokens,
+# GeneratedTokens, naive timestamps with 7 fractional digits). No such trace is among the
+# shared data sets: tests/data/llm_requests_small.csv is written by hand in that format,
+# in Los Angeles time (UTC-8 in early March 2021). In UTC its requests arrive at
+# 03-01 23:58 and 03-04 00:02 (the partial edge hours, left out), 03-02 09:15 and 09:45,
+# 03-02 14:00, 03-03 09:30 and 03-03 20:59:59.999999: 48 whole hours, 03-02 00:00 to
+# 03-03 23:00.
+LLM_LOG = REPO / "tests" / "data" / "llm_requests_small.csv"
+GPU_S_PER_1K_CONTEXT = 1.8
+GPU_S_PER_1K_GENERATED = 18.0
+LLM_SCALE = 2.0
+SECONDS_PER_HOUR = 3600.0
+
+
+def _llm_series(**update) -> dict:
+    """``series`` of a site reading the request log; ``None`` values drop a key."""
+    src = {"format": "llm_requests", "file": str(LLM_LOG), "assume_tz": "America/Los_Angeles",
+           "gpu_s_per_1k_context_tokens": GPU_S_PER_1K_CONTEXT,
+           "gpu_s_per_1k_generated_tokens": GPU_S_PER_1K_GENERATED, "scale": LLM_SCALE,
+           "repeat": "day"}
+    src.update(update)
+    return {"inference_gpus": {k: v for k, v in src.items() if v is not None}}
+
+
+def _gpu_s(context_tokens: float, generated_tokens: float) -> float:
+    return (context_tokens * GPU_S_PER_1K_CONTEXT
+            + generated_tokens * GPU_S_PER_1K_GENERATED) / 1000.0
+
+
+def test_llm_request_log_as_inference_gpus_from_yaml(tmp_path):
+    sc = load_scenario(_geo3_site(tmp_path, "llm", {"series": _llm_series()}))
+    sig = build_signals(sc, base_dir=tmp_path, cache=False)
+    got = sig.frame[("greensboro", "inference_gpus")]
+    # GPU seconds per UTC hour of each logged day, then the mean of the two days.
+    day1 = {9: _gpu_s(2000, 500) + _gpu_s(1000, 100), 14: _gpu_s(4000, 1000)}
+    day2 = {9: _gpu_s(3000, 200), 20: _gpu_s(500, 50)}
+    mean_s = {h: (day1.get(h, 0.0) + day2.get(h, 0.0)) / 2 for h in range(24)}
+    assert mean_s[9] == pytest.approx(12.6) and mean_s[20] == pytest.approx(0.9)
+    expected = np.array([mean_s[h] for h in HOURS.hour]) / SECONDS_PER_HOUR * LLM_SCALE
+    assert got.index.equals(HOURS)
+    np.testing.assert_allclose(got.to_numpy(), expected)
+    record = next(r for r in sig.provenance if r.get("step") == "build_signals")
+    read = record["sources"]["greensboro"]["series"]["inference_gpus"]
+    assert (read["format"], read["repeat"], read["scale"]) == ("llm_requests", "day", LLM_SCALE)
+    llm, repeat = read["provenance"][0], read["provenance"][-1]
+    assert llm["step"] == "llm_requests" and llm["assume_tz"] == "America/Los_Angeles"
+    assert (llm["requests"], llm["requests_in_partial_edge_hours"],
+            llm["hours_without_requests"]) == (7, 2, 44)
+    assert repeat == {"step": "repeat", "method": "day", "series_hours": 48,
+                      "values_per_mean": [2, 2]}
+
+
+def test_llm_request_log_not_covering_the_scenario(tmp_path):
+    short = load_scenario(_geo3_site(tmp_path, "short", {"series": _llm_series(repeat=None)}))
+    with pytest.raises(SignalError) as info:
+        build_signals(short, base_dir=tmp_path, cache=False)
+    message = str(info.value)
+    assert "llm_requests_small.csv [llm_requests as inference_gpus]: 8712 hours of the " \
+        "scenario are not in the series: 2021-01-01 00:00..2021-03-01 23:00, " \
+        "2021-03-04 00:00..2021-12-31 23:00 UTC" in message
+    assert "(48 hours)" in message and "repeat: day | week" in message
+    # Two days hold no pattern of the week: the first hour of the week lacking is named.
+    week = load_scenario(_geo3_site(tmp_path, "week", {"series": _llm_series(repeat="week")}))
+    with pytest.raises(SignalError, match=r"repeat: week needs a value at every hour of the "
+                       r"week; .*48 hours\) has none at Mon 00:00 UTC \(120 of 168 hours"):
+        build_signals(week, base_dir=tmp_path, cache=False)
+
+
+@pytest.mark.parametrize(("series", "message"), [
+    (_llm_series(gpu_s_per_1k_generated_tokens=None),
+     r"sites\[0\]\.series\.inference_gpus: format: llm_requests needs "
+     r"gpu_s_per_1k_generated_tokens \(GPU seconds"),
+    (_llm_series(assume_tz=None),
+     r"sites\[0\]\.series\.inference_gpus: format: llm_requests needs assume_tz"),
+    (_llm_series(column="ContextTokens", time_format="iso"),
+     r"sites\[0\]\.series\.inference_gpus: column, time_format: not for format: "
+     r"llm_requests"),
+    ({"flexible_gpu_h": _llm_series()["inference_gpus"]},
+     r"sites\[0\]: series\.flexible_gpu_h\.format: llm_requests gives GPUs busy serving "
+     r"requests; only series\.inference_gpus takes it"),
+    ({"inference_gpus": {"file": "x.csv", "column": "gpus", "gpu_s_per_1k_context_tokens": 1}},
+     r"sites\[0\]\.series\.inference_gpus: gpu_s_per_1k_context_tokens: only for format: "
+     r"llm_requests"),
+    (_llm_series(typical_year=True),
+     r"sites\[0\]\.series\.inference_gpus: typical_year and repeat"),
+])
+def test_llm_request_log_key_errors(tmp_path, series, message):
+    with pytest.raises(ScenarioError, match=message):
+        load_scenario(_geo3_site(tmp_path, "bad", {"series": series}))
+
+
+def test_series_keys_added_later_keep_old_hashes(tmp_path):
+    series = {"temp_c": {"file": "temp.csv", "column": "t_c"}}
+    plain = load_scenario(_geo3_site(tmp_path, "plain", {"series": series}))
+    series["temp_c"].update(format="timeseries", repeat=None)
+    explicit = load_scenario(_geo3_site(tmp_path, "explicit", {"series": series}))
+    assert explicit.content_hash() == plain.content_hash()
+    series["temp_c"].update(repeat="day")
+    assert load_scenario(_geo3_site(tmp_path, "day", {"series": series})).content_hash() \
+        != plain.content_hash()

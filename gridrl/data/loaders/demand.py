@@ -17,6 +17,8 @@ latency-sensitive work in each hour):
   the hardware), and is counted in the hour it arrives. Only the whole hours between
   the first and the last request are kept; the requests of the partial hours at the two
   ends are counted in the provenance. An hour without a request is a real zero.
+  A scenario reads such a log as ``sites[i].series.inference_gpus`` with ``format:
+  llm_requests`` (``gridrl.scenario.SeriesSource``).
 """
 
 from __future__ import annotations

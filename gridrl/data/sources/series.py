@@ -8,7 +8,10 @@ through it (``entsoe_2020``: naive UTC timestamps, sub-hourly steps; ``eia930_20
 ``Signals.from_frame``. Either way the series is validated (no gap, no duplicate, no
 empty cell, sign by unit) unless ``resample``/``fill`` are asked for, and the result
 must cover every hour of the scenario, or be mapped onto its years by
-``typical_year``. Nothing else is changed; the record returned says what was done.
+``typical_year`` (a one-year series) or ``repeat: day | week`` (a shorter one, by its
+mean at each UTC hour of the day or of the week). ``format: llm_requests`` reads a
+request log (Azure LLM inference trace format) through ``load_llm_requests`` instead.
+Nothing else is changed; the record returned says what was done.
 """
 
 from __future__ import annotations
@@ -27,6 +30,12 @@ from gridrl.scenario import SeriesSource
 PARQUET_SUFFIXES = (".parquet", ".pq")
 LEAP_DAY = (2, 29)
 HOURS_PER_LEAP_YEAR = 8784
+HOURS_PER_DAY = 24
+DAYS_PER_WEEK = 7
+REPEAT_PERIOD_H = {"day": HOURS_PER_DAY, "week": HOURS_PER_DAY * DAYS_PER_WEEK}
+WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+# Runs of missing hours named in full in an error before the rest are only counted.
+MISSING_RUNS_SHOWN = 3
 
 
 def series_path(source: SeriesSource, base_dir: Path | None) -> Path:
@@ -133,7 +142,35 @@ def _read_loader(source: SeriesSource, signal: str, path: Path) -> Signals:
     return Signals.from_frame(frame, source=loaded.source)
 
 
+def _read_llm_requests(source: SeriesSource, path: Path) -> Signals:
+    """A request log in the Azure LLM trace format as hourly ``inference_gpus``."""
+    from gridrl.data.loaders.demand import load_llm_requests
+
+    return load_llm_requests(
+        path, assume_tz=source.assume_tz,
+        gpu_s_per_1k_context_tokens=source.gpu_s_per_1k_context_tokens,
+        gpu_s_per_1k_generated_tokens=source.gpu_s_per_1k_generated_tokens,
+    )
+
+
+def _read_columns(source: SeriesSource) -> list[str]:
+    """The raw columns a series reads (a request log's token counts)."""
+    if source.format == "llm_requests":
+        from gridrl.data.loaders.demand import LLM_TRACE_COLUMNS
+
+        return list(LLM_TRACE_COLUMNS[1:])
+    return source.columns
+
+
+def _label(source: SeriesSource, signal: str) -> str:
+    """What a series reads into a signal, for messages: ``[WND as wind_kw]``."""
+    what = source.format if source.format == "llm_requests" else ", ".join(source.columns)
+    return f"[{what} as {signal}]"
+
+
 def _load(source: SeriesSource, signal: str, path: Path) -> Signals:
+    if source.format == "llm_requests":
+        return _read_llm_requests(source, path)
     loader_file = source.dataset == "entsoe_2020" and path.name.endswith("_production.csv")
     if source.dataset in ("eia930_2022", "citylearn_2022") or loader_file:
         return _read_loader(source, signal, path)
@@ -158,14 +195,65 @@ def _typical_year(series: pd.Series, index: pd.DatetimeIndex, source: str) -> np
     return series.to_numpy(dtype=np.float64)[pos]
 
 
+def _span(first: pd.Timestamp, last: pd.Timestamp) -> str:
+    return f"{first:%Y-%m-%d %H:00}..{last:%Y-%m-%d %H:00}"
+
+
+def _hour_runs(hours: pd.DatetimeIndex) -> str:
+    """Consecutive hours as ``first..last`` runs, the first few named, the rest counted."""
+    breaks = np.flatnonzero((hours[1:] - hours[:-1]) != pd.Timedelta(hours=1)) + 1
+    starts, ends = np.r_[0, breaks], np.r_[breaks, len(hours)] - 1
+    runs = [_span(hours[a], hours[b]) for a, b in zip(starts, ends, strict=True)]
+    more = len(runs) - MISSING_RUNS_SHOWN
+    shown = ", ".join(runs[:MISSING_RUNS_SHOWN])
+    return f"{shown} and {more} more runs" if more > 0 else shown
+
+
 def _on_index(series: pd.Series, index: pd.DatetimeIndex, source: str) -> np.ndarray:
     present = index.isin(series.index)
     if not present.all():
         missing = index[~present]
         raise SignalError(
-            source, f"{missing.size} hours of the scenario are not in the series (first "
-            f"{missing[0]}; it covers {series.index[0]}..{series.index[-1]})")
+            source, f"{missing.size} hours of the scenario are not in the series: "
+            f"{_hour_runs(missing)} UTC; it covers "
+            f"{_span(series.index[0], series.index[-1])} ({len(series)} hours). A shorter "
+            "series needs typical_year (one year) or repeat: day | week (its mean daily or "
+            "weekly pattern)")
     return series.reindex(index).to_numpy(dtype=np.float64)
+
+
+def _hour_of_period(times: pd.DatetimeIndex, repeat: str) -> np.ndarray:
+    """UTC hour of the day (``day``) or of the week from Monday 00:00 (``week``)."""
+    hour = times.hour.to_numpy()
+    return hour if repeat == "day" else times.dayofweek.to_numpy() * HOURS_PER_DAY + hour
+
+
+def _hour_name(hour: int, repeat: str) -> str:
+    day, clock = divmod(hour, HOURS_PER_DAY)
+    return f"{clock:02d}:00" if repeat == "day" else f"{WEEKDAYS[day]} {clock:02d}:00"
+
+
+def _repeated(
+    series: pd.Series, index: pd.DatetimeIndex, repeat: str, source: str
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Values at the same UTC hour of the day (or of the week): the series' mean there.
+
+    Returns the values and a provenance record (``values_per_mean``: the fewest and
+    the most values one hour's mean took).
+    """
+    profile = series.groupby(_hour_of_period(series.index, repeat)).agg(["mean", "count"])
+    period_h = REPEAT_PERIOD_H[repeat]
+    absent = sorted(set(range(period_h)) - set(profile.index))
+    if absent:
+        raise SignalError(
+            source, f"repeat: {repeat} needs a value at every hour of the {repeat}; the "
+            f"series ({_span(series.index[0], series.index[-1])}, {len(series)} hours) has "
+            f"none at {_hour_name(absent[0], repeat)} UTC ({len(absent)} of {period_h} "
+            "hours lack one)")
+    values = profile["mean"].reindex(_hour_of_period(index, repeat)).to_numpy(np.float64)
+    record = {"step": "repeat", "method": repeat, "series_hours": len(series),
+              "values_per_mean": [int(profile["count"].min()), int(profile["count"].max())]}
+    return values, record
 
 
 def _missing_hours(source: SeriesSource, path: Path) -> pd.DatetimeIndex:
@@ -203,7 +291,7 @@ def load_series(
         missing = _missing_hours(source, path) if filled else pd.DatetimeIndex([])
     else:
         loaded, missing = _load(source, signal, path), pd.DatetimeIndex([])
-    total = loaded.frame.sum(axis=1, min_count=len(source.columns)) * source.scale
+    total = loaded.frame.sum(axis=1, min_count=loaded.frame.shape[1]) * source.scale
     total[total.index.isin(missing)] = np.nan
     provenance = loaded.provenance
     if source.time_format != "iso":
@@ -215,8 +303,9 @@ def load_series(
                            "first": str(missing[0])})
     record = {
         "signal": signal, "file": str(path), "dataset": source.dataset,
-        "columns": source.columns, "scale": source.scale, "missing_hours_kept": len(missing),
-        "typical_year": source.typical_year, "provenance": provenance,
+        "format": source.format, "columns": _read_columns(source), "scale": source.scale,
+        "missing_hours_kept": len(missing), "typical_year": source.typical_year,
+        "repeat": source.repeat, "provenance": provenance,
     }
     frame = total.to_frame(name=(site, signal))
     frame.columns = pd.MultiIndex.from_tuples([(site, signal)], names=["site", "signal"])
@@ -234,8 +323,10 @@ def read_series(
     values : numpy.ndarray
         float64 ``[len(index)]``: the (summed) columns times ``scale``.
     record : dict
-        What was read and done: file, data set, columns, scale, the loader's provenance
-        (time-zone steps, resampling, cells filled) and ``typical_year``.
+        What was read and done: file, data set, form, columns, scale, the loader's
+        provenance (time-zone steps, resampling, cells filled; for a request log the
+        requests, those in the partial edge hours and the hours without one),
+        ``typical_year`` and ``repeat``.
 
     Raises
     ------
@@ -245,9 +336,12 @@ def read_series(
     """
     frame, record = load_series(source, signal, site="_", base_dir=base_dir)
     total = frame[("_", signal)]
-    where = f"{record['file']} [{', '.join(source.columns)} as {signal}]"
+    where = f"{record['file']} {_label(source, signal)}"
     if source.typical_year:
         values = _typical_year(total, index, where)
+    elif source.repeat is not None:
+        values, step = _repeated(total, index, source.repeat, where)
+        record["provenance"].append(step)
     else:
         values = _on_index(total, index, where)
     if signal_spec(signal).nonnegative and (values < 0).any():
