@@ -292,7 +292,7 @@ def om_fixture():
     """The fixture generator (tests/data/providers/make_openmeteo_forecast.py) as a module."""
     import importlib.util
 
-    reason = "openmeteo-requests not installed (gridrl[live])"
+    reason = "openmeteo-requests not installed (gridrl[openmeteo])"
     pytest.importorskip("openmeteo_requests", reason=reason)
     path = FIXTURES / "make_openmeteo_forecast.py"
     spec = importlib.util.spec_from_file_location("make_openmeteo_forecast", path)
@@ -551,7 +551,7 @@ def test_library_providers_without_packages_or_keys(monkeypatch):
         with pytest.raises(ProviderError, match=r"pip install 'gridrl\[live\]'"):
             Entsoe(country_code="FR").fetch(START, END)
     if importlib.util.find_spec("openmeteo_requests") is None:
-        with pytest.raises(ProviderError, match=r"openmeteo-requests .*'gridrl\[live\]'"):
+        with pytest.raises(ProviderError, match=r"openmeteo-requests .*'gridrl\[openmeteo\]'"):
             OpenMeteo(latitude=51.5, longitude=0.0).fetch(START, END)
     else:
         with pytest.raises(ProviderError, match="ENTSOE_API_KEY"):

@@ -144,7 +144,7 @@ class OpenMeteo(Provider):
         except ImportError:
             raise ProviderError(
                 f"{self.name}: the openmeteo-requests package is not installed: "
-                "pip install 'gridrl[live]'"
+                "URLLIB3_NO_OVERRIDE=1 pip install 'gridrl[openmeteo]' --no-binary urllib3-future"
             ) from None
         url = self.base_url.rstrip("/") + "/" + _PATH
         seen: list[Any] = []  # the HTTP response, for its status, headers and size
