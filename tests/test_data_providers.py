@@ -1,9 +1,10 @@
 """Live providers against a real HTTP server on 127.0.0.1 serving documented response shapes.
 
 The fixtures under tests/data/providers/ are hand-built in each API's documented shape
-(see the README there): not recordings. The HTTP providers are pointed at a local
-``ThreadingHTTPServer``; gridstatus and entsoe-py do their own HTTP to fixed hosts, so
-their one library call is replaced by the fixture frame and gridrl's parsing is tested.
+(see the README there): not recordings. The HTTP providers, Open-Meteo's SDK client
+included, are pointed at a local ``ThreadingHTTPServer``; gridstatus and entsoe-py do
+their own HTTP to fixed hosts, so their one library call is replaced by the fixture
+frame and gridrl's parsing is tested.
 """
 
 from __future__ import annotations
@@ -286,43 +287,154 @@ def test_electricitymaps_bad_entries(service, monkeypatch):
 # ------------------------------------------------------------------ Open-Meteo
 
 
-def test_openmeteo_forecast(service):
-    service.serve_file("/v1/forecast", "openmeteo_forecast.json")
+@pytest.fixture()
+def om_fixture():
+    """The fixture generator (tests/data/providers/make_openmeteo_forecast.py) as a module."""
+    import importlib.util
+
+    reason = "openmeteo-requests not installed (gridrl[openmeteo])"
+    pytest.importorskip("openmeteo_requests", reason=reason)
+    path = FIXTURES / "make_openmeteo_forecast.py"
+    spec = importlib.util.spec_from_file_location("make_openmeteo_forecast", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _serve_flatbuffers(service: FakeService, body: bytes) -> None:
+    service.serve("/v1/forecast", body=body, Content_Type="application/octet-stream")
+
+
+def test_openmeteo_forecast(service, om_fixture):
+    """The SDK's own client on the committed FlatBuffers answer, from the local server."""
+    _serve_flatbuffers(service, (FIXTURES / "openmeteo_forecast.bin").read_bytes())
     s = OpenMeteo(latitude=51.5, longitude=-0.12, base_url=service.url, site="lon").fetch(
         START, END
     )
     f = s.site("lon")
     assert s.index.equals(HOURS)
+    assert list(f.columns) == list(OpenMeteo.provides)
+    # float32 values read at their shortest decimal, as the JSON API prints them.
     assert f["temp_c"].tolist() == [12.1, 11.8, 11.5, 11.2, 11.0, 11.4]
-    # Radiation labelled 05:00 is the mean of 04:00-05:00: it is the 04:00 row's.
+    assert f["wind_speed_m_per_s"].tolist() == [3.2, 3.0, 2.9, 2.7, 2.5, 2.6]
+    # Radiation labelled 05:00 is the mean of 04:00-05:00: it is the 04:00 row's; the
+    # extra hour asked (label 06:00) gives the window's last hour.
     assert f["ghi_w_per_m2"].tolist() == [0.0, 0.0, 0.0, 4.0, 38.0, 112.0]
-    assert f["dni_w_per_m2"].iloc[-1] == 251.0
-    _, query, _ = service.requests[-1]
+    assert f["dni_w_per_m2"].tolist() == [0.0, 0.0, 0.0, 10.5, 120.3, 251.0]
+    assert f["dhi_w_per_m2"].tolist() == [0.0, 0.0, 0.0, 3.0, 21.0, 48.0]
+    assert s.provenance[-1]["provider"] == "openmeteo"
+    assert "label moved back 1 h" in s.provenance[-1]["radiation"]
+    assert len(service.requests) == 1  # one call: no retry
+    path, query, _ = service.requests[-1]
+    assert path == "/v1/forecast" and query["format"] == ["flatbuffers"]
+    assert query["hourly"] == [
+        "temperature_2m,wind_speed_10m,shortwave_radiation,direct_normal_irradiance,"
+        "diffuse_radiation"
+    ]
+    assert (query["latitude"], query["longitude"]) == (["51.5"], ["-0.12"])
     assert query["timezone"] == ["GMT"] and query["wind_speed_unit"] == ["ms"]
     assert (query["start_hour"], query["end_hour"]) == (["2024-06-01T00:00"], ["2024-06-01T06:00"])
+    # The committed file is what the generator builds.
+    assert (FIXTURES / "openmeteo_forecast.bin").read_bytes() == om_fixture.build_response()
 
 
-def test_openmeteo_errors(service):
+def _variant(om_fixture, name: str, **changes) -> dict:
+    """The fixture's hourly variables with ``name``'s (variable, altitude, unit, values)
+    entries replaced by ``changes``."""
+    hourly = dict(om_fixture.HOURLY)
+    variable, altitude_m, unit, values = hourly[name]
+    fields = {"variable": variable, "altitude_m": altitude_m, "unit": unit, "values": values}
+    fields.update(changes)
+    hourly[name] = tuple(fields.values())
+    return hourly
+
+
+def test_openmeteo_api_errors(service, om_fixture):
+    p = OpenMeteo(latitude=51.5, longitude=0.0, base_url=service.url, timeout_s=5.0)
+    # HTTP 400 {"error": true, "reason": ..}: the SDK raises; the reason is quoted.
     service.serve("/v1/forecast", status=400, body=(FIXTURES / "openmeteo_error.json").read_text())
-    with pytest.raises(ProviderError, match="HTTP 400.*Latitude must be in range"):
-        OpenMeteo(latitude=51.5, longitude=0.0, base_url=service.url).fetch(START, END)
-    body = json.loads((FIXTURES / "openmeteo_forecast.json").read_text())
-    body["hourly_units"]["wind_speed_10m"] = "km/h"
-    service.serve("/v1/forecast", body=body)
-    with pytest.raises(ProviderError, match="hourly_units.wind_speed_10m is 'km/h' where 'm/s'"):
-        OpenMeteo(latitude=51.5, longitude=0.0, base_url=service.url).fetch(START, END)
-    body = json.loads((FIXTURES / "openmeteo_forecast.json").read_text())
-    body["utc_offset_seconds"] = 3600
-    service.serve("/v1/forecast", body=body)
-    with pytest.raises(ProviderError, match="utc_offset_seconds is 3600"):
-        OpenMeteo(latitude=51.5, longitude=0.0, base_url=service.url).fetch(START, END)
-    body = json.loads((FIXTURES / "openmeteo_forecast.json").read_text())
-    body["hourly"]["temperature_2m"][2] = None
-    service.serve("/v1/forecast", body=body)
-    with pytest.raises(ProviderError, match=r"invalid data: .*temp_c.*row 3"):
-        OpenMeteo(latitude=51.5, longitude=0.0, base_url=service.url).fetch(START, END)
+    with pytest.raises(ProviderError, match=r"openmeteo: GET .*/v1/forecast: HTTP 400: error: "):
+        p.fetch(START, END)
+    with pytest.raises(ProviderError, match="Latitude must be in range of -90 to 90°"):
+        p.fetch(START, END)
+    body = {"error": True, "reason": "Minutely API request limit exceeded."}
+    service.serve("/v1/forecast", status=429, body=body, Retry_After="60")
+    with pytest.raises(RateLimitedError, match="HTTP 429, retry after 60 s.*limit exceeded") as e:
+        p.fetch(START, END)
+    assert e.value.retry_after_s == 60.0
+    service.serve("/v1/forecast", status=503, body="maintenance", Content_Type="text/plain")
+    with pytest.raises(ProviderError, match="HTTP 503: 503 Server Error"):
+        p.fetch(START, END)
+    # A JSON answer where FlatBuffers were asked (a server that ignores format=).
+    service.serve("/v1/forecast", body={"latitude": 51.5, "hourly": {}})
+    with pytest.raises(ProviderError, match="not one FlatBuffers WeatherApiResponse"):
+        p.fetch(START, END)
+    # A size prefix and bytes that are no WeatherApiResponse: the SDK cannot decode it.
+    _serve_flatbuffers(service, b"\x10\x00\x00\x00" + b"\xff" * 16)
+    with pytest.raises(ProviderError, match="GET .*: unreadable answer"):
+        p.fetch(START, END)
     with pytest.raises(ProviderError, match="latitude/longitude"):
         OpenMeteo(base_url=service.url).fetch(START, END)
+
+
+def test_openmeteo_checks_the_answer(service, om_fixture):
+    p = OpenMeteo(latitude=51.5, longitude=0.0, base_url=service.url, timeout_s=5.0)
+    unit = om_fixture.Unit
+    cases = [
+        (
+            om_fixture.build_response(_variant(om_fixture, "wind_speed_10m", unit=unit.knots)),
+            "hourly wind_speed_10m: unit is 'knots' where 'metre_per_second' was expected",
+        ),
+        (
+            om_fixture.build_response(_variant(om_fixture, "temperature_2m", unit=unit.kelvin)),
+            "hourly temperature_2m: unit is 'kelvin' where 'celsius'",
+        ),
+        (
+            om_fixture.build_response(utc_offset_s=3600),
+            "utc_offset_seconds is 3600 where 0 \\(GMT\\)",
+        ),
+        (
+            om_fixture.build_response(interval_s=900),
+            "hourly interval is 900 s where 3600 s",
+        ),
+        (
+            om_fixture.build_response(
+                dict(reversed(list(om_fixture.HOURLY.items())))  # variables out of order
+            ),
+            "hourly temperature_2m is 'diffuse_radiation' at 0 m where 'temperature' at 2 m",
+        ),
+        (
+            om_fixture.build_response(
+                _variant(om_fixture, "temperature_2m", values=[12.1, 11.8, 11.5])
+            ),
+            "hourly temperature_2m has 3 values for 7 times",
+        ),
+        (
+            # The answer starts an hour late: the window's first hour is missing.
+            om_fixture.build_response(start_s=om_fixture.START_S + 3600),
+            r"no data for 1 of the 6 hours asked, first 2024-06-01 00:00:00\+00:00",
+        ),
+    ]
+    nan = float("nan")
+    temps = [12.1, 11.8, nan, 11.2, 11.0, 11.4, 12.6]
+    cases.append(
+        (
+            om_fixture.build_response(_variant(om_fixture, "temperature_2m", values=temps)),
+            r"hourly temperature_2m has no value for the hour 2024-06-01 02:00:00\+00:00; 1 such",
+        )
+    )
+    ghi = [0.0, 0.0, 0.0, 0.0, 4.0, 38.0, nan]  # label 06:00: the window's last hour
+    cases.append(
+        (
+            om_fixture.build_response(_variant(om_fixture, "shortwave_radiation", values=ghi)),
+            r"shortwave_radiation has no value for the hour 2024-06-01 05:00:00\+00:00 "
+            r"\(labelled 2024-06-01 06:00:00\+00:00 in the answer\)",
+        )
+    )
+    for body, message in cases:
+        _serve_flatbuffers(service, body)
+        with pytest.raises(ProviderError, match=message):
+            p.fetch(START, END)
 
 
 # ------------------------------------------------------------------ library providers
@@ -438,6 +550,9 @@ def test_library_providers_without_packages_or_keys(monkeypatch):
     if importlib.util.find_spec("entsoe") is None:
         with pytest.raises(ProviderError, match=r"pip install 'gridrl\[live\]'"):
             Entsoe(country_code="FR").fetch(START, END)
+    if importlib.util.find_spec("openmeteo_requests") is None:
+        with pytest.raises(ProviderError, match=r"openmeteo-requests .*'gridrl\[openmeteo\]'"):
+            OpenMeteo(latitude=51.5, longitude=0.0).fetch(START, END)
     else:
         with pytest.raises(ProviderError, match="ENTSOE_API_KEY"):
             Entsoe(country_code="FR").fetch(START, END)
@@ -499,11 +614,11 @@ def test_poll_merges_atomically_and_keeps_history(service, tmp_path):
     assert out.read_text() == "when,value\nyesterday,1\n"
 
 
-def test_poll_output_is_read_by_the_slurm_adapter(service, tmp_path):
+def test_poll_output_is_read_by_the_slurm_adapter(service, tmp_path, om_fixture):
     from gridrl.integrations.slurm_observation import read_signal_row
     from gridrl.integrations.slurm_sites import SignalFile
 
-    service.serve_file("/v1/forecast", "openmeteo_forecast.json")
+    _serve_flatbuffers(service, (FIXTURES / "openmeteo_forecast.bin").read_bytes())
     out = tmp_path / "site.csv"
     poll_to_csv(OpenMeteo(latitude=51.5, longitude=-0.12, base_url=service.url), out, START, END)
     now_s = pd.Timestamp("2024-06-01T04:30Z").timestamp()

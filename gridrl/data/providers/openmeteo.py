@@ -1,12 +1,25 @@
-"""Weather forecasts for a site from Open-Meteo (no key for non-commercial use).
+"""Weather forecasts for a site from Open-Meteo through its Python SDK (no key for
+non-commercial use).
 
+``openmeteo_requests.Client().weather_api(base_url + "/v1/forecast", params)`` (package
+``openmeteo-requests``, https://github.com/open-meteo/python-requests) asks
 ``GET /v1/forecast?latitude=..&longitude=..&hourly=temperature_2m,...&timezone=GMT
-&wind_speed_unit=ms&start_hour=..&end_hour=..`` answers (https://open-meteo.com/en/docs)
-``{"latitude": .., "utc_offset_seconds": 0, "timezone": "GMT", "hourly_units":
-{"time": "iso8601", "temperature_2m": "°C", ...}, "hourly": {"time":
-["2024-06-01T00:00", ...], "temperature_2m": [14.2, ...], ...}}``; errors are HTTP 400
-with ``{"error": true, "reason": ".."}``. Times are asked in GMT and the answer's
-``utc_offset_seconds`` must be 0. Units are checked against ``hourly_units``.
+&wind_speed_unit=ms&start_hour=..&end_hour=..&format=flatbuffers``
+(https://open-meteo.com/en/docs) and decodes the answer into ``openmeteo_sdk``
+``WeatherApiResponse`` objects, one per location. Its ``Hourly()`` block holds the
+variables in the order asked, each with its ``Variable`` and ``Altitude()``, a ``Unit``
+enum and float32 values, over Unix times (UTC) from ``Time()`` to the exclusive
+``TimeEnd()`` every ``Interval()`` seconds. Every one of these is checked against what
+was asked: the variable, its unit (``Unit.celsius``, ``metre_per_second``,
+``watt_per_square_metre``), an interval of one hour, and ``UtcOffsetSeconds() == 0``
+(times are asked in GMT). Values are read at their shortest decimal (12.1, not the
+float32's 12.100000381), as the JSON API prints them.
+
+Errors are HTTP 400 with ``{"error": true, "reason": ".."}``, which the SDK raises;
+they become a ``ProviderError`` quoting the reason, and HTTP 429 a ``RateLimitedError``.
+The SDK's HTTP session (niquests) is made here with no retries and no cache (the
+``requests-cache``/``retry-requests`` wrappers of the SDK's examples are not used), so
+no cache file is written and a failed call fails at once.
 
 Labels: temperature and wind speed are instantaneous at the label; radiation is the
 mean over the hour *before* the label (Open-Meteo's convention), so radiation values
@@ -16,31 +29,55 @@ last hour has its radiation.
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
+import numpy as np
 import pandas as pd
 
 from gridrl.data.providers.base import (
     DEFAULT_TIMEOUT_S,
-    HttpJson,
     Provider,
     ProviderError,
-    field_path,
+    RateLimitedError,
+    _retry_after_s,
 )
 from gridrl.data.signals import HOUR, Signals
 
-__all__ = ["OpenMeteo", "OPEN_METEO_VARIABLES"]
+__all__ = ["HourlyVariable", "OpenMeteo", "OPEN_METEO_VARIABLES"]
 
-# Open-Meteo variable -> (signal, unit the answer must state, mean over preceding hour).
-OPEN_METEO_VARIABLES: dict[str, tuple[str, str, bool]] = {
-    "temperature_2m": ("temp_c", "°C", False),
-    "wind_speed_10m": ("wind_speed_m_per_s", "m/s", False),
-    "shortwave_radiation": ("ghi_w_per_m2", "W/m²", True),
-    "direct_normal_irradiance": ("dni_w_per_m2", "W/m²", True),
-    "diffuse_radiation": ("dhi_w_per_m2", "W/m²", True),
+
+class HourlyVariable(NamedTuple):
+    """What the answer must say of one asked variable, and the gridrl signal it fills."""
+
+    signal: str
+    sdk_variable: str  # member name in openmeteo_sdk.Variable.Variable
+    altitude_m: int
+    sdk_unit: str  # member name in openmeteo_sdk.Unit.Unit
+    mean_of_hour_before: bool  # labelled at the end of the hour it averages
+
+
+OPEN_METEO_VARIABLES: dict[str, HourlyVariable] = {
+    "temperature_2m": HourlyVariable("temp_c", "temperature", 2, "celsius", False),
+    "wind_speed_10m": HourlyVariable(
+        "wind_speed_m_per_s", "wind_speed", 10, "metre_per_second", False
+    ),
+    "shortwave_radiation": HourlyVariable(
+        "ghi_w_per_m2", "shortwave_radiation", 0, "watt_per_square_metre", True
+    ),
+    "direct_normal_irradiance": HourlyVariable(
+        "dni_w_per_m2", "direct_normal_irradiance", 0, "watt_per_square_metre", True
+    ),
+    "diffuse_radiation": HourlyVariable(
+        "dhi_w_per_m2", "diffuse_radiation", 0, "watt_per_square_metre", True
+    ),
 }
 _API_HOUR = "%Y-%m-%dT%H:%M"
+_PATH = "v1/forecast"
+_HOUR_S = 3600
+# Longest part of an unexpected body quoted in an error.
+_EXCERPT_BYTES = 120
 
 
 @dataclass
@@ -56,21 +93,39 @@ class OpenMeteo(Provider):
     """
 
     name: ClassVar[str] = "openmeteo"
-    provides: ClassVar[tuple[str, ...]] = tuple(v[0] for v in OPEN_METEO_VARIABLES.values())
+    provides: ClassVar[tuple[str, ...]] = tuple(v.signal for v in OPEN_METEO_VARIABLES.values())
     latitude: float = float("nan")
     longitude: float = float("nan")
     base_url: str = "https://api.open-meteo.com"
     timeout_s: float = DEFAULT_TIMEOUT_S
 
     def fetch(self, start: Any, end: Any) -> Signals:
+        lat, lon = self._point()
+        lo, hi = self.window(start, end)
+        frame = self._frame(self.query(self._params(lat, lon, lo, hi)))
+        self._check_values(frame, lo, hi)
+        return self.to_signals(
+            frame,
+            f"{self.base_url}/{_PATH}?latitude={lat}&longitude={lon}",
+            lo,
+            hi,
+            note={"radiation": "mean of the hour after the row's time (label moved back 1 h)"},
+        )
+
+    # ------------------------------------------------------------------ request
+
+    def _point(self) -> tuple[float, float]:
         lat, lon = float(self.latitude), float(self.longitude)
         if not (-90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0):
             raise ProviderError(
                 f"{self.name}: latitude/longitude ({self.latitude}, {self.longitude}) missing "
                 "or out of range: give latitude=DEG longitude=DEG"
             )
-        lo, hi = self.window(start, end)
-        params = {
+        return lat, lon
+
+    @staticmethod
+    def _params(lat: float, lon: float, lo: pd.Timestamp, hi: pd.Timestamp) -> dict[str, Any]:
+        return {
             "latitude": lat,
             "longitude": lon,
             "hourly": ",".join(OPEN_METEO_VARIABLES),
@@ -80,52 +135,161 @@ class OpenMeteo(Provider):
             # Inclusive end, one hour past the window for the last hour's radiation.
             "end_hour": hi.strftime(_API_HOUR),
         }
-        body = HttpJson(self.name, self.base_url, self.timeout_s).get("v1/forecast", params)
-        frame = self._frame(body)
-        return self.to_signals(
-            frame,
-            f"{self.base_url}/v1/forecast?latitude={lat}&longitude={lon}",
-            lo,
-            hi,
-            note={"radiation": "mean of the hour after the row's time (label moved back 1 h)"},
-        )
 
-    def _frame(self, body: Any) -> pd.DataFrame:
-        where = "v1/forecast"
-        if isinstance(body, dict) and body.get("error"):
-            raise ProviderError(f"{self.name}: {where}: error: {body.get('reason')!r}")
-        offset = field_path(body, "utc_offset_seconds", self.name, where)
-        if offset != 0:
-            raise ProviderError(
-                f"{self.name}: {where}: utc_offset_seconds is {offset!r} where 0 (GMT) was asked"
-            )
-        times = field_path(body, "hourly.time", self.name, where)
+    def query(self, params: dict[str, Any]) -> Any:
+        """The one call into the SDK: the ``WeatherApiResponse`` of the one location."""
         try:
-            index = pd.DatetimeIndex(pd.to_datetime(times, format="%Y-%m-%dT%H:%M"))
-        except (ValueError, TypeError) as err:
-            raise ProviderError(f"{self.name}: {where}: hourly.time: {err}") from None
-        index = index.tz_localize("UTC")
-        columns = {}
-        for var, (signal, unit, backward) in OPEN_METEO_VARIABLES.items():
-            got = field_path(body, f"hourly_units.{var}", self.name, where)
-            if got != unit:
-                raise ProviderError(
-                    f"{self.name}: {where}: hourly_units.{var} is {got!r} where {unit!r} "
-                    "was expected"
+            import niquests
+            from openmeteo_requests import Client, OpenMeteoRequestsError
+        except ImportError:
+            raise ProviderError(
+                f"{self.name}: the openmeteo-requests package is not installed: "
+                "URLLIB3_NO_OVERRIDE=1 pip install 'gridrl[openmeteo]' --no-binary urllib3-future"
+            ) from None
+        url = self.base_url.rstrip("/") + "/" + _PATH
+        seen: list[Any] = []  # the HTTP response, for its status, headers and size
+
+        def record(response: Any, **_: Any) -> None:
+            seen.append(response)
+
+        with niquests.Session(retries=0) as session:
+            client = Client(session=session)
+            try:
+                answers = client.weather_api(
+                    url, params, timeout=self.timeout_s, hooks={"response": [record]}
                 )
-            values = field_path(body, f"hourly.{var}", self.name, where)
-            if not isinstance(values, list) or len(values) != len(index):
-                raise ProviderError(
-                    f"{self.name}: {where}: hourly.{var} has "
-                    f"{len(values) if isinstance(values, list) else 'no list of'} values "
-                    f"for {len(index)} times"
-                )
-            series = pd.Series(
-                pd.to_numeric(pd.Series(values, dtype=object), errors="coerce").to_numpy(
-                    dtype=float
-                ),
-                index - HOUR if backward else index,
+            except OpenMeteoRequestsError as err:
+                raise self._request_error(url, err, seen[-1] if seen else None) from None
+        return self._one_answer(url, answers, (seen[-1].content if seen else None) or b"")
+
+    def _request_error(self, url: str, err: Exception, response: Any) -> ProviderError:
+        """The SDK's error as a ``ProviderError``: status, and the API's reason if any."""
+        cause = err.__cause__ if err.__cause__ is not None else err
+        body = cause.args[0] if cause.args else None
+        detail = f"error: {body.get('reason')!r}" if isinstance(body, dict) else str(cause)
+        if response is None:
+            return ProviderError(f"{self.name}: GET {url} failed: {detail}")
+        status = response.status_code
+        if status == 200:  # the SDK could not split the body into messages
+            return ProviderError(
+                f"{self.name}: GET {url}: unreadable answer ({type(cause).__name__}: {detail})"
             )
-            columns[signal] = series
+        if status == 429:
+            retry_s = _retry_after_s(response.headers.get("Retry-After"))
+            wait = f"retry after {retry_s:g} s" if retry_s is not None else "no Retry-After given"
+            return RateLimitedError(
+                f"{self.name}: GET {url}: rate limited (HTTP 429, {wait}): {detail}", retry_s
+            )
+        return ProviderError(f"{self.name}: GET {url}: HTTP {status}: {detail}")
+
+    def _one_answer(self, url: str, answers: list[Any], body: bytes) -> Any:
+        """The single size-prefixed message asked for; anything else is an error."""
+        prefix = int.from_bytes(body[:4], "little") if len(body) >= 4 else -1
+        if len(answers) != 1 or prefix != len(body) - 4:
+            raise ProviderError(
+                f"{self.name}: GET {url}: the answer is not one FlatBuffers WeatherApiResponse "
+                f"({len(body)} bytes, messages: {len(answers)}): {body[:_EXCERPT_BYTES]!r}"
+            )
+        return answers[0]
+
+    # ------------------------------------------------------------------ answer
+
+    def _frame(self, response: Any) -> pd.DataFrame:
+        """Signal columns on the UTC hours of the answer (radiation moved back 1 h)."""
+        try:
+            return self._decode(response)
+        except (IndexError, struct.error) as err:
+            raise ProviderError(
+                f"{self.name}: {_PATH}: unreadable FlatBuffers answer ({type(err).__name__}: {err})"
+            ) from None
+
+    def _decode(self, response: Any) -> pd.DataFrame:
+        offset_s = response.UtcOffsetSeconds()
+        if offset_s != 0:
+            raise ProviderError(
+                f"{self.name}: {_PATH}: utc_offset_seconds is {offset_s} where 0 (GMT) was asked"
+            )
+        block = response.Hourly()
+        if block is None:
+            raise ProviderError(f"{self.name}: {_PATH}: the answer has no hourly block")
+        index = self._hours(block)
+        if block.VariablesLength() != len(OPEN_METEO_VARIABLES):
+            raise ProviderError(
+                f"{self.name}: {_PATH}: {block.VariablesLength()} hourly variables where "
+                f"{len(OPEN_METEO_VARIABLES)} were asked ({', '.join(OPEN_METEO_VARIABLES)})"
+            )
+        names = _sdk_names()
+        columns = {
+            spec.signal: self._series(block.Variables(k), name, spec, index, names)
+            for k, (name, spec) in enumerate(OPEN_METEO_VARIABLES.items())
+        }
         # Rows where instantaneous and moved radiation values both exist.
         return pd.concat(columns, axis=1, join="inner")
+
+    def _hours(self, block: Any) -> pd.DatetimeIndex:
+        """Labels of the hourly block: ``Time()`` to the exclusive ``TimeEnd()``."""
+        start_s, end_s, interval_s = block.Time(), block.TimeEnd(), block.Interval()
+        if interval_s != _HOUR_S:
+            raise ProviderError(
+                f"{self.name}: {_PATH}: hourly interval is {interval_s} s where {_HOUR_S} s "
+                "was expected"
+            )
+        if end_s < start_s or (end_s - start_s) % _HOUR_S:
+            raise ProviderError(
+                f"{self.name}: {_PATH}: hourly times {start_s}..{end_s} (Unix s) are not whole "
+                "hours"
+            )
+        first = pd.Timestamp(start_s, unit="s", tz="UTC")
+        return pd.date_range(first, periods=(end_s - start_s) // _HOUR_S, freq="h")
+
+    def _series(
+        self,
+        variable: Any,
+        name: str,
+        spec: HourlyVariable,
+        index: pd.DatetimeIndex,
+        names: tuple[dict[int, str], dict[int, str]],
+    ) -> pd.Series:
+        """One variable's values, checked to be the one asked, in its expected unit."""
+        where = f"{self.name}: {_PATH}: hourly {name}"
+        variable_names, unit_names = names
+        got = variable_names.get(variable.Variable(), f"#{variable.Variable()}")
+        if (got, variable.Altitude()) != (spec.sdk_variable, spec.altitude_m):
+            raise ProviderError(
+                f"{where} is {got!r} at {variable.Altitude()} m where {spec.sdk_variable!r} "
+                f"at {spec.altitude_m} m was asked (variables out of order?)"
+            )
+        unit = unit_names.get(variable.Unit(), f"#{variable.Unit()}")
+        if unit != spec.sdk_unit:
+            raise ProviderError(f"{where}: unit is {unit!r} where {spec.sdk_unit!r} was expected")
+        values_f32 = np.asarray(variable.ValuesAsNumpy() if variable.ValuesLength() else [])
+        if len(values_f32) != len(index):
+            raise ProviderError(f"{where} has {len(values_f32)} values for {len(index)} times")
+        # The shortest decimal of each float32 (12.1), as the JSON API writes it.
+        values = values_f32.astype(np.float32).astype(str).astype(np.float64)
+        return pd.Series(values, index - HOUR if spec.mean_of_hour_before else index)
+
+    def _check_values(self, frame: pd.DataFrame, lo: pd.Timestamp, hi: pd.Timestamp) -> None:
+        """Every value of the window present: an empty one names its variable and hour."""
+        window = frame[(frame.index >= lo) & (frame.index < hi)]
+        for name, spec in OPEN_METEO_VARIABLES.items():
+            empty = window.index[window[spec.signal].isna().to_numpy()]
+            if len(empty):
+                hour = empty[0]
+                moved = spec.mean_of_hour_before
+                label = f" (labelled {hour + HOUR} in the answer)" if moved else ""
+                raise ProviderError(
+                    f"{self.name}: {_PATH}: hourly {name} has no value for the hour {hour}"
+                    f"{label}; {len(empty)} such hours in the window"
+                )
+
+
+def _sdk_names() -> tuple[dict[int, str], dict[int, str]]:
+    """Names of the SDK's ``Variable`` and ``Unit`` enum values, by number."""
+    from openmeteo_sdk.Unit import Unit
+    from openmeteo_sdk.Variable import Variable
+
+    def names(enum: type) -> dict[int, str]:
+        return {v: k for k, v in vars(enum).items() if not k.startswith("_") and isinstance(v, int)}
+
+    return names(Variable), names(Unit)
