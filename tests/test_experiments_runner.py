@@ -204,3 +204,28 @@ def test_ray_backend_gives_the_local_results(
     pd.testing.assert_frame_equal(
         local.sort_values(keys, ignore_index=True), remote.sort_values(keys, ignore_index=True)
     )
+
+
+class _StopAtStart:
+    """Progress that interrupts the driver (as Ctrl-C would) when the units start."""
+
+    def message(self, text: str, level: str = "info") -> None:
+        pass
+
+    def units_started(self, total: int, finished: int) -> None:
+        raise KeyboardInterrupt
+
+    def unit_progress(self, unit_id: str, done_steps: int, total_steps: int) -> None:
+        pass
+
+    def unit_finished(self, unit_id: str, error: str | None) -> None:
+        pass
+
+
+def test_an_interrupted_driver_still_records_its_command_commit_and_time(tmp_path: Path) -> None:
+    study = write_study(tmp_path / "study.yaml", agents=WITH_REFERENCES,
+                        backend={"kind": "local", "max_workers": 1})
+    with pytest.raises(KeyboardInterrupt):
+        run_study(study, out_dir=tmp_path / "run", report=False, progress=_StopAtStart())
+    (driver,) = json.loads((tmp_path / "run" / "run.json").read_text())["drivers"]
+    assert driver["stopped"] is True and driver["wall_s"] > 0 and driver["commit"]

@@ -631,8 +631,9 @@ def _provenance_section(store: RunStore) -> list[str]:
     total_s = sum(d["wall_s"] for d in drivers)
     lines = ["## How this was run", ""]
     for d in drivers:
+        stopped = " (stopped before every unit had run)" if d.get("stopped") else ""
         lines.append(f"- `{d['command']}` at commit `{d['commit']}`, started "
-                     f"{d['started_utc']}, wall time {d['wall_s'] / 60:,.1f} min")
+                     f"{d['started_utc']}, wall time {d['wall_s'] / 60:,.1f} min{stopped}")
     lines += [f"- total wall time: {total_s / 60:,.1f} min ({total_s / 3600:,.2f} h)", ""]
     return lines
 

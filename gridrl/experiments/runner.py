@@ -491,8 +491,13 @@ def run_study(
     with plan.store.lock():
         t0, started = time.perf_counter(), time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         commit = code_commit()  # the code that runs, not what is checked out at the end
-        payloads = prepare_run(plan, progress)
-        failed = execute_run(plan, payloads, unit_fn, progress)
+        try:
+            payloads = prepare_run(plan, progress)
+            failed = execute_run(plan, payloads, unit_fn, progress)
+        except KeyboardInterrupt:  # a stopped driver's time still counts (--resume adds on)
+            plan.store.record_driver(driver_command(), commit, started,
+                                     time.perf_counter() - t0, stopped=True)
+            raise
         plan.store.record_driver(driver_command(), commit, started, time.perf_counter() - t0)
         merge_run(plan, report, progress)
     if failed:

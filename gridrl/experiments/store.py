@@ -167,15 +167,18 @@ class RunStore:
             },
         )
 
-    def record_driver(self, command: str, commit: str, started_utc: str, wall_s: float) -> None:
+    def record_driver(self, command: str, commit: str, started_utc: str, wall_s: float,
+                      *, stopped: bool = False) -> None:
         """Append one driver's command, code commit, start and wall time to ``run.json``
-        (the report states them; a resumed run's wall time is the drivers' sum)."""
+        (the report states them; a resumed run's wall time is the drivers' sum).
+        ``stopped``: the driver was interrupted before every unit had run."""
         meta_path = self.run_dir / "run.json"
         meta = json.loads(meta_path.read_text())
-        meta.setdefault("drivers", []).append(
-            {"command": command, "commit": commit, "started_utc": started_utc,
-             "wall_s": round(wall_s, 1)}
-        )
+        record = {"command": command, "commit": commit, "started_utc": started_utc,
+                  "wall_s": round(wall_s, 1)}
+        if stopped:
+            record["stopped"] = True
+        meta.setdefault("drivers", []).append(record)
         write_json_atomic(meta_path, meta)
 
     def run_meta(self) -> dict:
