@@ -228,4 +228,5 @@ def test_an_interrupted_driver_still_records_its_command_commit_and_time(tmp_pat
     with pytest.raises(KeyboardInterrupt):
         run_study(study, out_dir=tmp_path / "run", report=False, progress=_StopAtStart())
     (driver,) = json.loads((tmp_path / "run" / "run.json").read_text())["drivers"]
-    assert driver["stopped"] is True and driver["wall_s"] > 0 and driver["commit"]
+    assert driver["stopped"] is True and driver["wall_s"] >= 0 and driver["commit"]
+    assert driver["started_utc"] and driver["command"]
