@@ -178,6 +178,7 @@ def test_multiregion_benchmark_protocol() -> None:
     scenario = load_scenario(study.scenario)
     assert study.periods is None  # the scenario's year splits
     assert study.evaluation.period == "test" and study.evaluation.validation
+    assert study.evaluation.episodes is None  # every test week of 2024
     assert study.tuning is not None and study.tuning.period == "validation"
     years = {name: {y for b in getattr(scenario.periods, name)
                     for y in range(pd.Timestamp(b.start).year, pd.Timestamp(b.end).year + 1)}

@@ -14,15 +14,16 @@ from experiments_helpers import GEO3
 from rliable import library as rly
 from rliable import metrics
 
-from gridrl.agents.evaluate import evaluate, make_setup
+from gridrl.agents.evaluate import EvaluationError, evaluate, make_setup, select_windows
 from gridrl.agents.heuristics import SiteSettingsError
 from gridrl.agents.registry import PolicySpecError, make_policy
 from gridrl.env.gym_env import make_data
 from gridrl.experiments.report import leaderboard
-from gridrl.experiments.runner import run_study
+from gridrl.experiments.runner import RunPlan, run_study
 from gridrl.experiments.schema import ReferenceAgentSpec, StudyError, load_study
 from gridrl.experiments.stats import StatsError, interval_table, score_matrices
 from gridrl.experiments.tuning import TUNING_FILE, VALIDATION_FILE, tune_agent
+from gridrl.experiments.units import plan_units
 from gridrl.scenario import Periods, load_scenario
 
 # Validation weeks end weeks before the test weeks begin: the perfect forecasts of a
@@ -257,3 +258,49 @@ def test_best_static_of_several_entries_is_chosen_on_validation() -> None:
     assert bool(board.loc["static_a", "best_static"]) and not board.loc["static_b", "best_static"]
     # the gap against the best static is measured on test from static_a's test mean -8
     assert board.loc["static_b", "gap_closed_vs_static"] == pytest.approx((-7 + 8) / (-3 + 8))
+
+
+def test_an_agents_own_episodes_are_a_subset_of_the_studys(tmp_path: Path) -> None:
+    # a costly reference on fewer weeks: its rows are drawn among the study's, so they
+    # pair with run_now's and lp_bound's, on test and on validation
+    periods = {**PERIODS, "test": [{"start": "2021-10-01", "end": "2021-11-25"}]}
+    study = {
+        "name": "subset", "scenario": str(GEO3), "forecast": {"mode": "perfect"},
+        "periods": periods, "seeds": [0],
+        "agents": [{"name": "run_now", "reference": "run_now"},
+                   {"name": "lp_bound", "reference": "lp_bound"},
+                   {"name": "few", "reference": "static", "episodes": 2,
+                    "validation_episodes": 1}],
+        "evaluation": {"episodes": 4, "validation": True},
+        "backend": {"kind": "local", "max_workers": 1},
+        "report": {"dispatch_week": False, "bootstrap_reps": 200},
+    }
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(study))
+    run_dir = run_study(path, out_dir=tmp_path / "run")
+    rows = {name: pd.read_parquet(run_dir / f"{name}-seed0-perfect" / "result.parquet")
+            for name in ("run_now", "few")}
+    val = {name: pd.read_parquet(run_dir / f"{name}-seed0-perfect" / VALIDATION_FILE)
+           for name in ("run_now", "few")}
+    assert len(rows["run_now"]) == 4 and len(rows["few"]) == 2
+    assert set(rows["few"]["start"]) < set(rows["run_now"]["start"])
+    assert len(val["run_now"]) == 2 and len(val["few"]) == 1
+    assert set(val["few"]["start"]) < set(val["run_now"]["start"])
+    # the resume check expects the agent's own row count: nothing runs again
+    plan = RunPlan(load_study(path), run_dir, resume=True, units=plan_units(load_study(path)))
+    assert plan.todo() == []
+    board = pd.read_csv(run_dir / "leaderboard.csv").set_index("policy")
+    assert np.isfinite(board.loc["few", "gap_closed"])
+    assert "few 2 test / 1 validation" in (run_dir / "report.md").read_text()
+
+
+def test_select_windows_within_draws_among_the_studys_windows() -> None:
+    setup = make_setup(GEO3, period="test", forecast_mode="none")
+    study = select_windows(setup.windows, 6, seed=3)
+    for k in (1, 3, 6):
+        own = select_windows(setup.windows, k, seed=3, within=6)
+        assert {w.start for w in own} <= {w.start for w in study} and len(own) == k
+    # without within it is the plain draw among every fixed window
+    assert select_windows(setup.windows, 4, 3, None) == select_windows(setup.windows, 4, 3)
+    with pytest.raises(EvaluationError, match="must not exceed the 6 windows"):
+        select_windows(setup.windows, 7, seed=3, within=6)

@@ -161,9 +161,15 @@ def make_setup(scenario: ScenarioSource, *, period: str = "test",
     return EvalSetup(sc, params, data, windows, mode)
 
 
-def select_windows(windows: EpisodeWindows, episodes: int | None, seed: int) -> list[Window]:
-    """The evaluation episodes: a function of the period and the seed only (module doc)."""
-    fixed = list(windows.fixed)
+def select_windows(windows: EpisodeWindows, episodes: int | None, seed: int,
+                   within: int | None = None) -> list[Window]:
+    """The evaluation episodes: a function of the period and the seed only (module doc).
+
+    With ``within``, ``episodes`` of the ``within`` windows the same seed selects (an
+    agent's subset of a study's episodes, so that its rows pair with the others');
+    ``within=None`` draws among every fixed window, as without it.
+    """
+    fixed = list(windows.fixed) if within is None else select_windows(windows, within, seed)
     if episodes is None:
         return fixed
     if episodes < 1:
@@ -172,6 +178,9 @@ def select_windows(windows: EpisodeWindows, episodes: int | None, seed: int) -> 
     if episodes <= len(fixed):
         pick = np.sort(rng.choice(len(fixed), size=episodes, replace=False))
         return [fixed[k] for k in pick]
+    if within is not None:
+        raise EvaluationError(f"episodes ({episodes}) must not exceed the {len(fixed)} "
+                              "windows they are drawn within")
     return fixed + [windows.sample(rng) for _ in range(episodes - len(fixed))]
 
 
@@ -324,7 +333,7 @@ def evaluate(policy: PolicySource, scenario: ScenarioSource, *, period: str = "t
              forecast_mode: str | None = "perfect", forecast_config: ForecastConfigSource = None,
              data: EnvData | None = None, deterministic: bool = True,
              backend: str = "numba", progress: bool = False,
-             starts: list[int] | None = None) -> pd.DataFrame:
+             starts: list[int] | None = None, within: int | None = None) -> pd.DataFrame:
     """Evaluate a policy; one row per episode (see the module docstring).
 
     Parameters
@@ -335,7 +344,7 @@ def evaluate(policy: PolicySource, scenario: ScenarioSource, *, period: str = "t
     scenario
         Scenario path or object, :class:`EvalSetup`, env, or env factory
         (:func:`make_setup`).
-    period, episodes, seed
+    period, episodes, seed, within
         Which episodes (:func:`select_windows`).
     forecast_mode, forecast_config, data
         Inputs (:func:`make_setup`); the observations carry the forecasts of this mode,
@@ -353,7 +362,8 @@ def evaluate(policy: PolicySource, scenario: ScenarioSource, *, period: str = "t
     return evaluate_detailed(policy, scenario, period=period, episodes=episodes, seed=seed,
                              forecast_mode=forecast_mode, forecast_config=forecast_config,
                              data=data, deterministic=deterministic, backend=backend,
-                             progress=progress, starts=starts).table
+                             progress=progress, starts=starts,
+                             within=within).table
 
 
 def _resolve_policy(policy: PolicySource, deterministic: bool) -> Policy:
@@ -389,7 +399,8 @@ def evaluate_detailed(policy: PolicySource, scenario: ScenarioSource, *,
                       backend: str = "numba", progress: bool = False,
                       trace_episodes: tuple[int, ...] = (),
                       on_step: Callable[[int, int], None] | None = None,
-                      starts: list[int] | None = None) -> EvalResult:
+                      starts: list[int] | None = None,
+                      within: int | None = None) -> EvalResult:
     """:func:`evaluate` plus hour-by-hour traces of ``trace_episodes`` (episode numbers)
     and the policy's decision time. ``on_step(done, total)`` reports progress."""
     setup = make_setup(scenario, period=period, forecast_mode=forecast_mode,
@@ -398,7 +409,7 @@ def evaluate_detailed(policy: PolicySource, scenario: ScenarioSource, *,
     if starts is not None:
         windows = [setup.windows.at(int(s)) for s in starts]
     else:
-        windows = select_windows(setup.windows, episodes, seed)
+        windows = select_windows(setup.windows, episodes, seed, within)
     view = setup.forecasts
     name = getattr(pol, "name", type(pol).__name__)
     rows: list[dict[str, Any]] = [{} for _ in windows]

@@ -67,6 +67,11 @@ class AgentBase(StrictSpec):
     # rule dispatches the batteries and the agent controls the workload only; in a
     # "residual" scenario that is the same as holding the battery action at 0).
     battery_control: Literal["rule", "setpoint", "residual"] | None = None
+    # Overrides of the study's evaluation episodes (test, validation) for this agent: a
+    # costly reference on a declared subset, drawn with the evaluation seed like the
+    # study's own; the report pairs its rows with the others' on those weeks.
+    episodes: Annotated[Count, Field(gt=0)] | None = None
+    validation_episodes: Annotated[Count, Field(gt=0)] | None = None
 
     @field_validator("name")
     @classmethod

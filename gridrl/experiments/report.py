@@ -366,6 +366,14 @@ def _seed_overrides(study: Study) -> str:
     return f" (per agent: {', '.join(own)})" if own else ""
 
 
+def _episode_overrides(study: Study) -> str:
+    own = [f"{a.name} {a.episodes or 'all'} test / {a.validation_episodes or 'all'} "
+           "validation" for a in study.agents
+           if a.episodes is not None or a.validation_episodes is not None]
+    return (f" (per agent, drawn with the same seed and paired on them: {', '.join(own)})"
+            if own else "")
+
+
 def _load_study(run_dir: Path) -> Study:
     return Study.model_validate(yaml.safe_load((run_dir / "config.resolved.yaml").read_text()))
 
@@ -468,7 +476,8 @@ def _header(study: Study, store: RunStore) -> list[str]:
         f"- forecast: `{study.forecast.mode}` (config `{_shown(study.forecast.config)}`)",
         f"- seeds: {study.seeds}{_seed_overrides(study)}; evaluation: "
         f"{study.evaluation.episodes or 'all fixed'} episode window(s) of the "
-        f"`{study.evaluation.period}` period, the same for every policy and seed",
+        f"`{study.evaluation.period}` period, the same for every policy and seed"
+        f"{_episode_overrides(study)}",
         *_scenario_seed_lines(study),
         f"- units: {len(finished & set(units))} of {len(units)} finished",
     ]
@@ -837,7 +846,7 @@ def dispatch_trace(study: Study, store: RunStore, unit: pd.Series) -> Any:
         policy,
         agent_scenario(study, load_scenario(scenario_path), name),
         period=study.evaluation.period,
-        episodes=study.evaluation.episodes,
+        **study.episode_draw(name),
         seed=study.evaluation.seed,
         forecast_mode=mode,
         data=env_inputs(scenario_path, mode, study.forecast.config),

@@ -188,7 +188,7 @@ def execute_unit(payload: dict[str, Any]) -> dict[str, Any]:
 
 def write_validation_rows(policy: Any, ctx: UnitContext) -> None:
     """Evaluate the unit on the validation windows too (every one, or
-    ``evaluation.validation_episodes`` drawn), reported beside the test
+    ``validation_episodes`` of the agent or the study drawn), reported beside the test
     (``<unit>/validation.parquet``, written before the unit's done marker)."""
     from gridrl.agents.evaluate import evaluate
     from gridrl.agents.train import env_inputs
@@ -196,7 +196,7 @@ def write_validation_rows(policy: Any, ctx: UnitContext) -> None:
     study, unit, mode = ctx.study, ctx.unit, ctx.unit.forecast_mode
     rows = evaluate(
         policy, ctx.scenario, period="validation", seed=study.evaluation.seed,
-        episodes=study.evaluation.validation_episodes,
+        **study.episode_draw(ctx.unit.agent, "validation"),
         forecast_mode=mode, data=env_inputs(ctx.scenario_path, mode, study.forecast.config),
         deterministic=study.evaluation.deterministic,
     )  # fmt: skip
@@ -222,7 +222,7 @@ def evaluate_unit(policy: Any, ctx: UnitContext) -> pd.DataFrame:
         policy,
         ctx.scenario,
         period=study.evaluation.period,
-        episodes=study.evaluation.episodes,
+        **study.episode_draw(ctx.unit.agent),
         seed=study.evaluation.seed,
         forecast_mode=mode,
         data=env_inputs(ctx.scenario_path, mode, study.forecast.config),

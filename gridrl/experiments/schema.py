@@ -356,6 +356,17 @@ class Study(StrictSpec):
         """Whether units are also evaluated on the validation period."""
         return self.evaluation.validation or self.tuning is not None
 
+    def episode_draw(self, name: str, period: str = "test") -> dict[str, int | None]:
+        """``evaluate`` keywords ``episodes`` and ``within`` of agent ``name`` on the test
+        (``evaluation.period``) or the validation period: the study's draw, or with the
+        agent's own count, that many of the study's windows (so its rows pair)."""
+        a = self.agent(name)
+        study = (self.evaluation.validation_episodes if period == "validation"
+                 else self.evaluation.episodes)
+        own = a.validation_episodes if period == "validation" else a.episodes
+        return {"episodes": study, "within": None} if own is None else {
+            "episodes": own, "within": study}
+
     def agent(self, name: str) -> SB3AgentSpec | ReferenceAgentSpec:
         """The agent called ``name``."""
         for a in self.agents:

@@ -240,8 +240,8 @@ def result_check(
     """The :class:`~gridrl.experiments.store.RunStore` check of a study's unit results
     (:func:`check_result`); ``rows`` gives the expected row count when called (it may
     build the signals: called once, at the first unit checked); without it, the
-    study's ``evaluation.episodes`` when set. Units outside the study's plan are not
-    checked here."""
+    study's ``evaluation.episodes`` when set; an agent's own ``episodes`` wins. Units
+    outside the study's plan are not checked here."""
     units = {u.unit_id: u for u in plan_units(study)}
     if rows is None and study.evaluation.episodes is not None:
         rows = lambda: study.evaluation.episodes  # noqa: E731 - known without the data
@@ -251,7 +251,9 @@ def result_check(
         unit = units.get(unit_id)
         if unit is None:
             return None
-        return check_result(frame, unit, None if expected is None else expected())
+        own = study.agent(unit.agent).episodes
+        return check_result(frame, unit, own if own is not None
+                            else None if expected is None else expected())
 
     return check
 
