@@ -230,3 +230,21 @@ def test_an_interrupted_driver_still_records_its_command_commit_and_time(tmp_pat
     (driver,) = json.loads((tmp_path / "run" / "run.json").read_text())["drivers"]
     assert driver["stopped"] is True and driver["wall_s"] >= 0 and driver["commit"]
     assert driver["started_utc"] and driver["command"]
+
+
+class _TerminateAtStart(_StopAtStart):
+    """Progress that sends the driver SIGTERM (as ``kill`` would) when the units start."""
+
+    def units_started(self, total: int, finished: int) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_a_terminated_driver_records_its_time_and_keeps_the_handler(tmp_path: Path) -> None:
+    study = write_study(tmp_path / "study.yaml", agents=WITH_REFERENCES,
+                        backend={"kind": "local", "max_workers": 1})
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt):
+        run_study(study, out_dir=tmp_path / "run", report=False, progress=_TerminateAtStart())
+    (driver,) = json.loads((tmp_path / "run" / "run.json").read_text())["drivers"]
+    assert driver["stopped"] is True and driver["commit"]
+    assert signal.getsignal(signal.SIGTERM) is before

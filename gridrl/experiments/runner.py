@@ -18,13 +18,16 @@ it draws nothing itself.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import shlex
+import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -441,6 +444,24 @@ def merge_run(plan: RunPlan, report: bool, progress: RunProgress) -> None:
         progress.message(f"report: {write_report(plan.run_dir)}")
 
 
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """Let SIGTERM (``kill``, a batch scheduler) stop the driver as Ctrl-C does, so that
+    its time is recorded; only the main thread may install a signal handler."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run_study(
     study: Study | str | Path,
     *,
@@ -488,7 +509,7 @@ def run_study(
     """
     progress = progress or LogProgress()
     plan = plan_run(study, out_dir=out_dir, backend=backend, address=address, resume=resume)
-    with plan.store.lock():
+    with plan.store.lock(), _terminate_as_interrupt():
         t0, started = time.perf_counter(), time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         commit = code_commit()  # the code that runs, not what is checked out at the end
         try:
