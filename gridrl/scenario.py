@@ -824,12 +824,23 @@ _LATER_KEYS: tuple[tuple[tuple[str, ...], Any], ...] = (
     (("location",), None), (("series",), {}), (("carbon", "assume_tz"), None),
     (("price", "assume_tz"), None), (("workload", "trace_start_weekday"), 0),
     (("workload", "trace_target_utilisation_fraction"), None),
+    # "*": every entry (a site's ``series.<signal>`` sit under any signal name)
+    (("series", "*", "format"), "timeseries"), (("series", "*", "repeat"), None),
+    (("series", "*", "gpu_s_per_1k_context_tokens"), None),
+    (("series", "*", "gpu_s_per_1k_generated_tokens"), None),
 )
-# Keys of a site's ``series.<signal>`` entry added later, with their "not used" value.
-_LATER_SERIES_KEYS: dict[str, Any] = {
-    "format": "timeseries", "repeat": None, "gpu_s_per_1k_context_tokens": None,
-    "gpu_s_per_1k_generated_tokens": None,
-}
+
+
+def _drop_unused(node: dict, path: tuple[str, ...], unused: Any) -> None:
+    """Remove the key at ``path`` below ``node`` where it holds ``unused`` (or nothing)."""
+    head, *rest = path
+    if not rest:
+        if node.get(head) in (None, {}, unused):
+            node.pop(head, None)
+        return
+    for child in node.values() if head == "*" else [node.get(head)]:
+        if isinstance(child, dict):
+            _drop_unused(child, tuple(rest), unused)
 
 
 class Scenario(StrictModel):
@@ -902,16 +913,7 @@ class Scenario(StrictModel):
             data.pop("network")  # added later: counts only when set
         for site in data["sites"]:
             for path, unused in _LATER_KEYS:
-                *parents, leaf = path
-                node = site
-                for p in parents:
-                    node = node[p]
-                if node.get(leaf) in (None, {}, unused):
-                    node.pop(leaf, None)
-            for src in site.get("series", {}).values():
-                for key, unused in _LATER_SERIES_KEYS.items():
-                    if src.get(key) == unused:
-                        src.pop(key)
+                _drop_unused(site, path, unused)
         payload = json.dumps(data, sort_keys=True).encode()
         return hashlib.sha256(payload).hexdigest()[:16]
 
