@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 from experiments_helpers import TINY_PPO, WITH_REFERENCES, write_study
 
+from gridrl.experiments.progress import LogProgress
 from gridrl.experiments.runner import plan_units, run_study
 from gridrl.experiments.schema import load_study
 from gridrl.experiments.store import RunStore
@@ -232,19 +233,25 @@ def test_an_interrupted_driver_still_records_its_command_commit_and_time(tmp_pat
     assert driver["started_utc"] and driver["command"]
 
 
-class _TerminateAtStart(_StopAtStart):
-    """Progress that sends the driver SIGTERM (as ``kill`` would) when the units start."""
+class _TerminateWhileRunning(LogProgress):
+    """Progress that sends the driver SIGTERM (as ``kill`` would) once a unit runs."""
 
-    def units_started(self, total: int, finished: int) -> None:
+    def unit_progress(self, unit_id: str, done_steps: int, total_steps: int) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-def test_a_terminated_driver_records_its_time_and_keeps_the_handler(tmp_path: Path) -> None:
-    study = write_study(tmp_path / "study.yaml", agents=WITH_REFERENCES,
+def test_a_terminated_driver_ends_its_workers_and_records_its_time(tmp_path: Path) -> None:
+    # a unit far too long to finish: the driver must end its worker, not wait for it
+    study = write_study(tmp_path / "study.yaml", seeds=[0],
+                        training={"timesteps": 5_000_000, "n_envs": 2, "tensorboard": False},
                         backend={"kind": "local", "max_workers": 1})
     before = signal.getsignal(signal.SIGTERM)
+    t0 = time.perf_counter()
     with pytest.raises(KeyboardInterrupt):
-        run_study(study, out_dir=tmp_path / "run", report=False, progress=_TerminateAtStart())
+        run_study(study, out_dir=tmp_path / "run", report=False,
+                  progress=_TerminateWhileRunning())
+    assert time.perf_counter() - t0 < 120.0
     (driver,) = json.loads((tmp_path / "run" / "run.json").read_text())["drivers"]
     assert driver["stopped"] is True and driver["commit"]
+    assert not list((tmp_path / "run").glob("*/DONE"))
     assert signal.getsignal(signal.SIGTERM) is before
