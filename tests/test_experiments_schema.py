@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 import yaml
+from experiments_helpers import GEO3, REPO, write_study
 
 from gridrl.experiments.runner import Unit, plan_units
 from gridrl.experiments.schema import StudyError, load_study
+from gridrl.experiments.tuning import TUNING_FILE, TuningError, load_tuning
 
 TINY_SCENARIO = {
     "name": "tiny",
@@ -168,3 +171,44 @@ def test_cli_run_rejects_a_bad_study_before_any_work(tmp_path: Path) -> None:
     flat = "".join(result.output.split())  # the console wraps long lines
     assert "training.timesteps" in flat and str(path) in flat
     assert not out.exists()  # nothing was started
+
+
+def test_run_hash_counts_files_by_content_not_by_path(tmp_path: Path) -> None:
+    # a run folder resumes from another checkout; not after its scenario changed
+    studies = {}
+    for name, workers in (("here", 1), ("there", 2)):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "geo3.yaml").write_text(GEO3.read_text())
+        (d / "forecast.yaml").write_text((REPO / "forecasts" / "default.yaml").read_text())
+        write_study(d / "study.yaml", scenario="geo3.yaml",
+                    forecast={"mode": "lightgbm", "config": "forecast.yaml"},
+                    backend={"kind": "local", "max_workers": workers})
+        studies[name] = load_study(d / "study.yaml")
+    here, there = studies["here"], studies["there"]
+    assert here.scenario != there.scenario
+    assert here.run_hash() == there.run_hash()
+    assert here.path_run_hash() != there.path_run_hash()
+
+    def rehash(file: str, text: str) -> str:
+        (tmp_path / "there" / file).write_text(text)
+        return load_study(tmp_path / "there" / "study.yaml").run_hash()
+
+    # comments do not count, values do
+    config_text = (REPO / "forecasts" / "default.yaml").read_text()
+    assert rehash("forecast.yaml", "# edited\n" + config_text) == here.run_hash()
+    assert rehash("geo3.yaml", GEO3.read_text() + "\n# edited\n") == here.run_hash()
+    changed = yaml.safe_load(GEO3.read_text())
+    changed["sites"][0]["gpus"] += 1
+    assert rehash("geo3.yaml", yaml.safe_dump(changed)) != here.run_hash()
+
+
+def test_a_tuning_record_of_the_former_hash_moves_to_the_run_hash(tmp_path: Path) -> None:
+    study = load_study(write_study(tmp_path / "study.yaml"))
+    record = {"study_hash": study.path_run_hash(), "agents": {}}
+    (tmp_path / TUNING_FILE).write_text(json.dumps(record))
+    assert load_tuning(tmp_path, study)["study_hash"] == study.run_hash()
+    assert json.loads((tmp_path / TUNING_FILE).read_text())["study_hash"] == study.run_hash()
+    (tmp_path / TUNING_FILE).write_text(json.dumps({**record, "study_hash": "other"}))
+    with pytest.raises(TuningError, match="another study"):
+        load_tuning(tmp_path, study)

@@ -65,6 +65,9 @@ def test_fresh_run_refuses_a_used_folder_and_resume_refuses_another_study(
     with pytest.raises(RunDirError, match="different study"):
         store.start("name: x\n", "h2", resume=True)
     store.start("name: x\n", "h1", resume=True)
+    # a folder recorded under the study's former hash resumes, and records the new one
+    store.start("name: x\n", "h3", resume=True, also_accept=("h1",))
+    store.start("name: x\n", "h3", resume=True)
 
 
 def test_merge_keeps_every_row_of_every_finished_unit(tmp_path: Path) -> None:

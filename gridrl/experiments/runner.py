@@ -289,9 +289,8 @@ def prepare_run(plan: RunPlan, progress: RunProgress) -> list[dict[str, Any]]:
     Returns the payloads of the units to run. Call it holding the folder's lock.
     """
     study, store = plan.study, plan.store
-    # backend and output folder do not change results: leave them out of the resume check
-    hashed = study.model_copy(update={"backend": BackendSpec(), "output_dir": None})
-    store.start(dump_study(study), hashed.content_hash(), resume=plan.resume)
+    store.start(dump_study(study), study.run_hash(), resume=plan.resume,
+                also_accept=(study.path_run_hash(),))
     paths = dict(zip(study.scenario_seeds or [None], write_run_scenario(study, plan.run_dir),
                      strict=True))
     reject_invalid_units(plan, progress)

@@ -375,9 +375,31 @@ class Study(StrictSpec):
         raise KeyError(name)
 
     def content_hash(self) -> str:
-        """Hash of the resolved study: a resumed run must match the run it continues."""
-        payload = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
-        return hashlib.sha256(payload).hexdigest()[:16]
+        """Hash of the resolved study as written (file references by path)."""
+        return _hash_json(self.model_dump(mode="json"))
+
+    def run_hash(self) -> str:
+        """Hash of what a run's results depend on; a resumed run must match the run it
+        continues. Backend and output folder are left out, and the scenario and the
+        forecaster config count by content, not by path: a run folder resumes from
+        another checkout or machine, and not after its scenario changed. Needs the
+        files (a study from :func:`load_study`)."""
+        data = self.model_dump(mode="json", exclude={"backend", "output_dir"})
+        data["scenario"] = load_scenario(self.scenario).content_hash()
+        if self.forecast.config is not None:
+            data["forecast"]["config"] = _hash_json(read_yaml_mapping(
+                Path(self.forecast.config), StudyError, "forecaster config"))
+        return _hash_json(data)
+
+    def path_run_hash(self) -> str:
+        """:meth:`run_hash` as run folders made before it recorded it (files by path);
+        accepted on resume on the same paths."""
+        return self.model_copy(update={"backend": BackendSpec(), "output_dir": None}
+                               ).content_hash()
+
+
+def _hash_json(data: Any) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
 # Discriminator tags of the agent union (not YAML keys; left out of error paths).

@@ -122,11 +122,14 @@ class RunStore:
 
     # ------------------------------------------------------------------ run level
 
-    def start(self, config_yaml: str, study_hash: str, *, resume: bool) -> None:
+    def start(
+        self, config_yaml: str, study_hash: str, *, resume: bool, also_accept: tuple[str, ...] = ()
+    ) -> None:
         """Prepare the folder for a run of the study with hash ``study_hash``.
 
         A fresh run refuses a folder that already holds finished units (they would be
-        mixed or overwritten); ``resume`` refuses a folder made by a different study.
+        mixed or overwritten); ``resume`` refuses a folder made by a different study
+        (recorded hash neither ``study_hash`` nor one of ``also_accept``).
 
         Raises
         ------
@@ -138,7 +141,7 @@ class RunStore:
         old: dict = {}
         if meta_path.exists():
             old = json.loads(meta_path.read_text())
-            if resume and old.get("study_hash") != study_hash:
+            if resume and old.get("study_hash") not in (study_hash, *also_accept):
                 raise RunDirError(
                     f"{self.run_dir}: made by a different study (hash {old.get('study_hash')},"
                     f" now {study_hash}); resume only with the same study file, or use"

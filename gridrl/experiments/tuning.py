@@ -146,20 +146,19 @@ def tune_study(study: Study, scenario_path: Path | list[Path], run_dir: Path) ->
                         "validation_J": res.score, "trials": res.trials}
     record = {"period": tuning.period, "forecast_mode": mode, "objective": OBJECTIVE,
               "scenario_seeds": study.scenario_seeds,
-              "study_hash": _tuning_hash(study), "agents": agents}
-    write_text_atomic(path, json.dumps(record, indent=2, default=_json_default) + "\n")
+              "study_hash": study.run_hash(), "agents": agents}
+    _write_record(path, record)
     return record
+
+
+def _write_record(path: Path, record: dict[str, Any]) -> None:
+    write_text_atomic(path, json.dumps(record, indent=2, default=_json_default) + "\n")
 
 
 def _json_default(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
-
-
-def _tuning_hash(study: Study) -> str:
-    return study.model_copy(update={"backend": type(study.backend)(), "output_dir": None}
-                            ).content_hash()
 
 
 def load_tuning(run_dir: Path, study: Study | None = None) -> dict[str, Any]:
@@ -177,8 +176,13 @@ def load_tuning(run_dir: Path, study: Study | None = None) -> dict[str, Any]:
         record = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise TuningError(f"{path}: unreadable tuning record ({exc})") from None
-    if study is not None and record.get("study_hash") != _tuning_hash(study):
+    if study is None or record.get("study_hash") == study.run_hash():
+        return record
+    if record.get("study_hash") != study.path_run_hash():
         raise TuningError(f"{path}: tuning record of another study (delete it to tune again)")
+    # recorded before run hashes counted files by content: from now on it moves with them
+    record["study_hash"] = study.run_hash()
+    _write_record(path, record)
     return record
 
 
