@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from provider_helpers import FakeService, serving
 
 from gridrl.data.datasets import DATA_DIR_ENV_VAR, data_root, fetch_command, registry
 
@@ -27,3 +29,10 @@ def shared_data() -> Path:
             f"`{fetch_command('all')}` or set {DATA_DIR_ENV_VAR} to a copy"
         )
     return root
+
+
+@pytest.fixture()
+def service() -> Iterator[FakeService]:
+    """A real local HTTP server with routes set by the test (``provider_helpers``)."""
+    with serving() as state:
+        yield state

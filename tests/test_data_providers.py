@@ -1,9 +1,11 @@
 """Live providers against a real HTTP server on 127.0.0.1 serving documented response shapes.
 
 The fixtures under tests/data/providers/ are hand-built in each API's documented shape
-(see the README there): not recordings. The HTTP providers, Open-Meteo's SDK client
-included, are pointed at a local ``ThreadingHTTPServer``; gridstatus and entsoe-py do
-their own HTTP to fixed hosts, so their one library call is replaced by the fixture
+(see the README there) for the cases recordings do not show: errors, gaps, keys, rate
+limits. Answers recorded from the live services are replayed in
+``test_data_providers_recorded.py``. The HTTP providers, Open-Meteo's SDK client and
+entsoe-py's client included, are pointed at the local server (``service``); gridstatus
+does its own HTTP to fixed hosts, so its one library call is replaced by the fixture
 frame and gridrl's parsing is tested.
 """
 
@@ -11,17 +13,12 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import warnings
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 import pandas as pd
 import pytest
+from provider_helpers import FIXTURES, FakeService
 
 from gridrl.data.providers import (
     ElectricityMaps,
@@ -35,84 +32,9 @@ from gridrl.data.providers import (
     poll_to_csv,
 )
 
-FIXTURES = Path(__file__).parent / "data" / "providers"
 START, END = "2024-06-01T00:00Z", "2024-06-01T06:00Z"
 HOURS = pd.date_range(START, END, freq="h", inclusive="left", name="time")
 SECRET = "sk-test-7f3a9c1e5b"
-
-
-@dataclass
-class Route:
-    status: int = 200
-    body: bytes = b""
-    headers: dict[str, str] = field(default_factory=dict)
-    when: dict[str, str] = field(default_factory=dict)  # query parameters that must match
-
-
-@dataclass
-class FakeService:
-    """Routes ``path -> [Route]`` served by a real HTTP server; requests are recorded.
-
-    The first route of a path whose ``when`` parameters all match the query answers.
-    """
-
-    url: str = ""
-    routes: dict[str, list[Route]] = field(default_factory=dict)
-    requests: list[tuple[str, dict[str, list[str]], dict[str, str]]] = field(default_factory=list)
-
-    def serve(self, path: str, status: int = 200, body: bytes | str | dict = b"", **headers):
-        """Answer ``path`` (replacing earlier routes of it)."""
-        self.routes[path] = []
-        self.add(path, status, body, **headers)
-
-    def add(self, path, status=200, body=b"", when=None, **headers) -> None:
-        """Add a route for ``path`` tried after the existing ones."""
-        if isinstance(body, dict):
-            body = json.dumps(body)
-        if isinstance(body, str):
-            body = body.encode()
-        headers.setdefault("Content_Type", "application/json")
-        self.routes.setdefault(path, []).append(Route(status, body, headers, when or {}))
-
-    def serve_file(self, path: str, name: str) -> None:
-        self.serve(path, body=(FIXTURES / name).read_bytes())
-
-    def route(self, path: str, query: dict[str, list[str]]) -> Route:
-        for route in self.routes.get(path, []):
-            if all(query.get(k) == [v] for k, v in route.when.items()):
-                return route
-        return Route(404, b'{"error": "not found"}', {"Content_Type": "application/json"})
-
-
-@pytest.fixture()
-def service() -> Iterator[FakeService]:
-    state = FakeService()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-            parts = urlsplit(self.path)
-            state.requests.append((parts.path, parse_qs(parts.query), dict(self.headers)))
-            route = state.route(parts.path, parse_qs(parts.query))
-            self.send_response(route.status)
-            for key, value in route.headers.items():
-                self.send_header(key.replace("_", "-"), value)
-            self.send_header("Content-Length", str(len(route.body)))
-            self.end_headers()
-            self.wfile.write(route.body)
-
-        def log_message(self, *args) -> None:  # keep pytest output clean
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    state.url = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
-        yield state
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
 
 
 UK_PATH = "/intensity/2024-06-01T00:00Z/2024-06-01T06:00Z"

@@ -1,0 +1,93 @@
+"""A real HTTP server on 127.0.0.1 that answers the live providers' requests.
+
+``FakeService`` holds the routes and records every request; the ``service`` fixture
+(``conftest.py``) runs it on a ``ThreadingHTTPServer`` for one test.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+FIXTURES = Path(__file__).parent / "data" / "providers"
+
+
+@dataclass
+class Route:
+    status: int = 200
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+    when: dict[str, str] = field(default_factory=dict)  # query parameters that must match
+
+
+@dataclass
+class FakeService:
+    """Routes ``path -> [Route]`` served by a real HTTP server; requests are recorded.
+
+    The first route of a path whose ``when`` parameters all match the query answers.
+    """
+
+    url: str = ""
+    routes: dict[str, list[Route]] = field(default_factory=dict)
+    requests: list[tuple[str, dict[str, list[str]], dict[str, str]]] = field(default_factory=list)
+
+    def serve(self, path: str, status: int = 200, body: bytes | str | dict = b"", **headers):
+        """Answer ``path`` (replacing earlier routes of it)."""
+        self.routes[path] = []
+        self.add(path, status, body, **headers)
+
+    def add(self, path, status=200, body=b"", when=None, **headers) -> None:
+        """Add a route for ``path`` tried after the existing ones."""
+        if isinstance(body, dict):
+            body = json.dumps(body)
+        if isinstance(body, str):
+            body = body.encode()
+        headers.setdefault("Content_Type", "application/json")
+        self.routes.setdefault(path, []).append(Route(status, body, headers, when or {}))
+
+    def serve_file(self, path: str, name: str) -> None:
+        self.serve(path, body=(FIXTURES / name).read_bytes())
+
+    def route(self, path: str, query: dict[str, list[str]]) -> Route:
+        for route in self.routes.get(path, []):
+            if all(query.get(k) == [v] for k, v in route.when.items()):
+                return route
+        return Route(404, b'{"error": "not found"}', {"Content_Type": "application/json"})
+
+
+@contextmanager
+def serving() -> Iterator[FakeService]:
+    """A :class:`FakeService` answering on a free local port until the block ends."""
+    state = FakeService()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            parts = urlsplit(self.path)
+            state.requests.append((parts.path, parse_qs(parts.query), dict(self.headers)))
+            route = state.route(parts.path, parse_qs(parts.query))
+            self.send_response(route.status)
+            for key, value in route.headers.items():
+                self.send_header(key.replace("_", "-"), value)
+            self.send_header("Content-Length", str(len(route.body)))
+            self.end_headers()
+            self.wfile.write(route.body)
+
+        def log_message(self, *args) -> None:  # keep pytest output clean
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    state.url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
