@@ -49,7 +49,13 @@ it: Singapore price at 1 h (-0.016: the 1 h models are unchanged, and 150-tree 1
 models, which would have passed there, gained nothing at 1 h on the tune window).
 Coverage of P10-P90: 0.81 at 1 h, 0.80 over 1-24 h. About 45 min on 2 heavily shared
 cores, most of it the 1,700 per-horizon fits; ``--plain-from`` reuses them (gridrl
-alone: 170 CPU-seconds, 23 min wall there).
+alone: 170 CPU-seconds, 23 min wall there). On 2 otherwise idle cores the tune window
+takes 600 s, and 183 s with ``--plain-from``.
+``selection.plain_candidate`` on the tune window (``--config`` a copy with it on,
+``--plain-from`` the run with it off): the 1 h forecast got worse on 10 series, better
+on 3, unchanged on 23 (mean 1 h skill vs the per-horizon LightGBM 0.211 against 0.216;
+worst NYIS carbon 0.405 -> 0.314; 1-24 h unchanged): it stays off, and the evaluation
+window was not run with it.
 """
 
 from __future__ import annotations
