@@ -8,6 +8,8 @@ message (got value)``. :data:`Count` and its bounded forms type every whole-numb
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Collection
 from pathlib import Path
 from typing import Annotated, Any
@@ -20,6 +22,12 @@ from pydantic import Field, Strict, ValidationError
 Count = Annotated[int, Strict()]
 PositiveCount = Annotated[int, Strict(), Field(gt=0)]
 NonNegativeCount = Annotated[int, Strict(), Field(ge=0)]
+
+
+def json_hash(data: Any) -> str:
+    """A short stable hash of JSON-able ``data`` (keys sorted): cache keys and the
+    hashes that tell whether two runs or scenarios are the same."""
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def key_path(loc: tuple[Any, ...], prefix: str = "", tags: Collection[str] = ()) -> str:

@@ -8,7 +8,6 @@ Every number the simulation, the data sources or the environment use lives here
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -17,7 +16,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from gridrl.config import Count, format_validation_errors, read_yaml_mapping
+from gridrl.config import Count, format_validation_errors, json_hash, read_yaml_mapping
 from gridrl.errors import GridrlError
 
 NonNeg = Annotated[float, Field(ge=0.0)]
@@ -914,8 +913,7 @@ class Scenario(StrictModel):
         for site in data["sites"]:
             for path, unused in _LATER_KEYS:
                 _drop_unused(site, path, unused)
-        payload = json.dumps(data, sort_keys=True).encode()
-        return hashlib.sha256(payload).hexdigest()[:16]
+        return json_hash(data)
 
 
 def load_scenario(path: str | Path) -> Scenario:

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from provider_helpers import FakeService, serving
+from provider_helpers import TEST_KEY, FakeService, serving
 
 from gridrl.data.datasets import DATA_DIR_ENV_VAR, data_root, fetch_command, registry
 
@@ -36,3 +36,12 @@ def service() -> Iterator[FakeService]:
     """A real local HTTP server with routes set by the test (``provider_helpers``)."""
     with serving() as state:
         yield state
+
+
+@pytest.fixture()
+def entsoe_service(service: FakeService, monkeypatch: pytest.MonkeyPatch) -> FakeService:
+    """``service`` as entsoe-py's endpoint (its own client and HTTP), with a test key."""
+    entsoe = pytest.importorskip("entsoe.entsoe", reason="entsoe-py not installed (gridrl[live])")
+    monkeypatch.setattr(entsoe, "URL", f"{service.url}/api")
+    monkeypatch.setenv("ENTSOE_API_KEY", TEST_KEY)
+    return service

@@ -16,6 +16,12 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 FIXTURES = Path(__file__).parent / "data" / "providers"
+# a made-up API key: tests check it never reaches messages or logs
+TEST_KEY = "sk-test-7f3a9c1e5b"
+# how often the server thread checks for shutdown (s)
+_POLL_S = 0.05
+# bs4's warning when entsoe-py parses its XML with the HTML parser (the start of it)
+ENTSOE_XML_WARNING = "ignore:It looks like you're using an HTML parser to parse an XML"
 
 
 @dataclass
@@ -37,12 +43,21 @@ class FakeService:
     routes: dict[str, list[Route]] = field(default_factory=dict)
     requests: list[tuple[str, dict[str, list[str]], dict[str, str]]] = field(default_factory=list)
 
-    def serve(self, path: str, status: int = 200, body: bytes | str | dict = b"", **headers):
+    def serve(
+        self, path: str, status: int = 200, body: bytes | str | dict = b"", **headers: str
+    ) -> None:
         """Answer ``path`` (replacing earlier routes of it)."""
         self.routes[path] = []
         self.add(path, status, body, **headers)
 
-    def add(self, path, status=200, body=b"", when=None, **headers) -> None:
+    def add(
+        self,
+        path: str,
+        status: int = 200,
+        body: bytes | str | dict = b"",
+        when: dict[str, str] | None = None,
+        **headers: str,
+    ) -> None:
         """Add a route for ``path`` tried after the existing ones."""
         if isinstance(body, dict):
             body = json.dumps(body)
@@ -82,7 +97,7 @@ def serving() -> Iterator[FakeService]:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(_POLL_S,), daemon=True)
     thread.start()
     state.url = f"http://127.0.0.1:{server.server_address[1]}"
     try:
@@ -91,3 +106,19 @@ def serving() -> Iterator[FakeService]:
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+def serve_entsoe(service: FakeService, doc: str, body: str, *, paged: bool, **when: str) -> None:
+    """Answer ENTSO-E requests for document type ``doc`` (and ``when``) with ``body``.
+
+    entsoe-py pages some queries by ``offset`` (0, 100, ...) until the service answers
+    "No matching data found" (:func:`serve_entsoe_no_data`, added last); a paged document
+    is the answer to offset 0 only.
+    """
+    first = {"documentType": doc, **({"offset": "0"} if paged else {}), **when}
+    service.add("/api", body=body, when=first, Content_Type="text/xml")
+
+
+def serve_entsoe_no_data(service: FakeService, no_data: str) -> None:
+    """Answer every other ENTSO-E request with the service's "no data" document."""
+    service.add("/api", body=no_data, Content_Type="text/xml")

@@ -13,12 +13,18 @@ from __future__ import annotations
 
 import json
 import logging
-import warnings
 
 import numpy as np
 import pandas as pd
 import pytest
-from provider_helpers import FIXTURES, FakeService
+from provider_helpers import (
+    ENTSOE_XML_WARNING,
+    FIXTURES,
+    TEST_KEY,
+    FakeService,
+    serve_entsoe,
+    serve_entsoe_no_data,
+)
 
 from gridrl.data.providers import (
     ElectricityMaps,
@@ -34,7 +40,7 @@ from gridrl.data.providers import (
 
 START, END = "2024-06-01T00:00Z", "2024-06-01T06:00Z"
 HOURS = pd.date_range(START, END, freq="h", inclusive="left", name="time")
-SECRET = "sk-test-7f3a9c1e5b"
+SECRET = TEST_KEY
 
 
 UK_PATH = "/intensity/2024-06-01T00:00Z/2024-06-01T06:00Z"
@@ -422,24 +428,17 @@ def test_entsoe_parsing_of_documented_shapes(monkeypatch):
         Entsoe(country_code="DE_LU", series="price,wind").fetch(START, END)
 
 
-def test_entsoe_client_against_local_server(service, monkeypatch, caplog):
+@pytest.mark.filterwarnings(ENTSOE_XML_WARNING)
+def test_entsoe_client_against_local_server(entsoe_service, caplog):
     """entsoe-py's own client, its endpoint pointed at the local server."""
-    entsoe = pytest.importorskip("entsoe.entsoe", reason="entsoe-py not installed (gridrl[live])")
-    from bs4 import XMLParsedAsHTMLWarning
-
-    # entsoe-py parses its XML with bs4's HTML parser, which warns about it.
-    warnings.filterwarnings("ignore", category=XMLParsedAsHTMLWarning)
-    monkeypatch.setattr(entsoe, "URL", f"{service.url}/api")
-    monkeypatch.setenv("ENTSOE_API_KEY", SECRET)
+    service = entsoe_service
     caplog.set_level(logging.DEBUG)
-    xml = {"Content_Type": "text/xml"}
     no_data = (FIXTURES / "entsoe_no_data.xml").read_text()
-    for doc, name in (("A44", "entsoe_a44_de_lu.xml"), ("A65", "entsoe_a65_de_lu.xml")):
-        # The client pages through documents by offset until "No matching data found".
-        body = (FIXTURES / name).read_text()
-        service.add("/api", body=body, when={"documentType": doc, "offset": "0"}, **xml)
-        service.add("/api", body=body, when={"documentType": doc, "processType": "A01"}, **xml)
-    service.add("/api", body=no_data, **xml)
+    # prices are paged; the load forecast is one day-ahead (A01) document
+    serve_entsoe(service, "A44", (FIXTURES / "entsoe_a44_de_lu.xml").read_text(), paged=True)
+    serve_entsoe(service, "A65", (FIXTURES / "entsoe_a65_de_lu.xml").read_text(), paged=False,
+                 processType="A01")
+    serve_entsoe_no_data(service, no_data)
     s = Entsoe(country_code="DE_LU", site="de", timeout_s=5.0).fetch(START, END)
     f = s.site("de")
     # The A44 prices start at 2024-05-31T22:00Z: hour h of the window is position h + 3.

@@ -13,15 +13,20 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import struct
-import warnings
 import xml.etree.ElementTree as ET
 
 import numpy as np
 import pandas as pd
 import pytest
-from provider_helpers import FIXTURES, FakeService
+from provider_helpers import (
+    ENTSOE_XML_WARNING,
+    FIXTURES,
+    TEST_KEY,
+    FakeService,
+    serve_entsoe,
+    serve_entsoe_no_data,
+)
 
 from gridrl.data.providers import (
     ElectricityMaps,
@@ -32,7 +37,10 @@ from gridrl.data.providers import (
 )
 
 RECORDED = FIXTURES / "recorded"
-SECRET = "sk-test-7f3a9c1e5b"
+SECRET = TEST_KEY
+# FlatBuffers' size prefix: a little-endian uint32 before each message
+SIZE_PREFIX = struct.Struct("<I")
+SEQUENCE = "classificationSequence_AttributeInstanceComponent.position"
 
 
 def _half_hour_means(periods: list[dict], value: str, lo: str, hi: str) -> pd.Series:
@@ -78,7 +86,9 @@ def test_uk_region_at_zero_for_two_days(service: FakeService) -> None:
     np.testing.assert_array_equal(got.to_numpy(), want.to_numpy())
 
 
-def test_electricitymaps_recorded_history(service: FakeService, monkeypatch) -> None:
+def test_electricitymaps_recorded_history(
+    service: FakeService, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # France, recorded 2024-07-05 ~10:00Z: 24 hours, the last ones estimated
     name = "electricitymaps_v3_history_FR_2024-07-05.json"
     monkeypatch.setenv("ELECTRICITYMAPS_API_KEY", SECRET)
@@ -90,6 +100,7 @@ def test_electricitymaps_recorded_history(service: FakeService, monkeypatch) -> 
         s.frame[("fr", "carbon_g_per_kwh")].to_numpy(),
         [h["carbonIntensity"] for h in history],
     )
+    # the recording's last 3 hours are estimates; gridrl keeps them as values
     assert sum(h["isEstimated"] for h in history) == 3
     assert service.requests[0][1] == {"zone": ["FR"]}
 
@@ -120,44 +131,32 @@ def _xml_points(text: str, resolution: str) -> pd.Series:
 def _only_sequence(text: str, position: int) -> str:
     """The document with only the time series of one classification sequence, as the
     service answers a request that names it (the recording's request did not)."""
-    head, *series = re.split(r"(?=<TimeSeries>)", text)
-    tail = series[-1][series[-1].index("</TimeSeries>") + len("</TimeSeries>"):]
-    series[-1] = series[-1][: len(series[-1]) - len(tail)]
-    tag = "classificationSequence_AttributeInstanceComponent.position"
-    kept = [t for t in series if f"<{tag}>{position}</{tag}>" in t]
-    return head + "".join(kept) + tail
+    root = ET.fromstring(text)
+    ns = root.tag.split("}")[0].strip("{")
+    ET.register_namespace("", ns)  # no prefix: entsoe-py matches bare tag names
+    series = root.findall(f"{{{ns}}}TimeSeries")
+    for ts in series:
+        if ts.findtext(f"{{{ns}}}{SEQUENCE}") != str(position):
+            root.remove(ts)
+    assert 0 < len(root.findall(f"{{{ns}}}TimeSeries")) < len(series)
+    return ET.tostring(root, encoding="unicode")
 
 
-@pytest.fixture()
-def entsoe_on(service: FakeService, monkeypatch):
-    """entsoe-py's own client, its endpoint pointed at the local server."""
-    entsoe = pytest.importorskip("entsoe.entsoe", reason="entsoe-py not installed (gridrl[live])")
-    from bs4 import XMLParsedAsHTMLWarning
-
-    warnings.filterwarnings("ignore", category=XMLParsedAsHTMLWarning)
-    monkeypatch.setattr(entsoe, "URL", f"{service.url}/api")
-    monkeypatch.setenv("ENTSOE_API_KEY", SECRET)
-    return service
+NO_DATA = RECORDED / "entsoe_ack_no_data_NL.xml"
 
 
-def _serve_entsoe(service: FakeService, doc: str, body: str, **when: str) -> None:
-    xml = {"Content_Type": "text/xml"}
-    no_data = (RECORDED / "entsoe_ack_no_data_NL.xml").read_text()
-    # the client pages through documents by offset until "No matching data found"
-    service.add("/api", body=body, when={"documentType": doc, "offset": "0", **when}, **xml)
-    service.add("/api", body=body, when={"documentType": doc, **when}, **xml)
-    service.add("/api", body=no_data, **xml)
-
-
-def test_entsoe_recorded_prices_of_the_day_ahead_auction(entsoe_on: FakeService, caplog) -> None:
+@pytest.mark.filterwarnings(ENTSOE_XML_WARNING)
+def test_entsoe_recorded_prices_of_the_day_ahead_auction(
+    entsoe_service: FakeService, caplog: pytest.LogCaptureFixture
+) -> None:
     # DE-LU, 2021-01-01 (Brussels): the document holds the hourly day-ahead auction
     # (classification sequence 1) and a 15-minute series (sequence 2) side by side;
     # entsoe-py asks for sequence 1 in DE-LU, and the service answers with it alone
     text = (RECORDED / "entsoe_A44_dayahead_DE-LU_2021-01-01.xml").read_text()
     sdac = _only_sequence(text, 1)
     assert "PT15M" in text and "PT15M" not in sdac
-    seq = "classificationSequence_AttributeInstanceComponent.position"
-    _serve_entsoe(entsoe_on, "A44", sdac, **{seq: "1"})
+    serve_entsoe(entsoe_service, "A44", sdac, paged=True, **{SEQUENCE: "1"})
+    serve_entsoe_no_data(entsoe_service, NO_DATA.read_text())
     caplog.set_level(logging.DEBUG)
     lo, hi = "2020-12-31T23:00Z", "2021-01-01T23:00Z"
     s = Entsoe(country_code="DE_LU", series="price", site="de", timeout_s=5.0).fetch(lo, hi)
@@ -166,21 +165,27 @@ def test_entsoe_recorded_prices_of_the_day_ahead_auction(entsoe_on: FakeService,
     assert len(got) == 24
     np.testing.assert_allclose(got.to_numpy(), hourly.loc[got.index].to_numpy())
     assert SECRET not in caplog.text
+    # the document at offset 0, "no data" at offset 100: paging ends there
+    offsets = [q["offset"] for _, q, _ in entsoe_service.requests]
+    assert offsets == [["0"], ["100"]]
 
 
-def test_entsoe_recorded_actual_load(entsoe_on: FakeService) -> None:
+@pytest.mark.filterwarnings(ENTSOE_XML_WARNING)
+def test_entsoe_recorded_actual_load(entsoe_service: FakeService) -> None:
     # DK1 actual total load (A65, process A16), recorded 2023-12-30: hourly, 47 points
     text = (RECORDED / "entsoe_A65_load_DK1.xml").read_text()
-    _serve_entsoe(entsoe_on, "A65", text)
+    serve_entsoe(entsoe_service, "A65", text, paged=False, processType="A16")
+    serve_entsoe_no_data(entsoe_service, NO_DATA.read_text())
     points = _xml_points(text, "PT60M")
     lo, hi = points.index[0], points.index[-1] + pd.Timedelta("1h")
     s = Entsoe(country_code="DK_1", series="load", site="dk", timeout_s=5.0).fetch(lo, hi)
     np.testing.assert_allclose(s.frame[("dk", "load_mw")].to_numpy(), points.to_numpy())
+    assert len(entsoe_service.requests) == 1
 
 
-def test_entsoe_recorded_no_data_answer(entsoe_on: FakeService) -> None:
-    entsoe_on.add("/api", body=(RECORDED / "entsoe_ack_no_data_NL.xml").read_text(),
-                  Content_Type="text/xml")
+@pytest.mark.filterwarnings(ENTSOE_XML_WARNING)
+def test_entsoe_recorded_no_data_answer(entsoe_service: FakeService) -> None:
+    serve_entsoe_no_data(entsoe_service, NO_DATA.read_text())
     with pytest.raises(ProviderError, match="NL price: NoMatchingDataError") as info:
         Entsoe(country_code="NL", series="price", timeout_s=5.0).fetch(
             "2023-02-19T23:00Z", "2023-02-20T23:00Z")
@@ -192,7 +197,7 @@ def test_openmeteo_refuses_recorded_answers_to_other_questions(service: FakeServ
     # precipitation: one size-prefixed message per location
     pytest.importorskip("openmeteo_requests", reason="openmeteo-requests not installed")
     body = (RECORDED / "openmeteo_forecast_flatbuffers_2loc_2023-08-01.bin").read_bytes()
-    first = body[: 4 + struct.unpack_from("<I", body)[0]]  # Berlin's message
+    first = body[: SIZE_PREFIX.size + SIZE_PREFIX.unpack_from(body)[0]]  # Berlin's message
 
     def fetch(answer: bytes) -> None:
         service.serve("/v1/forecast", body=answer, Content_Type="application/octet-stream")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -10,9 +11,10 @@ import yaml
 from experiments_helpers import GEO3, REPO, write_study
 
 from gridrl.experiments.runner import Unit, plan_units
-from gridrl.experiments.schema import StudyError, load_study
-from gridrl.experiments.tuning import TUNING_FILE, TuningError, load_tuning
+from gridrl.experiments.schema import BackendSpec, StudyError, load_study
+from gridrl.experiments.tuning import TUNING_FILE, TuningError, load_tuning, tune_study
 
+FORECAST_CONFIG = REPO / "forecasts" / "default.yaml"
 TINY_SCENARIO = {
     "name": "tiny",
     "sites": [
@@ -174,13 +176,13 @@ def test_cli_run_rejects_a_bad_study_before_any_work(tmp_path: Path) -> None:
 
 
 def test_run_hash_counts_files_by_content_not_by_path(tmp_path: Path) -> None:
-    # a run folder resumes from another checkout; not after its scenario changed
+    # a run folder resumes from another checkout; not after a value it reads changed
     studies = {}
     for name, workers in (("here", 1), ("there", 2)):
         d = tmp_path / name
         d.mkdir()
         (d / "geo3.yaml").write_text(GEO3.read_text())
-        (d / "forecast.yaml").write_text((REPO / "forecasts" / "default.yaml").read_text())
+        (d / "forecast.yaml").write_text(FORECAST_CONFIG.read_text())
         write_study(d / "study.yaml", scenario="geo3.yaml",
                     forecast={"mode": "lightgbm", "config": "forecast.yaml"},
                     backend={"kind": "local", "max_workers": workers})
@@ -195,19 +197,46 @@ def test_run_hash_counts_files_by_content_not_by_path(tmp_path: Path) -> None:
         return load_study(tmp_path / "there" / "study.yaml").run_hash()
 
     # comments do not count, values do
-    config_text = (REPO / "forecasts" / "default.yaml").read_text()
-    assert rehash("forecast.yaml", "# edited\n" + config_text) == here.run_hash()
+    assert rehash("forecast.yaml", "# edited\n" + FORECAST_CONFIG.read_text()) == here.run_hash()
+    config = yaml.safe_load(FORECAST_CONFIG.read_text())
+    config["lightgbm"]["n_estimators"] += 1
+    assert rehash("forecast.yaml", yaml.safe_dump(config)) != here.run_hash()
+    rehash("forecast.yaml", FORECAST_CONFIG.read_text())
     assert rehash("geo3.yaml", GEO3.read_text() + "\n# edited\n") == here.run_hash()
     changed = yaml.safe_load(GEO3.read_text())
     changed["sites"][0]["gpus"] += 1
     assert rehash("geo3.yaml", yaml.safe_dump(changed)) != here.run_hash()
 
 
-def test_a_tuning_record_of_the_former_hash_moves_to_the_run_hash(tmp_path: Path) -> None:
-    study = load_study(write_study(tmp_path / "study.yaml"))
-    record = {"study_hash": study.path_run_hash(), "agents": {}}
+def test_a_forecaster_config_no_mode_reads_does_not_count(tmp_path: Path) -> None:
+    (tmp_path / "forecast.yaml").write_text(FORECAST_CONFIG.read_text())
+    path = write_study(tmp_path / "study.yaml",
+                       forecast={"mode": "perfect", "config": "forecast.yaml"})
+    with_config = load_study(path).run_hash()
+    (tmp_path / "forecast.yaml").unlink()
+    assert load_study(path).run_hash() == with_config
+
+
+def test_run_hash_needs_resolved_files(tmp_path: Path) -> None:
+    path = write_study(tmp_path / "study.yaml", scenario="geo3.yaml")
+    with pytest.raises(StudyError, match="check_files=True"):
+        load_study(path, check_files=False).run_hash()
+
+
+def test_folders_of_the_former_hash_resume_and_move_to_the_run_hash(tmp_path: Path) -> None:
+    study = load_study(write_study(
+        tmp_path / "study.yaml",
+        agents=[{"name": "static", "reference": "static"}],
+        tuning={"grid": {"static": {"cap": [0.8, 1.0]}}}))
+    # the formula of run folders recorded before run_hash: the study with its file paths
+    former = hashlib.sha256(json.dumps(
+        study.model_copy(update={"backend": BackendSpec(), "output_dir": None}).model_dump(
+            mode="json"), sort_keys=True).encode()).hexdigest()[:16]
+    assert study.path_run_hash() == former
+    record = {"study_hash": former, "agents": {}}
     (tmp_path / TUNING_FILE).write_text(json.dumps(record))
-    assert load_tuning(tmp_path, study)["study_hash"] == study.run_hash()
+    assert load_tuning(tmp_path, study) == record
+    assert tune_study(study, Path(study.scenario), tmp_path)["study_hash"] == study.run_hash()
     assert json.loads((tmp_path / TUNING_FILE).read_text())["study_hash"] == study.run_hash()
     (tmp_path / TUNING_FILE).write_text(json.dumps({**record, "study_hash": "other"}))
     with pytest.raises(TuningError, match="another study"):

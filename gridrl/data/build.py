@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from gridrl.config import json_hash
 from gridrl.data.loaders.multiregion import (
     load_multiregion_carbon,
     load_multiregion_price,
@@ -384,14 +385,9 @@ def _multiregion_fingerprints(site: SiteConfig) -> list[Any]:
 
 def cache_path(scenario: Scenario, base_dir: Path | None = None) -> Path:
     """Where the built signals of ``scenario`` are cached."""
-    import hashlib
-    import json
-
-    key = json.dumps(
-        [scenario.content_hash(), BUILD_VERSION, _csv_fingerprints(scenario, base_dir)],
-        sort_keys=True,
+    digest = json_hash(
+        [scenario.content_hash(), BUILD_VERSION, _csv_fingerprints(scenario, base_dir)]
     )
-    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     return default_cache_dir() / "signals" / f"{scenario.name}-{digest}.parquet"
 
 

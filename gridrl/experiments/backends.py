@@ -126,9 +126,24 @@ def run_local(
             for fut in done:
                 result, error = fut.result()
                 yield futures[fut], result, error
+    except BaseException:
+        # stopped (Ctrl-C, SIGTERM, an error in the caller): running units end now.
+        # Ctrl-C reaches the workers through the terminal, SIGTERM only the driver.
+        _terminate_workers(pool)
+        raise
     finally:
-        # interrupted (Ctrl-C, an error in the caller): queued units do not start
+        # queued units do not start
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _terminate_workers(pool: ProcessPoolExecutor) -> None:
+    """End the pool's worker processes (and no other process of the caller's)."""
+    terminate = getattr(pool, "terminate_workers", None)  # Python 3.14+
+    if terminate is not None:
+        terminate()
+        return
+    for proc in list((getattr(pool, "_processes", None) or {}).values()):
+        proc.terminate()
 
 
 def run_ray(

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import multiprocessing
 import os
 import shlex
 import signal
@@ -447,16 +446,13 @@ def merge_run(plan: RunPlan, report: bool, progress: RunProgress) -> None:
 @contextlib.contextmanager
 def _terminate_as_interrupt() -> Iterator[None]:
     """Let SIGTERM (``kill``, a batch scheduler) stop the driver as Ctrl-C does, so that
-    its time is recorded: the local workers are ended too (Ctrl-C reaches them through
-    the terminal; SIGTERM only the driver, and a scheduler's grace period is short).
+    its time is recorded and the local pool ends its workers (``backends.run_local``).
     Only the main thread may install a signal handler."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def stop(signum: int, frame: Any) -> None:
-        for child in multiprocessing.active_children():
-            child.terminate()
         raise KeyboardInterrupt(f"signal {signum}")
 
     previous = signal.signal(signal.SIGTERM, stop)

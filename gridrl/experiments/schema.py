@@ -13,8 +13,6 @@ against the directory of the study file; the resolved study stores absolute path
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -40,7 +38,7 @@ from gridrl.agents.specs import (
     algo_class,
     check_name,
 )
-from gridrl.config import Count, format_validation_errors, key_path, read_yaml_mapping
+from gridrl.config import Count, format_validation_errors, json_hash, key_path, read_yaml_mapping
 from gridrl.errors import GridrlError
 from gridrl.forecast.config import ForecastConfigError, load_forecast_config
 from gridrl.scenario import Periods, ScenarioError, load_scenario
@@ -376,30 +374,44 @@ class Study(StrictSpec):
 
     def content_hash(self) -> str:
         """Hash of the resolved study as written (file references by path)."""
-        return _hash_json(self.model_dump(mode="json"))
+        return json_hash(self.model_dump(mode="json"))
 
     def run_hash(self) -> str:
         """Hash of what a run's results depend on; a resumed run must match the run it
-        continues. Backend and output folder are left out, and the scenario and the
-        forecaster config count by content, not by path: a run folder resumes from
-        another checkout or machine, and not after its scenario changed. Needs the
-        files (a study from :func:`load_study`)."""
+        continues.
+
+        Backend and output folder are left out; the scenario counts by its validated
+        values (:meth:`Scenario.content_hash`) and the forecaster config, when a
+        forecast mode reads it, by its YAML values: a run folder resumes from another
+        checkout or machine, and not after a value in either changed (data files the
+        scenario points to are not read here). Needs the files: a study from
+        :func:`load_study` with ``check_files``.
+        """
+        if not Path(self.scenario).is_absolute():
+            raise StudyError(
+                f"scenario {self.scenario!r}: run_hash needs a study from "
+                "load_study(..., check_files=True) (file paths resolved)"
+            )
         data = self.model_dump(mode="json", exclude={"backend", "output_dir"})
         data["scenario"] = load_scenario(self.scenario).content_hash()
-        if self.forecast.config is not None:
-            data["forecast"]["config"] = _hash_json(read_yaml_mapping(
-                Path(self.forecast.config), StudyError, "forecaster config"))
-        return _hash_json(data)
+        if self.forecast.config is not None and self.reads_forecaster():
+            data["forecast"]["config"] = json_hash(read_yaml_mapping(
+                Path(self.forecast.config), StudyError, "forecaster config", empty_ok=True))
+        else:
+            data["forecast"]["config"] = None
+        return json_hash(data)
 
     def path_run_hash(self) -> str:
-        """:meth:`run_hash` as run folders made before it recorded it (files by path);
-        accepted on resume on the same paths."""
+        """The former :meth:`run_hash` (file references by path), which run folders made
+        before it recorded; accepted on resume from the same paths, with no check of the
+        files' values."""
         return self.model_copy(update={"backend": BackendSpec(), "output_dir": None}
                                ).content_hash()
 
-
-def _hash_json(data: Any) -> str:
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+    def reads_forecaster(self) -> bool:
+        """Whether a forecast mode of the study (its own or an ablation's) fits models."""
+        modes = [self.forecast.mode, *(self.ablation.forecast_modes if self.ablation else [])]
+        return any(_mode_needs_forecaster(m) for m in modes)
 
 
 # Discriminator tags of the agent union (not YAML keys; left out of error paths).
@@ -464,10 +476,7 @@ def load_study(path: str | Path, *, check_files: bool = True) -> Study:
             "or in the study's periods)"
         )
     forecast = study.forecast
-    needs_forecaster = any(
-        _mode_needs_forecaster(m)
-        for m in [forecast.mode, *(study.ablation.forecast_modes if study.ablation else [])]
-    )
+    needs_forecaster = study.reads_forecaster()
     config_path: str | None = None
     if forecast.config is not None:
         try:

@@ -144,8 +144,8 @@ class RunStore:
             if resume and old.get("study_hash") not in (study_hash, *also_accept):
                 raise RunDirError(
                     f"{self.run_dir}: made by a different study (hash {old.get('study_hash')},"
-                    f" now {study_hash}); resume only with the same study file, or use"
-                    " another output folder"
+                    f" now {study_hash}); resume only with the same study, scenario and forecaster"
+                    " config values, or use another output folder"
                 )
         # every marker counts, damaged or not: a fresh run never mixes with an old one
         finished = self.marked_units()

@@ -125,7 +125,12 @@ def tune_study(study: Study, scenario_path: Path | list[Path], run_dir: Path) ->
         return {}
     path = Path(run_dir) / TUNING_FILE
     if path.is_file():
-        return load_tuning(run_dir, study)
+        record = load_tuning(run_dir, study)
+        if record["study_hash"] != study.run_hash():
+            # recorded under the former hash (files by path): from now on it moves with them
+            record["study_hash"] = study.run_hash()
+            _write_record(path, record)
+        return record
     from gridrl.agents.evaluate import make_setup
     from gridrl.agents.train import env_inputs
     from gridrl.experiments.units import agent_scenario
@@ -176,13 +181,9 @@ def load_tuning(run_dir: Path, study: Study | None = None) -> dict[str, Any]:
         record = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise TuningError(f"{path}: unreadable tuning record ({exc})") from None
-    if study is None or record.get("study_hash") == study.run_hash():
-        return record
-    if record.get("study_hash") != study.path_run_hash():
+    if study is not None and record.get("study_hash") not in (
+            study.run_hash(), study.path_run_hash()):
         raise TuningError(f"{path}: tuning record of another study (delete it to tune again)")
-    # recorded before run hashes counted files by content: from now on it moves with them
-    record["study_hash"] = study.run_hash()
-    _write_record(path, record)
     return record
 
 
