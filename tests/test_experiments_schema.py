@@ -161,6 +161,12 @@ def test_shipped_studies_validate(name: str) -> None:
         assert {"sac", "rppo"} <= agents and len(study.seeds) == 5
 
 
+@pytest.mark.parametrize("path", sorted((REPO / "experiments").glob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_every_shipped_study_validates_and_plans(path: Path) -> None:
+    assert plan_units(load_study(path))
+
+
 def test_cli_run_rejects_a_bad_study_before_any_work(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
