@@ -40,7 +40,6 @@ from gridrl.data.providers import (
 
 START, END = "2024-06-01T00:00Z", "2024-06-01T06:00Z"
 HOURS = pd.date_range(START, END, freq="h", inclusive="left", name="time")
-SECRET = TEST_KEY
 
 
 UK_PATH = "/intensity/2024-06-01T00:00Z/2024-06-01T06:00Z"
@@ -156,7 +155,7 @@ def test_unreachable_service_is_named():
 
 
 def test_electricitymaps_history_then_forecast(service, monkeypatch):
-    monkeypatch.setenv("ELECTRICITYMAPS_API_KEY", SECRET)
+    monkeypatch.setenv("ELECTRICITYMAPS_API_KEY", TEST_KEY)
     service.serve_file(EM_HISTORY, "electricitymaps_history.json")
     service.serve_file(EM_FORECAST, "electricitymaps_forecast.json")
     s = ElectricityMaps(zone="DE", base_url=service.url, site="de").fetch(START, END)
@@ -167,8 +166,8 @@ def test_electricitymaps_history_then_forecast(service, monkeypatch):
     assert (note["history_hours"], note["forecast_hours"]) == (4, 4)
     for path, query, headers in service.requests:
         assert query == {"zone": ["DE"]}
-        assert headers["auth-token"] == SECRET
-        assert SECRET not in path
+        assert headers["auth-token"] == TEST_KEY
+        assert TEST_KEY not in path
     # Without the forecast the hours after the history are missing: a clear error.
     with pytest.raises(ProviderError, match="no data for 2 of the 6 hours"):
         ElectricityMaps(zone="DE", base_url=service.url, forecast=False).fetch(START, END)
@@ -179,9 +178,9 @@ def test_electricitymaps_key_never_in_messages_or_logs(service, monkeypatch, cap
     monkeypatch.delenv("ELECTRICITYMAPS_API_KEY", raising=False)
     with pytest.raises(ProviderError, match="set the environment variable ELECTRICITYMAPS_API_KEY"):
         ElectricityMaps(zone="DE", base_url=service.url).fetch(START, END)
-    monkeypatch.setenv("ELECTRICITYMAPS_API_KEY", SECRET)
+    monkeypatch.setenv("ELECTRICITYMAPS_API_KEY", TEST_KEY)
     # A service that echoes the key back in its error body: the message scrubs it.
-    service.serve(EM_HISTORY, status=401, body=f'{{"message": "invalid token {SECRET}"}}')
+    service.serve(EM_HISTORY, status=401, body=f'{{"message": "invalid token {TEST_KEY}"}}')
     with pytest.raises(ProviderError) as info:
         ElectricityMaps(zone="DE", base_url=service.url).fetch(START, END)
     assert "HTTP 401" in str(info.value) and "invalid token ***" in str(info.value)
@@ -189,15 +188,15 @@ def test_electricitymaps_key_never_in_messages_or_logs(service, monkeypatch, cap
     service.serve_file(EM_FORECAST, "electricitymaps_forecast.json")
     out = tmp_path / "de.csv"
     poll_to_csv(ElectricityMaps(zone="DE", base_url=service.url), out, START, END)
-    assert SECRET not in str(info.value)
-    assert SECRET not in caplog.text
-    assert SECRET not in repr(ElectricityMaps(zone="DE"))
-    assert SECRET not in out.read_text()
+    assert TEST_KEY not in str(info.value)
+    assert TEST_KEY not in caplog.text
+    assert TEST_KEY not in repr(ElectricityMaps(zone="DE"))
+    assert TEST_KEY not in out.read_text()
     assert any("127.0.0.1" in r.getMessage() for r in caplog.records)  # urllib3 did log
 
 
 def test_electricitymaps_bad_entries(service, monkeypatch):
-    monkeypatch.setenv("ELECTRICITYMAPS_API_KEY", SECRET)
+    monkeypatch.setenv("ELECTRICITYMAPS_API_KEY", TEST_KEY)
     body = json.loads((FIXTURES / "electricitymaps_forecast.json").read_text())
     body["forecast"][3]["carbonIntensity"] = -5
     service.serve_file(EM_HISTORY, "electricitymaps_history.json")
@@ -448,17 +447,17 @@ def test_entsoe_client_against_local_server(entsoe_service, caplog):
     # 15-minute loads 45000 + 20 j from 22:00Z: hour h has j = 8 + 4h .. 11 + 4h.
     np.testing.assert_allclose(f["load_forecast_mw"], [45190.0 + 80 * h for h in range(6)])
     sent = [q for path, q, _ in service.requests if path == "/api"]
-    assert sent and all(q["securityToken"] == [SECRET] for q in sent)  # the API's design
-    assert any(SECRET in str(q) for q in sent)
+    assert sent and all(q["securityToken"] == [TEST_KEY] for q in sent)  # the API's design
+    assert any(TEST_KEY in str(q) for q in sent)
     assert "/api" in caplog.text  # the client and urllib3 logged the requests ...
-    assert SECRET not in caplog.text  # ... with the key scrubbed
+    assert TEST_KEY not in caplog.text  # ... with the key scrubbed
     # An error page that quotes the request: the key is scrubbed from the message.
     service.serve(
-        "/api", status=401, body=f"<html>bad token {SECRET}</html>", Content_Type="text/html"
+        "/api", status=401, body=f"<html>bad token {TEST_KEY}</html>", Content_Type="text/html"
     )
     with pytest.raises(ProviderError, match="DE_LU price: HTTPError: 401") as info:
         Entsoe(country_code="DE_LU", timeout_s=5.0).fetch(START, END)
-    assert SECRET not in str(info.value) and SECRET not in caplog.text
+    assert TEST_KEY not in str(info.value) and TEST_KEY not in caplog.text
 
 
 def test_library_providers_without_packages_or_keys(monkeypatch):
@@ -555,7 +554,7 @@ def test_cli_live_polls_into_file(service, tmp_path, monkeypatch):
 
     from gridrl.cli import app
 
-    monkeypatch.setenv("ELECTRICITYMAPS_API_KEY", SECRET)
+    monkeypatch.setenv("ELECTRICITYMAPS_API_KEY", TEST_KEY)
     service.serve_file(EM_HISTORY, "electricitymaps_history.json")
     service.serve_file(EM_FORECAST, "electricitymaps_forecast.json")
     out = tmp_path / "de.csv"
@@ -565,7 +564,7 @@ def test_cli_live_polls_into_file(service, tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     assert "6 hours 2024-06-01 00:00:00+00:00 .. 2024-06-01 05:00:00+00:00" in result.output
     assert pd.read_csv(out)["carbon_g_per_kwh"].tolist() == [320, 321, 322, 323, 402, 403]
-    assert SECRET not in result.output
+    assert TEST_KEY not in result.output
 
     service.serve(EM_HISTORY, status=429, body="", Retry_After="30")
     result = CliRunner().invoke(app, args)

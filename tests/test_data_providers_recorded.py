@@ -37,7 +37,6 @@ from gridrl.data.providers import (
 )
 
 RECORDED = FIXTURES / "recorded"
-SECRET = TEST_KEY
 # FlatBuffers' size prefix: a little-endian uint32 before each message
 SIZE_PREFIX = struct.Struct("<I")
 SEQUENCE = "classificationSequence_AttributeInstanceComponent.position"
@@ -91,7 +90,7 @@ def test_electricitymaps_recorded_history(
 ) -> None:
     # France, recorded 2024-07-05 ~10:00Z: 24 hours, the last ones estimated
     name = "electricitymaps_v3_history_FR_2024-07-05.json"
-    monkeypatch.setenv("ELECTRICITYMAPS_API_KEY", SECRET)
+    monkeypatch.setenv("ELECTRICITYMAPS_API_KEY", TEST_KEY)
     service.serve_file("/v3/carbon-intensity/history", f"recorded/{name}")
     history = json.loads((RECORDED / name).read_text())["history"]
     lo, hi = history[0]["datetime"], pd.Timestamp(history[-1]["datetime"]) + pd.Timedelta("1h")
@@ -164,7 +163,7 @@ def test_entsoe_recorded_prices_of_the_day_ahead_auction(
     hourly = _xml_points(text, "PT60M")
     assert len(got) == 24
     np.testing.assert_allclose(got.to_numpy(), hourly.loc[got.index].to_numpy())
-    assert SECRET not in caplog.text
+    assert TEST_KEY not in caplog.text
     # the document at offset 0, "no data" at offset 100: paging ends there
     offsets = [q["offset"] for _, q, _ in entsoe_service.requests]
     assert offsets == [["0"], ["100"]]
@@ -189,7 +188,7 @@ def test_entsoe_recorded_no_data_answer(entsoe_service: FakeService) -> None:
     with pytest.raises(ProviderError, match="NL price: NoMatchingDataError") as info:
         Entsoe(country_code="NL", series="price", timeout_s=5.0).fetch(
             "2023-02-19T23:00Z", "2023-02-20T23:00Z")
-    assert SECRET not in str(info.value)
+    assert TEST_KEY not in str(info.value)
 
 
 def test_openmeteo_refuses_recorded_answers_to_other_questions(service: FakeService) -> None:

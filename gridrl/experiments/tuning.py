@@ -126,9 +126,10 @@ def tune_study(study: Study, scenario_path: Path | list[Path], run_dir: Path) ->
     path = Path(run_dir) / TUNING_FILE
     if path.is_file():
         record = load_tuning(run_dir, study)
-        if record["study_hash"] != study.run_hash():
+        current = study.run_hash()
+        if record["study_hash"] != current:
             # recorded under the former hash (files by path): from now on it moves with them
-            record["study_hash"] = study.run_hash()
+            record["study_hash"] = current
             _write_record(path, record)
         return record
     from gridrl.agents.evaluate import make_setup
