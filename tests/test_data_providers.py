@@ -37,6 +37,7 @@ from gridrl.data.providers import (
     make_provider,
     poll_to_csv,
 )
+from gridrl.data.providers.base import hourly_from_intervals, intervals_of_readings
 
 START, END = "2024-06-01T00:00Z", "2024-06-01T06:00Z"
 HOURS = pd.date_range(START, END, freq="h", inclusive="left", name="time")
@@ -404,6 +405,21 @@ def test_gridstatus_parsing_of_documented_frames(monkeypatch):
         GridStatus(iso="CAISO", location="X", load=False).fetch(START, END)
     with pytest.raises(ProviderError, match="iso 'CAISOX'"):
         GridStatus(iso="CAISOX").fetch(START, END)
+
+
+def test_readings_held_across_the_hour():
+    # readings every 5 minutes from 00:57:30: each counts in the hours it spans
+    times = pd.date_range("2024-06-01T00:57:30Z", "2024-06-01T02:57:30Z", freq="5min")
+    values = np.arange(len(times), dtype=float)
+    starts, ends, at = intervals_of_readings(pd.Series(times), "p", "w")
+    window = (pd.Timestamp("2024-06-01T01:00Z"), pd.Timestamp("2024-06-01T03:00Z"))
+    got = hourly_from_intervals(starts, ends, values[at], "p", "w", window)
+    # the first hour: 2.5 minutes of reading 0, 5 of readings 1..11, 2.5 of reading 12
+    first = (2.5 * 0 + 5 * sum(range(1, 12)) + 2.5 * 12) / 60
+    assert got.loc[window[0]] == pytest.approx(first)
+    assert got.loc[window[0] + pd.Timedelta(hours=1)] == pytest.approx(first + 12)
+    with pytest.raises(ProviderError, match="not in time order"):
+        intervals_of_readings(pd.Series(times[::-1]), "p", "w")
 
 
 def test_entsoe_parsing_of_documented_shapes(monkeypatch):

@@ -31,6 +31,7 @@ from provider_helpers import (
 from gridrl.data.providers import (
     ElectricityMaps,
     Entsoe,
+    GridStatus,
     OpenMeteo,
     ProviderError,
     UKCarbonIntensity,
@@ -208,3 +209,60 @@ def test_openmeteo_refuses_recorded_answers_to_other_questions(service: FakeServ
     # gridrl asks for temperature, wind and radiation
     with pytest.raises(ProviderError, match="2 hourly variables where 5 were asked"):
         fetch(first)
+
+
+@pytest.fixture()
+def nyiso_service(service: FakeService, monkeypatch: pytest.MonkeyPatch) -> FakeService:
+    """``service`` as NYISO's file host for gridstatus (its own HTTP and parsing)."""
+    nyiso = pytest.importorskip("gridstatus.nyiso", reason="gridstatus not installed (gridrl[iso])")
+    monkeypatch.setattr(nyiso, "OASIS_POSTINGS_URL", service.url)
+    return service
+
+
+def _held_hourly_means(times: pd.Series, values: pd.Series, end: pd.Timestamp) -> np.ndarray:
+    """Hourly means of readings each held until the next, second by second."""
+    start = times.iloc[0]
+    seconds = int((end - start).total_seconds())
+    offset = ((times - start).dt.total_seconds()).to_numpy(int)
+    held = values.to_numpy()[np.searchsorted(offset, np.arange(seconds), side="right") - 1]
+    return held.reshape(-1, 3600).mean(axis=1)
+
+
+# gridrl asks every ISO through get_lmp; NYISO's per-market replacement also fetches the
+# generators' prices, which are not asked for
+@pytest.mark.filterwarnings("ignore:NYISO.get_lmp is deprecated:DeprecationWarning")
+def test_gridstatus_nyiso_recorded_day(nyiso_service: FakeService) -> None:
+    # NYISO's files of 2017-11-22 (EST, UTC-5): real-time load of the 11 zones every 5
+    # minutes with off-cycle readings between (00:07:34, 00:09:40, ...), and the
+    # day-ahead zonal prices; gridstatus also asks for the next day's files (404 here)
+    load_name, price_name = "nyiso_pal_2017-11-22.csv", "nyiso_damlbmp_zone_2017-11-22.csv"
+    nyiso_service.serve_file("/RT_ACTUAL_LOAD/CSV/2017/11/22/pal-20171122.csv",
+                             f"recorded/{load_name}")
+    nyiso_service.serve_file("/DAM_LBMP_ZONE/CSV/2017/11/22/damlbmp_zone-20171122.csv",
+                             f"recorded/{price_name}")
+    lo, hi = pd.Timestamp("2017-11-22T05:00Z"), pd.Timestamp("2017-11-23T05:00Z")
+    got = GridStatus(iso="NYISO", location="N.Y.C.", site="nyc").fetch(lo, hi).site("nyc")
+
+    pal = pd.read_csv(RECORDED / load_name)
+    assert set(pal["Time Zone"]) == {"EST"}
+    total = pal.groupby("Time Stamp", sort=False)["Load"].sum()  # the state's load
+    times = pd.to_datetime(pd.Series(total.index), format="%m/%d/%Y %H:%M:%S") + pd.Timedelta(
+        hours=5)
+    assert len(total) == 290 and (times.dt.second != 0).any()  # off-cycle readings
+    want = _held_hourly_means(times.dt.tz_localize("UTC"), total, hi)
+    np.testing.assert_allclose(got["load_mw"].to_numpy(), want, rtol=1e-9)
+
+    lbmp = pd.read_csv(RECORDED / price_name)
+    nyc = lbmp[lbmp["Name"] == "N.Y.C."]
+    assert list(got.index) == list(pd.date_range(lo, hi, freq="h", inclusive="left"))
+    np.testing.assert_allclose(got["price_per_mwh"].to_numpy(), nyc["LBMP ($/MWHr)"].to_numpy())
+    paths = [path for path, _, _ in nyiso_service.requests]
+    assert "/RT_ACTUAL_LOAD/CSV/2017/11/22/pal-20171122.csv" in paths
+
+    # a reading missing from the day leaves a hole, never held over
+    rows = pal["Time Stamp"] != "11/22/2017 13:35:00"
+    nyiso_service.serve("/RT_ACTUAL_LOAD/CSV/2017/11/22/pal-20171122.csv",
+                        body=pal[rows].to_csv(index=False), Content_Type="text/csv")
+    with pytest.raises(ProviderError, match=r"NYISO load: hour 2017-11-22 18:00:00\+00:00 is "
+                       "covered for 55 of 60 minutes"):
+        GridStatus(iso="NYISO", site="nyc").fetch(lo, hi)

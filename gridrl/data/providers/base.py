@@ -309,6 +309,38 @@ def hourly_from_intervals(
     return pd.Series(sums["wv"].to_numpy()[full] / sums["w"].to_numpy()[full], sums.index[full])
 
 
+def intervals_of_readings(
+    times: pd.DatetimeIndex, provider: str, where: str
+) -> tuple[pd.DatetimeIndex, pd.DatetimeIndex, np.ndarray]:
+    """``[start, end)`` intervals of readings taken at ``times`` (tz-aware, increasing),
+    split at hour boundaries for :func:`hourly_from_intervals`.
+
+    A reading holds until the next one, for at most the usual spacing (the most common
+    step; off-cycle readings in between shorten it):
+    a reading missing from the series leaves a hole, which is not held over. Returns the
+    starts, the ends and, for every interval, the position of its reading.
+    """
+    times = pd.DatetimeIndex(times).tz_convert("UTC")
+    if len(times) < 2:
+        raise ProviderError(f"{provider}: {where}: {len(times)} reading(s); the spacing of "
+                            "readings needs two")
+    steps = np.diff(times.asi8)
+    if (steps <= 0).any():
+        p = int(np.flatnonzero(steps <= 0)[0])
+        raise ProviderError(f"{provider}: {where}: readings not in time order at {times[p + 1]}")
+    t = times.asi8
+    values, counts = np.unique(steps, return_counts=True)
+    step = int(values[np.argmax(counts)])
+    end = np.minimum(np.append(t[1:], t[-1] + step), t + step)
+    # a reading whose interval runs into the next hour counts in both
+    boundary = times.floor("h").asi8 + HOUR_TD.value
+    split = np.flatnonzero(end > boundary)
+    position = np.concatenate([np.arange(len(t)), split])
+    starts = np.concatenate([t, boundary[split]])
+    ends = np.concatenate([np.minimum(end, boundary), end[split]])
+    return pd.DatetimeIndex(starts, tz="UTC"), pd.DatetimeIndex(ends, tz="UTC"), position
+
+
 class _Redact(logging.Filter):
     """Replace a secret in a log record's rendered message."""
 

@@ -4,9 +4,12 @@
 APIs behind one interface and returns frames with tz-aware ``Interval Start`` and
 ``Interval End`` columns: ``get_load(date, end=..)`` adds ``Load`` (MW) and
 ``get_lmp(date, end=.., market=.., locations=[..])`` adds ``Location`` and ``LMP``
-($/MWh). The library does its own HTTP, to the ISOs' own hosts, so the one call into
-it is ``GridStatus.query`` and everything after it (interval checks, hourly means,
-validation) is gridrl's and tested on frames of that documented shape.
+($/MWh). Some ISOs' loads come as readings at a ``Time`` instead (NYISO: every 5
+minutes, with off-cycle readings between). The library does its own HTTP, to the ISOs'
+own hosts, so the one call into it is ``GridStatus.query`` and everything after it
+(interval checks, hourly means, validation) is gridrl's: tested on frames of that
+documented shape, and through gridstatus itself on NYISO answers recorded from the live
+service (its host pointed at a local server).
 
 Install with ``pip install 'gridrl[iso]'``.
 """
@@ -18,14 +21,19 @@ from typing import Any, ClassVar
 
 import pandas as pd
 
-from gridrl.data.providers.base import Provider, ProviderError, hourly_from_intervals
+from gridrl.data.providers.base import (
+    Provider,
+    ProviderError,
+    hourly_from_intervals,
+    intervals_of_readings,
+)
 from gridrl.data.signals import Signals
 
 __all__ = ["GridStatus"]
 
 ISOS = ("CAISO", "Ercot", "ISONE", "MISO", "NYISO", "PJM", "SPP", "IESO")
 KINDS = ("load", "lmp")
-START, END = "Interval Start", "Interval End"
+START, END, TIME = "Interval Start", "Interval End", "Time"
 
 
 @dataclass
@@ -94,10 +102,14 @@ class GridStatus(Provider):
     def parse(
         self, kind: str, frame: pd.DataFrame, window: tuple[pd.Timestamp, pd.Timestamp]
     ) -> pd.Series:
-        """Hourly means of gridstatus's ``Load`` or ``LMP`` column."""
+        """Hourly means of gridstatus's ``Load`` or ``LMP`` column: over its intervals, or
+        for a frame of readings (``Time`` only, as NYISO's load), each reading held until
+        the next (:func:`~gridrl.data.providers.base.intervals_of_readings`)."""
         where = f"{self.iso} {kind}"
         value = "Load" if kind == "load" else "LMP"
-        missing = [c for c in (START, END, value) if c not in frame.columns]
+        readings = START not in frame.columns and END not in frame.columns
+        times = [TIME] if readings else [START, END]
+        missing = [c for c in (*times, value) if c not in frame.columns]
         if missing:
             raise ProviderError(
                 f"{self.name}: {where}: column {missing[0]!r} missing; the frame has "
@@ -110,10 +122,13 @@ class GridStatus(Provider):
                     f"{self.name}: {where}: rows for other locations {others[:3]} where only "
                     f"{self.location!r} was asked"
                 )
-        starts, ends = frame[START], frame[END]
-        for col in (starts, ends):
-            if getattr(col.dt, "tz", None) is None:
-                raise ProviderError(f"{self.name}: {where}: {col.name!r} has no time zone")
-        return hourly_from_intervals(
-            pd.DatetimeIndex(starts), pd.DatetimeIndex(ends), frame[value], self.name, where, window
-        )
+        for col in times:
+            if getattr(frame[col].dt, "tz", None) is None:
+                raise ProviderError(f"{self.name}: {where}: {col!r} has no time zone")
+        values = frame[value].to_numpy()
+        if readings:
+            starts, ends, at = intervals_of_readings(frame[TIME], self.name, where)
+            values = values[at]
+        else:
+            starts, ends = pd.DatetimeIndex(frame[START]), pd.DatetimeIndex(frame[END])
+        return hourly_from_intervals(starts, ends, values, self.name, where, window)
