@@ -56,6 +56,11 @@ takes 600 s, and 183 s with ``--plain-from``.
 on 3, unchanged on 23 (mean 1 h skill vs the per-horizon LightGBM 0.211 against 0.216;
 worst NYIS carbon 0.405 -> 0.314; 1-24 h unchanged): it stays off, and the evaluation
 window was not run with it.
+Also tried on the tune window only, none adopted (mean skill vs the per-horizon LightGBM
+at 1 h / over 1-24 h; 0.216 / 0.266 with the config): selection over the last 60 days
+0.215 / 0.268, over 90 days 0.184 / 0.263 (short at 1 h on Singapore price, -0.095, and
+PJM price); ``lightgbm.max_bin`` 255 0.213 / 0.267; 31 leaves of 20 rows 0.216 / 0.258.
+So the Singapore 1 h gap of the evaluation window has no fix backed by the tune window.
 """
 
 from __future__ import annotations
