@@ -29,7 +29,13 @@ from gridrl.forecast.config import (
 from gridrl.forecast.crossfit import weather_for
 from gridrl.forecast.features import required_history_h
 from gridrl.forecast.inputs import signal_table
-from gridrl.forecast.model import MODEL_FORMAT_VERSION, QuantileForecaster, own_model_horizons
+from gridrl.forecast.model import (
+    HOLD,
+    MODEL_FORMAT_VERSION,
+    Member,
+    QuantileForecaster,
+    own_model_horizons,
+)
 from gridrl.forecast.plain import PLAIN, quantile_params
 
 TARGETS = ["pv_kw", "wind_kw", "headroom_kw", "carbon_g_per_kwh"]
@@ -327,8 +333,32 @@ def test_plain_member_survives_save_and_load(sg_price, tmp_path):
         QuantileForecaster.load(d)
 
 
+def test_hold_candidate_scored_as_persistence_and_kept_on_save(sg_price, tmp_path):
+    """``hold`` is scored as the no-change forecast of the selection window, and a model
+    whose member it is forecasts the issue-time value at every quantile."""
+    table, cfg, train, origin, _ = sg_price
+    from gridrl.forecast.config import SelectionConfig
+
+    hold = cfg.model_copy(update={"selection": SelectionConfig(
+        models=["own"], references=["last"], blend=False, hold_candidate=True)})
+    model = QuantileForecaster(hold, {"SG": SINGAPORE}, seed=0).fit(table, train)
+    m = model.models["price_per_mwh"]
+    y = table.column("price_per_mwh")[:, 0]
+    issue = np.arange(origin - 1 - hold.selection.window_h, origin - 1)  # pairs inside
+    assert m.selection["h1"][HOLD] == pytest.approx(np.mean(np.abs(y[issue + 1] - y[issue])))
+    m.own[1] = [Member(HOLD, {})]
+    rows = np.arange(origin, origin + 24 * 7)
+    pred = model.predict(table, rows, HORIZONS, bounds=False)
+    want = np.repeat(y[rows, None], len(hold.quantiles), axis=1).astype(np.float32)
+    np.testing.assert_array_equal(pred[:, 0, 0, 0, :], want)
+    back = QuantileForecaster.load(model.save(tmp_path / "m"))
+    assert back.models["price_per_mwh"].references()["h1"] == HOLD
+    np.testing.assert_array_equal(back.predict(table, rows, HORIZONS, bounds=False), pred)
+
+
 def test_plain_candidate_is_off_by_default_and_never_for_solar_output(fitted):
     assert not ForecastConfig().selection.plain_candidate
+    assert not ForecastConfig().selection.hold_candidate
     data, table, _, _, _, _, _ = fitted
     train = np.arange(len(table.index)) < len(table.index) // 2
     pv = table.frame.xs("pv_kw", axis=1, level=1, drop_level=False)

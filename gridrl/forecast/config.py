@@ -158,6 +158,11 @@ class SelectionConfig(_Strict):
     objective per quantile), fitted and scored on the same pairs as the references (its
     P50) and blended with them under ``blend``. Not for solar output: a model of levels,
     fitted before summer, cannot reach summer's peaks.
+
+    ``hold_candidate`` adds ``hold`` to the candidates of both models of those signals:
+    the value at the issue time, every quantile (persistence). Alone it is the no-change
+    forecast; blended, it halves a model's predicted change. The band of a blend with it
+    is narrower and left to the calibration (``calibration``) to widen.
     """
 
     models: list[Literal["own", "pooled"]] = ["own", "pooled"]
@@ -169,6 +174,7 @@ class SelectionConfig(_Strict):
     sun_references: list[Reference] = ["seasonal", "ramp"]
     blend: bool = True
     plain_candidate: bool = False
+    hold_candidate: bool = False
     window_h: PosInt = 720
     min_train_h: PosInt = 720
 

@@ -73,7 +73,9 @@ from gridrl.forecast.weather import WeatherForecasts
 from gridrl.io import write_json_atomic, write_text_atomic
 
 # 3: each model a list of members (blends of references); 4: plain members (per site)
+# and hold members (no boosters)
 MODEL_FORMAT_VERSION = 4
+HOLD = "hold"  # the value at the issue time as a candidate (``selection.hold_candidate``)
 
 
 def own_model_horizons(config: ForecastConfig) -> np.ndarray:
@@ -116,10 +118,12 @@ class Member:
     Attributes
     ----------
     reference : str
-        a reference (:data:`gridrl.forecast.features.REFERENCES`), or ``plain`` (the
-        plain per-horizon LightGBM, :mod:`gridrl.forecast.plain`).
+        a reference (:data:`gridrl.forecast.features.REFERENCES`), ``plain`` (the
+        plain per-horizon LightGBM, :mod:`gridrl.forecast.plain`) or ``hold`` (the value
+        at the issue time).
     boosters : dict
-        quantile -> booster of a reference (one for every site); empty for ``plain``.
+        quantile -> booster of a reference (one for every site); empty for ``plain`` and
+        ``hold``.
     site_boosters : list of dict
         ``plain``: per site, quantile -> booster; empty otherwise.
     """
@@ -351,9 +355,11 @@ class QuantileForecaster:
         chosen = [default]
         if data.reference != "clearsky" and ("pooled" if h is None else "own") in (
                 cfg.selection.models):
-            plain = h is not None and cfg.selection.plain_candidate and not follows_sun(
-                data.signal)
-            chosen, scores = self._select(data, rows, scored & rows, default, plain, seed)
+            sun = follows_sun(data.signal)
+            extra = [HOLD] if cfg.selection.hold_candidate and not sun else []
+            if h is not None and cfg.selection.plain_candidate and not sun:
+                extra.append(PLAIN)
+            chosen, scores = self._select(data, rows, scored & rows, default, extra, seed)
             if scores:
                 model.selection[_tag(h)] = scores
         return [self._fit_member(data, ref, rows, seed) for ref in chosen]
@@ -364,6 +370,8 @@ class QuantileForecaster:
         per quantile (default: the config's)."""
         if reference == PLAIN:
             return self._fit_plain(data, rows, seed, quantiles)
+        if reference == HOLD:
+            return Member(HOLD, {})
         b, x, z, w = data.rows(reference)
         return Member(reference, self._train(b, x[rows], z[rows],
                                              None if w is None else w[rows], seed, quantiles))
@@ -388,9 +396,10 @@ class QuantileForecaster:
         return Member(PLAIN, {}, sites)
 
     def _select(self, data: _TrainingSet, rows: np.ndarray, scored: np.ndarray,
-                default: str, plain: bool, seed: int) -> tuple[list[str], dict[str, float]]:
+                default: str, extra: Sequence[str], seed: int
+                ) -> tuple[list[str], dict[str, float]]:
         """References of the model with the lowest validation MAE (:class:`SelectionConfig`;
-        ``plain`` among the candidates when ``plain`` is true and every site has pairs to
+        ``extra`` candidates besides: ``hold``, and ``plain`` when every site has pairs to
         fit it on) and the MAE of every candidate; ``[default]`` and no scores when there
         is too little data."""
         sel = self.config.selection
@@ -402,7 +411,9 @@ class QuantileForecaster:
         start = issue[-sel.window_h]  # first issue row of the validation window
         fit = rows & (data.t + data.h < start)
         val = scored & (data.t >= start)
-        if plain and all((fit & (data.n == n)).any() for n in range(len(data.sites))):
+        if HOLD in extra:
+            refs.append(HOLD)
+        if PLAIN in extra and all((fit & (data.n == n)).any() for n in range(len(data.sites))):
             refs.append(PLAIN)
         if len(refs) < 2 or not val.any():
             return [default], {}
@@ -427,6 +438,8 @@ class QuantileForecaster:
         if member.reference == PLAIN:
             return _plain_quantiles(member, data.y, data.calendar, t, n, h, [0.5],
                                     threads)[:, 0]
+        if member.reference == HOLD:
+            return data.y[t, n]
         b, x, _, _ = data.rows(member.reference)
         z = member.boosters[0.5].predict(x[val], num_threads=threads)
         return b.base(t, n, h) + z * data.scale[n]
@@ -523,6 +536,8 @@ class QuantileForecaster:
         if member.reference == PLAIN:
             return _plain_quantiles(member, table.column(m.signal), utc_calendar(table.index),
                                     t, n, h, cfg.quantiles, cfg.lightgbm.num_threads)
+        if member.reference == HOLD:
+            return np.repeat(table.column(m.signal)[t, n][:, None], len(cfg.quantiles), axis=1)
         reference, group = member.reference, member.boosters
         b = FeatureBuilder(table, m.signal, cfg, reference, hours, self.weather)
         x = b.build(t, n, h, m.scale, m.clearsky_scale)
@@ -629,6 +644,8 @@ def _write_member(directory: Path, stem: str, member: Member) -> dict[str, Any]:
         return {f"{q:g}": _write_booster(directory, f"{prefix}_q{q:g}.txt", b)
                 for q, b in boosters.items()}
 
+    if member.reference == HOLD:
+        return {"reference": HOLD}
     if member.reference == PLAIN:
         return {"reference": member.reference,
                 "sites": [write(b, f"{stem}_site{n}") for n, b in enumerate(member.site_boosters)]}
@@ -641,6 +658,8 @@ def _read_member(directory: Path, entry: Mapping[str, Any]) -> Member:
         return {float(q): lgb.Booster(model_file=str(directory / name))
                 for q, name in files.items()}
 
+    if entry["reference"] == HOLD:
+        return Member(HOLD, {})
     if entry["reference"] == PLAIN:
         return Member(PLAIN, {}, [read(files) for files in entry["sites"]])
     return Member(entry["reference"], read(entry["quantiles"]))
