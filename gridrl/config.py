@@ -30,6 +30,20 @@ def json_hash(data: Any) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def drop_unused(node: dict, path: tuple[str, ...], unused: Any) -> None:
+    """Remove the key at ``path`` (``*``: every entry) below ``node`` where it holds
+    ``unused`` (or nothing): a key added after hashes were recorded then counts only
+    when set."""
+    head, *rest = path
+    if not rest:
+        if node.get(head) in (None, {}, unused):
+            node.pop(head, None)
+        return
+    for child in node.values() if head == "*" else [node.get(head)]:
+        if isinstance(child, dict):
+            drop_unused(child, tuple(rest), unused)
+
+
 def key_path(loc: tuple[Any, ...], prefix: str = "", tags: Collection[str] = ()) -> str:
     """A pydantic error location as a YAML key path: ``sites[1].battery.power_kw``.
 

@@ -16,7 +16,13 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from gridrl.config import Count, format_validation_errors, json_hash, read_yaml_mapping
+from gridrl.config import (
+    Count,
+    drop_unused,
+    format_validation_errors,
+    json_hash,
+    read_yaml_mapping,
+)
 from gridrl.errors import GridrlError
 
 NonNeg = Annotated[float, Field(ge=0.0)]
@@ -830,18 +836,6 @@ _LATER_KEYS: tuple[tuple[tuple[str, ...], Any], ...] = (
 )
 
 
-def _drop_unused(node: dict, path: tuple[str, ...], unused: Any) -> None:
-    """Remove the key at ``path`` below ``node`` where it holds ``unused`` (or nothing)."""
-    head, *rest = path
-    if not rest:
-        if node.get(head) in (None, {}, unused):
-            node.pop(head, None)
-        return
-    for child in node.values() if head == "*" else [node.get(head)]:
-        if isinstance(child, dict):
-            _drop_unused(child, tuple(rest), unused)
-
-
 class Scenario(StrictModel):
     """A whole scenario file. ``sites`` is the expanded list (groups resolved)."""
 
@@ -912,7 +906,7 @@ class Scenario(StrictModel):
             data.pop("network")  # added later: counts only when set
         for site in data["sites"]:
             for path, unused in _LATER_KEYS:
-                _drop_unused(site, path, unused)
+                drop_unused(site, path, unused)
         return json_hash(data)
 
 

@@ -359,6 +359,10 @@ def test_hold_candidate_scored_as_persistence_and_kept_on_save(sg_price, tmp_pat
 def test_plain_candidate_is_off_by_default_and_never_for_solar_output(fitted):
     assert not ForecastConfig().selection.plain_candidate
     assert not ForecastConfig().selection.hold_candidate
+    # added later: off, it leaves the cache keys of cubes built before it as they were
+    assert "hold_candidate" not in ForecastConfig().key_values()["selection"]
+    on = ForecastConfig(selection={"hold_candidate": True})
+    assert on.key_values()["selection"]["hold_candidate"] is True
     data, table, _, _, _, _, _ = fitted
     train = np.arange(len(table.index)) < len(table.index) // 2
     pv = table.frame.xs("pv_kw", axis=1, level=1, drop_level=False)

@@ -9,17 +9,21 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from gridrl.config import Count, format_validation_errors, read_yaml_mapping
+from gridrl.config import Count, drop_unused, format_validation_errors, read_yaml_mapping
 from gridrl.errors import GridrlError
 
 PosInt = Annotated[Count, Field(ge=1)]
 # How a target is expressed for its model (:data:`gridrl.forecast.features.REFERENCES`).
 Reference = Literal["last", "seasonal", "ramp", "level"]
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+# Keys added after cached forecasts were first written, with their default
+LATER_KEYS: tuple[tuple[tuple[str, ...], Any], ...] = ((("selection", "hold_candidate"), False),)
 
 
 class ForecastConfigError(GridrlError, ValueError):
@@ -308,6 +312,15 @@ class ForecastConfig(_Strict):
         if 0.5 not in q:
             raise ValueError("expected 0.5 among the quantiles (the point forecast)")
         return self
+
+    def key_values(self) -> dict[str, Any]:
+        """The values that key cached forecasts: every value, except keys added after
+        caches were first written (:data:`LATER_KEYS`) while they keep their default, so
+        a config that does not use them keeps its cached cubes."""
+        data = self.model_dump(mode="json")
+        for path, unused in LATER_KEYS:
+            drop_unused(data, path, unused)
+        return data
 
     @property
     def horizons_h(self) -> tuple[int, ...]:

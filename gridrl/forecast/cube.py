@@ -349,7 +349,7 @@ def _lightgbm_cube(table: SignalTable, common: dict[str, Any], meta: dict[str, A
     loc_json = {s: vars(v) for s, v in (locations or {}).items()}
     key = key_hash(FORECAST_CODE_VERSION, meta["data_hash"], targets,
                    list(common["horizons_h"]), list(common["quantiles"]),
-                   cfg.model_dump(mode="json"), seed, loc_json,
+                   cfg.key_values(), seed, loc_json,
                    None if weather is None else weather.content_hash(), row_runs(eval_mask))
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     cached = root / "forecast" / f"cube-{key}.npz"
@@ -359,7 +359,7 @@ def _lightgbm_cube(table: SignalTable, common: dict[str, Any], meta: dict[str, A
     values, fit_meta = _target_values(table, targets, h, q, cfg, root, seed, locations,
                                       weather, eval_mask, progress)
     meta = {**meta, **fit_meta, "seed": seed,
-            "config_hash": key_hash(cfg.model_dump(mode="json")), "cache_key": key}
+            "config_hash": key_hash(cfg.key_values()), "cache_key": key}
     bounds = physical_bounds(table.data, table.index, table.sites, table.signals, targets,
                              cfg.bounds, locations, running=True)
     bounds.apply(values, np.arange(len(table.index)), h)
@@ -418,7 +418,7 @@ def _target_key(table: SignalTable, target: str, cfg: ForecastConfig, h: np.ndar
     read = frame.loc[:, frame.columns.get_level_values(1).isin([target, *covariates])]
     wx = None if weather is None else weather.content_hash(covariates)
     return key_hash(FORECAST_CODE_VERSION, target, frame_hash(read), list(table.sites),
-                    [int(x) for x in h], [float(x) for x in q], cfg.model_dump(mode="json"),
+                    [int(x) for x in h], [float(x) for x in q], cfg.key_values(),
                     seed, {s: vars(v) for s, v in (locations or {}).items()}, wx, runs)
 
 
