@@ -59,7 +59,8 @@ window was not run with it.
 Also tried on the tune window only, none adopted (mean skill vs the per-horizon LightGBM
 at 1 h / over 1-24 h; 0.216 / 0.266 with the config): selection over the last 60 days
 0.215 / 0.268, over 90 days 0.184 / 0.263 (short at 1 h on Singapore price, -0.095, and
-PJM price); ``lightgbm.max_bin`` 255 0.213 / 0.267; 31 leaves of 20 rows 0.216 / 0.258.
+PJM price); ``lightgbm.max_bin`` 255 0.213 / 0.267; 31 leaves of 20 rows 0.216 / 0.258;
+``selection.hold_candidate`` 0.216 / 0.266 (Singapore price unchanged).
 So the Singapore 1 h gap of the evaluation window has no fix backed by the tune window.
 """
 
