@@ -316,9 +316,9 @@ def intervals_of_readings(
     split at hour boundaries for :func:`hourly_from_intervals`.
 
     A reading holds until the next one, for at most the usual spacing (the most common
-    step; off-cycle readings in between shorten it):
-    a reading missing from the series leaves a hole, which is not held over. Returns the
-    starts, the ends and, for every interval, the position of its reading.
+    step; off-cycle readings in between shorten it): a reading missing from the series
+    leaves a hole, which is not held over. Returns the starts, the ends and, for every
+    interval, the position of its reading.
     """
     times = pd.DatetimeIndex(times).tz_convert("UTC")
     if len(times) < 2:
@@ -329,8 +329,8 @@ def intervals_of_readings(
         p = int(np.flatnonzero(steps <= 0)[0])
         raise ProviderError(f"{provider}: {where}: readings not in time order at {times[p + 1]}")
     t = times.asi8
-    values, counts = np.unique(steps, return_counts=True)
-    step = int(values[np.argmax(counts)])
+    spacings, counts = np.unique(steps, return_counts=True)
+    step = int(spacings[np.argmax(counts)])
     end = np.minimum(np.append(t[1:], t[-1] + step), t + step)
     # a reading whose interval runs into the next hour counts in both
     boundary = times.floor("h").asi8 + HOUR_TD.value
