@@ -17,8 +17,9 @@ several references' quantiles, is refitted on all of it. Nothing outside the tra
 data is seen, and the scores are saved with the model. With ``selection.plain_candidate``
 the plain per-horizon LightGBM (:mod:`gridrl.forecast.plain`, one model per site) is a
 candidate of the own-horizon models too: where it forecast the last weeks best, the
-forecaster's 1 h model is that model (or a blend with it). With ``selection.hold_candidate`` the value
-at the issue time (persistence) is a candidate of both models.
+forecaster's 1 h model is that model (or a blend with it). With
+``selection.hold_candidate`` the value at the issue time (persistence) is a candidate of
+both models.
 
 Targets are expressed relative to a reference (:data:`gridrl.forecast.features.REFERENCES`):
 PV as a clear-sky index (DESIGN §5) — the model predicts ``y / P_cs`` where ``P_cs`` is
