@@ -337,8 +337,6 @@ def test_hold_candidate_scored_as_persistence_and_kept_on_save(sg_price, tmp_pat
     """``hold`` is scored as the no-change forecast of the selection window, and a model
     whose member it is forecasts the issue-time value at every quantile."""
     table, cfg, train, origin, _ = sg_price
-    from gridrl.forecast.config import SelectionConfig
-
     hold = cfg.model_copy(update={"selection": SelectionConfig(
         models=["own"], references=["last"], blend=False, hold_candidate=True)})
     model = QuantileForecaster(hold, {"SG": SINGAPORE}, seed=0).fit(table, train)

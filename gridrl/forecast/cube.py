@@ -347,9 +347,10 @@ def _lightgbm_cube(table: SignalTable, common: dict[str, Any], meta: dict[str, A
     seed = seed if cfg.seed is None else cfg.seed
     eval_mask = evaluation_mask(table.index, periods)
     loc_json = {s: vars(v) for s, v in (locations or {}).items()}
+    config_values = cfg.key_values()
     key = key_hash(FORECAST_CODE_VERSION, meta["data_hash"], targets,
                    list(common["horizons_h"]), list(common["quantiles"]),
-                   cfg.key_values(), seed, loc_json,
+                   config_values, seed, loc_json,
                    None if weather is None else weather.content_hash(), row_runs(eval_mask))
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     cached = root / "forecast" / f"cube-{key}.npz"
@@ -359,7 +360,7 @@ def _lightgbm_cube(table: SignalTable, common: dict[str, Any], meta: dict[str, A
     values, fit_meta = _target_values(table, targets, h, q, cfg, root, seed, locations,
                                       weather, eval_mask, progress)
     meta = {**meta, **fit_meta, "seed": seed,
-            "config_hash": key_hash(cfg.key_values()), "cache_key": key}
+            "config_hash": key_hash(config_values), "cache_key": key}
     bounds = physical_bounds(table.data, table.index, table.sites, table.signals, targets,
                              cfg.bounds, locations, running=True)
     bounds.apply(values, np.arange(len(table.index)), h)

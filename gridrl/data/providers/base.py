@@ -324,11 +324,11 @@ def intervals_of_readings(
     if len(times) < 2:
         raise ProviderError(f"{provider}: {where}: {len(times)} reading(s); the spacing of "
                             "readings needs two")
-    steps = np.diff(times.asi8)
+    t = times.asi8
+    steps = np.diff(t)
     if (steps <= 0).any():
         p = int(np.flatnonzero(steps <= 0)[0])
         raise ProviderError(f"{provider}: {where}: readings not in time order at {times[p + 1]}")
-    t = times.asi8
     spacings, counts = np.unique(steps, return_counts=True)
     step = int(spacings[np.argmax(counts)])
     end = np.minimum(np.append(t[1:], t[-1] + step), t + step)
