@@ -404,7 +404,10 @@ def run_cmd(
     address: str = typer.Option(
         None, "--address", help="Ray address: auto, host:port or local; default: the study's."
     ),
-    resume: bool = typer.Option(False, "--resume", help="Skip units that already finished."),
+    resume: bool = typer.Option(
+        False, "--resume",
+        help="Skip units that already finished; after a study change, rerun only the units "
+        "it changed."),
     out: str = typer.Option(None, "--out", help="Run folder; default: the study's output_dir."),
 ) -> None:
     """Run a study (train, evaluate, report) from one YAML file."""

@@ -10,6 +10,16 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 GEO3 = REPO / "envs" / "geo3.yaml"
 
+# Validation weeks end weeks before the test weeks begin: the perfect forecasts of a
+# validation hour (24 h ahead at most) never reach a test row.
+PERIODS = {
+    "train": [{"start": "2021-01-01", "end": "2021-06-21"}],
+    "validation": [{"start": "2021-07-01", "end": "2021-07-07"},
+                   {"start": "2021-09-01", "end": "2021-09-07"}],
+    "test": [{"start": "2021-10-22", "end": "2021-10-28"},
+             {"start": "2021-12-22", "end": "2021-12-28"}],
+}
+
 # Tiny budgets: these studies check the runner, not the learning.
 TINY_PPO = {
     "name": "ppo",

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from experiments_helpers import GEO3
+from experiments_helpers import GEO3, PERIODS
 from rliable import library as rly
 from rliable import metrics
 
@@ -25,17 +25,6 @@ from gridrl.experiments.stats import StatsError, interval_table, score_matrices
 from gridrl.experiments.tuning import TUNING_FILE, VALIDATION_FILE, tune_agent
 from gridrl.experiments.units import plan_units
 from gridrl.scenario import Periods, load_scenario
-
-# Validation weeks end weeks before the test weeks begin: the perfect forecasts of a
-# validation hour (24 h ahead at most) never reach a test row.
-PERIODS = {
-    "train": [{"start": "2021-01-01", "end": "2021-06-21"}],
-    "validation": [{"start": "2021-07-01", "end": "2021-07-07"},
-                   {"start": "2021-09-01", "end": "2021-09-07"}],
-    "test": [{"start": "2021-10-22", "end": "2021-10-28"},
-             {"start": "2021-12-22", "end": "2021-12-28"}],
-}
-
 
 # --------------------------------------------------------------------------- rliable
 

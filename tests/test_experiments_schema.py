@@ -239,11 +239,16 @@ def test_folders_of_the_former_hash_resume_and_move_to_the_run_hash(tmp_path: Pa
         study.model_copy(update={"backend": BackendSpec(), "output_dir": None}).model_dump(
             mode="json"), sort_keys=True).encode()).hexdigest()[:16]
     assert study.path_run_hash() == former
-    record = {"study_hash": former, "agents": {}}
+    # a record from before tuning keys: its choice is kept, and it gets the keys
+    static = {"reference": "static", "chosen": {"cap": 0.8}, "validation_J": -1.0, "trials": []}
+    record = {"study_hash": former, "agents": {"static": static}}
     (tmp_path / TUNING_FILE).write_text(json.dumps(record))
-    assert load_tuning(tmp_path, study) == record
-    assert tune_study(study, Path(study.scenario), tmp_path)["study_hash"] == study.run_hash()
-    assert json.loads((tmp_path / TUNING_FILE).read_text())["study_hash"] == study.run_hash()
+    assert load_tuning(tmp_path) == record
+    tuned = tune_study(study, Path(study.scenario), tmp_path)
+    assert tuned["study_hash"] == study.run_hash()
+    assert tuned["agents"]["static"]["chosen"] == {"cap": 0.8}
+    assert tuned == json.loads((tmp_path / TUNING_FILE).read_text())
+    assert tuned["agents"]["static"]["key"] is not None
     (tmp_path / TUNING_FILE).write_text(json.dumps({**record, "study_hash": "other"}))
     with pytest.raises(TuningError, match="another study"):
-        load_tuning(tmp_path, study)
+        tune_study(study, Path(study.scenario), tmp_path)

@@ -638,13 +638,18 @@ def _provenance_section(store: RunStore) -> list[str]:
     if not drivers:
         return []
     total_s = sum(d["wall_s"] for d in drivers)
+    versions = {d.get("study_hash") for d in drivers}
     lines = ["## How this was run", ""]
     for d in drivers:
         stopped = " (stopped before every unit had run)" if d.get("stopped") else ""
-        lines.append(f"- `{d['command']}` at commit `{d['commit']}`, started "
+        study = f", study `{d.get('study_hash')}`" if len(versions) > 1 else ""
+        lines.append(f"- `{d['command']}` at commit `{d['commit']}`{study}, started "
                      f"{d['started_utc']}, wall time {d['wall_s'] / 60:,.1f} min{stopped}")
-    lines += [f"- total wall time: {total_s / 60:,.1f} min ({total_s / 3600:,.2f} h)", ""]
-    return lines
+    lines.append(f"- total wall time: {total_s / 60:,.1f} min ({total_s / 3600:,.2f} h)")
+    if len(versions) > 1:
+        lines.append("- the study changed between drivers: units whose key changed ran again "
+                     "(their earlier files are under `<unit>/rejected/`), the others were kept")
+    return [*lines, ""]
 
 
 def normalized_scores(results: pd.DataFrame, objective: str = OBJECTIVE) -> pd.DataFrame:

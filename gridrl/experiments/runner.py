@@ -12,8 +12,9 @@ before it returns, so a killed run loses at most the units that were running. On
 driver holds the run folder at a time (its lock), its workers end with it
 (:mod:`gridrl.experiments.backends`), and ``resume`` checks every finished unit's files
 (checksum, columns, rows) before skipping it: a damaged unit is moved aside and runs
-again. The runner reports through a :class:`~gridrl.experiments.progress.RunProgress`;
-it draws nothing itself.
+again. A resumed study may have changed: only the units whose key changed
+(:mod:`gridrl.experiments.keys`) run again. The runner reports through a
+:class:`~gridrl.experiments.progress.RunProgress`; it draws nothing itself.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import pandas as pd
 
 from gridrl.errors import GridrlError
 from gridrl.experiments.backends import run_units
+from gridrl.experiments.keys import changed_parts, unit_keys
 from gridrl.experiments.progress import LogProgress, RunProgress
 from gridrl.experiments.schema import (
     BackendSpec,
@@ -44,7 +46,7 @@ from gridrl.experiments.schema import (
     dump_study,
     load_study,
 )
-from gridrl.experiments.store import RunStore
+from gridrl.experiments.store import REJECTED_DIR, RunStore
 from gridrl.experiments.tuning import VALIDATION_FILE, tune_study, tuned_study
 from gridrl.experiments.units import (
     Unit,
@@ -288,12 +290,17 @@ def prepare_run(plan: RunPlan, progress: RunProgress) -> list[dict[str, Any]]:
     Returns the payloads of the units to run. Call it holding the folder's lock.
     """
     study, store = plan.study, plan.store
-    store.start(dump_study(study), study.run_hash(), resume=plan.resume,
-                also_accept=(study.path_run_hash(),))
+    changed = store.start(dump_study(study), study.run_hash(), resume=plan.resume,
+                          also_accept=(study.path_run_hash(),))
     paths = dict(zip(study.scenario_seeds or [None], write_run_scenario(study, plan.run_dir),
                      strict=True))
+    run_scenarios = {s: load_scenario(path) for s, path in paths.items()}
+    keys = unit_keys(study, plan.units, run_scenarios)
+    supersede_changed_units(plan, keys, changed, progress)
     reject_invalid_units(plan, progress)
     todo = plan.todo()
+    for u in todo:  # before it runs: checkpoints it leaves belong to this key
+        store.write_key(u.unit_id, keys[u.unit_id])
     progress.message(
         f"{study.name}: {len(plan.units)} units, {len(plan.units) - len(todo)} already "
         f"finished, {len(todo)} to run on backend {study.backend.kind} -> {plan.run_dir}"
@@ -304,7 +311,6 @@ def prepare_run(plan: RunPlan, progress: RunProgress) -> list[dict[str, Any]]:
     for k, path in enumerate(paths.values(), start=1):
         prepare_inputs(study, path, modes, progress, f"{path.stem} ({k} of {len(paths)})")
     study = tune_references(study, list(paths.values()), plan.run_dir, progress)
-    run_scenarios = {s: load_scenario(path) for s, path in paths.items()}
     scenarios = {(u.agent, u.scenario_seed): agent_scenario(
         study, run_scenarios[u.scenario_seed], u.agent) for u in todo}
     study_dict = study.model_dump(mode="json")
@@ -335,6 +341,38 @@ def tune_references(
                          f"{agent['validation_J']:,.3f}, {len(agent['trials'])} candidates)")
     progress.message(f"tuning done in {time.perf_counter() - t0:,.1f} s")
     return tuned_study(study, record)
+
+
+def supersede_changed_units(plan: RunPlan, keys: dict[str, dict[str, str]],
+                            study_changed: bool, progress: RunProgress) -> None:
+    """Move aside every unit the study no longer has, and every unit whose key changed
+    (whole: result, policy, checkpoints), saying why; the others are kept.
+
+    ``study_changed``: the folder was made by another version of the study. Without that,
+    a unit folder without a key was made by this study before keys were recorded, and
+    is given its key.
+    """
+    store = plan.store
+    for unit_id in store.marked_units():
+        if unit_id not in keys:
+            moved = store.reject_unit(unit_id, "not a unit of the study any more")
+            progress.message(f"unit {unit_id} is no longer in the study (its result moved to "
+                             f"{moved})", "warning")
+    for unit_id, key in keys.items():
+        folder = store.unit_dir(unit_id)
+        if not folder.is_dir() or not any(p.name != REJECTED_DIR for p in folder.iterdir()):
+            continue
+        old = store.read_key(unit_id)
+        if old is None and not study_changed:
+            store.write_key(unit_id, key)
+            continue
+        parts = changed_parts(old or {}, key)
+        if parts:
+            reason = (f"the study changed its {', '.join(parts)}" if old is not None
+                      else "made by another version of the study, no key recorded")
+            moved = store.reject_unit(unit_id, reason, whole=True)
+            progress.message(f"unit {unit_id} runs again: {reason} (moved to {moved})",
+                             "warning")
 
 
 def reject_invalid_units(plan: RunPlan, progress: RunProgress) -> None:

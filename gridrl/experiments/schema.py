@@ -394,12 +394,17 @@ class Study(StrictSpec):
             )
         data = self.model_dump(mode="json", exclude={"backend", "output_dir"})
         data["scenario"] = load_scenario(self.scenario).content_hash()
-        if self.forecast.config is not None and self.reads_forecaster():
-            data["forecast"]["config"] = json_hash(read_yaml_mapping(
-                Path(self.forecast.config), StudyError, "forecaster config", empty_ok=True))
-        else:
-            data["forecast"]["config"] = None
+        data["forecast"]["config"] = (self.forecaster_config_hash() if self.reads_forecaster()
+                                      else None)
         return json_hash(data)
+
+    def forecaster_config_hash(self) -> str | None:
+        """Hash of the forecaster config's values (comments and layout do not count);
+        None without a config."""
+        if self.forecast.config is None:
+            return None
+        return json_hash(read_yaml_mapping(Path(self.forecast.config), StudyError,
+                                           "forecaster config", empty_ok=True))
 
     def path_run_hash(self) -> str:
         """The former :meth:`run_hash` (file references by path), which run folders made
@@ -411,7 +416,7 @@ class Study(StrictSpec):
     def reads_forecaster(self) -> bool:
         """Whether a forecast mode of the study (its own or an ablation's) fits models."""
         modes = [self.forecast.mode, *(self.ablation.forecast_modes if self.ablation else [])]
-        return any(_mode_needs_forecaster(m) for m in modes)
+        return any(mode_needs_forecaster(m) for m in modes)
 
 
 # Discriminator tags of the agent union (not YAML keys; left out of error paths).
@@ -500,7 +505,8 @@ def load_study(path: str | Path, *, check_files: bool = True) -> Study:
     )
 
 
-def _mode_needs_forecaster(mode: str) -> bool:
+def mode_needs_forecaster(mode: str) -> bool:
+    """Whether forecast ``mode`` fits models (and so reads the forecaster config)."""
     return mode == "lightgbm"
 
 

@@ -7,10 +7,12 @@ Layout of ``RUN_DIR``::
                                 ran it: command, code commit, wall time
     scenario.yaml               the scenario the run used (periods override applied)
     <unit_id>/                  one folder per unit (agent x seed x forecast mode);
+        KEY.json                what the unit depends on (written before it runs)
         result.parquet          for SB3 agents also the policy: model.zip,
         DONE                    vecnormalize.pkl, meta.json, checkpoints/, logs
                                 (and scenario.yaml when the agent overrides it)
-        rejected/<UTC time>/    damaged DONE and result found on resume, REASON.txt
+        rejected/<UTC time>/    damaged DONE and result found on resume, or every
+                                file of a unit whose key changed; REASON.txt
     results.parquet             every finished unit's rows, merged
     units.parquet               one row per finished unit (wall time, env-steps/s, ...)
     report.md, plots/*.png      written by gridrl.experiments.report
@@ -22,6 +24,12 @@ the marker is written after the result and holds the result's SHA-256, row count
 columns, so neither a killed run nor a damaged file leaves a unit that looks finished
 without its result. Damaged units are moved aside (:meth:`RunStore.reject_unit`), never
 deleted.
+
+A study may change between drivers of one run folder: each unit's key
+(:mod:`gridrl.experiments.keys`) is recorded in its ``KEY.json`` before it runs, and a
+unit whose key no longer matches is moved aside whole (results, policy, checkpoints) and
+runs again; the others are kept. Folders made before keys were recorded resume only
+with the same study.
 
 One driver at a time: :meth:`RunStore.lock` takes an exclusive ``flock`` on ``LOCK`` for
 the driver's life (the kernel drops it when the driver dies, however it dies) and
@@ -54,6 +62,7 @@ DONE_FILE = "DONE"
 ERROR_FILE = "ERROR.txt"
 PROGRESS_FILE = "progress.json"
 LOCK_FILE = "LOCK"
+KEY_FILE = "KEY.json"
 REJECTED_DIR = "rejected"
 # what a done marker must hold for its unit to be trusted
 MARKER_KEYS = ("unit_id", "rows", "sha256", "columns")
@@ -124,12 +133,18 @@ class RunStore:
 
     def start(
         self, config_yaml: str, study_hash: str, *, resume: bool, also_accept: tuple[str, ...] = ()
-    ) -> None:
+    ) -> bool:
         """Prepare the folder for a run of the study with hash ``study_hash``.
 
         A fresh run refuses a folder that already holds finished units (they would be
-        mixed or overwritten); ``resume`` refuses a folder made by a different study
-        (recorded hash neither ``study_hash`` nor one of ``also_accept``).
+        mixed or overwritten). ``resume`` continues a folder made by this study
+        (recorded hash ``study_hash`` or one of ``also_accept``) or, where units record
+        their keys, by an earlier version of it: the caller then compares every unit's key.
+
+        Returns
+        -------
+        bool
+            True when the folder was made by another version of the study.
 
         Raises
         ------
@@ -141,12 +156,14 @@ class RunStore:
         old: dict = {}
         if meta_path.exists():
             old = json.loads(meta_path.read_text())
-            if resume and old.get("study_hash") not in (study_hash, *also_accept):
-                raise RunDirError(
-                    f"{self.run_dir}: made by a different study (hash {old.get('study_hash')},"
-                    f" now {study_hash}); resume only with the same study, scenario and forecaster"
-                    " config values, or use another output folder"
-                )
+        changed = bool(old) and old.get("study_hash") not in (study_hash, *also_accept)
+        if resume and changed and not old.get("unit_keys"):
+            raise RunDirError(
+                f"{self.run_dir}: made by a different study (hash {old.get('study_hash')},"
+                f" now {study_hash}) before units recorded their keys; resume only with the"
+                " same study, scenario and forecaster config values, or use another output"
+                " folder"
+            )
         # every marker counts, damaged or not: a fresh run never mixes with an old one
         finished = self.marked_units()
         if finished and not resume:
@@ -160,6 +177,7 @@ class RunStore:
             meta_path,
             {
                 "study_hash": study_hash,
+                "unit_keys": True,
                 "gridrl_version": __version__,
                 "python": platform.python_version(),
                 "host": socket.gethostname(),
@@ -169,6 +187,7 @@ class RunStore:
                 "drivers": old.get("drivers", []) if resume else [],
             },
         )
+        return resume and changed
 
     def record_driver(self, command: str, commit: str, started_utc: str, wall_s: float,
                       *, stopped: bool = False) -> None:
@@ -178,7 +197,7 @@ class RunStore:
         meta_path = self.run_dir / "run.json"
         meta = json.loads(meta_path.read_text())
         record = {"command": command, "commit": commit, "started_utc": started_utc,
-                  "wall_s": round(wall_s, 1)}
+                  "wall_s": round(wall_s, 1), "study_hash": meta.get("study_hash")}
         if stopped:
             record["stopped"] = True
         meta.setdefault("drivers", []).append(record)
@@ -320,9 +339,10 @@ class RunStore:
             raise RunDirError(reason)
         return pd.read_parquet(self.result_path(unit_id))
 
-    def reject_unit(self, unit_id: str, reason: str) -> Path:
+    def reject_unit(self, unit_id: str, reason: str, *, whole: bool = False) -> Path:
         """Move a unit's done marker and result aside (``<unit>/rejected/<UTC time>/``,
-        with ``REASON.txt``) so the unit runs again; nothing is deleted."""
+        with ``REASON.txt``) so the unit runs again; nothing is deleted. ``whole``: every
+        file of the unit (policy, checkpoints, key), so that nothing of it is reused."""
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         dest = self.unit_dir(unit_id) / REJECTED_DIR / stamp
         n = 1
@@ -331,12 +351,29 @@ class RunStore:
             n += 1
         dest.mkdir(parents=True)
         # the marker first: once it is gone the unit no longer looks finished
-        for path in (self.done_path(unit_id), self.result_path(unit_id)):
+        paths = [self.done_path(unit_id), self.result_path(unit_id)]
+        if whole:
+            paths += sorted(p for p in self.unit_dir(unit_id).iterdir()
+                            if p.name != REJECTED_DIR and p not in paths)
+        for path in paths:
             if path.exists():
                 shutil.move(path, dest / path.name)
         write_text_atomic(dest / "REASON.txt", reason + "\n")
         self._checked.pop(unit_id, None)
         return dest
+
+    def write_key(self, unit_id: str, key: dict[str, str]) -> None:
+        """Record what the unit depends on (:mod:`gridrl.experiments.keys`)."""
+        self.unit_dir(unit_id).mkdir(parents=True, exist_ok=True)
+        write_json_atomic(self.unit_dir(unit_id) / KEY_FILE, key)
+
+    def read_key(self, unit_id: str) -> dict[str, Any] | None:
+        """The unit's recorded key; None when none was recorded (or it is unreadable)."""
+        try:
+            key = json.loads((self.unit_dir(unit_id) / KEY_FILE).read_text())
+        except (OSError, json.JSONDecodeError):
+            return None
+        return key if isinstance(key, dict) else None
 
     def write_error(self, unit_id: str, text: str) -> None:
         """Record why a unit failed (the unit stays unfinished and reruns on resume)."""

@@ -9,13 +9,15 @@ the chosen parameters. Only validation rows are read: the test period's signals 
 move the choice (a test checks this by perturbing them).
 
 A resumed run reads ``tuning.json`` instead of tuning again, so the test units of one
-run always share one choice.
+run always share one choice; an agent is tuned again only when what its tuning reads
+changed (its tuning key, :mod:`gridrl.experiments.keys`), and then its units rerun too.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -118,43 +120,77 @@ def tune_study(study: Study, scenario_path: Path | list[Path], run_dir: Path) ->
     """Tune the study's ``tuning.grid`` agents once per run (module docstring).
 
     ``scenario_path``: the run's scenario file, or one per scenario seed.
-    Returns the record written to ``tuning.json`` (read back when it exists).
+    Returns the record written to ``tuning.json``. An agent recorded there with its
+    current tuning key (:func:`gridrl.experiments.keys.tuning_keys`) keeps its choice;
+    others are tuned again, and the former record is kept beside it
+    (``tuning.<UTC time>.json``).
+
+    Raises
+    ------
+    TuningError
+        a record without keys (written before they were recorded) of another study.
     """
+    from gridrl.experiments.keys import tuning_keys
+    from gridrl.scenario import load_scenario
+
     tuning = study.tuning
     if tuning is None:
         return {}
+    paths = scenario_path if isinstance(scenario_path, list) else [scenario_path]
+    scenarios = [load_scenario(p) for p in paths]
+    keys = tuning_keys(study, scenarios)
     path = Path(run_dir) / TUNING_FILE
-    if path.is_file():
-        record = load_tuning(run_dir, study)
-        current = study.run_hash()
-        if record["study_hash"] != current:
-            # recorded under the former hash (files by path): from now on it moves with them
-            record["study_hash"] = current
-            _write_record(path, record)
+    old = _keyed_record(path, study, keys)
+    kept = {name: a for name, a in old.get("agents", {}).items() if a.get("key") == keys.get(name)}
+    todo = [name for name in tuning.grid if name not in kept]
+    agents = {**kept, **_tune(study, todo, list(zip(paths, scenarios, strict=True)))}
+    record = {"period": tuning.period, "forecast_mode": study.forecast.mode,
+              "objective": OBJECTIVE, "scenario_seeds": study.scenario_seeds,
+              "study_hash": study.run_hash(),
+              "agents": {name: {**agents[name], "key": keys[name]} for name in tuning.grid}}
+    if old and old != record:
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        _write_record(path.with_name(f"tuning.{stamp}.json"), old)
+    if old != record:
+        _write_record(path, record)
+    return record
+
+
+def _keyed_record(path: Path, study: Study, keys: dict[str, str]) -> dict[str, Any]:
+    """The recorded tuning ({} without one); a record from before tuning keys, when it
+    was made by this study, with the current keys."""
+    record = load_tuning(path.parent)
+    agents = record.get("agents", {})
+    if not record or all("key" in a for a in agents.values()):
         return record
+    if record.get("study_hash") not in (study.run_hash(), study.path_run_hash()):
+        raise TuningError(f"{path}: tuning record of another study, made before tuning keys "
+                          "were recorded (move it aside to tune again)")
+    return {**record, "agents": {name: {**a, "key": keys.get(name)} for name, a in agents.items()}}
+
+
+def _tune(study: Study, names: list[str], inputs: list[tuple[Path, Any]]) -> dict[str, Any]:
+    """Tune the agents ``names`` on the validation episodes of every scenario seed."""
+    if not names:
+        return {}
     from gridrl.agents.evaluate import make_setup
     from gridrl.agents.train import env_inputs
     from gridrl.experiments.units import agent_scenario
-    from gridrl.scenario import load_scenario
 
-    mode = study.forecast.mode
-    paths = scenario_path if isinstance(scenario_path, list) else [scenario_path]
-    inputs = [(load_scenario(p), env_inputs(p, mode, study.forecast.config)) for p in paths]
+    tuning, mode = study.tuning, study.forecast.mode
+    assert tuning is not None
+    data = [(scenario, env_inputs(p, mode, study.forecast.config)) for p, scenario in inputs]
     agents = {}
-    for name, grid in tuning.grid.items():
+    for name in names:
         spec = study.agent(name)
         assert isinstance(spec, ReferenceAgentSpec)
         setups = [make_setup(agent_scenario(study, scenario, name), period="validation",
-                             forecast_mode=mode, data=data) for scenario, data in inputs]
-        res = tune_agent(spec, grid, setups, episodes=tuning.episodes, seed=tuning.seed,
-                         per_site=name in tuning.per_site)
+                             forecast_mode=mode, data=d) for scenario, d in data]
+        res = tune_agent(spec, tuning.grid[name], setups, episodes=tuning.episodes,
+                         seed=tuning.seed, per_site=name in tuning.per_site)
         agents[name] = {"reference": spec.reference, "chosen": res.chosen,
                         "validation_J": res.score, "trials": res.trials}
-    record = {"period": tuning.period, "forecast_mode": mode, "objective": OBJECTIVE,
-              "scenario_seeds": study.scenario_seeds,
-              "study_hash": study.run_hash(), "agents": agents}
-    _write_record(path, record)
-    return record
+    return agents
 
 
 def _write_record(path: Path, record: dict[str, Any]) -> None:
@@ -167,13 +203,13 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
-def load_tuning(run_dir: Path, study: Study | None = None) -> dict[str, Any]:
+def load_tuning(run_dir: Path) -> dict[str, Any]:
     """``tuning.json`` of a run folder ({} without one).
 
     Raises
     ------
     TuningError
-        unreadable, or written for another study (names the file).
+        unreadable (names the file).
     """
     path = Path(run_dir) / TUNING_FILE
     if not path.is_file():
@@ -182,9 +218,8 @@ def load_tuning(run_dir: Path, study: Study | None = None) -> dict[str, Any]:
         record = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise TuningError(f"{path}: unreadable tuning record ({exc})") from None
-    if study is not None and record.get("study_hash") not in (
-            study.run_hash(), study.path_run_hash()):
-        raise TuningError(f"{path}: tuning record of another study (delete it to tune again)")
+    if not isinstance(record, dict):
+        raise TuningError(f"{path}: expected a JSON object (the tuning record)")
     return record
 
 
