@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,9 +149,9 @@ def tune_study(study: Study, scenario_path: Path | list[Path], run_dir: Path) ->
               "objective": OBJECTIVE, "scenario_seeds": study.scenario_seeds,
               "study_hash": study.run_hash(),
               "agents": {name: {**agents[name], "key": keys[name]} for name in tuning.grid}}
-    if old and old != record:
+    if old and (todo or set(old.get("agents", {})) - set(kept)):  # choices replaced
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-        _write_record(path.with_name(f"tuning.{stamp}.json"), old)
+        shutil.copy2(path, path.with_name(f"tuning.{stamp}.json"))
     if old != record:
         _write_record(path, record)
     return record
