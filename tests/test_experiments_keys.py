@@ -102,9 +102,10 @@ def test_only_the_changed_tuning_runs_again(changed_run: dict[str, Any]) -> None
 
 def test_the_report_says_the_study_changed(changed_run: dict[str, Any]) -> None:
     report = (changed_run["run_dir"] / "report.md").read_text()
-    assert "the study changed between drivers" in report
-    drivers = json.loads((changed_run["run_dir"] / "run.json").read_text())["drivers"]
-    assert len({d["study_hash"] for d in drivers}) == 2
+    meta = json.loads((changed_run["run_dir"] / "run.json").read_text())
+    [change] = meta["study_changes"]
+    assert change["from"] == meta["drivers"][0]["study_hash"] != change["to"]
+    assert f"(hash `{change['from']}` -> `{change['to']}`): units whose key changed" in report
 
 
 def test_an_unchanged_resume_runs_nothing_and_a_dropped_agent_leaves_the_results(
@@ -114,6 +115,7 @@ def test_an_unchanged_resume_runs_nothing_and_a_dropped_agent_leaves_the_results
     times = _done_times(run_dir)
     _run(changed_run["tmp"], study, resume=True, report=False)
     assert _done_times(run_dir) == times
+    assert len(json.loads((run_dir / "run.json").read_text())["study_changes"]) == 1
     study["agents"] = [a for a in study["agents"] if a["name"] != "price"]
     del study["tuning"]["grid"]["price"]
     _run(changed_run["tmp"], study, resume=True, report=False)

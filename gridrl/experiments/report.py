@@ -638,17 +638,16 @@ def _provenance_section(store: RunStore) -> list[str]:
     if not drivers:
         return []
     total_s = sum(d["wall_s"] for d in drivers)
-    versions = {d.get("study_hash") for d in drivers}
     lines = ["## How this was run", ""]
     for d in drivers:
         stopped = " (stopped before every unit had run)" if d.get("stopped") else ""
-        study = f", study `{d.get('study_hash')}`" if len(versions) > 1 else ""
-        lines.append(f"- `{d['command']}` at commit `{d['commit']}`{study}, started "
+        lines.append(f"- `{d['command']}` at commit `{d['commit']}`, started "
                      f"{d['started_utc']}, wall time {d['wall_s'] / 60:,.1f} min{stopped}")
     lines.append(f"- total wall time: {total_s / 60:,.1f} min ({total_s / 3600:,.2f} h)")
-    if len(versions) > 1:
-        lines.append("- the study changed between drivers: units whose key changed ran again "
-                     "(their earlier files are under `<unit>/rejected/`), the others were kept")
+    for c in store.run_meta().get("study_changes", []):
+        lines.append(f"- the study changed at {c['utc']} (hash `{c['from']}` -> `{c['to']}`): "
+                     "units whose key changed ran again (their earlier files are under "
+                     "`<unit>/rejected/`), the others were kept")
     return [*lines, ""]
 
 

@@ -185,6 +185,11 @@ class RunStore:
                 "resumed": resume and bool(finished),
                 # a resumed run keeps the record of the drivers before it
                 "drivers": old.get("drivers", []) if resume else [],
+                "study_changes": [
+                    *(old.get("study_changes", []) if resume else []),
+                    *([{"utc": started, "from": old.get("study_hash"), "to": study_hash}]
+                      if resume and changed else []),
+                ],
             },
         )
         return resume and changed
