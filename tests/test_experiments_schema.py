@@ -249,6 +249,11 @@ def test_folders_of_the_former_hash_resume_and_move_to_the_run_hash(tmp_path: Pa
     assert tuned["agents"]["static"]["chosen"] == {"cap": 0.8}
     assert tuned == json.loads((tmp_path / TUNING_FILE).read_text())
     assert tuned["agents"]["static"]["key"] is not None
+    # the same under the current hash: nothing else differs, the keys are still written
+    unkeyed = {**tuned, "agents": {"static": static}}
+    (tmp_path / TUNING_FILE).write_text(json.dumps(unkeyed))
+    assert tune_study(study, Path(study.scenario), tmp_path) == tuned
+    assert json.loads((tmp_path / TUNING_FILE).read_text()) == tuned
     (tmp_path / TUNING_FILE).write_text(json.dumps({**record, "study_hash": "other"}))
     with pytest.raises(TuningError, match="another study"):
         tune_study(study, Path(study.scenario), tmp_path)

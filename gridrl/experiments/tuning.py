@@ -141,7 +141,8 @@ def tune_study(study: Study, scenario_path: Path | list[Path], run_dir: Path) ->
     scenarios = [load_scenario(p) for p in paths]
     keys = tuning_keys(study, scenarios)
     path = Path(run_dir) / TUNING_FILE
-    old = _keyed_record(path, study, keys)
+    raw = load_tuning(path.parent)
+    old = _keyed_record(raw, path, study, keys)
     kept = {name: a for name, a in old.get("agents", {}).items() if a.get("key") == keys.get(name)}
     todo = [name for name in tuning.grid if name not in kept]
     agents = {**kept, **_tune(study, todo, list(zip(paths, scenarios, strict=True)))}
@@ -152,15 +153,15 @@ def tune_study(study: Study, scenario_path: Path | list[Path], run_dir: Path) ->
     if old and (todo or set(old.get("agents", {})) - set(kept)):  # choices replaced
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         shutil.copy2(path, path.with_name(f"tuning.{stamp}.json"))
-    if old != record:
+    if raw != record:
         _write_record(path, record)
     return record
 
 
-def _keyed_record(path: Path, study: Study, keys: dict[str, str]) -> dict[str, Any]:
-    """The recorded tuning ({} without one); a record from before tuning keys, when it
-    was made by this study, with the current keys."""
-    record = load_tuning(path.parent)
+def _keyed_record(record: dict[str, Any], path: Path, study: Study, keys: dict[str, str],
+                  ) -> dict[str, Any]:
+    """The tuning ``record`` read from ``path``; one from before tuning keys, when it was
+    made by this study, with the current keys."""
     agents = record.get("agents", {})
     if not record or all("key" in a for a in agents.values()):
         return record
