@@ -86,13 +86,11 @@ def changed_parts(old: dict[str, Any], new: dict[str, str]) -> list[str]:
 
 
 def unit_keys(study: Study, units: list[Unit], scenarios: dict[int | None, Scenario],
+              agent_scenarios: dict[tuple[str, int | None], Scenario],
               ) -> dict[str, dict[str, str]]:
-    """Unit id -> key of every unit; ``scenarios``: the run scenario of each scenario seed."""
+    """Unit id -> key of every unit; ``scenarios``: the run scenario of each scenario seed,
+    ``agent_scenarios``: ``(agent, scenario seed) ->`` the scenario the agent runs in."""
     tuning = tuning_keys(study, list(scenarios.values()))
-    agent_scenarios = {
-        (u.agent, u.scenario_seed): agent_scenario(study, scenarios[u.scenario_seed], u.agent)
-        for u in units
-    }
     return {u.unit_id: unit_key(study, u.agent, u.forecast_mode,
                                 agent_scenarios[u.agent, u.scenario_seed], tuning)
             for u in units}

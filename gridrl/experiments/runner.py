@@ -295,7 +295,10 @@ def prepare_run(plan: RunPlan, progress: RunProgress) -> list[dict[str, Any]]:
     paths = dict(zip(study.scenario_seeds or [None], write_run_scenario(study, plan.run_dir),
                      strict=True))
     run_scenarios = {s: load_scenario(path) for s, path in paths.items()}
-    keys = unit_keys(study, plan.units, run_scenarios)
+    # tuning changes an agent's parameters, never its scenario: one build serves both
+    scenarios = {(u.agent, u.scenario_seed): agent_scenario(
+        study, run_scenarios[u.scenario_seed], u.agent) for u in plan.units}
+    keys = unit_keys(study, plan.units, run_scenarios, scenarios)
     supersede_changed_units(plan, keys, changed, progress)
     reject_invalid_units(plan, progress)
     todo = plan.todo()
@@ -311,8 +314,6 @@ def prepare_run(plan: RunPlan, progress: RunProgress) -> list[dict[str, Any]]:
     for k, path in enumerate(paths.values(), start=1):
         prepare_inputs(study, path, modes, progress, f"{path.stem} ({k} of {len(paths)})")
     study = tune_references(study, list(paths.values()), plan.run_dir, progress)
-    scenarios = {(u.agent, u.scenario_seed): agent_scenario(
-        study, run_scenarios[u.scenario_seed], u.agent) for u in todo}
     study_dict = study.model_dump(mode="json")
     return [
         {

@@ -143,7 +143,8 @@ def tune_study(study: Study, scenario_path: Path | list[Path], run_dir: Path) ->
     path = Path(run_dir) / TUNING_FILE
     raw = load_tuning(path.parent)
     old = _keyed_record(raw, path, study, keys)
-    kept = {name: a for name, a in old.get("agents", {}).items() if a.get("key") == keys.get(name)}
+    kept = {name: a for name, a in old.get("agents", {}).items()
+            if name in keys and a.get("key") == keys[name]}
     todo = [name for name in tuning.grid if name not in kept]
     agents = {**kept, **_tune(study, todo, list(zip(paths, scenarios, strict=True)))}
     record = {"period": tuning.period, "forecast_mode": study.forecast.mode,
