@@ -60,6 +60,8 @@ ScenarioSource: TypeAlias = (
 )
 # A policy: a reference name or trained policy folder, a policy object or an SB3 model.
 PolicySource: TypeAlias = "str | Path | Policy | BaseAlgorithm"
+#: ``record(obs, action, reward, step)`` of :func:`evaluate_detailed`
+Recorder: TypeAlias = Callable[[np.ndarray, np.ndarray, np.ndarray, int], None]
 ForecastConfigSource: TypeAlias = "str | Path | ForecastConfig | None"
 
 __all__ = [
@@ -400,9 +402,14 @@ def evaluate_detailed(policy: PolicySource, scenario: ScenarioSource, *,
                       trace_episodes: tuple[int, ...] = (),
                       on_step: Callable[[int, int], None] | None = None,
                       starts: list[int] | None = None,
-                      within: int | None = None) -> EvalResult:
+                      within: int | None = None,
+                      record: Recorder | None = None) -> EvalResult:
     """:func:`evaluate` plus hour-by-hour traces of ``trace_episodes`` (episode numbers)
-    and the policy's decision time. ``on_step(done, total)`` reports progress."""
+    and the policy's decision time. ``on_step(done, total)`` reports progress;
+    ``record(obs, action, reward, step)`` sees every step of a stepped policy: the
+    observations ``[B, D]`` it decided on, its actions ``[B, A]``, the rewards ``[B]``
+    and the step number in the batch of episodes (batches of equal-length episodes
+    come one after another, each from step 0)."""
     setup = make_setup(scenario, period=period, forecast_mode=forecast_mode,
                        forecast_config=forecast_config, data=data, seed=seed)
     pol = _resolve_policy(policy, deterministic)
@@ -443,7 +450,8 @@ def evaluate_detailed(policy: PolicySource, scenario: ScenarioSource, *,
                 group = [windows[k] for k in ks]
                 t_pol, done_steps = _run_group(pol, setup, view, group, ks, steps, seed,
                                                backend, rows, traces, trace_episodes, name,
-                                               bar, on_step, done_steps, total_steps)
+                                               bar, on_step, done_steps, total_steps,
+                                               record)
                 policy_s += t_pol
     finally:
         if bar is not None:
@@ -454,7 +462,7 @@ def evaluate_detailed(policy: PolicySource, scenario: ScenarioSource, *,
 
 
 def _run_group(pol, setup, view, group, ks, steps, seed, backend, rows, traces,
-               trace_episodes, name, bar, on_step, done_steps, total_steps):
+               trace_episodes, name, bar, on_step, done_steps, total_steps, recorder=None):
     params = setup.params
     n_b = len(group)
     sim = BatchSim(params, setup.data, n_b, backend)
@@ -476,6 +484,8 @@ def _run_group(pol, setup, view, group, ks, steps, seed, backend, rows, traces,
                              f"expected {expect}")
         sim.set_action(action)
         sim.advance()
+        if recorder is not None:
+            recorder(obs, action, sim.reward, step)
         if want:
             record[step] = sim.values[want]
         obs = sim.obs_buffer.copy()

@@ -13,12 +13,21 @@ import inspect
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
-from gridrl.config import Count
+from gridrl.config import Count, PositiveCount
 from gridrl.errors import GridrlError
 
 SB3_ALGOS = ("PPO", "SAC", "TD3", "A2C", "RecurrentPPO")
+# Algorithms whose policy scores given actions (``evaluate_actions``): they can imitate.
+IMITATING_ALGOS = ("PPO", "A2C")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.]*$")
 # Constructor arguments train_policy sets itself: not hyperparameters of a study.
 RESERVED_ARGUMENTS = frozenset(
@@ -79,21 +88,68 @@ class AgentBase(StrictSpec):
         return check_name(v)
 
 
+class ImitationSpec(StrictSpec):
+    """Behaviour cloning of a reference controller before RL training
+    (:mod:`gridrl.agents.imitation`).
+
+    The ``expert`` (a reference name with ``params``) runs ``episodes`` windows of the
+    training period, drawn with ``seed`` (the same for every training seed), in the
+    agent's scenario and forecasts, then labels the states of ``rounds`` DAgger rounds.
+    The policy's action mean is fitted to its actions
+    and the value function to the discounted returns of its normalised rewards, for
+    ``epochs`` passes in minibatches of ``batch_size`` with Adam at ``learning_rate``.
+    """
+
+    expert: str = "mpc"
+    params: dict[str, Any] = Field(default_factory=dict)
+    episodes: PositiveCount = 16
+    # DAgger rounds after the expert's own episodes: in each, the policy cloned so far
+    # acts on ``episodes`` other training windows and the expert labels every state it
+    # visits (a cloned policy drifts into states the expert never showed it)
+    rounds: Count = 0
+    seed: Count = 0
+    epochs: PositiveCount = 30
+    batch_size: PositiveCount = 256
+    learning_rate: Annotated[float, Field(gt=0.0)] = 1e-3
+
+    @field_validator("expert")
+    @classmethod
+    def _known_expert(cls, v: str) -> str:
+        from gridrl.agents.registry import REFERENCES  # deferred: registry imports specs
+
+        if v not in REFERENCES:
+            raise ValueError(f"unknown reference {v!r}; known: {sorted(REFERENCES)}")
+        return v
+
+
 class SB3AgentSpec(AgentBase):
     """An SB3 agent: algorithm, policy, constructor hyperparameters and ``policy_kwargs``.
 
-    ``timesteps`` and ``n_envs`` override the study's training budget for this agent.
+    ``timesteps`` and ``n_envs`` override the study's training budget for this agent
+    (``timesteps: 0`` with ``imitation``: the cloned policy itself, no RL).
     ``hyperparameters`` are passed to the algorithm's constructor; their names are
-    checked against it before any work starts.
+    checked against it before any work starts. ``imitation`` starts the policy from a
+    reference controller's behaviour (PPO and A2C).
     """
 
     algo: Literal["PPO", "SAC", "TD3", "A2C", "RecurrentPPO"]
     policy: str | None = None  # default: MlpPolicy (MlpLstmPolicy for RecurrentPPO)
     hyperparameters: dict[str, Any] = Field(default_factory=dict)
     policy_kwargs: dict[str, Any] = Field(default_factory=dict)
-    timesteps: Annotated[Count, Field(gt=0)] | None = None
+    timesteps: Annotated[Count, Field(ge=0)] | None = None
     n_envs: Annotated[Count, Field(gt=0)] | None = None
     vecnormalize: bool = True
+    imitation: ImitationSpec | None = None
+
+    @model_validator(mode="after")
+    def _imitation(self) -> SB3AgentSpec:
+        if self.imitation is not None and self.algo not in IMITATING_ALGOS:
+            raise ValueError(f"imitation: {self.algo} cannot imitate; expected one of "
+                             f"{IMITATING_ALGOS}")
+        if self.timesteps == 0 and self.imitation is None:
+            raise ValueError("timesteps: 0 trains nothing; it needs imitation (the cloned "
+                             "policy alone)")
+        return self
 
     @field_validator("hyperparameters")
     @classmethod
@@ -155,7 +211,8 @@ class TrainingSpec(StrictSpec):
 
     def budget(self, agent: SB3AgentSpec) -> tuple[int, int]:
         """``(timesteps, n_envs)`` of ``agent``: its own overrides, else the study's."""
-        return agent.timesteps or self.timesteps, agent.n_envs or self.n_envs
+        timesteps = self.timesteps if agent.timesteps is None else agent.timesteps
+        return timesteps, agent.n_envs or self.n_envs
 
     def normalization(self, agent: SB3AgentSpec) -> VecNormalizeSpec | None:
         """The ``VecNormalize`` arguments ``agent`` trains with (None: raw observations)."""

@@ -196,15 +196,22 @@ def train_policy(
         "action_layout": venv.action_layout.to_dict(),
     }
     model, wrapped = _build_model(agent, training, venv, out, seed)
+    imitation = None
+    if agent.imitation is not None:
+        imitation = _imitate(model, wrapped, agent, scenario_path, forecast_mode,
+                             forecast_config)
     callbacks = _callbacks(agent, training, out, timesteps, n_envs, progress)
     t0 = time.perf_counter()
-    model.learn(
-        total_timesteps=timesteps, callback=callbacks,
-        progress_bar=training.progress_bar and progress is None,
-    )  # fmt: skip
+    if timesteps > 0:  # 0: the cloned policy alone
+        model.learn(
+            total_timesteps=timesteps, callback=callbacks,
+            progress_bar=training.progress_bar and progress is None,
+        )  # fmt: skip
     wall_s = time.perf_counter() - t0
     _save_model(model, out, normalized=training.normalization(agent) is not None)
     record = _training_record(agent, training, model, seed=seed, wall_s=wall_s)
+    if imitation is not None:
+        record["imitation"] = imitation
     meta = {
         "algo": agent.algo,
         "scenario_path": str(Path(scenario_path).resolve()),
@@ -243,6 +250,27 @@ def _build_model(
     formats = ["csv", "tensorboard"] if training.tensorboard else ["csv"]
     model.set_logger(configure(str(out / "logs"), formats))
     return model, wrapped
+
+
+def _imitate(model: BaseAlgorithm, wrapped: VecEnv, agent: SB3AgentSpec,
+             scenario_path: str | Path, forecast_mode: str,
+             forecast_config: str | Path | None) -> dict[str, Any]:
+    """Clone the agent's expert into ``model`` (:mod:`gridrl.agents.imitation`)."""
+    # deferred: imitation runs the evaluation harness, which imports this module
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    from gridrl.agents.imitation import clone, demonstrations
+
+    spec = agent.imitation
+    assert spec is not None
+    data = env_inputs(scenario_path, forecast_mode, forecast_config)
+    norm = wrapped if isinstance(wrapped, VecNormalize) else None
+    demos, record = demonstrations(scenario_path, spec, data, model, norm,
+                                   forecast_mode=forecast_mode, forecast_config=forecast_config)
+    t0 = time.perf_counter()
+    losses = clone(model, demos, spec, norm)
+    return {"demonstrations": record, **losses,
+            "clone_seconds": round(time.perf_counter() - t0, 1)}
 
 
 def _callbacks(
