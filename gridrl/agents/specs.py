@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import inspect
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
@@ -22,7 +22,7 @@ from pydantic import (
     model_validator,
 )
 
-from gridrl.config import Count, PositiveCount
+from gridrl.config import Count, PositiveCount, drop_unused
 from gridrl.errors import GridrlError
 
 SB3_ALGOS = ("PPO", "SAC", "TD3", "A2C", "RecurrentPPO")
@@ -82,10 +82,22 @@ class AgentBase(StrictSpec):
     episodes: Annotated[Count, Field(gt=0)] | None = None
     validation_episodes: Annotated[Count, Field(gt=0)] | None = None
 
+    # Keys added after hashes of entries were first recorded (run folders' study hash,
+    # unit keys): they count only when set, so an entry that does not use them keeps
+    # its hash.
+    LATER_KEYS: ClassVar[tuple[tuple[tuple[str, ...], Any], ...]] = ((("imitation",), None),)
+
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
         return check_name(v)
+
+    def key_values(self) -> dict[str, Any]:
+        """The entry as hashes see it: every value, except :attr:`LATER_KEYS` unset."""
+        data = self.model_dump(mode="json")
+        for path, unused in self.LATER_KEYS:
+            drop_unused(data, path, unused)
+        return data
 
 
 class ImitationSpec(StrictSpec):

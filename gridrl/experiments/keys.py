@@ -41,7 +41,9 @@ def forecast_part(study: Study, mode: str) -> str:
 
 
 def _agent_entry(study: Study, name: str) -> dict[str, Any]:
-    return study.agent(name).model_dump(mode="json", exclude={"seeds"})
+    data = study.agent(name).key_values()
+    data.pop("seeds", None)
+    return data
 
 
 def tuning_keys(study: Study, scenarios: list[Scenario]) -> dict[str, str]:

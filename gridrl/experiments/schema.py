@@ -374,7 +374,12 @@ class Study(StrictSpec):
 
     def content_hash(self) -> str:
         """Hash of the resolved study as written (file references by path)."""
-        return json_hash(self.model_dump(mode="json"))
+        return json_hash(self._hash_values(self.model_dump(mode="json")))
+
+    def _hash_values(self, data: dict[str, Any]) -> dict[str, Any]:
+        """``data`` (a dump of the study) with each agent as hashes see it
+        (:meth:`AgentBase.key_values`: keys added later count only when set)."""
+        return {**data, "agents": [a.key_values() for a in self.agents]}
 
     def run_hash(self) -> str:
         """Hash of what a run's results depend on; a resumed run must match the run it
@@ -392,7 +397,7 @@ class Study(StrictSpec):
                 f"scenario {self.scenario!r}: run_hash needs a study from "
                 "load_study(..., check_files=True) (file paths resolved)"
             )
-        data = self.model_dump(mode="json", exclude={"backend", "output_dir"})
+        data = self._hash_values(self.model_dump(mode="json", exclude={"backend", "output_dir"}))
         data["scenario"] = load_scenario(self.scenario).content_hash()
         data["forecast"]["config"] = (self.forecaster_config_hash() if self.reads_forecaster()
                                       else None)
