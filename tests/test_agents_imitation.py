@@ -31,12 +31,15 @@ def clone_agent(**over) -> SB3AgentSpec:
 def clones(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """Two training seeds of the same clone (the second reads the cached demonstrations)."""
     root = tmp_path_factory.mktemp("imitation")
+    calls: dict[int, list[tuple[int, int]]] = {0: [], 1: []}
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("GRIDRL_CACHE", str(root / "cache"))
         records = [train_policy(GEO3, clone_agent(), TRAINING, root / f"seed{s}", seed=s,
-                                forecast_mode="perfect") for s in (0, 1)]
+                                forecast_mode="perfect",
+                                progress=lambda d, t, s=s: calls[s].append((d, t)))
+                   for s in (0, 1)]
     demos = Demonstrations.load(Path(records[0]["imitation"]["demonstrations"]["file"]))
-    return {"root": root, "records": records, "demos": demos}
+    return {"root": root, "records": records, "demos": demos, "progress": calls}
 
 
 def test_demonstrations_are_collected_once_and_shared(clones: dict) -> None:
@@ -51,6 +54,14 @@ def test_demonstrations_are_collected_once_and_shared(clones: dict) -> None:
     assert (steps == steps[0]).all() and first["steps"] == steps.sum()
     assert demos.obs.shape[0] == demos.actions.shape[0] == steps.sum()
     assert np.abs(demos.actions).max() <= 1.0
+
+
+def test_collection_shows_progress_over_all_rounds(clones: dict) -> None:
+    steps = len(clones["demos"].rewards)
+    done = [d for d, t in clones["progress"][0]]
+    assert {t for _, t in clones["progress"][0]} == {steps}
+    assert done == sorted(done) and done[-1] == steps and len(done) > 2
+    assert clones["progress"][1] == []  # read from the cache: nothing to show
 
 
 def test_expert_episodes_are_recorded_as_played(clones: dict) -> None:

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import fcntl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -64,6 +65,7 @@ if TYPE_CHECKING:
 __all__ = ["Demonstrations", "clone", "collect", "demonstrations", "discounted_returns"]
 
 DEMO_FOLDER = "demonstrations"
+Progress = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
@@ -121,7 +123,7 @@ class _Labelled:
 
 
 def _run(scenario_path: str | Path, spec: ImitationSpec, data: EnvData, round_: int,
-         learner: Any | None) -> Demonstrations:
+         learner: Any | None, progress: Progress | None) -> Demonstrations:
     """One round: ``spec.episodes`` training windows (seed ``spec.seed + round_``)."""
     setup = make_setup(scenario_path, period="train", data=data)
     windows = select_windows(setup.windows, spec.episodes, spec.seed + round_)
@@ -134,7 +136,12 @@ def _run(scenario_path: str | Path, spec: ImitationSpec, data: EnvData, round_: 
         groups[-1].append((obs.astype(np.float32), pol.label,
                            np.asarray(reward, dtype=np.float64).copy()))
 
-    evaluate_detailed(pol, setup, starts=[w.start for w in windows], record=record)
+    def on_step(done: int, total: int) -> None:
+        if progress is not None:  # steps of every round, this one's after the earlier
+            progress(round_ * total + done, (spec.rounds + 1) * total)
+
+    evaluate_detailed(pol, setup, starts=[w.start for w in windows], record=record,
+                      on_step=on_step)
     out = None
     for g in groups:  # [S] steps of [B] episodes -> episode-major rows
         obs, act, rew = (np.stack(x, axis=1) for x in zip(*g, strict=True))
@@ -148,13 +155,15 @@ def _run(scenario_path: str | Path, spec: ImitationSpec, data: EnvData, round_: 
 
 
 def collect(scenario_path: str | Path, spec: ImitationSpec, data: EnvData,
-            model: OnPolicyAlgorithm, venv: VecNormalize | None) -> Demonstrations:
+            model: OnPolicyAlgorithm, venv: VecNormalize | None,
+            progress: Progress | None = None) -> Demonstrations:
     """The expert's episodes, then ``spec.rounds`` DAgger rounds (module doc). ``model``
     gives the learner's architecture, ``venv`` the normalisation (its statistics are
-    set from each round's data; :func:`clone` sets them again from the final data)."""
+    set from each round's data; :func:`clone` sets them again from the final data).
+    ``progress(done, total)`` counts the steps of all rounds."""
     import torch  # deferred: the package runs without torch
 
-    demos = _run(scenario_path, spec, data, 0, None)
+    demos = _run(scenario_path, spec, data, 0, None, progress)
     if spec.rounds == 0:
         return demos
     torch.manual_seed(spec.seed)
@@ -168,14 +177,15 @@ def collect(scenario_path: str | Path, spec: ImitationSpec, data: EnvData,
             return np.clip(learner.predict(x.astype(np.float32), deterministic=True)[0],
                            -1.0, 1.0)
 
-        demos = demos + _run(scenario_path, spec, data, r, act)
+        demos = demos + _run(scenario_path, spec, data, r, act, progress)
     return demos
 
 
 def demonstrations(scenario_path: str | Path, spec: ImitationSpec, data: EnvData,
                    model: OnPolicyAlgorithm, venv: VecNormalize | None, *,
                    forecast_mode: str, forecast_config: str | Path | None,
-                   cache_dir: str | Path | None = None) -> tuple[Demonstrations, dict]:
+                   cache_dir: str | Path | None = None,
+                   progress: Progress | None = None) -> tuple[Demonstrations, dict]:
     """The demonstrations for this scenario, forecasts and architecture, from the cache
     or collected (and cached); also a record (key, file, whether cached, seconds)."""
     config_text = Path(forecast_config).read_text() if forecast_config else None
@@ -192,7 +202,7 @@ def demonstrations(scenario_path: str | Path, spec: ImitationSpec, data: EnvData
         if cached:
             demos = Demonstrations.load(path)
         else:
-            demos = collect(scenario_path, spec, data, model, venv)
+            demos = collect(scenario_path, spec, data, model, venv, progress)
             demos.save(path)
     record = {"key": key, "file": str(path), "cached": cached, "steps": len(demos.rewards),
               "episodes": int(demos.episode.max()) + 1, "rounds": spec.rounds,

@@ -199,7 +199,7 @@ def train_policy(
     imitation = None
     if agent.imitation is not None:
         imitation = _imitate(model, wrapped, agent, scenario_path, forecast_mode,
-                             forecast_config)
+                             forecast_config, progress)
     callbacks = _callbacks(agent, training, out, timesteps, n_envs, progress)
     t0 = time.perf_counter()
     if timesteps > 0:  # 0: the cloned policy alone
@@ -254,8 +254,10 @@ def _build_model(
 
 def _imitate(model: BaseAlgorithm, wrapped: VecEnv, agent: SB3AgentSpec,
              scenario_path: str | Path, forecast_mode: str,
-             forecast_config: str | Path | None) -> dict[str, Any]:
-    """Clone the agent's expert into ``model`` (:mod:`gridrl.agents.imitation`)."""
+             forecast_config: str | Path | None,
+             progress: Callable[[int, int], None] | None) -> dict[str, Any]:
+    """Clone the agent's expert into ``model`` (:mod:`gridrl.agents.imitation`);
+    ``progress`` first counts the demonstrations' steps (when they are collected)."""
     # deferred: imitation runs the evaluation harness, which imports this module
     from stable_baselines3.common.vec_env import VecNormalize
 
@@ -266,7 +268,8 @@ def _imitate(model: BaseAlgorithm, wrapped: VecEnv, agent: SB3AgentSpec,
     data = env_inputs(scenario_path, forecast_mode, forecast_config)
     norm = wrapped if isinstance(wrapped, VecNormalize) else None
     demos, record = demonstrations(scenario_path, spec, data, model, norm,
-                                   forecast_mode=forecast_mode, forecast_config=forecast_config)
+                                   forecast_mode=forecast_mode, forecast_config=forecast_config,
+                                   progress=progress)
     t0 = time.perf_counter()
     losses = clone(model, demos, spec, norm)
     return {"demonstrations": record, **losses,
