@@ -45,8 +45,10 @@ class Unit:
 
 
 def plan_units(study: Study) -> list[Unit]:
-    """Every unit of the study: agents in file order, then scenario seeds, then seeds,
-    then forecast modes."""
+    """Every unit of the study: agents in file order, then seeds, then scenario seeds,
+    then forecast modes (the order workers take them: an agent's units of different
+    scenario seeds start together, where units of the same one would wait on the
+    demonstrations they share, :mod:`gridrl.agents.imitation`)."""
     base = study.forecast.mode
     ablated = set()
     modes: list[str] = [base]
@@ -56,8 +58,8 @@ def plan_units(study: Study) -> list[Unit]:
     units = []
     for agent in study.agents:
         agent_modes = modes if agent.name in ablated else [base]
-        for scenario_seed in study.scenario_seeds or [None]:
-            for seed in agent.seeds or study.seeds:
+        for seed in agent.seeds or study.seeds:
+            for scenario_seed in study.scenario_seeds or [None]:
                 for mode in agent_modes:
                     units.append(Unit(agent.name, seed, mode, scenario_seed))
     return units
