@@ -106,8 +106,9 @@ def test_imitation_entries_are_checked() -> None:
         SB3AgentSpec(name="a", algo="SAC", imitation=SPEC)
     with pytest.raises(ValidationError, match="timesteps: 0 trains nothing"):
         SB3AgentSpec(name="a", algo="PPO", timesteps=0)
-    with pytest.raises(ValidationError, match="unknown reference 'mcp'"):
-        ImitationSpec(expert="mcp")
+    for expert in ("mcp", "lp_bound"):  # unknown; a bound plans whole episodes
+        with pytest.raises(ValidationError, match=f"step by step.*got '{expert}'"):
+            ImitationSpec(expert=expert)
     assert TrainingSpec(timesteps=7).budget(clone_agent())[0] == 0
 
 

@@ -107,9 +107,10 @@ class ImitationSpec(StrictSpec):
     The ``expert`` (a reference name with ``params``) runs ``episodes`` windows of the
     training period, drawn with ``seed`` (the same for every training seed), in the
     agent's scenario and forecasts, then labels the states of ``rounds`` DAgger rounds.
-    The policy's action mean is fitted to its actions
-    and the value function to the discounted returns of its normalised rewards, for
-    ``epochs`` passes in minibatches of ``batch_size`` with Adam at ``learning_rate``.
+    The policy's action mean is fitted to its actions and the value function to the
+    discounted returns of its normalised rewards, for ``epochs`` passes in minibatches
+    of ``batch_size`` with Adam at ``learning_rate``. The expert must act step by step
+    (not a bound, which plans whole episodes at once).
     """
 
     expert: str = "mpc"
@@ -129,8 +130,11 @@ class ImitationSpec(StrictSpec):
     def _known_expert(cls, v: str) -> str:
         from gridrl.agents.registry import REFERENCES  # deferred: registry imports specs
 
-        if v not in REFERENCES:
-            raise ValueError(f"unknown reference {v!r}; known: {sorted(REFERENCES)}")
+        stepped = sorted(k for k, (cls, _) in REFERENCES.items()
+                         if not getattr(cls, "is_bound", False))
+        if v not in stepped:
+            raise ValueError(f"expected a reference that acts step by step, one of "
+                             f"{stepped}; got {v!r}")
         return v
 
 
