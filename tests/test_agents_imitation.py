@@ -21,10 +21,9 @@ TRAINING = TrainingSpec(n_envs=4, checkpoint_every_steps=None, progress_bar=Fals
                         tensorboard=False)
 
 
-def clone_agent(**over) -> SB3AgentSpec:
-    return SB3AgentSpec(name="clone", algo="PPO", timesteps=0, imitation=SPEC,
-                        hyperparameters={"n_steps": 32, "batch_size": 64, "n_epochs": 1},
-                        **over)
+def clone_agent(imitation: ImitationSpec = SPEC) -> SB3AgentSpec:
+    return SB3AgentSpec(name="clone", algo="PPO", timesteps=0, imitation=imitation,
+                        hyperparameters={"n_steps": 32, "batch_size": 64, "n_epochs": 1})
 
 
 @pytest.fixture(scope="module")
@@ -91,6 +90,22 @@ def test_clone_alone_trains_no_steps_and_keeps_the_demonstrations_statistics(
     with (clones["root"] / "seed0" / "vecnormalize.pkl").open("rb") as fh:
         stats = pickle.load(fh)
     np.testing.assert_allclose(stats.obs_rms.mean, clones["demos"].obs.mean(0), atol=1e-3)
+
+
+def test_fitted_std_is_about_the_clones_error(clones: dict) -> None:
+    """Maximum likelihood puts the std near the RMS error of the mean (per action)."""
+    agent = clone_agent(SPEC.model_copy(update={"fit_std": True}))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GRIDRL_CACHE", str(clones["root"] / "cache"))  # cached demonstrations
+        train_policy(GEO3, agent, TRAINING, clones["root"] / "std", seed=0,
+                     forecast_mode="perfect")
+    policy = load_policy(clones["root"] / "std")
+    demos = clones["demos"]
+    rms = np.sqrt(((policy.predict(demos.obs) - demos.actions) ** 2).mean())
+    std = float(np.exp(policy.model.policy.log_std.detach().numpy()).mean())
+    assert std < 0.5 and 0.3 * rms < std < 3 * rms, (std, rms)
+    first = load_policy(clones["root"] / "seed0").model.policy.log_std.detach().numpy()
+    np.testing.assert_array_equal(first, 0.0)  # not fitted: SB3's initial log-std
 
 
 def test_discounted_returns_restart_at_each_episode() -> None:

@@ -27,9 +27,12 @@ network (exported like any policy) where MPC solves a linear program every step.
 3. **Cloning** (:func:`clone`): minibatch Adam on ``-log pi(a_expert | s)`` plus
    ``vf_coef`` times the squared error of the value function against the discounted
    returns of the normalised rewards within each demonstrated episode (the algorithm's
-   ``gamma``; an episode's end is not bootstrapped). The action log-std is not fitted:
-   with it fixed the log-likelihood is a scaled squared error of the action mean, and
-   the RL phase keeps the exploration it was configured with.
+   ``gamma``; an episode's end is not bootstrapped). The action log-std is fitted only
+   with ``imitation.fit_std``: fixed, the log-likelihood is a scaled squared error of
+   the action mean and the RL phase explores at its configured initial std (1 for
+   SB3's PPO, the whole action range, which takes a clone's first rollouts far from
+   it); fitted (after the mean: its maximum-likelihood value, each action's RMS error
+   on the demonstrations), RL explores around the clone at the scale of its error.
 
 The expert's actions are the environment's normalised actions in [-1, 1], the space the
 policy acts in (SB3 clips the Gaussian's samples to it). A round's rewards are the
@@ -269,9 +272,22 @@ def fit_policy(policy: ActorCriticPolicy, demos: Demonstrations, spec: Imitation
             totals += np.array([nll.item(), vf.item()]) * len(idx)
         history.append(totals / len(returns))
     policy.set_training_mode(False)
+    if spec.fit_std:
+        _set_std(policy, tensors[0], tensors[1])
     return {"epochs": spec.epochs, "nll_first": float(history[0][0]),
             "nll_last": float(history[-1][0]), "value_mse_first": float(history[0][1]),
             "value_mse_last": float(history[-1][1])}
+
+
+def _set_std(policy: ActorCriticPolicy, obs: Any, actions: Any) -> None:
+    """The log-std of maximum likelihood given the fitted mean: the log of each
+    action's RMS error on the demonstrations (floored at 1e-3)."""
+    import torch  # deferred: the package runs without torch
+
+    with torch.no_grad():
+        mean = policy.get_distribution(obs).distribution.mean
+        rms = ((mean - actions) ** 2).mean(0).sqrt().clamp_min(1e-3)
+        policy.log_std.copy_(rms.log())
 
 
 def clone(model: OnPolicyAlgorithm, demos: Demonstrations, spec: ImitationSpec,

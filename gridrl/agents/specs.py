@@ -124,6 +124,9 @@ class ImitationSpec(StrictSpec):
     epochs: PositiveCount = 30
     batch_size: PositiveCount = 256
     learning_rate: Annotated[float, Field(gt=0.0)] = 1e-3
+    # fit the action log-std too (maximum likelihood: about the clone's error): RL then
+    # explores around the clone at the scale of its error, not at the initial std
+    fit_std: bool = False
 
     @field_validator("expert")
     @classmethod
