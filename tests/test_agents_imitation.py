@@ -131,3 +131,6 @@ def test_entries_without_imitation_hash_as_before_it_existed() -> None:
     plain = SB3AgentSpec(name="a", algo="PPO")
     assert "imitation" not in plain.key_values()
     assert clone_agent().key_values()["imitation"]["expert"] == EXPERT
+    assert "fit_std" not in clone_agent().key_values()["imitation"]
+    fitted = clone_agent(SPEC.model_copy(update={"fit_std": True}))
+    assert fitted.key_values()["imitation"]["fit_std"] is True

@@ -68,6 +68,9 @@ if TYPE_CHECKING:
 __all__ = ["Demonstrations", "clone", "collect", "demonstrations", "discounted_returns"]
 
 DEMO_FOLDER = "demonstrations"
+# Imitation keys the demonstrations do not depend on (the learner of the rounds acts on
+# its mean): left out of their cache key.
+DEMO_FREE = {"fit_std"}
 Progress = Callable[[int, int], None]
 
 
@@ -193,7 +196,7 @@ def demonstrations(scenario_path: str | Path, spec: ImitationSpec, data: EnvData
     or collected (and cached); also a record (key, file, whether cached, seconds)."""
     config_text = Path(forecast_config).read_text() if forecast_config else None
     key = key_hash("demonstrations", load_scenario(scenario_path).content_hash(),
-                   forecast_mode, config_text, spec.model_dump(),
+                   forecast_mode, config_text, spec.model_dump(exclude=DEMO_FREE),
                    model.policy_kwargs if spec.rounds else None)
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     path = folder / DEMO_FOLDER / f"{key}.npz"

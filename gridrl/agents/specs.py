@@ -85,7 +85,8 @@ class AgentBase(StrictSpec):
     # Keys added after hashes of entries were first recorded (run folders' study hash,
     # unit keys): they count only when set, so an entry that does not use them keeps
     # its hash.
-    LATER_KEYS: ClassVar[tuple[tuple[tuple[str, ...], Any], ...]] = ((("imitation",), None),)
+    LATER_KEYS: ClassVar[tuple[tuple[tuple[str, ...], Any], ...]] = (
+        (("imitation", "fit_std"), False), (("imitation",), None))
 
     @field_validator("name")
     @classmethod
