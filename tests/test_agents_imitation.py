@@ -10,9 +10,14 @@ import pytest
 from pydantic import ValidationError
 
 from gridrl.agents.evaluate import evaluate
-from gridrl.agents.imitation import Demonstrations, discounted_returns
+from gridrl.agents.imitation import (
+    Demonstrations,
+    check_expert,
+    discounted_returns,
+    train_imitating,
+)
 from gridrl.agents.specs import ImitationSpec, SB3AgentSpec, TrainingSpec
-from gridrl.agents.train import load_policy, train_policy
+from gridrl.agents.train import TrainingError, load_policy, train_policy
 
 GEO3 = Path(__file__).resolve().parents[1] / "envs" / "geo3.yaml"
 EXPERT = "carbon_aware"  # state-dependent and cheap
@@ -33,9 +38,9 @@ def clones(tmp_path_factory: pytest.TempPathFactory) -> dict:
     calls: dict[int, list[tuple[int, int]]] = {0: [], 1: []}
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("GRIDRL_CACHE", str(root / "cache"))
-        records = [train_policy(GEO3, clone_agent(), TRAINING, root / f"seed{s}", seed=s,
-                                forecast_mode="perfect",
-                                progress=lambda d, t, s=s: calls[s].append((d, t)))
+        records = [train_imitating(GEO3, clone_agent(), TRAINING, root / f"seed{s}", seed=s,
+                                   forecast_mode="perfect",
+                                   progress=lambda d, t, s=s: calls[s].append((d, t)))
                    for s in (0, 1)]
     demos = Demonstrations.load(Path(records[0]["imitation"]["demonstrations"]["file"]))
     return {"root": root, "records": records, "demos": demos, "progress": calls}
@@ -97,8 +102,8 @@ def test_fitted_std_is_about_the_clones_error(clones: dict) -> None:
     agent = clone_agent(SPEC.model_copy(update={"fit_std": True}))
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("GRIDRL_CACHE", str(clones["root"] / "cache"))  # cached demonstrations
-        train_policy(GEO3, agent, TRAINING, clones["root"] / "std", seed=0,
-                     forecast_mode="perfect")
+        train_imitating(GEO3, agent, TRAINING, clones["root"] / "std", seed=0,
+                        forecast_mode="perfect")
     policy = load_policy(clones["root"] / "std")
     demos = clones["demos"]
     rms = np.sqrt(((policy.predict(demos.obs) - demos.actions) ** 2).mean())
@@ -122,8 +127,13 @@ def test_imitation_entries_are_checked() -> None:
     with pytest.raises(ValidationError, match="timesteps: 0 trains nothing"):
         SB3AgentSpec(name="a", algo="PPO", timesteps=0)
     for expert in ("mcp", "lp_bound"):  # unknown; a bound plans whole episodes
-        with pytest.raises(ValidationError, match=f"step by step.*got '{expert}'"):
-            ImitationSpec(expert=expert)
+        with pytest.raises(ValueError, match=f"step by step.*got '{expert}'"):
+            check_expert(ImitationSpec(expert=expert))
+    with pytest.raises(ValueError, match="horizon_h"):
+        check_expert(ImitationSpec(expert="mpc", params={"horizon_h": -1}))
+    with pytest.raises(TrainingError, match="train it with gridrl.agents.imitation"):
+        train_policy(GEO3, clone_agent(), TRAINING, Path("unused"), seed=0,
+                     forecast_mode="perfect")
     assert TrainingSpec(timesteps=7).budget(clone_agent())[0] == 0
 
 

@@ -104,6 +104,18 @@ def test_ablation_multiplies_only_the_ablated_agents(tmp_path: Path) -> None:
             {"agents": [{"name": "p", "algo": "PPO", "timesteps": True}]},
             "agents[0].timesteps: Input should be a valid integer (got True)",
         ),
+        (
+            {"agents": [{"name": "p", "algo": "PPO", "imitation": {"expert": "lp_bound"}}]},
+            "agents[0].imitation: expected a reference that acts step by step",
+        ),
+        (
+            {"agents": [{"name": "p", "algo": "SAC", "imitation": {"expert": "mpc"}}]},
+            "SAC cannot imitate",
+        ),
+        (
+            {"agents": [{"name": "p", "algo": "PPO", "imitation": {"episodes": 0}}]},
+            "agents[0].imitation.episodes",
+        ),
         ({"backend": {"max_workers": True}}, "backend.max_workers"),
         ({"backend": {"kind": "slurm"}}, "backend.kind"),
         ({"evaluation": {"episodes": 0, "bogus": 1}}, "evaluation.bogus"),

@@ -53,19 +53,24 @@ import numpy as np
 
 from gridrl.agents.evaluate import evaluate_detailed, make_setup, select_windows
 from gridrl.agents.policy import StepContext
-from gridrl.agents.registry import make_policy
-from gridrl.agents.specs import ImitationSpec
+from gridrl.agents.registry import REFERENCES, make_policy
+from gridrl.agents.specs import ImitationSpec, SB3AgentSpec, TrainingSpec
+from gridrl.agents.train import env_inputs, train_policy
 from gridrl.env.inputs import EnvData
 from gridrl.forecast.cache import key_hash
 from gridrl.io import default_cache_dir, write_with
 from gridrl.scenario import load_scenario
 
 if TYPE_CHECKING:
+    from stable_baselines3.common.base_class import BaseAlgorithm
     from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
     from stable_baselines3.common.policies import ActorCriticPolicy
-    from stable_baselines3.common.vec_env import VecNormalize
+    from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
-__all__ = ["Demonstrations", "clone", "collect", "demonstrations", "discounted_returns"]
+__all__ = [
+    "Demonstrations", "check_expert", "clone", "collect", "demonstrations", "discounted_returns",
+    "train_imitating",
+]
 
 DEMO_FOLDER = "demonstrations"
 # Imitation keys the demonstrations do not depend on (the learner of the rounds acts on
@@ -109,6 +114,47 @@ class Demonstrations:
         return Demonstrations(*(np.concatenate([a, b + shift if k == "episode" else b])
                                 for k, a, b in zip(self.__dict__, self.__dict__.values(),
                                                    other.__dict__.values(), strict=True)))
+
+
+def check_expert(spec: ImitationSpec) -> None:
+    """Raise ValueError unless ``spec.expert`` is a reference that acts step by step (a
+    bound plans whole episodes) and ``spec.params`` are valid parameters of it."""
+    stepped = sorted(k for k, (cls, _) in REFERENCES.items() if not getattr(cls, "is_bound", False))
+    if spec.expert not in stepped:
+        raise ValueError(f"expected a reference that acts step by step, one of {stepped}; "
+                         f"got {spec.expert!r}")
+    make_policy(spec.expert, **spec.params)  # PolicySpecError (a ValueError) names the key
+
+
+def train_imitating(scenario_path: str | Path, agent: SB3AgentSpec, training: TrainingSpec,
+                    out_dir: str | Path, *, seed: int, forecast_mode: str,
+                    forecast_config: str | Path | None = None,
+                    progress: Progress | None = None) -> dict[str, Any]:
+    """:func:`gridrl.agents.train.train_policy` for an agent with ``imitation``: the
+    policy is cloned from the expert (module doc) before RL; ``meta.json`` records the
+    demonstrations and the fit. ``progress`` first counts the demonstration steps (when
+    they are collected), then the training steps."""
+    spec = agent.imitation
+    if spec is None:
+        raise ValueError(f"agent {agent.name!r} has no imitation entry")
+    check_expert(spec)
+
+    def pretrain(model: BaseAlgorithm, wrapped: VecEnv) -> dict[str, Any]:
+        from stable_baselines3.common.vec_env import VecNormalize  # deferred: torch
+
+        data = env_inputs(scenario_path, forecast_mode, forecast_config)
+        norm = wrapped if isinstance(wrapped, VecNormalize) else None
+        demos, record = demonstrations(
+            scenario_path, spec, data, model, norm, forecast_mode=forecast_mode,
+            forecast_config=forecast_config, progress=progress)
+        t0 = time.perf_counter()
+        losses = clone(model, demos, spec, norm)
+        return {"demonstrations": record, **losses,
+                "clone_seconds": round(time.perf_counter() - t0, 1)}
+
+    return train_policy(scenario_path, agent, training, out_dir, seed=seed,
+                        forecast_mode=forecast_mode, forecast_config=forecast_config,
+                        progress=progress, pretrain=pretrain)
 
 
 class _Labelled:

@@ -111,7 +111,8 @@ class ImitationSpec(StrictSpec):
     The policy's action mean is fitted to its actions and the value function to the
     discounted returns of its normalised rewards, for ``epochs`` passes in minibatches
     of ``batch_size`` with Adam at ``learning_rate``. The expert must act step by step
-    (not a bound, which plans whole episodes at once).
+    (not a bound, which plans whole episodes at once): checked with the registry by
+    :func:`gridrl.agents.imitation.check_expert` (a study checks it on loading).
     """
 
     expert: str = "mpc"
@@ -128,18 +129,6 @@ class ImitationSpec(StrictSpec):
     # fit the action log-std too (maximum likelihood: about the clone's error): RL then
     # explores around the clone at the scale of its error, not at the initial std
     fit_std: bool = False
-
-    @field_validator("expert")
-    @classmethod
-    def _known_expert(cls, v: str) -> str:
-        from gridrl.agents.registry import REFERENCES  # deferred: registry imports specs
-
-        stepped = sorted(k for k, (cls, _) in REFERENCES.items()
-                         if not getattr(cls, "is_bound", False))
-        if v not in stepped:
-            raise ValueError(f"expected a reference that acts step by step, one of "
-                             f"{stepped}; got {v!r}")
-        return v
 
 
 class SB3AgentSpec(AgentBase):

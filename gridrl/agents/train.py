@@ -48,6 +48,13 @@ META_FILE = "meta.json"
 PROGRESS_EVERY_FRACTION = 0.01  # share of the budget between two progress reports
 
 
+Pretrain = Callable[["BaseAlgorithm", "VecEnv"], dict[str, Any]]
+
+
+class TrainingError(GridrlError, ValueError):
+    """An agent that cannot be trained as asked (names the agent and what is missing)."""
+
+
 class TrainedPolicyError(GridrlError, FileNotFoundError):
     """A folder that is not a policy directory (names the folder and the missing file)."""
 
@@ -150,6 +157,7 @@ def train_policy(
     forecast_mode: str,
     forecast_config: str | Path | None = None,
     progress: Callable[[int, int], None] | None = None,
+    pretrain: Pretrain | None = None,
 ) -> dict[str, Any]:
     """Train one SB3 agent on the scenario's training period and save a policy directory.
 
@@ -174,6 +182,10 @@ def train_policy(
     progress
         Called with ``(done_steps, total_steps)`` about every
         :data:`PROGRESS_EVERY_FRACTION` of the budget (run-level progress display).
+    pretrain
+        ``pretrain(model, env)`` before RL, returning a record for ``meta.json``: how an
+        agent with ``imitation`` is started (:func:`gridrl.agents.imitation.train_imitating`
+        passes it; this module does not import the evaluation harness it needs).
 
     Returns
     -------
@@ -183,6 +195,10 @@ def train_policy(
     """
     from stable_baselines3.common.utils import set_random_seed  # deferred: torch
 
+    if agent.imitation is not None and pretrain is None:
+        raise TrainingError(f"agent {agent.name!r} imitates {agent.imitation.expert!r}: "
+                            "train it with gridrl.agents.imitation.train_imitating "
+                            "(a study does)")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     timesteps, n_envs = training.budget(agent)
@@ -196,10 +212,7 @@ def train_policy(
         "action_layout": venv.action_layout.to_dict(),
     }
     model, wrapped = _build_model(agent, training, venv, out, seed)
-    imitation = None
-    if agent.imitation is not None:
-        imitation = _imitate(model, wrapped, agent, scenario_path, forecast_mode,
-                             forecast_config, progress)
+    imitation = None if pretrain is None else pretrain(model, wrapped)
     callbacks = _callbacks(agent, training, out, timesteps, n_envs, progress)
     t0 = time.perf_counter()
     if timesteps > 0:  # 0: the cloned policy alone
@@ -250,30 +263,6 @@ def _build_model(
     formats = ["csv", "tensorboard"] if training.tensorboard else ["csv"]
     model.set_logger(configure(str(out / "logs"), formats))
     return model, wrapped
-
-
-def _imitate(model: BaseAlgorithm, wrapped: VecEnv, agent: SB3AgentSpec,
-             scenario_path: str | Path, forecast_mode: str,
-             forecast_config: str | Path | None,
-             progress: Callable[[int, int], None] | None) -> dict[str, Any]:
-    """Clone the agent's expert into ``model`` (:mod:`gridrl.agents.imitation`);
-    ``progress`` first counts the demonstrations' steps (when they are collected)."""
-    # deferred: imitation runs the evaluation harness, which imports this module
-    from stable_baselines3.common.vec_env import VecNormalize
-
-    from gridrl.agents.imitation import clone, demonstrations
-
-    spec = agent.imitation
-    assert spec is not None
-    data = env_inputs(scenario_path, forecast_mode, forecast_config)
-    norm = wrapped if isinstance(wrapped, VecNormalize) else None
-    demos, record = demonstrations(scenario_path, spec, data, model, norm,
-                                   forecast_mode=forecast_mode, forecast_config=forecast_config,
-                                   progress=progress)
-    t0 = time.perf_counter()
-    losses = clone(model, demos, spec, norm)
-    return {"demonstrations": record, **losses,
-            "clone_seconds": round(time.perf_counter() - t0, 1)}
 
 
 def _callbacks(

@@ -129,11 +129,13 @@ def training_scenario_path(ctx: UnitContext) -> Path:
 
 def train_unit(ctx: UnitContext) -> dict[str, Any]:
     """Train an SB3 unit into its folder (policy directory); returns the training summary."""
+    from gridrl.agents.imitation import train_imitating
     from gridrl.agents.train import train_policy
 
     study, unit, agent = ctx.study, ctx.unit, ctx.study.agent(ctx.unit.agent)
     assert isinstance(agent, SB3AgentSpec)
-    info = train_policy(
+    train = train_policy if agent.imitation is None else train_imitating
+    info = train(
         training_scenario_path(ctx), agent, study.training, ctx.unit_dir,
         seed=unit.seed, forecast_mode=unit.forecast_mode, forecast_config=study.forecast.config,
         # the driver shows unit progress from progress.json (no SB3 bar in workers)

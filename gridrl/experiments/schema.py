@@ -27,6 +27,7 @@ from pydantic import (
     model_validator,
 )
 
+from gridrl.agents.imitation import check_expert
 from gridrl.agents.registry import REFERENCES
 from gridrl.agents.specs import (
     SB3_ALGOS,
@@ -313,6 +314,11 @@ class Study(StrictSpec):
         for i, a in enumerate(self.agents):
             if a.seeds is not None and (not a.seeds or len(set(a.seeds)) != len(a.seeds)):
                 raise ValueError(f"agents[{i}].seeds: expected a non-empty list of unique seeds")
+            if isinstance(a, SB3AgentSpec) and a.imitation is not None:
+                try:
+                    check_expert(a.imitation)
+                except ValueError as exc:
+                    raise ValueError(f"agents[{i}].imitation: {exc}") from None
         names = [a.name for a in self.agents]
         if not names:
             raise ValueError("expected at least one agent")
