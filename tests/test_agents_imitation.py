@@ -121,7 +121,7 @@ def test_discounted_returns_restart_at_each_episode() -> None:
     np.testing.assert_allclose(discounted_returns(rewards, episode, g), expected)
 
 
-def test_imitation_entries_are_checked() -> None:
+def test_imitation_entries_are_checked(tmp_path: Path) -> None:
     with pytest.raises(ValidationError, match="SAC cannot imitate"):
         SB3AgentSpec(name="a", algo="SAC", imitation=SPEC)
     with pytest.raises(ValidationError, match="timesteps: 0 trains nothing"):
@@ -132,8 +132,9 @@ def test_imitation_entries_are_checked() -> None:
     with pytest.raises(ValueError, match="horizon_h"):
         check_expert(ImitationSpec(expert="mpc", params={"horizon_h": -1}))
     with pytest.raises(TrainingError, match="train it with gridrl.agents.imitation"):
-        train_policy(GEO3, clone_agent(), TRAINING, Path("unused"), seed=0,
+        train_policy(GEO3, clone_agent(), TRAINING, tmp_path / "policy", seed=0,
                      forecast_mode="perfect")
+    assert not (tmp_path / "policy").exists()  # refused before any work
     assert TrainingSpec(timesteps=7).budget(clone_agent())[0] == 0
 
 
