@@ -19,8 +19,8 @@ network (exported like any policy) where MPC solves a linear program every step.
    architecture initialised with ``imitation.seed``, so the demonstrations depend on
    the scenario, forecasts, architecture and imitation entry only, not on the training
    seed: they are cached (``<cache>/demonstrations/<key>.npz``, the cache folder of the
-   forecast cubes) and a study's training seeds share them; a file lock lets one unit
-   collect while the others wait.
+   forecast cubes; :data:`DEMO_CODE_VERSION` stands for the code) and a study's training
+   seeds share them; a file lock lets one unit collect while the others wait.
 2. **Normalisation**: the ``VecNormalize`` statistics start from the demonstrations
    (observation mean and variance; the discounted-return variance that scales rewards),
    so the cloned policy sees the inputs the RL phase will give it.
@@ -76,6 +76,10 @@ DEMO_FOLDER = "demonstrations"
 # Imitation keys the demonstrations do not depend on (the learner of the rounds acts on
 # its mean): left out of their cache key.
 DEMO_FREE = {"fit_std"}
+# Part of the demonstrations' cache key: bump it when the environment, the experts or
+# the collection change what demonstrations hold (the code is not hashed; the forecast
+# cubes keep their own version the same way).
+DEMO_CODE_VERSION = 1
 Progress = Callable[[int, int], None]
 
 
@@ -241,7 +245,8 @@ def demonstrations(scenario_path: str | Path, spec: ImitationSpec, data: EnvData
     """The demonstrations for this scenario, forecasts and architecture, from the cache
     or collected (and cached); also a record (key, file, whether cached, seconds)."""
     config_text = Path(forecast_config).read_text() if forecast_config else None
-    key = key_hash("demonstrations", load_scenario(scenario_path).content_hash(),
+    key = key_hash("demonstrations", DEMO_CODE_VERSION,
+                   load_scenario(scenario_path).content_hash(),
                    forecast_mode, config_text, spec.model_dump(exclude=DEMO_FREE),
                    model.policy_kwargs if spec.rounds else None)
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
