@@ -10,12 +10,8 @@ import pytest
 from pydantic import ValidationError
 
 from gridrl.agents.evaluate import evaluate
-from gridrl.agents.imitation import (
-    Demonstrations,
-    check_expert,
-    discounted_returns,
-    train_imitating,
-)
+from gridrl.agents.imitation import Demonstrations, discounted_returns, train_imitating
+from gridrl.agents.registry import check_expert
 from gridrl.agents.specs import ImitationSpec, SB3AgentSpec, TrainingSpec
 from gridrl.agents.train import TrainingError, load_policy, train_policy
 

@@ -53,9 +53,9 @@ import numpy as np
 
 from gridrl.agents.evaluate import evaluate_detailed, make_setup, select_windows
 from gridrl.agents.policy import StepContext
-from gridrl.agents.registry import REFERENCES, make_policy
+from gridrl.agents.registry import check_expert, make_policy
 from gridrl.agents.specs import ImitationSpec, SB3AgentSpec, TrainingSpec
-from gridrl.agents.train import env_inputs, train_policy
+from gridrl.agents.train import SB3Policy, env_inputs, load_forecaster, train_policy
 from gridrl.env.inputs import EnvData
 from gridrl.forecast.cache import key_hash
 from gridrl.io import default_cache_dir, write_with
@@ -68,7 +68,7 @@ if TYPE_CHECKING:
     from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
 __all__ = [
-    "Demonstrations", "check_expert", "clone", "collect", "demonstrations", "discounted_returns",
+    "Demonstrations", "clone", "collect", "demonstrations", "discounted_returns",
     "train_imitating",
 ]
 
@@ -118,16 +118,6 @@ class Demonstrations:
         return Demonstrations(*(np.concatenate([a, b + shift if k == "episode" else b])
                                 for k, a, b in zip(self.__dict__, self.__dict__.values(),
                                                    other.__dict__.values(), strict=True)))
-
-
-def check_expert(spec: ImitationSpec) -> None:
-    """Raise ValueError unless ``spec.expert`` is a reference that acts step by step (a
-    bound plans whole episodes) and ``spec.params`` are valid parameters of it."""
-    stepped = sorted(k for k, (cls, _) in REFERENCES.items() if not getattr(cls, "is_bound", False))
-    if spec.expert not in stepped:
-        raise ValueError(f"expected a reference that acts step by step, one of {stepped}; "
-                         f"got {spec.expert!r}")
-    make_policy(spec.expert, **spec.params)  # PolicySpecError (a ValueError) names the key
 
 
 def train_imitating(scenario_path: str | Path, agent: SB3AgentSpec, training: TrainingSpec,
@@ -225,14 +215,10 @@ def collect(scenario_path: str | Path, spec: ImitationSpec, data: EnvData,
     torch.manual_seed(spec.seed)
     learner: ActorCriticPolicy = model.policy_class(
         model.observation_space, model.action_space, model.lr_schedule, **model.policy_kwargs)
+    # its mean action on observations normalised with venv's statistics of the moment
+    act = SB3Policy(learner, venv, {"algo": "dagger learner"})
     for r in range(1, spec.rounds + 1):
         fit_policy(learner, demos, spec, model, venv)
-
-        def act(obs: np.ndarray, learner: ActorCriticPolicy = learner) -> np.ndarray:
-            x = obs if venv is None else venv.normalize_obs(obs.astype(np.float64))
-            return np.clip(learner.predict(x.astype(np.float32), deterministic=True)[0],
-                           -1.0, 1.0)
-
         demos = demos + _run(scenario_path, spec, data, r, act, progress)
     return demos
 
@@ -244,10 +230,11 @@ def demonstrations(scenario_path: str | Path, spec: ImitationSpec, data: EnvData
                    progress: Progress | None = None) -> tuple[Demonstrations, dict]:
     """The demonstrations for this scenario, forecasts and architecture, from the cache
     or collected (and cached); also a record (key, file, whether cached, seconds)."""
-    config_text = Path(forecast_config).read_text() if forecast_config else None
+    config = load_forecaster(forecast_config)  # by its values, as the cubes are keyed
     key = key_hash("demonstrations", DEMO_CODE_VERSION,
-                   load_scenario(scenario_path).content_hash(),
-                   forecast_mode, config_text, spec.model_dump(exclude=DEMO_FREE),
+                   load_scenario(scenario_path).content_hash(), forecast_mode,
+                   None if config is None else config.key_values(),
+                   spec.model_dump(exclude=DEMO_FREE),
                    model.policy_kwargs if spec.rounds else None)
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     path = folder / DEMO_FOLDER / f"{key}.npz"

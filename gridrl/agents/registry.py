@@ -36,11 +36,13 @@ from gridrl.agents.heuristics import (
 )
 from gridrl.agents.mpc import MPC, MPCParams
 from gridrl.agents.policy import Policy, SB3Policy
+from gridrl.agents.specs import ImitationSpec
 from gridrl.agents.train import load_policy as load_trained
 from gridrl.errors import GridrlError
 
 __all__ = [
-    "REFERENCES", "PolicySpecError", "load_policy", "make_policy", "make_reference", "policy_label",
+    "REFERENCES", "PolicySpecError", "check_expert", "load_policy", "make_policy",
+    "make_reference", "policy_label",
 ]
 
 
@@ -85,6 +87,16 @@ def make_policy(name: str, **params: Any) -> Policy:
 
 
 make_reference = make_policy
+
+
+def check_expert(spec: ImitationSpec) -> None:
+    """Raise ValueError unless ``spec.expert`` is a reference that acts step by step (a
+    bound plans whole episodes) and ``spec.params`` are valid parameters of it."""
+    stepped = sorted(k for k, (cls, _) in REFERENCES.items() if not getattr(cls, "is_bound", False))
+    if spec.expert not in stepped:
+        raise ValueError(f"expected a reference that acts step by step, one of {stepped}; "
+                         f"got {spec.expert!r}")
+    make_policy(spec.expert, **spec.params)  # PolicySpecError (a ValueError) names the key
 
 
 def load_policy(spec: str | Path, *, deterministic: bool = True, **params: Any) -> Policy:

@@ -112,7 +112,7 @@ class ImitationSpec(StrictSpec):
     discounted returns of its normalised rewards, for ``epochs`` passes in minibatches
     of ``batch_size`` with Adam at ``learning_rate``. The expert must act step by step
     (not a bound, which plans whole episodes at once): checked with the registry by
-    :func:`gridrl.agents.imitation.check_expert` (a study checks it on loading).
+    :func:`gridrl.agents.registry.check_expert` (a study checks it on loading).
     """
 
     expert: str = "mpc"

@@ -27,8 +27,7 @@ from pydantic import (
     model_validator,
 )
 
-from gridrl.agents.imitation import check_expert
-from gridrl.agents.registry import REFERENCES
+from gridrl.agents.registry import REFERENCES, check_expert
 from gridrl.agents.specs import (
     SB3_ALGOS,
     AgentBase,
