@@ -368,3 +368,33 @@ def test_plain_candidate_is_off_by_default_and_never_for_solar_output(fitted):
     cfg = plain_candidate_config(targets=["solar_mw"], reference={"solar_mw": "seasonal"})
     m = QuantileForecaster(cfg, data.locations, seed=0).fit(solar, train).models["solar_mw"]
     assert set(m.selection["h1"]) == set(cfg.selection.sun_references)
+
+
+def test_own_model_bags_average_differently_seeded_fits(fitted, tmp_path):
+    """``own_model_bags: 3``: each chosen reference of the 1 h model is fitted three
+    times with different seeds, the forecast is their mean, the pooled model is one fit,
+    and the default (1) leaves cache keys as they were before the key existed."""
+    assert "own_model_bags" not in ForecastConfig().key_values()["training"]
+    data, table, _, weather, _, rows, _ = fitted
+    cfg = small_config(targets=["carbon_g_per_kwh"], training=TrainingConfig(own_model_bags=3),
+                       selection=SelectionConfig(models=[]))
+    assert cfg.key_values()["training"]["own_model_bags"] == 3
+    train = np.arange(len(table.index)) < len(table.index) // 2
+    model = QuantileForecaster(cfg, data.locations, weather, seed=0).fit(table, train)
+    m = model.models["carbon_g_per_kwh"]
+    assert len(m.pooled) == 1 and len(m.own[1]) == 3
+    assert m.references() == {"pooled": "last", "h1": "last"}
+    dumps = {mem.boosters[0.5].model_to_string() for mem in m.own[1]}
+    assert len(dumps) == 3  # the seeds differ
+    pred = model.predict(table, rows, [1], bounds=False)[:, :, 0, 0, :]
+    bags = m.own[1]
+    singles = []
+    for mem in bags:
+        m.own[1] = [mem]
+        singles.append(model.predict(table, rows, [1], bounds=False)[:, :, 0, 0, :])
+    m.own[1] = bags
+    np.testing.assert_allclose(pred, np.mean(singles, axis=0), rtol=1e-5, atol=1e-4)
+    back = QuantileForecaster.load(model.save(tmp_path / "m"), weather)
+    assert len(back.models["carbon_g_per_kwh"].own[1]) == 3
+    np.testing.assert_array_equal(back.predict(table, rows, [1], bounds=False)[:, :, 0, 0, :],
+                                  pred)

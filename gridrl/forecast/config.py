@@ -23,7 +23,8 @@ Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
 # Keys added after cached forecasts were first written, with their default
-LATER_KEYS: tuple[tuple[tuple[str, ...], Any], ...] = ((("selection", "hold_candidate"), False),)
+LATER_KEYS: tuple[tuple[tuple[str, ...], Any], ...] = (
+    (("selection", "hold_candidate"), False), (("training", "own_model_bags"), 1))
 
 
 class ForecastConfigError(GridrlError, ValueError):
@@ -138,6 +139,9 @@ class TrainingConfig(_Strict):
     own_model_horizons_h: list[PosInt] = [1]
     # Reference of those models per signal where it differs from the signal's (not PV).
     own_model_reference: dict[str, Reference] = {}
+    # Fits averaged in each own-horizon model, LightGBM seeded differently for each (row
+    # and feature subsampling then differ): less variance at the cost of that many fits.
+    own_model_bags: PosInt = 1
     min_history_h: PosInt = 168  # issue times with less history than this are not used
 
 

@@ -177,7 +177,7 @@ class TargetModel:
 
     def references(self) -> dict[str, str]:
         """``pooled`` / ``h{h}`` -> the reference of the model (``+``-joined for blends)."""
-        return {_tag(h): "+".join(m.reference for m in members)
+        return {_tag(h): "+".join(dict.fromkeys(m.reference for m in members))
                 for h, members in self.groups()}
 
 
@@ -364,7 +364,10 @@ class QuantileForecaster:
             chosen, scores = self._select(data, rows, scored & rows, default, extra, seed)
             if scores:
                 model.selection[_tag(h)] = scores
-        return [self._fit_member(data, ref, rows, seed) for ref in chosen]
+        # own-horizon models average their bags: a seed per (target, bag) pair
+        bags = 1 if h is None else cfg.training.own_model_bags
+        return [self._fit_member(data, ref, rows, seed + i * len(cfg.targets))
+                for i in range(bags) for ref in chosen]
 
     def _fit_member(self, data: _TrainingSet, reference: str, rows: np.ndarray, seed: int,
                     quantiles: Sequence[float] | None = None) -> Member:
@@ -571,8 +574,12 @@ class QuantileForecaster:
         for target, m in self.models.items():
             files: dict[str, list[dict[str, Any]]] = {}
             for h, members in m.groups():
-                files[_tag(h)] = [_write_member(d, f"{target}_{_tag(h)}_{mem.reference}", mem)
-                                  for mem in members]
+                # a reference appears once per bag: the later ones are numbered
+                refs = [mem.reference for mem in members]
+                files[_tag(h)] = [_write_member(
+                    d, f"{target}_{_tag(h)}_{ref}" + (f"_{refs[:i].count(ref)}"
+                                                      if ref in refs[:i] else ""), mem)
+                    for i, (ref, mem) in enumerate(zip(refs, members, strict=True))]
             meta["targets"][target] = {
                 "reference": m.reference,
                 "feature_names": m.feature_names,
