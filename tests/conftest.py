@@ -18,6 +18,13 @@ if not os.environ.get(DATA_DIR_ENV_VAR) and REFERENCE_DATA.is_dir():
     os.environ[DATA_DIR_ENV_VAR] = str(REFERENCE_DATA)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _sb3_log_dir(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Tests that call SB3's ``learn`` without a logger: SB3 then makes an ``SB3-<time>``
+    folder (``SB3_LOGDIR``, else the system temp folder); keep it in pytest's."""
+    os.environ.setdefault("SB3_LOGDIR", str(tmp_path_factory.mktemp("sb3")))
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The data root holding every registered data set; skip with the fetch command if not."""
