@@ -129,11 +129,13 @@ def geo3_inputs():
 
 
 def small_config(**update) -> ForecastConfig:
-    """A quick forecaster for unit tests (few small trees, three folds)."""
-    from gridrl.forecast.config import CrossFitConfig, LightGBMConfig
+    """A quick forecaster for unit tests (few small trees, one fit per 1 h model, three
+    folds)."""
+    from gridrl.forecast.config import CrossFitConfig, LightGBMConfig, TrainingConfig
 
     cfg = ForecastConfig(
         lightgbm=LightGBMConfig(n_estimators=15, num_leaves=7),
+        training=TrainingConfig(own_model_bags=1),
         crossfit=CrossFitConfig(folds=3, gap_h=24),
     )
     return cfg.model_copy(update=update)
@@ -155,6 +157,6 @@ def plain_candidate_config(**update) -> ForecastConfig:
     cfg = small_config(
         targets=["price_per_mwh"], weather=[], weather_for={}, pv=PVConfig(signals=[]),
         bounds=BoundsConfig(zero_at_night=[]),
-        training=TrainingConfig(min_history_h=first_plain_row()),
+        training=TrainingConfig(min_history_h=first_plain_row(), own_model_bags=1),
         selection=SelectionConfig(models=["own"], blend=False, plain_candidate=True))
     return cfg.model_copy(update=update)

@@ -170,7 +170,8 @@ def test_one_hour_ahead_has_its_own_model_fitted_on_every_issue_time(fitted):
     for m in model.models.values():
         assert set(m.own) == {1}
         assert set(m.own[1][0].boosters) == set(m.pooled[0].boosters) == set(cfg_q(model))
-    cfg = small_config(training=TrainingConfig(horizons_per_issue=2, own_model_horizons_h=[1]))
+    cfg = small_config(training=TrainingConfig(horizons_per_issue=2, own_model_horizons_h=[1],
+                                               own_model_bags=1))
     t_len, n_sites = 1000, 2
     mask = np.ones(t_len, dtype=bool)
     mask[600:650] = False
@@ -231,7 +232,8 @@ def test_one_hour_models_are_chosen_on_the_training_data_only(fitted, tmp_path):
             assert len(scores) == 2 ** len(refs) - 1
             chosen = m.references()[tag]
             assert scores[chosen] == min(scores.values()), (target, tag, scores)
-            assert [mem.reference for mem in members] == chosen.split("+")
+            bags = cfg.training.own_model_bags if tag == "h1" else 1
+            assert [mem.reference for mem in members] == chosen.split("+") * bags
     # what follows the training rows cannot change the choice nor the models
     t_len = len(table.index)
     train = np.arange(t_len) < t_len // 2
@@ -373,8 +375,10 @@ def test_plain_candidate_is_off_by_default_and_never_for_solar_output(fitted):
 def test_own_model_bags_average_differently_seeded_fits(fitted, tmp_path):
     """``own_model_bags: 3``: each chosen reference of the 1 h model is fitted three
     times with different seeds, the forecast is their mean, the pooled model is one fit,
-    and the default (1) leaves cache keys as they were before the key existed."""
-    assert "own_model_bags" not in ForecastConfig().key_values()["training"]
+    and one fit (as before the key existed) leaves cache keys as they were."""
+    assert ForecastConfig().key_values()["training"]["own_model_bags"] == 5
+    one = ForecastConfig(training=TrainingConfig(own_model_bags=1))
+    assert "own_model_bags" not in one.key_values()["training"]
     data, table, _, weather, _, rows, _ = fitted
     cfg = small_config(targets=["carbon_g_per_kwh"], training=TrainingConfig(own_model_bags=3),
                        selection=SelectionConfig(models=[]))

@@ -22,7 +22,8 @@ Reference = Literal["last", "seasonal", "ramp", "level"]
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
-# Keys added after cached forecasts were first written, with their default
+# Keys added after cached forecasts were first written, with the value that behaves as
+# before they existed (not always today's default)
 LATER_KEYS: tuple[tuple[tuple[str, ...], Any], ...] = (
     (("selection", "hold_candidate"), False), (("training", "own_model_bags"), 1))
 
@@ -141,7 +142,7 @@ class TrainingConfig(_Strict):
     own_model_reference: dict[str, Reference] = {}
     # Fits averaged in each own-horizon model, LightGBM seeded differently for each (row
     # and feature subsampling then differ): less variance at the cost of that many fits.
-    own_model_bags: PosInt = 1
+    own_model_bags: PosInt = 5
     min_history_h: PosInt = 168  # issue times with less history than this are not used
 
 
