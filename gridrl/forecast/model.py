@@ -19,7 +19,10 @@ the plain per-horizon LightGBM (:mod:`gridrl.forecast.plain`, one model per site
 candidate of the own-horizon models too: where it forecast the last weeks best, the
 forecaster's 1 h model is that model (or a blend with it). With
 ``selection.hold_candidate`` the value at the issue time (persistence) is a candidate of
-both models.
+both models. The chosen references of an own-horizon model are refitted
+``training.own_model_bags`` times with different LightGBM seeds (row and feature
+subsampling differ) and the forecast is the mean of all those members: less variance at
+the shortest horizons; selection scores one fit of each candidate.
 
 Targets are expressed relative to a reference (:data:`gridrl.forecast.features.REFERENCES`):
 PV as a clear-sky index (DESIGN §5) — the model predicts ``y / P_cs`` where ``P_cs`` is
