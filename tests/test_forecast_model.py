@@ -232,8 +232,7 @@ def test_one_hour_models_are_chosen_on_the_training_data_only(fitted, tmp_path):
             assert len(scores) == 2 ** len(refs) - 1
             chosen = m.references()[tag]
             assert scores[chosen] == min(scores.values()), (target, tag, scores)
-            bags = cfg.training.own_model_bags if tag == "h1" else 1
-            assert [mem.reference for mem in members] == chosen.split("+") * bags
+            assert [mem.reference for mem in members] == chosen.split("+")
     # what follows the training rows cannot change the choice nor the models
     t_len = len(table.index)
     train = np.arange(t_len) < t_len // 2
@@ -372,10 +371,10 @@ def test_plain_candidate_is_off_by_default_and_never_for_solar_output(fitted):
     assert set(m.selection["h1"]) == set(cfg.selection.sun_references)
 
 
-def test_own_model_bags_average_differently_seeded_fits(fitted, tmp_path):
-    """``own_model_bags: 3``: each chosen reference of the 1 h model is fitted three
-    times with different seeds, the forecast is their mean, the pooled model is one fit,
-    and one fit (as before the key existed) leaves cache keys as they were."""
+def test_own_model_bags_average_differently_seeded_medians(fitted, tmp_path):
+    """``own_model_bags: 3``: the 1 h model's median is the mean of three fits seeded
+    differently, its other quantiles and the pooled model one fit each; save and load keep
+    them, and one fit (as before the key existed) leaves cache keys as they were."""
     assert ForecastConfig().key_values()["training"]["own_model_bags"] == 5
     one = ForecastConfig(training=TrainingConfig(own_model_bags=1))
     assert "own_model_bags" not in one.key_values()["training"]
@@ -386,19 +385,24 @@ def test_own_model_bags_average_differently_seeded_fits(fitted, tmp_path):
     train = np.arange(len(table.index)) < len(table.index) // 2
     model = QuantileForecaster(cfg, data.locations, weather, seed=0).fit(table, train)
     m = model.models["carbon_g_per_kwh"]
-    assert len(m.pooled) == 1 and len(m.own[1]) == 3
+    (own,), (pooled,) = m.own[1], m.pooled
+    assert len(own.median_bags) == 2 and not pooled.median_bags
     assert m.references() == {"pooled": "last", "h1": "last"}
-    dumps = {mem.boosters[0.5].model_to_string() for mem in m.own[1]}
-    assert len(dumps) == 3  # the seeds differ
+    fits = [own.boosters[0.5], *own.median_bags]
+    assert len({b.model_to_string() for b in fits}) == 3  # the seeds differ
     pred = model.predict(table, rows, [1], bounds=False)[:, :, 0, 0, :]
-    bags = m.own[1]
+    bags = own.median_bags
     singles = []
-    for mem in bags:
-        m.own[1] = [mem]
+    for b in fits:
+        own.boosters[0.5], own.median_bags = b, []
         singles.append(model.predict(table, rows, [1], bounds=False)[:, :, 0, 0, :])
-    m.own[1] = bags
-    np.testing.assert_allclose(pred, np.mean(singles, axis=0), rtol=1e-5, atol=1e-4)
+    own.boosters[0.5], own.median_bags = fits[0], bags
+    q50 = cfg.quantiles.index(0.5)
+    np.testing.assert_allclose(pred[..., q50], np.mean(singles, axis=0)[..., q50], rtol=1e-5,
+                               atol=1e-4)
+    others = [j for j in range(len(cfg.quantiles)) if j != q50]
+    np.testing.assert_array_equal(pred[..., others], singles[0][..., others])
     back = QuantileForecaster.load(model.save(tmp_path / "m"), weather)
-    assert len(back.models["carbon_g_per_kwh"].own[1]) == 3
+    assert len(back.models["carbon_g_per_kwh"].own[1][0].median_bags) == 2
     np.testing.assert_array_equal(back.predict(table, rows, [1], bounds=False)[:, :, 0, 0, :],
                                   pred)

@@ -140,8 +140,9 @@ class TrainingConfig(_Strict):
     own_model_horizons_h: list[PosInt] = [1]
     # Reference of those models per signal where it differs from the signal's (not PV).
     own_model_reference: dict[str, Reference] = {}
-    # Fits averaged in each own-horizon model, LightGBM seeded differently for each (row
-    # and feature subsampling then differ): less variance at the cost of that many fits.
+    # Fits of the median averaged in each own-horizon model, LightGBM seeded differently
+    # for each (row and feature subsampling then differ): a steadier point forecast for
+    # one more median fit per bag.
     own_model_bags: PosInt = 5
     min_history_h: PosInt = 168  # issue times with less history than this are not used
 

@@ -19,10 +19,10 @@ the plain per-horizon LightGBM (:mod:`gridrl.forecast.plain`, one model per site
 candidate of the own-horizon models too: where it forecast the last weeks best, the
 forecaster's 1 h model is that model (or a blend with it). With
 ``selection.hold_candidate`` the value at the issue time (persistence) is a candidate of
-both models. The chosen references of an own-horizon model are refitted
-``training.own_model_bags`` times with different LightGBM seeds (row and feature
-subsampling differ) and the forecast is the mean of all those members: less variance at
-the shortest horizons; selection scores one fit of each candidate.
+both models. The median of each chosen reference of an own-horizon model is the mean of
+``training.own_model_bags`` fits seeded differently (row and feature subsampling differ):
+less variance in the point forecast, for a fit per bag of the median alone (the P10/P90
+are one fit each and recalibrated anyway); selection scores one fit of each candidate.
 
 Targets are expressed relative to a reference (:data:`gridrl.forecast.features.REFERENCES`):
 PV as a clear-sky index (DESIGN §5) — the model predicts ``y / P_cs`` where ``P_cs`` is
@@ -131,11 +131,15 @@ class Member:
         ``hold``.
     site_boosters : list of dict
         ``plain``: per site, quantile -> booster; empty otherwise.
+    median_bags : list of lgb.Booster
+        further fits of the median seeded differently, averaged with ``boosters[0.5]``
+        (``training.own_model_bags``); empty otherwise.
     """
 
     reference: str
     boosters: dict[float, lgb.Booster]
     site_boosters: list[dict[float, lgb.Booster]] = field(default_factory=list)
+    median_bags: list[lgb.Booster] = field(default_factory=list)
 
 
 @dataclass(eq=False)
@@ -180,7 +184,7 @@ class TargetModel:
 
     def references(self) -> dict[str, str]:
         """``pooled`` / ``h{h}`` -> the reference of the model (``+``-joined for blends)."""
-        return {_tag(h): "+".join(dict.fromkeys(m.reference for m in members))
+        return {_tag(h): "+".join(m.reference for m in members)
                 for h, members in self.groups()}
 
 
@@ -367,10 +371,23 @@ class QuantileForecaster:
             chosen, scores = self._select(data, rows, scored & rows, default, extra, seed)
             if scores:
                 model.selection[_tag(h)] = scores
-        # own-horizon models average their bags: a seed per (target, bag) pair
-        bags = 1 if h is None else cfg.training.own_model_bags
-        return [self._fit_member(data, ref, rows, seed + i * len(cfg.targets))
-                for i in range(bags) for ref in chosen]
+        members = [self._fit_member(data, ref, rows, seed) for ref in chosen]
+        if h is not None:
+            for mem in members:
+                self._fit_median_bags(data, mem, rows, seed)
+        return members
+
+    def _fit_median_bags(self, data: _TrainingSet, member: Member, rows: np.ndarray,
+                         seed: int) -> None:
+        """Further median fits of ``member`` (``training.own_model_bags`` - 1 of them,
+        a seed per (target, bag) pair); none for ``plain`` and ``hold`` (no subsampling)."""
+        cfg = self.config
+        if member.reference in (PLAIN, HOLD) or 0.5 not in member.boosters:
+            return
+        member.median_bags = [
+            self._fit_member(data, member.reference, rows, seed + i * len(cfg.targets),
+                             [0.5]).boosters[0.5]
+            for i in range(1, cfg.training.own_model_bags)]
 
     def _fit_member(self, data: _TrainingSet, reference: str, rows: np.ndarray, seed: int,
                     quantiles: Sequence[float] | None = None) -> Member:
@@ -551,7 +568,9 @@ class QuantileForecaster:
         x = b.build(t, n, h, m.scale, m.clearsky_scale)
         out = np.empty((len(t), len(cfg.quantiles)))
         for j, q in enumerate(cfg.quantiles):
-            z = group[float(q)].predict(x, num_threads=cfg.lightgbm.num_threads)
+            boosters = [group[float(q)], *(member.median_bags if q == 0.5 else [])]
+            z = np.mean([booster.predict(x, num_threads=cfg.lightgbm.num_threads)
+                         for booster in boosters], axis=0)
             if reference == "clearsky":
                 cs = hours.clearsky_array_w_per_m2[s, n] * m.clearsky_scale[n]
                 kbase = b.index_base(t, n, h, m.clearsky_scale)
@@ -577,12 +596,8 @@ class QuantileForecaster:
         for target, m in self.models.items():
             files: dict[str, list[dict[str, Any]]] = {}
             for h, members in m.groups():
-                # a reference appears once per bag: the later ones are numbered
-                refs = [mem.reference for mem in members]
-                files[_tag(h)] = [_write_member(
-                    d, f"{target}_{_tag(h)}_{ref}" + (f"_{refs[:i].count(ref)}"
-                                                      if ref in refs[:i] else ""), mem)
-                    for i, (ref, mem) in enumerate(zip(refs, members, strict=True))]
+                files[_tag(h)] = [_write_member(d, f"{target}_{_tag(h)}_{mem.reference}", mem)
+                                  for mem in members]
             meta["targets"][target] = {
                 "reference": m.reference,
                 "feature_names": m.feature_names,
@@ -661,7 +676,11 @@ def _write_member(directory: Path, stem: str, member: Member) -> dict[str, Any]:
     if member.reference == PLAIN:
         return {"reference": member.reference,
                 "sites": [write(b, f"{stem}_site{n}") for n, b in enumerate(member.site_boosters)]}
-    return {"reference": member.reference, "quantiles": write(member.boosters, stem)}
+    entry = {"reference": member.reference, "quantiles": write(member.boosters, stem)}
+    if member.median_bags:
+        entry["median_bags"] = [_write_booster(directory, f"{stem}_bag{i}_q0.5.txt", b)
+                                for i, b in enumerate(member.median_bags, start=1)]
+    return entry
 
 
 def _read_member(directory: Path, entry: Mapping[str, Any]) -> Member:
@@ -674,7 +693,9 @@ def _read_member(directory: Path, entry: Mapping[str, Any]) -> Member:
         return Member(HOLD, {})
     if entry["reference"] == PLAIN:
         return Member(PLAIN, {}, [read(files) for files in entry["sites"]])
-    return Member(entry["reference"], read(entry["quantiles"]))
+    bags = [lgb.Booster(model_file=str(directory / name))
+            for name in entry.get("median_bags", [])]
+    return Member(entry["reference"], read(entry["quantiles"]), median_bags=bags)
 
 
 def _write_booster(directory: Path, name: str, booster: lgb.Booster) -> str:
