@@ -78,8 +78,8 @@ from gridrl.forecast.weather import WeatherForecasts
 from gridrl.io import write_json_atomic, write_text_atomic
 
 # 3: each model a list of members (blends of references); 4: plain members (per site);
-# 5: hold members (no boosters)
-MODEL_FORMAT_VERSION = 5
+# 5: hold members (no boosters); 6: median bags of own-horizon members
+MODEL_FORMAT_VERSION = 6
 HOLD = "hold"  # the value at the issue time as a candidate (``selection.hold_candidate``)
 
 
