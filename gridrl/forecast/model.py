@@ -371,35 +371,25 @@ class QuantileForecaster:
             chosen, scores = self._select(data, rows, scored & rows, default, extra, seed)
             if scores:
                 model.selection[_tag(h)] = scores
-        members = [self._fit_member(data, ref, rows, seed) for ref in chosen]
-        if h is not None:
-            for mem in members:
-                self._fit_median_bags(data, mem, rows, seed)
-        return members
-
-    def _fit_median_bags(self, data: _TrainingSet, member: Member, rows: np.ndarray,
-                         seed: int) -> None:
-        """Further median fits of ``member`` (``training.own_model_bags`` - 1 of them,
-        a seed per (target, bag) pair); none for ``plain`` and ``hold`` (no subsampling)."""
-        cfg = self.config
-        if member.reference in (PLAIN, HOLD) or 0.5 not in member.boosters:
-            return
-        member.median_bags = [
-            self._fit_member(data, member.reference, rows, seed + i * len(cfg.targets),
-                             [0.5]).boosters[0.5]
-            for i in range(1, cfg.training.own_model_bags)]
+        # own-horizon models: further median fits, a seed per (target, bag) pair
+        bags = [] if h is None else [seed + i * len(cfg.targets)
+                                     for i in range(1, cfg.training.own_model_bags)]
+        return [self._fit_member(data, ref, rows, seed, bag_seeds=bags) for ref in chosen]
 
     def _fit_member(self, data: _TrainingSet, reference: str, rows: np.ndarray, seed: int,
-                    quantiles: Sequence[float] | None = None) -> Member:
+                    quantiles: Sequence[float] | None = None,
+                    bag_seeds: Sequence[int] = ()) -> Member:
         """Candidate ``reference`` (or ``plain``) fitted on the pairs ``rows``, one booster
-        per quantile (default: the config's)."""
+        per quantile (default: the config's), and a further median fit per ``bag_seeds``
+        seed (none for ``plain`` and ``hold``: they draw no subsamples)."""
         if reference == PLAIN:
             return self._fit_plain(data, rows, seed, quantiles)
         if reference == HOLD:
             return Member(HOLD, {})
         b, x, z, w = data.rows(reference)
-        return Member(reference, self._train(b, x[rows], z[rows],
-                                             None if w is None else w[rows], seed, quantiles))
+        boosters, bags = self._train(b, x[rows], z[rows], None if w is None else w[rows], seed,
+                                     quantiles, bag_seeds)
+        return Member(reference, boosters, median_bags=bags)
 
     def _fit_plain(self, data: _TrainingSet, rows: np.ndarray, seed: int,
                    quantiles: Sequence[float] | None = None) -> Member:
@@ -471,8 +461,11 @@ class QuantileForecaster:
 
     def _train(self, builder: FeatureBuilder, x: np.ndarray, z: np.ndarray,
                weight: np.ndarray | None, seed: int,
-               quantiles: Sequence[float] | None = None) -> dict[float, lgb.Booster]:
-        """One booster per quantile (default: the config's) on rows ``x``, labels ``z``."""
+               quantiles: Sequence[float] | None = None, bag_seeds: Sequence[int] = ()
+               ) -> tuple[dict[float, lgb.Booster], list[lgb.Booster]]:
+        """One booster per quantile (default: the config's) on rows ``x``, labels ``z``,
+        and, if the median is one of them, a further median booster per ``bag_seeds`` seed
+        (the dataset is binned once for all of them)."""
         cfg = self.config
         lg = cfg.lightgbm
         ds_params = {"max_bin": lg.max_bin, "verbose": -1, "min_data_in_leaf": lg.min_data_in_leaf,
@@ -481,18 +474,22 @@ class QuantileForecaster:
             x, label=z, weight=weight, feature_name=builder.names,
             categorical_feature=builder.categorical, params=ds_params, free_raw_data=True,
         ).construct()
-        boosters = {}
-        for q in cfg.quantiles if quantiles is None else quantiles:
+
+        def fit(q: float, s: int) -> lgb.Booster:
             params = {
                 "objective": "quantile", "alpha": float(q), "learning_rate": lg.learning_rate,
                 "num_leaves": lg.num_leaves, "min_data_in_leaf": lg.min_data_in_leaf,
                 "feature_fraction": lg.feature_fraction, "bagging_fraction": lg.bagging_fraction,
                 "bagging_freq": lg.bagging_freq, "lambda_l2": lg.lambda_l2,
-                "num_threads": lg.num_threads, "seed": seed, "verbose": -1,
+                "num_threads": lg.num_threads, "seed": s, "verbose": -1,
                 "max_bin": lg.max_bin,
             }
-            boosters[float(q)] = lgb.train(params, dataset, num_boost_round=lg.n_estimators)
-        return boosters
+            return lgb.train(params, dataset, num_boost_round=lg.n_estimators)
+
+        boosters = {float(q): fit(q, seed) for q in (cfg.quantiles if quantiles is None
+                                                      else quantiles)}
+        bags = [fit(0.5, s) for s in bag_seeds] if 0.5 in boosters else []
+        return boosters, bags
 
     # ------------------------------------------------------------------ predict
 
