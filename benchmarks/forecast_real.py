@@ -74,6 +74,15 @@ Singapore price at 1 h is still short: -0.002 (was -0.016). With the median alon
 bagged (the change that followed, nothing chosen by it) the evaluation window gives the
 same: every MAE within 0.09 %, 35 of 36, Singapore -0.0023, coverage 0.81 / 0.80 (416 s
 beside other work).
+Later, on the tune window only (which reproduces 0.221 / 0.266), none adopted: calendar
+features in civil time (DST) instead of mean solar time, 0.224 / 0.267 but 1 h better on
+17 series and worse on 19 (PJM wind +0.088, a wind series, shows how far a relabelled
+feature alone moves one series); the 1 h model always blended with the per-horizon
+LightGBM, Singapore 1 h 0.091 -> 0.081 and carbon 0.124 -> 0.118; the zone's Open-Meteo
+temperature and wind as covariates of Singapore's series, price at 1 h 0.091 -> 0.090
+(carbon over 1-24 h 0.179 -> 0.226). The evaluation window's months a year earlier
+(September-December 2022, a window that shares no data with it) give Singapore price
++0.019 at 1 h: the gap is within what a series moves from window to window.
 """
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ from forecast_helpers import (
 
 from gridrl.data.signals import signal_spec
 from gridrl.forecast import ForecastConfig, ForecastError, make_cube
+from gridrl.forecast.backtest import backtest
 from gridrl.forecast.causal import evaluation_mask, grown_origins, origin_mask, refit_plan
 from gridrl.forecast.config import CalibrationConfig, CausalConfig
 from gridrl.forecast.crossfit import crossfit_mask, fold_blocks, lookback_gap_h, weather_for
@@ -224,6 +225,21 @@ def test_a_plain_one_hour_model_stays_causal(shared_data, tmp_path):
     moved = cube(later)
     np.testing.assert_array_equal(moved.values[t], base.values[t])
     assert not np.allclose(moved.values[t + 1], base.values[t + 1])
+
+
+def test_causal_backtest_of_the_test_weeks_skips_cross_fitting(geo3):
+    """A causal backtest that evaluates only test rows forecasts them as one of every
+    row does (same refits, same calibration), without cross-fitting the other rows."""
+    mask = evaluation_mask(geo3.frame.index, geo3.periods)
+    rows = np.flatnonzero(mask)
+    kw = {"scheme": "causal", "locations": geo3.locations, "weather": geo3.weather,
+          "causal_rows": mask}
+    every = backtest(geo3.frame, geo3.cfg, **kw)
+    tests = backtest(geo3.frame, geo3.cfg, eval_rows=rows, **kw)
+    assert "folds" in every.meta and "folds" not in tests.meta  # cross-fitted or not
+    assert len(every.rows) > 2 * len(rows)
+    np.testing.assert_array_equal(tests.rows, rows)
+    np.testing.assert_array_equal(tests.forecasts, every.forecasts[np.isin(every.rows, rows)])
 
 
 def test_whole_year_crossfitting_fails_the_same_check(geo3, cache, base):

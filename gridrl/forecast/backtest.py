@@ -175,7 +175,9 @@ def backtest(
             raise ForecastError("the causal backtest needs the evaluation periods "
                                 "(causal_rows: validation/test rows)")
         causal_rows = np.asarray(causal_rows, dtype=bool)
-        values, meta = forecast_values(table, eval_mask=causal_rows, **kw)
+        # the other rows are cross-fitted only if some of them are to be evaluated
+        rest = eval_rows is None or not causal_rows[np.asarray(eval_rows, dtype=np.int64)].all()
+        values, meta = forecast_values(table, eval_mask=causal_rows, crossfit_rest=rest, **kw)
         groups = _causal_groups(table, config, causal_rows)
     elif scheme == "rolling":
         values, meta, groups = _rolling(table, config, horizons, locations, weather, hours,

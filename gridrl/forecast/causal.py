@@ -208,9 +208,11 @@ def forecast_values(
     weather: WeatherForecasts | None = None,
     hours: TargetHourArrays | None = None,
     progress: bool = False,
+    crossfit_rest: bool = True,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """LightGBM forecasts ``[T, N, K, H, Q]`` of every row (float32, calibrated, bounds
-    not yet applied): causal on ``eval_mask`` (bool ``[T]``), cross-fitted elsewhere;
+    not yet applied): causal on ``eval_mask`` (bool ``[T]``), cross-fitted elsewhere
+    (NaN there if not ``crossfit_rest``: a backtest of the evaluation rows alone);
     every row cross-fitted when ``eval_mask`` is None or all False."""
     cfg = resolve_config(config, targets, list(horizons_h), list(quantiles))
     kw = {"targets": targets, "horizons_h": horizons_h, "quantiles": quantiles,
@@ -222,8 +224,11 @@ def forecast_values(
         return values, {**meta, "scheme": "crossfit"}
     eval_mask = np.asarray(eval_mask, dtype=bool)
     causal, causal_meta = causal_values(table, eval_mask=eval_mask, **kw)
-    # refit_plan guarantees rows before the first evaluation hour: some to cross-fit.
-    values, meta = crossfit_values(table, rows=~eval_mask, **kw)
+    if crossfit_rest:
+        # refit_plan guarantees rows before the first evaluation hour: some to cross-fit.
+        values, meta = crossfit_values(table, rows=~eval_mask, **kw)
+    else:
+        values, meta = np.full_like(causal, np.nan), {}
     values[eval_mask] = causal[eval_mask]
     meta.update(scheme="causal", evaluation_rows=row_runs(eval_mask),
                 coverage_outer_evaluation=causal_meta.pop("coverage_outer"),
