@@ -82,7 +82,10 @@ LightGBM, Singapore 1 h 0.091 -> 0.081 and carbon 0.124 -> 0.118; the zone's Ope
 temperature and wind as covariates of Singapore's series, price at 1 h 0.091 -> 0.090
 (carbon over 1-24 h 0.179 -> 0.226). The evaluation window's months a year earlier
 (September-December 2022, a window that shares no data with it) give Singapore price
-+0.019 at 1 h: the gap is within what a series moves from window to window.
++0.019 at 1 h: the gap is within what a series moves from window to window. Resampling
+the evaluation window's 122 days with replacement (10,000 day-block bootstrap draws of
+the 1 h MAEs of both models, the config as it stands) puts Singapore's -0.002 in a 95 %
+interval of -0.045 to +0.047.
 """
 
 from __future__ import annotations
