@@ -68,7 +68,10 @@ def test_geo3_test_period(geo3_result):
 
 @pytest.mark.parametrize("country", ["fr", "gb"])
 def test_entsoe_2020(shared_data, country):
-    result = backtest(entsoe_signals(shared_data, country), entsoe_config(), scheme="rolling",
+    # origins on 30 April and 30 August: two fits of the full forecaster, not four
+    cfg = entsoe_config().model_copy(update={
+        "backtest": BacktestConfig(initial_train_h=2880, refit_every_h=2928)})
+    result = backtest(entsoe_signals(shared_data, country), cfg, scheme="rolling",
                       locations={country: NATIONAL_CENTROIDS[country]})
     s = _report(f"entsoe {country}", result)
     for signal in ("carbon_g_per_kwh", "solar_mw", "wind_mw"):
