@@ -79,8 +79,10 @@ features in civil time (DST) instead of mean solar time, 0.224 / 0.267 but 1 h b
 17 series and worse on 19 (PJM wind +0.088, a wind series, shows how far a relabelled
 feature alone moves one series); the 1 h model always blended with the per-horizon
 LightGBM, Singapore 1 h 0.091 -> 0.081 and carbon 0.124 -> 0.118; the zone's Open-Meteo
-temperature and wind as covariates of Singapore's series, price at 1 h 0.091 -> 0.090
-(carbon over 1-24 h 0.179 -> 0.226). The evaluation window's months a year earlier
+temperature and wind (simulated forecasts, as the multiregion scenario's forecaster
+uses them) as covariates of the 16 multiregion series: over 1-24 h 0.247 -> 0.272 (12
+better, 4 worse; AU-VIC carbon +0.126), at 1 h 0.249 -> 0.248 (5 better, 11 worse;
+Singapore price 0.091 -> 0.090). The evaluation window's months a year earlier
 (September-December 2022, a window that shares no data with it) give Singapore price
 +0.019 at 1 h: the gap is within what a series moves from window to window. Resampling
 the evaluation window's 122 days with replacement (10,000 day-block bootstrap draws of
