@@ -176,7 +176,7 @@ def backtest(
                                 "(causal_rows: validation/test rows)")
         causal_rows = np.asarray(causal_rows, dtype=bool)
         # the other rows are cross-fitted only if some of them are to be evaluated
-        rest = eval_rows is None or not causal_rows[np.asarray(eval_rows, dtype=np.int64)].all()
+        rest = eval_rows is None or not np.isin(eval_rows, np.flatnonzero(causal_rows)).all()
         values, meta = forecast_values(table, eval_mask=causal_rows, crossfit_rest=rest, **kw)
         groups = _causal_groups(table, config, causal_rows)
     elif scheme == "rolling":
